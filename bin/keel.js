@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+import { main } from '../dist/cli/main.js';
+
+main(process.argv).then(
+  (code) => { process.exitCode = code; },
+  (err) => { console.error(err); process.exitCode = 1; },
+);

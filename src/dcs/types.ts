@@ -1,0 +1,198 @@
+import type { DynamicConfig } from '../config/schema.js';
+
+/**
+ * Values kept under `/keel/<cluster>/`. Every value is versioned JSON
+ * (`{"v":1,...}`) and validated on read (see codec.ts); a value that does not
+ * validate is logged and treated as absent.
+ *
+ * LSNs are byte positions as plain numbers (2^53 bytes is 8 PiB of WAL).
+ */
+
+export type Role = 'primary' | 'replica' | 'unknown';
+
+/** `initialize`: the bootstrap race and the cluster's system identifier. */
+export interface InitializeValue {
+  v: 1;
+  /** member that won the race and runs initdb */
+  by: string;
+  /** pg_controldata's system identifier once initdb is done; null while it runs */
+  systemId: string | null;
+}
+
+/** `leader`: its existence, bound to the holder's lease, is the right to accept writes. */
+export interface LeaderValue {
+  v: 1;
+  name: string;
+}
+
+/** `members/<name>`: what each agent publishes every loop, bound to its lease. */
+export interface MemberValue {
+  v: 1;
+  name: string;
+  role: Role;
+  /** the agent state (see agent/states.ts) */
+  state: string;
+  running: boolean;
+  /** a replica whose WAL receiver streams from the leader */
+  streaming: boolean;
+  timeline: number | null;
+  /** primary: current WAL insert position; replica: null */
+  walLsn: number | null;
+  receivedLsn: number | null;
+  replayedLsn: number | null;
+  /** name of the member this replica streams from, if any */
+  upstream: string | null;
+  zone: string;
+  tags: Record<string, string | number | boolean>;
+  apiUrl: string;
+  pgHost: string;
+  pgPort: number;
+  /** the sentence that explains the last decision */
+  reason: string;
+  systemId: string | null;
+  agentPid: number | null;
+  postmasterPid: number | null;
+  dataDir: string;
+  updatedAtMs: number;
+}
+
+/** `status`: written by the leader so the last known leader position outlives its lease. */
+export interface StatusValue {
+  v: 1;
+  leader: string;
+  timeline: number;
+  walLsn: number;
+  updatedAtMs: number;
+}
+
+/** `sync`: the standbys the leader made synchronous; only those may be promoted in synchronous mode. */
+export interface SyncValue {
+  v: 1;
+  leader: string;
+  members: string[];
+}
+
+/** `switchover`: a requested switchover (leader healthy) or failover (leader gone or unhealthy). */
+export interface SwitchoverValue {
+  v: 1;
+  /** the leader expected to step down; null for a failover with no leader */
+  from: string | null;
+  /** the member that should take over; null lets the healthiest replica take it */
+  to: string | null;
+  failover: boolean;
+  requestedAtMs: number;
+}
+
+export interface HistoryEntry {
+  /** the timeline the new leader started */
+  timeline: number;
+  /** where the previous timeline ended on the new leader: WAL past this point on other nodes diverged */
+  switchLsn: number;
+  leader: string;
+  atMs: number;
+  reason: string;
+}
+
+/** `history`: timeline switches, oldest first. */
+export interface HistoryValue {
+  v: 1;
+  entries: HistoryEntry[];
+}
+
+/** `config`: the dynamic settings plus a version. */
+export type ConfigValue = { v: 1 } & DynamicConfig;
+
+/** `events/<key>`: what happened and why. */
+export interface EventValue {
+  v: 1;
+  atMs: number;
+  /** member, controller, cli... */
+  source: string;
+  kind: string;
+  message: string;
+}
+
+/** A value with the etcd revision it was last modified at (for compare-and-swap). */
+export interface Versioned<T> {
+  value: T;
+  modRevision: string;
+}
+
+/** One consistent read of the cluster's prefix. */
+export interface ClusterView {
+  /** etcd header revision of the read */
+  revision: string;
+  initialize: Versioned<InitializeValue> | null;
+  config: Versioned<DynamicConfig> | null;
+  leader: (Versioned<LeaderValue> & { leaseId: string }) | null;
+  members: MemberValue[];
+  status: Versioned<StatusValue> | null;
+  sync: Versioned<SyncValue> | null;
+  switchover: Versioned<SwitchoverValue> | null;
+  history: Versioned<HistoryValue> | null;
+}
+
+/**
+ * The distributed configuration store, as Keel needs it. Every method talks to
+ * the store once; none caches. Each promises the atomicity stated beside it.
+ */
+export interface Dcs {
+  readonly cluster: string;
+
+  /** All keys of the prefix in ONE range read, so the view is a single revision. */
+  readCluster(): Promise<ClusterView>;
+
+  /** Calls `onChange` after any change under the prefix. Resolves once the watch is live. Returns a stop function. */
+  watch(onChange: () => void): Promise<() => Promise<void>>;
+
+  /** A new lease with the given ttl; returns its id. */
+  grantLease(ttlSeconds: number): Promise<string>;
+  /** One keep-alive. Resolves false when the lease no longer exists (it expired or was revoked). */
+  keepAlive(leaseId: string): Promise<boolean>;
+  /** Ends a lease now; every key bound to it disappears in the same step. */
+  revokeLease(leaseId: string): Promise<void>;
+
+  /** Create-if-absent in one transaction. True when this call created it. */
+  claimInitialize(value: InitializeValue): Promise<boolean>;
+  /** Compare-and-swap on modRevision. */
+  updateInitialize(value: InitializeValue, expectModRevision: string): Promise<boolean>;
+  /** Deletes `initialize` only if it is still the given revision (a failed bootstrap gives the race back). */
+  deleteInitialize(expectModRevision: string): Promise<boolean>;
+
+  /** Create-if-absent `leader`, bound to the lease, in one transaction. True when taken. */
+  acquireLeader(name: string, leaseId: string): Promise<boolean>;
+  /**
+   * Binds `leader` to a new lease of the same member (an agent that restarted
+   * while its postmaster kept running), only if the key still names `name` at
+   * `expectModRevision`. One transaction. True when rebound.
+   */
+  rebindLeader(name: string, leaseId: string, expectModRevision: string): Promise<boolean>;
+  /** Deletes `leader` only if it names `name` (one transaction). True when deleted. */
+  releaseLeader(name: string): Promise<boolean>;
+
+  /** Puts `members/<name>` bound to the lease. */
+  putMember(value: MemberValue, leaseId: string): Promise<void>;
+  deleteMember(name: string): Promise<void>;
+
+  /** Compare-and-swap on the `config` key; expectModRevision null means create-if-absent. */
+  putConfig(value: DynamicConfig, expectModRevision: string | null): Promise<boolean>;
+
+  /** Puts `status` only if `leader` is still held by status.leader (one transaction). */
+  putStatus(value: StatusValue): Promise<boolean>;
+  putSync(value: SyncValue): Promise<void>;
+
+  /** Appends an entry to `history` with compare-and-swap retries. */
+  appendHistory(entry: HistoryEntry): Promise<void>;
+
+  /** Create-if-absent: false when another request is pending. */
+  requestSwitchover(value: SwitchoverValue): Promise<boolean>;
+  /** Deletes `switchover` (only at that revision when given). */
+  clearSwitchover(expectModRevision?: string): Promise<void>;
+
+  /** Adds an event under `events/`; never throws (events are best effort). */
+  addEvent(event: Omit<EventValue, 'v'>): Promise<void>;
+  /** Events, oldest first, at most `limit`. */
+  listEvents(limit: number): Promise<EventValue[]>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,98 @@
+/**
+ * The one catalogue of Keel's errors. Every error a person can see has a
+ * `KEEL_*` code, a message that says what happened and a hint that says what
+ * to do. `exitStatus` 2 marks usage and configuration errors.
+ */
+
+interface ErrorSpec {
+  exitStatus: number;
+  httpStatus: number;
+  hint: string;
+}
+
+const catalogue = {
+  KEEL_USAGE: { exitStatus: 2, httpStatus: 400, hint: 'run the command with --help to see what it accepts' },
+  KEEL_CONFIG_INVALID: { exitStatus: 2, httpStatus: 400, hint: 'fix the named field and start again' },
+  KEEL_CONFIG_UNREADABLE: { exitStatus: 2, httpStatus: 400, hint: 'check that the file exists and is readable YAML' },
+  KEEL_PORT_IN_USE: { exitStatus: 2, httpStatus: 409, hint: 'stop what listens there or choose another --port-base' },
+  KEEL_BINARY_MISSING: {
+    exitStatus: 2,
+    httpStatus: 500,
+    hint: 'install it: apt-get install -y postgresql-15 postgresql-15-postgis-3 etcd-server etcd-client haproxy (or run `make setup`)',
+  },
+  KEEL_DIR_UNUSABLE: { exitStatus: 2, httpStatus: 500, hint: 'choose a directory the postgres user can reach, e.g. --dir /var/tmp/keel' },
+  KEEL_FOREIGN_DATA_DIR: {
+    exitStatus: 2,
+    httpStatus: 409,
+    hint: 'this data directory belongs to another cluster; point the node at an empty directory or at the right cluster',
+  },
+  KEEL_ETCD_UNREACHABLE: { exitStatus: 1, httpStatus: 503, hint: 'check that etcd runs and that --etcd points at it' },
+  KEEL_NO_LEADER: { exitStatus: 1, httpStatus: 503, hint: 'wait for a failover to finish, or look at `keel status` for the reasons' },
+  KEEL_UNKNOWN_MEMBER: { exitStatus: 2, httpStatus: 412, hint: 'pick a member listed by `keel status`' },
+  KEEL_TARGET_INELIGIBLE: { exitStatus: 1, httpStatus: 412, hint: 'pick a streaming replica within maximum_lag_on_failover, or wait for it to catch up' },
+  KEEL_LEADER_HEALTHY: { exitStatus: 1, httpStatus: 412, hint: 'the leader is healthy: use `keel switchover` instead of failover' },
+  KEEL_CONFLICT: { exitStatus: 1, httpStatus: 409, hint: 'someone changed the value meanwhile; read it again and retry' },
+  KEEL_ALREADY_RUNNING: { exitStatus: 2, httpStatus: 409, hint: 'run `keel down --dir DIR` first, or use another --dir' },
+  KEEL_NOT_RUNNING: { exitStatus: 1, httpStatus: 404, hint: 'start it with `keel up --dir DIR`' },
+  KEEL_TIMEOUT: { exitStatus: 1, httpStatus: 504, hint: 'look at the logs under DIR/nodes/*/agent.log' },
+  KEEL_POSTGRES_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at the PostgreSQL log in the node directory' },
+  KEEL_UNAUTHORIZED: { exitStatus: 2, httpStatus: 401, hint: 'send Authorization: Bearer <token> from the node config' },
+  KEEL_FORBIDDEN: { exitStatus: 2, httpStatus: 403, hint: 'the token does not match the node config' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type KeelErrorCode = keyof typeof catalogue;
+
+export class KeelError extends Error {
+  readonly code: KeelErrorCode;
+  readonly hint: string;
+  readonly exitStatus: number;
+  readonly httpStatus: number;
+
+  constructor(code: KeelErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    const spec: ErrorSpec = catalogue[code];
+    this.name = 'KeelError';
+    this.code = code;
+    this.hint = options.hint ?? spec.hint;
+    this.exitStatus = spec.exitStatus;
+    this.httpStatus = spec.httpStatus;
+  }
+
+  /** One line for a terminal: code, message, hint. */
+  render(): string {
+    return `${this.code}: ${this.message}\n  hint: ${this.hint}`;
+  }
+
+  toJSON(): { code: string; message: string; hint: string } {
+    return { code: this.code, message: this.message, hint: this.hint };
+  }
+}
+
+export function isKeelError(err: unknown): err is KeelError {
+  return err instanceof KeelError;
+}
+
+/** A message safe to log for any thrown value. */
+export function describeError(err: unknown): string {
+  if (err instanceof KeelError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return redactSecrets(err.message);
+  return redactSecrets(String(err));
+}
+
+const secretPatterns: RegExp[] = [
+  /(password\s*=\s*)('[^']*'|\S+)/gi,
+  /(PASSWORD\s+)('[^']*')/g,
+  /(:\/\/[^:/@\s]+:)([^@\s]+)(@)/g,
+  /(Bearer\s+)(\S+)/gi,
+];
+
+/** Hides passwords and tokens in free text (connection strings, SQL, headers). */
+export function redactSecrets(text: string): string {
+  let out = text;
+  for (const pattern of secretPatterns) {
+    out = out.replace(pattern, (_m, head: string, _secret: string, tail?: string) =>
+      typeof tail === 'string' ? `${head}***${tail}` : `${head}***`,
+    );
+  }
+  return out;
+}

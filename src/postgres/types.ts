@@ -1,0 +1,109 @@
+/**
+ * One local PostgreSQL instance, as the agent sees and drives it.
+ * LSNs are byte positions as numbers (see lsn.ts to convert from `X/Y`).
+ */
+
+export type DataDirState = 'missing' | 'empty' | 'present';
+
+/** What pg_controldata says, parsed (controldata.ts). */
+export interface ControlData {
+  systemId: string;
+  /** "in production", "shut down", "shut down in recovery", "in archive recovery", "in crash recovery", ... */
+  clusterState: string;
+  /** "Latest checkpoint's TimeLineID" */
+  timeline: number;
+  /** "Latest checkpoint location" */
+  checkpointLsn: number;
+  /** "Minimum recovery ending location" */
+  minRecoveryLsn: number;
+  dataChecksums: boolean;
+}
+
+/** What SQL says about a running instance. */
+export interface RuntimeState {
+  inRecovery: boolean;
+  /** primary: pg_control_checkpoint().timeline_id after promotion is reliable via pg_current_wal_lsn's timeline; replica: the WAL receiver's or replay timeline */
+  timeline: number;
+  /** primary only: pg_current_wal_lsn() */
+  walLsn: number | null;
+  /** replica only: pg_last_wal_receive_lsn() */
+  receivedLsn: number | null;
+  /** replica only: pg_last_wal_replay_lsn() */
+  replayedLsn: number | null;
+  /** replica: pg_stat_wal_receiver.status = 'streaming' */
+  streaming: boolean;
+  /** replica: host and port the WAL receiver is connected to */
+  upstreamHost: string | null;
+  upstreamPort: number | null;
+  /** primary: application_name of each connected walsender, with its flush LSN and sync_state */
+  replicas: { applicationName: string; flushLsn: number | null; state: string; syncState: string }[];
+  /** names of physical replication slots that exist */
+  slots: string[];
+  /** current value of primary_conninfo's host/port as the server sees them ('' when unset) */
+  primaryConninfo: string;
+  primarySlotName: string;
+  synchronousStandbyNames: string;
+}
+
+/** Where a replica streams from. Secrets come from the passfile, never from this struct's printing. */
+export interface UpstreamTarget {
+  /** member name of the upstream, used in logs */
+  name: string;
+  host: string;
+  port: number;
+}
+
+export interface StartOptions {
+  /** start in recovery (standby.signal) following `upstream`, or a standby with no upstream when null */
+  replica: boolean;
+  upstream: UpstreamTarget | null;
+  /** this node's slot name on the upstream */
+  slotName: string;
+  /** extra postgresql.conf parameters from the dynamic config */
+  parameters: Record<string, string | number | boolean>;
+}
+
+export type StopMode = 'smart' | 'fast' | 'immediate';
+
+/**
+ * The agent's handle on its PostgreSQL. Methods run programs as the
+ * configured OS user and never print passwords. Errors are KeelErrors with
+ * code KEEL_POSTGRES_FAILED and the program's last lines of output.
+ */
+export interface Postgres {
+  readonly dataDir: string;
+
+  dataDirState(): Promise<DataDirState>;
+  /** null when there is no data directory (or no pg_control) */
+  controlData(): Promise<ControlData | null>;
+  /** postmaster PID when a postmaster for this data dir is alive (postmaster.pid + kill 0), else null */
+  postmasterPid(): Promise<number | null>;
+  /** null when it cannot connect (not running, starting, shutting down) */
+  runtimeState(): Promise<RuntimeState | null>;
+
+  /** initdb (checksums, scram-sha-256, UTF8), writes Keel's conf files. Data dir must be missing or empty. */
+  initdb(): Promise<void>;
+  /** After the first start as primary: replication role, superuser password, application database and its extensions. Idempotent. */
+  createClusterObjects(): Promise<void>;
+  /** pg_basebackup from the upstream into the (missing or empty) data directory. */
+  basebackup(from: UpstreamTarget): Promise<void>;
+  /** pg_rewind against the upstream; the instance must be stopped. */
+  rewind(from: UpstreamTarget): Promise<void>;
+  /** Removes the data directory (used only when re-cloning our own cluster's node). */
+  removeDataDir(): Promise<void>;
+
+  /** Writes the conf files for this role and starts; resolves once it accepts connections. */
+  start(options: StartOptions): Promise<void>;
+  stop(mode: StopMode): Promise<void>;
+  /** Promotes a running standby and waits until it accepts writes. */
+  promote(): Promise<void>;
+  /** Rewrites primary_conninfo / primary_slot_name / parameters and reloads (no restart). */
+  follow(options: StartOptions): Promise<void>;
+
+  /** Physical slots: creates missing names, drops the others (never drops active slots). */
+  syncSlots(wanted: string[]): Promise<void>;
+  /** Sets synchronous_standby_names and reloads. */
+  setSynchronousStandbyNames(value: string): Promise<void>;
+
+  close(): Promise<void>;
+}
