@@ -1,0 +1,62 @@
+import type { DynamicConfig } from '../config/schema.js';
+import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ControlData, DataDirState, RuntimeState, UpstreamTarget } from '../postgres/types.js';
+import type { State } from './states.js';
+
+/** Everything one decision looks at, gathered once and never changed. */
+export interface Snapshot {
+  nowMs: number;
+  me: { name: string; nofailover: boolean };
+  state: State;
+  /** null when etcd could not be read this loop */
+  cluster: ClusterView | null;
+  /** the config key's value, else the last one seen, else defaults */
+  config: DynamicConfig;
+  lease: { id: string | null; lastRenewalMs: number | null };
+  pg: {
+    dataDir: DataDirState;
+    control: ControlData | null;
+    postmasterPid: number | null;
+    /** null when PostgreSQL does not accept connections */
+    runtime: RuntimeState | null;
+  };
+  /** the outcome of the last job, kept until the next one starts */
+  lastJob: { kind: ActionKind; ok: boolean; error: string | null; finishedAtMs: number } | null;
+}
+
+export type Action =
+  | { kind: 'grantLease' }
+  | { kind: 'claimInitialize'; systemId: string | null }
+  | { kind: 'deleteInitialize'; expectModRevision: string }
+  | { kind: 'bootstrap' }
+  | { kind: 'acquireLeader' }
+  | { kind: 'rebindLeader'; expectModRevision: string }
+  | { kind: 'releaseLeader' }
+  | { kind: 'clone'; from: UpstreamTarget }
+  | { kind: 'rewind'; from: UpstreamTarget }
+  | { kind: 'removeDataDir' }
+  | { kind: 'startPostgres'; replica: boolean; upstream: UpstreamTarget | null }
+  | { kind: 'stopPostgres'; mode: 'fast' | 'immediate' }
+  | { kind: 'promote'; reason: string }
+  | { kind: 'follow'; upstream: UpstreamTarget }
+  | { kind: 'syncSlots'; names: string[] }
+  | { kind: 'clearSwitchover'; expectModRevision: string }
+  | { kind: 'event'; eventKind: string; message: string };
+
+export type ActionKind = Action['kind'];
+
+/** What the agent will do next and the one sentence that says why. */
+export interface Decision {
+  to: State;
+  reason: string;
+  actions: Action[];
+}
+
+export function upstreamOf(member: MemberValue): UpstreamTarget {
+  return { name: member.name, host: member.pgHost, port: member.pgPort };
+}
+
+/** The furthest WAL position a member has: written (primary) or received/replayed (replica). */
+export function memberLsn(member: Pick<MemberValue, 'walLsn' | 'receivedLsn' | 'replayedLsn'>): number {
+  return Math.max(member.walLsn ?? 0, member.receivedLsn ?? 0, member.replayedLsn ?? 0);
+}

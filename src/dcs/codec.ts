@@ -1,0 +1,243 @@
+/**
+ * Serialisation of the values Keel keeps in etcd, and the names of their keys.
+ * Pure: takes and returns strings, imports no I/O.
+ */
+import { z } from 'zod';
+import { dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
+import { KeelError } from '../errors.js';
+import type {
+  EventValue,
+  HistoryEntry,
+  HistoryValue,
+  InitializeValue,
+  LeaderValue,
+  MemberValue,
+  StatusValue,
+  SwitchoverValue,
+  SyncValue,
+} from './types.js';
+
+export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+const version = z.literal(1);
+const memberName = z.string().min(1);
+const lsn = z.number().int().min(0);
+const timeline = z.number().int().min(1);
+const epochMs = z.number().int().min(0);
+
+/*
+ * Value schemas strip unknown fields instead of rejecting them: a newer agent
+ * that adds a field without bumping `v` must not make older agents treat the
+ * key as absent (an absent leader key would start an election).
+ */
+
+export const initializeSchema: z.ZodType<InitializeValue> = z.object({
+  v: version,
+  by: memberName,
+  systemId: z.string().min(1).nullable(),
+});
+
+export const leaderSchema: z.ZodType<LeaderValue> = z.object({ v: version, name: memberName });
+
+export const memberSchema: z.ZodType<MemberValue> = z.object({
+  v: version,
+  name: memberName,
+  role: z.enum(['primary', 'replica', 'unknown']),
+  state: z.string(),
+  running: z.boolean(),
+  streaming: z.boolean(),
+  timeline: timeline.nullable(),
+  walLsn: lsn.nullable(),
+  receivedLsn: lsn.nullable(),
+  replayedLsn: lsn.nullable(),
+  upstream: memberName.nullable(),
+  zone: z.string(),
+  tags: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+  apiUrl: z.string(),
+  pgHost: z.string(),
+  pgPort: z.number().int().min(1).max(65535),
+  reason: z.string(),
+  systemId: z.string().min(1).nullable(),
+  agentPid: z.number().int().min(1).nullable(),
+  postmasterPid: z.number().int().min(1).nullable(),
+  dataDir: z.string(),
+  updatedAtMs: epochMs,
+});
+
+export const statusSchema: z.ZodType<StatusValue> = z.object({
+  v: version,
+  leader: memberName,
+  timeline,
+  walLsn: lsn,
+  updatedAtMs: epochMs,
+});
+
+export const syncSchema: z.ZodType<SyncValue> = z.object({
+  v: version,
+  leader: memberName,
+  members: z.array(memberName),
+});
+
+export const switchoverSchema: z.ZodType<SwitchoverValue> = z.object({
+  v: version,
+  from: memberName.nullable(),
+  to: memberName.nullable(),
+  failover: z.boolean(),
+  requestedAtMs: epochMs,
+});
+
+const historyEntrySchema: z.ZodType<HistoryEntry> = z.object({
+  timeline,
+  switchLsn: lsn,
+  leader: memberName,
+  atMs: epochMs,
+  reason: z.string(),
+});
+
+export const historySchema: z.ZodType<HistoryValue> = z.object({ v: version, entries: z.array(historyEntrySchema) });
+
+export const eventSchema: z.ZodType<EventValue> = z.object({
+  v: version,
+  atMs: epochMs,
+  source: z.string(),
+  kind: z.string(),
+  message: z.string(),
+});
+
+/**
+ * `config` is `{v:1}` plus the dynamic settings; decoding drops `v` and fills
+ * defaults. The settings schema is strict (a typo in a setting must not pass
+ * silently), so `v` is checked and removed before it sees the object.
+ */
+export const configSchema: z.ZodType<DynamicConfig, unknown> = z
+  .object({ v: version })
+  .loose()
+  .transform(({ v: _v, ...settings }) => settings)
+  .pipe(dynamicConfigSchema);
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(top level)'}: ${issue.message}`)
+    .join('; ');
+}
+
+/** Parses JSON text and validates it; never throws. */
+export function decode<T>(schema: z.ZodType<T, unknown>, text: string): Decoded<T> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, reason: `not JSON (${err instanceof Error ? err.message : String(err)})` };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { ok: false, reason: 'not a JSON object' };
+  }
+  const v = (raw as Record<string, unknown>).v;
+  if (v !== 1) {
+    return { ok: false, reason: `unsupported version v=${JSON.stringify(v) ?? 'undefined'} (this Keel reads v=1)` };
+  }
+  const result = schema.safeParse(raw);
+  return result.success ? { ok: true, value: result.data } : { ok: false, reason: describeIssues(result.error) };
+}
+
+export const decodeInitialize = (text: string): Decoded<InitializeValue> => decode(initializeSchema, text);
+export const decodeLeader = (text: string): Decoded<LeaderValue> => decode(leaderSchema, text);
+export const decodeMember = (text: string): Decoded<MemberValue> => decode(memberSchema, text);
+export const decodeStatus = (text: string): Decoded<StatusValue> => decode(statusSchema, text);
+export const decodeSync = (text: string): Decoded<SyncValue> => decode(syncSchema, text);
+export const decodeSwitchover = (text: string): Decoded<SwitchoverValue> => decode(switchoverSchema, text);
+export const decodeHistory = (text: string): Decoded<HistoryValue> => decode(historySchema, text);
+export const decodeEvent = (text: string): Decoded<EventValue> => decode(eventSchema, text);
+export const decodeConfig = (text: string): Decoded<DynamicConfig> => decode(configSchema, text);
+
+type StoredValue =
+  | InitializeValue
+  | LeaderValue
+  | MemberValue
+  | StatusValue
+  | SyncValue
+  | SwitchoverValue
+  | HistoryValue
+  | EventValue;
+
+export function encode(value: StoredValue): string {
+  return JSON.stringify(value);
+}
+
+/** Refuses settings that readers would reject, so a bad write cannot blank the config for everyone. */
+export function encodeConfig(config: DynamicConfig): string {
+  const checked = dynamicConfigSchema.safeParse(config);
+  if (!checked.success) {
+    throw new KeelError('KEEL_CONFIG_INVALID', `dynamic config is invalid: ${describeIssues(checked.error)}`);
+  }
+  return JSON.stringify({ v: 1, ...checked.data });
+}
+
+/**
+ * The exact bytes of a leader key naming `name`. Transactions compare the
+ * stored value against these bytes, so every writer must produce them the same
+ * way (field order included).
+ */
+export function encodeLeader(name: string): string {
+  const value: LeaderValue = { v: 1, name };
+  return JSON.stringify(value);
+}
+
+export interface ClusterKeys {
+  /** `/keel/<cluster>/` */
+  prefix: string;
+  /** the first key after every key of the prefix */
+  prefixEnd: string;
+  initialize: string;
+  config: string;
+  leader: string;
+  member(name: string): string;
+  membersPrefix: string;
+  status: string;
+  sync: string;
+  switchover: string;
+  history: string;
+  spec: string;
+  eventsPrefix: string;
+  /** the first key after every key of `events/` */
+  eventsEnd: string;
+}
+
+/** The key one past every key that starts with `prefix` (etcd's range_end for a prefix). */
+export function rangeEndOf(prefix: string): string {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return prefix.slice(0, -1) + String.fromCharCode(last + 1);
+}
+
+export function keys(cluster: string): ClusterKeys {
+  const prefix = `/keel/${cluster}/`;
+  const membersPrefix = `${prefix}members/`;
+  const eventsPrefix = `${prefix}events/`;
+  return {
+    prefix,
+    prefixEnd: rangeEndOf(prefix),
+    initialize: `${prefix}initialize`,
+    config: `${prefix}config`,
+    leader: `${prefix}leader`,
+    member: (name) => `${membersPrefix}${name}`,
+    membersPrefix,
+    status: `${prefix}status`,
+    sync: `${prefix}sync`,
+    switchover: `${prefix}switchover`,
+    history: `${prefix}history`,
+    spec: `${prefix}spec`,
+    eventsPrefix,
+    eventsEnd: rangeEndOf(eventsPrefix),
+  };
+}
+
+/**
+ * `events/<13-digit ms>-<source>-<suffix>`: keys sort by time, so the oldest
+ * events are the first of the range. The source is reduced to characters that
+ * keep the key readable and free of `/`.
+ */
+export function eventKeyName(eventsPrefix: string, atMs: number, source: string, suffix: string): string {
+  const ms = String(Math.max(0, Math.floor(atMs))).padStart(13, '0');
+  const safeSource = source.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64) || 'unknown';
+  return `${eventsPrefix}${ms}-${safeSource}-${suffix}`;
+}

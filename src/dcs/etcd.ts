@@ -1,0 +1,409 @@
+/**
+ * The Dcs on etcd v3. Every method is one round trip (appendHistory: a few),
+ * bounded by requestTimeoutMs. A call that times out may still have been
+ * applied by etcd: callers treat KEEL_ETCD_UNREACHABLE as "outcome unknown"
+ * and read again before acting on it.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  Etcd3,
+  EtcdLeaseInvalidError,
+  type ICompare,
+  type IKeyValue,
+  type ILeaseKeepAliveResponse,
+  type IRequestOp,
+  type ITxnResponse,
+  type Watcher,
+} from 'etcd3';
+import type { DynamicConfig } from '../config/schema.js';
+import { describeError, KeelError, redactSecrets } from '../errors.js';
+import type { Logger } from '../util/log.js';
+import {
+  decodeEvent,
+  decodeHistory,
+  encode,
+  encodeConfig,
+  encodeLeader,
+  eventKeyName,
+  keys,
+  type ClusterKeys,
+} from './codec.js';
+import type {
+  ClusterView,
+  Dcs,
+  EventValue,
+  HistoryEntry,
+  InitializeValue,
+  MemberValue,
+  StatusValue,
+  SwitchoverValue,
+  SyncValue,
+} from './types.js';
+import { buildClusterView, InvalidValueReporter, type RawKv } from './view.js';
+
+export interface EtcdDcsOptions {
+  endpoints: string[];
+  cluster: string;
+  requestTimeoutMs: number;
+  logger: Logger;
+}
+
+/** Events kept under `events/`; older ones are trimmed. */
+export const maxEvents = 1000;
+/** Trimming costs a count read, so it runs once every this many added events. */
+const trimEveryEvents = 50;
+const historyCasAttempts = 5;
+
+const buf = (text: string): Buffer => Buffer.from(text, 'utf8');
+
+const createdNever = (key: string): ICompare => ({ key: buf(key), target: 'Create', result: 'Equal', create_revision: 0 });
+const modifiedAt = (key: string, revision: string): ICompare => ({
+  key: buf(key),
+  target: 'Mod',
+  result: 'Equal',
+  mod_revision: revision,
+});
+const valueIs = (key: string, value: string): ICompare => ({ key: buf(key), target: 'Value', result: 'Equal', value: buf(value) });
+const put = (key: string, value: string, lease?: string): IRequestOp => ({
+  request_put: { key: buf(key), value: buf(value), ...(lease === undefined ? {} : { lease }) },
+});
+const del = (key: string): IRequestOp => ({ request_delete_range: { key: buf(key) } });
+
+const toRaw = (kv: IKeyValue): RawKv => ({
+  key: kv.key.toString('utf8'),
+  value: kv.value.toString('utf8'),
+  modRevision: String(kv.mod_revision),
+  lease: String(kv.lease ?? '0'),
+});
+
+/** etcd3's watch reconnect backoff, capped low: a watch that stays down for 30 s hides failovers. */
+interface Backoff {
+  readonly duration: number;
+  next(context?: unknown): Backoff;
+}
+function cappedBackoff(durationMs: number, maxMs: number): Backoff {
+  return { duration: durationMs, next: () => cappedBackoff(Math.min(durationMs * 2, maxMs), maxMs) };
+}
+
+export class EtcdDcs implements Dcs {
+  readonly cluster: string;
+  private readonly client: Etcd3;
+  private readonly k: ClusterKeys;
+  private readonly timeoutMs: number;
+  private readonly where: string;
+  private readonly log: Logger;
+  private readonly invalid: InvalidValueReporter;
+  private readonly stops = new Set<() => Promise<void>>();
+  private eventsSinceTrim = 0;
+
+  constructor(options: EtcdDcsOptions) {
+    this.cluster = options.cluster;
+    this.k = keys(options.cluster);
+    this.timeoutMs = options.requestTimeoutMs;
+    this.where = redactSecrets(options.endpoints.join(','));
+    this.log = options.logger;
+    this.invalid = new InvalidValueReporter((fields, message) => this.log.warn(fields, message));
+    const timeoutMs = options.requestTimeoutMs;
+    this.client = new Etcd3({
+      hosts: options.endpoints,
+      dialTimeout: timeoutMs,
+      // gives up calls that our own timer already abandoned, instead of letting them linger
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+      faultHandling: { watchBackoff: cappedBackoff(100, 1000) },
+    });
+  }
+
+  /** Runs one request against etcd, bounded in time; errors become KeelErrors. */
+  private async call<T>(what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(new KeelError('KEEL_ETCD_UNREACHABLE', `etcd at ${this.where} did not answer the ${what} within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+    });
+    try {
+      return await Promise.race([run(abort.signal), timeout]);
+    } catch (err) {
+      throw this.translate(err, what);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private translate(err: unknown, what: string): KeelError {
+    if (err instanceof KeelError) return err;
+    if (err instanceof EtcdLeaseInvalidError) {
+      return new KeelError('KEEL_CONFLICT', `the lease of the ${what} no longer exists (expired or revoked)`, {
+        hint: 'grant a new lease and write the key again',
+        cause: err,
+      });
+    }
+    return new KeelError('KEEL_ETCD_UNREACHABLE', `the ${what} failed at ${this.where}: ${describeError(err)}`, { cause: err });
+  }
+
+  private txn(what: string, compare: ICompare[], success: IRequestOp[]): Promise<ITxnResponse> {
+    return this.call(what, () => this.client.kv.txn({ compare, success, failure: [] }));
+  }
+
+  async readCluster(): Promise<ClusterView> {
+    // Two ranges in one transaction: one revision, without the (large, noisy) events.
+    const res = await this.call('read of the cluster', () =>
+      this.client.kv.txn({
+        compare: [],
+        success: [
+          { request_range: { key: buf(this.k.prefix), range_end: buf(this.k.eventsPrefix) } },
+          { request_range: { key: buf(this.k.eventsEnd), range_end: buf(this.k.prefixEnd) } },
+        ],
+        failure: [],
+      }),
+    );
+    const kvs = res.responses.flatMap((r) => r.response_range?.kvs ?? []).map(toRaw);
+    return buildClusterView(this.cluster, String(res.header.revision), kvs, this.invalid.report);
+  }
+
+  async watch(onChange: () => void): Promise<() => Promise<void>> {
+    let stopped = false;
+    let current: Watcher | null = null;
+    const notify = (): void => {
+      if (stopped) return;
+      try {
+        onChange();
+      } catch (err) {
+        this.log.error({ err: describeError(err) }, 'etcd watch callback threw');
+      }
+    };
+    const isEvent = (kv: IKeyValue): boolean => kv.key.toString('utf8').startsWith(this.k.eventsPrefix);
+
+    const start = async (): Promise<void> => {
+      const watcher = this.client.watch().prefix(this.k.prefix).watcher();
+      current = watcher;
+      let lostConnection = false;
+      watcher.on('put', (kv) => isEvent(kv) || notify());
+      watcher.on('delete', (kv) => isEvent(kv) || notify());
+      watcher.on('disconnected', (err) => {
+        lostConnection = true;
+        this.log.warn({ err: describeError(err) }, 'etcd watch disconnected; reconnecting');
+      });
+      // changes made while disconnected may be lost to us: let the caller read again
+      watcher.on('connected', () => {
+        if (!lostConnection) return;
+        lostConnection = false;
+        this.log.info('etcd watch reconnected');
+        notify();
+      });
+      watcher.on('error', (err) => {
+        // etcd cancelled the watch (e.g. its resume revision was compacted): start a fresh one
+        this.log.warn({ err: describeError(err) }, 'etcd cancelled the watch; starting a new one');
+        notify();
+        setTimeout(() => {
+          if (!stopped) start().catch((e: unknown) => this.log.warn({ err: describeError(e) }, 'could not restart the etcd watch'));
+        }, 1000).unref();
+      });
+      await new Promise<void>((resolve, reject) => {
+        watcher.once('connected', () => resolve());
+        watcher.once('error', reject);
+      });
+    };
+
+    const stop = async (): Promise<void> => {
+      stopped = true;
+      this.stops.delete(stop);
+      const watcher = current;
+      if (!watcher) return;
+      await this.call('watch cancel', () => watcher.cancel()).catch((err: unknown) =>
+        this.log.debug({ err: describeError(err) }, 'etcd watch cancel did not complete'),
+      );
+    };
+
+    try {
+      await this.call('watch creation', start);
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    this.stops.add(stop);
+    return stop;
+  }
+
+  async grantLease(ttlSeconds: number): Promise<string> {
+    const res = await this.call('lease grant', () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+    if (res.error) throw new KeelError('KEEL_ETCD_UNREACHABLE', `etcd refused a lease: ${res.error}`);
+    return String(res.ID);
+  }
+
+  keepAlive(leaseId: string): Promise<boolean> {
+    return this.call('lease keep-alive', async (signal) => {
+      const stream = await this.client.leaseClient.leaseKeepAlive();
+      try {
+        const res = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
+          stream.on('data', resolve);
+          stream.on('error', reject);
+          stream.on('end', () => reject(new Error('keep-alive stream ended before an answer')));
+          signal.addEventListener('abort', () => stream.cancel(), { once: true });
+          stream.write({ ID: leaseId });
+        });
+        // etcd answers TTL 0 for a lease it does not know (expired or revoked)
+        return Number(res.TTL) > 0;
+      } finally {
+        stream.end();
+      }
+    });
+  }
+
+  async revokeLease(leaseId: string): Promise<void> {
+    await this.call('lease revoke', async () => {
+      try {
+        await this.client.leaseClient.leaseRevoke({ ID: leaseId });
+      } catch (err) {
+        // already gone is what the caller wanted
+        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+      }
+    });
+  }
+
+  async claimInitialize(value: InitializeValue): Promise<boolean> {
+    const k = this.k.initialize;
+    return (await this.txn('initialize claim', [createdNever(k)], [put(k, encode(value))])).succeeded;
+  }
+
+  async updateInitialize(value: InitializeValue, expectModRevision: string): Promise<boolean> {
+    const k = this.k.initialize;
+    return (await this.txn('initialize update', [modifiedAt(k, expectModRevision)], [put(k, encode(value))])).succeeded;
+  }
+
+  async deleteInitialize(expectModRevision: string): Promise<boolean> {
+    const k = this.k.initialize;
+    return (await this.txn('initialize delete', [modifiedAt(k, expectModRevision)], [del(k)])).succeeded;
+  }
+
+  async acquireLeader(name: string, leaseId: string): Promise<boolean> {
+    const k = this.k.leader;
+    return (await this.txn('leader acquisition', [createdNever(k)], [put(k, encodeLeader(name), leaseId)])).succeeded;
+  }
+
+  async rebindLeader(name: string, leaseId: string, expectModRevision: string): Promise<boolean> {
+    const k = this.k.leader;
+    const compare = [modifiedAt(k, expectModRevision), valueIs(k, encodeLeader(name))];
+    return (await this.txn('leader rebind', compare, [put(k, encodeLeader(name), leaseId)])).succeeded;
+  }
+
+  async releaseLeader(name: string): Promise<boolean> {
+    const k = this.k.leader;
+    return (await this.txn('leader release', [valueIs(k, encodeLeader(name))], [del(k)])).succeeded;
+  }
+
+  async putMember(value: MemberValue, leaseId: string): Promise<void> {
+    await this.call('member write', () =>
+      this.client.kv.put({ key: buf(this.k.member(value.name)), value: buf(encode(value)), lease: leaseId }),
+    );
+  }
+
+  async deleteMember(name: string): Promise<void> {
+    await this.call('member delete', () => this.client.kv.deleteRange({ key: buf(this.k.member(name)) }));
+  }
+
+  async putConfig(value: DynamicConfig, expectModRevision: string | null): Promise<boolean> {
+    const k = this.k.config;
+    const compare = expectModRevision === null ? createdNever(k) : modifiedAt(k, expectModRevision);
+    return (await this.txn('config write', [compare], [put(k, encodeConfig(value))])).succeeded;
+  }
+
+  async putStatus(value: StatusValue): Promise<boolean> {
+    const compare = valueIs(this.k.leader, encodeLeader(value.leader));
+    return (await this.txn('status write', [compare], [put(this.k.status, encode(value))])).succeeded;
+  }
+
+  async putSync(value: SyncValue): Promise<void> {
+    await this.call('sync write', () => this.client.kv.put({ key: buf(this.k.sync), value: buf(encode(value)) }));
+  }
+
+  async appendHistory(entry: HistoryEntry): Promise<void> {
+    const k = this.k.history;
+    for (let attempt = 0; attempt < historyCasAttempts; attempt++) {
+      const res = await this.call('history read', () => this.client.kv.range({ key: buf(k) }));
+      const current = res.kvs[0];
+      let entries: HistoryEntry[] = [];
+      if (current) {
+        const decoded = decodeHistory(current.value.toString('utf8'));
+        if (decoded.ok) entries = decoded.value.entries;
+        else this.invalid.report(k, String(current.mod_revision), `${decoded.reason}; overwriting it`);
+      }
+      // a retry after an unknown outcome must not record the same switch twice
+      if (entries.length > 0 && sameEntry(entries[entries.length - 1]!, entry)) return;
+      const next = encode({ v: 1, entries: [...entries, entry] });
+      const compare = current ? modifiedAt(k, String(current.mod_revision)) : createdNever(k);
+      if ((await this.txn('history append', [compare], [put(k, next)])).succeeded) return;
+    }
+    throw new KeelError('KEEL_CONFLICT', `history changed under ${historyCasAttempts} attempts to append timeline ${entry.timeline}`);
+  }
+
+  async requestSwitchover(value: SwitchoverValue): Promise<boolean> {
+    const k = this.k.switchover;
+    return (await this.txn('switchover request', [createdNever(k)], [put(k, encode(value))])).succeeded;
+  }
+
+  async clearSwitchover(expectModRevision?: string): Promise<void> {
+    const k = this.k.switchover;
+    await this.txn('switchover clear', expectModRevision === undefined ? [] : [modifiedAt(k, expectModRevision)], [del(k)]);
+  }
+
+  async addEvent(event: Omit<EventValue, 'v'>): Promise<void> {
+    try {
+      const value: EventValue = { v: 1, atMs: event.atMs, source: event.source, kind: event.kind, message: event.message };
+      const key = eventKeyName(this.k.eventsPrefix, event.atMs, event.source, randomBytes(2).toString('hex'));
+      await this.call('event write', () => this.client.kv.put({ key: buf(key), value: buf(encode(value)) }));
+      this.eventsSinceTrim += 1;
+      if (this.eventsSinceTrim >= trimEveryEvents) {
+        this.eventsSinceTrim = 0;
+        await this.trimEvents();
+      }
+    } catch (err) {
+      this.log.warn({ err: describeError(err), kind: event.kind }, 'could not record an event');
+    }
+  }
+
+  /** Deletes the oldest events beyond maxEvents; keys sort by time. */
+  private async trimEvents(): Promise<void> {
+    const range = { key: buf(this.k.eventsPrefix), range_end: buf(this.k.eventsEnd) };
+    const counted = await this.call('event count', () => this.client.kv.range({ ...range, count_only: true }));
+    const excess = Number(counted.count) - maxEvents;
+    if (excess <= 0) return;
+    const oldest = await this.call('event scan', () => this.client.kv.range({ ...range, keys_only: true, limit: excess }));
+    const last = oldest.kvs[oldest.kvs.length - 1];
+    if (!last) return;
+    // range_end just past the last key to drop
+    const end = Buffer.concat([last.key, Buffer.from([0])]);
+    await this.call('event trim', () => this.client.kv.deleteRange({ key: range.key, range_end: end }));
+  }
+
+  async listEvents(limit: number): Promise<EventValue[]> {
+    if (limit <= 0) return [];
+    const res = await this.call('event read', () =>
+      this.client.kv.range({
+        key: buf(this.k.eventsPrefix),
+        range_end: buf(this.k.eventsEnd),
+        sort_order: 'Descend',
+        sort_target: 'Key',
+        limit,
+      }),
+    );
+    const events: EventValue[] = [];
+    for (const kv of res.kvs) {
+      const decoded = decodeEvent(kv.value.toString('utf8'));
+      if (decoded.ok) events.push(decoded.value);
+      else this.invalid.report(kv.key.toString('utf8'), String(kv.mod_revision), decoded.reason);
+    }
+    return events.reverse();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.stops].map((stop) => stop()));
+    this.client.close();
+  }
+}
+
+function sameEntry(a: HistoryEntry, b: HistoryEntry): boolean {
+  return a.timeline === b.timeline && a.switchLsn === b.switchLsn && a.leader === b.leader && a.atMs === b.atMs && a.reason === b.reason;
+}

@@ -1,0 +1,116 @@
+/**
+ * Turns the raw key-values of one read of the prefix into a ClusterView.
+ * Shared by EtcdDcs and MemoryDcs so both treat bad values the same way. Pure.
+ */
+import type { DynamicConfig } from '../config/schema.js';
+import {
+  decodeConfig,
+  decodeHistory,
+  decodeInitialize,
+  decodeLeader,
+  decodeMember,
+  decodeStatus,
+  decodeSwitchover,
+  decodeSync,
+  keys,
+  type Decoded,
+} from './codec.js';
+import type { ClusterView, Versioned } from './types.js';
+
+export interface RawKv {
+  key: string;
+  value: string;
+  modRevision: string;
+  /** '0' when the key has no lease */
+  lease: string;
+}
+
+/** Called for each value that cannot be used; the view treats it as absent. */
+export type InvalidValueSink = (key: string, modRevision: string, reason: string) => void;
+
+export function buildClusterView(cluster: string, revision: string, kvs: RawKv[], onInvalid: InvalidValueSink): ClusterView {
+  const k = keys(cluster);
+  const view: ClusterView = {
+    revision,
+    initialize: null,
+    config: null,
+    leader: null,
+    members: [],
+    status: null,
+    sync: null,
+    switchover: null,
+    history: null,
+  };
+
+  function versioned<T>(kv: RawKv, decoded: Decoded<T>): Versioned<T> | null {
+    if (decoded.ok) return { value: decoded.value, modRevision: kv.modRevision };
+    onInvalid(kv.key, kv.modRevision, decoded.reason);
+    return null;
+  }
+
+  for (const kv of kvs) {
+    switch (kv.key) {
+      case k.initialize:
+        view.initialize = versioned(kv, decodeInitialize(kv.value));
+        continue;
+      case k.config:
+        view.config = versioned<DynamicConfig>(kv, decodeConfig(kv.value));
+        continue;
+      case k.leader: {
+        const leader = versioned(kv, decodeLeader(kv.value));
+        view.leader = leader ? { ...leader, leaseId: kv.lease } : null;
+        continue;
+      }
+      case k.status:
+        view.status = versioned(kv, decodeStatus(kv.value));
+        continue;
+      case k.sync:
+        view.sync = versioned(kv, decodeSync(kv.value));
+        continue;
+      case k.switchover:
+        view.switchover = versioned(kv, decodeSwitchover(kv.value));
+        continue;
+      case k.history:
+        view.history = versioned(kv, decodeHistory(kv.value));
+        continue;
+      case k.spec:
+        // the controller's key: read elsewhere, not part of the agents' view
+        continue;
+    }
+    if (kv.key.startsWith(k.eventsPrefix)) continue;
+    if (kv.key.startsWith(k.membersPrefix)) {
+      const member = versioned(kv, decodeMember(kv.value));
+      if (!member) continue;
+      const keyName = kv.key.slice(k.membersPrefix.length);
+      // a value filed under another member's key would let one agent speak for another
+      if (member.value.name !== keyName) {
+        onInvalid(kv.key, kv.modRevision, `names member "${member.value.name}" under the key of "${keyName}"`);
+        continue;
+      }
+      view.members.push(member.value);
+      continue;
+    }
+    onInvalid(kv.key, kv.modRevision, 'unknown key');
+  }
+  view.members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return view;
+}
+
+/**
+ * Remembers which (key, modRevision) pairs were already reported, so a bad
+ * value read every loop is logged once, not once a second.
+ */
+export class InvalidValueReporter {
+  private readonly seen = new Set<string>();
+
+  constructor(private readonly warn: (fields: Record<string, unknown>, message: string) => void) {}
+
+  readonly report: InvalidValueSink = (key, modRevision, reason) => {
+    const id = `${key}@${modRevision}`;
+    if (this.seen.has(id)) return;
+    // bounded: a flood of bad keys must not grow memory without end
+    if (this.seen.size >= 10_000) this.seen.clear();
+    this.seen.add(id);
+    this.warn({ key, modRevision, reason }, 'ignoring an invalid value in etcd (treated as absent)');
+  };
+}

@@ -1,0 +1,263 @@
+/**
+ * The text of the files Keel owns around one PostgreSQL: postgresql.conf,
+ * pg_hba.conf and the libpq password file. Pure: local.ts writes them.
+ *
+ * Passwords only ever go to the password file; every connection string points
+ * at it with `passfile=`, so no conf file, command line or log holds a secret.
+ */
+import { createHash } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import type { NodeConfig } from '../config/schema.js';
+import { KeelError } from '../errors.js';
+import type { StartOptions, UpstreamTarget } from './types.js';
+
+export interface NodeLayout {
+  nodeDir: string;
+  dataDir: string;
+  pgpassPath: string;
+  logPath: string;
+  socketDir: string;
+  /** true when socketDir is the short fallback under /tmp, which must be created for the run-as user */
+  socketDirIsFallback: boolean;
+}
+
+/** sun_path holds 108 bytes including the terminating NUL. */
+const maxSocketPathBytes = 107;
+
+export function socketPath(socketDir: string, port: number): string {
+  return `${socketDir}/.s.PGSQL.${port}`;
+}
+
+export function nodeLayout(config: NodeConfig): NodeLayout {
+  // Programs run with the node directory as cwd, so every path must be absolute.
+  const dataDir = resolve(config.postgres.dataDir);
+  const nodeDir = dirname(dataDir);
+  const wanted = resolve(config.postgres.socketDir ?? nodeDir);
+  const fits = Buffer.byteLength(socketPath(wanted, config.postgres.port)) <= maxSocketPathBytes;
+  const fallback = `/tmp/keel-${createHash('sha256').update(wanted).digest('hex').slice(0, 16)}`;
+  return {
+    nodeDir,
+    dataDir,
+    pgpassPath: join(nodeDir, 'pgpass'),
+    logPath: join(nodeDir, 'postgres.log'),
+    socketDir: fits ? wanted : fallback,
+    socketDirIsFallback: !fits,
+  };
+}
+
+// ---- quoting -------------------------------------------------------------
+
+/** A single-quoted postgresql.conf string; the conf lexer takes backslash escapes like E'' literals. */
+export function quoteConfString(value: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(value)) {
+    throw new KeelError('KEEL_CONFIG_INVALID', 'a postgresql.conf value contains a control character');
+  }
+  const escaped = value
+    .replace(/\\/g, '\\\\')
+    .replace(/'/g, "''")
+    .replace(/\n/g, '\\n')
+    .replace(/\r/g, '\\r')
+    .replace(/\t/g, '\\t');
+  return `'${escaped}'`;
+}
+
+/** Reverses quoteConfString for the lines Keel wrote itself. */
+export function unquoteConfString(quoted: string): string {
+  const body = quoted.slice(1, -1);
+  return body.replace(/''|\\(.)/g, (m, c: string | undefined) => {
+    if (m === "''") return "'";
+    return ({ n: '\n', r: '\r', t: '\t' } as Record<string, string>)[c ?? ''] ?? c ?? '';
+  });
+}
+
+export function formatConfValue(value: string | number | boolean): string {
+  if (typeof value === 'boolean') return value ? 'on' : 'off';
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new KeelError('KEEL_CONFIG_INVALID', `postgresql.conf value ${value} is not finite`);
+    return String(value);
+  }
+  return quoteConfString(value);
+}
+
+/** One libpq connection-string value, quoted only when it has to be. */
+function conninfoValue(value: string | number): string {
+  const text = String(value);
+  if (/^[A-Za-z0-9_.\/:@%+-]+$/.test(text)) return text;
+  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+export function buildConninfo(pairs: [string, string | number][]): string {
+  return pairs.map(([key, value]) => `${key}=${conninfoValue(value)}`).join(' ');
+}
+
+function pgpassField(value: string): string {
+  if (/[\r\n]/.test(value)) {
+    throw new KeelError('KEEL_CONFIG_INVALID', 'a user name or password contains a line break, which the password file cannot hold');
+  }
+  return value.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+}
+
+// ---- parameters ----------------------------------------------------------
+
+const parameterName = /^[a-z_][a-z0-9_.]*$/;
+
+/** Directives and file locations that would let a parameter escape Keel's layout. */
+const forbiddenParameters = new Set([
+  'include',
+  'include_dir',
+  'include_if_exists',
+  'data_directory',
+  'config_file',
+  'hba_file',
+  'ident_file',
+]);
+
+/** Settings Keel decides from the node's role; a dynamic parameter must not fight them. */
+export const managedParameters = new Set([
+  'listen_addresses',
+  'port',
+  'unix_socket_directories',
+  'cluster_name',
+  'hot_standby',
+  'primary_conninfo',
+  'primary_slot_name',
+  'recovery_target_timeline',
+  'synchronous_standby_names',
+]);
+
+/** Throws KEEL_CONFIG_INVALID naming every parameter Keel cannot write. */
+export function validateParameters(parameters: Record<string, string | number | boolean>): void {
+  const problems: string[] = [];
+  for (const [name, value] of Object.entries(parameters)) {
+    if (!parameterName.test(name)) problems.push(`${JSON.stringify(name)} is not a parameter name`);
+    else if (forbiddenParameters.has(name)) problems.push(`${name} cannot be set through Keel`);
+    else if (managedParameters.has(name)) problems.push(`${name} is managed by Keel`);
+    else if (typeof value === 'number' && !Number.isFinite(value)) problems.push(`${name} is not a finite number`);
+  }
+  if (problems.length > 0) {
+    throw new KeelError('KEEL_CONFIG_INVALID', `postgresql parameters: ${problems.join('; ')}`);
+  }
+}
+
+// ---- files ---------------------------------------------------------------
+
+export const confMarker = '# Written by Keel';
+
+/** Tunable defaults: written before the dynamic parameters so those can override them. */
+const defaults: [string, string | number | boolean][] = [
+  ['wal_level', 'replica'],
+  ['max_wal_senders', 10],
+  ['max_replication_slots', 10],
+  ['wal_keep_size', '256MB'],
+  // pg_rewind needs hint bits WAL-logged (checksums already imply it; this covers clusters without).
+  ['wal_log_hints', true],
+  ['hot_standby_feedback', true],
+  ['wal_receiver_status_interval', '1s'],
+  ['wal_sender_timeout', '10s'],
+  ['wal_receiver_timeout', '10s'],
+  // A replica retries its upstream every second, not every five, after a failover.
+  ['wal_retrieve_retry_interval', '1s'],
+  ['password_encryption', 'scram-sha-256'],
+  ['log_line_prefix', '%m [%p] %q%u@%d '],
+];
+
+export function primaryConninfo(config: NodeConfig, layout: NodeLayout, upstream: UpstreamTarget): string {
+  return buildConninfo([
+    ['host', upstream.host],
+    ['port', upstream.port],
+    ['user', config.postgres.replication.username],
+    ['application_name', config.name],
+    ['passfile', layout.pgpassPath],
+    ['connect_timeout', 3],
+    // Notice a dead upstream in about 10 s even when no packet says so.
+    ['keepalives', 1],
+    ['keepalives_idle', 5],
+    ['keepalives_interval', 2],
+    ['keepalives_count', 3],
+  ]);
+}
+
+export function buildPostgresqlConf(
+  config: NodeConfig,
+  layout: NodeLayout,
+  options: StartOptions,
+  synchronousStandbyNames: string,
+): string {
+  validateParameters(options.parameters);
+  const upstream = options.replica ? options.upstream : null;
+  const line = (name: string, value: string | number | boolean): string => `${name} = ${formatConfValue(value)}`;
+
+  const lines = [
+    `${confMarker} for node ${config.name} of cluster ${config.cluster}. Keel rewrites this file`,
+    '# whenever the node starts or changes upstream: edits here are lost.',
+    "# initdb's original settings, kept as they were:",
+    "include_if_exists = 'postgresql.base.conf'",
+    '',
+    '# Keel defaults',
+    ...defaults.map(([name, value]) => line(name, value)),
+    '',
+    '# cluster parameters (dynamic configuration)',
+    ...Object.keys(options.parameters)
+      .sort()
+      .map((name) => line(name, options.parameters[name]!)),
+    '',
+    '# managed by Keel for this node and role',
+    line('listen_addresses', config.postgres.listen),
+    line('port', config.postgres.port),
+    line('unix_socket_directories', layout.socketDir),
+    line('cluster_name', `${config.cluster}-${config.name}`),
+    line('hot_standby', true),
+    line('recovery_target_timeline', 'latest'),
+    line('primary_conninfo', upstream ? primaryConninfo(config, layout, upstream) : ''),
+    line('primary_slot_name', upstream ? options.slotName : ''),
+    line('synchronous_standby_names', synchronousStandbyNames),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+const syncLine = /^synchronous_standby_names = ('(?:[^'\\]|''|\\.)*')$/m;
+
+/** The synchronous_standby_names Keel last wrote into this file; null for a file Keel did not write. */
+export function readSynchronousStandbyNames(confText: string): string | null {
+  if (!confText.startsWith(confMarker)) return null;
+  const match = syncLine.exec(confText);
+  return match ? unquoteConfString(match[1]!) : null;
+}
+
+/** The same file with only synchronous_standby_names changed. */
+export function withSynchronousStandbyNames(confText: string, value: string): string {
+  const replacement = `synchronous_standby_names = ${quoteConfString(value)}`;
+  if (syncLine.test(confText)) return confText.replace(syncLine, () => replacement);
+  return `${confText.replace(/\n*$/, '\n')}${replacement}\n`;
+}
+
+export function buildPgHba(config: NodeConfig): string {
+  const repl = config.postgres.replication.username;
+  return [
+    `${confMarker}; Keel rewrites this file.`,
+    '# TYPE  DATABASE     USER  ADDRESS      METHOD',
+    'local   all          all                scram-sha-256',
+    'host    all          all   0.0.0.0/0    scram-sha-256',
+    'host    all          all   ::/0         scram-sha-256',
+    `host    replication  ${repl}  0.0.0.0/0    scram-sha-256`,
+    `host    replication  ${repl}  ::/0         scram-sha-256`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * libpq password file for connections to the upstream: the replication user
+ * (streaming, pg_basebackup) and the superuser (pg_rewind's source server).
+ */
+export function buildPgpass(config: NodeConfig, upstream: UpstreamTarget | null): string {
+  const lines = [`${confMarker}; Keel rewrites this file.`];
+  if (upstream) {
+    const hostPort = `${pgpassField(upstream.host)}:${upstream.port}`;
+    const { replication, superuser } = config.postgres;
+    lines.push(`${hostPort}:*:${pgpassField(replication.username)}:${pgpassField(replication.password)}`);
+    lines.push(`${hostPort}:*:${pgpassField(superuser.username)}:${pgpassField(superuser.password)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

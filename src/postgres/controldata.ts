@@ -1,0 +1,51 @@
+import { KeelError } from '../errors.js';
+import { parseLsn } from './lsn.js';
+import type { ControlData } from './types.js';
+
+/**
+ * Parses pg_controldata's output. The labels are only stable in the C locale,
+ * which is why local.ts runs the program with LC_ALL=C.
+ */
+export function parseControlData(text: string): ControlData {
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    // Labels contain spaces and apostrophes but never a colon, so the first colon splits.
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    fields.set(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+  }
+
+  const field = (label: string): string => {
+    const value = fields.get(label);
+    if (value === undefined || value === '') {
+      throw new KeelError('KEEL_POSTGRES_FAILED', `pg_controldata output has no "${label}" line`);
+    }
+    return value;
+  };
+  const lsnField = (label: string): number => {
+    try {
+      return parseLsn(field(label));
+    } catch (err) {
+      if (err instanceof KeelError) throw err;
+      throw new KeelError('KEEL_POSTGRES_FAILED', `pg_controldata "${label}" is not a WAL position`);
+    }
+  };
+
+  const systemId = field('Database system identifier');
+  if (!/^\d+$/.test(systemId)) {
+    throw new KeelError('KEEL_POSTGRES_FAILED', `pg_controldata system identifier is not a number: ${systemId}`);
+  }
+  const timeline = Number(field("Latest checkpoint's TimeLineID"));
+  if (!Number.isInteger(timeline) || timeline < 1) {
+    throw new KeelError('KEEL_POSTGRES_FAILED', `pg_controldata timeline is not a positive integer`);
+  }
+  return {
+    // A 64-bit integer: kept as a string because a number would round it.
+    systemId,
+    clusterState: field('Database cluster state'),
+    timeline,
+    checkpointLsn: lsnField('Latest checkpoint location'),
+    minRecoveryLsn: lsnField('Minimum recovery ending location'),
+    dataChecksums: field('Data page checksum version') !== '0',
+  };
+}

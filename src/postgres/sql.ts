@@ -1,0 +1,165 @@
+/**
+ * SQL against the local instance: one long-lived superuser connection over the
+ * unix socket, and the single query that reads an instance's runtime state.
+ */
+import pg from 'pg';
+import type { Logger } from '../util/log.js';
+import { parseLsnOrNull } from './lsn.js';
+import type { RuntimeState } from './types.js';
+
+export interface LocalConnection {
+  socketDir: string;
+  port: number;
+  user: string;
+  password: string;
+}
+
+/** Connecting failed or the connection broke: the instance is down, starting or stopping. */
+export class Unreachable extends Error {}
+
+/** SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutdown, starting up). */
+function isConnectionProblem(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code !== 'string' || code.startsWith('08') || code.startsWith('57');
+}
+
+export function newClient(target: LocalConnection, database: string): pg.Client {
+  return new pg.Client({
+    host: target.socketDir,
+    port: target.port,
+    user: target.user,
+    password: target.password,
+    database,
+    application_name: 'keel-agent',
+    connectionTimeoutMillis: 2000,
+    statement_timeout: 2000,
+  });
+}
+
+/** Keeps one client; a broken one is dropped and the next call reconnects. */
+export class LocalSession {
+  private client: pg.Client | null = null;
+  private connecting: Promise<pg.Client> | null = null;
+
+  constructor(
+    private readonly target: LocalConnection,
+    private readonly logger: Logger,
+  ) {}
+
+  private connect(): Promise<pg.Client> {
+    if (this.client) return Promise.resolve(this.client);
+    this.connecting ??= (async () => {
+      const client = newClient(this.target, 'postgres');
+      // Without a listener a server-side disconnect would be an uncaught 'error' event.
+      client.on('error', (err) => {
+        this.logger.debug({ err: err.message }, 'local PostgreSQL connection broke');
+        if (this.client === client) this.client = null;
+      });
+      client.on('end', () => {
+        if (this.client === client) this.client = null;
+      });
+      try {
+        await client.connect();
+      } catch (err) {
+        client.end().catch(() => undefined);
+        throw new Unreachable((err as Error).message);
+      }
+      this.client = client;
+      return client;
+    })().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  /** Throws Unreachable when the instance cannot be reached; other SQL errors as they are. */
+  async query<Row extends object>(text: string, values: unknown[] = []): Promise<Row[]> {
+    const client = await this.connect();
+    try {
+      const result = await client.query<Row>(text, values);
+      return result.rows;
+    } catch (err) {
+      if (isConnectionProblem(err)) {
+        this.drop(client);
+        throw new Unreachable((err as Error).message);
+      }
+      throw err;
+    }
+  }
+
+  private drop(client: pg.Client): void {
+    if (this.client === client) this.client = null;
+    client.end().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    const client = this.client ?? (await this.connecting?.catch(() => null)) ?? null;
+    this.client = null;
+    if (client) await client.end().catch(() => undefined);
+  }
+}
+
+export const runtimeStateQuery = `
+SELECT
+  r.in_recovery,
+  CASE WHEN r.in_recovery THEN NULL ELSE pg_current_wal_lsn()::text END AS wal_lsn,
+  CASE WHEN r.in_recovery THEN NULL
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS primary_timeline,
+  CASE WHEN r.in_recovery THEN pg_last_wal_receive_lsn()::text END AS received_lsn,
+  CASE WHEN r.in_recovery THEN pg_last_wal_replay_lsn()::text END AS replayed_lsn,
+  (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline,
+  w.status AS receiver_status, w.received_tli, w.sender_host, w.sender_port,
+  (SELECT coalesce(json_agg(json_build_object(
+            'applicationName', application_name, 'flushLsn', flush_lsn::text,
+            'state', state, 'syncState', sync_state) ORDER BY application_name), '[]')
+     FROM pg_stat_replication) AS replicas,
+  (SELECT coalesce(json_agg(slot_name::text ORDER BY slot_name), '[]')
+     FROM pg_replication_slots WHERE slot_type = 'physical') AS slots,
+  current_setting('primary_conninfo') AS primary_conninfo,
+  current_setting('primary_slot_name') AS primary_slot_name,
+  current_setting('synchronous_standby_names') AS synchronous_standby_names
+FROM (SELECT pg_is_in_recovery() AS in_recovery) r
+LEFT JOIN pg_stat_wal_receiver w ON true`;
+
+export interface RuntimeRow {
+  in_recovery: boolean;
+  wal_lsn: string | null;
+  primary_timeline: number | null;
+  received_lsn: string | null;
+  replayed_lsn: string | null;
+  checkpoint_timeline: number;
+  receiver_status: string | null;
+  received_tli: number | null;
+  sender_host: string | null;
+  sender_port: number | null;
+  replicas: { applicationName: string; flushLsn: string | null; state: string; syncState: string }[];
+  slots: string[];
+  primary_conninfo: string;
+  primary_slot_name: string;
+  synchronous_standby_names: string;
+}
+
+export function toRuntimeState(row: RuntimeRow): RuntimeState {
+  const inRecovery = row.in_recovery;
+  return {
+    inRecovery,
+    // A primary's checkpoint timeline lags right after promotion; its current WAL file name does not.
+    timeline: inRecovery ? (row.received_tli ?? row.checkpoint_timeline) : (row.primary_timeline ?? row.checkpoint_timeline),
+    walLsn: parseLsnOrNull(row.wal_lsn),
+    receivedLsn: parseLsnOrNull(row.received_lsn),
+    replayedLsn: parseLsnOrNull(row.replayed_lsn),
+    streaming: inRecovery && row.receiver_status === 'streaming',
+    upstreamHost: inRecovery ? row.sender_host : null,
+    upstreamPort: inRecovery ? row.sender_port : null,
+    replicas: row.replicas.map((r) => ({
+      applicationName: r.applicationName,
+      flushLsn: parseLsnOrNull(r.flushLsn),
+      state: r.state,
+      syncState: r.syncState,
+    })),
+    slots: row.slots,
+    primaryConninfo: row.primary_conninfo,
+    primarySlotName: row.primary_slot_name,
+    synchronousStandbyNames: row.synchronous_standby_names,
+  };
+}

@@ -1,0 +1,451 @@
+import { describe, expect, it } from 'vitest';
+import { conninfoTarget, decide } from '../../src/agent/decide.js';
+import { isAllowed, transitions, type State } from '../../src/agent/states.js';
+import type { Snapshot } from '../../src/agent/snapshot.js';
+import { defaultDynamicConfig } from '../../src/config/schema.js';
+import {
+  NOW,
+  cluster,
+  control,
+  leaderKey,
+  member,
+  primaryMember,
+  primaryRuntime,
+  replicaRuntime,
+  snapshot,
+} from './fixtures.js';
+
+interface Case {
+  name: string;
+  snap: Snapshot;
+  to: State;
+  actions: string[];
+  reason: RegExp;
+}
+
+const noLeader = (over: Parameters<typeof cluster>[0] = {}) =>
+  cluster({ members: [member('node2'), member('node3', { receivedLsn: 900, replayedLsn: 900 })], ...over });
+const stoppedPg = { runtime: null, postmasterPid: null };
+const emptyPg = { dataDir: 'empty' as const, control: null, runtime: null, postmasterPid: null };
+const history = (timeline: number, switchLsn: number) => ({
+  value: { v: 1 as const, entries: [{ timeline, switchLsn, leader: 'node1', atMs: NOW - 5000, reason: 'failover' }] },
+  modRevision: '7',
+});
+
+const cases: Case[] = [
+  // etcd unreachable
+  {
+    name: 'etcd unreachable, lease still valid: keep the primary',
+    snap: snapshot({ state: 'primary', cluster: null, pg: { runtime: primaryRuntime() } }),
+    to: 'primary', actions: [], reason: /lease is still valid/,
+  },
+  {
+    name: 'etcd unreachable, no lease ever renewed by this agent: demote to read-only',
+    snap: snapshot({ state: 'primary', cluster: null, lease: { id: null, lastRenewalMs: null }, pg: { runtime: primaryRuntime() } }),
+    to: 'replica', actions: ['stopPostgres', 'startPostgres'], reason: /about to expire: demoting/,
+  },
+  {
+    name: 'etcd unreachable, stopped data directory: start read-only',
+    snap: snapshot({ state: 'stopped', cluster: null, pg: stoppedPg }),
+    to: 'replica', actions: ['startPostgres'], reason: /cannot reach etcd: starting PostgreSQL read-only/,
+  },
+  {
+    name: 'etcd unreachable at agent start: act on nothing',
+    snap: snapshot({ state: 'starting', cluster: null, pg: stoppedPg }),
+    to: 'starting', actions: [], reason: /waiting for it/,
+  },
+  // lease
+  {
+    name: 'leader lease not renewed in time: stop at once',
+    snap: snapshot({
+      state: 'primary',
+      lease: { id: 'L2', lastRenewalMs: NOW - 9000 },
+      cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2')] }),
+      pg: { runtime: primaryRuntime() },
+    }),
+    to: 'stopped', actions: ['stopPostgres'], reason: /not renewed in time/,
+  },
+  {
+    name: 'no lease yet: grant one',
+    snap: snapshot({ state: 'starting', lease: { id: null, lastRenewalMs: null } }),
+    to: 'starting', actions: ['grantLease'], reason: /no lease/,
+  },
+  // bootstrap
+  {
+    name: 'uninitialized, empty: race for initialize',
+    snap: snapshot({ state: 'starting', cluster: cluster({ initialize: null }), pg: emptyPg }),
+    to: 'starting', actions: ['claimInitialize'], reason: /racing to bootstrap/,
+  },
+  {
+    name: 'uninitialized in etcd but data here: claim it with my system id',
+    snap: snapshot({ state: 'starting', cluster: cluster({ initialize: null }), pg: stoppedPg }),
+    to: 'starting', actions: ['claimInitialize'], reason: /claiming it for my data/,
+  },
+  {
+    name: 'won initialize, no leader: take the key',
+    snap: snapshot({ state: 'starting', me: { name: 'node1', nofailover: false }, cluster: cluster({ initialize: { value: { v: 1, by: 'node1', systemId: null }, modRevision: '2' } }), pg: emptyPg }),
+    to: 'starting', actions: ['acquireLeader'], reason: /taking the leader key/,
+  },
+  {
+    name: 'won initialize and hold the key: bootstrap',
+    snap: snapshot({
+      state: 'starting', me: { name: 'node1', nofailover: false },
+      cluster: cluster({ initialize: { value: { v: 1, by: 'node1', systemId: null }, modRevision: '2' }, leader: leaderKey('node1', 'L2') }),
+      pg: emptyPg,
+    }),
+    to: 'bootstrapping', actions: ['bootstrap'], reason: /bootstrapping the cluster/,
+  },
+  {
+    name: 'another member bootstraps: wait',
+    snap: snapshot({ state: 'starting', cluster: cluster({ initialize: { value: { v: 1, by: 'node1', systemId: null }, modRevision: '2' } }), pg: emptyPg }),
+    to: 'starting', actions: [], reason: /waiting for node1 to bootstrap/,
+  },
+  {
+    name: 'bootstrap failed: clean up and give the race back',
+    snap: snapshot({
+      state: 'bootstrapping', me: { name: 'node1', nofailover: false },
+      cluster: cluster({ initialize: { value: { v: 1, by: 'node1', systemId: null }, modRevision: '2' }, leader: leaderKey('node1', 'L2') }),
+      lastJob: { kind: 'bootstrap', ok: false, error: 'initdb failed', finishedAtMs: NOW - 10 },
+      pg: { ...stoppedPg, control: null },
+    }),
+    to: 'stopped', actions: ['stopPostgres', 'removeDataDir', 'releaseLeader', 'deleteInitialize'], reason: /giving the race back/,
+  },
+  {
+    name: 'bootstrap succeeded: the new primary leads',
+    snap: snapshot({
+      state: 'bootstrapping', me: { name: 'node1', nofailover: false },
+      cluster: cluster({ leader: leaderKey('node1', 'L2'), members: [] }),
+      lastJob: { kind: 'bootstrap', ok: true, error: null, finishedAtMs: NOW - 10 },
+      pg: { runtime: primaryRuntime() },
+    }),
+    to: 'primary', actions: [], reason: /I am the leader with the lease/,
+  },
+  {
+    name: 'after a failed bootstrap someone else won: wait for it',
+    snap: snapshot({ state: 'stopped', cluster: cluster({ initialize: { value: { v: 1, by: 'node3', systemId: null }, modRevision: '9' } }), pg: emptyPg }),
+    to: 'stopped', actions: [], reason: /waiting for node3/,
+  },
+  {
+    name: 'stopped after a failed bootstrap, won the race again: bootstrap',
+    snap: snapshot({
+      state: 'stopped', me: { name: 'node1', nofailover: false },
+      cluster: cluster({ initialize: { value: { v: 1, by: 'node1', systemId: null }, modRevision: '12' }, leader: leaderKey('node1', 'L2') }),
+      pg: emptyPg,
+    }),
+    to: 'bootstrapping', actions: ['bootstrap'], reason: /bootstrapping/,
+  },
+  // foreign data
+  {
+    name: 'data directory of another cluster: refuse',
+    snap: snapshot({ state: 'starting', pg: { ...stoppedPg, control: control({ systemId: '999' }) } }),
+    to: 'failed', actions: ['event'], reason: /another cluster|refusing to join/,
+  },
+  {
+    name: 'foreign data found while stopped: refuse',
+    snap: snapshot({ state: 'stopped', pg: { ...stoppedPg, control: control({ systemId: '999' }) } }),
+    to: 'failed', actions: ['event'], reason: /refusing to join/,
+  },
+  {
+    name: 'foreign data under a running replica: refuse',
+    snap: snapshot({ state: 'replica', pg: { control: control({ systemId: '999' }) } }),
+    to: 'failed', actions: ['event'], reason: /refusing to join/,
+  },
+  {
+    name: 'failed stays failed',
+    snap: snapshot({ state: 'failed' }),
+    to: 'failed', actions: [], reason: /another cluster/,
+  },
+  // clone
+  {
+    name: 'empty data directory with a leader: clone',
+    snap: snapshot({ state: 'starting', pg: emptyPg }),
+    to: 'cloning', actions: ['clone'], reason: /cloning from leader node1/,
+  },
+  {
+    name: 'stopped with empty data: clone',
+    snap: snapshot({ state: 'stopped', pg: emptyPg }),
+    to: 'cloning', actions: ['clone'], reason: /cloning from leader node1/,
+  },
+  {
+    name: 'clone just failed: wait before retrying',
+    snap: snapshot({ state: 'stopped', pg: emptyPg, lastJob: { kind: 'clone', ok: false, error: 'timeout', finishedAtMs: NOW - 1000 } }),
+    to: 'stopped', actions: [], reason: /retrying shortly/,
+  },
+  {
+    name: 'clone failed: stopped, the partial copy is gone',
+    snap: snapshot({ state: 'cloning', pg: emptyPg, lastJob: { kind: 'clone', ok: false, error: 'connection refused', finishedAtMs: NOW - 10 } }),
+    to: 'stopped', actions: [], reason: /cloning failed \(connection refused\)/,
+  },
+  {
+    name: 'clone done: start as a replica',
+    snap: snapshot({ state: 'cloning', pg: stoppedPg, lastJob: { kind: 'clone', ok: true, error: null, finishedAtMs: NOW - 10 } }),
+    to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,
+  },
+  {
+    name: 'leader not published yet: wait to clone',
+    snap: snapshot({ state: 'starting', cluster: cluster({ leader: leaderKey('node1'), members: [] }), pg: emptyPg }),
+    to: 'starting', actions: [], reason: /waiting for leader node1 to publish/,
+  },
+  // start with data (safety rule 5)
+  {
+    name: 'found a standby data directory and a leader: start as replica',
+    snap: snapshot({ state: 'starting', pg: stoppedPg }),
+    to: 'replica', actions: ['startPostgres'], reason: /starting as a replica of leader node1/,
+  },
+  {
+    name: 'found data, no leader: start as replica, never primary',
+    snap: snapshot({ state: 'starting', cluster: noLeader(), pg: { ...stoppedPg, control: control({ clusterState: 'in production' }) } }),
+    to: 'replica', actions: ['startPostgres'], reason: /safety rule 5/,
+  },
+  {
+    name: 'last leader, shut down cleanly with everything: resume as primary without a new timeline',
+    snap: snapshot({
+      state: 'starting',
+      cluster: noLeader({ status: { value: { v: 1, leader: 'node2', timeline: 1, walLsn: 900, updatedAtMs: NOW - 60000 }, modRevision: '8' } }),
+      pg: { ...stoppedPg, control: control({ clusterState: 'shut down', checkpointLsn: 900 }) },
+    }),
+    to: 'primary', actions: ['acquireLeader', 'startPostgres'], reason: /last leader and shut down cleanly/,
+  },
+  {
+    name: 'found a running primary while another leads: stop it at once',
+    snap: snapshot({ state: 'starting', pg: { runtime: primaryRuntime() } }),
+    to: 'stopped', actions: ['stopPostgres'], reason: /node1 holds the leader key: stopping my primary/,
+  },
+  // rewind (safety rule 4)
+  {
+    name: 'crashed old primary, new leader exists: rewind',
+    snap: snapshot({ state: 'starting', pg: { ...stoppedPg, control: control({ clusterState: 'in production' }) } }),
+    to: 'rewinding', actions: ['rewind'], reason: /diverged .* rewinding/,
+  },
+  {
+    name: 'stopped old primary past the switch point: rewind',
+    snap: snapshot({
+      state: 'stopped',
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+      pg: { ...stoppedPg, control: control({ clusterState: 'shut down', checkpointLsn: 800 }) },
+    }),
+    to: 'rewinding', actions: ['rewind'], reason: /rewinding/,
+  },
+  {
+    name: 'old primary stopped cleanly before the switch point (switchover): follow without rewind',
+    snap: snapshot({
+      state: 'stopped',
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 968) }),
+      pg: { ...stoppedPg, control: control({ clusterState: 'shut down', checkpointLsn: 900 }) },
+    }),
+    to: 'replica', actions: ['startPostgres'], reason: /starting as a replica of leader node1/,
+  },
+  {
+    name: 'running replica with WAL past the new timeline fork: stop and rewind',
+    snap: snapshot({
+      state: 'replica',
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+    }),
+    to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /rewinding/,
+  },
+  {
+    name: 'diverged with use_rewind off: re-clone',
+    snap: snapshot({
+      state: 'replica', config: { ...defaultDynamicConfig, use_rewind: false },
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+    }),
+    to: 'stopped', actions: ['stopPostgres', 'removeDataDir'], reason: /use_rewind is off/,
+  },
+  {
+    name: 'rewind done: start as a replica',
+    snap: snapshot({ state: 'rewinding', pg: stoppedPg, lastJob: { kind: 'rewind', ok: true, error: null, finishedAtMs: NOW - 10 } }),
+    to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,
+  },
+  {
+    name: 'rewind failed: remove the data to clone again',
+    snap: snapshot({ state: 'rewinding', pg: { ...stoppedPg, control: control({ clusterState: 'in production' }) }, lastJob: { kind: 'rewind', ok: false, error: 'could not find common ancestor', finishedAtMs: NOW - 10 } }),
+    to: 'stopped', actions: ['removeDataDir'], reason: /pg_rewind failed .* clone again/,
+  },
+  // following
+  {
+    name: 'streaming replica of the leader: nothing to do',
+    snap: snapshot(),
+    to: 'replica', actions: [], reason: /following leader node1, streaming, 0 bytes behind/,
+  },
+  {
+    name: 'replica pointing at an old leader: re-point without restart',
+    snap: snapshot({ cluster: cluster({ leader: leaderKey('node3'), members: [primaryMember('node3', { timeline: 1 }), member('node2')] }) }),
+    to: 'replica', actions: ['follow'], reason: /re-pointing replication to leader node3/,
+  },
+  {
+    name: 'replica whose PostgreSQL is gone: stopped',
+    snap: snapshot({ state: 'replica', pg: stoppedPg, cluster: noLeader() }),
+    to: 'replica', actions: ['startPostgres'], reason: /no leader: starting PostgreSQL as a replica/,
+  },
+  // failover (safety rule 3)
+  {
+    name: 'no leader, I am the most advanced healthy replica: take the key and promote',
+    snap: snapshot({ cluster: noLeader() }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest replica/,
+  },
+  {
+    name: 'no leader, another replica is further ahead: wait',
+    snap: snapshot({ cluster: noLeader({ members: [member('node2'), member('node3', { receivedLsn: 2000 })] }) }),
+    to: 'replica', actions: [], reason: /node3 is further ahead/,
+  },
+  {
+    name: 'no leader, a stale member key does not block',
+    snap: snapshot({ cluster: noLeader({ members: [member('node2'), member('node3', { receivedLsn: 2000, updatedAtMs: NOW - 60000 })] }) }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest/,
+  },
+  {
+    name: 'no leader, tagged nofailover: never take over',
+    snap: snapshot({ me: { name: 'node2', nofailover: true }, cluster: noLeader() }),
+    to: 'replica', actions: [], reason: /nofailover/,
+  },
+  {
+    name: 'no leader, too far behind the last known leader position: do not take over',
+    snap: snapshot({ cluster: noLeader({ status: { value: { v: 1, leader: 'node1', timeline: 1, walLsn: 1000 + 2 * 1024 * 1024, updatedAtMs: NOW }, modRevision: '4' } }) }),
+    to: 'replica', actions: [], reason: /bytes behind the last known leader position/,
+  },
+  {
+    name: 'no leader, synchronous mode and not in the sync set: do not take over',
+    snap: snapshot({
+      config: { ...defaultDynamicConfig, synchronous_mode: 'on' },
+      cluster: noLeader({ sync: { value: { v: 1, leader: 'node1', members: ['node3'] }, modRevision: '3' } }),
+    }),
+    to: 'replica', actions: [], reason: /not in the synchronous set/,
+  },
+  {
+    name: 'no leader, switchover to another member pending: wait',
+    snap: snapshot({ cluster: noLeader({ switchover: { value: { v: 1, from: 'node1', to: 'node3', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' } }) }),
+    to: 'replica', actions: [], reason: /switchover to node3 is pending/,
+  },
+  {
+    name: 'no leader, I am the switchover target: promote even if another is ahead',
+    snap: snapshot({
+      cluster: noLeader({
+        members: [member('node2'), member('node3', { receivedLsn: 2000 })],
+        switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
+      }),
+    }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /requested switchover target/,
+  },
+  {
+    name: 'no leader, stale switchover request is ignored',
+    snap: snapshot({ cluster: noLeader({ switchover: { value: { v: 1, from: 'node1', to: 'node3', failover: false, requestedAtMs: NOW - 60000 }, modRevision: '6' } }) }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest/,
+  },
+  {
+    name: 'no leader and I still run the primary: take the key back',
+    snap: snapshot({ state: 'primary', cluster: noLeader(), pg: { runtime: primaryRuntime() } }),
+    to: 'primary', actions: ['acquireLeader'], reason: /taking the key back/,
+  },
+  // leading
+  {
+    name: 'leader key names me but an old lease holds it (agent restarted): rebind',
+    snap: snapshot({ state: 'starting', cluster: cluster({ leader: leaderKey('node2', 'OLD') }), pg: { runtime: primaryRuntime() } }),
+    to: 'starting', actions: ['rebindLeader'], reason: /rebinding/,
+  },
+  {
+    name: 'I hold the key and run a replica: promote',
+    snap: snapshot({ cluster: cluster({ leader: leaderKey('node2', 'L2') }) }),
+    to: 'primary', actions: ['promote'], reason: /promoting/,
+  },
+  {
+    name: 'I hold the key, PostgreSQL stopped after a clean shutdown: start as primary',
+    snap: snapshot({ state: 'stopped', cluster: cluster({ leader: leaderKey('node2', 'L2') }), pg: { ...stoppedPg, control: control({ clusterState: 'shut down' }) } }),
+    to: 'primary', actions: ['startPostgres'], reason: /starting PostgreSQL as primary/,
+  },
+  {
+    name: 'I hold the key but have no data: release it',
+    snap: snapshot({ state: 'starting', cluster: cluster({ leader: leaderKey('node2', 'L2') }), pg: emptyPg }),
+    to: 'stopped', actions: ['releaseLeader'], reason: /no data: releasing it/,
+  },
+  {
+    name: 'leader with a missing slot: create it',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2'), member('node1'), member('node3')] }),
+      pg: { runtime: primaryRuntime({ slots: ['node1'] }) },
+    }),
+    to: 'primary', actions: ['syncSlots'], reason: /I am the leader with the lease/,
+  },
+  // switchover
+  {
+    name: 'switchover to a streaming, caught-up replica: step down cleanly',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({
+        leader: leaderKey('node2', 'L2'),
+        members: [primaryMember('node2'), member('node1'), member('node3')],
+        switchover: { value: { v: 1, from: 'node2', to: 'node3', failover: false, requestedAtMs: NOW }, modRevision: '11' },
+      }),
+      pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
+    }),
+    to: 'stopped', actions: ['stopPostgres', 'releaseLeader', 'event'], reason: /switchover to node3/,
+  },
+  {
+    name: 'switchover to a lagging replica: refused and cleared',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({
+        leader: leaderKey('node2', 'L2'),
+        members: [primaryMember('node2'), member('node3', { receivedLsn: 10, replayedLsn: 10 })],
+        switchover: { value: { v: 1, from: 'node2', to: 'node3', failover: false, requestedAtMs: NOW }, modRevision: '11' },
+      }),
+      config: { ...defaultDynamicConfig, maximum_lag_on_failover: 100 },
+      pg: { runtime: primaryRuntime({ slots: ['node3'] }) },
+    }),
+    to: 'primary', actions: ['clearSwitchover', 'event'], reason: /switchover refused: node3 lags 990 bytes/,
+  },
+  {
+    name: 'switchover to an unknown member: refused',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({
+        leader: leaderKey('node2', 'L2'),
+        members: [primaryMember('node2')],
+        switchover: { value: { v: 1, from: 'node2', to: 'node9', failover: false, requestedAtMs: NOW }, modRevision: '11' },
+      }),
+      pg: { runtime: primaryRuntime() },
+    }),
+    to: 'primary', actions: ['clearSwitchover', 'event'], reason: /node9 is not a member/,
+  },
+  {
+    name: 'demoted while etcd is gone: read-only replica that never promotes on its own',
+    snap: snapshot({ state: 'replica', cluster: null, pg: { runtime: replicaRuntime({ streaming: false, primaryConninfo: '' }) } }),
+    to: 'replica', actions: [], reason: /waiting for it/,
+  },
+  {
+    name: 'replica whose postmaster is gone, leader present: restart as replica',
+    snap: snapshot({ state: 'replica', pg: stoppedPg }),
+    to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,
+  },
+];
+
+describe('decide', () => {
+  it.each(cases)('$name', ({ snap, to, actions, reason }) => {
+    const decision = decide(snap);
+    expect(decision.reason).toMatch(reason);
+    expect(decision.to).toBe(to);
+    expect(decision.actions.map((a) => a.kind)).toEqual(actions);
+    expect(isAllowed(snap.state, decision.to)).toBe(true);
+  });
+
+  it('covers every transition of the table', () => {
+    const seen = new Set(cases.map((c) => `${c.snap.state}->${c.to}`));
+    const missing = transitions.filter((t) => !seen.has(`${t.from}->${t.to}`)).map((t) => `${t.from}->${t.to}`);
+    expect(missing).toEqual([]);
+  });
+
+  it('never lets a node whose key names another member keep a writable primary', () => {
+    for (const state of ['starting', 'primary', 'replica', 'stopped'] as const) {
+      const decision = decide(snapshot({ state, pg: { runtime: primaryRuntime() } }));
+      expect(decision.actions[0]).toEqual({ kind: 'stopPostgres', mode: 'immediate' });
+    }
+  });
+});
+
+describe('conninfoTarget', () => {
+  it('reads host and port, quoted or not', () => {
+    expect(conninfoTarget("host=10.0.0.1 port=5433 passfile='/x y/p'")).toEqual({ host: '10.0.0.1', port: 5433 });
+    expect(conninfoTarget("user=r host='127.0.0.1' port='6510'")).toEqual({ host: '127.0.0.1', port: 6510 });
+    expect(conninfoTarget('')).toBeNull();
+  });
+});

@@ -1,0 +1,126 @@
+import { defaultDynamicConfig } from '../../src/config/schema.js';
+import type { ClusterView, MemberValue } from '../../src/dcs/types.js';
+import type { ControlData, RuntimeState } from '../../src/postgres/types.js';
+import type { Snapshot } from '../../src/agent/snapshot.js';
+
+export const NOW = 1_000_000;
+export const SYSID = '7300000000000000001';
+
+export function member(name: string, over: Partial<MemberValue> = {}): MemberValue {
+  return {
+    v: 1,
+    name,
+    role: 'replica',
+    state: 'replica',
+    running: true,
+    streaming: true,
+    timeline: 1,
+    walLsn: null,
+    receivedLsn: 1000,
+    replayedLsn: 1000,
+    upstream: 'node1',
+    zone: 'a',
+    tags: {},
+    apiUrl: `http://127.0.0.1:80${name.slice(-1)}`,
+    pgHost: '127.0.0.1',
+    pgPort: 5500 + Number(name.slice(-1)),
+    reason: '',
+    systemId: SYSID,
+    agentPid: 1,
+    postmasterPid: 2,
+    dataDir: `/d/${name}`,
+    updatedAtMs: NOW - 500,
+    ...over,
+  };
+}
+
+export function primaryMember(name: string, over: Partial<MemberValue> = {}): MemberValue {
+  return member(name, { role: 'primary', state: 'primary', walLsn: 1000, receivedLsn: null, replayedLsn: null, upstream: null, ...over });
+}
+
+export function cluster(over: Partial<ClusterView> = {}): ClusterView {
+  return {
+    revision: '10',
+    initialize: { value: { v: 1, by: 'node1', systemId: SYSID }, modRevision: '2' },
+    config: null,
+    leader: null,
+    members: [],
+    status: null,
+    sync: null,
+    switchover: null,
+    history: null,
+    ...over,
+  };
+}
+
+export function leaderKey(name: string, leaseId = 'L1'): ClusterView['leader'] {
+  return { value: { v: 1, name }, modRevision: '5', leaseId };
+}
+
+export function control(over: Partial<ControlData> = {}): ControlData {
+  return {
+    systemId: SYSID,
+    clusterState: 'shut down in recovery',
+    timeline: 1,
+    checkpointLsn: 900,
+    minRecoveryLsn: 900,
+    dataChecksums: true,
+    ...over,
+  };
+}
+
+export function replicaRuntime(over: Partial<RuntimeState> = {}): RuntimeState {
+  return {
+    inRecovery: true,
+    timeline: 1,
+    walLsn: null,
+    receivedLsn: 1000,
+    replayedLsn: 1000,
+    streaming: true,
+    upstreamHost: '127.0.0.1',
+    upstreamPort: 5501,
+    replicas: [],
+    slots: [],
+    primaryConninfo: "host=127.0.0.1 port=5501 user=replicator application_name=node2 passfile='/d/pgpass'",
+    primarySlotName: 'node2',
+    synchronousStandbyNames: '',
+    ...over,
+  };
+}
+
+export function primaryRuntime(over: Partial<RuntimeState> = {}): RuntimeState {
+  return replicaRuntime({
+    inRecovery: false,
+    walLsn: 1000,
+    receivedLsn: null,
+    replayedLsn: null,
+    streaming: false,
+    upstreamHost: null,
+    upstreamPort: null,
+    primaryConninfo: '',
+    primarySlotName: '',
+    ...over,
+  });
+}
+
+/** A snapshot of node2 by default: a running, streaming replica of node1. */
+export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']> } = {}): Snapshot {
+  const { pg, ...rest } = over;
+  return {
+    nowMs: NOW,
+    me: { name: 'node2', nofailover: false },
+    state: 'replica',
+    cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2'), member('node3')] }),
+    config: defaultDynamicConfig,
+    lease: { id: 'L2', lastRenewalMs: NOW - 1000 },
+    lastJob: null,
+    ...rest,
+    pg: {
+      dataDir: 'present',
+      control: control(),
+      postmasterPid: 42,
+      runtime: replicaRuntime(),
+      ...pg,
+    },
+  };
+}
