@@ -30,7 +30,6 @@ const catalogue = {
   KEEL_NO_LEADER: { exitStatus: 1, httpStatus: 503, hint: 'wait for a failover to finish, or look at `keel status` for the reasons' },
   KEEL_UNKNOWN_MEMBER: { exitStatus: 2, httpStatus: 412, hint: 'pick a member listed by `keel status`' },
   KEEL_TARGET_INELIGIBLE: { exitStatus: 1, httpStatus: 412, hint: 'pick a streaming replica within maximum_lag_on_failover, or wait for it to catch up' },
-  KEEL_LEADER_HEALTHY: { exitStatus: 1, httpStatus: 412, hint: 'the leader is healthy: use `keel switchover` instead of failover' },
   KEEL_CONFLICT: { exitStatus: 1, httpStatus: 409, hint: 'someone changed the value meanwhile; read it again and retry' },
   KEEL_ALREADY_RUNNING: { exitStatus: 2, httpStatus: 409, hint: 'run `keel down --dir DIR` first, or use another --dir' },
   KEEL_NOT_RUNNING: { exitStatus: 1, httpStatus: 404, hint: 'start it with `keel up --dir DIR`' },

@@ -122,7 +122,7 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
     if (s.pg.dataDir !== 'present' || s.pg.control === null) {
       return { to: 'stopped', reason: 'I hold the leader key but have no data: releasing it', actions: [{ kind: 'releaseLeader' }] };
     }
-    const wasPrimary = primaryControlStates.has(s.pg.control.clusterState);
+    const wasPrimary = primaryControlStates.has(s.pg.control.clusterState) && !s.pg.control.backupLabel;
     return {
       to: 'primary',
       reason: wasPrimary ? 'I hold the leader key: starting PostgreSQL as primary' : 'I hold the leader key: starting as replica to promote',
@@ -177,6 +177,8 @@ function recentFailure(s: Snapshot, kind: string): boolean {
 
 /** Position and timeline of a stopped data directory, or 'unknown' when only replay can tell. */
 function stoppedPosition(control: ControlData): { timeline: number; lsn: number } | 'crashed-primary' | 'standby' {
+  // A base backup or a rewound copy still says "in production": its backup_label makes it a standby.
+  if (control.backupLabel) return 'standby';
   if (control.clusterState === 'shut down') return { timeline: control.timeline, lsn: control.checkpointLsn };
   if (primaryControlStates.has(control.clusterState)) return 'crashed-primary';
   return 'standby';

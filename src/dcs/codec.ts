@@ -241,3 +241,11 @@ export function eventKeyName(eventsPrefix: string, atMs: number, source: string,
   const safeSource = source.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64) || 'unknown';
   return `${eventsPrefix}${ms}-${safeSource}-${suffix}`;
 }
+
+/** Events kept under `events/`; older ones are trimmed. */
+export const maxEvents = 1000;
+
+/** History appends are retried after unknown outcomes; an identical last entry means it already landed. */
+export function sameHistoryEntry(a: HistoryEntry, b: HistoryEntry): boolean {
+  return a.timeline === b.timeline && a.switchLsn === b.switchLsn && a.leader === b.leader && a.atMs === b.atMs && a.reason === b.reason;
+}

@@ -6,8 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  Etcd3,
   EtcdLeaseInvalidError,
+  type Etcd3,
   type ICompare,
   type IKeyValue,
   type ILeaseKeepAliveResponse,
@@ -26,8 +26,11 @@ import {
   encodeLeader,
   eventKeyName,
   keys,
+  maxEvents,
+  sameHistoryEntry,
   type ClusterKeys,
 } from './codec.js';
+import { createEtcdClient } from './etcd-client.js';
 import type {
   ClusterView,
   Dcs,
@@ -48,8 +51,6 @@ export interface EtcdDcsOptions {
   logger: Logger;
 }
 
-/** Events kept under `events/`; older ones are trimmed. */
-export const maxEvents = 1000;
 /** Trimming costs a count read, so it runs once every this many added events. */
 const trimEveryEvents = 50;
 const historyCasAttempts = 5;
@@ -76,15 +77,6 @@ const toRaw = (kv: IKeyValue): RawKv => ({
   lease: String(kv.lease ?? '0'),
 });
 
-/** etcd3's watch reconnect backoff, capped low: a watch that stays down for 30 s hides failovers. */
-interface Backoff {
-  readonly duration: number;
-  next(context?: unknown): Backoff;
-}
-function cappedBackoff(durationMs: number, maxMs: number): Backoff {
-  return { duration: durationMs, next: () => cappedBackoff(Math.min(durationMs * 2, maxMs), maxMs) };
-}
-
 export class EtcdDcs implements Dcs {
   readonly cluster: string;
   private readonly client: Etcd3;
@@ -103,14 +95,7 @@ export class EtcdDcs implements Dcs {
     this.where = redactSecrets(options.endpoints.join(','));
     this.log = options.logger;
     this.invalid = new InvalidValueReporter((fields, message) => this.log.warn(fields, message));
-    const timeoutMs = options.requestTimeoutMs;
-    this.client = new Etcd3({
-      hosts: options.endpoints,
-      dialTimeout: timeoutMs,
-      // gives up calls that our own timer already abandoned, instead of letting them linger
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeoutMs }),
-      faultHandling: { watchBackoff: cappedBackoff(100, 1000) },
-    });
+    this.client = createEtcdClient(options.endpoints, options.requestTimeoutMs);
   }
 
   /** Runs one request against etcd, bounded in time; errors become KeelErrors. */
@@ -183,8 +168,9 @@ export class EtcdDcs implements Dcs {
       watcher.on('put', (kv) => isEvent(kv) || notify());
       watcher.on('delete', (kv) => isEvent(kv) || notify());
       watcher.on('disconnected', (err) => {
+        // etcd3 retries every second while etcd is down: say so once, not every second
+        if (!lostConnection) this.log.warn({ err: describeError(err) }, 'etcd watch disconnected; reconnecting');
         lostConnection = true;
-        this.log.warn({ err: describeError(err) }, 'etcd watch disconnected; reconnecting');
       });
       // changes made while disconnected may be lost to us: let the caller read again
       watcher.on('connected', () => {
@@ -198,7 +184,8 @@ export class EtcdDcs implements Dcs {
         this.log.warn({ err: describeError(err) }, 'etcd cancelled the watch; starting a new one');
         notify();
         setTimeout(() => {
-          if (!stopped) start().catch((e: unknown) => this.log.warn({ err: describeError(e) }, 'could not restart the etcd watch'));
+          // the new watch starts at the current revision: changes since the old one died need a read
+          if (!stopped) start().then(notify, (e: unknown) => this.log.warn({ err: describeError(e) }, 'could not restart the etcd watch'));
         }, 1000).unref();
       });
       await new Promise<void>((resolve, reject) => {
@@ -220,7 +207,8 @@ export class EtcdDcs implements Dcs {
     try {
       await this.call('watch creation', start);
     } catch (err) {
-      await stop();
+      // not awaited: the caller has waited requestTimeoutMs already
+      void stop();
       throw err;
     }
     this.stops.add(stop);
@@ -331,7 +319,7 @@ export class EtcdDcs implements Dcs {
         else this.invalid.report(k, String(current.mod_revision), `${decoded.reason}; overwriting it`);
       }
       // a retry after an unknown outcome must not record the same switch twice
-      if (entries.length > 0 && sameEntry(entries[entries.length - 1]!, entry)) return;
+      if (entries.length > 0 && sameHistoryEntry(entries[entries.length - 1]!, entry)) return;
       const next = encode({ v: 1, entries: [...entries, entry] });
       const compare = current ? modifiedAt(k, String(current.mod_revision)) : createdNever(k);
       if ((await this.txn('history append', [compare], [put(k, next)])).succeeded) return;
@@ -402,8 +390,4 @@ export class EtcdDcs implements Dcs {
     await Promise.all([...this.stops].map((stop) => stop()));
     this.client.close();
   }
-}
-
-function sameEntry(a: HistoryEntry, b: HistoryEntry): boolean {
-  return a.timeline === b.timeline && a.switchLsn === b.switchLsn && a.leader === b.leader && a.atMs === b.atMs && a.reason === b.reason;
 }

@@ -6,7 +6,7 @@ import type { ControlData } from './types.js';
  * Parses pg_controldata's output. The labels are only stable in the C locale,
  * which is why local.ts runs the program with LC_ALL=C.
  */
-export function parseControlData(text: string): ControlData {
+export function parseControlData(text: string): Omit<ControlData, 'backupLabel'> {
   const fields = new Map<string, string>();
   for (const line of text.split('\n')) {
     // Labels contain spaces and apostrophes but never a colon, so the first colon splits.

@@ -5,8 +5,8 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, chown, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, chown, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
 
@@ -144,7 +144,9 @@ export async function ensureOwnedDir(path: string, mode: number, runAs: RunAs | 
   try {
     await stat(path);
   } catch {
-    await mkdir(path, { recursive: true, mode });
+    // Parents Keel creates must stay traversable for the run-as user; only the leaf is private.
+    await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    await mkdir(path, { mode });
     created = true;
   }
   if (created) await chmod(path, mode);
@@ -172,5 +174,40 @@ export async function checkReachable(dir: string, runAs: RunAs | null): Promise<
       'KEEL_DIR_UNUSABLE',
       `OS user ${runAs.user} cannot enter or write ${dir} (a parent directory may be closed to it, e.g. mode 0700)`,
     );
+  }
+}
+
+export /** alive, and really a postgres process: a stale postmaster.pid may name a recycled PID or a zombie */
+function isPostmasterAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && (command.startsWith('postgres') || command.startsWith('postmaster'));
+  } catch {
+    return true; // no /proc: trust kill(0)
+  }
+}
+
+/** The last lines of a log file, read from its end so a large log costs nothing. */
+export async function tailOfFile(path: string, lineCount = 10): Promise<string> {
+  try {
+    const file = await open(path, 'r');
+    try {
+      const { size } = await file.stat();
+      const length = Math.min(size, 16 * 1024);
+      const buffer = Buffer.alloc(length);
+      await file.read(buffer, 0, length, size - length);
+      return lastLines(buffer.toString('utf8'), lineCount);
+    } finally {
+      await file.close();
+    }
+  } catch {
+    return `(no log at ${path})`;
   }
 }

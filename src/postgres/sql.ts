@@ -3,12 +3,14 @@
  * unix socket, and the single query that reads an instance's runtime state.
  */
 import pg from 'pg';
+import type { NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
 import { parseLsnOrNull } from './lsn.js';
 import type { RuntimeState } from './types.js';
 
-export interface LocalConnection {
-  socketDir: string;
+export interface Connection {
+  /** a unix socket directory (starts with /) or a host name */
+  host: string;
   port: number;
   user: string;
   password: string;
@@ -23,16 +25,78 @@ function isConnectionProblem(err: unknown): boolean {
   return typeof code !== 'string' || code.startsWith('08') || code.startsWith('57');
 }
 
-export function newClient(target: LocalConnection, database: string): pg.Client {
-  return new pg.Client({
-    host: target.socketDir,
+export function newClient(target: Connection, database: string, statementTimeoutMs = 2000): pg.Client {
+  const client = new pg.Client({
+    host: target.host,
     port: target.port,
     user: target.user,
     password: target.password,
     database,
     application_name: 'keel-agent',
     connectionTimeoutMillis: 2000,
-    statement_timeout: 2000,
+    statement_timeout: statementTimeoutMs,
+  });
+  // Without a listener a server-side disconnect would be an uncaught 'error' event.
+  client.on('error', () => undefined);
+  return client;
+}
+
+/** Runs `work` on a short-lived client without a statement timeout (for slow DDL and CHECKPOINT). */
+export async function withClient<T>(target: Connection, database: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = newClient(target, database, 0);
+  try {
+    try {
+      await client.connect();
+    } catch (err) {
+      throw new Unreachable((err as Error).message);
+    }
+    return await work(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Role, password, application database and extensions; safe to run again. */
+export async function ensureClusterObjects(target: Connection, postgres: NodeConfig['postgres'], logger: Logger): Promise<void> {
+  const { superuser, replication, database, extensions } = postgres;
+  await withClient(target, 'postgres', async (client) => {
+    // The role statements carry passwords: keep them out of postgres.log even when they fail.
+    await client.query("SET log_statement = 'none'; SET log_min_error_statement = 'panic'; SET log_min_duration_statement = -1");
+    await client.query(`ALTER ROLE ${client.escapeIdentifier(superuser.username)} WITH PASSWORD ${client.escapeLiteral(superuser.password)}`);
+    const exists = (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [replication.username])).rowCount;
+    await client.query(
+      `${exists ? 'ALTER' : 'CREATE'} ROLE ${client.escapeIdentifier(replication.username)} ` +
+        `WITH REPLICATION LOGIN PASSWORD ${client.escapeLiteral(replication.password)}`,
+    );
+    const hasDatabase = (await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database])).rowCount;
+    if (!hasDatabase) {
+      logger.info({ database }, 'creating the application database');
+      await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
+    }
+  });
+  await withClient(target, database, async (client) => {
+    for (const extension of extensions) {
+      await client.query(`CREATE EXTENSION IF NOT EXISTS ${client.escapeIdentifier(extension)}`);
+    }
+  });
+}
+
+/**
+ * PostgreSQL 15's pg_rewind takes the source's timeline from its control
+ * file, which still names the old timeline until the first checkpoint after
+ * promotion; it would then report "no rewind required" for a diverged target.
+ */
+export async function checkpointIfTimelineLags(source: Connection, logger: Logger): Promise<void> {
+  await withClient(source, 'postgres', async (client) => {
+    const { rows } = await client.query<{ checkpoint_tli: number; current_tli: number | null }>(`
+      SELECT (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
+             CASE WHEN pg_is_in_recovery() THEN NULL
+                  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS current_tli`);
+    const row = rows[0];
+    if (row && row.current_tli !== null && row.checkpoint_tli < row.current_tli) {
+      logger.info({ checkpointTimeline: row.checkpoint_tli, timeline: row.current_tli }, 'CHECKPOINT on the rewind source');
+      await client.query('CHECKPOINT');
+    }
   });
 }
 
@@ -42,7 +106,7 @@ export class LocalSession {
   private connecting: Promise<pg.Client> | null = null;
 
   constructor(
-    private readonly target: LocalConnection,
+    private readonly target: Connection,
     private readonly logger: Logger,
   ) {}
 
@@ -50,7 +114,6 @@ export class LocalSession {
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
       const client = newClient(this.target, 'postgres');
-      // Without a listener a server-side disconnect would be an uncaught 'error' event.
       client.on('error', (err) => {
         this.logger.debug({ err: err.message }, 'local PostgreSQL connection broke');
         if (this.client === client) this.client = null;

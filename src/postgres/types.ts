@@ -17,6 +17,8 @@ export interface ControlData {
   /** "Minimum recovery ending location" */
   minRecoveryLsn: number;
   dataChecksums: boolean;
+  /** a backup_label file exists: a fresh base backup or a rewound directory, to be started as a standby */
+  backupLabel: boolean;
 }
 
 /** What SQL says about a running instance. */

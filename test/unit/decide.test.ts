@@ -177,6 +177,11 @@ const cases: Case[] = [
     to: 'stopped', actions: [], reason: /cloning failed \(connection refused\)/,
   },
   {
+    name: 'fresh base backup (pg_control says in production, backup_label present): start as replica, no rewind',
+    snap: snapshot({ state: 'starting', pg: { ...stoppedPg, control: control({ clusterState: 'in production', backupLabel: true }) } }),
+    to: 'replica', actions: ['startPostgres'], reason: /starting as a replica of leader node1/,
+  },
+  {
     name: 'clone done: start as a replica',
     snap: snapshot({ state: 'cloning', pg: stoppedPg, lastJob: { kind: 'clone', ok: true, error: null, finishedAtMs: NOW - 10 } }),
     to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,

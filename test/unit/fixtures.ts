@@ -65,6 +65,7 @@ export function control(over: Partial<ControlData> = {}): ControlData {
     checkpointLsn: 900,
     minRecoveryLsn: 900,
     dataChecksums: true,
+    backupLabel: false,
     ...over,
   };
 }

@@ -1,0 +1,117 @@
+import type { NodeConfig } from '../config/schema.js';
+import type { Dcs } from '../dcs/types.js';
+import type { Postgres, UpstreamTarget } from '../postgres/types.js';
+import type { Logger } from '../util/log.js';
+import type { LeaseKeeper } from './lease.js';
+import type { Action, Snapshot } from './snapshot.js';
+
+export interface ActionContext {
+  config: NodeConfig;
+  dcs: Dcs;
+  pg: Postgres;
+  lease: LeaseKeeper;
+  logger: Logger;
+  now: () => number;
+  /** told when PostgreSQL may accept writes (true) or surely does not (false) */
+  setWritable: (writable: boolean) => void;
+}
+
+class ActionFailed extends Error {}
+
+function requireLease(ctx: ActionContext): string {
+  if (ctx.lease.id === null) throw new ActionFailed('no lease');
+  return ctx.lease.id;
+}
+
+/** Carries out one action. Throws when it did not succeed; the loop then keeps the old state. */
+export async function runAction(action: Action, snap: Snapshot, ctx: ActionContext): Promise<void> {
+  const me = ctx.config.name;
+  const startOptions = (replica: boolean, upstream: UpstreamTarget | null) => ({
+    replica,
+    upstream,
+    slotName: me,
+    parameters: snap.config.postgresql_parameters,
+  });
+  switch (action.kind) {
+    case 'grantLease':
+      return ctx.lease.grant(snap.config.ttl);
+    case 'claimInitialize': {
+      const won = await ctx.dcs.claimInitialize({ v: 1, by: me, systemId: action.systemId });
+      ctx.logger.info({ won }, 'initialize race');
+      return;
+    }
+    case 'deleteInitialize':
+      await ctx.dcs.deleteInitialize(action.expectModRevision);
+      return;
+    case 'bootstrap':
+      return bootstrap(snap, ctx);
+    case 'acquireLeader':
+      if (!(await ctx.dcs.acquireLeader(me, requireLease(ctx)))) throw new ActionFailed('another member took the leader key first');
+      return;
+    case 'rebindLeader':
+      if (!(await ctx.dcs.rebindLeader(me, requireLease(ctx), action.expectModRevision))) {
+        throw new ActionFailed('the leader key changed before it could be rebound');
+      }
+      return;
+    case 'releaseLeader':
+      await ctx.dcs.releaseLeader(me);
+      return;
+    case 'clone':
+      return ctx.pg.basebackup(action.from);
+    case 'rewind':
+      return ctx.pg.rewind(action.from);
+    case 'removeDataDir':
+      return ctx.pg.removeDataDir();
+    case 'startPostgres':
+      if (!action.replica) ctx.setWritable(true);
+      return ctx.pg.start(startOptions(action.replica, action.upstream));
+    case 'stopPostgres':
+      await ctx.pg.stop(action.mode);
+      ctx.setWritable(false);
+      return;
+    case 'promote':
+      return promote(action.reason, snap, ctx);
+    case 'follow':
+      return ctx.pg.follow(startOptions(true, action.upstream));
+    case 'syncSlots':
+      return ctx.pg.syncSlots(action.names);
+    case 'clearSwitchover':
+      return ctx.dcs.clearSwitchover(action.expectModRevision);
+    case 'event':
+      return ctx.dcs.addEvent({ atMs: ctx.now(), source: me, kind: action.eventKind, message: action.message });
+  }
+}
+
+async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
+  const init = snap.cluster?.initialize;
+  if (!init) throw new ActionFailed('initialize key vanished');
+  await ctx.pg.initdb();
+  ctx.setWritable(true);
+  await ctx.pg.start({ replica: false, upstream: null, slotName: ctx.config.name, parameters: snap.config.postgresql_parameters });
+  await ctx.pg.createClusterObjects();
+  const control = await ctx.pg.controlData();
+  if (control === null) throw new ActionFailed('pg_controldata gave nothing after initdb');
+  if (snap.cluster?.config === null) await ctx.dcs.putConfig(snap.config, null);
+  if (!(await ctx.dcs.updateInitialize({ v: 1, by: ctx.config.name, systemId: control.systemId }, init.modRevision))) {
+    throw new ActionFailed('the initialize key changed during bootstrap');
+  }
+  ctx.logger.info({ systemId: control.systemId }, 'cluster bootstrapped');
+}
+
+async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Promise<void> {
+  const runtime = snap.pg.runtime;
+  if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
+  // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
+  await ctx.dcs.appendHistory({
+    timeline: runtime.timeline + 1,
+    switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0),
+    leader: ctx.config.name,
+    atMs: ctx.now(),
+    reason,
+  });
+  ctx.setWritable(true);
+  await ctx.pg.promote();
+  const switchover = snap.cluster?.switchover;
+  if (switchover) await ctx.dcs.clearSwitchover();
+  await ctx.dcs.addEvent({ atMs: ctx.now(), source: ctx.config.name, kind: 'promoted', message: `${ctx.config.name} promoted: ${reason}` });
+}

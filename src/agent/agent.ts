@@ -1,0 +1,279 @@
+import { defaultDynamicConfig, type DynamicConfig, type NodeConfig } from '../config/schema.js';
+import type { ClusterView, Dcs } from '../dcs/types.js';
+import { describeError } from '../errors.js';
+import type { Postgres } from '../postgres/types.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { runAction, type ActionContext } from './actions.js';
+import { decide } from './decide.js';
+import { leaseDeadlineMs } from './eligibility.js';
+import { LeaseKeeper } from './lease.js';
+import { memberValue } from './member.js';
+import type { Decision, Snapshot } from './snapshot.js';
+import { isAllowed, type State } from './states.js';
+
+const watchdogIntervalMs = 100;
+
+/**
+ * One agent: observe -> decide -> act, woken by etcd watch events and by a
+ * timer. Actions run as one background job at a time while the loop goes on
+ * publishing the member key; the lease is renewed on its own timer and a
+ * watchdog fences PostgreSQL the moment the lease can no longer be trusted.
+ */
+export class Agent {
+  state: State = 'starting';
+  lastReason = 'starting';
+  private lastJob: Snapshot['lastJob'] = null;
+  private job: { decision: Decision; startedAtMs: number } | null = null;
+  private lastConfig: DynamicConfig;
+  private mayAcceptWrites = false;
+  private fencing = false;
+  private ticking = false;
+  private wakeAgain = false;
+  private stopped = false;
+  private timers: NodeJS.Timeout[] = [];
+  private stopWatch: (() => Promise<void>) | null = null;
+  private lastStatusLsn: number | null = null;
+  private lastPublish: { essentialJson: string; atMs: number; leaseId: string | null } = { essentialJson: '', atMs: 0, leaseId: null };
+  private etcdDown = false;
+  readonly lease: LeaseKeeper;
+
+  constructor(
+    private readonly config: NodeConfig,
+    private readonly dcs: Dcs,
+    private readonly pg: Postgres,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {
+    this.lastConfig = config.bootstrap.dynamic ?? defaultDynamicConfig;
+    this.lease = new LeaseKeeper(dcs, clock, logger, () => {
+      this.fenceIfUnsafe();
+      this.wake();
+    });
+  }
+
+  async start(): Promise<void> {
+    void this.keepWatching();
+    this.timers.push(setInterval(() => this.fenceIfUnsafe(), watchdogIntervalMs));
+    this.scheduleTick();
+    this.wake();
+  }
+
+  /** Clean shutdown: stop PostgreSQL, then end the lease so a replica takes over at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    if (this.stopWatch) await this.stopWatch().catch(() => undefined);
+    await this.waitForJob(120_000);
+    try {
+      await this.pg.stop('fast');
+      this.mayAcceptWrites = false;
+    } catch (err) {
+      this.logger.error({ err: describeError(err) }, 'could not stop PostgreSQL');
+    }
+    await this.lease.revoke().catch((err: unknown) => this.logger.warn({ err: describeError(err) }, 'could not revoke the lease'));
+    await this.pg.close();
+    await this.dcs.close();
+  }
+
+  private async waitForJob(timeoutMs: number): Promise<void> {
+    const deadline = this.clock.now() + timeoutMs;
+    while (this.job !== null && this.clock.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  }
+
+  private scheduleTick(): void {
+    if (this.stopped) return;
+    const timer = setTimeout(() => {
+      this.timers = this.timers.filter((t) => t !== timer);
+      this.wake();
+      this.scheduleTick();
+    }, this.lastConfig.loop_wait * 1000);
+    this.timers.push(timer);
+  }
+
+  private async keepWatching(): Promise<void> {
+    let backoffMs = 500;
+    while (!this.stopped && this.stopWatch === null) {
+      try {
+        this.stopWatch = await this.dcs.watch(() => this.wake());
+      } catch (err) {
+        this.logger.warn({ err: describeError(err), retryInMs: backoffMs }, 'cannot watch etcd yet; retrying');
+        await new Promise((r) => setTimeout(r, backoffMs));
+        backoffMs = Math.min(backoffMs * 2, 10_000);
+      }
+    }
+  }
+
+  /** Runs one loop now (or right after the one in progress). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.ticking) {
+      this.wakeAgain = true;
+      return;
+    }
+    this.ticking = true;
+    void this.tick()
+      .catch((err: unknown) => this.logger.error({ err: describeError(err) }, 'loop failed'))
+      .finally(() => {
+        this.ticking = false;
+        if (this.wakeAgain) {
+          this.wakeAgain = false;
+          setImmediate(() => this.wake());
+        }
+      });
+  }
+
+  /**
+   * Safety rule 1, enforced apart from the loop (which may be busy): once the
+   * lease cannot be trusted, stop PostgreSQL at once rather than risk two
+   * writable primaries.
+   */
+  private fenceIfUnsafe(): void {
+    // An agent that never held a lease (just restarted) lets decide() rebind or stop instead.
+    if (!this.mayAcceptWrites || this.fencing || this.lease.lastRenewalMs === null) return;
+    const leaseGone = this.lease.id === null;
+    const late = this.clock.now() >= leaseDeadlineMs(this.lease.lastRenewalMs, this.lastConfig);
+    if (!leaseGone && !late) return;
+    this.fencing = true;
+    const reason = leaseGone ? 'the leader lease is gone' : 'the leader lease was not renewed in time';
+    this.logger.warn({ reason }, 'fencing: stopping PostgreSQL at once');
+    void this.pg
+      .stop('immediate')
+      .then(() => {
+        this.mayAcceptWrites = false;
+        this.setState('stopped', `${reason}: stopped PostgreSQL at once`);
+        void this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'fenced', message: reason });
+      })
+      .catch((err: unknown) => this.logger.error({ err: describeError(err) }, 'fencing failed'))
+      .finally(() => {
+        this.fencing = false;
+        this.wake();
+      });
+  }
+
+  private setState(to: State, reason: string): void {
+    if (!isAllowed(this.state, to)) {
+      this.logger.error({ from: this.state, to, reason }, 'refused a transition missing from the table');
+      return;
+    }
+    if (to !== this.state) this.logger.info({ from: this.state, to, reason }, 'state change');
+    this.state = to;
+  }
+
+  async observe(): Promise<Snapshot> {
+    let cluster: ClusterView | null = null;
+    try {
+      cluster = await this.dcs.readCluster();
+      if (this.etcdDown) this.logger.info('etcd reachable again');
+      this.etcdDown = false;
+    } catch (err) {
+      if (!this.etcdDown) this.logger.warn({ err: describeError(err) }, 'cannot read etcd');
+      this.etcdDown = true;
+    }
+    if (cluster?.config) this.lastConfig = cluster.config.value;
+    const dataDir = await this.pg.dataDirState();
+    const [control, postmasterPid] = await Promise.all([
+      dataDir === 'present' ? this.pg.controlData().catch(() => null) : Promise.resolve(null),
+      this.pg.postmasterPid(),
+    ]);
+    const runtime = postmasterPid === null ? null : await this.pg.runtimeState();
+    if (runtime !== null && !runtime.inRecovery) this.mayAcceptWrites = true;
+    if (postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
+    return {
+      nowMs: this.clock.now(),
+      me: { name: this.config.name, nofailover: this.config.tags.nofailover },
+      state: this.state,
+      cluster,
+      config: this.lastConfig,
+      lease: { id: this.lease.id, lastRenewalMs: this.lease.lastRenewalMs },
+      pg: { dataDir, control, postmasterPid, runtime },
+      lastJob: this.lastJob,
+    };
+  }
+
+  private async tick(): Promise<void> {
+    const snap = await this.observe();
+    if (this.job !== null) {
+      const seconds = Math.round((snap.nowMs - this.job.startedAtMs) / 1000);
+      await this.publish(snap, `${this.job.decision.reason} (${seconds} s so far)`);
+      return;
+    }
+    const decision = decide(snap);
+    if (decision.reason !== this.lastReason) this.logger.info({ state: this.state, to: decision.to }, decision.reason);
+    this.lastReason = decision.reason;
+    if (!isAllowed(this.state, decision.to)) {
+      this.logger.error({ from: this.state, to: decision.to }, 'decision asks for a transition missing from the table');
+      return;
+    }
+    if (decision.actions.length === 0) this.setState(decision.to, decision.reason);
+    else this.startJob(decision, snap);
+    await this.publish(snap, decision.reason);
+  }
+
+  private startJob(decision: Decision, snap: Snapshot): void {
+    const startedAtMs = this.clock.now();
+    this.job = { decision, startedAtMs };
+    const ctx: ActionContext = {
+      config: this.config,
+      dcs: this.dcs,
+      pg: this.pg,
+      lease: this.lease,
+      logger: this.logger,
+      now: () => this.clock.now(),
+      setWritable: (writable) => {
+        if (writable) this.mayAcceptWrites = true;
+      },
+    };
+    void (async () => {
+      let failed: { kind: Decision['actions'][number]['kind']; error: string } | null = null;
+      for (const action of decision.actions) {
+        try {
+          await runAction(action, snap, ctx);
+        } catch (err) {
+          failed = { kind: action.kind, error: describeError(err) };
+          break;
+        }
+      }
+      const lastKind = failed?.kind ?? decision.actions[decision.actions.length - 1]!.kind;
+      this.lastJob = { kind: lastKind, ok: failed === null, error: failed?.error ?? null, finishedAtMs: this.clock.now() };
+      if (failed === null) {
+        const from = this.state;
+        this.setState(decision.to, decision.reason);
+        if (from !== decision.to) {
+          void this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: decision.to, message: decision.reason });
+        }
+      } else {
+        this.logger.warn({ action: failed.kind, err: failed.error }, `action failed: ${decision.reason}`);
+      }
+      this.job = null;
+      this.wake();
+    })();
+  }
+
+  /**
+   * Puts the member key when something others act on changed (role, state,
+   * reason...) and otherwise once per loop_wait: every put wakes every other
+   * agent's loop, so WAL positions alone must not set off a storm of writes.
+   */
+  private async publish(snap: Snapshot, reason: string): Promise<void> {
+    if (snap.cluster === null || this.lease.id === null) return;
+    const value = memberValue(this.config, snap, this.state, reason, process.pid);
+    const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, ...essential } = value;
+    const essentialJson = JSON.stringify(essential);
+    const due = snap.nowMs - this.lastPublish.atMs >= this.lastConfig.loop_wait * 900;
+    if (essentialJson === this.lastPublish.essentialJson && !due && this.lastPublish.leaseId === this.lease.id) return;
+    try {
+      await this.dcs.putMember(value, this.lease.id);
+      this.lastPublish = { essentialJson, atMs: snap.nowMs, leaseId: this.lease.id };
+      const runtime = snap.pg.runtime;
+      const leading = snap.cluster.leader?.value.name === this.config.name;
+      if (leading && runtime !== null && !runtime.inRecovery && runtime.walLsn !== null && runtime.walLsn !== this.lastStatusLsn) {
+        await this.dcs.putStatus({ v: 1, leader: this.config.name, timeline: runtime.timeline, walLsn: runtime.walLsn, updatedAtMs: snap.nowMs });
+        this.lastStatusLsn = runtime.walLsn;
+      }
+    } catch (err) {
+      this.logger.warn({ err: describeError(err) }, 'could not publish the member key');
+    }
+  }
+}

@@ -1,0 +1,47 @@
+import type { NodeConfig } from '../config/schema.js';
+import type { MemberValue } from '../dcs/types.js';
+import type { State } from './states.js';
+import type { Snapshot } from './snapshot.js';
+
+/** host and port another host uses to reach `listen` (an address, or host:port) */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(':');
+  return { host: address.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(address.slice(at + 1)) };
+}
+
+/** The member key this agent publishes, from what it just observed and decided. */
+export function memberValue(config: NodeConfig, snap: Snapshot, state: State, reason: string, agentPid: number): MemberValue {
+  const runtime = snap.pg.runtime;
+  const pgAddress = config.postgres.connectAddress
+    ? splitHostPort(config.postgres.connectAddress)
+    : { host: config.postgres.listen === '0.0.0.0' ? '127.0.0.1' : config.postgres.listen, port: config.postgres.port };
+  const api = splitHostPort(config.api.connectAddress ?? config.api.listen);
+  const upstream =
+    runtime !== null && runtime.inRecovery && runtime.upstreamHost !== null
+      ? (snap.cluster?.members.find((m) => m.pgHost === runtime.upstreamHost && m.pgPort === runtime.upstreamPort)?.name ?? null)
+      : null;
+  return {
+    v: 1,
+    name: config.name,
+    role: runtime === null ? 'unknown' : runtime.inRecovery ? 'replica' : 'primary',
+    state,
+    running: runtime !== null,
+    streaming: runtime?.streaming ?? false,
+    timeline: runtime?.timeline ?? snap.pg.control?.timeline ?? null,
+    walLsn: runtime?.walLsn ?? null,
+    receivedLsn: runtime?.receivedLsn ?? null,
+    replayedLsn: runtime?.replayedLsn ?? null,
+    upstream,
+    zone: config.zone,
+    tags: config.tags,
+    apiUrl: `http://${api.host}:${api.port}`,
+    pgHost: pgAddress.host,
+    pgPort: pgAddress.port,
+    reason,
+    systemId: snap.pg.control?.systemId ?? null,
+    agentPid,
+    postmasterPid: snap.pg.postmasterPid,
+    dataDir: config.postgres.dataDir,
+    updatedAtMs: snap.nowMs,
+  };
+}

@@ -1,0 +1,42 @@
+import { Command, CommanderError } from 'commander';
+import { isKeelError, KeelError, redactSecrets } from '../errors.js';
+import { registerAgent } from './agent.js';
+import { registerDown, registerUp } from './up.js';
+import { registerStatus } from './status.js';
+import { registerSwitchover } from './switchover.js';
+
+export function buildProgram(): Command {
+  const program = new Command('keel')
+    .description('PostgreSQL + PostGIS clusters that heal themselves, coordinated by etcd')
+    .exitOverride()
+    // Errors are printed once, with their KEEL_* code, by main().
+    .configureOutput({ outputError: () => undefined });
+  registerUp(program);
+  registerDown(program);
+  registerStatus(program);
+  registerSwitchover(program);
+  registerAgent(program);
+  return program;
+}
+
+/** Runs the CLI; returns the exit status. Usage and configuration errors exit with 2. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
+      const usage = new KeelError('KEEL_USAGE', err.message.replace(/^error: /, ''));
+      process.stderr.write(`${usage.render()}\n`);
+      return 2;
+    }
+    if (isKeelError(err)) {
+      process.stderr.write(`${err.render()}\n`);
+      return err.exitStatus;
+    }
+    process.stderr.write(`keel: ${redactSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err))}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,95 @@
+import type { Command } from 'commander';
+import { memberLsn } from '../agent/snapshot.js';
+import type { ClusterView, MemberValue } from '../dcs/types.js';
+import { KeelError } from '../errors.js';
+import { connectionStrings } from '../providers/local-layout.js';
+import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
+import { table } from './table.js';
+
+export interface MemberRow {
+  name: string;
+  address: string;
+  role: string;
+  state: string;
+  timeline: number | null;
+  lagBytes: number | null;
+  sync: boolean;
+  leader: boolean;
+  reason: string;
+  zone: string;
+  apiUrl: string;
+  dataDir: string;
+  agentPid: number | null;
+  postmasterPid: number | null;
+}
+
+/** Lag of each replica behind the leader's last published WAL position. */
+export function memberRows(view: ClusterView): MemberRow[] {
+  const leaderName = view.leader?.value.name ?? null;
+  const leader = view.members.find((m) => m.name === leaderName);
+  const leaderLsn = leader?.walLsn ?? view.status?.value.walLsn ?? null;
+  const syncSet = new Set(view.sync?.value.members ?? []);
+  return [...view.members]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((m: MemberValue) => ({
+      name: m.name,
+      address: `${m.pgHost}:${m.pgPort}`,
+      role: m.name === leaderName ? 'leader' : m.role,
+      state: m.state,
+      timeline: m.timeline,
+      lagBytes: m.role === 'replica' && leaderLsn !== null ? Math.max(0, leaderLsn - memberLsn(m)) : m.name === leaderName ? 0 : null,
+      sync: syncSet.has(m.name),
+      leader: m.name === leaderName,
+      reason: m.reason,
+      zone: m.zone,
+      apiUrl: m.apiUrl,
+      dataDir: m.dataDir,
+      agentPid: m.agentPid,
+      postmasterPid: m.postmasterPid,
+    }));
+}
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('members with role, state, timeline, lag and the reason of their last decision')
+    .option('--dir <dir>', targetHelp.dir)
+    .option('--etcd <url>', targetHelp.etcd)
+    .option('--cluster <name>', targetHelp.cluster)
+    .option('--json', 'machine-readable output')
+    .action(async (options: TargetOptions & { json?: boolean }) => {
+      const target = resolveTarget(options);
+      let view: ClusterView;
+      try {
+        view = await target.dcs.readCluster();
+      } finally {
+        await target.dcs.close();
+      }
+      const rows = memberRows(view);
+      const leader = view.leader?.value.name ?? null;
+      if (options.json) {
+        const local = target.layout?.exists() ? connectionStrings(target.layout, target.layout.readCluster()) : null;
+        const out = {
+          cluster: target.cluster,
+          leader,
+          timeline: rows.find((r) => r.leader)?.timeline ?? null,
+          synchronousMode: view.config?.value.synchronous_mode ?? 'off',
+          members: rows,
+          connection: local ? { rw: local.rw, ro: local.ro, nodes: local.nodes, passfile: target.layout!.pgpassFile } : null,
+        };
+        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      } else {
+        process.stdout.write(`cluster ${target.cluster}, leader ${leader ?? '(none)'}\n`);
+        process.stdout.write(
+          table(
+            ['member', 'address', 'role', 'state', 'tl', 'lag bytes', 'sync', 'reason'],
+            rows.map((r) => [r.name, r.address, r.role, r.state, String(r.timeline ?? ''), r.lagBytes === null ? '' : String(r.lagBytes), r.sync ? 'yes' : '', r.reason]),
+          ),
+        );
+      }
+      if (leader === null) {
+        process.stderr.write(`${new KeelError('KEEL_NO_LEADER', `cluster ${target.cluster} has no leader`).render()}\n`);
+        process.exitCode = 1;
+      }
+    });
+}

@@ -1,0 +1,195 @@
+/**
+ * Runs Debian's etcd as a child process: for `keel up` and integration tests.
+ * Tuned for fast failover on one machine or one region, not for WAN links.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants, closeSync, openSync, readFileSync } from 'node:fs';
+import { access, mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { KeelError } from '../errors.js';
+import { sleep } from '../util/clock.js';
+import { isPortFree } from '../util/ports.js';
+
+export const defaultEtcdBinary = '/usr/bin/etcd';
+
+export interface StartEtcdOptions {
+  name: string;
+  dataDir: string;
+  /** address both ports listen on; default 127.0.0.1 */
+  host?: string;
+  clientPort: number;
+  peerPort: number;
+  /** `name=http://host:peerPort,...`; default this member alone */
+  initialCluster?: string;
+  initialClusterState?: 'new' | 'existing';
+  /** etcd's stdout and stderr are appended here */
+  logFile: string;
+  /** own process group, so it survives the parent (as under `keel up`) */
+  detached?: boolean;
+  binary?: string;
+  /** how long to wait for /health to say true; default 20 s */
+  startTimeoutMs?: number;
+}
+
+export interface RunningEtcd {
+  pid: number;
+  /** client URL, e.g. http://127.0.0.1:2379 */
+  endpoint: string;
+  child: ChildProcess;
+}
+
+const urlHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
+
+export function etcdArgs(options: StartEtcdOptions): string[] {
+  const host = urlHost(options.host ?? '127.0.0.1');
+  const clientUrl = `http://${host}:${options.clientPort}`;
+  const peerUrl = `http://${host}:${options.peerPort}`;
+  return [
+    `--name=${options.name}`,
+    `--data-dir=${options.dataDir}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=${options.initialCluster ?? `${options.name}=${peerUrl}`}`,
+    `--initial-cluster-state=${options.initialClusterState ?? 'new'}`,
+    '--initial-cluster-token=keel',
+    // a lost etcd leader is replaced in about a second, well inside Keel's 10 s lease ttl
+    '--heartbeat-interval=100',
+    '--election-timeout=1000',
+    // Keel's keys are small and rewritten every loop: old revisions are garbage
+    '--auto-compaction-mode=periodic',
+    '--auto-compaction-retention=1h',
+    `--quota-backend-bytes=${1024 * 1024 * 1024}`,
+    '--logger=zap',
+    '--log-outputs=stderr',
+  ];
+}
+
+/** The environment without ETCD_* variables, which etcd would read as flags. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ETCD_')));
+}
+
+async function lastLines(file: string, count: number): Promise<string> {
+  try {
+    const lines = (await readFile(file, 'utf8')).trimEnd().split('\n');
+    return lines.slice(-count).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function healthy(endpoint: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) });
+    const body = (await res.json()) as { health?: unknown };
+    return body.health === 'true';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts etcd and resolves once it reports healthy. Members of a new
+ * multi-member cluster are healthy only once a quorum runs: start them
+ * concurrently, not one after another.
+ */
+export async function startEtcd(options: StartEtcdOptions): Promise<RunningEtcd> {
+  const host = options.host ?? '127.0.0.1';
+  const binary = options.binary ?? defaultEtcdBinary;
+  try {
+    await access(binary, constants.X_OK);
+  } catch {
+    throw new KeelError('KEEL_BINARY_MISSING', `etcd is not installed or not executable at ${binary}`);
+  }
+  for (const [port, role] of [
+    [options.clientPort, 'client'],
+    [options.peerPort, 'peer'],
+  ] as const) {
+    if (!(await isPortFree(host, port))) {
+      throw new KeelError('KEEL_PORT_IN_USE', `port ${port} on ${host} (etcd ${role} port) is already in use`);
+    }
+  }
+  // etcd refuses a data directory others can read
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(dirname(options.logFile), { recursive: true });
+
+  const out = openSync(options.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(binary, etcdArgs(options), {
+      detached: options.detached ?? false,
+      stdio: ['ignore', out, out],
+      env: cleanEnv(),
+    });
+  } finally {
+    closeSync(out);
+  }
+  let exit: string | null = null;
+  child.once('error', (err) => (exit = `could not be started: ${err.message}`));
+  child.once('exit', (code, signal) => (exit = `exited (${signal ?? `code ${code}`})`));
+  if (options.detached) child.unref();
+
+  const endpoint = `http://${urlHost(host)}:${options.clientPort}`;
+  const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
+  while (!(await healthy(endpoint))) {
+    if (exit !== null || child.pid === undefined) {
+      const tail = await lastLines(options.logFile, 15);
+      throw new KeelError('KEEL_ETCD_UNREACHABLE', `etcd ${options.name} ${exit ?? 'did not start'}; last lines of ${options.logFile}:\n${tail}`, {
+        hint: `read ${options.logFile}`,
+      });
+    }
+    if (Date.now() > deadline) {
+      await stopEtcd(child.pid, 5000);
+      throw new KeelError('KEEL_ETCD_UNREACHABLE', `etcd ${options.name} was not healthy at ${endpoint} within the start timeout`, {
+        hint: `read ${options.logFile}; a new multi-member cluster needs a quorum of members started together`,
+      });
+    }
+    await sleep(100);
+  }
+  return { pid: child.pid!, endpoint, child };
+}
+
+/** Alive means signalable and not a zombie waiting to be reaped by someone else. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
+  }
+}
+
+async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() >= deadline) return false;
+    await sleep(50);
+  }
+  return true;
+}
+
+/** SIGTERM, then SIGKILL after timeoutMs. Resolves once the process is gone. */
+export async function stopEtcd(pid: number, timeoutMs = 10_000): Promise<void> {
+  // 0, 1 and negative pids would signal groups or init
+  if (!Number.isInteger(pid) || pid <= 1) throw new RangeError(`refusing to signal pid ${pid}`);
+  const send = (signal: NodeJS.Signals): void => {
+    try {
+      process.kill(pid, signal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  };
+  if (!isAlive(pid)) return;
+  send('SIGTERM');
+  if (await waitForExit(pid, timeoutMs)) return;
+  send('SIGKILL');
+  if (await waitForExit(pid, 5000)) return;
+  throw new KeelError('KEEL_TIMEOUT', `etcd (pid ${pid}) is still running after SIGKILL`, { hint: `look at process ${pid}` });
+}

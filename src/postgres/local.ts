@@ -1,0 +1,433 @@
+/**
+ * The agent's handle on the PostgreSQL of this node: runs PostgreSQL's
+ * programs as the cluster's OS user, owns the conf files, and reads state
+ * over one local superuser connection.
+ */
+import { existsSync } from 'node:fs';
+import { lstat, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NodeConfig } from '../config/schema.js';
+import { KeelError, redactSecrets } from '../errors.js';
+import type { Logger } from '../util/log.js';
+import { sleep } from '../util/clock.js';
+import {
+  buildConninfo,
+  buildPgHba,
+  buildPgpass,
+  buildPostgresqlConf,
+  nodeLayout,
+  primaryConninfo,
+  readSynchronousStandbyNames,
+  withSynchronousStandbyNames,
+  type NodeLayout,
+} from './conf.js';
+import { parseControlData } from './controldata.js';
+import {
+  checkReachable,
+  ensureOwnedDir,
+  isPostmasterAlive,
+  lastLines,
+  Programs,
+  resolveRunAs,
+  tailOfFile,
+  writeOwnedFile,
+  type RunAs,
+} from './programs.js';
+import {
+  checkpointIfTimelineLags,
+  ensureClusterObjects,
+  LocalSession,
+  runtimeStateQuery,
+  toRuntimeState,
+  Unreachable,
+  type Connection,
+  type RuntimeRow,
+} from './sql.js';
+import type { ControlData, DataDirState, Postgres, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
+
+const waitSeconds = '60';
+
+function sqlFailure(what: string, err: unknown): KeelError {
+  if (err instanceof KeelError) return err;
+  const reason = err instanceof Unreachable ? `cannot connect: ${err.message}` : (err as Error).message;
+  return new KeelError('KEEL_POSTGRES_FAILED', `${what} failed: ${redactSecrets(reason)}`, { cause: err });
+}
+
+export class LocalPostgres implements Postgres {
+  readonly dataDir: string;
+  private readonly layout: NodeLayout;
+  private readonly runAs: RunAs | null;
+  private readonly programs: Programs;
+  private readonly session: LocalSession;
+  private readonly logger: Logger;
+  private dirsReady = false;
+
+  constructor(
+    private readonly config: NodeConfig,
+    logger: Logger,
+  ) {
+    this.layout = nodeLayout(config);
+    this.dataDir = this.layout.dataDir;
+    this.runAs = resolveRunAs(config);
+    this.programs = new Programs(config.postgres.binDir, this.runAs, this.layout.nodeDir);
+    this.logger = logger.child({ component: 'postgres', dataDir: this.dataDir });
+    this.session = new LocalSession(this.localConnection(), this.logger);
+  }
+
+  private localConnection(): Connection {
+    return this.connectionTo(this.layout.socketDir, this.config.postgres.port);
+  }
+
+  private connectionTo(host: string, port: number): Connection {
+    const { superuser } = this.config.postgres;
+    return { host, port, user: superuser.username, password: superuser.password };
+  }
+
+  // ---- observing -----------------------------------------------------------
+
+  async dataDirState(): Promise<DataDirState> {
+    try {
+      return (await readdir(this.dataDir)).length === 0 ? 'empty' : 'present';
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return 'missing';
+      if (code === 'ENOTDIR') return 'present';
+      throw err;
+    }
+  }
+
+  async controlData(): Promise<ControlData | null> {
+    if (!existsSync(join(this.dataDir, 'global', 'pg_control'))) return null;
+    // The labels parseControlData looks for are only stable in the C locale.
+    const { output } = await this.programs.run('pg_controldata', ['-D', this.dataDir], { env: { LC_ALL: 'C' } });
+    return { ...parseControlData(output), backupLabel: existsSync(join(this.dataDir, 'backup_label')) };
+  }
+
+  async postmasterPid(): Promise<number | null> {
+    let text: string;
+    try {
+      text = await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8');
+    } catch {
+      return null;
+    }
+    const pid = Number(text.split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 && isPostmasterAlive(pid) ? pid : null;
+  }
+
+  async runtimeState(): Promise<RuntimeState | null> {
+    try {
+      const [row] = await this.session.query<RuntimeRow>(runtimeStateQuery);
+      return row ? toRuntimeState(row) : null;
+    } catch (err) {
+      if (err instanceof Unreachable) return null;
+      throw sqlFailure('reading the runtime state', err);
+    }
+  }
+
+  // ---- creating a data directory ---------------------------------------------
+
+  async initdb(): Promise<void> {
+    await this.requireNoData('initdb');
+    await this.prepareDirs();
+    await ensureOwnedDir(this.dataDir, 0o700, this.runAs);
+    const pwfile = join(this.layout.nodeDir, `.initdb-pwfile-${process.pid}`);
+    await writeOwnedFile(pwfile, `${this.config.postgres.superuser.password}\n`, 0o600, this.runAs);
+    try {
+      this.logger.info('initdb');
+      await this.programs.run('initdb', [
+        '-D', this.dataDir,
+        '-U', this.config.postgres.superuser.username,
+        `--pwfile=${pwfile}`,
+        '-k', '-E', 'UTF8', '--locale=C.UTF-8',
+        '--auth-local=scram-sha-256', '--auth-host=scram-sha-256',
+      ]);
+    } finally {
+      await rm(pwfile, { force: true });
+    }
+    await this.adoptCopiedConf();
+    await this.writeConfFiles(this.placeholderOptions(null), '');
+  }
+
+  async basebackup(from: UpstreamTarget): Promise<void> {
+    await this.requireNoData('pg_basebackup');
+    await this.prepareDirs();
+    await this.writePgpass(from);
+    await ensureOwnedDir(this.dataDir, 0o700, this.runAs);
+    this.logger.info({ upstream: from.name, host: from.host, port: from.port }, 'pg_basebackup');
+    try {
+      await this.programs.run(
+        'pg_basebackup',
+        ['-D', this.dataDir, '-h', from.host, '-p', String(from.port), '-U', this.config.postgres.replication.username,
+          '-X', 'stream', '--checkpoint=fast', '--no-password'],
+        { env: { PGPASSFILE: this.layout.pgpassPath, PGCONNECT_TIMEOUT: '10', PGAPPNAME: this.config.name } },
+      );
+    } catch (err) {
+      // Only ever a fresh clone of our own cluster: a partial copy is worth nothing.
+      await rm(this.dataDir, { recursive: true, force: true });
+      throw err;
+    }
+    await this.adoptCopiedConf();
+    // The upstream's synchronous_standby_names came along with its conf; it is not ours.
+    await this.writeConfFiles(this.placeholderOptions(from), '');
+  }
+
+  async rewind(from: UpstreamTarget): Promise<void> {
+    const pid = await this.postmasterPid();
+    if (pid !== null) throw new KeelError('KEEL_POSTGRES_FAILED', `pg_rewind needs a stopped instance, but postmaster ${pid} runs`);
+    await this.prepareDirs();
+    await this.writePgpass(from);
+    const source = buildConninfo([
+      ['host', from.host],
+      ['port', from.port],
+      ['user', this.config.postgres.superuser.username],
+      ['dbname', 'postgres'],
+      ['passfile', this.layout.pgpassPath],
+      ['connect_timeout', 10],
+    ]);
+    try {
+      await checkpointIfTimelineLags(this.connectionTo(from.host, from.port), this.logger);
+    } catch (err) {
+      throw sqlFailure(`preparing ${from.name} as the pg_rewind source`, err);
+    }
+    this.logger.info({ upstream: from.name, host: from.host, port: from.port }, 'pg_rewind');
+    await this.programs.run('pg_rewind', ['-D', this.dataDir, `--source-server=${source}`]);
+    // pg_rewind copied the source's conf files; make them this node's again.
+    await this.adoptCopiedConf();
+    await this.writeConfFiles(this.placeholderOptions(from), '');
+  }
+
+  async removeDataDir(): Promise<void> {
+    const pid = await this.postmasterPid();
+    if (pid !== null) throw new KeelError('KEEL_POSTGRES_FAILED', `will not remove ${this.dataDir}: postmaster ${pid} runs on it`);
+    this.logger.warn('removing the data directory');
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+
+  // ---- running -----------------------------------------------------------------
+
+  async start(options: StartOptions): Promise<void> {
+    if ((await this.dataDirState()) !== 'present') {
+      throw new KeelError('KEEL_POSTGRES_FAILED', `cannot start: ${this.dataDir} holds no data directory`);
+    }
+    await this.prepareDirs();
+    const running = await this.postmasterPid();
+    if (running !== null) {
+      const state = await this.runtimeState().catch(() => null);
+      if (state && state.inRecovery === options.replica) {
+        this.logger.info({ pid: running }, 'already running in the wanted role: rewriting conf and reloading');
+        await this.writeRoleFiles(options);
+        await this.reload();
+        return;
+      }
+      // Recovery mode only changes with a restart (and rule 5: never keep a primary we were not told to be).
+      this.logger.warn({ pid: running, inRecovery: state?.inRecovery ?? null }, 'running in another role: restarting');
+      await this.stop('fast');
+    }
+    await this.writeRoleFiles(options);
+    this.logger.info({ replica: options.replica, upstream: options.upstream?.name ?? null }, 'pg_ctl start');
+    // Detached: the postmaster must outlive the agent and not see the terminal's Ctrl-C.
+    const result = await this.programs.run(
+      'pg_ctl',
+      ['start', '-D', this.dataDir, '-l', this.layout.logPath, '-w', '-t', waitSeconds],
+      { detached: true, allowFailure: true },
+    );
+    if (result.exitCode === 0) return;
+    const pid = await this.postmasterPid();
+    if (pid === null) {
+      throw new KeelError('KEEL_POSTGRES_FAILED', `PostgreSQL did not start:\n${await this.logTail()}`);
+    }
+    // A standby that cannot become consistent (upstream unreachable) is still alive; the loop watches it.
+    this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
+  }
+
+  async stop(mode: StopMode): Promise<void> {
+    await this.session.close();
+    const pid = await this.postmasterPid();
+    if (pid === null) return;
+    this.logger.info({ pid, mode }, 'pg_ctl stop');
+    const result = await this.programs.run('pg_ctl', ['stop', '-D', this.dataDir, '-m', mode, '-w', '-t', waitSeconds], {
+      allowFailure: true,
+    });
+    if (!(await this.waitFor(() => !isPostmasterAlive(pid), 5000))) {
+      throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs after pg_ctl stop -m ${mode}:\n${lastLines(result.output)}`);
+    }
+  }
+
+  async promote(): Promise<void> {
+    const state = await this.runtimeState();
+    if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
+    if (!state.inRecovery) return;
+    this.logger.info('pg_ctl promote');
+    await this.programs.run('pg_ctl', ['promote', '-D', this.dataDir, '-w', '-t', waitSeconds]);
+    const writable = await this.waitFor(async () => (await this.runtimeState())?.inRecovery === false, 60_000);
+    if (!writable) throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
+  }
+
+  async follow(options: StartOptions): Promise<void> {
+    if ((await this.dataDirState()) !== 'present') {
+      throw new KeelError('KEEL_POSTGRES_FAILED', `cannot follow: ${this.dataDir} holds no data directory`);
+    }
+    await this.prepareDirs();
+    await this.writeRoleFiles(options);
+    if ((await this.postmasterPid()) === null) return;
+    const expected = options.replica && options.upstream ? primaryConninfo(this.config, this.layout, options.upstream) : '';
+    this.logger.info({ upstream: options.upstream?.name ?? null }, 'following: reloading conf');
+    await this.reload(async () => {
+      const [row] = await this.sql<{ value: string }>("SELECT current_setting('primary_conninfo') AS value", [], 'follow');
+      return row?.value === expected;
+    });
+  }
+
+  // ---- SQL ---------------------------------------------------------------------
+
+  async createClusterObjects(): Promise<void> {
+    try {
+      await ensureClusterObjects(this.localConnection(), this.config.postgres, this.logger);
+    } catch (err) {
+      throw sqlFailure('creating the cluster objects', err);
+    }
+  }
+
+  async syncSlots(wanted: string[]): Promise<void> {
+    const existing = await this.sql<{ name: string; active: boolean }>(
+      "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'",
+      [],
+      'listing replication slots',
+    );
+    const names = new Set(existing.map((slot) => slot.name));
+    for (const name of wanted) {
+      if (names.has(name)) continue;
+      this.logger.info({ slot: name }, 'creating physical replication slot');
+      // Reserve WAL at once so the replica's first connection finds what it needs.
+      await this.sql('SELECT pg_create_physical_replication_slot($1, true)', [name], `creating slot ${name}`, ['42710']);
+    }
+    for (const slot of existing) {
+      if (wanted.includes(slot.name) || slot.active) continue;
+      this.logger.info({ slot: slot.name }, 'dropping physical replication slot');
+      // 55006: it became active meanwhile; 42704: someone else dropped it.
+      await this.sql('SELECT pg_drop_replication_slot($1)', [slot.name], `dropping slot ${slot.name}`, ['55006', '42704']);
+    }
+  }
+
+  async setSynchronousStandbyNames(value: string): Promise<void> {
+    const path = join(this.dataDir, 'postgresql.conf');
+    const text = await readFile(path, 'utf8');
+    await writeOwnedFile(path, withSynchronousStandbyNames(text, value), 0o600, this.runAs);
+    if ((await this.postmasterPid()) === null) return;
+    this.logger.info({ synchronousStandbyNames: value }, 'setting synchronous_standby_names');
+    await this.reload(async () => {
+      const [row] = await this.sql<{ value: string }>(
+        "SELECT current_setting('synchronous_standby_names') AS value",
+        [],
+        'reading synchronous_standby_names',
+      );
+      return row?.value === value;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.session.close();
+  }
+
+  // ---- helpers -------------------------------------------------------------------
+
+  private async sql<Row extends object>(text: string, values: unknown[], what: string, ignoredCodes: string[] = []): Promise<Row[]> {
+    try {
+      return await this.session.query<Row>(text, values);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'string' && ignoredCodes.includes(code)) return [];
+      throw sqlFailure(what, err);
+    }
+  }
+
+  /** Sends SIGHUP and waits (briefly, without failing) until `applied` sees the new settings. */
+  private async reload(applied?: () => Promise<boolean>): Promise<void> {
+    await this.sql('SELECT pg_reload_conf()', [], 'reloading the configuration');
+    if (applied && !(await this.waitFor(applied, 3000))) {
+      this.logger.warn('configuration reloaded but the new values are not visible yet');
+    }
+  }
+
+  private async waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        if (await check()) return true;
+      } catch {
+        // not yet answerable: keep waiting
+      }
+      if (Date.now() >= deadline) return false;
+      await sleep(100);
+    }
+  }
+
+  private async requireNoData(what: string): Promise<void> {
+    if ((await this.dataDirState()) === 'present') {
+      throw new KeelError('KEEL_POSTGRES_FAILED', `${what} needs a missing or empty data directory, but ${this.dataDir} has files`);
+    }
+  }
+
+  /** Node directory (and socket directory) owned by, and reachable for, the run-as user. */
+  private async prepareDirs(): Promise<void> {
+    if (this.dirsReady) return;
+    const { nodeDir, socketDir, socketDirIsFallback } = this.layout;
+    await ensureOwnedDir(nodeDir, 0o700, this.runAs);
+    await checkReachable(nodeDir, this.runAs);
+    if (socketDir !== nodeDir) {
+      if (!existsSync(socketDir)) {
+        await ensureOwnedDir(socketDir, 0o700, this.runAs);
+      } else if (socketDirIsFallback) {
+        // A predictable name under /tmp: only trust it if it is ours.
+        const info = await lstat(socketDir);
+        if (!info.isDirectory() || info.uid !== (this.runAs?.uid ?? process.getuid?.())) {
+          throw new KeelError('KEEL_DIR_UNUSABLE', `${socketDir} (short socket directory) belongs to someone else`);
+        }
+      }
+      await checkReachable(socketDir, this.runAs);
+    }
+    this.dirsReady = true;
+  }
+
+  /** Keeps the conf a copy or initdb brought as the base that Keel's conf includes. */
+  private async adoptCopiedConf(): Promise<void> {
+    const conf = join(this.dataDir, 'postgresql.conf');
+    const base = join(this.dataDir, 'postgresql.base.conf');
+    if (!existsSync(base) && existsSync(conf)) await rename(conf, base);
+  }
+
+  private placeholderOptions(upstream: UpstreamTarget | null): StartOptions {
+    return { replica: upstream !== null, upstream, slotName: this.config.name, parameters: {} };
+  }
+
+  private async writeConfFiles(options: StartOptions, synchronousStandbyNames?: string): Promise<void> {
+    const confPath = join(this.dataDir, 'postgresql.conf');
+    let sync = synchronousStandbyNames;
+    if (sync === undefined) {
+      const current = await readFile(confPath, 'utf8').catch(() => '');
+      sync = readSynchronousStandbyNames(current) ?? '';
+    }
+    const text = buildPostgresqlConf(this.config, this.layout, options, sync);
+    await writeOwnedFile(confPath, text, 0o600, this.runAs);
+    await writeOwnedFile(join(this.dataDir, 'pg_hba.conf'), buildPgHba(this.config), 0o600, this.runAs);
+    await this.writePgpass(options.replica ? options.upstream : null);
+  }
+
+  /** Conf files plus the signal file that decides whether the next start is a standby. */
+  private async writeRoleFiles(options: StartOptions): Promise<void> {
+    await this.writeConfFiles(options);
+    const standbySignal = join(this.dataDir, 'standby.signal');
+    if (options.replica) await writeOwnedFile(standbySignal, '', 0o600, this.runAs);
+    else await rm(standbySignal, { force: true });
+    // Keel never does targeted recovery; a stray recovery.signal would promote at the end of WAL.
+    await rm(join(this.dataDir, 'recovery.signal'), { force: true });
+  }
+
+  private async writePgpass(upstream: UpstreamTarget | null): Promise<void> {
+    await writeOwnedFile(this.layout.pgpassPath, buildPgpass(this.config, upstream), 0o600, this.runAs);
+  }
+
+  private logTail(): Promise<string> {
+    return tailOfFile(this.layout.logPath);
+  }
+}

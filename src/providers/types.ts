@@ -1,0 +1,34 @@
+/** Where nodes live (DESIGN.md, Controller and providers). */
+
+export interface NodeSpec {
+  name: string;
+  zone: string;
+  instanceClass?: string;
+}
+
+export interface NodeInfo {
+  name: string;
+  zone: string;
+  /** running: its agent process (or instance) is alive */
+  state: 'running' | 'stopped';
+  agentPid: number | null;
+  /** where its PostgreSQL listens, host:port */
+  pgAddress: string;
+  apiAddress: string;
+}
+
+export interface FenceResult {
+  /** true only when the provider KNOWS the node can no longer write (its processes are gone) */
+  confirmed: boolean;
+  detail: string;
+}
+
+export interface Provider {
+  list(cluster: string): Promise<NodeInfo[]>;
+  /** A running agent that will clone itself from the leader (or bootstrap the cluster). */
+  create(cluster: string, spec: NodeSpec): Promise<NodeInfo>;
+  /** Stops the node for good and removes what it had. */
+  destroy(name: string): Promise<void>;
+  /** Stops the node for good, keeping its files; says whether that is confirmed. */
+  fence(name: string): Promise<FenceResult>;
+}

@@ -1,0 +1,236 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultDynamicConfig } from '../../src/config/schema.js';
+import { EtcdDcs } from '../../src/dcs/etcd.js';
+import { startEtcd, stopEtcd, type RunningEtcd } from '../../src/dcs/etcd-server.js';
+import { sleep } from '../../src/util/clock.js';
+import { silentLogger } from '../../src/util/log.js';
+import { findFreePorts, isPortFree } from '../../src/util/ports.js';
+import type { MemberValue } from '../../src/dcs/types.js';
+
+const host = '127.0.0.1';
+let dir = '';
+let etcd: RunningEtcd | null = null;
+let ports: number[] = [];
+let raw: Etcd3;
+const opened: EtcdDcs[] = [];
+let clusterSeq = 0;
+
+function start(): Promise<RunningEtcd> {
+  return startEtcd({
+    name: 'itest',
+    dataDir: join(dir, 'etcd-data'),
+    clientPort: ports[0]!,
+    peerPort: ports[1]!,
+    logFile: join(dir, 'etcd.log'),
+  });
+}
+
+/** Agents of a fresh cluster, so tests do not see each other's keys. */
+function agents(count: number, requestTimeoutMs = 2000): EtcdDcs[] {
+  const cluster = `itest${++clusterSeq}`;
+  return Array.from({ length: count }, () => {
+    const dcs = new EtcdDcs({ endpoints: [etcd!.endpoint], cluster, requestTimeoutMs, logger: silentLogger() });
+    opened.push(dcs);
+    return dcs;
+  });
+}
+
+async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function member(name: string): MemberValue {
+  return {
+    v: 1, name, role: 'replica', state: 'streaming', running: true, streaming: true, timeline: 1,
+    walLsn: null, receivedLsn: 1, replayedLsn: 1, upstream: null, zone: 'local', tags: {},
+    apiUrl: 'http://127.0.0.1:8008', pgHost: '127.0.0.1', pgPort: 5432, reason: 'test',
+    systemId: null, agentPid: null, postmasterPid: null, dataDir: '/tmp/x', updatedAtMs: 0,
+  };
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'keel-etcd-'));
+  ports = await findFreePorts(host, 23790, 2);
+  etcd = await start();
+  raw = new Etcd3({ hosts: etcd.endpoint });
+});
+
+afterAll(async () => {
+  await Promise.all(opened.map((dcs) => dcs.close()));
+  raw?.close();
+  if (etcd) await stopEtcd(etcd.pid, 5000);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('EtcdDcs against a real etcd', () => {
+  it('refuses to start a second etcd on the same ports', async () => {
+    expect(await isPortFree(host, ports[0]!)).toBe(false);
+    await expect(start()).rejects.toMatchObject({ code: 'KEEL_PORT_IN_USE' });
+  });
+
+  it('reports a missing binary, and an etcd that exits while starting', async () => {
+    const spare = await findFreePorts(host, ports[1]! + 1, 2);
+    const options = { name: 'x', dataDir: join(dir, 'x'), clientPort: spare[0]!, peerPort: spare[1]!, logFile: join(dir, 'x.log') };
+    await expect(startEtcd({ ...options, binary: join(dir, 'no-etcd') })).rejects.toMatchObject({
+      code: 'KEEL_BINARY_MISSING',
+      message: expect.stringContaining(join(dir, 'no-etcd')),
+    });
+    await expect(startEtcd({ ...options, binary: '/bin/false' })).rejects.toThrow(/exited \(code 1\)/);
+  });
+
+  it('two agents race for the leader key: exactly one wins', async () => {
+    const [a, b] = agents(2);
+    const [leaseA, leaseB] = await Promise.all([a!.grantLease(10), b!.grantLease(10)]);
+    const won = await Promise.all([a!.acquireLeader('node1', leaseA), b!.acquireLeader('node2', leaseB)]);
+    expect(won.filter(Boolean)).toHaveLength(1);
+    const view = await a!.readCluster();
+    const winner = won[0] ? 'node1' : 'node2';
+    expect(view.leader?.value.name).toBe(winner);
+    expect(view.leader?.leaseId).toBe(won[0] ? leaseA : leaseB);
+  });
+
+  it('revoking the lease deletes the leader key; keepAlive then says false', async () => {
+    const [a] = agents(1);
+    const lease = await a!.grantLease(10);
+    expect(await a!.keepAlive(lease)).toBe(true);
+    expect(await a!.acquireLeader('node1', lease)).toBe(true);
+    await a!.putMember(member('node1'), lease);
+    await a!.revokeLease(lease);
+    const view = await a!.readCluster();
+    expect(view.leader).toBeNull();
+    expect(view.members).toEqual([]);
+    expect(await a!.keepAlive(lease)).toBe(false);
+    await a!.revokeLease(lease);
+    await expect(a!.putMember(member('node1'), lease)).rejects.toMatchObject({ code: 'KEEL_CONFLICT' });
+  });
+
+  it('a lease that is not kept alive expires and takes the leader key with it', async () => {
+    const [a] = agents(1);
+    const lease = await a!.grantLease(2);
+    expect(await a!.acquireLeader('node1', lease)).toBe(true);
+    const started = Date.now();
+    await waitFor('leader key to expire', async () => (await a!.readCluster()).leader === null, 6000);
+    expect(Date.now() - started).toBeGreaterThan(1000);
+    expect(await a!.keepAlive(lease)).toBe(false);
+  });
+
+  it('treats malformed values as absent without throwing', async () => {
+    const [a] = agents(1);
+    const prefix = `/keel/${a!.cluster}/`;
+    await raw.put(`${prefix}members/x`).value('not json');
+    await raw.put(`${prefix}leader`).value('{"v":99}');
+    await raw.put(`${prefix}config`).value('{"v":1,"ttl":"ten"}');
+    await raw.put(`${prefix}events/0000000000001-x-0000`).value('nope');
+    await a!.putMember(member('node2'), await a!.grantLease(10));
+    const view = await a!.readCluster();
+    expect(view.leader).toBeNull();
+    expect(view.config).toBeNull();
+    expect(view.members.map((m) => m.name)).toEqual(['node2']);
+    expect(await a!.listEvents(10)).toEqual([]);
+  });
+
+  it('watch fires on a put and stops when asked', async () => {
+    const [a, b] = agents(2);
+    let changes = 0;
+    const stop = await a!.watch(() => changes++);
+    await b!.putSync({ v: 1, leader: 'node1', members: [] });
+    await waitFor('watch callback', () => changes > 0, 3000);
+    await stop();
+    const seen = changes;
+    await b!.putSync({ v: 1, leader: 'node1', members: ['node2'] });
+    await sleep(300);
+    expect(changes).toBe(seen);
+  });
+
+  it('putConfig is a compare-and-swap', async () => {
+    const [a, b] = agents(2);
+    expect(await a!.putConfig(defaultDynamicConfig, null)).toBe(true);
+    expect(await b!.putConfig(defaultDynamicConfig, null)).toBe(false);
+    const rev = (await a!.readCluster()).config!.modRevision;
+    expect(await a!.putConfig({ ...defaultDynamicConfig, ttl: 20 }, rev)).toBe(true);
+    expect(await b!.putConfig({ ...defaultDynamicConfig, ttl: 30 }, rev)).toBe(false);
+    expect((await b!.readCluster()).config?.value.ttl).toBe(20);
+  });
+
+  it('only the holder releases, rebinds or writes status', async () => {
+    const [a, b] = agents(2);
+    const lease = await a!.grantLease(10);
+    await a!.acquireLeader('node1', lease);
+    const status = { v: 1 as const, leader: 'node2', timeline: 1, walLsn: 10, updatedAtMs: 1 };
+    expect(await b!.putStatus(status)).toBe(false);
+    expect(await a!.putStatus({ ...status, leader: 'node1' })).toBe(true);
+    expect(await b!.releaseLeader('node2')).toBe(false);
+    const rev = (await a!.readCluster()).leader!.modRevision;
+    const fresh = await a!.grantLease(10);
+    expect(await b!.rebindLeader('node2', fresh, rev)).toBe(false);
+    expect(await a!.rebindLeader('node1', fresh, rev)).toBe(true);
+    expect((await a!.readCluster()).leader?.leaseId).toBe(fresh);
+    expect(await a!.releaseLeader('node1')).toBe(true);
+    expect((await b!.readCluster()).leader).toBeNull();
+  });
+
+  it('initialize, switchover, history and events', async () => {
+    const [a, b] = agents(2);
+    expect(await a!.claimInitialize({ v: 1, by: 'node1', systemId: null })).toBe(true);
+    expect(await b!.claimInitialize({ v: 1, by: 'node2', systemId: null })).toBe(false);
+    const rev = (await a!.readCluster()).initialize!.modRevision;
+    expect(await a!.updateInitialize({ v: 1, by: 'node1', systemId: '7' }, rev)).toBe(true);
+    expect(await b!.deleteInitialize(rev)).toBe(false);
+
+    const request = { v: 1 as const, from: 'node1', to: null, failover: false, requestedAtMs: 1 };
+    expect(await a!.requestSwitchover(request)).toBe(true);
+    expect(await b!.requestSwitchover(request)).toBe(false);
+    await b!.clearSwitchover('1');
+    expect((await a!.readCluster()).switchover).not.toBeNull();
+    await b!.clearSwitchover();
+    expect((await a!.readCluster()).switchover).toBeNull();
+
+    const entry = { timeline: 2, switchLsn: 100, leader: 'node1', atMs: 5, reason: 'failover' };
+    await Promise.all([a!.appendHistory(entry), b!.appendHistory({ ...entry, leader: 'node2' })]);
+    expect((await a!.readCluster()).history?.value.entries).toHaveLength(2);
+
+    for (let i = 0; i < 4; i++) await a!.addEvent({ atMs: 1000 + i, source: 'node1', kind: 'test', message: `e${i}` });
+    expect((await b!.listEvents(2)).map((e) => e.message)).toEqual(['e2', 'e3']);
+  });
+
+  it('rejects with KEEL_ETCD_UNREACHABLE about requestTimeoutMs after etcd stops, and recovers', async () => {
+    const [a] = agents(1, 500);
+    let changes = 0;
+    await a!.watch(() => changes++);
+
+    // a hung etcd (connection open, no answer) is caught by Keel's own timer
+    process.kill(etcd!.pid, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      await expect(a!.readCluster()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });
+      await expect(a!.keepAlive('123')).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });
+      expect(Date.now() - started).toBeLessThan(2500);
+    } finally {
+      process.kill(etcd!.pid, 'SIGCONT');
+    }
+
+    await stopEtcd(etcd!.pid, 5000);
+    etcd = null;
+
+    for (const call of [() => a!.readCluster(), () => a!.grantLease(5), () => a!.keepAlive('123')]) {
+      const started = Date.now();
+      await expect(call()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });
+      expect(Date.now() - started).toBeLessThan(1500);
+    }
+    await expect(a!.addEvent({ atMs: 1, source: 'x', kind: 'k', message: 'm' })).resolves.toBeUndefined();
+
+    const before = changes;
+    etcd = await start();
+    // the watch reconnects and says so, since changes may have been missed
+    await waitFor('watch reconnect notification', () => changes > before, 8000);
+    await waitFor('reads to work again', () => a!.readCluster().then(() => true, () => false), 8000);
+  });
+});

@@ -1,0 +1,233 @@
+/**
+ * LocalPostgres against the real PostgreSQL 15 + PostGIS: bootstrap, clone,
+ * stream, promote, diverge, rewind and follow again.
+ */
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
+import { LocalPostgres } from '../../src/postgres/local.js';
+import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
+import { silentLogger } from '../../src/util/log.js';
+
+const superPassword = 'super-secret-pw-1';
+const replPassword = 'repl-secret-pw-1';
+const ports = { node1: 25432, node2: 25433 } as const;
+
+function configFor(dir: string, name: 'node1' | 'node2'): NodeConfig {
+  return nodeConfigSchema.parse({
+    name,
+    cluster: 'itest',
+    etcd: { endpoints: ['http://127.0.0.1:2379'] },
+    api: { listen: '127.0.0.1:8008' },
+    postgres: {
+      dataDir: join(dir, name, 'data'),
+      port: ports[name],
+      superuser: { password: superPassword },
+      replication: { password: replPassword },
+    },
+  });
+}
+
+function upstream(name: 'node1' | 'node2'): UpstreamTarget {
+  return { name, host: '127.0.0.1', port: ports[name] };
+}
+
+function asPrimary(name: string): StartOptions {
+  return { replica: false, upstream: null, slotName: name, parameters: {} };
+}
+
+function following(name: string, target: UpstreamTarget, parameters: StartOptions['parameters'] = {}): StartOptions {
+  return { replica: true, upstream: target, slotName: name, parameters };
+}
+
+async function query<Row extends object>(port: number, text: string, database = 'app'): Promise<Row[]> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: superPassword, database });
+  await client.connect();
+  try {
+    return (await client.query<Row>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      last = await probe();
+      if (accept(last)) return last;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`condition not met in ${timeoutMs} ms; last value ${JSON.stringify(last)}; last error ${String(lastError)}`);
+}
+
+describe('LocalPostgres with real PostgreSQL', () => {
+  let dir: string;
+  let node1: LocalPostgres;
+  let node2: LocalPostgres;
+
+  beforeAll(() => {
+    dir = mkdtempSync('/tmp/keel-pg-');
+    // The postgres OS user must traverse it when the tests run as root.
+    chmodSync(dir, 0o755);
+    node1 = new LocalPostgres(configFor(dir, 'node1'), silentLogger());
+    node2 = new LocalPostgres(configFor(dir, 'node2'), silentLogger());
+  });
+
+  afterAll(async () => {
+    for (const node of [node1, node2]) {
+      if (!node) continue;
+      await node.stop('fast').catch(() => undefined);
+      await node.close();
+      // Last resort, by PID only: a postmaster that outlived pg_ctl stop.
+      try {
+        const pid = Number(readFileSync(join(node.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        if (pid > 0) process.kill(pid, 'SIGKILL');
+      } catch {
+        // no pid file or no such process: already gone
+      }
+    }
+    if (dir && !process.env.KEEL_KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('bootstraps a primary with PostGIS in the application database', async () => {
+    expect(await node1.dataDirState()).toBe('missing');
+    expect(await node1.controlData()).toBeNull();
+    await node1.initdb();
+    expect(await node1.dataDirState()).toBe('present');
+    const control = await node1.controlData();
+    expect(control).toMatchObject({ clusterState: 'shut down', timeline: 1, dataChecksums: true });
+
+    await node1.start(asPrimary('node1'));
+    expect(await node1.postmasterPid()).toBeGreaterThan(0);
+    await node1.createClusterObjects();
+    await node1.createClusterObjects(); // idempotent
+
+    const [row] = await query<{ v: string }>(ports.node1, 'SELECT postgis_full_version() AS v');
+    expect(row?.v).toMatch(/POSTGIS="3/);
+
+    const state = await node1.runtimeState();
+    expect(state).toMatchObject({ inRecovery: false, timeline: 1, receivedLsn: null, streaming: false, primaryConninfo: '' });
+    expect(state?.walLsn).toBeGreaterThan(0);
+  });
+
+  it('clones a replica that streams through its slot', async () => {
+    await node1.syncSlots(['node2', 'stale']);
+    await node1.syncSlots(['node2']);
+    expect((await node1.runtimeState())?.slots).toEqual(['node2']);
+
+    await node2.basebackup(upstream('node1'));
+    await node2.start(following('node2', upstream('node1')));
+    await query(ports.node1, 'CREATE TABLE places (id int PRIMARY KEY, geom geometry(Point, 4326)); INSERT INTO places VALUES (1, ST_SetSRID(ST_MakePoint(4.9, 52.4), 4326))');
+
+    const rows = await eventually(() => query<{ id: number }>(ports.node2, 'SELECT id FROM places'), (r) => r.length === 1);
+    expect(rows).toEqual([{ id: 1 }]);
+
+    const replica = await eventually(() => node2.runtimeState(), (s) => s?.streaming === true);
+    expect(replica).toMatchObject({ inRecovery: true, timeline: 1, upstreamHost: '127.0.0.1', upstreamPort: ports.node1, primarySlotName: 'node2', walLsn: null });
+    expect(replica?.primaryConninfo).not.toContain(replPassword);
+
+    const primary = await eventually(() => node1.runtimeState(), (s) => (s?.replicas.length ?? 0) === 1);
+    expect(primary?.replicas[0]).toMatchObject({ applicationName: 'node2', state: 'streaming', syncState: 'async' });
+    const slots = await query<{ active: boolean }>(ports.node1, "SELECT active FROM pg_replication_slots WHERE slot_name = 'node2'");
+    expect(slots).toEqual([{ active: true }]);
+  });
+
+  it('promotes the replica to a writable primary on timeline 2', async () => {
+    await node2.promote();
+    const state = await node2.runtimeState();
+    expect(state).toMatchObject({ inRecovery: false, timeline: 2 });
+    await query(ports.node2, 'INSERT INTO places VALUES (2, NULL)');
+  });
+
+  it('rewinds the diverged old primary and streams from the new one', async () => {
+    await query(ports.node1, 'INSERT INTO places VALUES (99, NULL)'); // diverges from timeline 2
+    await node1.stop('fast');
+    expect(await node1.postmasterPid()).toBeNull();
+    await node1.stop('fast'); // not running: no error
+
+    await node2.syncSlots(['node1']);
+    await node1.rewind(upstream('node2'));
+    await node1.start(following('node1', upstream('node2')));
+
+    const state = await eventually(() => node1.runtimeState(), (s) => s?.streaming === true && s.timeline === 2);
+    expect(state).toMatchObject({ inRecovery: true, upstreamPort: ports.node2, primarySlotName: 'node1' });
+    const rows = await eventually(() => query<{ id: number }>(ports.node1, 'SELECT id FROM places ORDER BY id'), (r) => r.length === 2);
+    expect(rows).toEqual([{ id: 1 }, { id: 2 }]);
+  });
+
+  it('follows with new parameters and sets synchronous_standby_names without restarting', async () => {
+    const pid = await node1.postmasterPid();
+    const oddName = "it's \\ odd'; port = 1";
+    await node1.follow(following('node1', upstream('node2'), { work_mem: '8MB', application_name: oddName }));
+    const [row] = await query<{ work_mem: string; name: string; port: string }>(
+      ports.node1,
+      "SELECT current_setting('work_mem') AS work_mem, current_setting('application_name') AS name, current_setting('port') AS port",
+    );
+    expect(row).toEqual({ work_mem: '8MB', name: oddName, port: String(ports.node1) });
+    expect(await node1.postmasterPid()).toBe(pid);
+
+    await node2.setSynchronousStandbyNames('node1');
+    expect((await node2.runtimeState())?.synchronousStandbyNames).toBe('node1');
+    const primary = await eventually(() => node2.runtimeState(), (s) => s?.replicas[0]?.syncState === 'sync');
+    expect(primary?.replicas[0]?.applicationName).toBe('node1');
+    await query(ports.node2, 'INSERT INTO places VALUES (3, NULL)'); // the synchronous standby acknowledges
+    await node2.setSynchronousStandbyNames('');
+  });
+
+  it('keeps a running instance in the wanted role and fails with the log when a start fails', async () => {
+    const pid = await node1.postmasterPid();
+    await node1.start(following('node1', upstream('node2')));
+    expect(await node1.postmasterPid()).toBe(pid);
+
+    // node2 holds port 25433: a third instance there cannot bind it.
+    const node3 = new LocalPostgres({ ...configFor(dir, 'node2'), postgres: { ...configFor(dir, 'node2').postgres, dataDir: join(dir, 'node3', 'data') } }, silentLogger());
+    await node3.initdb();
+    const failure = await node3.start(asPrimary('node3')).catch((err: unknown) => err);
+    expect(failure).toMatchObject({ code: 'KEEL_POSTGRES_FAILED', message: expect.stringContaining('Address already in use') });
+    expect(await node3.postmasterPid()).toBeNull();
+  });
+
+  it.runIf(process.getuid?.() === 0)('refuses a directory the postgres user cannot reach', async () => {
+    const closed = mkdtempSync('/tmp/keel-pg-closed-'); // 0700 root: postgres cannot enter
+    try {
+      const node3 = new LocalPostgres(configFor(closed, 'node1'), silentLogger());
+      await expect(node3.initdb()).rejects.toMatchObject({ code: 'KEEL_DIR_UNUSABLE' });
+    } finally {
+      rmSync(closed, { recursive: true, force: true });
+    }
+  });
+
+  it('parses pg_controldata of both nodes and never writes a password into files it owns', async () => {
+    // A standby's control file names the timeline of its last restartpoint, which may still be 1.
+    const replica = await node1.controlData();
+    expect(replica?.clusterState).toBe('in archive recovery');
+    expect([1, 2]).toContain(replica?.timeline);
+    expect(replica?.minRecoveryLsn).toBeGreaterThan(0);
+    expect(replica?.systemId).toBe((await node2.controlData())?.systemId);
+    expect(await node2.controlData()).toMatchObject({ clusterState: 'in production', timeline: 2 });
+
+    for (const name of ['node1', 'node2']) {
+      const nodeDir = join(dir, name);
+      const files = [
+        join(nodeDir, 'data', 'postgresql.conf'),
+        join(nodeDir, 'data', 'postgresql.auto.conf'),
+        join(nodeDir, 'data', 'pg_hba.conf'),
+        join(nodeDir, 'postgres.log'),
+      ];
+      for (const file of files) {
+        const text = readFileSync(file, 'utf8');
+        expect(text, file).not.toContain(superPassword);
+        expect(text, file).not.toContain(replPassword);
+      }
+      expect(readdirSync(nodeDir).filter((f) => f.includes('pwfile'))).toEqual([]);
+    }
+  });
+});

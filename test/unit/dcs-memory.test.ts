@@ -1,0 +1,182 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { defaultDynamicConfig } from '../../src/config/schema.js';
+import { MemoryDcs } from '../../src/dcs/memory.js';
+import type { MemberValue } from '../../src/dcs/types.js';
+import type { Clock } from '../../src/util/clock.js';
+
+class ManualClock implements Clock {
+  constructor(public ms = 1_000_000) {}
+  now(): number {
+    return this.ms;
+  }
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+function member(name: string): MemberValue {
+  return {
+    v: 1,
+    name,
+    role: 'replica',
+    state: 'streaming',
+    running: true,
+    streaming: true,
+    timeline: 1,
+    walLsn: null,
+    receivedLsn: 10,
+    replayedLsn: 10,
+    upstream: null,
+    zone: 'local',
+    tags: {},
+    apiUrl: 'http://127.0.0.1:8008',
+    pgHost: '127.0.0.1',
+    pgPort: 5432,
+    reason: 'test',
+    systemId: null,
+    agentPid: null,
+    postmasterPid: null,
+    dataDir: '/tmp/x',
+    updatedAtMs: 0,
+  };
+}
+
+describe('MemoryDcs', () => {
+  let clock: ManualClock;
+  let dcs: MemoryDcs;
+  beforeEach(() => {
+    clock = new ManualClock();
+    dcs = new MemoryDcs({ cluster: 'c1', clock });
+  });
+
+  it('create-if-absent: exactly one claimer wins', async () => {
+    const [a, b] = await Promise.all([dcs.grantLease(10), dcs.grantLease(10)]);
+    const results = await Promise.all([dcs.acquireLeader('node1', a), dcs.acquireLeader('node2', b)]);
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect((await dcs.readCluster()).leader?.value.name).toBe('node1');
+    expect((await dcs.readCluster()).leader?.leaseId).toBe(a);
+
+    expect(await dcs.claimInitialize({ v: 1, by: 'node1', systemId: null })).toBe(true);
+    expect(await dcs.claimInitialize({ v: 1, by: 'node2', systemId: null })).toBe(false);
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: null, failover: false, requestedAtMs: 1 })).toBe(true);
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: 2 })).toBe(false);
+  });
+
+  it('lease expiry removes the leader and member keys bound to it', async () => {
+    const lease = await dcs.grantLease(10);
+    const other = await dcs.grantLease(10);
+    await dcs.acquireLeader('node1', lease);
+    await dcs.putMember(member('node1'), lease);
+    await dcs.putMember(member('node2'), other);
+    let changes = 0;
+    await dcs.watch(() => changes++);
+
+    clock.advance(6000);
+    expect(await dcs.keepAlive(other)).toBe(true);
+    clock.advance(4000);
+    expect(dcs.expireLeases()).toBe(1);
+    await Promise.resolve();
+    expect(changes).toBeGreaterThan(0);
+
+    const view = await dcs.readCluster();
+    expect(view.leader).toBeNull();
+    expect(view.members.map((m) => m.name)).toEqual(['node2']);
+    expect(await dcs.keepAlive(lease)).toBe(false);
+    // writing with a dead lease fails like etcd's "requested lease not found"
+    await expect(dcs.putMember(member('node1'), lease)).rejects.toMatchObject({ code: 'KEEL_CONFLICT' });
+    await expect(dcs.acquireLeader('node1', lease)).rejects.toMatchObject({ code: 'KEEL_CONFLICT' });
+  });
+
+  it('keepAlive after the deadline but before the reaper ran reports the lease gone', async () => {
+    const lease = await dcs.grantLease(5);
+    await dcs.acquireLeader('node1', lease);
+    clock.advance(5000);
+    expect(await dcs.keepAlive(lease)).toBe(false);
+    expect((await dcs.readCluster()).leader).toBeNull();
+  });
+
+  it('revoking a lease deletes its keys in one revision', async () => {
+    const lease = await dcs.grantLease(10);
+    await dcs.acquireLeader('node1', lease);
+    await dcs.putMember(member('node1'), lease);
+    const before = Number(dcs.currentRevision());
+    await dcs.revokeLease(lease);
+    expect(Number(dcs.currentRevision())).toBe(before + 1);
+    const view = await dcs.readCluster();
+    expect(view.leader).toBeNull();
+    expect(view.members).toEqual([]);
+    await dcs.revokeLease(lease);
+  });
+
+  it('compare-and-swap on config, initialize and switchover', async () => {
+    expect(await dcs.putConfig(defaultDynamicConfig, null)).toBe(true);
+    expect(await dcs.putConfig(defaultDynamicConfig, null)).toBe(false);
+    const rev = (await dcs.readCluster()).config!.modRevision;
+    expect(await dcs.putConfig({ ...defaultDynamicConfig, ttl: 20 }, rev)).toBe(true);
+    expect(await dcs.putConfig({ ...defaultDynamicConfig, ttl: 30 }, rev)).toBe(false);
+    expect((await dcs.readCluster()).config?.value.ttl).toBe(20);
+
+    await dcs.claimInitialize({ v: 1, by: 'node1', systemId: null });
+    const initRev = (await dcs.readCluster()).initialize!.modRevision;
+    expect(await dcs.updateInitialize({ v: 1, by: 'node1', systemId: '42' }, initRev)).toBe(true);
+    expect(await dcs.deleteInitialize(initRev)).toBe(false);
+    expect(await dcs.deleteInitialize((await dcs.readCluster()).initialize!.modRevision)).toBe(true);
+
+    await dcs.requestSwitchover({ v: 1, from: null, to: 'node2', failover: true, requestedAtMs: 1 });
+    await dcs.clearSwitchover('1');
+    expect((await dcs.readCluster()).switchover).not.toBeNull();
+    await dcs.clearSwitchover((await dcs.readCluster()).switchover!.modRevision);
+    expect((await dcs.readCluster()).switchover).toBeNull();
+  });
+
+  it('rebind, release and status are guarded by the holder', async () => {
+    const old = await dcs.grantLease(10);
+    await dcs.acquireLeader('node1', old);
+    const rev = (await dcs.readCluster()).leader!.modRevision;
+    const fresh = await dcs.grantLease(10);
+    expect(await dcs.rebindLeader('node2', fresh, rev)).toBe(false);
+    expect(await dcs.rebindLeader('node1', fresh, rev)).toBe(true);
+    expect(await dcs.rebindLeader('node1', fresh, rev)).toBe(false);
+    expect((await dcs.readCluster()).leader?.leaseId).toBe(fresh);
+    await dcs.revokeLease(old);
+    expect((await dcs.readCluster()).leader?.value.name).toBe('node1');
+
+    const status = { v: 1 as const, leader: 'node2', timeline: 1, walLsn: 5, updatedAtMs: 1 };
+    expect(await dcs.putStatus(status)).toBe(false);
+    expect(await dcs.putStatus({ ...status, leader: 'node1' })).toBe(true);
+    expect(await dcs.releaseLeader('node2')).toBe(false);
+    expect(await dcs.releaseLeader('node1')).toBe(true);
+    expect(await dcs.releaseLeader('node1')).toBe(false);
+  });
+
+  it('treats bad values as absent and never throws', async () => {
+    dcs.putRaw('leader', '{"v":99}');
+    dcs.putRaw('members/x', 'not json');
+    dcs.putRaw('members/y', JSON.stringify(member('z')));
+    dcs.putRaw('mystery', '{}');
+    await dcs.putMember(member('node3'), await dcs.grantLease(10));
+    const view = await dcs.readCluster();
+    expect(view.leader).toBeNull();
+    expect(view.members.map((m) => m.name)).toEqual(['node3']);
+  });
+
+  it('appends history and keeps events newest-limited, oldest first', async () => {
+    const entry = { timeline: 2, switchLsn: 100, leader: 'node1', atMs: 1, reason: 'failover' };
+    await dcs.appendHistory(entry);
+    await dcs.appendHistory(entry);
+    await dcs.appendHistory({ ...entry, timeline: 3 });
+    expect((await dcs.readCluster()).history?.value.entries.map((e) => e.timeline)).toEqual([2, 3]);
+
+    for (let i = 0; i < 5; i++) await dcs.addEvent({ atMs: 100 + i, source: 'node1', kind: 'k', message: `m${i}` });
+    expect((await dcs.listEvents(3)).map((e) => e.message)).toEqual(['m2', 'm3', 'm4']);
+    expect(await dcs.listEvents(0)).toEqual([]);
+  });
+
+  it('fails every call when set unreachable, except best-effort events', async () => {
+    dcs.setUnreachable(true);
+    await expect(dcs.readCluster()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });
+    await expect(dcs.addEvent({ atMs: 1, source: 's', kind: 'k', message: 'm' })).resolves.toBeUndefined();
+    dcs.setUnreachable(false);
+    await expect(dcs.readCluster()).resolves.toBeTruthy();
+  });
+});

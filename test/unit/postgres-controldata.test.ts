@@ -1,0 +1,154 @@
+import { describe, expect, it } from 'vitest';
+import { isKeelError } from '../../src/errors.js';
+import { parseControlData } from '../../src/postgres/controldata.js';
+import { formatLsn, parseLsn, parseLsnOrNull } from '../../src/postgres/lsn.js';
+
+/** pg_controldata (PostgreSQL 15, LC_ALL=C) of a standby after pg_rewind, while it streams on timeline 2. */
+const standbyOutput = `pg_control version number:            1300
+Catalog version number:               202209061
+Database system identifier:           7712473621022930827
+Database cluster state:               in archive recovery
+pg_control last modified:             Thu Nov 26 13:36:47 2026
+Latest checkpoint location:           0/4028BB0
+Latest checkpoint's REDO location:    0/4028B78
+Latest checkpoint's REDO WAL file:    000000020000000000000004
+Latest checkpoint's TimeLineID:       2
+Latest checkpoint's PrevTimeLineID:   2
+Latest checkpoint's full_page_writes: on
+Latest checkpoint's NextXID:          0:733
+Latest checkpoint's NextOID:          24576
+Latest checkpoint's NextMultiXactId:  1
+Latest checkpoint's NextMultiOffset:  0
+Latest checkpoint's oldestXID:        717
+Latest checkpoint's oldestXID's DB:   1
+Latest checkpoint's oldestActiveXID:  733
+Latest checkpoint's oldestMultiXid:   1
+Latest checkpoint's oldestMulti's DB: 1
+Latest checkpoint's oldestCommitTsXid:0
+Latest checkpoint's newestCommitTsXid:0
+Time of latest checkpoint:            Thu Nov 26 13:36:44 2026
+Fake LSN counter for unlogged rels:   0/3E8
+Minimum recovery ending location:     0/4028DD0
+Min recovery ending loc's timeline:   2
+Backup start location:                0/0
+Backup end location:                  0/0
+End-of-backup record required:        no
+wal_level setting:                    replica
+wal_log_hints setting:                on
+max_connections setting:              100
+max_worker_processes setting:         8
+max_wal_senders setting:              10
+max_prepared_xacts setting:           0
+max_locks_per_xact setting:           64
+track_commit_timestamp setting:       off
+Maximum data alignment:               8
+Database block size:                  8192
+Blocks per segment of large relation: 131072
+WAL block size:                       8192
+Bytes per WAL segment:                16777216
+Maximum length of identifiers:        64
+Maximum columns in an index:          32
+Maximum size of a TOAST chunk:        1996
+Size of a large-object chunk:         2048
+Date/time type storage:               64-bit integers
+Float8 argument passing:              by value
+Data page checksum version:           1
+Mock authentication nonce:            b72c490684863370f17812d508206d3bf61f5d59f6d369966dc32139755ac890
+`;
+
+/** The same program on a freshly initdb'ed cluster that was never started. */
+const freshOutput = standbyOutput
+  .replace('Database system identifier:           7712473621022930827', 'Database system identifier:           7712471825953616793')
+  .replace('in archive recovery', 'shut down')
+  .replace(/Latest checkpoint location: +0\/4028BB0/, 'Latest checkpoint location:           0/1752D40')
+  .replace(/Latest checkpoint's TimeLineID: +2/, "Latest checkpoint's TimeLineID:       1")
+  .replace(/Minimum recovery ending location: +0\/4028DD0/, 'Minimum recovery ending location:     0/0');
+
+describe('parseLsn / formatLsn', () => {
+  it.each([
+    ['0/0', 0],
+    ['0/1752D40', 0x1752d40],
+    ['1/0', 2 ** 32],
+    ['16/B374D848', 0x16 * 2 ** 32 + 0xb374d848],
+    ['FFFFF/FFFFFFFF', 0xfffff * 2 ** 32 + 0xffffffff],
+  ])('%s is %d bytes', (text, bytes) => {
+    expect(parseLsn(text)).toBe(bytes);
+    expect(formatLsn(bytes)).toBe(text);
+  });
+
+  it('accepts lower case and surrounding space', () => {
+    expect(parseLsn(' 0/4028bb0\n')).toBe(0x4028bb0);
+  });
+
+  it.each(['', '0', '0/', '/1', '0/123456789', 'x/1', '0/1/2'])('rejects %j', (text) => {
+    expect(() => parseLsn(text)).toThrow(/not a WAL position/);
+  });
+
+  it('keeps SQL NULL as null', () => {
+    expect(parseLsnOrNull(null)).toBeNull();
+    expect(parseLsnOrNull('0/10')).toBe(16);
+  });
+
+  it('refuses to format negative or fractional positions', () => {
+    expect(() => formatLsn(-1)).toThrow();
+    expect(() => formatLsn(1.5)).toThrow();
+  });
+});
+
+describe('parseControlData', () => {
+  it('reads a streaming standby', () => {
+    expect(parseControlData(standbyOutput)).toEqual({
+      systemId: '7712473621022930827',
+      clusterState: 'in archive recovery',
+      timeline: 2,
+      checkpointLsn: 0x4028bb0,
+      minRecoveryLsn: 0x4028dd0,
+      dataChecksums: true,
+    });
+  });
+
+  it('reads a cluster initdb left shut down', () => {
+    expect(parseControlData(freshOutput)).toEqual({
+      systemId: '7712471825953616793',
+      clusterState: 'shut down',
+      timeline: 1,
+      checkpointLsn: 0x1752d40,
+      minRecoveryLsn: 0,
+      dataChecksums: true,
+    });
+  });
+
+  it.each(['in production', 'shut down in recovery', 'in crash recovery'])('keeps the state %j as written', (state) => {
+    expect(parseControlData(standbyOutput.replace('in archive recovery', state)).clusterState).toBe(state);
+  });
+
+  it('keeps the 64-bit system identifier exact', () => {
+    // 7712473621022930827 is above 2^53: as a number it would round.
+    expect(parseControlData(standbyOutput).systemId).not.toBe(String(Number('7712473621022930827')));
+  });
+
+  it('sees checksums off', () => {
+    const text = standbyOutput.replace(/Data page checksum version: +1/, 'Data page checksum version:           0');
+    expect(parseControlData(text).dataChecksums).toBe(false);
+  });
+
+  it('tolerates the CRC warning pg_controldata prints for a file being written', () => {
+    const text = `WARNING: Calculated CRC checksum does not match value stored in file.\nEither the file is corrupt, or it has a different layout than this program\nis expecting.  The results below are untrustworthy.\n\n${standbyOutput}`;
+    expect(parseControlData(text).timeline).toBe(2);
+  });
+
+  it.each([
+    ['a missing field', standbyOutput.replace(/^Database cluster state:.*$/m, '')],
+    ['a bad timeline', standbyOutput.replace(/Latest checkpoint's TimeLineID: +2/, "Latest checkpoint's TimeLineID:       zero")],
+    ['a bad position', standbyOutput.replace(/Latest checkpoint location: +0\/4028BB0/, 'Latest checkpoint location:           nowhere')],
+    ['empty output', ''],
+  ])('fails with KEEL_POSTGRES_FAILED on %s', (_label, text) => {
+    let caught: unknown;
+    try {
+      parseControlData(text);
+    } catch (err) {
+      caught = err;
+    }
+    expect(isKeelError(caught) && caught.code).toBe('KEEL_POSTGRES_FAILED');
+  });
+});
