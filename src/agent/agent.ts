@@ -1,6 +1,6 @@
 import { defaultDynamicConfig, type DynamicConfig, type NodeConfig } from '../config/schema.js';
 import type { ClusterView, Dcs } from '../dcs/types.js';
-import { describeError } from '../errors.js';
+import { describeError, KeelError } from '../errors.js';
 import type { Postgres } from '../postgres/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -37,6 +37,11 @@ export class Agent {
   private lastPublish: { essentialJson: string; atMs: number; leaseId: string | null } = { essentialJson: '', atMs: 0, leaseId: null };
   private etcdDown = false;
   readonly lease: LeaseKeeper;
+  /** the last snapshot a loop observed, for the REST API */
+  lastSnapshot: Snapshot | null = null;
+  /** decisions taken, by `to:action,action` (for metrics) */
+  readonly decisionCounts = new Map<string, number>();
+  promotions = 0;
 
   constructor(
     private readonly config: NodeConfig,
@@ -194,12 +199,17 @@ export class Agent {
 
   private async tick(): Promise<void> {
     const snap = await this.observe();
+    this.lastSnapshot = snap;
     if (this.job !== null) {
       const seconds = Math.round((snap.nowMs - this.job.startedAtMs) / 1000);
       await this.publish(snap, `${this.job.decision.reason} (${seconds} s so far)`);
       return;
     }
+    this.lastSnapshot = snap;
     const decision = decide(snap);
+    const label = `${decision.to}:${decision.actions.map((a) => a.kind).join(',')}`;
+    this.decisionCounts.set(label, (this.decisionCounts.get(label) ?? 0) + 1);
+    if (decision.actions.some((a) => a.kind === 'promote')) this.promotions += 1;
     if (decision.reason !== this.lastReason) this.logger.info({ state: this.state, to: decision.to }, decision.reason);
     this.lastReason = decision.reason;
     if (!isAllowed(this.state, decision.to)) {
@@ -210,6 +220,29 @@ export class Agent {
     else this.startJob(decision, snap);
     await this.publish(snap, decision.reason);
   }
+
+  /**
+   * Operator requests from the REST API. Each stops PostgreSQL and lets the
+   * next decision bring it back: restart starts it again in its role,
+   * reinitialize (replicas only) removes the data so the node clones anew.
+   */
+  async runManual(kind: 'restart' | 'reinitialize'): Promise<void> {
+    await this.waitForJob(120_000);
+    if (this.job !== null) throw new KeelError('KEEL_CONFLICT', 'the agent is busy with another action');
+    const snap = this.lastSnapshot ?? (await this.observe());
+    const leading = snap.cluster?.leader?.value.name === this.config.name;
+    if (kind === 'reinitialize' && leading) {
+      throw new KeelError('KEEL_TARGET_INELIGIBLE', `${this.config.name} leads: reinitialize only a replica`, { hint: 'switch over first' });
+    }
+    const actions: Decision['actions'] =
+      kind === 'restart' ? [{ kind: 'stopPostgres', mode: 'fast' }] : [{ kind: 'stopPostgres', mode: 'fast' }, { kind: 'removeDataDir' }];
+    const done = new Promise<void>((resolve) => this.jobWaiters.push(resolve));
+    this.startJob({ to: 'stopped', reason: `${kind} requested through the API`, actions }, snap);
+    await done;
+    if (this.lastJob !== null && !this.lastJob.ok) throw new KeelError('KEEL_POSTGRES_FAILED', `${kind} failed: ${this.lastJob.error}`);
+  }
+
+  private jobWaiters: (() => void)[] = [];
 
   private startJob(decision: Decision, snap: Snapshot): void {
     const startedAtMs = this.clock.now();
@@ -247,6 +280,7 @@ export class Agent {
         this.logger.warn({ action: failed.kind, err: failed.error }, `action failed: ${decision.reason}`);
       }
       this.job = null;
+      for (const resolve of this.jobWaiters.splice(0)) resolve();
       this.wake();
     })();
   }

@@ -13,6 +13,9 @@ export class LeaseKeeper {
   lastRenewalMs: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   private renewing = false;
+  /** for metrics */
+  renewals = 0;
+  renewalFailures = 0;
 
   constructor(
     private readonly dcs: Dcs,
@@ -42,6 +45,7 @@ export class LeaseKeeper {
       if (this.id !== id) return;
       if (alive) {
         this.lastRenewalMs = sentAtMs;
+        this.renewals += 1;
       } else {
         this.logger.warn('etcd says the lease is gone');
         this.id = null;
@@ -49,6 +53,7 @@ export class LeaseKeeper {
         this.onLost();
       }
     } catch (err) {
+      this.renewalFailures += 1;
       this.logger.warn({ err: describeError(err) }, 'lease renewal failed');
     } finally {
       this.renewing = false;

@@ -25,8 +25,9 @@ export class LocalCluster {
     readonly cluster: ClusterFile,
     readonly secrets: Secrets,
     private readonly logger: Logger,
+    options: { restartAgents?: boolean } = {},
   ) {
-    this.provider = new LocalProvider(layout, cluster, secrets, logger);
+    this.provider = new LocalProvider(layout, cluster, secrets, logger, options.restartAgents ?? true);
   }
 
   /** Fails with KEEL_PORT_IN_USE before anything starts. Ports held by our own leftovers do not count. */

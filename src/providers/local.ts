@@ -34,6 +34,8 @@ export class LocalProvider implements Provider {
     private readonly cluster: ClusterFile,
     private readonly secrets: Secrets,
     private readonly logger: Logger,
+    /** false in tests that kill nodes and decide themselves when they come back */
+    private readonly restartAgents = true,
   ) {}
 
   async list(): Promise<NodeInfo[]> {
@@ -80,13 +82,21 @@ export class LocalProvider implements Provider {
     this.logger.info({ node: name, pid: node.pid }, 'agent started');
     child.on('exit', (code, signal) => {
       node.pid = null;
-      if (!node.wanted) return;
+      if (!node.wanted || !this.restartAgents) return;
       this.logger.warn({ node: name, code, signal }, `agent exited; starting it again in ${restartDelayMs} ms`);
       node.restartTimer = setTimeout(() => {
         node.restartTimer = null;
         this.startAgent(node);
       }, restartDelayMs);
     });
+  }
+
+  /** Starts the agent of a known node again (after stop or fence). */
+  async start(name: string): Promise<void> {
+    const node = this.nodes.get(name);
+    if (node === undefined) throw new Error(`${name} is not a node of this provider`);
+    node.wanted = true;
+    if (node.pid === null || !isAlive(node.pid)) this.startAgent(node);
   }
 
   /** Stops the agent (which stops its PostgreSQL first) and leaves it down. */

@@ -1,0 +1,157 @@
+/**
+ * The HA core against real etcd and PostgreSQL + PostGIS: bootstrap, failover
+ * after a node dies, rejoin with rewind, switchover, refusal of a lagging
+ * target, and demotion when the leader loses etcd.
+ */
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memberLsn } from '../../src/agent/snapshot.js';
+import { readPidFile } from '../../src/util/process.js';
+import { sleep } from '../../src/util/clock.js';
+import { TestCluster } from '../support/cluster.js';
+
+const keel = (args: string[]) => {
+  try {
+    return { status: 0, stdout: execFileSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
+  } catch (err) {
+    const e = err as { status: number; stdout: string; stderr: string };
+    return { status: e.status, stdout: e.stdout, stderr: e.stderr };
+  }
+};
+
+describe('HA core', () => {
+  let cluster: TestCluster;
+  const names = ['node1', 'node2', 'node3'];
+
+  beforeAll(async () => {
+    cluster = await TestCluster.start({ portBase: 17000 });
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('bootstraps three nodes with PostGIS everywhere and replicates a row to both replicas', async () => {
+    const leader = await cluster.leader();
+    await cluster.query(leader.pgPort, 'CREATE TABLE ha_rows (id int PRIMARY KEY, at text)');
+    await cluster.query(leader.pgPort, "INSERT INTO ha_rows VALUES (1, 'bootstrap')");
+    for (const name of names) {
+      const port = cluster.pgPort(name);
+      const [version] = await cluster.query<{ v: string }>(port, 'SELECT postgis_full_version() AS v');
+      expect(version!.v).toMatch(/POSTGIS="3/);
+      const [checksums] = await cluster.query<{ data_checksums: string }>(port, 'SHOW data_checksums');
+      expect(checksums!.data_checksums).toBe('on');
+    }
+    for (const name of names.filter((n) => n !== leader.name)) {
+      const deadline = Date.now() + 10_000;
+      let rows: unknown[] = [];
+      while (Date.now() < deadline && rows.length === 0) {
+        rows = await cluster.query(cluster.pgPort(name), 'SELECT id FROM ha_rows WHERE id = 1');
+        if (rows.length === 0) await sleep(100);
+      }
+      expect(rows).toHaveLength(1);
+      const [recovery] = await cluster.query<{ r: boolean }>(cluster.pgPort(name), 'SELECT pg_is_in_recovery() AS r');
+      expect(recovery!.r).toBe(true);
+    }
+    // each replica streams through its own physical slot on the leader
+    const slots = await cluster.query<{ slot_name: string; active: boolean }>(leader.pgPort, 'SELECT slot_name, active FROM pg_replication_slots ORDER BY 1');
+    expect(slots.map((s) => s.slot_name)).toEqual(names.filter((n) => n !== leader.name));
+    const view = await cluster.view();
+    expect(view.initialize?.value.systemId).toMatch(/^\d+$/);
+    for (const member of view.members) expect(member.reason.length).toBeGreaterThan(0);
+  });
+
+  it('fails over after SIGKILL of the leader node, and the old leader rejoins on the new timeline', async () => {
+    const old = await cluster.leader();
+    const oldTimeline = old.timeline!;
+    const fence = await cluster.local.provider.fence(old.name);
+    expect(fence.confirmed).toBe(true);
+    const view = await cluster.waitFor('a new leader', (v) => {
+      const name = v.leader?.value.name;
+      return name !== undefined && name !== old.name && v.members.some((m) => m.name === name && m.role === 'primary');
+    }, 60_000);
+    const next = view.members.find((m) => m.name === view.leader!.value.name)!;
+    expect(next.timeline).toBe(oldTimeline + 1);
+    await cluster.untilWritable(next.pgPort, "INSERT INTO ha_rows VALUES (2, 'after failover')", 30_000);
+
+    await cluster.local.provider.start(old.name);
+    await cluster.waitFor(`${old.name} to stream from ${next.name}`, (v) => {
+      const m = v.members.find((x) => x.name === old.name);
+      return m !== undefined && m.role === 'replica' && m.streaming && m.timeline === next.timeline;
+    }, 90_000);
+    const deadline = Date.now() + 10_000;
+    let rows: { id: number }[] = [];
+    while (Date.now() < deadline && rows.length < 2) {
+      rows = await cluster.query<{ id: number }>(old.pgPort, 'SELECT id FROM ha_rows ORDER BY id');
+      if (rows.length < 2) await sleep(100);
+    }
+    expect(rows.map((r) => r.id)).toEqual([1, 2]);
+    const history = (await cluster.view()).history?.value.entries ?? [];
+    expect(history.at(-1)).toMatchObject({ timeline: oldTimeline + 1, leader: next.name });
+  });
+
+  it('switches over to a named replica', async () => {
+    const from = await cluster.leader();
+    const to = names.find((n) => n !== from.name)!;
+    await cluster.waitFor('all members streaming', (v) => v.members.filter((m) => m.role === 'replica' && m.streaming).length === 2, 60_000);
+    const result = keel(['switchover', '--dir', cluster.layout.dir, '--to', to]);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(`${to} now leads`);
+    await cluster.untilWritable(cluster.pgPort(to), "INSERT INTO ha_rows VALUES (3, 'after switchover')", 30_000);
+    await cluster.waitFor(`${from.name} to follow ${to}`, (v) => v.members.some((m) => m.name === from.name && m.role === 'replica' && m.streaming), 60_000);
+  });
+
+  it('refuses a failover to a replica too far behind, naming the lag', async () => {
+    const leader = await cluster.leader();
+    const target = names.find((n) => n !== leader.name)!;
+    await cluster.waitFor(`${target} streaming`, (v) => v.members.some((m) => m.name === target && m.streaming), 60_000);
+    // Freeze only the target's WAL receiver: its agent keeps reporting, its position stops.
+    const [receiver] = await cluster.query<{ pid: number }>(cluster.pgPort(target), 'SELECT pid FROM pg_stat_wal_receiver');
+    process.kill(receiver!.pid, 'SIGSTOP');
+    try {
+      await cluster.query(leader.pgPort, "CREATE TABLE lag_filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g");
+      await cluster.waitFor('the lag to show in etcd', (v) => {
+        const l = v.members.find((m) => m.name === leader.name);
+        const t = v.members.find((m) => m.name === target);
+        return l !== undefined && t !== undefined && (l.walLsn ?? 0) - memberLsn(t) > 2 * 1024 * 1024;
+      }, 30_000);
+      const result = keel(['failover', '--dir', cluster.layout.dir, '--to', target]);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(/KEEL_TARGET_INELIGIBLE: cannot promote node\d: .*\d+ bytes behind/);
+      expect((await cluster.view()).switchover).toBeNull();
+    } finally {
+      process.kill(receiver!.pid, 'SIGCONT');
+    }
+    const unknown = keel(['failover', '--dir', cluster.layout.dir, '--to', 'node9']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain('KEEL_UNKNOWN_MEMBER');
+  });
+
+  it('demotes a leader that loses etcd before its lease can expire', async () => {
+    const leader = await cluster.leader();
+    const etcdPid = readPidFile(cluster.layout.etcdPidFile)!;
+    const ttlSeconds = (await cluster.view()).config?.value.ttl ?? 10;
+    process.kill(etcdPid, 'SIGSTOP');
+    const stoppedAt = Date.now();
+    let demotedAfterSeconds: number | null = null;
+    try {
+      while (Date.now() - stoppedAt < (ttlSeconds + 5) * 1000) {
+        const writable = await cluster
+          .query<{ r: boolean }>(leader.pgPort, 'SELECT pg_is_in_recovery() AS r')
+          .then(([row]) => row!.r === false)
+          .catch(() => false);
+        if (!writable) {
+          demotedAfterSeconds = (Date.now() - stoppedAt) / 1000;
+          break;
+        }
+        await sleep(100);
+      }
+    } finally {
+      process.kill(etcdPid, 'SIGCONT');
+    }
+    expect(demotedAfterSeconds).not.toBeNull();
+    expect(demotedAfterSeconds!).toBeLessThan(ttlSeconds);
+    // and the cluster heals: a leader again, everyone streaming
+    await cluster.waitFor('a healed cluster', (v) => v.leader !== null && v.members.filter((m) => m.role === 'replica' && m.streaming).length === 2, 90_000);
+  });
+});

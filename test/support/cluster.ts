@@ -1,0 +1,97 @@
+/**
+ * A real local cluster for integration tests: Debian's etcd and PostgreSQL +
+ * PostGIS, agents as processes (not restarted on their own, so a test decides
+ * when a killed node comes back). Everything is stopped by PID and the
+ * directory removed in stop().
+ */
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import pg from 'pg';
+import { EtcdDcs } from '../../src/dcs/etcd.js';
+import type { ClusterView, MemberValue } from '../../src/dcs/types.js';
+import { LocalCluster } from '../../src/providers/local-cluster.js';
+import { LocalLayout, portOffsets, type ClusterFile } from '../../src/providers/local-layout.js';
+import { sleep } from '../../src/util/clock.js';
+import { silentLogger } from '../../src/util/log.js';
+
+export class TestCluster {
+  readonly dcs: EtcdDcs;
+  private constructor(
+    readonly layout: LocalLayout,
+    readonly file: ClusterFile,
+    readonly local: LocalCluster,
+    readonly password: string,
+  ) {
+    this.dcs = local.dcs();
+  }
+
+  static async start(options: { nodes?: number; portBase: number; synchronousMode?: 'off' | 'on' | 'strict' }): Promise<TestCluster> {
+    const dir = mkdtempSync('/tmp/keel-test-');
+    chmodSync(dir, 0o755);
+    const layout = new LocalLayout(dir);
+    const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'off' };
+    const { cluster, secrets } = await layout.create(file);
+    const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false });
+    await local.checkPorts();
+    const tc = new TestCluster(layout, cluster, local, secrets.superuser);
+    await local.start();
+    await local.waitReady(120_000);
+    return tc;
+  }
+
+  pgPort(name: string): number {
+    return this.file.portBase + portOffsets.nodePg + Number(name.replace('node', '')) - 1;
+  }
+
+  async view(): Promise<ClusterView> {
+    return this.dcs.readCluster();
+  }
+
+  /** Polls etcd until `accept` holds; fails with `what` and the members' reasons after the timeout. */
+  async waitFor(what: string, accept: (view: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
+    const deadline = Date.now() + timeoutMs;
+    let last: ClusterView | null = null;
+    while (Date.now() < deadline) {
+      last = await this.view().catch(() => null);
+      if (last !== null && accept(last)) return last;
+      await sleep(200);
+    }
+    const reasons = last?.members.map((m) => `${m.name}: ${m.state} / ${m.reason}`).join('; ') ?? 'etcd unreadable';
+    throw new Error(`timed out waiting for ${what} (leader ${last?.leader?.value.name ?? 'none'}; ${reasons})`);
+  }
+
+  async leader(): Promise<MemberValue> {
+    const view = await this.waitFor('a leader', (v) => v.leader !== null && v.members.some((m) => m.name === v.leader!.value.name && m.role === 'primary'), 60_000);
+    return view.members.find((m) => m.name === view.leader!.value.name)!;
+  }
+
+  async query<T extends pg.QueryResultRow = pg.QueryResultRow>(port: number, sql: string, params: unknown[] = []): Promise<T[]> {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: this.password, database: 'app', connectionTimeoutMillis: 3000 });
+    await client.connect();
+    try {
+      return (await client.query<T>(sql, params)).rows;
+    } finally {
+      await client.end();
+    }
+  }
+
+  /** Retries `query` until it succeeds; returns the seconds it took. */
+  async untilWritable(port: number | (() => Promise<number>), sql: string, timeoutMs: number): Promise<number> {
+    const started = Date.now();
+    for (;;) {
+      try {
+        await this.query(typeof port === 'number' ? port : await port(), sql);
+        return (Date.now() - started) / 1000;
+      } catch (err) {
+        if (Date.now() - started > timeoutMs) throw err;
+        await sleep(100);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.dcs.close().catch(() => undefined);
+    await this.local.stop();
+    await rm(this.layout.dir, { recursive: true, force: true });
+  }
+}
