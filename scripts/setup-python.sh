@@ -24,8 +24,22 @@ for pkg in "${packages[@]}"; do
   fi
 done
 
+# Debian's modules live in /usr/lib/python3/dist-packages, which only Debian's
+# interpreter sees (a pyenv or venv python3 earlier on PATH does not).
+python="${KEEL_PYTHON:-/usr/bin/python3}"
+
+check_imports() {
+  "$python" - <<'PY'
+import django, psycopg2
+from django.contrib.gis.gdal import gdal_version
+from django.contrib.gis.geos import geos_version
+print(f"setup-python: Django {django.get_version()}, psycopg2 {psycopg2.__version__.split()[0]}, "
+      f"GDAL {gdal_version().decode()}, GEOS {geos_version().decode()}")
+PY
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "setup-python: all packages present (${packages[*]})"
+  check_imports
   exit 0
 fi
 
@@ -39,11 +53,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-# A package can install and still fail to import (a broken ctypes library): check now, not in the test.
-python3 - <<'PY'
-import django, psycopg2
-from django.contrib.gis.gdal import HAS_GDAL, gdal_version
-from django.contrib.gis.geos import geos_version
-print(f"setup-python: Django {django.get_version()}, psycopg2 {psycopg2.__version__.split()[0]}, "
-      f"GDAL {gdal_version().decode()}, GEOS {geos_version().decode()}")
-PY
+# A package can install and still fail to import (a broken ctypes library): say so now, not in a test.
+check_imports

@@ -37,6 +37,8 @@ const catalogue = {
   KEEL_POSTGRES_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at the PostgreSQL log in the node directory' },
   KEEL_UNAUTHORIZED: { exitStatus: 2, httpStatus: 401, hint: 'send Authorization: Bearer <token> from the node config' },
   KEEL_FORBIDDEN: { exitStatus: 2, httpStatus: 403, hint: 'the token does not match the node config' },
+  KEEL_ROUTER_LISTEN_FAILED: { exitStatus: 2, httpStatus: 500, hint: 'give --rw/--ro a host:port this machine can listen on, e.g. 127.0.0.1:6402' },
+  KEEL_ROUTER_ENGINE_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at the router log (HAProxy\'s own messages are in it with --engine haproxy)' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type KeelErrorCode = keyof typeof catalogue;

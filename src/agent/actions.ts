@@ -1,8 +1,10 @@
+import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
 import type { Dcs } from '../dcs/types.js';
 import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from './lease.js';
+import { unreachableMarker } from './decide.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
@@ -57,9 +59,9 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       await ctx.dcs.releaseLeader(me);
       return;
     case 'clone':
-      return ctx.pg.basebackup(action.from);
+      return withReachability(action.from, () => ctx.pg.basebackup(action.from));
     case 'rewind':
-      return ctx.pg.rewind(action.from);
+      return withReachability(action.from, () => ctx.pg.rewind(action.from));
     case 'removeDataDir':
       return ctx.pg.removeDataDir();
     case 'startPostgres':
@@ -80,6 +82,33 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
     case 'event':
       return ctx.dcs.addEvent({ atMs: ctx.now(), source: me, kind: action.eventKind, message: action.message });
   }
+}
+
+/**
+ * Runs an action that copies from the upstream. When it fails and the
+ * upstream does not even accept a TCP connection, the error says so, and the
+ * agent retries instead of throwing its data away.
+ */
+async function withReachability(from: UpstreamTarget, run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    if (await canConnect(from.host, from.port, 1000)) throw err;
+    throw new ActionFailed(`${from.name} ${unreachableMarker} ${from.host}:${from.port}`);
+  }
+}
+
+function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }
 
 async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {

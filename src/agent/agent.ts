@@ -36,6 +36,7 @@ export class Agent {
   private lastStatusLsn: number | null = null;
   private lastPublish: { essentialJson: string; atMs: number; leaseId: string | null } = { essentialJson: '', atMs: 0, leaseId: null };
   private etcdDown = false;
+  private notStreamingSinceMs: number | null = null;
   readonly lease: LeaseKeeper;
   /** the last snapshot a loop observed, for the REST API */
   lastSnapshot: Snapshot | null = null;
@@ -183,6 +184,8 @@ export class Agent {
       this.pg.postmasterPid(),
     ]);
     const runtime = postmasterPid === null ? null : await this.pg.runtimeState();
+    const stuck = runtime !== null && runtime.inRecovery && !runtime.streaming;
+    this.notStreamingSinceMs = stuck ? (this.notStreamingSinceMs ?? this.clock.now()) : null;
     if (runtime !== null && !runtime.inRecovery) this.mayAcceptWrites = true;
     if (postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
     return {
@@ -192,7 +195,7 @@ export class Agent {
       cluster,
       config: this.lastConfig,
       lease: { id: this.lease.id, lastRenewalMs: this.lease.lastRenewalMs },
-      pg: { dataDir, control, postmasterPid, runtime },
+      pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs },
       lastJob: this.lastJob,
     };
   }
@@ -280,6 +283,7 @@ export class Agent {
         this.logger.warn({ action: failed.kind, err: failed.error }, `action failed: ${decision.reason}`);
       }
       this.job = null;
+      this.notStreamingSinceMs = null;
       for (const resolve of this.jobWaiters.splice(0)) resolve();
       this.wake();
     })();

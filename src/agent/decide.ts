@@ -11,6 +11,10 @@ import { memberLsn, upstreamOf, type Action, type Decision, type Snapshot } from
 export const switchoverWaitSeconds = 30;
 /** Seconds to wait after a failed background job before trying it again. */
 export const retryAfterFailureSeconds = 5;
+/** Seconds a replica may fail to stream from the leader before its WAL is checked for divergence. */
+export const streamFailureSeconds = 10;
+/** Part of an action error that says the upstream could not be reached: retry, never discard data for it. */
+export const unreachableMarker = 'unreachable at';
 
 /** Cluster states pg_controldata reports for an instance that last ran as a primary. */
 const primaryControlStates = new Set(['in production', 'shut down', 'in crash recovery', 'shutting down']);
@@ -205,7 +209,10 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
 
   if (runtime === null) {
     if (s.pg.postmasterPid !== null) return stay(s, 'PostgreSQL is starting: waiting');
-    if (s.lastJob?.kind === 'rewind' && !s.lastJob.ok) {
+    if (recentFailure(s, 'rewind') && s.lastJob!.error!.includes(unreachableMarker)) {
+      return stay(s, `pg_rewind could not reach ${leaderName}: retrying shortly`);
+    }
+    if (s.lastJob?.kind === 'rewind' && !s.lastJob.ok && !s.lastJob.error!.includes(unreachableMarker)) {
       return { to: 'stopped', reason: `pg_rewind failed (${s.lastJob.error}): removing the data to clone again`, actions: [{ kind: 'removeDataDir' }] };
     }
     const position = stoppedPosition(s.pg.control);
@@ -216,8 +223,15 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
     return { to: 'replica', reason: `starting as a replica of leader ${leaderName}`, actions: [startReplica(upstream)] };
   }
 
-  const myLsn = Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0);
-  if (divergence(runtime.timeline, myLsn, leaderMember.timeline, history) === 'diverged') {
+  // PostgreSQL refuses to stream a history that diverged, so only a replica that has failed to
+  // stream for a while is checked; while not streaming its timeline is its last restartpoint's.
+  const stuckSince = s.pg.notStreamingSinceMs;
+  if (
+    !runtime.streaming &&
+    stuckSince !== null &&
+    s.nowMs - stuckSince >= streamFailureSeconds * 1000 &&
+    divergence(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history) === 'diverged'
+  ) {
     return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
   }
   const target = conninfoTarget(runtime.primaryConninfo);
@@ -225,7 +239,7 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
   if (!following || runtime.primarySlotName !== s.me.name) {
     return { to: 'replica', reason: `re-pointing replication to leader ${leaderName}`, actions: [{ kind: 'follow', upstream }] };
   }
-  const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - myLsn);
+  const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
   return stay(s, `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`);
 }
 

@@ -19,6 +19,8 @@ export interface Snapshot {
     postmasterPid: number | null;
     /** null when PostgreSQL does not accept connections */
     runtime: RuntimeState | null;
+    /** since when a running replica has not been streaming (null: streaming, or not a running replica) */
+    notStreamingSinceMs: number | null;
   };
   /** the outcome of the last job, kept until the next one starts */
   lastJob: { kind: ActionKind; ok: boolean; error: string | null; finishedAtMs: number } | null;

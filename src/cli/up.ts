@@ -144,6 +144,9 @@ async function down(options: { dir: string }): Promise<void> {
   const supervisor = readPidFile(layout.supervisorPidFile);
   if (supervisor !== null && isAlive(supervisor)) await terminate(supervisor, 180_000);
   // Whatever a killed supervisor left behind, stopped by the PIDs it recorded.
+  const router = readPidFile(layout.routerPidFile);
+  if (router !== null) await terminate(router, 10_000);
+  await rm(layout.routerPidFile, { force: true });
   for (let i = 0; i < cluster.nodes; i++) {
     const name = layout.nodeName(i);
     const agent = readPidFile(layout.agentPidFile(name));

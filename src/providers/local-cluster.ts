@@ -1,9 +1,11 @@
 /**
- * Everything `keel up` runs on this machine: an embedded etcd and the agents
- * of the local provider, started in order and stopped in reverse (replicas
- * first, the leader last, etcd at the very end) so that a restart on the same
- * directory finds a cleanly shut down cluster.
+ * Everything `keel up` runs on this machine: an embedded etcd, one router and
+ * the agents of the local provider, started in order and stopped in reverse
+ * (the router, then replicas, the leader last, etcd at the very end) so that a
+ * restart on the same directory finds a cleanly shut down cluster.
  */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { stopEtcd, startEtcd } from '../dcs/etcd-server.js';
 import { EtcdDcs } from '../dcs/etcd.js';
@@ -12,13 +14,16 @@ import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { isPortFree } from '../util/ports.js';
-import { isAlive, readPidFile } from '../util/process.js';
+import { isAlive, readPidFile, terminate } from '../util/process.js';
+import { probePostgres } from '../router/probe.js';
 import { portOffsets, type ClusterFile, type LocalLayout, type Secrets } from './local-layout.js';
-import { LocalProvider } from './local.js';
+import { keelBin, LocalProvider } from './local.js';
 
 export class LocalCluster {
   readonly provider: LocalProvider;
   private etcdPid: number | null = null;
+  private routerPid: number | null = null;
+  private routerWanted = false;
 
   constructor(
     readonly layout: LocalLayout,
@@ -64,9 +69,38 @@ export class LocalCluster {
     this.etcdPid = etcd.pid;
     await writeFile(this.layout.etcdPidFile, `${etcd.pid}\n`);
     if (this.cluster.synchronousMode !== 'off') await this.seedSynchronousMode();
+    await this.startRouter();
     for (let i = 0; i < this.cluster.nodes; i++) {
       await this.provider.create(this.cluster.cluster, { name: this.layout.nodeName(i), zone: `local-${String.fromCharCode(97 + (i % 3))}` });
     }
+  }
+
+  /** The router on P+2 (rw) and P+3 (ro); one left running by a supervisor that died is adopted. */
+  private async startRouter(): Promise<void> {
+    this.routerWanted = true;
+    const leftover = readPidFile(this.layout.routerPidFile);
+    if (leftover !== null && isAlive(leftover)) {
+      this.routerPid = leftover;
+      return;
+    }
+    const base = this.cluster.portBase;
+    const log = openSync(this.layout.routerLog, 'a');
+    const args = ['router', '--etcd', this.layout.etcdEndpoint(this.cluster), '--cluster', this.cluster.cluster];
+    args.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
+    // own process group, like the agents: Ctrl-C reaches the supervisor, which stops everything in order
+    const child = spawn(process.execPath, [keelBin, ...args], { detached: true, stdio: ['ignore', log, log] });
+    closeSync(log);
+    child.unref();
+    // restarted like an agent: applications lose their endpoints while it is down
+    child.once('exit', (code, signal) => {
+      this.routerPid = null;
+      if (!this.routerWanted) return;
+      this.logger.warn({ code, signal }, 'router exited; starting it again in 1 s');
+      setTimeout(() => void (this.routerWanted ? this.startRouter() : undefined), 1000).unref();
+    });
+    this.routerPid = child.pid ?? null;
+    if (this.routerPid !== null) await writeFile(this.layout.routerPidFile, `${this.routerPid}\n`);
+    this.logger.info({ pid: this.routerPid }, 'router started');
   }
 
   private async seedSynchronousMode(): Promise<void> {
@@ -91,7 +125,8 @@ export class LocalCluster {
         const view = await dcs.readCluster().catch(() => null);
         if (view !== null) {
           onProgress?.(view);
-          if (isReady(view, this.cluster.nodes)) return view;
+          // ready for applications: the rw endpoint forwards to the leader
+          if (isReady(view, this.cluster.nodes) && (await probePostgres('127.0.0.1', this.cluster.portBase + portOffsets.routerRw, 1000))) return view;
         }
         if (Date.now() > deadline) {
           throw new KeelError('KEEL_TIMEOUT', `the cluster in ${this.layout.dir} was not ready within ${Math.round(timeoutMs / 1000)} s`, {
@@ -105,8 +140,12 @@ export class LocalCluster {
     }
   }
 
-  /** Replicas first, then the leader, then etcd. */
+  /** The router, then replicas, then the leader, then etcd. */
   async stop(): Promise<void> {
+    this.routerWanted = false;
+    const routerPid = this.routerPid ?? readPidFile(this.layout.routerPidFile);
+    if (routerPid !== null) await terminate(routerPid, 10_000);
+    await rm(this.layout.routerPidFile, { force: true });
     let leader: string | null = null;
     const dcs = this.dcs();
     try {
@@ -125,10 +164,11 @@ export class LocalCluster {
   }
 }
 
-export function isReady(view: ClusterView, nodes: number): boolean {
-  const leader = view.leader?.value.name;
-  if (leader === undefined) return false;
-  const members = view.members.filter((m) => m.running);
-  if (members.length < nodes) return false;
-  return members.every((m) => (m.name === leader ? m.role === 'primary' : m.role === 'replica' && m.streaming));
+/** A leader runs and every other node streams from it on its timeline, all of them reporting within 5 s. */
+export function isReady(view: ClusterView, nodes: number, nowMs = Date.now()): boolean {
+  const leader = view.members.find((m) => m.name === view.leader?.value.name);
+  if (leader === undefined || leader.role !== 'primary') return false;
+  const fresh = view.members.filter((m) => m.running && nowMs - m.updatedAtMs < 5000);
+  if (fresh.length < nodes) return false;
+  return fresh.every((m) => m === leader || (m.role === 'replica' && m.streaming && m.upstream === leader.name && m.timeline === leader.timeline));
 }

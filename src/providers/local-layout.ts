@@ -138,12 +138,12 @@ export class LocalLayout {
   }
 }
 
-/** libpq URLs of the cluster's endpoints. */
+/** libpq URLs of the cluster's endpoints: rw and ro through the router, and each node directly. */
 export function connectionStrings(layout: LocalLayout, cluster: ClusterFile): { rw: string; ro: string; nodes: string[] } {
   const hosts = Array.from({ length: cluster.nodes }, (_, i) => `127.0.0.1:${cluster.portBase + portOffsets.nodePg + i}`);
   return {
-    rw: `postgresql://postgres@${hosts.join(',')}/app?target_session_attrs=read-write&connect_timeout=3`,
-    ro: `postgresql://postgres@${hosts.join(',')}/app?target_session_attrs=prefer-standby&connect_timeout=3`,
+    rw: `postgresql://postgres@127.0.0.1:${cluster.portBase + portOffsets.routerRw}/app`,
+    ro: `postgresql://postgres@127.0.0.1:${cluster.portBase + portOffsets.routerRo}/app`,
     nodes: hosts.map((h) => `postgresql://postgres@${h}/app`),
   };
 }

@@ -241,18 +241,35 @@ const cases: Case[] = [
     to: 'replica', actions: ['startPostgres'], reason: /starting as a replica of leader node1/,
   },
   {
-    name: 'running replica with WAL past the new timeline fork: stop and rewind',
+    name: 'replica that cannot stream, with WAL replayed past the new timeline fork: stop and rewind',
     snap: snapshot({
       state: 'replica',
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 11_000 },
     }),
     to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /rewinding/,
+  },
+  {
+    name: 'replica past the fork but streaming (PostgreSQL accepted its history): keep following',
+    snap: snapshot({
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 }), member('node2')], history: history(2, 500) }),
+    }),
+    to: 'replica', actions: [], reason: /following leader node1, streaming/,
+  },
+  {
+    name: 'replica past the fork, not streaming only briefly: give it time',
+    snap: snapshot({
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 2_000 },
+    }),
+    to: 'replica', actions: [], reason: /not streaming yet/,
   },
   {
     name: 'diverged with use_rewind off: re-clone',
     snap: snapshot({
       state: 'replica', config: { ...defaultDynamicConfig, use_rewind: false },
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 11_000 },
     }),
     to: 'stopped', actions: ['stopPostgres', 'removeDataDir'], reason: /use_rewind is off/,
   },
@@ -260,6 +277,11 @@ const cases: Case[] = [
     name: 'rewind done: start as a replica',
     snap: snapshot({ state: 'rewinding', pg: stoppedPg, lastJob: { kind: 'rewind', ok: true, error: null, finishedAtMs: NOW - 10 } }),
     to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,
+  },
+  {
+    name: 'rewind failed because the leader was unreachable: keep the data and retry',
+    snap: snapshot({ state: 'rewinding', pg: { ...stoppedPg, control: control({ clusterState: 'in production' }) }, lastJob: { kind: 'rewind', ok: false, error: 'node1 unreachable at 127.0.0.1:5501', finishedAtMs: NOW - 10 } }),
+    to: 'rewinding', actions: [], reason: /could not reach node1: retrying/,
   },
   {
     name: 'rewind failed: remove the data to clone again',

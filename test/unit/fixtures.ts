@@ -121,6 +121,7 @@ export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']
       control: control(),
       postmasterPid: 42,
       runtime: replicaRuntime(),
+      notStreamingSinceMs: null,
       ...pg,
     },
   };

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what Keel needs on Debian 12, idempotently: Debian packages, npm
+# dependencies, the compiled code. Safe to run again; does nothing when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  postgresql-15 postgresql-15-postgis-3 postgresql-client-15
+  etcd-server etcd-client
+  haproxy
+  iproute2 iptables
+)
+if [ "${KEEL_SETUP_PYTHON:-1}" = 1 ]; then
+  packages+=(python3 python3-django python3-psycopg2 gdal-bin libgdal32 libgeos-c1v5 libproj25)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  # Debian's packages start their own default services where they can; Keel runs its own.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install.
+stamp=node_modules/.keel-lock-hash
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi
+
+npx tsc -p tsconfig.json

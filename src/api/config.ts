@@ -1,0 +1,77 @@
+/**
+ * GET /config and PATCH /config: the cluster-wide dynamic settings in etcd.
+ * A PATCH is a JSON merge patch (RFC 7386) applied to the value read, checked
+ * against dynamicConfigSchema, and written with a compare-and-swap on the
+ * revision read, so two operators cannot silently overwrite each other. The
+ * revision is the ETag: send it back as If-Match to make a read-modify-write
+ * from a client safe as well.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { z } from 'zod';
+import { defaultDynamicConfig, dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
+import { KeelError } from '../errors.js';
+import { requireToken } from './auth.js';
+import type { ApiOptions } from './handle.js';
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** RFC 7386: objects merge key by key, null removes a key (here: back to its default), anything else replaces. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isObject(patch)) return patch;
+  const out: Record<string, unknown> = isObject(target) ? { ...target } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete out[key];
+    else out[key] = mergePatch(out[key], value);
+  }
+  return out;
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(top level)'}: ${i.message}`).join('; ');
+}
+
+/** The merged settings, or KEEL_CONFIG_INVALID naming each field that is wrong. */
+export function applyConfigPatch(current: DynamicConfig, patch: unknown): DynamicConfig {
+  if (!isObject(patch)) throw new KeelError('KEEL_CONFIG_INVALID', 'the body must be a JSON object of settings', { hint: 'e.g. {"ttl": 20}' });
+  const checked = dynamicConfigSchema.safeParse(mergePatch(current, patch));
+  if (!checked.success) throw new KeelError('KEEL_CONFIG_INVALID', `invalid dynamic config: ${describeIssues(checked.error)}`);
+  return checked.data;
+}
+
+/** A strong ETag from an etcd revision; "0" stands for a config key that does not exist yet. */
+const etagOf = (modRevision: string | null): string => `"${modRevision ?? '0'}"`;
+
+function parseIfMatch(header: string | undefined): string | null | undefined {
+  if (header === undefined) return undefined;
+  const match = /^\s*(?:W\/)?"(\d+)"\s*$/.exec(header);
+  if (match === null) throw new KeelError('KEEL_USAGE', 'If-Match must be one ETag from GET /config, e.g. "42"');
+  return match[1] === '0' ? null : match[1]!;
+}
+
+export function registerConfig(app: FastifyInstance, options: ApiOptions): void {
+  app.get('/config', async (_request, reply) => {
+    const stored = (await options.dcs.readCluster()).config;
+    reply.header('etag', etagOf(stored?.modRevision ?? null));
+    return stored?.value ?? defaultDynamicConfig;
+  });
+
+  app.patch('/config', { preHandler: requireToken(options.token) }, async (request, reply) => {
+    const stored = (await options.dcs.readCluster()).config;
+    const readRevision = stored?.modRevision ?? null;
+    const ifMatch = parseIfMatch(request.headers['if-match'] as string | undefined);
+    if (ifMatch !== undefined && ifMatch !== readRevision) {
+      throw new KeelError('KEEL_CONFLICT', `the config changed since revision ${ifMatch ?? 0} (now ${readRevision ?? 0})`);
+    }
+    const next = applyConfigPatch(stored?.value ?? defaultDynamicConfig, request.body);
+    if (!(await options.dcs.putConfig(next, readRevision))) {
+      throw new KeelError('KEEL_CONFLICT', 'the config changed while this patch was applied');
+    }
+    // field names only: parameter values are the operator's business, not the log's
+    options.logger.info({ fields: Object.keys(request.body as object) }, 'dynamic config changed through the API');
+    const written = (await options.dcs.readCluster()).config;
+    reply.header('etag', etagOf(written?.modRevision ?? null));
+    return written?.value ?? next;
+  });
+}

@@ -1,0 +1,37 @@
+import type { Snapshot } from '../agent/snapshot.js';
+import type { NodeConfig } from '../config/schema.js';
+import type { Dcs } from '../dcs/types.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+
+/**
+ * What the REST API reads from (and asks of) the agent. The Agent class
+ * satisfies it as is; unit tests pass a plain object.
+ */
+export interface AgentHandle {
+  readonly state: string;
+  readonly lastReason: string;
+  /** the last loop's observation; null until the first loop finished observing */
+  readonly lastSnapshot: Snapshot | null;
+  /** read live, not from the snapshot: the lease may be lost between two loops */
+  readonly lease: {
+    readonly id: string | null;
+    readonly lastRenewalMs: number | null;
+    readonly renewals: number;
+    readonly renewalFailures: number;
+  };
+  readonly decisionCounts: ReadonlyMap<string, number>;
+  readonly promotions: number;
+  runManual(kind: 'restart' | 'reinitialize'): Promise<void>;
+}
+
+export interface ApiOptions {
+  /** only the parts of the node config the API needs: never the passwords */
+  node: Pick<NodeConfig, 'name' | 'cluster' | 'tags'>;
+  /** bearer token for the write endpoints; without one they are refused */
+  token: string | undefined;
+  /** for /cluster, /history, /config and the leader-change requests */
+  dcs: Dcs;
+  clock: Clock;
+  logger: Logger;
+}

@@ -1,0 +1,91 @@
+/**
+ * GET /metrics in Prometheus' text format. Values are read from the agent at
+ * scrape time (collect callbacks), so the loop never pays for metrics. Each
+ * API gets its own Registry: the global one would mix in whatever else shares
+ * the process (and break tests that build several APIs).
+ */
+import type { FastifyInstance } from 'fastify';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { AgentHandle, ApiOptions } from './handle.js';
+import { nodeRoles, observeNode } from './status.js';
+
+/** `replica:` (a decision with no action) reads better as `replica:none`. */
+function decisionLabel(key: string): string {
+  return key.endsWith(':') ? `${key}none` : key;
+}
+
+export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ cluster: options.node.cluster, member: options.node.name });
+  collectDefaultMetrics({ register: registry });
+  const facts = () => observeNode(handle, options.node, options.clock.now());
+
+  new Gauge({
+    name: 'keel_role',
+    help: 'role of this node: 1 for the current one (leader = holds the key and runs the primary)',
+    labelNames: ['role'],
+    registers: [registry],
+    collect() {
+      const role = facts().status.role;
+      for (const r of nodeRoles) this.set({ role: r }, r === role ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'keel_timeline',
+    help: 'PostgreSQL timeline of this node (NaN when unknown)',
+    registers: [registry],
+    collect() {
+      this.set(facts().status.timeline ?? Number.NaN);
+    },
+  });
+  new Gauge({
+    name: 'keel_replication_lag_bytes',
+    help: "bytes of WAL this replica's replay is behind the leader's published position (0 on the leader, NaN when unknown)",
+    registers: [registry],
+    collect() {
+      const status = facts().status;
+      this.set(status.role === 'leader' ? 0 : (status.lag_bytes ?? Number.NaN));
+    },
+  });
+  new Gauge({
+    name: 'keel_postgres_running',
+    help: '1 when PostgreSQL accepted connections at the last loop',
+    registers: [registry],
+    collect() {
+      this.set(facts().postgresRunning ? 1 : 0);
+    },
+  });
+  // Counters kept by the agent: the scrape copies them (reset, then add the running total).
+  const copied = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  copied('keel_lease_renewals_total', 'lease keep-alives etcd acknowledged', () => handle.lease.renewals);
+  copied('keel_lease_renewal_failures_total', 'lease keep-alives that failed (etcd unreachable or slow)', () => handle.lease.renewalFailures);
+  copied('keel_failovers_total', 'promotions this node carried out (failovers and switchovers to it)', () => handle.promotions);
+  new Counter({
+    name: 'keel_decisions_total',
+    help: 'loop decisions, by next state and actions (`state:action,action`)',
+    labelNames: ['decision'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [key, count] of handle.decisionCounts) this.inc({ decision: decisionLabel(key) }, count);
+    },
+  });
+  return registry;
+}
+
+export function registerMetrics(app: FastifyInstance, handle: AgentHandle, options: ApiOptions): void {
+  const registry = buildRegistry(handle, options);
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', registry.contentType);
+    return registry.metrics();
+  });
+}

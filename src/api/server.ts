@@ -1,0 +1,87 @@
+/**
+ * The agent's REST API: Patroni-compatible health checks, the cluster's view,
+ * the dynamic config, operator actions and Prometheus metrics.
+ *
+ * fastify's own logger stays off: load balancers call the health checks every
+ * second, and request logs would carry headers. Requests that change
+ * something are logged through Keel's (redacting) logger instead.
+ */
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { splitHostPort } from '../agent/member.js';
+import { describeError, isKeelError, KeelError, redactSecrets } from '../errors.js';
+import { registerActions } from './actions.js';
+import { registerCluster } from './cluster.js';
+import { registerConfig } from './config.js';
+import type { AgentHandle, ApiOptions } from './handle.js';
+import { registerHealth } from './health.js';
+import { registerMetrics } from './metrics.js';
+
+export type { AgentHandle, ApiOptions } from './handle.js';
+
+const readMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+export function buildApi(handle: AgentHandle, options: ApiOptions): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: 64 * 1024, forceCloseConnections: true, return503OnClosing: true });
+  app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+
+  app.setErrorHandler((err: FastifyError | KeelError, request, reply) => {
+    if (isKeelError(err)) return reply.code(err.httpStatus).send(err.toJSON());
+    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status < 500) {
+      // fastify's own refusals: malformed JSON, wrong media type, body too large
+      return reply.code(status).send({ code: 'KEEL_USAGE', message: redactSecrets(err.message), hint: 'see the API section of the docs for what each endpoint accepts' });
+    }
+    options.logger.error({ method: request.method, url: request.url, err: describeError(err) }, 'API request failed');
+    // Not in the KEEL_* catalogue on purpose: the text of an unexpected error is logged, never sent.
+    return reply.code(500).send({ code: 'KEEL_INTERNAL', message: 'the request failed unexpectedly', hint: 'look at the agent log' });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ code: 'KEEL_USAGE', message: `no endpoint ${request.method} ${request.url.split('?')[0]}`, hint: 'e.g. GET /cluster, GET /primary' });
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    if (readMethods.has(request.method) && reply.statusCode < 500) return;
+    const fields = { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (reply.statusCode >= 500) options.logger.warn(fields, 'API request answered with an error');
+    else options.logger.info(fields, 'API request');
+  });
+
+  registerHealth(app, handle, options);
+  registerCluster(app, options);
+  registerConfig(app, options);
+  registerActions(app, handle, options);
+  registerMetrics(app, handle, options);
+  return app;
+}
+
+export interface RunningApi {
+  app: FastifyInstance;
+  /** host:port actually listened on */
+  address: string;
+  close(): Promise<void>;
+}
+
+/** Builds the API and listens on `listen` (host:port). A port in use is KEEL_PORT_IN_USE (exit 2). */
+export async function startApi(handle: AgentHandle, options: ApiOptions, listen: string): Promise<RunningApi> {
+  const app = buildApi(handle, options);
+  const { host, port } = splitHostPort(listen);
+  try {
+    await app.listen({ host, port });
+  } catch (err) {
+    await app.close().catch(() => undefined);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      throw new KeelError('KEEL_PORT_IN_USE', `the REST API cannot listen on ${listen}: the port is in use`, {
+        hint: 'stop what listens there (another agent of this node?) or change api.listen in the node config',
+      });
+    }
+    if (code === 'EADDRNOTAVAIL' || code === 'EACCES') {
+      throw new KeelError('KEEL_CONFIG_INVALID', `api.listen ${listen}: cannot listen there (${code})`, {
+        hint: 'use an address of this host and a port above 1023, e.g. 127.0.0.1:8008',
+      });
+    }
+    throw err;
+  }
+  return { app, address: `${host}:${port}`, close: () => app.close() };
+}

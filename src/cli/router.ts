@@ -1,0 +1,145 @@
+import { Option, type Command } from 'commander';
+import { nameSchema } from '../config/schema.js';
+import { EtcdDcs } from '../dcs/etcd.js';
+import { KeelError } from '../errors.js';
+import { RouterControl } from '../router/control.js';
+import { defaultRouteOptions } from '../router/route.js';
+import { BuiltinEngine } from '../router/engines/builtin.js';
+import { defaultHaproxyBinary, HaproxyEngine } from '../router/engines/haproxy.js';
+import type { EngineOptions, ListenAddress, RouterEngine } from '../router/engines/types.js';
+import { systemClock } from '../util/clock.js';
+import { createLogger, type Logger } from '../util/log.js';
+
+interface RouterFlags {
+  etcd: string;
+  cluster: string;
+  rw: string;
+  ro: string;
+  engine: 'builtin' | 'haproxy';
+  roMaxLag: string;
+  roFallback: boolean;
+  waitTimeout: string;
+  connectTimeout: string;
+  haproxy: string;
+}
+
+export interface RouterSettings {
+  endpoints: string[];
+  cluster: string;
+  engine: 'builtin' | 'haproxy';
+  engineOptions: EngineOptions;
+  roMaxLagBytes: number;
+  roFallbackToLeader: boolean;
+  haproxyBinary: string;
+}
+
+/** `host:port`, the host possibly in brackets (IPv6). */
+export function parseListenAddress(text: string, flag: string): ListenAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (match === null || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new KeelError('KEEL_USAGE', `${flag} ${JSON.stringify(text)} is not host:port`, { hint: `e.g. ${flag} 127.0.0.1:6402` });
+  }
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+const sizeUnits: Record<string, number> = { '': 1, b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+/** Bytes, with PostgreSQL's units (kB, MB, GB: powers of 1024). */
+export function parseBytes(text: string, flag: string): number {
+  const match = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = sizeUnits[match?.[2]?.toLowerCase() ?? 'x'];
+  const bytes = match === null || unit === undefined ? NaN : Number(match[1]) * unit;
+  if (!Number.isSafeInteger(bytes)) {
+    throw new KeelError('KEEL_USAGE', `${flag} ${JSON.stringify(text)} is not a size`, { hint: `e.g. ${flag} 16MB or ${flag} 1048576` });
+  }
+  return bytes;
+}
+
+function parseSeconds(text: string, flag: string, min: number, max: number): number {
+  const seconds = Number(text);
+  if (text.trim() === '' || !Number.isFinite(seconds) || seconds < min || seconds > max) {
+    throw new KeelError('KEEL_USAGE', `${flag} must be a number of seconds from ${min} to ${max} (got ${JSON.stringify(text)})`);
+  }
+  return seconds;
+}
+
+export function routerSettings(flags: RouterFlags): RouterSettings {
+  const endpoints = flags.etcd.split(',');
+  for (const endpoint of endpoints) {
+    if (!/^https?:\/\/[^/\s]+$/.test(endpoint)) {
+      throw new KeelError('KEEL_USAGE', `--etcd ${endpoint} is not a URL`, { hint: 'e.g. --etcd http://127.0.0.1:2379' });
+    }
+  }
+  if (!nameSchema.safeParse(flags.cluster).success) {
+    throw new KeelError('KEEL_USAGE', `--cluster ${JSON.stringify(flags.cluster)} is not a cluster name`, { hint: 'lower-case letters, digits and _' });
+  }
+  const rw = parseListenAddress(flags.rw, '--rw');
+  const ro = parseListenAddress(flags.ro, '--ro');
+  if (rw.host === ro.host && rw.port === ro.port) throw new KeelError('KEEL_USAGE', '--rw and --ro must be different addresses');
+  return {
+    endpoints,
+    cluster: flags.cluster,
+    engine: flags.engine,
+    engineOptions: {
+      rw,
+      ro,
+      waitTimeoutMs: Math.round(parseSeconds(flags.waitTimeout, '--wait-timeout', 0, 3600) * 1000),
+      connectTimeoutMs: Math.round(parseSeconds(flags.connectTimeout, '--connect-timeout', 0.1, 60) * 1000),
+    },
+    roMaxLagBytes: parseBytes(flags.roMaxLag, '--ro-max-lag'),
+    roFallbackToLeader: flags.roFallback,
+    haproxyBinary: flags.haproxy,
+  };
+}
+
+function createEngine(settings: RouterSettings, logger: Logger, onExit: (detail: string) => void): RouterEngine {
+  if (settings.engine === 'builtin') return new BuiltinEngine(settings.engineOptions, logger);
+  return new HaproxyEngine({ ...settings.engineOptions, binary: settings.haproxyBinary, slotsPerBackend: 16, onExit }, logger);
+}
+
+async function runRouter(flags: RouterFlags): Promise<void> {
+  const settings = routerSettings(flags);
+  const logger = createLogger({ component: 'router', cluster: settings.cluster, engine: settings.engine });
+  let engineDied: (detail: string) => void = () => undefined;
+  const died = new Promise<string>((resolve) => (engineDied = resolve));
+  const engine = createEngine(settings, logger, (detail) => engineDied(detail));
+  await engine.start();
+  const dcs = new EtcdDcs({ endpoints: settings.endpoints, cluster: settings.cluster, requestTimeoutMs: 2000, logger });
+  const control = new RouterControl(dcs, engine, systemClock, logger, {
+    route: { roMaxLagBytes: settings.roMaxLagBytes, roFallbackToLeader: settings.roFallbackToLeader },
+    rereadMs: 2000,
+    freshnessCheckMs: 250,
+  });
+  const { rw, ro } = settings.engineOptions;
+  logger.info({ rw: `${rw.host}:${rw.port}`, ro: `${ro.host}:${ro.port}`, etcd: settings.endpoints, pid: process.pid }, 'router listening');
+  const stopSignal = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  await control.start();
+  const why = await Promise.race([stopSignal, died.then((detail) => `engine: ${detail}`)]);
+  logger.info({ why }, 'router stopping');
+  await control.stop();
+  await engine.stop();
+  await dcs.close();
+  if (why.startsWith('engine')) throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', why);
+  logger.info('router stopped');
+}
+
+export function registerRouter(program: Command): void {
+  program
+    .command('router')
+    .description('one read-write and one read-only endpoint that follow the leader published in etcd')
+    .requiredOption('--etcd <url>', 'etcd endpoint(s), comma-separated')
+    .requiredOption('--cluster <name>', 'cluster name')
+    .requiredOption('--rw <host:port>', 'where the read-write endpoint listens')
+    .requiredOption('--ro <host:port>', 'where the read-only endpoint listens')
+    .addOption(new Option('--engine <engine>', 'data plane').choices(['builtin', 'haproxy']).default('builtin'))
+    .option('--ro-max-lag <bytes>', 'replicas further behind the leader serve no reads (kB, MB, GB accepted)', `${defaultRouteOptions.roMaxLagBytes / 1024 / 1024}MB`)
+    .option('--no-ro-fallback', 'do not send reads to the leader when no replica qualifies')
+    .option('--wait-timeout <seconds>', 'how long a new connection waits for a backend (no leader, switchover) before it is closed', '30')
+    .option('--connect-timeout <seconds>', 'how long connecting to a backend may take', '3')
+    .option('--haproxy <path>', 'the HAProxy binary, with --engine haproxy', defaultHaproxyBinary)
+    .action(runRouter);
+}

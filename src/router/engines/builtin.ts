@@ -1,0 +1,265 @@
+/**
+ * The builtin engine: a TCP proxy in this process. Bytes are never parsed on
+ * the hot path (pipe() both ways, Nagle off), so anything a client sends,
+ * PostgreSQL's protocol or not, is just forwarded. The only bytes it looks at
+ * are those of a connection that waited in vain, to answer it in PostgreSQL's
+ * own words.
+ */
+import net, { type Server, type Socket } from 'node:net';
+import { KeelError } from '../../errors.js';
+import type { Logger } from '../../util/log.js';
+import { noRoutes, type Backend, type Routes } from '../route.js';
+import { errorResponse, firstMessageKind, noLeaderError } from './pg-wire.js';
+import type { EngineOptions, ListenAddress, RouterEngine } from './types.js';
+
+/** A waiting client that sends more than this is paused (TCP pushes back) until it can be forwarded. */
+const maxHeldBytes = 64 * 1024;
+/** Dead peers on idle connections are found by TCP keep-alive, not by us. */
+const keepAliveDelayMs = 30_000;
+
+interface Link {
+  client: Socket;
+  server: Socket;
+  backend: string;
+}
+
+interface Waiter {
+  client: Socket;
+  chunks: Buffer[];
+  bytes: number;
+  sinceMs: number;
+  timer: NodeJS.Timeout;
+  onData: (chunk: Buffer) => void;
+  onClose: () => void;
+}
+
+type Kind = 'rw' | 'ro';
+
+class Endpoint {
+  readonly links = new Set<Link>();
+  readonly waiting = new Set<Waiter>();
+  server: Server | null = null;
+  constructor(readonly kind: Kind) {}
+
+  connectionsTo(backend: string): number {
+    let n = 0;
+    for (const link of this.links) if (link.backend === backend) n += 1;
+    return n;
+  }
+}
+
+const keyOf = (b: Backend): string => `${b.name}@${b.host}:${b.port}`;
+const noop = (): void => undefined;
+
+export class BuiltinEngine implements RouterEngine {
+  readonly name = 'builtin';
+  private routes: Routes = noRoutes;
+  private readonly rw = new Endpoint('rw');
+  private readonly ro = new Endpoint('ro');
+  private roTurn = 0;
+
+  constructor(
+    private readonly options: EngineOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.listen(this.rw, this.options.rw);
+    try {
+      await this.listen(this.ro, this.options.ro);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private listen(endpoint: Endpoint, address: ListenAddress): Promise<void> {
+    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs }, (socket) =>
+      this.accept(endpoint, socket),
+    );
+    endpoint.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, endpoint.kind, address)));
+      server.listen({ host: address.host, port: address.port, backlog: 1024 }, () => {
+        server.removeAllListeners('error');
+        // e.g. EMFILE on accept: the server keeps listening, the log says why clients were dropped
+        server.on('error', (err) => this.logger.warn({ endpoint: endpoint.kind, err: err.message }, 'accept failed'));
+        resolve();
+      });
+    });
+  }
+
+  /** Connection counts, for logs and tests. */
+  stats(): Record<Kind, { forwarded: number; waiting: number }> {
+    return {
+      rw: { forwarded: this.rw.links.size, waiting: this.rw.waiting.size },
+      ro: { forwarded: this.ro.links.size, waiting: this.ro.waiting.size },
+    };
+  }
+
+  async apply(routes: Routes): Promise<void> {
+    this.routes = routes;
+    // Connections to a former leader must not write one more byte there.
+    const rwKey = routes.rw === null ? null : keyOf(routes.rw);
+    this.cut(this.rw, (backend) => backend !== rwKey);
+    const roKeys = new Set(routes.ro.map(keyOf));
+    this.cut(this.ro, (backend) => !roKeys.has(backend));
+    this.release(this.rw);
+    this.release(this.ro);
+  }
+
+  private cut(endpoint: Endpoint, gone: (backend: string) => boolean): void {
+    const closed = new Map<string, number>();
+    for (const link of endpoint.links) {
+      if (!gone(link.backend)) continue;
+      endpoint.links.delete(link);
+      link.client.destroy();
+      link.server.destroy();
+      closed.set(link.backend, (closed.get(link.backend) ?? 0) + 1);
+    }
+    for (const [backend, count] of closed) {
+      this.logger.info({ endpoint: endpoint.kind, backend, count }, `closed ${count} ${endpoint.kind} connection(s) to ${backend}`);
+    }
+  }
+
+  private target(endpoint: Endpoint): Backend | null {
+    if (endpoint.kind === 'rw') return this.routes.holdRw ? null : this.routes.rw;
+    const candidates = this.routes.ro;
+    if (candidates.length === 0) return null;
+    // least connections; ties go round robin so a fresh set of replicas fills evenly
+    this.roTurn = (this.roTurn + 1) % candidates.length;
+    let best: Backend | null = null;
+    let bestCount = Infinity;
+    for (let i = 0; i < candidates.length; i++) {
+      const candidate = candidates[(this.roTurn + i) % candidates.length]!;
+      const count = this.ro.connectionsTo(keyOf(candidate));
+      if (count < bestCount) {
+        best = candidate;
+        bestCount = count;
+      }
+    }
+    return best;
+  }
+
+  private accept(endpoint: Endpoint, client: Socket): void {
+    // a client's error always ends in 'close', where the link is cleaned up
+    client.on('error', noop);
+    const backend = this.target(endpoint);
+    if (backend === null) this.hold(endpoint, client);
+    else this.forward(endpoint, client, backend, []);
+  }
+
+  private hold(endpoint: Endpoint, client: Socket): void {
+    const waiter: Waiter = {
+      client,
+      chunks: [],
+      bytes: 0,
+      sinceMs: Date.now(),
+      timer: setTimeout(() => this.giveUp(endpoint, waiter), this.options.waitTimeoutMs),
+      onData: (chunk) => {
+        waiter.chunks.push(chunk);
+        waiter.bytes += chunk.length;
+        if (waiter.bytes >= maxHeldBytes) client.pause();
+      },
+      onClose: () => {
+        clearTimeout(waiter.timer);
+        endpoint.waiting.delete(waiter);
+      },
+    };
+    endpoint.waiting.add(waiter);
+    client.on('data', waiter.onData);
+    client.once('close', waiter.onClose);
+  }
+
+  private unhold(endpoint: Endpoint, waiter: Waiter): void {
+    clearTimeout(waiter.timer);
+    endpoint.waiting.delete(waiter);
+    // removing the listener alone would leave the socket flowing and drop bytes
+    waiter.client.pause();
+    waiter.client.removeListener('data', waiter.onData);
+    waiter.client.removeListener('close', waiter.onClose);
+  }
+
+  private release(endpoint: Endpoint): void {
+    for (const waiter of endpoint.waiting) {
+      const backend = this.target(endpoint);
+      if (backend === null) return;
+      this.unhold(endpoint, waiter);
+      this.forward(endpoint, waiter.client, backend, waiter.chunks);
+    }
+  }
+
+  private giveUp(endpoint: Endpoint, waiter: Waiter): void {
+    this.unhold(endpoint, waiter);
+    const client = waiter.client;
+    const seconds = Math.round((Date.now() - waiter.sinceMs) / 1000);
+    // Only a client that sent a StartupMessage expects a protocol answer; anyone else just sees the close.
+    if (firstMessageKind(Buffer.concat(waiter.chunks)) !== 'startup') {
+      client.destroy();
+      return;
+    }
+    const message =
+      endpoint.kind === 'rw' ? noLeaderError(seconds) : errorResponse('57P03', `no replica or leader can serve reads (waited ${seconds} s); retry later`);
+    client.end(message, () => client.destroy());
+  }
+
+  private forward(endpoint: Endpoint, client: Socket, backend: Backend, pending: Buffer[]): void {
+    if (client.destroyed) return;
+    const server = net.connect({ host: backend.host, port: backend.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs });
+    const link: Link = { client, server, backend: keyOf(backend) };
+    endpoint.links.add(link);
+    const connectTimer = setTimeout(() => {
+      this.logger.warn({ endpoint: endpoint.kind, backend: link.backend }, `no connection to ${link.backend} within ${this.options.connectTimeoutMs} ms`);
+      close();
+    }, this.options.connectTimeoutMs);
+    let closed = false;
+    const close = (): void => {
+      if (closed) return;
+      closed = true;
+      clearTimeout(connectTimer);
+      endpoint.links.delete(link);
+      client.destroy();
+      server.destroy();
+    };
+    server.once('connect', () => clearTimeout(connectTimer));
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH') {
+        this.logger.warn({ endpoint: endpoint.kind, backend: link.backend, err: err.code }, `cannot connect to ${link.backend}`);
+      }
+    });
+    client.once('close', close);
+    server.once('close', close);
+    for (const chunk of pending) server.write(chunk);
+    client.pipe(server);
+    server.pipe(client);
+  }
+
+  async stop(): Promise<void> {
+    const closing: Promise<void>[] = [];
+    for (const endpoint of [this.rw, this.ro]) {
+      const server = endpoint.server;
+      endpoint.server = null;
+      if (server?.listening) closing.push(new Promise((resolve) => server.close(() => resolve())));
+      for (const waiter of endpoint.waiting) {
+        this.unhold(endpoint, waiter);
+        waiter.client.destroy();
+      }
+      for (const link of endpoint.links) {
+        link.client.destroy();
+        link.server.destroy();
+      }
+      endpoint.links.clear();
+    }
+    await Promise.all(closing);
+  }
+}
+
+export function listenError(err: NodeJS.ErrnoException, kind: string, address: ListenAddress): KeelError {
+  const where = `${address.host}:${address.port}`;
+  if (err.code === 'EADDRINUSE') {
+    return new KeelError('KEEL_PORT_IN_USE', `the ${kind} address ${where} is already in use`, {
+      hint: `stop what listens there, or give --${kind} another address`,
+    });
+  }
+  return new KeelError('KEEL_ROUTER_LISTEN_FAILED', `cannot listen on ${where} for ${kind}: ${err.message}`);
+}

@@ -1,0 +1,197 @@
+/**
+ * The haproxy engine: runs Debian's HAProxy as a child process and moves
+ * members in and out of its server slots through the runtime API on a unix
+ * socket, so a leader change takes effect the moment etcd says so, never on
+ * a health-check poll. HAProxy carries every byte; this process only steers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants } from 'node:fs';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { KeelError } from '../../errors.js';
+import { sleep } from '../../util/clock.js';
+import type { Logger } from '../../util/log.js';
+import { isPortFree } from '../../util/ports.js';
+import { terminate } from '../../util/process.js';
+import type { Routes } from '../route.js';
+import { haproxyConfig, holdLua, roBackend, rwBackend } from './haproxy-config.js';
+import { checkAnswer, emptyTable, markDirty, planSlots, type SlotTable, type Wanted } from './haproxy-runtime.js';
+import type { EngineOptions, RouterEngine } from './types.js';
+
+export const defaultHaproxyBinary = '/usr/sbin/haproxy';
+const commandTimeoutMs = 2000;
+const startTimeoutMs = 10_000;
+
+export interface HaproxyEngineOptions extends EngineOptions {
+  binary: string;
+  slotsPerBackend: number;
+  /** called when HAProxy exits on its own: the router cannot serve without it */
+  onExit: (detail: string) => void;
+}
+
+/** Sends one command line to the stats socket and returns HAProxy's whole answer. */
+export function runtimeCommand(socketPath: string, command: string, timeoutMs = commandTimeoutMs): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    let answer = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy did not answer "${command}" within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (answer += chunk));
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy's stats socket ${socketPath}: ${err.message}`));
+    });
+    socket.on('end', () => {
+      clearTimeout(timer);
+      resolve(answer);
+    });
+    socket.write(`${command}\n`);
+  });
+}
+
+export class HaproxyEngine implements RouterEngine {
+  readonly name = 'haproxy';
+  private dir: string | null = null;
+  private child: ChildProcess | null = null;
+  private stopping = false;
+  private tables: Record<'rw' | 'ro', SlotTable>;
+  private readonly stderrTail: string[] = [];
+
+  constructor(
+    private readonly options: HaproxyEngineOptions,
+    private readonly logger: Logger,
+  ) {
+    this.tables = { rw: emptyTable(rwBackend, options.slotsPerBackend), ro: emptyTable(roBackend, options.slotsPerBackend) };
+  }
+
+  get socketPath(): string {
+    if (this.dir === null) throw new Error('HAProxy is not started');
+    return join(this.dir, 'admin.sock');
+  }
+
+  /** HAProxy's PID while it runs. */
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
+  async start(): Promise<void> {
+    await access(this.options.binary, constants.X_OK).catch(() => {
+      throw new KeelError('KEEL_BINARY_MISSING', `HAProxy is not installed at ${this.options.binary}`);
+    });
+    for (const [kind, address] of [['rw', this.options.rw], ['ro', this.options.ro]] as const) {
+      if (!(await isPortFree(address.host, address.port))) {
+        throw new KeelError('KEEL_PORT_IN_USE', `the ${kind} address ${address.host}:${address.port} is already in use`, {
+          hint: `stop what listens there, or give --${kind} another address`,
+        });
+      }
+    }
+    this.dir = await mkdtemp(join(tmpdir(), 'keel-haproxy-'));
+    const configPath = join(this.dir, 'haproxy.cfg');
+    const luaPath = join(this.dir, 'hold.lua');
+    await writeFile(luaPath, holdLua());
+    await writeFile(
+      configPath,
+      haproxyConfig({
+        rw: this.options.rw,
+        ro: this.options.ro,
+        socketPath: this.socketPath,
+        luaPath,
+        slotsPerBackend: this.options.slotsPerBackend,
+        waitTimeoutMs: this.options.waitTimeoutMs,
+        connectTimeoutMs: this.options.connectTimeoutMs,
+      }),
+    );
+    try {
+      await this.spawnAndWait(configPath);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private async spawnAndWait(configPath: string): Promise<void> {
+    // -db: stay in the foreground as our child, so its PID is the one we stop
+    const child = spawn(this.options.binary, ['-f', configPath, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        this.stderrTail.push(line);
+        if (this.stderrTail.length > 20) this.stderrTail.shift();
+        const level = /ALERT/.test(line) ? 'error' : /WARNING/.test(line) ? 'warn' : 'info';
+        this.logger[level]({ haproxy: line }, 'haproxy says');
+      });
+    }
+    let exited: string | null = null;
+    child.once('error', (err) => (exited = err.message));
+    child.once('exit', (code, signal) => {
+      exited = `exit code ${code ?? ''}${signal ?? ''}`;
+      this.child = null;
+      if (!this.stopping) this.options.onExit(`HAProxy stopped on its own (${exited})`);
+    });
+    const deadline = Date.now() + startTimeoutMs;
+    for (;;) {
+      if (exited !== null) {
+        await sleep(50); // the last stderr lines explain why
+        const tail = this.stderrTail.join('\n');
+        if (/cannot bind socket|Address already in use/i.test(tail)) {
+          throw new KeelError('KEEL_PORT_IN_USE', `HAProxy cannot listen on ${this.options.rw.port} or ${this.options.ro.port}:\n${tail}`);
+        }
+        throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy did not start (${exited}):\n${tail}`);
+      }
+      const answer = await runtimeCommand(this.socketPath, 'show info', 500).catch(() => null);
+      if (answer?.includes('Pid:')) break;
+      if (Date.now() > deadline) throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy's stats socket did not answer within ${startTimeoutMs} ms`);
+      await sleep(50);
+    }
+    this.logger.info({ pid: child.pid, dir: this.dir }, 'HAProxy started');
+  }
+
+  async apply(routes: Routes): Promise<void> {
+    const rwWanted: Wanted[] = routes.rw === null ? [] : [{ backend: routes.rw, state: routes.holdRw ? 'drain' : 'ready' }];
+    const roWanted: Wanted[] = routes.ro.map((backend) => ({ backend, state: 'ready' }));
+    // rw first: it is the endpoint where a stale backend does harm
+    await this.move('rw', rwWanted);
+    await this.move('ro', roWanted);
+  }
+
+  private async move(kind: 'rw' | 'ro', wanted: Wanted[]): Promise<void> {
+    const plan = planSlots(this.tables[kind], wanted);
+    if (plan.unplaced.length > 0) {
+      this.logger.warn({ endpoint: kind, members: plan.unplaced }, `no free ${kind} slot (${this.options.slotsPerBackend} per backend): members left out`);
+    }
+    for (const command of plan.commands) {
+      const answer = checkAnswer(command, await this.command(command, kind));
+      if (!answer.ok) {
+        this.tables[kind] = markDirty(this.tables[kind]);
+        throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy refused "${command}": ${answer.error}`);
+      }
+    }
+    this.tables[kind] = plan.next;
+  }
+
+  private async command(command: string, kind: 'rw' | 'ro'): Promise<string> {
+    try {
+      return await runtimeCommand(this.socketPath, command);
+    } catch (err) {
+      // outcome unknown: the next apply sets every slot again
+      this.tables[kind] = markDirty(this.tables[kind]);
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const pid = this.child?.pid;
+    // SIGTERM is HAProxy's hard stop: every connection is closed at once
+    if (pid !== undefined) await terminate(pid, 5000);
+    this.child = null;
+    if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
+    this.dir = null;
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * Where the router sends connections, decided from one read of etcd. Pure: no
+ * I/O, time comes in as `nowMs`. The control plane calls it on every change and
+ * hands the result to an engine.
+ */
+import { memberLsn } from '../agent/snapshot.js';
+import type { ClusterView, MemberValue } from '../dcs/types.js';
+
+export interface Backend {
+  /** member name: engines key connections and slots by it */
+  name: string;
+  host: string;
+  port: number;
+}
+
+export interface Routes {
+  /** the leader's PostgreSQL; null: new rw connections wait, existing ones are closed */
+  rw: Backend | null;
+  /** replicas to balance reads over (or the leader as a fallback); empty: new ro connections wait */
+  ro: Backend[];
+  /** new rw connections wait even though rw is set (a switchover is pending); existing ones drain */
+  holdRw: boolean;
+  /** one sentence for the log */
+  reason: string;
+}
+
+export interface RouteOptions {
+  /** a replica further behind the leader than this serves no reads */
+  roMaxLagBytes: number;
+  /** send reads to the leader when no replica qualifies */
+  roFallbackToLeader: boolean;
+  /** a member key older than this is stale (its agent stopped publishing) */
+  ttlSeconds: number;
+  /** a switchover request older than this no longer holds new connections (a leftover key must not block writes) */
+  switchoverHoldMs: number;
+}
+
+export const defaultRouteOptions: RouteOptions = {
+  roMaxLagBytes: 16 * 1024 * 1024,
+  roFallbackToLeader: true,
+  ttlSeconds: 10,
+  switchoverHoldMs: 30_000,
+};
+
+export const noRoutes: Routes = { rw: null, ro: [], holdRw: true, reason: 'no view of the cluster yet' };
+
+const backendOf = (m: MemberValue): Backend => ({ name: m.name, host: m.pgHost, port: m.pgPort });
+
+export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOptions): Routes {
+  const leaderName = view.leader?.value.name ?? null;
+  const leader = leaderName === null ? undefined : view.members.find((m) => m.name === leaderName);
+  const notes: string[] = [];
+
+  // The leader key alone is the right to accept writes; the member key says where and whether it runs.
+  let rw: Backend | null = null;
+  if (leaderName === null) notes.push('no leader: holding new rw connections');
+  else if (leader === undefined) notes.push(`leader ${leaderName} has no member key: holding new rw connections`);
+  else if (leader.role !== 'primary' || !leader.running) notes.push(`leader ${leaderName} does not run a primary yet: holding new rw connections`);
+  else rw = backendOf(leader);
+
+  const switchover = view.switchover?.value;
+  const switchoverPending =
+    rw !== null &&
+    switchover !== undefined &&
+    (switchover.from === null || switchover.from === leaderName) &&
+    nowMs - switchover.requestedAtMs < options.switchoverHoldMs;
+  if (rw !== null) {
+    notes.push(switchoverPending ? `${switchover!.failover ? 'failover' : 'switchover'} from ${leaderName} pending: holding new rw connections, draining the others` : `rw -> ${leaderName}`);
+  }
+
+  const referenceLsn = leader?.walLsn ?? view.status?.value.walLsn ?? null;
+  const ro: Backend[] = [];
+  const excluded: string[] = [];
+  for (const m of view.members) {
+    if (m.name === leaderName) continue;
+    const why = replicaProblem(m, referenceLsn, nowMs, options);
+    if (why === null) ro.push(backendOf(m));
+    else excluded.push(`${m.name} ${why}`);
+  }
+  if (ro.length === 0 && options.roFallbackToLeader && rw !== null) {
+    ro.push(rw);
+    notes.push(`ro -> ${leaderName} (no replica qualifies)`);
+  } else if (ro.length === 0) {
+    notes.push('ro: no backend, holding new ro connections');
+  } else {
+    notes.push(`ro -> ${ro.map((b) => b.name).join(', ')}`);
+  }
+  if (excluded.length > 0) notes.push(`not serving reads: ${excluded.join('; ')}`);
+
+  return { rw, ro, holdRw: rw === null || switchoverPending, reason: notes.join('; ') };
+}
+
+/** Why a member may not serve reads, or null when it may. */
+function replicaProblem(m: MemberValue, referenceLsn: number | null, nowMs: number, options: RouteOptions): string | null {
+  if (m.role !== 'replica') return `is ${m.role}`;
+  if (!m.running) return 'is not running';
+  if (!m.streaming) return 'is not streaming';
+  if (m.tags.noloadbalance === true) return 'is tagged noloadbalance';
+  if (nowMs - m.updatedAtMs > options.ttlSeconds * 1000) return `has not published for ${Math.round((nowMs - m.updatedAtMs) / 1000)} s`;
+  if (referenceLsn !== null) {
+    const lagBytes = referenceLsn - memberLsn(m);
+    if (lagBytes > options.roMaxLagBytes) return `lags ${lagBytes} bytes (> ${options.roMaxLagBytes})`;
+  }
+  return null;
+}
+
+/** What the router serves when it cannot trust its view of etcd: no writes; reads go on from the last view. */
+export function failClosed(last: Routes, why: string): Routes {
+  return { rw: null, ro: last.ro, holdRw: true, reason: `${why}: failing closed, holding new rw connections` };
+}
+
+export const sameBackend = (a: Backend | null, b: Backend | null): boolean =>
+  a === b || (a !== null && b !== null && a.name === b.name && a.host === b.host && a.port === b.port);
+
+/** Whether two route sets send connections to the same places (reasons aside). */
+export function sameRoutes(a: Routes, b: Routes): boolean {
+  return (
+    a.holdRw === b.holdRw &&
+    sameBackend(a.rw, b.rw) &&
+    a.ro.length === b.ro.length &&
+    a.ro.every((backend, i) => sameBackend(backend, b.ro[i] ?? null))
+  );
+}
