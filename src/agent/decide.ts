@@ -24,7 +24,11 @@ function stay(s: Snapshot, reason: string, actions: Action[] = []): Decision {
 }
 
 export function decide(s: Snapshot): Decision {
-  if (s.state === 'failed') return stay(s, 'refusing to run: the data directory belongs to another cluster');
+  if (s.state === 'failed') {
+    const systemId = s.cluster?.initialize?.value.systemId;
+    const mine = s.pg.control?.systemId;
+    return stay(s, systemId && mine ? foreignDataReason(mine, systemId) : 'refusing to join: the data directory belongs to another cluster');
+  }
   const runtime = s.pg.runtime;
   const runningPrimary = runtime !== null && !runtime.inRecovery;
   const leaseDeadlinePassed = s.nowMs >= leaseDeadlineMs(s.lease.lastRenewalMs, s.config);
@@ -68,7 +72,7 @@ export function decide(s: Snapshot): Decision {
   if (control !== null && control.systemId !== init.value.systemId) {
     return {
       to: 'failed',
-      reason: `the data directory holds system ${control.systemId} but cluster ${init.value.systemId}: refusing to join and touching nothing`,
+      reason: foreignDataReason(control.systemId, init.value.systemId),
       actions: [{ kind: 'event', eventKind: 'foreign-data-dir', message: `${s.me.name} refuses a data directory of another cluster` }],
     };
   }
@@ -77,6 +81,10 @@ export function decide(s: Snapshot): Decision {
   if (leader !== null && leader.value.name === s.me.name) return decideAsLeader(s, cluster);
   if (leader !== null) return decideAsFollower(s, cluster, leader.value.name);
   return decideWithoutLeader(s, cluster);
+}
+
+function foreignDataReason(mine: string, cluster: string): string {
+  return `the data directory holds system ${mine} but the cluster is ${cluster}: refusing to join and touching nothing`;
 }
 
 function startReplica(upstream: ReturnType<typeof upstreamOf> | null): Action {

@@ -29,6 +29,12 @@ export function checkTarget(view: ClusterView, to: string, nowMs: number): void 
       );
     }
   }
+  // A running leader hands over only to a replica that streams from it (decide.ts refuses the others).
+  if (view.leader !== null && !member.streaming) {
+    throw new KeelError('KEEL_TARGET_INELIGIBLE', `cannot promote ${to}: it does not stream from ${view.leader.value.name}`, {
+      hint: 'wait for it to stream (see `keel status`), or pick another replica',
+    });
+  }
 }
 
 export interface LeaderChangeRequest {

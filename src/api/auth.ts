@@ -3,7 +3,7 @@
  * and reads stay open: load balancers must not need the token.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { KeelError } from '../errors.js';
 
 function digest(text: string): Buffer {
@@ -19,11 +19,12 @@ export function tokenMatches(presented: string, expected: string): boolean {
 }
 
 /** Throws KEEL_UNAUTHORIZED (401) without a bearer token and KEEL_FORBIDDEN (403) with a wrong one. */
-export function requireToken(expected: string | undefined): (request: FastifyRequest) => Promise<void> {
-  return async (request) => {
+export function requireToken(expected: string | undefined): (request: FastifyRequest, reply: FastifyReply) => Promise<void> {
+  return async (request, reply) => {
     const header = request.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
     if (match === null) {
+      reply.header('www-authenticate', 'Bearer realm="keel"');
       throw new KeelError('KEEL_UNAUTHORIZED', `${request.method} ${request.routeOptions.url ?? request.url} needs a bearer token`);
     }
     // Fail closed: a node without a token refuses every write rather than accepting anyone's.

@@ -3,8 +3,9 @@
  * the dynamic config, operator actions and Prometheus metrics.
  *
  * fastify's own logger stays off: load balancers call the health checks every
- * second, and request logs would carry headers. Requests that change
- * something are logged through Keel's (redacting) logger instead.
+ * second, and its request logs would carry headers. Requests that change
+ * something are logged through Keel's (redacting) logger instead, without
+ * headers or bodies.
  */
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { splitHostPort } from '../agent/member.js';
@@ -22,7 +23,13 @@ const readMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export function buildApi(handle: AgentHandle, options: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024, forceCloseConnections: true, return503OnClosing: true });
-  app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  // `curl -X POST -H 'content-type: application/json'` without a body is common: treat it as no body, not an error.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser(['application/json', 'application/merge-patch+json'], { parseAs: 'string' }, (request, body, done) => {
+    if (body.length === 0) done(null, undefined);
+    else json(request, body.toString(), done);
+  });
 
   app.setErrorHandler((err: FastifyError | KeelError, request, reply) => {
     if (isKeelError(err)) return reply.code(err.httpStatus).send(err.toJSON());
@@ -40,11 +47,11 @@ export function buildApi(handle: AgentHandle, options: ApiOptions): FastifyInsta
     reply.code(404).send({ code: 'KEEL_USAGE', message: `no endpoint ${request.method} ${request.url.split('?')[0]}`, hint: 'e.g. GET /cluster, GET /primary' });
   });
 
+  // Reads are not logged (health checks come every second, and their 503s are answers, not failures);
+  // unexpected errors are logged by the error handler above.
   app.addHook('onResponse', async (request, reply) => {
-    if (readMethods.has(request.method) && reply.statusCode < 500) return;
-    const fields = { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
-    if (reply.statusCode >= 500) options.logger.warn(fields, 'API request answered with an error');
-    else options.logger.info(fields, 'API request');
+    if (readMethods.has(request.method)) return;
+    options.logger.info({ method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'API request');
   });
 
   registerHealth(app, handle, options);

@@ -102,7 +102,6 @@ describe('agent REST API', () => {
   afterAll(async () => {
     if (haproxy?.pid !== undefined) await terminate(haproxy.pid, 5000);
     if (tmp !== null) await rm(tmp, { recursive: true, force: true });
-    execFileSync('sh', ['-c', `rm -rf /tmp/keel-api-logs && mkdir -p /tmp/keel-api-logs && for n in node1 node2 node3; do cp ${cluster.layout.dir}/nodes/$n/agent.log /tmp/keel-api-logs/$n.log; done`]); // DEBUG
     await cluster?.stop();
   });
 
@@ -224,6 +223,11 @@ describe('agent REST API', () => {
     await cluster.waitFor(`${candidate} to lead`, (v) => v.leader?.value.name === candidate && v.members.some((m) => m.name === candidate && m.role === 'primary'), 60_000);
     await until(`rw through HAProxy to reach ${candidate}`, () => rwReaches(cluster.pgPort(candidate), 3), 30_000);
     await until(`${candidate} to answer /primary`, async () => (await api(candidate, '/primary', { method: 'OPTIONS' })).status === 200, 10_000);
+    // the next test kills the leader: start it from a healthy cluster, every replica streaming on the new timeline
+    await cluster.waitFor('both replicas to stream from the new leader', (v) => {
+      const lead = v.members.find((m) => m.name === candidate);
+      return v.members.filter((m) => m.name !== candidate && m.role === 'replica' && m.streaming && m.timeline === lead?.timeline).length === 2;
+    }, 30_000);
   });
 
   it('after the leader node is killed, HAProxy routes rw to the new leader', async () => {

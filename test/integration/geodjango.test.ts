@@ -1,4 +1,3 @@
-import * as require_fs from 'node:fs';
 /**
  * A real, unmodified GeoDjango project (examples/geodjango) against a real
  * cluster: migrate through rw, load fixtures, serve GeoJSON from the replicas,
@@ -42,7 +41,8 @@ function preparePython(): { ready: true; versions: string } | { ready: false; wh
   );
   if (check.status === 0) return { ready: true, versions: check.stdout.trim() };
   const setupOutput = `${setup.stdout ?? ''}${setup.stderr ?? ''}`.trim().split('\n').slice(-5).join(' | ');
-  return { ready: false, why: `${python} cannot import Django/psycopg2/GDAL (${check.stderr.trim().split('\n').at(-1)}); scripts/setup-python.sh: ${setupOutput || setup.error?.message}` };
+  const importError = check.error?.message ?? check.stderr.trim().split('\n').at(-1);
+  return { ready: false, why: `${python} cannot import Django/psycopg2/GDAL (${importError}); scripts/setup-python.sh said: ${setupOutput || setup.error?.message}` };
 }
 
 const pythonSetup = preparePython();
@@ -157,7 +157,6 @@ describe.skipIf(!pythonSetup.ready)(`GeoDjango on Keel (${pythonSetup.ready ? py
       // The password reaches libpq from the cluster's pgpass file, never through settings or argv.
       PGPASSFILE: cluster.layout.pgpassFile,
       KEEL_APP_NAME: appName,
-      KEEL_CONNECT_TIMEOUT: '2',
       DJANGO_SECRET_KEY: randomBytes(32).toString('base64url'),
       PYTHONUNBUFFERED: '1',
     };
@@ -196,7 +195,6 @@ describe.skipIf(!pythonSetup.ready)(`GeoDjango on Keel (${pythonSetup.ready ? py
     server = spawn(python, ['manage.py', 'runserver', `127.0.0.1:${httpPort}`, '--noreload', '--nothreading'], { cwd: exampleDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (chunk: Buffer) => {
       serverOutput = (serverOutput + chunk.toString()).slice(-20_000);
-      (require_fs).appendFileSync('/tmp/geo-full.log', chunk);
     };
     server.stdout!.on('data', keep);
     server.stderr!.on('data', keep);

@@ -314,6 +314,7 @@ describe('write endpoints', () => {
     const none = await w.call(req);
     expect(none.status).toBe(401);
     expect(none.json).toMatchObject({ code: 'KEEL_UNAUTHORIZED' });
+    expect(none.headers['www-authenticate']).toBe('Bearer realm="keel"');
     expect(none.json.hint).toBeTruthy();
     expect((await w.call({ ...req, headers: { authorization: 'Basic dXNlcjpwYXNz' } })).status).toBe(401);
     const wrong = await w.call({ ...req, headers: { authorization: `Bearer ${TOKEN}x` } });
@@ -352,6 +353,7 @@ describe('write endpoints', () => {
     [{ candidate: 'node1' }, 'KEEL_TARGET_INELIGIBLE', 'already leads'],
     [{ leader: 'node2', candidate: 'node3' }, 'KEEL_TARGET_INELIGIBLE', 'node2 does not lead'],
     [{ leader: 'node7' }, 'KEEL_UNKNOWN_MEMBER', 'node7'],
+    [{ candidate: 'node3' }, 'KEEL_TARGET_INELIGIBLE', 'node3: it does not stream from node1'],
   ])('POST /switchover %j is 412 %s', async (payload, code, text) => {
     const w = await world('node1');
     const res = await w.call({ method: 'POST', url: '/switchover', headers: auth, payload });
@@ -400,6 +402,8 @@ describe('write endpoints', () => {
     const restart = await w.call({ method: 'POST', url: '/restart', headers: auth });
     expect(restart.status).toBe(202);
     expect(w.handle.runManual).toHaveBeenCalledWith('restart');
+    // a JSON content type with no body is no body, as curl users expect
+    expect((await w.call({ method: 'POST', url: '/restart', headers: { ...auth, 'content-type': 'application/json' } })).status).toBe(202);
     expect((await w.call({ method: 'POST', url: '/reinitialize', headers: auth, payload: {} })).status).toBe(202);
     expect(w.handle.runManual).toHaveBeenLastCalledWith('reinitialize');
     w.handle.runManual = vi.fn(async () => {

@@ -152,8 +152,8 @@ const cases: Case[] = [
   },
   {
     name: 'failed stays failed',
-    snap: snapshot({ state: 'failed' }),
-    to: 'failed', actions: [], reason: /another cluster/,
+    snap: snapshot({ state: 'failed', pg: { ...stoppedPg, control: control({ systemId: '999' }) } }),
+    to: 'failed', actions: [], reason: /holds system 999 but the cluster is 7300000000000000001: refusing to join/,
   },
   // clone
   {

@@ -11,7 +11,8 @@ serves laptops (`keel up`) and production:
     KEEL_DB_NAME, KEEL_DB_USER   database and role (default app / postgres)
     KEEL_DB_PASSWORD             optional; when unset libpq reads PGPASSFILE or ~/.pgpass
     KEEL_APP_NAME                shown as application_name in pg_stat_activity
-    KEEL_CONNECT_TIMEOUT         seconds per host for a new connection (default 3)
+    KEEL_CONNECT_TIMEOUT         seconds a new connection may take, per host (default 15 for
+                                 one address, 3 for a host list; see below)
     KEEL_CONN_MAX_AGE            seconds a connection is reused (default 60)
 
 A host may be a comma-separated list (one entry per node, ports likewise):
@@ -24,7 +25,11 @@ Why a failover costs at most one request per worker:
     the request using it gets an OperationalError. Django then sees that the
     connection had errors, finds it unusable and closes it at the end of that
     request, so the worker's next request opens a new connection, which goes
-    to the new leader.
+    to the new leader. That failed request is the one request.
+  * New connections made while no leader serves wait in Keel's router
+    (bounded) instead of failing, so later requests are slow, not failed.
+    With libpq host lists instead of a router, they fail fast ("session is
+    read-only") until a standby is promoted.
   * CONN_HEALTH_CHECKS (Django 4.1+) checks a reused connection before a
     request's first query, so a connection that broke between requests is
     replaced without failing any request; only a request in flight at the
@@ -32,7 +37,10 @@ Why a failover costs at most one request per worker:
   * connect_timeout bounds a new connection to a host that does not answer
     (a dead instance in another zone drops packets instead of refusing):
     without it the OS waits about two minutes, and every request of every
-    worker piles up behind it.
+    worker piles up behind it. It also bounds the router's wait, so with one
+    router address it defaults to 15 s: longer than a failover with the
+    default ttl of 10 s, shorter than a typical worker timeout (gunicorn: 30 s).
+    With a host list libpq spends it on each host in turn, hence 3 s there.
   * TCP keepalives (and tcp_user_timeout for data in flight) find a pooled
     connection whose server vanished without closing it, within about
     keepalives_idle + keepalives_interval * keepalives_count seconds instead
@@ -56,8 +64,9 @@ _TARGET_SESSION_ATTRS = {"default": "read-write", "replica": "prefer-standby"}
 
 
 def _connection_options(alias: str, host: str, env: Mapping[str, str]) -> Dict[str, Any]:
+    host_list = "," in host
     options: Dict[str, Any] = {
-        "connect_timeout": int(env.get("KEEL_CONNECT_TIMEOUT", "3")),
+        "connect_timeout": int(env.get("KEEL_CONNECT_TIMEOUT", "3" if host_list else "15")),
         "keepalives": 1,
         "keepalives_idle": 5,
         "keepalives_interval": 2,
@@ -71,7 +80,7 @@ def _connection_options(alias: str, host: str, env: Mapping[str, str]) -> Dict[s
     override = env.get(f"KEEL_{'RW' if alias == 'default' else 'RO'}_TARGET_SESSION_ATTRS")
     if override:
         options["target_session_attrs"] = override
-    elif "," in host:
+    elif host_list:
         # Several hosts: without this, libpq would take the first that
         # answers, which after a failover may be a standby for `default`.
         options["target_session_attrs"] = _TARGET_SESSION_ATTRS[alias]

@@ -133,6 +133,8 @@ class SettingsExampleTest(unittest.TestCase):
         self.assertEqual(dbs["replica"]["TEST"], {"MIRROR": "default"})
         self.assertNotIn("target_session_attrs", dbs["default"]["OPTIONS"])
         self.assertEqual(dbs["default"]["PASSWORD"], "")
+        # long enough to wait out a failover held by the router
+        self.assertEqual(dbs["default"]["OPTIONS"]["connect_timeout"], 15)
         for key in ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"):
             self.assertIn(key, dbs["replica"]["OPTIONS"])
 
@@ -140,6 +142,14 @@ class SettingsExampleTest(unittest.TestCase):
         dbs = self.build({"KEEL_RW_HOST": "a,b,c", "KEEL_RW_PORT": "1,2,3", "KEEL_RO_HOST": "a,b,c", "KEEL_RO_PORT": "1,2,3"})
         self.assertEqual(dbs["default"]["OPTIONS"]["target_session_attrs"], "read-write")
         self.assertEqual(dbs["replica"]["OPTIONS"]["target_session_attrs"], "prefer-standby")
+        # spent per host: a silent host must not eat the whole request
+        self.assertEqual(dbs["default"]["OPTIONS"]["connect_timeout"], 3)
+
+    def test_password_and_timeouts_from_the_environment(self):
+        dbs = self.build({"KEEL_DB_PASSWORD": "from-env", "KEEL_CONNECT_TIMEOUT": "7", "KEEL_CONN_MAX_AGE": "0"})
+        self.assertEqual(dbs["replica"]["PASSWORD"], "from-env")
+        self.assertEqual(dbs["replica"]["OPTIONS"]["connect_timeout"], 7)
+        self.assertEqual(dbs["default"]["CONN_MAX_AGE"], 0)
 
     def test_health_checks_only_where_django_has_them(self):
         dbs = self.build({})

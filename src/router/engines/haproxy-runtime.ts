@@ -61,10 +61,12 @@ export function planSlots(table: SlotTable, wanted: Wanted[]): Plan {
   const slots = table.slots.map((s) => ({ ...s }));
   const leaving: string[] = [];
   const arriving: string[] = [];
+  const vacated = new Set<string>();
 
   for (const slot of slots) {
     const key = slot.member === null ? null : `${slot.member}@${slot.host}:${slot.port}`;
     if (key !== null && wantedByKey.has(key)) continue;
+    if (slot.member !== null) vacated.add(slot.server);
     if (slot.member !== null || slot.state !== 'maint' || slot.dirty) {
       leaving.push(setState(target(table, slot), 'maint'));
       if (slot.member !== null || slot.dirty) leaving.push(shutdownSessions(target(table, slot)));
@@ -79,7 +81,8 @@ export function planSlots(table: SlotTable, wanted: Wanted[]): Plan {
     const key = memberKey(want.backend);
     let slot = slots.find((s) => s.member !== null && `${s.member}@${s.host}:${s.port}` === key);
     if (slot === undefined) {
-      slot = slots.find((s) => s.member === null);
+      // a slot whose sessions are being shut down this very moment is the last choice: its stats stay readable
+      slot = slots.find((s) => s.member === null && !vacated.has(s.server)) ?? slots.find((s) => s.member === null);
       if (slot === undefined) {
         unplaced.push(want.backend.name);
         continue;

@@ -1,0 +1,132 @@
+/**
+ * `keel up` as a new user runs it: detached and in the foreground, status,
+ * down, and up again on the same directory with the same data. Every port
+ * lies in [P, P+99] and nothing is left running after down or Ctrl-C.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalLayout } from '../../src/providers/local-layout.js';
+import { isAlive, readPidFile, waitForExit } from '../../src/util/process.js';
+
+const P = 17900;
+const keel = (args: string[]) => spawnSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', timeout: 240_000 });
+
+interface StatusJson {
+  leader: string | null;
+  members: { name: string; role: string; dataDir: string; agentPid: number | null; postmasterPid: number | null; address: string }[];
+  connection: { rw: string; ro: string; nodes: string[]; passfile: string } | null;
+}
+
+function status(dir: string): { code: number | null; json: StatusJson } {
+  const result = keel(['status', '--dir', dir, '--json']);
+  return { code: result.status, json: JSON.parse(result.stdout) as StatusJson };
+}
+
+function clusterPids(layout: LocalLayout, json: StatusJson): number[] {
+  const pids = [readPidFile(layout.etcdPidFile), readPidFile(layout.supervisorPidFile), readPidFile(layout.routerPidFile)];
+  for (const m of json.members) pids.push(m.agentPid, m.postmasterPid);
+  return pids.filter((p): p is number => p !== null);
+}
+
+/** Listening TCP ports of the given processes, from `ss`. */
+function listeningPorts(pids: number[]): number[] {
+  const out = execFileSync('ss', ['-ltnpH'], { encoding: 'utf8' });
+  const ports: number[] = [];
+  for (const line of out.split('\n')) {
+    const owners = [...line.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+    if (!owners.some((p) => pids.includes(p))) continue;
+    const port = Number(/:(\d+)\s/.exec(line)?.[1]);
+    if (Number.isInteger(port)) ports.push(port);
+  }
+  return ports;
+}
+
+async function queryNode(address: string, password: string, sql: string): Promise<pg.QueryResult> {
+  const [host, port] = address.split(':');
+  const client = new pg.Client({ host, port: Number(port), user: 'postgres', password, database: 'app' });
+  await client.connect();
+  try {
+    return await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+describe('keel up / status / down', () => {
+  let dir: string;
+  let layout: LocalLayout;
+  beforeAll(() => {
+    dir = join(mkdtempSync('/tmp/keel-up-'), 'cluster');
+    chmodSync(join(dir, '..'), 0o755);
+    layout = new LocalLayout(dir);
+  });
+  afterAll(async () => {
+    keel(['down', '--dir', dir]);
+    await rm(join(dir, '..'), { recursive: true, force: true });
+  });
+
+  it('starts detached, reports every node, keeps its ports in range, and stops cleanly', async () => {
+    const up = keel(['up', '--dir', dir, '--port-base', String(P), '--nodes', '2', '--detach']);
+    expect(up.stderr).toBe('');
+    expect(up.status).toBe(0);
+    expect(up.stdout).toContain('is up: 2 node(s)');
+    expect(up.stdout).toContain('read-write:');
+    const { code, json } = status(dir);
+    expect(code).toBe(0);
+    expect(json.members).toHaveLength(2);
+    for (const m of json.members) {
+      expect(m.dataDir).toBe(layout.dataDir(m.name));
+      expect(m.agentPid).toBeGreaterThan(0);
+      expect(m.postmasterPid).toBeGreaterThan(0);
+    }
+    expect(json.connection?.rw).toMatch(/^postgresql:\/\/postgres@127\.0\.0\.1:/);
+    expect(json.connection?.ro).toMatch(/^postgresql:\/\//);
+    expect(JSON.stringify(json)).not.toContain(layout.readSecrets().superuser);
+
+    const pids = clusterPids(layout, json);
+    const ports = listeningPorts(pids);
+    expect(ports.length).toBeGreaterThanOrEqual(5);
+    for (const port of ports) expect(port >= P && port <= P + 99, `port ${port} outside [${P}, ${P + 99}]`).toBe(true);
+
+    const leader = json.members.find((m) => m.role === 'leader')!;
+    await queryNode(leader.address, layout.readSecrets().superuser, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')");
+
+    const again = keel(['up', '--dir', dir, '--detach']);
+    expect(again.status).toBe(2);
+    expect(again.stderr).toContain('KEEL_ALREADY_RUNNING');
+
+    const down = keel(['down', '--dir', dir]);
+    expect(down.status).toBe(0);
+    for (const pid of pids) expect(isAlive(pid), `pid ${pid} still alive after down`).toBe(false);
+  });
+
+  it('starts the same cluster again with its data', async () => {
+    const systemIdBefore = layout.readCluster();
+    const up = keel(['up', '--dir', dir, '--detach']);
+    expect(up.status).toBe(0);
+    const { json } = status(dir);
+    expect(layout.readCluster()).toEqual(systemIdBefore);
+    const leader = json.members.find((m) => m.role === 'leader')!;
+    const rows = await queryNode(leader.address, layout.readSecrets().superuser, 'SELECT v FROM kept');
+    expect(rows.rows).toEqual([{ v: 'still here' }]);
+    expect(keel(['down', '--dir', dir]).status).toBe(0);
+  });
+
+  it('runs in the foreground and stops everything on Ctrl-C', async () => {
+    const child = spawn(process.execPath, ['bin/keel.js', 'up', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const deadline = Date.now() + 120_000;
+    while (!out.includes('is up') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(out).toContain('is up');
+    const pids = clusterPids(layout, status(dir).json);
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    for (const pid of pids) expect(await waitForExit(pid, 5000), `pid ${pid} still alive after Ctrl-C`).toBe(true);
+  });
+});

@@ -1,0 +1,113 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryDcs } from '../../src/dcs/memory.js';
+import { RouterControl } from '../../src/router/control.js';
+import type { Routes } from '../../src/router/route.js';
+import { silentLogger } from '../../src/util/log.js';
+import { NOW, member, primaryMember } from './fixtures.js';
+
+/** A clock the test moves by hand. */
+const clock = { t: NOW, now(): number { return this.t; } };
+
+class FakeEngine {
+  applied: Routes[] = [];
+  async apply(routes: Routes): Promise<void> {
+    this.applied.push(routes);
+  }
+  get last(): Routes | undefined {
+    return this.applied[this.applied.length - 1];
+  }
+}
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function setup(): Promise<{ dcs: MemoryDcs; engine: FakeEngine; control: RouterControl; lease: string }> {
+  clock.t = NOW;
+  const dcs = new MemoryDcs({ cluster: 'main', clock });
+  const lease = await dcs.grantLease(3600);
+  await dcs.putMember(primaryMember('node1', { updatedAtMs: NOW }), lease);
+  await dcs.putMember(member('node2', { updatedAtMs: NOW }), lease);
+  await dcs.acquireLeader('node1', lease);
+  const engine = new FakeEngine();
+  // timers far away: the test drives re-reads and freshness checks itself
+  const control = new RouterControl(dcs, engine, clock, silentLogger(), { route: {}, rereadMs: 3_600_000, freshnessCheckMs: 3_600_000 });
+  await control.start();
+  return { dcs, engine, control, lease };
+}
+
+let stopControl: (() => Promise<void>) | null = null;
+afterEach(async () => {
+  await stopControl?.();
+  stopControl = null;
+});
+
+describe('RouterControl', () => {
+  it('applies the routes of the first read', async () => {
+    const { engine, control } = await setup();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.last !== undefined);
+    expect(engine.last).toMatchObject({ rw: { name: 'node1' }, holdRw: false, ro: [{ name: 'node2' }] });
+  });
+
+  it('follows a leader change through the watch, without a re-read timer', async () => {
+    const { dcs, engine, control, lease } = await setup();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.last?.rw?.name === 'node1');
+    await dcs.releaseLeader('node1');
+    await until('rw held', () => engine.last?.rw === null && engine.last.holdRw);
+    await dcs.putMember(member('node1', { updatedAtMs: NOW }), lease);
+    await dcs.putMember(primaryMember('node2', { updatedAtMs: NOW }), lease);
+    await dcs.acquireLeader('node2', lease);
+    await until('rw on node2', () => engine.last?.rw?.name === 'node2');
+    expect(engine.last).toMatchObject({ holdRw: false, ro: [{ name: 'node1' }] });
+  });
+
+  it('changes that leave the routes as they were are not applied again', async () => {
+    const { dcs, engine, control, lease } = await setup();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.applied.length === 1);
+    for (let i = 0; i < 5; i++) await dcs.putMember(member('node2', { updatedAtMs: NOW, receivedLsn: 1000 + i }), lease);
+    await control.refresh();
+    expect(engine.applied).toHaveLength(1);
+  });
+
+  it('fails closed after ttl without a good read, and opens again when etcd answers', async () => {
+    const { dcs, engine, control } = await setup();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.last?.rw?.name === 'node1');
+    dcs.setUnreachable(true);
+    clock.t += 9_000;
+    await control.refresh();
+    control.checkFreshness();
+    expect(engine.last?.rw?.name).toBe('node1');
+    clock.t += 1_500;
+    control.checkFreshness();
+    await until('fail closed', () => engine.last?.rw === null);
+    expect(engine.last).toMatchObject({ holdRw: true, ro: [{ name: 'node2' }] });
+    expect(engine.last?.reason).toMatch(/etcd not read for 10.5 s \(ttl 10 s\): failing closed/);
+    dcs.setUnreachable(false);
+    await control.refresh();
+    await until('open again', () => engine.last?.rw?.name === 'node1');
+  });
+
+  it('takes ttl from the config key', async () => {
+    const { dcs, engine, control } = await setup();
+    stopControl = () => control.stop();
+    const { defaultDynamicConfig } = await import('../../src/config/schema.js');
+    await dcs.putConfig({ ...defaultDynamicConfig, ttl: 30, loop_wait: 1 }, null);
+    await control.refresh();
+    dcs.setUnreachable(true);
+    clock.t += 20_000;
+    control.checkFreshness();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(engine.last?.rw?.name).toBe('node1');
+    clock.t += 11_000;
+    control.checkFreshness();
+    await until('fail closed', () => engine.last?.rw === null);
+  });
+});

@@ -1,0 +1,177 @@
+import { describe, expect, it } from 'vitest';
+import { haproxyConfig, holdLua } from '../../src/router/engines/haproxy-config.js';
+import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, type Wanted } from '../../src/router/engines/haproxy-runtime.js';
+import { errorResponse, firstMessageKind } from '../../src/router/engines/pg-wire.js';
+import type { Backend } from '../../src/router/route.js';
+
+const node = (n: number, port = 6410 + n): Backend => ({ name: `node${n}`, host: '127.0.0.1', port });
+const ready = (b: Backend): Wanted => ({ backend: b, state: 'ready' });
+
+describe('planSlots', () => {
+  it('puts a first leader into slot 0: address, then ready', () => {
+    const plan = planSlots(emptyTable('be_rw', 4), [ready(node(1))]);
+    expect(plan.commands).toEqual(['set server be_rw/s0 addr 127.0.0.1 port 6411', 'set server be_rw/s0 state ready']);
+    expect(plan.next.slots[0]).toMatchObject({ member: 'node1', state: 'ready', dirty: false });
+  });
+
+  it('the same routes again need no command', () => {
+    const first = planSlots(emptyTable('be_rw', 4), [ready(node(1))]);
+    expect(planSlots(first.next, [ready(node(1))]).commands).toEqual([]);
+  });
+
+  it('a leader change takes the old one out and cuts its sessions before the new one is ready', () => {
+    const first = planSlots(emptyTable('be_rw', 4), [ready(node(1))]);
+    const plan = planSlots(first.next, [ready(node(2))]);
+    expect(plan.commands).toEqual([
+      'set server be_rw/s0 state maint',
+      'shutdown sessions server be_rw/s0',
+      'set server be_rw/s1 addr 127.0.0.1 port 6412',
+      'set server be_rw/s1 state ready',
+    ]);
+    expect(plan.next.slots.map((s) => s.member)).toEqual([null, 'node2', null, null]);
+  });
+
+  it('a pending switchover drains the leader: no new connections, old ones stay', () => {
+    const first = planSlots(emptyTable('be_rw', 4), [ready(node(1))]);
+    expect(planSlots(first.next, [{ backend: node(1), state: 'drain' }]).commands).toEqual(['set server be_rw/s0 state drain']);
+  });
+
+  it('no leader: the slot goes to maintenance and loses its sessions', () => {
+    const first = planSlots(emptyTable('be_rw', 2), [ready(node(1))]);
+    expect(planSlots(first.next, []).commands).toEqual(['set server be_rw/s0 state maint', 'shutdown sessions server be_rw/s0']);
+  });
+
+  it('a member that moved to another port leaves and arrives', () => {
+    const first = planSlots(emptyTable('be_ro', 2), [ready(node(2))]);
+    const plan = planSlots(first.next, [ready(node(2, 7000))]);
+    expect(plan.commands).toEqual([
+      'set server be_ro/s0 state maint',
+      'shutdown sessions server be_ro/s0',
+      'set server be_ro/s1 addr 127.0.0.1 port 7000',
+      'set server be_ro/s1 state ready',
+    ]);
+  });
+
+  it('ro keeps the replicas that stay untouched and reports members beyond the slots', () => {
+    const first = planSlots(emptyTable('be_ro', 2), [ready(node(2)), ready(node(3))]);
+    const plan = planSlots(first.next, [ready(node(3)), ready(node(4)), ready(node(5))]);
+    expect(plan.commands).toEqual([
+      'set server be_ro/s0 state maint',
+      'shutdown sessions server be_ro/s0',
+      'set server be_ro/s0 addr 127.0.0.1 port 6414',
+      'set server be_ro/s0 state ready',
+    ]);
+    expect(plan.unplaced).toEqual(['node5']);
+  });
+
+  it('after a failed command every slot is set again in full', () => {
+    const first = planSlots(emptyTable('be_rw', 2), [ready(node(1))]);
+    expect(planSlots(markDirty(first.next), [ready(node(1))]).commands).toEqual([
+      'set server be_rw/s1 state maint',
+      'shutdown sessions server be_rw/s1',
+      'set server be_rw/s0 addr 127.0.0.1 port 6411',
+      'set server be_rw/s0 state ready',
+    ]);
+  });
+});
+
+describe('checkAnswer', () => {
+  it.each([
+    ['set server be_rw/s0 state ready', '\n', true],
+    ['shutdown sessions server be_rw/s0', '\n', true],
+    ['set server be_rw/s0 addr 127.0.0.1 port 5432', "no need to change the addr, port changed from '1' to '5432' by 'stats socket command'\n\n", true],
+    ['set server be_rw/s0 addr 127.0.0.2 port 5432', "IP changed from '127.0.0.1' to '127.0.0.2', no need to change the port by 'stats socket command'\n\n", true],
+    ['set server be_rw/s9 state ready', 'No such server.\n\n', false],
+    ['set server nope/s0 state maint', 'No such backend.\n\n', false],
+    ['set server be_rw/s0 addr 127.0.0.1 port 5432', 'Permission denied\n\n', false],
+    ['bogus', 'Unknown command, but maybe one of the following ones is a better match:\n  show fd\n', false],
+    ['show info', 'Name: HAProxy\nPid: 1\n', true],
+  ])('%s -> %j', (command, answer, ok) => {
+    expect(checkAnswer(command, answer).ok).toBe(ok);
+  });
+
+  it('an error keeps the first line of HAProxy\'s message', () => {
+    expect(checkAnswer('set server be_rw/s9 state ready', 'No such server.\n\n')).toEqual({ ok: false, error: 'No such server.' });
+  });
+});
+
+describe('parseServersState', () => {
+  // as HAProxy 2.6 prints it: initial `disabled`, ready, drain, forced maintenance
+  const answer = [
+    '1',
+    '# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port',
+    '3 be_rw 1 s0 127.0.0.1 0 5 1 1 1 1 0 0 8 0 0 0 - 1 - 0 0 - - 0',
+    '3 be_rw 2 s1 127.0.0.1 2 4 1 1 0 1 0 0 8 0 0 0 - 5432 - 0 0 - - 0',
+    '3 be_rw 3 s2 127.0.0.1 2 12 1 1 0 1 0 0 8 0 0 0 - 5433 - 0 0 - - 0',
+    '3 be_rw 4 s3 127.0.0.1 0 1 1 1 0 1 0 0 8 0 0 0 - 5434 - 0 0 - - 0',
+    '',
+    '',
+  ].join('\n');
+
+  it('reads each slot with its address and state', () => {
+    expect(parseServersState(answer)).toEqual([
+      { backend: 'be_rw', server: 's0', address: '127.0.0.1', port: 1, state: 'maint' },
+      { backend: 'be_rw', server: 's1', address: '127.0.0.1', port: 5432, state: 'ready' },
+      { backend: 'be_rw', server: 's2', address: '127.0.0.1', port: 5433, state: 'drain' },
+      { backend: 'be_rw', server: 's3', address: '127.0.0.1', port: 5434, state: 'maint' },
+    ]);
+  });
+
+  it('refuses an answer that is not a server state dump', () => {
+    expect(() => parseServersState('No such backend.\n')).toThrow(/not a "show servers state" answer/);
+  });
+});
+
+describe('haproxy configuration', () => {
+  const config = haproxyConfig({
+    rw: { host: '127.0.0.1', port: 6402 },
+    ro: { host: '127.0.0.1', port: 6403 },
+    socketPath: '/run/k/admin.sock',
+    luaPath: '/run/k/hold.lua',
+    slotsPerBackend: 3,
+    waitTimeoutMs: 30_000,
+    connectTimeoutMs: 3000,
+  });
+
+  it('declares slots in maintenance, an admin socket and the hold action', () => {
+    expect(config).toContain('stats socket /run/k/admin.sock mode 600 level admin');
+    expect(config).toContain('  server s2 127.0.0.1:1 disabled');
+    expect(config).not.toContain('server s3 ');
+    expect(config).toContain('tcp-request content lua.keel_hold be_rw 30000 rw');
+    expect(config).toContain('tcp-request inspect-delay 32000ms');
+    expect(config).toMatch(/backend be_ro\n {2}balance leastconn/);
+    expect(config).toContain('timeout connect 3000ms');
+  });
+
+  it('the Lua action checks nbsrv and answers 57P03', () => {
+    const lua = holdLua();
+    expect(lua).toContain('txn.f:nbsrv(backend)');
+    expect(lua).toContain('C57P03');
+  });
+});
+
+describe('pg-wire', () => {
+  const startup = Buffer.from('0000002500030000757365720070000000', 'hex');
+  it.each([
+    ['startup', Buffer.concat([Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]), Buffer.alloc(32)])],
+    ['ssl', Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])],
+    ['gssenc', Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])],
+    ['cancel', Buffer.concat([Buffer.from([0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e]), Buffer.alloc(8)])],
+    ['incomplete', Buffer.from([0, 0, 0])],
+    ['other', Buffer.from('GET / HTTP/1.1\r\n\r\n')],
+    ['other', Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0])],
+  ])('%s', (kind, bytes) => {
+    expect(firstMessageKind(bytes)).toBe(kind);
+  });
+
+  it('a startup packet header is recognised before its body arrives', () => {
+    expect(firstMessageKind(startup)).toBe('startup');
+  });
+
+  it('ErrorResponse: type E, length without the type byte, NUL-terminated fields', () => {
+    const msg = errorResponse('57P03', 'no leader');
+    expect(msg.subarray(0, 1).toString()).toBe('E');
+    expect(msg.readUInt32BE(1)).toBe(msg.length - 1);
+    expect(msg.subarray(5).toString()).toBe('SFATAL\0VFATAL\0C57P03\0Mno leader\0\0');
+  });
+});

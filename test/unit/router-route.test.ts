@@ -1,0 +1,149 @@
+import { describe, expect, it } from 'vitest';
+import type { ClusterView } from '../../src/dcs/types.js';
+import { computeRoutes, defaultRouteOptions, failClosed, sameRoutes, type RouteOptions } from '../../src/router/route.js';
+import { NOW, cluster, leaderKey, member, primaryMember } from './fixtures.js';
+
+interface Case {
+  name: string;
+  view: ClusterView;
+  options?: Partial<RouteOptions>;
+  rw: string | null;
+  ro: string[];
+  holdRw: boolean;
+  reason: RegExp;
+}
+
+const MiB = 1024 * 1024;
+const healthy = () => [primaryMember('node1', { walLsn: 100 * MiB }), member('node2', { receivedLsn: 100 * MiB, replayedLsn: 100 * MiB }), member('node3', { receivedLsn: 99 * MiB, replayedLsn: 99 * MiB })];
+const switchover = (from: string | null, over: { to?: string | null; requestedAtMs?: number; failover?: boolean } = {}): ClusterView['switchover'] => ({
+  value: { v: 1, from, to: over.to ?? null, failover: over.failover ?? false, requestedAtMs: over.requestedAtMs ?? NOW - 1000 },
+  modRevision: '20',
+});
+
+const cases: Case[] = [
+  {
+    name: 'healthy cluster: rw to the leader, ro to both replicas',
+    view: cluster({ leader: leaderKey('node1'), members: healthy() }),
+    rw: 'node1', ro: ['node2', 'node3'], holdRw: false, reason: /rw -> node1; ro -> node2, node3$/,
+  },
+  {
+    name: 'no leader key: hold rw, replicas still serve reads',
+    view: cluster({ members: [member('node2'), member('node3')] }),
+    rw: null, ro: ['node2', 'node3'], holdRw: true, reason: /no leader: holding new rw/,
+  },
+  {
+    name: 'leader key without a member key: hold rw',
+    view: cluster({ leader: leaderKey('node1'), members: [member('node2')] }),
+    rw: null, ro: ['node2'], holdRw: true, reason: /leader node1 has no member key/,
+  },
+  {
+    name: 'leader still promoting (publishes replica): hold rw, it serves no reads either',
+    view: cluster({ leader: leaderKey('node2'), members: [member('node2', { streaming: false }), member('node3', { streaming: false })] }),
+    rw: null, ro: [], holdRw: true, reason: /leader node2 does not run a primary yet.*ro: no backend/,
+  },
+  {
+    name: 'leader key names a member whose PostgreSQL is down: hold rw',
+    view: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { running: false }), member('node2')] }),
+    rw: null, ro: ['node2'], holdRw: true, reason: /does not run a primary/,
+  },
+  {
+    name: 'a primary without the leader key gets no rw traffic (the key is the right to write)',
+    view: cluster({ leader: leaderKey('node2'), members: [primaryMember('node1'), primaryMember('node2'), member('node3')] }),
+    rw: 'node2', ro: ['node3'], holdRw: false, reason: /not serving reads: node1 is primary/,
+  },
+  {
+    name: 'replica beyond the lag bound serves no reads',
+    view: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { walLsn: 100 * MiB }), member('node2', { receivedLsn: 100 * MiB, replayedLsn: 100 * MiB }), member('node3', { receivedLsn: 80 * MiB, replayedLsn: 80 * MiB })] }),
+    rw: 'node1', ro: ['node2'], holdRw: false, reason: /node3 lags 20971520 bytes \(> 16777216\)/,
+  },
+  {
+    name: 'the lag bound is an option',
+    view: cluster({ leader: leaderKey('node1'), members: healthy() }),
+    options: { roMaxLagBytes: 512 * 1024 },
+    rw: 'node1', ro: ['node2'], holdRw: false, reason: /node3 lags 1048576 bytes/,
+  },
+  {
+    name: 'lag measured from received or replayed, whichever is further',
+    view: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { walLsn: 100 * MiB }), member('node2', { receivedLsn: 100 * MiB, replayedLsn: 10 * MiB })] }),
+    rw: 'node1', ro: ['node2'], holdRw: false, reason: /ro -> node2/,
+  },
+  {
+    name: 'replica not streaming, not running, or silent for longer than ttl: no reads; fallback to the leader',
+    view: cluster({
+      leader: leaderKey('node1'),
+      members: [primaryMember('node1'), member('node2', { streaming: false }), member('node3', { running: false }), member('node4', { updatedAtMs: NOW - 11_000 })],
+    }),
+    rw: 'node1', ro: ['node1'], holdRw: false, reason: /ro -> node1 \(no replica qualifies\).*node2 is not streaming; node3 is not running; node4 has not published for 11 s/,
+  },
+  {
+    name: 'no fallback when it is turned off: ro waits',
+    view: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2', { streaming: false })] }),
+    options: { roFallbackToLeader: false },
+    rw: 'node1', ro: [], holdRw: false, reason: /ro: no backend, holding/,
+  },
+  {
+    name: 'noloadbalance tag keeps a replica out of ro',
+    view: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2', { tags: { noloadbalance: true } }), member('node3')] }),
+    rw: 'node1', ro: ['node3'], holdRw: false, reason: /node2 is tagged noloadbalance/,
+  },
+  {
+    name: 'switchover pending from the leader: hold new rw, keep rw for draining',
+    view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { to: 'node2' }) }),
+    rw: 'node1', ro: ['node2', 'node3'], holdRw: true, reason: /switchover from node1 pending: holding new rw/,
+  },
+  {
+    name: 'failover request without a from, leader present: hold as well',
+    view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover(null, { to: 'node2', failover: true }) }),
+    rw: 'node1', ro: ['node2', 'node3'], holdRw: true, reason: /failover from node1 pending/,
+  },
+  {
+    name: 'switchover already done (request names the former leader): no hold',
+    view: cluster({ leader: leaderKey('node2'), members: [member('node1'), primaryMember('node2'), member('node3')], switchover: switchover('node1', { to: 'node2' }) }),
+    rw: 'node2', ro: ['node1', 'node3'], holdRw: false, reason: /rw -> node2/,
+  },
+  {
+    name: 'a leftover switchover key older than the hold bound does not block writes',
+    view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { requestedAtMs: NOW - 31_000 }) }),
+    rw: 'node1', ro: ['node2', 'node3'], holdRw: false, reason: /rw -> node1/,
+  },
+  {
+    name: 'no leader: lag is measured from the last status position',
+    view: cluster({
+      members: [member('node2', { receivedLsn: 100 * MiB, replayedLsn: 100 * MiB }), member('node3', { receivedLsn: 50 * MiB, replayedLsn: 50 * MiB })],
+      status: { value: { v: 1, leader: 'node1', timeline: 1, walLsn: 100 * MiB, updatedAtMs: NOW - 2000 }, modRevision: '9' },
+    }),
+    rw: null, ro: ['node2'], holdRw: true, reason: /node3 lags/,
+  },
+];
+
+describe('computeRoutes', () => {
+  for (const c of cases) {
+    it(c.name, () => {
+      const routes = computeRoutes(c.view, NOW, { ...defaultRouteOptions, ...c.options });
+      expect({ rw: routes.rw?.name ?? null, ro: routes.ro.map((b) => b.name), holdRw: routes.holdRw }).toEqual({ rw: c.rw, ro: c.ro, holdRw: c.holdRw });
+      expect(routes.reason).toMatch(c.reason);
+    });
+  }
+
+  it('backends carry the member address', () => {
+    const routes = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy() }), NOW, defaultRouteOptions);
+    expect(routes.rw).toEqual({ name: 'node1', host: '127.0.0.1', port: 5501 });
+  });
+});
+
+describe('failClosed and sameRoutes', () => {
+  const healthyRoutes = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy() }), NOW, defaultRouteOptions);
+
+  it('fail closed drops rw, holds it, keeps ro and says why', () => {
+    const closed = failClosed(healthyRoutes, 'etcd not read for 10.5 s');
+    expect(closed).toMatchObject({ rw: null, holdRw: true, ro: healthyRoutes.ro });
+    expect(closed.reason).toMatch(/etcd not read for 10.5 s: failing closed/);
+  });
+
+  it('routes differing only in their reason are the same', () => {
+    expect(sameRoutes(healthyRoutes, { ...healthyRoutes, reason: 'other' })).toBe(true);
+    expect(sameRoutes(healthyRoutes, { ...healthyRoutes, holdRw: true })).toBe(false);
+    expect(sameRoutes(healthyRoutes, { ...healthyRoutes, rw: { name: 'node1', host: '127.0.0.1', port: 1 } })).toBe(false);
+    expect(sameRoutes(healthyRoutes, { ...healthyRoutes, ro: healthyRoutes.ro.slice(1) })).toBe(false);
+  });
+});
