@@ -38,7 +38,13 @@ const catalogue = {
   KEEL_UNAUTHORIZED: { exitStatus: 2, httpStatus: 401, hint: 'send Authorization: Bearer <token> from the node config' },
   KEEL_FORBIDDEN: { exitStatus: 2, httpStatus: 403, hint: 'the token does not match the node config' },
   KEEL_ROUTER_LISTEN_FAILED: { exitStatus: 2, httpStatus: 500, hint: 'give --rw/--ro a host:port this machine can listen on, e.g. 127.0.0.1:6402' },
+  KEEL_SPEC_INVALID: { exitStatus: 2, httpStatus: 400, hint: 'fix the named field; `keel spec show` prints the current spec' },
+  KEEL_EDITOR_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'set $EDITOR to an editor that exits 0 after saving, or use `keel spec set key=value`' },
   KEEL_ROUTER_ENGINE_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at the router log (HAProxy\'s own messages are in it with --engine haproxy)' },
+  KEEL_ENDPOINT_UNREACHABLE: { exitStatus: 1, httpStatus: 503, hint: 'check the DSN, that the cluster runs (`keel status`) and that the password is in PGPASSFILE or the URL' },
+  KEEL_DEMO_SCHEMA_CONFLICT: { exitStatus: 2, httpStatus: 409, hint: 'the demo needs its own "deals" table: point it at another database, or drop or rename the existing table' },
+  KEEL_DEMO_CLUSTER_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at DIR/supervisor.log and DIR/nodes/*/agent.log' },
+  KEEL_DEMO_LOST_WRITES: { exitStatus: 1, httpStatus: 500, hint: 'the ids are listed above; look at the agents\' logs and `keel events` around the failovers' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type KeelErrorCode = keyof typeof catalogue;

@@ -5,6 +5,8 @@ import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from './lease.js';
 import { unreachableMarker } from './decide.js';
+import { isFreshReplica } from './eligibility.js';
+import { formatSynchronousStandbyNames } from './sync.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
@@ -77,6 +79,10 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       return ctx.pg.follow(startOptions(true, action.upstream));
     case 'syncSlots':
       return ctx.pg.syncSlots(action.names);
+    case 'putSync':
+      return ctx.dcs.putSync({ v: 1, leader: me, members: action.set.members, quorum: action.set.quorum });
+    case 'setSynchronousStandbys':
+      return ctx.pg.setSynchronousStandbyNames(action.value);
     case 'clearSwitchover':
       return ctx.dcs.clearSwitchover(action.expectModRevision);
     case 'event':
@@ -111,6 +117,29 @@ function canConnect(host: string, port: number, timeoutMs: number): Promise<bool
   });
 }
 
+/**
+ * In synchronous mode a new primary must not take a single write before it
+ * names its synchronous standbys: the replicas it can see, recorded (widened
+ * with the old set) in the sync key first.
+ */
+async function prepareSynchronousStandbys(snap: Snapshot, ctx: ActionContext): Promise<void> {
+  const config = snap.config;
+  const cluster = snap.cluster;
+  if (config.synchronous_mode === 'off' || cluster === null) return;
+  const me = ctx.config.name;
+  const others = cluster.members
+    .filter((m) => m.name !== me && m.tags.nofailover !== true && isFreshReplica(m, snap.nowMs, config))
+    .map((m) => m.name)
+    .sort();
+  if (others.length === 0 && config.synchronous_mode === 'on') return;
+  const wanted = { members: others, quorum: config.synchronous_mode === 'strict' ? config.synchronous_node_count : Math.min(config.synchronous_node_count, others.length) };
+  const old = cluster.sync?.value;
+  const union = [...new Set([...(old?.members ?? []), ...others])].filter((m) => m !== me).sort();
+  const quorum = Math.min(wanted.quorum, old && old.members.length > 0 ? old.quorum : wanted.quorum);
+  await ctx.dcs.putSync({ v: 1, leader: me, members: union, quorum });
+  await ctx.pg.setSynchronousStandbyNames(formatSynchronousStandbyNames(wanted));
+}
+
 async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
   const init = snap.cluster?.initialize;
   if (!init) throw new ActionFailed('initialize key vanished');
@@ -138,6 +167,7 @@ async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Prom
     atMs: ctx.now(),
     reason,
   });
+  await prepareSynchronousStandbys(snap, ctx);
   ctx.setWritable(true);
   await ctx.pg.promote();
   const switchover = snap.cluster?.switchover;

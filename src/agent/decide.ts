@@ -5,6 +5,7 @@
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 import type { ControlData } from '../postgres/types.js';
 import { divergence, leaseDeadlineMs, promotionVerdict } from './eligibility.js';
+import { nextSyncStep } from './sync.js';
 import { memberLsn, upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
 
 /** Seconds a switchover request may hold back an election before it is ignored. */
@@ -149,8 +150,11 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   const missing = others.filter((name) => !runtime.slots.includes(name));
   const surplus = runtime.slots.filter((name) => !others.includes(name));
   const actions: Action[] = missing.length > 0 || surplus.length > 0 ? [{ kind: 'syncSlots', names: others }] : [];
+  actions.push(...nextSyncStep(s.config, cluster, runtime, s.me.name, s.nowMs));
   const streaming = runtime.replicas.filter((r) => r.state === 'streaming').length;
-  return { to: 'primary', reason: `I am the leader with the lease; ${streaming} replica(s) streaming`, actions };
+  const sync = cluster.sync?.value;
+  const syncNote = s.config.synchronous_mode === 'off' ? '' : sync && sync.members.length > 0 ? `, synchronous: ANY ${sync.quorum} of ${sync.members.join(', ')}` : ', no synchronous standby';
+  return { to: 'primary', reason: `I am the leader with the lease; ${streaming} replica(s) streaming${syncNote}`, actions };
 }
 
 function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, modRevision: string): Decision {

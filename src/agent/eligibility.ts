@@ -4,6 +4,7 @@
 import type { DynamicConfig } from '../config/schema.js';
 import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
 import { memberLsn } from './snapshot.js';
+import { syncVerdict } from './sync.js';
 
 /** Milliseconds before the lease's server-side expiry at which a leader must have stopped accepting writes. */
 export function leaseMarginMs(config: DynamicConfig): number {
@@ -50,9 +51,8 @@ export function promotionVerdict(
       why: `${candidate.name} is ${leaderLsn - lsn} bytes behind the last known leader position (maximum_lag_on_failover ${config.maximum_lag_on_failover})`,
     };
   }
-  if (config.synchronous_mode !== 'off' && cluster.sync !== null && !cluster.sync.value.members.includes(candidate.name)) {
-    return { ok: false, why: `${candidate.name} is not in the synchronous set (${cluster.sync.value.members.join(', ') || 'empty'})` };
-  }
+  const sync = syncVerdict(candidate, cluster, config, nowMs, memberLsn);
+  if (!sync.ok) return sync;
   if (options.ignoreOthers) return { ok: true };
   for (const other of cluster.members) {
     if (other.name === candidate.name || other.tags.nofailover === true) continue;

@@ -43,6 +43,8 @@ export type Action =
   | { kind: 'follow'; upstream: UpstreamTarget }
   | { kind: 'syncSlots'; names: string[] }
   | { kind: 'clearSwitchover'; expectModRevision: string }
+  | { kind: 'putSync'; set: { members: string[]; quorum: number } }
+  | { kind: 'setSynchronousStandbys'; value: string }
   | { kind: 'event'; eventKind: string; message: string };
 
 export type ActionKind = Action['kind'];

@@ -7,38 +7,11 @@
  * from a client safe as well.
  */
 import type { FastifyInstance } from 'fastify';
-import type { z } from 'zod';
-import { defaultDynamicConfig, dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
+import { applyConfigPatch } from '../config/patch.js';
+import { defaultDynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { requireToken } from './auth.js';
 import type { ApiOptions } from './handle.js';
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** RFC 7386: objects merge key by key, null removes a key (here: back to its default), anything else replaces. */
-export function mergePatch(target: unknown, patch: unknown): unknown {
-  if (!isObject(patch)) return patch;
-  const out: Record<string, unknown> = isObject(target) ? { ...target } : {};
-  for (const [key, value] of Object.entries(patch)) {
-    if (value === null) delete out[key];
-    else out[key] = mergePatch(out[key], value);
-  }
-  return out;
-}
-
-function describeIssues(error: z.ZodError): string {
-  return error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(top level)'}: ${i.message}`).join('; ');
-}
-
-/** The merged settings, or KEEL_CONFIG_INVALID naming each field that is wrong. */
-export function applyConfigPatch(current: DynamicConfig, patch: unknown): DynamicConfig {
-  if (!isObject(patch)) throw new KeelError('KEEL_CONFIG_INVALID', 'the body must be a JSON object of settings', { hint: 'e.g. {"ttl": 20}' });
-  const checked = dynamicConfigSchema.safeParse(mergePatch(current, patch));
-  if (!checked.success) throw new KeelError('KEEL_CONFIG_INVALID', `invalid dynamic config: ${describeIssues(checked.error)}`);
-  return checked.data;
-}
 
 /** A strong ETag from an etcd revision; "0" stands for a config key that does not exist yet. */
 const etagOf = (modRevision: string | null): string => `"${modRevision ?? '0'}"`;

@@ -39,7 +39,8 @@ export function buildApi(handle: AgentHandle, options: ApiOptions): FastifyInsta
       return reply.code(status).send({ code: 'KEEL_USAGE', message: redactSecrets(err.message), hint: 'see the API section of the docs for what each endpoint accepts' });
     }
     options.logger.error({ method: request.method, url: request.url, err: describeError(err) }, 'API request failed');
-    // Not in the KEEL_* catalogue on purpose: the text of an unexpected error is logged, never sent.
+    // The text of an unexpected error is logged, never sent: it may quote a connection string.
+    // KEEL_INTERNAL has no entry in errors.ts yet (the catalogue has no catch-all code).
     return reply.code(500).send({ code: 'KEEL_INTERNAL', message: 'the request failed unexpectedly', hint: 'look at the agent log' });
   });
 

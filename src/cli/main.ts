@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { isKeelError, KeelError, redactSecrets } from '../errors.js';
 import { registerAgent } from './agent.js';
+import { registerConfig } from './config.js';
 import { registerRouter } from './router.js';
 import { registerDown, registerUp } from './up.js';
 import { registerStatus } from './status.js';
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerDown(program);
   registerStatus(program);
   registerSwitchover(program);
+  registerConfig(program);
   registerAgent(program);
   registerRouter(program);
   return program;

@@ -6,12 +6,15 @@ import { z } from 'zod';
 import { dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import type {
+  AutoscalePolicy,
+  ControllerValue,
   EventValue,
   HistoryEntry,
   HistoryValue,
   InitializeValue,
   LeaderValue,
   MemberValue,
+  SpecValue,
   StatusValue,
   SwitchoverValue,
   SyncValue,
@@ -62,6 +65,9 @@ export const memberSchema: z.ZodType<MemberValue> = z.object({
   postmasterPid: z.number().int().min(1).nullable(),
   dataDir: z.string(),
   updatedAtMs: epochMs,
+  metrics: z
+    .object({ cpuPercent: z.number().min(0), connections: z.number().int().min(0), roQueriesPerSecond: z.number().min(0) })
+    .optional(),
 });
 
 export const statusSchema: z.ZodType<StatusValue> = z.object({
@@ -76,6 +82,7 @@ export const syncSchema: z.ZodType<SyncValue> = z.object({
   v: version,
   leader: memberName,
   members: z.array(memberName),
+  quorum: z.number().int().min(0),
 });
 
 export const switchoverSchema: z.ZodType<SwitchoverValue> = z.object({
@@ -115,7 +122,55 @@ export const configSchema: z.ZodType<DynamicConfig, unknown> = z
   .transform(({ v: _v, ...settings }) => settings)
   .pipe(dynamicConfigSchema);
 
-function describeIssues(error: z.ZodError): string {
+/** The most nodes a spec may declare; a provider may allow fewer (local: 20). */
+export const maxSpecNodes = 100;
+
+/**
+ * `spec`: readers strip unknown fields like every other value; `strict` is
+ * for what people type (`keel spec set|edit`), where a misspelt key must be an
+ * error rather than silently ignored.
+ */
+export function buildSpecSchema(strict: boolean): z.ZodType<SpecValue> {
+  const object = <T extends z.ZodRawShape>(shape: T) => (strict ? z.strictObject(shape) : z.object(shape));
+  const autoscale = object({
+    enabled: z.boolean().default(false),
+    metric: z.enum(['cpu', 'connections', 'roQps']).default('cpu'),
+    target: z.number().positive().default(70),
+    minReplicas: z.number().int().min(0).max(maxSpecNodes - 1).default(1),
+    maxReplicas: z.number().int().min(0).max(maxSpecNodes - 1).default(4),
+    scaleOutCooldownSeconds: z.number().min(0).max(86_400).default(300),
+    scaleInCooldownSeconds: z.number().min(0).max(86_400).default(300),
+    scaleInEnabled: z.boolean().default(true),
+  }).refine((a: AutoscalePolicy) => a.minReplicas <= a.maxReplicas, { message: 'minReplicas must not exceed maxReplicas', path: ['minReplicas'] });
+  const scaling = object({
+    added: z.array(memberName).default([]),
+    lastScaleOutAtMs: epochMs.nullable().default(null),
+    lastScaleInAtMs: epochMs.nullable().default(null),
+  });
+  return object({
+    v: version,
+    nodes: z.number().int().min(1).max(maxSpecNodes),
+    zones: z
+      .array(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . -, at most 64 characters'))
+      .min(1)
+      .refine((zones: string[]) => new Set(zones).size === zones.length, 'zones must not repeat'),
+    instanceClass: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . -, at most 64 characters'),
+    replaceAfterSeconds: z.number().min(1).max(86_400).default(30),
+    autoscale: autoscale.prefault({}),
+    scaling: scaling.prefault({}),
+  }) as unknown as z.ZodType<SpecValue>;
+}
+
+export const specSchema = buildSpecSchema(false);
+
+export const controllerSchema: z.ZodType<ControllerValue> = z.object({
+  v: version,
+  name: z.string().min(1),
+  pid: z.number().int().min(0),
+  startedAtMs: epochMs,
+});
+
+export function describeIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(top level)'}: ${issue.message}`)
     .join('; ');
@@ -149,6 +204,8 @@ export const decodeSwitchover = (text: string): Decoded<SwitchoverValue> => deco
 export const decodeHistory = (text: string): Decoded<HistoryValue> => decode(historySchema, text);
 export const decodeEvent = (text: string): Decoded<EventValue> => decode(eventSchema, text);
 export const decodeConfig = (text: string): Decoded<DynamicConfig> => decode(configSchema, text);
+export const decodeSpec = (text: string): Decoded<SpecValue> => decode(specSchema, text);
+export const decodeController = (text: string): Decoded<ControllerValue> => decode(controllerSchema, text);
 
 type StoredValue =
   | InitializeValue
@@ -158,7 +215,8 @@ type StoredValue =
   | SyncValue
   | SwitchoverValue
   | HistoryValue
-  | EventValue;
+  | EventValue
+  | ControllerValue;
 
 export function encode(value: StoredValue): string {
   return JSON.stringify(value);
@@ -171,6 +229,13 @@ export function encodeConfig(config: DynamicConfig): string {
     throw new KeelError('KEEL_CONFIG_INVALID', `dynamic config is invalid: ${describeIssues(checked.error)}`);
   }
   return JSON.stringify({ v: 1, ...checked.data });
+}
+
+/** Refuses a spec readers would reject, so a bad write cannot blank it for the controller. */
+export function encodeSpec(spec: SpecValue): string {
+  const checked = specSchema.safeParse(spec);
+  if (!checked.success) throw new KeelError('KEEL_SPEC_INVALID', `spec is invalid: ${describeIssues(checked.error)}`);
+  return JSON.stringify(checked.data);
 }
 
 /**
@@ -198,6 +263,7 @@ export interface ClusterKeys {
   switchover: string;
   history: string;
   spec: string;
+  controller: string;
   eventsPrefix: string;
   /** the first key after every key of `events/` */
   eventsEnd: string;
@@ -226,6 +292,7 @@ export function keys(cluster: string): ClusterKeys {
     switchover: `${prefix}switchover`,
     history: `${prefix}history`,
     spec: `${prefix}spec`,
+    controller: `${prefix}controller`,
     eventsPrefix,
     eventsEnd: rangeEndOf(eventsPrefix),
   };

@@ -19,11 +19,14 @@ import type { DynamicConfig } from '../config/schema.js';
 import { describeError, KeelError, redactSecrets } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import {
+  decodeController,
   decodeEvent,
   decodeHistory,
+  decodeSpec,
   encode,
   encodeConfig,
   encodeLeader,
+  encodeSpec,
   eventKeyName,
   keys,
   maxEvents,
@@ -33,14 +36,17 @@ import {
 import { createEtcdClient } from './etcd-client.js';
 import type {
   ClusterView,
+  ControllerValue,
   Dcs,
   EventValue,
   HistoryEntry,
   InitializeValue,
   MemberValue,
+  SpecValue,
   StatusValue,
   SwitchoverValue,
   SyncValue,
+  Versioned,
 } from './types.js';
 import { buildClusterView, InvalidValueReporter, type RawKv } from './view.js';
 
@@ -335,6 +341,58 @@ export class EtcdDcs implements Dcs {
   async clearSwitchover(expectModRevision?: string): Promise<void> {
     const k = this.k.switchover;
     await this.txn('switchover clear', expectModRevision === undefined ? [] : [modifiedAt(k, expectModRevision)], [del(k)]);
+  }
+
+  async readSpec(): Promise<Versioned<SpecValue> | null> {
+    const kv = (await this.call('spec read', () => this.client.kv.range({ key: buf(this.k.spec) }))).kvs[0];
+    if (!kv) return null;
+    const decoded = decodeSpec(kv.value.toString('utf8'));
+    if (decoded.ok) return { value: decoded.value, modRevision: String(kv.mod_revision) };
+    this.invalid.report(this.k.spec, String(kv.mod_revision), decoded.reason);
+    return null;
+  }
+
+  async putSpec(value: SpecValue, expectModRevision: string | null): Promise<boolean> {
+    const k = this.k.spec;
+    const compare = expectModRevision === null ? createdNever(k) : modifiedAt(k, expectModRevision);
+    return (await this.txn('spec write', [compare], [put(k, encodeSpec(value))])).succeeded;
+  }
+
+  async acquireController(value: ControllerValue, leaseId: string): Promise<boolean> {
+    const k = this.k.controller;
+    return (await this.txn('controller acquisition', [createdNever(k)], [put(k, encode(value), leaseId)])).succeeded;
+  }
+
+  async releaseController(name: string): Promise<boolean> {
+    const current = await this.readController();
+    if (current === null || current.value.name !== name) return false;
+    const k = this.k.controller;
+    return (await this.txn('controller release', [modifiedAt(k, current.modRevision)], [del(k)])).succeeded;
+  }
+
+  async readController(): Promise<(Versioned<ControllerValue> & { leaseId: string }) | null> {
+    const kv = (await this.call('controller read', () => this.client.kv.range({ key: buf(this.k.controller) }))).kvs[0];
+    if (!kv) return null;
+    const decoded = decodeController(kv.value.toString('utf8'));
+    if (decoded.ok) return { value: decoded.value, modRevision: String(kv.mod_revision), leaseId: String(kv.lease ?? '0') };
+    this.invalid.report(this.k.controller, String(kv.mod_revision), decoded.reason);
+    return null;
+  }
+
+  async watchEvents(onEvent: (event: EventValue) => void): Promise<() => Promise<void>> {
+    const watcher = await this.call('event watch creation', () => this.client.watch().prefix(this.k.eventsPrefix).create());
+    watcher.on('put', (kv) => {
+      const decoded = decodeEvent(kv.value.toString('utf8'));
+      if (decoded.ok) onEvent(decoded.value);
+      else this.invalid.report(kv.key.toString('utf8'), String(kv.mod_revision), decoded.reason);
+    });
+    watcher.on('error', (err) => this.log.warn({ err: describeError(err) }, 'etcd cancelled the event watch'));
+    const stop = async (): Promise<void> => {
+      this.stops.delete(stop);
+      await this.call('event watch cancel', () => watcher.cancel()).catch(() => undefined);
+    };
+    this.stops.add(stop);
+    return stop;
   }
 
   async addEvent(event: Omit<EventValue, 'v'>): Promise<void> {

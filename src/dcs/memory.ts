@@ -11,11 +11,14 @@ import { KeelError } from '../errors.js';
 import type { Clock } from '../util/clock.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import {
+  decodeController,
   decodeEvent,
   decodeHistory,
+  decodeSpec,
   encode,
   encodeConfig,
   encodeLeader,
+  encodeSpec,
   eventKeyName,
   keys,
   maxEvents,
@@ -24,14 +27,17 @@ import {
 } from './codec.js';
 import type {
   ClusterView,
+  ControllerValue,
   Dcs,
   EventValue,
   HistoryEntry,
   InitializeValue,
   MemberValue,
+  SpecValue,
   StatusValue,
   SwitchoverValue,
   SyncValue,
+  Versioned,
 } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
@@ -63,6 +69,7 @@ export class MemoryDcs implements Dcs {
   private readonly data = new Map<string, Entry>();
   private readonly leases = new Map<string, { ttlMs: number; deadlineMs: number }>();
   private readonly listeners = new Set<() => void>();
+  private readonly eventListeners = new Set<(event: EventValue) => void>();
   private revision = 1;
   private nextLeaseId = 7000;
   private eventSeq = 0;
@@ -270,12 +277,58 @@ export class MemoryDcs implements Dcs {
     this.txn(matches, [{ key: this.k.switchover, value: null }]);
   }
 
+  async readSpec(): Promise<Versioned<SpecValue> | null> {
+    this.guard();
+    const entry = this.data.get(this.k.spec);
+    if (!entry) return null;
+    const decoded = decodeSpec(entry.value);
+    if (decoded.ok) return { value: decoded.value, modRevision: String(entry.modRevision) };
+    this.invalid.report(this.k.spec, String(entry.modRevision), decoded.reason);
+    return null;
+  }
+
+  async putSpec(value: SpecValue, expectModRevision: string | null): Promise<boolean> {
+    this.guard();
+    const text = encodeSpec(value);
+    const fresh = expectModRevision === null ? !this.data.has(this.k.spec) : this.modIs(this.k.spec, expectModRevision);
+    return this.txn(fresh, [{ key: this.k.spec, value: text }]);
+  }
+
+  async acquireController(value: ControllerValue, leaseId: string): Promise<boolean> {
+    this.guard();
+    return this.txn(!this.data.has(this.k.controller), [{ key: this.k.controller, value: encode(value), lease: leaseId }]);
+  }
+
+  async releaseController(name: string): Promise<boolean> {
+    this.guard();
+    const current = await this.readController();
+    return this.txn(current !== null && current.value.name === name, [{ key: this.k.controller, value: null }]);
+  }
+
+  async readController(): Promise<(Versioned<ControllerValue> & { leaseId: string }) | null> {
+    this.guard();
+    const entry = this.data.get(this.k.controller);
+    if (!entry) return null;
+    const decoded = decodeController(entry.value);
+    return decoded.ok ? { value: decoded.value, modRevision: String(entry.modRevision), leaseId: entry.lease } : null;
+  }
+
+  async watchEvents(onEvent: (event: EventValue) => void): Promise<() => Promise<void>> {
+    this.guard();
+    const listener = (event: EventValue): void => onEvent(event);
+    this.eventListeners.add(listener);
+    return async () => {
+      this.eventListeners.delete(listener);
+    };
+  }
+
   async addEvent(event: Omit<EventValue, 'v'>): Promise<void> {
     try {
       this.guard();
       const value: EventValue = { v: 1, atMs: event.atMs, source: event.source, kind: event.kind, message: event.message };
       const suffix = (this.eventSeq++ % 0x10000).toString(16).padStart(4, '0');
       this.commit([{ key: eventKeyName(this.k.eventsPrefix, event.atMs, event.source, suffix), value: encode(value) }]);
+      for (const listener of this.eventListeners) queueMicrotask(() => listener(value));
       const eventKeys = this.eventKeys();
       if (eventKeys.length > maxEvents) {
         this.commit(eventKeys.slice(0, eventKeys.length - maxEvents).map((key) => ({ key, value: null })));
@@ -304,5 +357,6 @@ export class MemoryDcs implements Dcs {
 
   async close(): Promise<void> {
     this.listeners.clear();
+    this.eventListeners.clear();
   }
 }

@@ -54,6 +54,17 @@ export interface MemberValue {
   postmasterPid: number | null;
   dataDir: string;
   updatedAtMs: number;
+  /** load the agent measured (agent/load.ts); absent until it has two samples */
+  metrics?: MemberMetrics;
+}
+
+export interface MemberMetrics {
+  /** CPU of the postmaster and its backends, percent of one core */
+  cpuPercent: number;
+  /** client backends, Keel's own included */
+  connections: number;
+  /** committed + rolled back transactions per second (on a replica: reads) */
+  roQueriesPerSecond: number;
 }
 
 /** `status`: written by the leader so the last known leader position outlives its lease. */
@@ -70,6 +81,8 @@ export interface SyncValue {
   v: 1;
   leader: string;
   members: string[];
+  /** how many of `members` must confirm each commit (synchronous_standby_names = ANY quorum (members)) */
+  quorum: number;
 }
 
 /** `switchover`: a requested switchover (leader healthy) or failover (leader gone or unhealthy). */
@@ -110,6 +123,51 @@ export interface EventValue {
   source: string;
   kind: string;
   message: string;
+}
+
+export type AutoscaleMetric = 'cpu' | 'connections' | 'roQps';
+
+/** Target tracking over replicas (controller/autoscale.ts). */
+export interface AutoscalePolicy {
+  enabled: boolean;
+  /** averaged over streaming replicas from their member keys' metrics */
+  metric: AutoscaleMetric;
+  target: number;
+  minReplicas: number;
+  maxReplicas: number;
+  scaleOutCooldownSeconds: number;
+  scaleInCooldownSeconds: number;
+  scaleInEnabled: boolean;
+}
+
+/** What the autoscaler did, kept in the spec so that a controller taking over knows it. */
+export interface ScalingState {
+  /** replicas the autoscaler added; it removes only these */
+  added: string[];
+  lastScaleOutAtMs: number | null;
+  lastScaleInAtMs: number | null;
+}
+
+/** `spec`: the declared shape the controller keeps. */
+export interface SpecValue {
+  v: 1;
+  /** nodes the operator declared, the leader included (the autoscaler's replicas come on top) */
+  nodes: number;
+  zones: string[];
+  instanceClass: string;
+  /** a node down this long is fenced, destroyed and replaced */
+  replaceAfterSeconds: number;
+  autoscale: AutoscalePolicy;
+  /** written by the controller, not by people */
+  scaling: ScalingState;
+}
+
+/** `controller`: bound to the active controller's lease; its existence is the right to act. */
+export interface ControllerValue {
+  v: 1;
+  name: string;
+  pid: number;
+  startedAtMs: number;
 }
 
 /** A value with the etcd revision it was last modified at (for compare-and-swap). */
@@ -188,6 +246,21 @@ export interface Dcs {
   requestSwitchover(value: SwitchoverValue): Promise<boolean>;
   /** Deletes `switchover` (only at that revision when given). */
   clearSwitchover(expectModRevision?: string): Promise<void>;
+
+  /** `spec` with its revision; null when absent or invalid. */
+  readSpec(): Promise<Versioned<SpecValue> | null>;
+  /** Compare-and-swap on the `spec` key; expectModRevision null means create-if-absent. */
+  putSpec(value: SpecValue, expectModRevision: string | null): Promise<boolean>;
+
+  /** Create-if-absent `controller`, bound to the lease, in one transaction. True when taken. */
+  acquireController(value: ControllerValue, leaseId: string): Promise<boolean>;
+  /** Deletes `controller` only if it names `name` (one transaction). */
+  releaseController(name: string): Promise<boolean>;
+  /** The active controller, with the lease its key is bound to; null when none. */
+  readController(): Promise<(Versioned<ControllerValue> & { leaseId: string }) | null>;
+
+  /** Calls `onEvent` for each event added from now on. Resolves once the watch is live. Returns a stop function. */
+  watchEvents(onEvent: (event: EventValue) => void): Promise<() => Promise<void>>;
 
   /** Adds an event under `events/`; never throws (events are best effort). */
   addEvent(event: Omit<EventValue, 'v'>): Promise<void>;

@@ -74,7 +74,8 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
         view.history = versioned(kv, decodeHistory(kv.value));
         continue;
       case k.spec:
-        // the controller's key: read elsewhere, not part of the agents' view
+      case k.controller:
+        // the controller's keys: read elsewhere, not part of the agents' view
         continue;
     }
     if (kv.key.startsWith(k.eventsPrefix)) continue;

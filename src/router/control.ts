@@ -11,6 +11,9 @@ import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { computeRoutes, defaultRouteOptions, failClosed, noRoutes, sameRoutes, type RouteOptions, type Routes } from './route.js';
 
+/** The two things the router needs from the store: one consistent read and a watch. */
+export type RouterDcs = Pick<Dcs, 'readCluster' | 'watch'>;
+
 export interface RouteSink {
   apply(routes: Routes): Promise<void>;
 }
@@ -39,10 +42,12 @@ export class RouterControl {
   private timers: NodeJS.Timeout[] = [];
   /** applies run one at a time, in order; only the newest pending one matters */
   private applying: Promise<void> = Promise.resolve();
+  /** bumped on every change of routes: an apply queued behind a newer one is skipped */
+  private generation = 0;
   private etcdErrorLogged = false;
 
   constructor(
-    private readonly dcs: Dcs,
+    private readonly dcs: RouterDcs,
     private readonly engine: RouteSink,
     private readonly clock: Clock,
     private readonly logger: Logger,
@@ -143,10 +148,11 @@ export class RouterControl {
       return;
     }
     this.current = routes;
+    const generation = ++this.generation;
     const decidedAtMs = this.clock.now();
     this.applying = this.applying.then(async () => {
       // a newer decision already superseded this one
-      if (this.current !== routes || this.stopped) return;
+      if (generation !== this.generation || this.stopped) return;
       try {
         await this.engine.apply(routes);
         this.logger.info(
@@ -162,7 +168,7 @@ export class RouterControl {
       } catch (err) {
         this.logger.error({ err: describeError(err) }, 'the engine could not apply the routes; retrying on the next read');
         // forget them so the next read applies again
-        if (this.current === routes) this.current = noRoutes;
+        if (generation === this.generation) this.current = noRoutes;
       }
     });
   }

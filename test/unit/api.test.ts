@@ -9,7 +9,7 @@ import type { FastifyInstance, InjectOptions } from 'fastify';
 import type { Snapshot } from '../../src/agent/snapshot.js';
 import { buildApi, type AgentHandle, type ApiOptions } from '../../src/api/server.js';
 import { parseByteSize } from '../../src/api/status.js';
-import { mergePatch } from '../../src/api/config.js';
+import { mergePatch } from '../../src/config/patch.js';
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import { KeelError } from '../../src/errors.js';
 import { member, NOW, primaryMember, primaryRuntime, replicaRuntime, snapshot } from './fixtures.js';

@@ -56,7 +56,7 @@ describe('dcs codec round trips', () => {
     ['leader', { v: 1, name: 'node1' }, decodeLeader],
     ['member', member, decodeMember],
     ['status', { v: 1, leader: 'node1', timeline: 2, walLsn: 123456, updatedAtMs: 5 }, decodeStatus],
-    ['sync', { v: 1, leader: 'node1', members: ['node2'] }, decodeSync],
+    ['sync', { v: 1, leader: 'node1', members: ['node2'], quorum: 1 }, decodeSync],
     ['switchover', { v: 1, from: 'node1', to: null, failover: false, requestedAtMs: 9 }, decodeSwitchover],
     [
       'history',

@@ -76,6 +76,27 @@ describe('RouterControl', () => {
     expect(engine.applied).toHaveLength(1);
   });
 
+  it('a re-read with the same routes while an apply is in flight does not lose that apply', async () => {
+    const { dcs, engine, control, lease } = await setup();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.last?.rw?.name === 'node1');
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const slowApply = engine.apply.bind(engine);
+    engine.apply = async (routes) => {
+      await gate;
+      await slowApply(routes);
+    };
+    await dcs.releaseLeader('node1');
+    await control.refresh();
+    await control.refresh();
+    open();
+    await until('rw held', () => engine.last?.rw === null);
+    expect(engine.last?.holdRw).toBe(true);
+    await dcs.acquireLeader('node1', lease);
+    await until('rw back', () => engine.last?.rw?.name === 'node1');
+  });
+
   it('fails closed after ttl without a good read, and opens again when etcd answers', async () => {
     const { dcs, engine, control } = await setup();
     stopControl = () => control.stop();

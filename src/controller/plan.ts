@@ -1,0 +1,310 @@
+/**
+ * What the controller should do next to make what exists match the spec.
+ * Pure (DESIGN.md: plan.ts imports no I/O): one read of etcd, one listing of
+ * the provider and the clock go in; actions, each with its reason, come out,
+ * with the controller's memory of what it observed before.
+ */
+import { memberLsn } from '../agent/snapshot.js';
+import type { ClusterView, MemberValue, SpecValue } from '../dcs/types.js';
+import type { NodeInfo } from '../providers/types.js';
+
+export type PlanAction =
+  | { kind: 'fenceLeader'; node: string; leaseId: string; reason: string }
+  | { kind: 'fence'; node: string; reason: string }
+  | { kind: 'destroy'; node: string; reason: string }
+  | { kind: 'create'; node: string; zone: string; instanceClass: string; replaces: string | null; reason: string }
+  | { kind: 'switchover'; from: string; to: string; reason: string };
+
+/** What the controller remembers between two plans; plan() returns the next one. */
+export interface PlanMemory {
+  /** when the controller first saw each node: a node gets time to boot before a missing member key counts */
+  firstSeenMs: Record<string, number>;
+  /** since when each node has been down */
+  downSinceMs: Record<string, number>;
+  /** nodes whose fence the provider confirmed */
+  fenced: string[];
+}
+
+export interface PlanOptions {
+  /** the most nodes the provider holds (local: 20, by its ports) */
+  maxNodes: number;
+  /** a node without a member key this long after it was first seen counts as down */
+  bootGraceMs: number;
+}
+
+export interface NodeHealth {
+  name: string;
+  zone: string;
+  leader: boolean;
+  down: boolean;
+  /** the leader runs a primary, or a replica streams */
+  streaming: boolean;
+  /** from the member's `instanceClass` tag; null when unknown */
+  instanceClass: string | null;
+  lagBytes: number | null;
+  firstSeenMs: number;
+  why: string;
+}
+
+export interface Plan {
+  actions: PlanAction[];
+  /** one sentence on the whole cluster, even when there is nothing to do */
+  reason: string;
+  health: NodeHealth[];
+  memory: PlanMemory;
+}
+
+export const emptyMemory = (): PlanMemory => ({ firstSeenMs: {}, downSinceMs: {}, fenced: [] });
+export const defaultPlanOptions: PlanOptions = { maxNodes: 20, bootGraceMs: 20_000 };
+
+/** A lag past this counts as lagging when choosing which replica to remove; below it, lag is noise. */
+const laggingBytes = 16 * 1024 * 1024;
+
+/** A member key older than this is stale: the agent publishes every loop_wait. */
+export function staleAfterMs(view: ClusterView): number {
+  return Math.max(3000, 3 * (view.config?.value.loop_wait ?? 1) * 1000);
+}
+
+export function nodeIndex(name: string): number {
+  const match = /(\d+)$/.exec(name);
+  return match ? Number(match[1]) : 0;
+}
+
+/** Each node as the plan sees it; also records first sightings and down times into `memory`. */
+export function assess(view: ClusterView, inventory: NodeInfo[], nowMs: number, memory: PlanMemory, options: PlanOptions): NodeHealth[] {
+  const leaderName = view.leader?.value.name ?? null;
+  const leader = view.members.find((m) => m.name === leaderName);
+  const referenceLsn = leader?.walLsn ?? view.status?.value.walLsn ?? null;
+  const staleMs = staleAfterMs(view);
+  return inventory.map((node) => {
+    const firstSeenMs = (memory.firstSeenMs[node.name] ??= nowMs);
+    const member: MemberValue | undefined = view.members.find((m) => m.name === node.name);
+    const ageMs = member === undefined ? null : nowMs - member.updatedAtMs;
+    const fresh = ageMs !== null && ageMs <= staleMs;
+    const booting = nowMs - firstSeenMs < options.bootGraceMs;
+    let why: string;
+    if (node.state === 'stopped') why = 'the provider says it is stopped';
+    else if (member === undefined) why = booting ? 'booting: no member key yet' : 'has no member key';
+    else if (!fresh) why = `has not published for ${Math.round(ageMs! / 1000)} s`;
+    else why = member.reason;
+    const down = node.state === 'stopped' || (!fresh && !booting);
+    if (down) memory.downSinceMs[node.name] ??= nowMs;
+    else delete memory.downSinceMs[node.name];
+    const isLeader = node.name === leaderName;
+    const streaming =
+      fresh && member!.running && (isLeader ? member!.role === 'primary' : member!.role === 'replica' && member!.streaming);
+    const tag = member?.tags.instanceClass;
+    return {
+      name: node.name,
+      zone: node.zone,
+      leader: isLeader,
+      down,
+      streaming: streaming && !down,
+      instanceClass: typeof tag === 'string' ? tag : null,
+      lagBytes: member && !isLeader && referenceLsn !== null ? Math.max(0, referenceLsn - memberLsn(member)) : null,
+      firstSeenMs,
+      why,
+    };
+  });
+}
+
+function zoneCounts(zones: string[], nodes: { zone: string }[]): Map<string, number> {
+  const counts = new Map(zones.map((z) => [z, 0]));
+  for (const n of nodes) if (counts.has(n.zone)) counts.set(n.zone, counts.get(n.zone)! + 1);
+  return counts;
+}
+
+/** The spec zone with the fewest nodes; ties go to `prefer`, then to the spec's order. */
+export function leastPopulatedZone(zones: string[], nodes: { zone: string }[], prefer?: string): string {
+  const counts = zoneCounts(zones, nodes);
+  let best = zones[0]!;
+  for (const zone of zones) {
+    const better = counts.get(zone)! < counts.get(best)! || (counts.get(zone) === counts.get(best) && zone === prefer);
+    if (better) best = zone;
+  }
+  return best;
+}
+
+/** No zone holds two more nodes than another, and every node is in a zone of the spec. */
+export function zonesBalanced(zones: string[], nodes: { zone: string }[]): boolean {
+  if (nodes.some((n) => !zones.includes(n.zone))) return false;
+  const counts = [...zoneCounts(zones, nodes).values()];
+  return Math.max(...counts) - Math.min(...counts) <= 1;
+}
+
+/** The first free `node<N>` names: not a node, not a member key, not reserved by the autoscaler. */
+export function freeNames(count: number, used: Set<string>, maxNodes: number): string[] {
+  const names: string[] = [];
+  for (let i = 1; i <= maxNodes && names.length < count; i++) {
+    if (!used.has(`node${i}`)) names.push(`node${i}`);
+  }
+  return names;
+}
+
+/**
+ * Order of removal among replicas: a wrong instance class first, then a zone
+ * outside the spec or the most crowded zone (so the spread holds), then not
+ * streaming or lagging, then the most recently added.
+ */
+function removalOrder(spec: SpecValue, live: NodeHealth[]): (a: NodeHealth, b: NodeHealth) => number {
+  const counts = zoneCounts(spec.zones, live);
+  const key = (n: NodeHealth): number[] => [
+    n.instanceClass !== null && n.instanceClass !== spec.instanceClass ? 0 : 1,
+    spec.zones.includes(n.zone) ? 1 : 0,
+    -(counts.get(n.zone) ?? 0),
+    n.streaming ? 1 : 0,
+    (n.lagBytes ?? 0) > laggingBytes ? 0 : 1,
+    -n.firstSeenMs,
+    -nodeIndex(n.name),
+  ];
+  return (a, b) => {
+    const ka = key(a);
+    const kb = key(b);
+    for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return ka[i]! - kb[i]!;
+    return 0;
+  };
+}
+
+export function plan(
+  spec: SpecValue,
+  view: ClusterView,
+  inventory: NodeInfo[],
+  nowMs: number,
+  previous: PlanMemory,
+  options: PlanOptions = defaultPlanOptions,
+): Plan {
+  const names = new Set(inventory.map((n) => n.name));
+  const memory: PlanMemory = {
+    firstSeenMs: Object.fromEntries(Object.entries(previous.firstSeenMs).filter(([n]) => names.has(n))),
+    downSinceMs: Object.fromEntries(Object.entries(previous.downSinceMs).filter(([n]) => names.has(n))),
+    fenced: previous.fenced.filter((n) => names.has(n)),
+  };
+  const health = assess(view, inventory, nowMs, memory, options);
+  const done = (actions: PlanAction[], reason: string): Plan => ({ actions, reason, health, memory });
+
+  if (view.initialize?.value.systemId == null) return done([], 'waiting for the cluster to bootstrap');
+
+  const actions: PlanAction[] = [];
+  const notes: string[] = [];
+  const leaderName = view.leader?.value.name ?? null;
+  const leader = health.find((n) => n.leader);
+
+  // A dead leader's lease would hold the key for up to ttl: fence it and end the lease now.
+  // Repeated while the key stays: a fence already confirmed is confirmed again at no cost, and the revoke retried.
+  if (leader?.down && view.leader) {
+    const reason = `leader ${leader.name} ${leader.why}: fencing it so that its lease can end now`;
+    actions.push({ kind: 'fenceLeader', node: leader.name, leaseId: view.leader.leaseId, reason });
+  }
+
+  const used = new Set([...names, ...view.members.map((m) => m.name), ...spec.scaling.added]);
+  const take = (): string | null => {
+    const [name] = freeNames(1, used, options.maxNodes);
+    if (name === undefined) return null;
+    used.add(name);
+    return name;
+  };
+  let live = health.slice();
+  const created: { name: string; zone: string }[] = [];
+  const create = (name: string, zone: string, replaces: string | null, reason: string): void => {
+    actions.push({ kind: 'create', node: name, zone, instanceClass: spec.instanceClass, replaces, reason });
+    created.push({ name, zone });
+  };
+
+  // Replace nodes down too long; never the one that still holds the leader key.
+  for (const node of health) {
+    const since = memory.downSinceMs[node.name];
+    if (!node.down || node.name === leaderName || since === undefined) continue;
+    const downSeconds = Math.round((nowMs - since) / 1000);
+    if (nowMs - since < spec.replaceAfterSeconds * 1000) {
+      notes.push(`${node.name} down ${downSeconds} s (${node.why}); replaced after ${spec.replaceAfterSeconds} s`);
+      continue;
+    }
+    live = live.filter((n) => n !== node);
+    if (!memory.fenced.includes(node.name)) actions.push({ kind: 'fence', node: node.name, reason: `${node.name} down ${downSeconds} s: fencing it before it is destroyed` });
+    actions.push({ kind: 'destroy', node: node.name, reason: `${node.name} down ${downSeconds} s (${node.why}): destroying it` });
+    // a replacement of a node the autoscaler added keeps its reserved name free for the autoscaler's record
+    const name = take();
+    if (name === null) notes.push(`no free node name to replace ${node.name}`);
+    else {
+      const zone = leastPopulatedZone(spec.zones, [...live, ...created], node.zone);
+      create(name, zone, node.name, `replacing ${node.name} (down ${downSeconds} s) with ${name} in ${zone}`);
+    }
+  }
+
+  const desiredTotal = spec.nodes + spec.scaling.added.length;
+  const count = () => live.length + created.length;
+
+  // Replicas the autoscaler reserved are created under their reserved names.
+  for (const name of spec.scaling.added) {
+    if (names.has(name) || created.some((c) => c.name === name) || count() >= desiredTotal) continue;
+    const zone = leastPopulatedZone(spec.zones, [...live, ...created]);
+    create(name, zone, null, `autoscaler added ${name}: creating it in ${zone}`);
+  }
+  while (count() < desiredTotal) {
+    const name = take();
+    if (name === null) {
+      notes.push(`cannot create more nodes: the provider holds at most ${options.maxNodes}`);
+      break;
+    }
+    const zone = leastPopulatedZone(spec.zones, [...live, ...created]);
+    create(name, zone, null, `${count()} of ${desiredTotal} nodes: creating ${name} in ${zone}`);
+  }
+
+  const desiredReplicas = desiredTotal - 1;
+  const leaderWrongClass = leader !== undefined && leader.instanceClass !== null && leader.instanceClass !== spec.instanceClass;
+  // The replica that will take over from a leader of the wrong class is kept.
+  const successor = leaderWrongClass
+    ? live
+        .filter((n) => !n.leader && n.streaming && n.instanceClass === spec.instanceClass)
+        .sort((a, b) => (a.zone === leader!.zone ? 0 : 1) - (b.zone === leader!.zone ? 0 : 1) || (a.lagBytes ?? 0) - (b.lagBytes ?? 0) || a.name.localeCompare(b.name))[0]
+    : undefined;
+
+  // Surplus replicas: never the leader, never one the autoscaler owns (it removes those itself).
+  while (count() > desiredTotal) {
+    const streamingReplicas = live.filter((n) => !n.leader && n.streaming).length;
+    const candidates = live
+      .filter((n) => !n.leader && !spec.scaling.added.includes(n.name) && n !== successor)
+      // a node still cloning or catching up is left to finish: removing it would undo a surge
+      .filter((n) => n.down || (n.streaming && streamingReplicas - 1 >= desiredReplicas))
+      .sort(removalOrder(spec, live));
+    const victim = candidates[0];
+    if (victim === undefined) {
+      if (successor && leader && !view.switchover && live.every((n) => n.streaming)) {
+        actions.push({ kind: 'switchover', from: leader.name, to: successor.name, reason: `vertical scaling: handing the lead from ${leader.name} (${leader.instanceClass}) to ${successor.name} (${spec.instanceClass})` });
+      } else {
+        notes.push(`${count()} nodes for ${desiredTotal}: waiting until a replica can go without leaving fewer than ${desiredReplicas} streaming`);
+      }
+      break;
+    }
+    live = live.filter((n) => n !== victim);
+    const why = victim.instanceClass !== null && victim.instanceClass !== spec.instanceClass ? `its class ${victim.instanceClass} is not ${spec.instanceClass}` : victim.streaming ? `${count() + 1} nodes for ${desiredTotal}` : `${count() + 1} nodes for ${desiredTotal} and it ${victim.why}`;
+    actions.push({ kind: 'destroy', node: victim.name, reason: `removing replica ${victim.name}: ${why}` });
+  }
+
+  // Nothing else to do and everything streams: one extra node at a time moves class or zone.
+  const settled = actions.length === 0 && count() === desiredTotal && live.every((n) => n.streaming) && view.switchover === null;
+  if (settled) {
+    const wrong = live.filter((n) => !n.leader && n.instanceClass !== null && n.instanceClass !== spec.instanceClass).sort(removalOrder(spec, live))[0];
+    const surge = (zone: string, reason: string): void => {
+      const name = take();
+      if (name === null) notes.push(`${reason}, but no node name is free`);
+      else create(name, zone, null, `${reason}: adding ${name} in ${zone} first`);
+    };
+    if (wrong) surge(wrong.zone, `vertical scaling: ${wrong.name} is ${wrong.instanceClass}, not ${spec.instanceClass}`);
+    else if (leaderWrongClass) surge(leader!.zone, `vertical scaling: leader ${leader!.name} is ${leader!.instanceClass}, not ${spec.instanceClass}`);
+    else if (!zonesBalanced(spec.zones, live)) surge(leastPopulatedZone(spec.zones, live), `zones out of balance (${describeZones(spec.zones, live)})`);
+  }
+
+  if (actions.length > 0) return done(actions, actions.map((a) => a.reason).join('; '));
+  const healthy = live.filter((n) => n.streaming).length;
+  const summary = `${live.length} of ${desiredTotal} nodes (${describeZones(spec.zones, live)}), ${healthy} streaming`;
+  return done([], notes.length > 0 ? `${summary}; ${notes.join('; ')}` : `${summary}: nothing to do`);
+}
+
+export function describeZones(zones: string[], nodes: { zone: string }[]): string {
+  const counts = zoneCounts(zones, nodes);
+  const outside = nodes.filter((n) => !zones.includes(n.zone)).length;
+  const parts = [...counts].map(([z, c]) => `${z} ${c}`);
+  if (outside > 0) parts.push(`outside the spec ${outside}`);
+  return parts.join(', ');
+}

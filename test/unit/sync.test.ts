@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import {
+  formatSynchronousStandbyNames,
+  nextSyncStep,
+  parseSynchronousStandbyNames,
+  syncVerdict,
+} from '../../src/agent/sync.js';
+import { memberLsn } from '../../src/agent/snapshot.js';
+import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
+import { NOW, cluster, leaderKey, member, primaryMember, primaryRuntime } from './fixtures.js';
+
+const on: DynamicConfig = { ...defaultDynamicConfig, synchronous_mode: 'on' };
+const strict: DynamicConfig = { ...defaultDynamicConfig, synchronous_mode: 'strict' };
+const streaming = (...names: string[]) => names.map((n) => ({ applicationName: n, flushLsn: 1000, state: 'streaming', syncState: 'quorum' }));
+const syncKey = (members: string[], quorum: number, leader = 'node1') => ({ value: { v: 1 as const, leader, members, quorum }, modRevision: '9' });
+const view = (over: Parameters<typeof cluster>[0] = {}) =>
+  cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2'), member('node3')], ...over });
+
+describe('synchronous_standby_names codec', () => {
+  it('round-trips Keel quorum values and the empty value', () => {
+    expect(formatSynchronousStandbyNames({ members: ['node3', 'node2'], quorum: 1 })).toBe('ANY 1 ("node2","node3")');
+    expect(parseSynchronousStandbyNames('ANY 1 ("node2","node3")')).toEqual({ members: ['node2', 'node3'], quorum: 1 });
+    expect(parseSynchronousStandbyNames('')).toEqual({ members: [], quorum: 0 });
+    expect(formatSynchronousStandbyNames({ members: [], quorum: 0 })).toBe('');
+    expect(parseSynchronousStandbyNames('FIRST 1 (a)')).toBeNull();
+  });
+});
+
+describe('nextSyncStep (leader)', () => {
+  const cases = [
+    {
+      name: 'off and nothing set: nothing to do',
+      config: defaultDynamicConfig, ssn: '', key: null, replicas: streaming('node2', 'node3'),
+      expected: [],
+    },
+    {
+      name: 'on, two streaming standbys, nothing yet: widen the key first',
+      config: on, ssn: '', key: null, replicas: streaming('node2', 'node3'),
+      expected: [{ kind: 'putSync', set: { members: ['node2', 'node3'], quorum: 1 } }],
+    },
+    {
+      name: 'on, key widened: now set synchronous_standby_names',
+      config: on, ssn: '', key: syncKey(['node2', 'node3'], 1), replicas: streaming('node2', 'node3'),
+      expected: [{ kind: 'setSynchronousStandbys', value: 'ANY 1 ("node2","node3")' }],
+    },
+    {
+      name: 'on, applied and recorded: settled',
+      config: on, ssn: 'ANY 1 ("node2","node3")', key: syncKey(['node2', 'node3'], 1), replicas: streaming('node2', 'node3'),
+      expected: [],
+    },
+    {
+      name: 'on, a standby vanished from etcd: PostgreSQL first (the key still covers the old set)',
+      config: on, ssn: 'ANY 1 ("node2","node3")', key: syncKey(['node2', 'node3'], 1), replicas: streaming('node2'),
+      members: [primaryMember('node1'), member('node2')],
+      expected: [{ kind: 'setSynchronousStandbys', value: 'ANY 1 ("node2")' }],
+    },
+    {
+      name: 'on, after PostgreSQL dropped it: narrow the key',
+      config: on, ssn: 'ANY 1 ("node2")', key: syncKey(['node2', 'node3'], 1), replicas: streaming('node2'),
+      members: [primaryMember('node1'), member('node2')],
+      expected: [{ kind: 'putSync', set: { members: ['node2'], quorum: 1 } }],
+    },
+    {
+      name: 'on, no standby left: go asynchronous and say so',
+      config: on, ssn: 'ANY 1 ("node2")', key: syncKey(['node2'], 1), replicas: [],
+      members: [primaryMember('node1')],
+      expected: [
+        { kind: 'setSynchronousStandbys', value: '' },
+        { kind: 'event', eventKind: 'async', message: 'node1: no synchronous standby available, running asynchronously' },
+      ],
+    },
+    {
+      name: 'strict, no standby left: keep the old names so writes wait',
+      config: strict, ssn: 'ANY 1 ("node2")', key: syncKey(['node2'], 1), replicas: [],
+      members: [primaryMember('node1')],
+      expected: [],
+    },
+    {
+      name: 'key written by the previous leader, PostgreSQL already set: record exactly what it relies on',
+      config: on, ssn: 'ANY 1 ("node3")', key: syncKey(['node1', 'node3'], 1, 'node2'), replicas: streaming('node3'),
+      expected: [{ kind: 'putSync', set: { members: ['node3'], quorum: 1 } }],
+    },
+  ];
+  it.each(cases)('$name', ({ config, ssn, key, replicas, members, expected }) => {
+    const c = view({ sync: key, ...(members ? { members } : {}) });
+    const runtime = primaryRuntime({ synchronousStandbyNames: ssn, replicas });
+    expect(nextSyncStep(config, c, runtime, 'node1', NOW)).toEqual(expected);
+  });
+});
+
+describe('syncVerdict (promotion in synchronous mode)', () => {
+  const noLeader = (members = [member('node2', { receivedLsn: 1000 }), member('node3', { receivedLsn: 900, replayedLsn: 900 })], key = syncKey(['node2', 'node3'], 1)) =>
+    cluster({ members, sync: key });
+  it('allows the most advanced visible member of the set', () => {
+    expect(syncVerdict(member('node2'), noLeader(), on, NOW, memberLsn)).toEqual({ ok: true });
+  });
+  it('refuses a member outside the set', () => {
+    const v = syncVerdict(member('node2'), noLeader(undefined, syncKey(['node3'], 1)), on, NOW, memberLsn);
+    expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/not in the synchronous set/) });
+  });
+  it('refuses when too few of the set are visible to be sure', () => {
+    // ANY 1 of (node2, node3): node3 may hold the last commit; node2 alone cannot know
+    const v = syncVerdict(member('node2'), noLeader([member('node2')]), on, NOW, memberLsn);
+    expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/only 1 of the synchronous set are visible, 2 needed/) });
+  });
+  it('refuses when a member of the set is further ahead', () => {
+    const v = syncVerdict(member('node3', { receivedLsn: 900, replayedLsn: 900 }), noLeader(), on, NOW, memberLsn);
+    expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/node2 of the synchronous set is further ahead/) });
+  });
+  it('with ANY 2 of 2 either member alone suffices', () => {
+    const v = syncVerdict(member('node2'), noLeader([member('node2')], syncKey(['node2', 'node3'], 2)), on, NOW, memberLsn);
+    expect(v).toEqual({ ok: true });
+  });
+});
