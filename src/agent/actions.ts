@@ -73,6 +73,8 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       await ctx.pg.stop(action.mode);
       ctx.setWritable(false);
       return;
+    case 'drainClients':
+      return drainClients(action.timeoutMs, ctx);
     case 'promote':
       return promote(action.reason, snap, ctx);
     case 'follow':
@@ -138,6 +140,21 @@ async function prepareSynchronousStandbys(snap: Snapshot, ctx: ActionContext): P
   const quorum = Math.min(wanted.quorum, old && old.members.length > 0 ? old.quorum : wanted.quorum);
   await ctx.dcs.putSync({ v: 1, leader: me, members: union, quorum });
   await ctx.pg.setSynchronousStandbyNames(formatSynchronousStandbyNames(wanted));
+}
+
+/**
+ * Before a planned shutdown: routers already hold new connections (they watch
+ * the switchover key); wait, bounded, for statements and transactions in
+ * flight to finish so that clients see a pause rather than an error.
+ */
+async function drainClients(timeoutMs: number, ctx: ActionContext): Promise<void> {
+  const deadline = ctx.now() + timeoutMs;
+  while (ctx.now() < deadline) {
+    const busy = await ctx.pg.busyClientCount().catch(() => 0);
+    if (busy === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  ctx.logger.warn({ timeoutMs }, 'sessions still busy after the drain period: shutting down anyway');
 }
 
 async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {

@@ -4,6 +4,7 @@ import { describeError, KeelError } from '../errors.js';
 import type { Postgres } from '../postgres/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
+import { isAlive } from '../util/process.js';
 import { runAction, type ActionContext } from './actions.js';
 import { decide } from './decide.js';
 import { leaseDeadlineMs } from './eligibility.js';
@@ -60,7 +61,12 @@ export class Agent {
 
   async start(): Promise<void> {
     void this.keepWatching();
-    this.timers.push(setInterval(() => this.fenceIfUnsafe(), watchdogIntervalMs));
+    this.timers.push(
+      setInterval(() => {
+        this.fenceIfUnsafe();
+        this.noticePostmasterDeath();
+      }, watchdogIntervalMs),
+    );
     this.scheduleTick();
     this.wake();
   }
@@ -156,6 +162,15 @@ export class Agent {
         this.fencing = false;
         this.wake();
       });
+  }
+
+  /** A postmaster that died is noticed within the watchdog interval, not at the next loop. */
+  private noticePostmasterDeath(): void {
+    const pid = this.lastSnapshot?.pg.postmasterPid ?? null;
+    if (pid === null || this.job !== null || isAlive(pid)) return;
+    if (this.lastSnapshot) this.lastSnapshot = { ...this.lastSnapshot, pg: { ...this.lastSnapshot.pg, postmasterPid: null } };
+    this.logger.warn({ pid }, 'postmaster died');
+    this.wake();
   }
 
   private setState(to: State, reason: string): void {

@@ -10,6 +10,8 @@ import { memberLsn, upstreamOf, type Action, type Decision, type Snapshot } from
 
 /** Seconds a switchover request may hold back an election before it is ignored. */
 export const switchoverWaitSeconds = 30;
+/** Seconds a switching-over leader waits for statements in flight before it shuts down. */
+export const switchoverDrainSeconds = 5;
 /** Seconds to wait after a failed background job before trying it again. */
 export const retryAfterFailureSeconds = 5;
 /** Seconds a replica may fail to stream from the leader before its WAL is checked for divergence. */
@@ -172,6 +174,7 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
         to: 'stopped',
         reason: `switchover to ${candidate.name}: shutting down cleanly and releasing the leader key`,
         actions: [
+          { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000 },
           // A fast shutdown sends every WAL record, the shutdown checkpoint included, to connected replicas first.
           { kind: 'stopPostgres', mode: 'fast' },
           { kind: 'releaseLeader' },

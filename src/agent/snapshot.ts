@@ -39,6 +39,7 @@ export type Action =
   | { kind: 'removeDataDir' }
   | { kind: 'startPostgres'; replica: boolean; upstream: UpstreamTarget | null }
   | { kind: 'stopPostgres'; mode: 'fast' | 'immediate' }
+  | { kind: 'drainClients'; timeoutMs: number }
   | { kind: 'promote'; reason: string }
   | { kind: 'follow'; upstream: UpstreamTarget }
   | { kind: 'syncSlots'; names: string[] }

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { isKeelError, KeelError, redactSecrets } from '../errors.js';
 import { registerAgent } from './agent.js';
+import { registerDemo } from './demo.js';
 import { registerConfig } from './config.js';
 import { registerRouter } from './router.js';
 import { registerDown, registerUp } from './up.js';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerConfig(program);
   registerAgent(program);
   registerRouter(program);
+  registerDemo(program);
   return program;
 }
 

@@ -288,6 +288,15 @@ export class LocalPostgres implements Postgres {
     }
   }
 
+  async busyClientCount(): Promise<number> {
+    const [row] = await this.sql<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'",
+      [],
+      'counting busy client sessions',
+    );
+    return row?.n ?? 0;
+  }
+
   async syncSlots(wanted: string[]): Promise<void> {
     const existing = await this.sql<{ name: string; active: boolean }>(
       "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'",

@@ -104,6 +104,8 @@ export interface Postgres {
 
   /** Physical slots: creates missing names, drops the others (never drops active slots). */
   syncSlots(wanted: string[]): Promise<void>;
+  /** Client sessions in the middle of a statement or transaction (idle sessions do not count). */
+  busyClientCount(): Promise<number>;
   /** Sets synchronous_standby_names and reloads. */
   setSynchronousStandbyNames(value: string): Promise<void>;
 

@@ -9,14 +9,14 @@
  *   provably did not hold the leader key.
  *
  * "Provably" makes every bound conservative, so a reported split-brain write
- * is a real one (one clock: every process runs on this machine):
- *   - a tenure of X ends no later than the first of: the watch event that
- *     showed the key gone or naming another member; the answer to a poll
- *     SENT after the tenure was observed to start that names someone else
- *     or no one; the `history` entry (atMs) of another member's promotion,
- *     which it appends only after it took the key. Observations come after
- *     the fact, so each is an upper bound of the true end.
- *   - a tenure starts `startSlackMs` before it was first observed, covering
+ * is a real one (one clock: every process runs on this machine). Leadership
+ * comes from leader samples ordered by etcd revision (observer.ts): a run of
+ * samples naming X is a tenure of X; the change to the next run happened at
+ * a revision r no later than that run's first sample, and r existed by the
+ * time T(r) = the earliest arrival of any sample of revision >= r. So:
+ *   - a tenure of X ends no later than T(first revision of the next run):
+ *     every sample arrives after the fact, so this is an upper bound;
+ *   - a tenure starts `startSlackMs` before T(its first revision), covering
  *     the observer's lag (the router sends X writes only after X published
  *     itself as a running primary, which is later still).
  * Commits whose statement ran before the bound but whose answer arrived
@@ -24,48 +24,44 @@
  * of the lease); they are counted apart as `lateAcks`.
  */
 import type { HistoryEntry } from '../../src/dcs/types.js';
-import type { LeaderObservation } from './observer.js';
+import type { LeaderSample } from './observer.js';
 import type { WriteRecord } from './workload.js';
 
 export const startSlackMs = 1000;
 
 export interface Tenure {
   node: string;
+  /** T(first revision) - startSlackMs */
   startMs: number;
   /** upper bound of the end; Infinity while it lasts */
   endMs: number;
 }
 
-/** Leadership tenures from the observations (watch first, polls and history to tighten the ends). */
-export function tenures(observations: LeaderObservation[], history: HistoryEntry[]): Tenure[] {
-  const sorted = [...observations].sort((a, b) => a.atMs - b.atMs);
-  const watch = sorted.filter((o) => o.source === 'watch');
-  const polls = sorted.filter((o) => o.source === 'poll');
-  // The watch is the primary source; polls alone when it saw nothing (e.g. it started late).
-  const primary = watch.length > 0 ? watch : polls;
+/** Leadership tenures from leader samples of any source. */
+export function tenures(samples: LeaderSample[]): Tenure[] {
+  const sorted = [...samples].sort((a, b) => a.rev - b.rev || a.atMs - b.atMs);
+  // earliest arrival among samples of revision >= sorted[i].rev
+  const byRevision = new Array<number>(sorted.length);
+  let earliest = Infinity;
+  for (let i = sorted.length - 1; i >= 0; i--) {
+    earliest = Math.min(earliest, sorted[i]!.atMs);
+    byRevision[i] = earliest;
+  }
   const result: Tenure[] = [];
   let current: Tenure | null = null;
-  const firstPoll = polls[0];
-  // A leader already in place when the observer started: the first poll shows it before any watch event.
-  if (watch.length > 0 && firstPoll !== undefined && firstPoll.leader !== null && firstPoll.atMs < watch[0]!.atMs) {
-    current = { node: firstPoll.leader, startMs: firstPoll.atMs, endMs: Infinity };
-  }
-  for (const o of primary) {
-    if (current !== null && o.leader === current.node) continue;
+  let currentLeader: string | null | undefined = undefined;
+  sorted.forEach((sample, i) => {
+    if (sample.leader === currentLeader) return;
+    const changedBy = byRevision[i]!;
     if (current !== null) {
-      current.endMs = o.atMs;
+      current.endMs = changedBy;
       result.push(current);
       current = null;
     }
-    if (o.leader !== null) current = { node: o.leader, startMs: o.atMs, endMs: Infinity };
-  }
+    currentLeader = sample.leader;
+    if (sample.leader !== null) current = { node: sample.leader, startMs: changedBy - startSlackMs, endMs: Infinity };
+  });
   if (current !== null) result.push(current);
-  for (const t of result) {
-    const poll = polls.find((p) => p.sentMs > t.startMs && p.leader !== t.node);
-    if (poll !== undefined) t.endMs = Math.min(t.endMs, poll.atMs);
-    const promotion = history.find((h) => h.leader !== t.node && h.atMs > t.startMs);
-    if (promotion !== undefined) t.endMs = Math.min(t.endMs, promotion.atMs);
-  }
   return result;
 }
 
@@ -86,7 +82,7 @@ export function classifyWrites(writes: WriteRecord[], allTenures: Tenure[], node
       continue;
     }
     const mine = allTenures.filter((t) => t.node === node);
-    const during = mine.find((t) => w.stmtMs! >= t.startMs - startSlackMs && w.stmtMs! <= t.endMs);
+    const during = mine.find((t) => w.stmtMs! >= t.startMs && w.stmtMs! <= t.endMs);
     if (during === undefined) verdicts.splitBrain.push(w);
     else if (w.doneMs > during.endMs) verdicts.lateAcks.push(w);
   }

@@ -1,8 +1,15 @@
 /**
- * Watches the cluster from outside while faults run: every change of the
- * leader key (through an etcd watch, and through a poll that also keeps the
- * latest full view), and every change of a member's state or reason. The
- * checker turns the leader observations into leadership tenures.
+ * Watches the cluster from outside while faults run. Two sources, so that
+ * one stuck connection (a watch held by an isolated etcd member) hides
+ * nothing:
+ *   - a watch on the cluster's prefix: every change of the leader key with
+ *     its exact etcd revision; restarted from the last revision seen when it
+ *     goes quiet while polls show the store moving;
+ *   - a poll of the whole prefix every 200 ms (linearizable reads that fail
+ *     over between members), which keeps the latest view, stamps the leader
+ *     with the read's header revision, and records member state changes.
+ * Each leader sample says "at etcd revision `rev` the key named `leader`"
+ * and arrived at `atMs`; the checker orders them by revision.
  */
 import type { Etcd3, Watcher } from 'etcd3';
 import { keys } from '../../src/dcs/codec.js';
@@ -11,12 +18,12 @@ import type { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView } from '../../src/dcs/types.js';
 import { sleep } from '../../src/util/clock.js';
 
-export interface LeaderObservation {
-  /** when the observation arrived (for a poll: when the answer came back) */
-  atMs: number;
-  /** for a poll: when the read was sent; the read reflects etcd at some moment in [sentMs, atMs] */
-  sentMs: number;
+export interface LeaderSample {
+  /** etcd revision the sample describes */
+  rev: number;
   leader: string | null;
+  /** when it reached us: the revision existed by then */
+  atMs: number;
   source: 'watch' | 'poll';
 }
 
@@ -29,68 +36,115 @@ export interface MemberNote {
 }
 
 const pollMs = 200;
+/** A watch that saw nothing for this long while polls saw the revision move is restarted. */
+const watchQuietMs = 3000;
 
 export class Observer {
-  readonly leaderObservations: LeaderObservation[] = [];
+  readonly samples: LeaderSample[] = [];
   readonly memberNotes: MemberNote[] = [];
+  watchRestarts = 0;
   latest: ClusterView | null = null;
   latestAtMs = 0;
   private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly leaderKey: string;
   private watcher: Watcher | null = null;
+  private watchRev = 0;
+  private watchEventAtMs = 0;
+  private restartingWatch = false;
   private stopped = false;
   private polling: Promise<void> | null = null;
-  private lastNote = new Map<string, string>();
+  private readonly lastNote = new Map<string, string>();
   private lastPolledLeader: string | null | undefined = undefined;
 
   constructor(
     private readonly dcs: EtcdDcs,
     endpoints: string[],
-    private readonly cluster: string,
+    cluster: string,
   ) {
     this.client = createEtcdClient(endpoints, 2000);
+    this.prefix = keys(cluster).prefix;
+    this.leaderKey = keys(cluster).leader;
   }
 
   async start(): Promise<void> {
-    const leaderKey = keys(this.cluster).leader;
-    const watcher = await this.client.watch().key(leaderKey).create();
-    this.watcher = watcher;
-    const note = (leader: string | null) => {
-      const atMs = Date.now();
-      this.leaderObservations.push({ atMs, sentMs: atMs, leader, source: 'watch' });
-    };
-    watcher.on('put', (kv) => {
-      try {
-        note((JSON.parse(kv.value.toString('utf8')) as { name?: string }).name ?? null);
-      } catch {
-        note(null);
-      }
-    });
-    watcher.on('delete', () => note(null));
+    await this.startWatch(null);
     this.polling = this.poll();
+  }
+
+  private async startWatch(fromRev: number | null): Promise<void> {
+    let builder = this.client.watch().prefix(this.prefix);
+    if (fromRev !== null) builder = builder.startRevision(String(fromRev));
+    const watcher = await builder.create();
+    this.watcher = watcher;
+    this.watchEventAtMs = Date.now();
+    const sample = (rev: string, leader: string | null) => {
+      this.samples.push({ rev: Number(rev), leader, atMs: Date.now(), source: 'watch' });
+    };
+    watcher.on('data', (res) => {
+      this.watchEventAtMs = Date.now();
+      this.watchRev = Math.max(this.watchRev, Number(res.header.revision));
+    });
+    watcher.on('put', (kv) => {
+      if (kv.key.toString('utf8') !== this.leaderKey) return;
+      let name: string | null = null;
+      try {
+        name = (JSON.parse(kv.value.toString('utf8')) as { name?: string }).name ?? null;
+      } catch {
+        // an unreadable leader value counts as no leader, as the agents treat it
+      }
+      sample(kv.mod_revision, name);
+    });
+    watcher.on('delete', (kv) => {
+      if (kv.key.toString('utf8') === this.leaderKey) sample(kv.mod_revision, null);
+    });
+  }
+
+  private async restartWatch(): Promise<void> {
+    if (this.restartingWatch) return;
+    this.restartingWatch = true;
+    try {
+      const old = this.watcher;
+      this.watcher = null;
+      void old?.cancel().catch(() => undefined);
+      this.watchRestarts += 1;
+      // from the next revision: nothing between the two watches is missed
+      await this.startWatch(this.watchRev > 0 ? this.watchRev + 1 : null);
+    } catch {
+      // the next quiet check tries again
+    } finally {
+      this.restartingWatch = false;
+    }
   }
 
   private async poll(): Promise<void> {
     while (!this.stopped) {
-      const sentMs = Date.now();
       const view = await this.dcs.readCluster().catch(() => null);
       const atMs = Date.now();
       if (view !== null) {
         this.latest = view;
         this.latestAtMs = atMs;
         const leader = view.leader?.value.name ?? null;
+        const rev = Number(view.revision);
         if (leader !== this.lastPolledLeader) {
-          this.leaderObservations.push({ atMs, sentMs, leader, source: 'poll' });
+          this.samples.push({ rev, leader, atMs, source: 'poll' });
           this.lastPolledLeader = leader;
         }
-        for (const m of view.members) {
-          const text = `${m.role}|${m.state}|${m.reason.replace(/\(\d+ s so far\)/, '').replace(/\d+ bytes behind/, 'n bytes behind')}`;
-          if (this.lastNote.get(m.name) !== text) {
-            this.lastNote.set(m.name, text);
-            this.memberNotes.push({ atMs, name: m.name, role: m.role, state: m.state, reason: m.reason });
-          }
-        }
+        this.noteMembers(view, atMs);
+        if (rev > this.watchRev && atMs - this.watchEventAtMs > watchQuietMs) void this.restartWatch();
       }
       await sleep(pollMs);
+    }
+  }
+
+  private noteMembers(view: ClusterView, atMs: number): void {
+    for (const m of view.members) {
+      // progress counters would make every poll a change
+      const reason = m.reason.replace(/\(\d+ s so far\)/, '').replace(/\d+ bytes behind/, 'n bytes behind').replace(/\(lsn \d+\)/, '');
+      const text = `${m.role}|${m.state}|${reason}`;
+      if (this.lastNote.get(m.name) === text) continue;
+      this.lastNote.set(m.name, text);
+      this.memberNotes.push({ atMs, name: m.name, role: m.role, state: m.state, reason: m.reason });
     }
   }
 
@@ -98,10 +152,10 @@ export class Observer {
     return this.latest?.leader?.value.name ?? null;
   }
 
-  /** Resolves with the first fresh view that `accept` takes; null after the timeout. */
+  /** Resolves with the first new view that `accept` takes; null after the timeout. */
   async waitFor(accept: (view: ClusterView, atMs: number) => boolean, timeoutMs: number): Promise<{ view: ClusterView; atMs: number } | null> {
     const deadline = Date.now() + timeoutMs;
-    let seen = this.latestAtMs;
+    let seen = 0;
     while (Date.now() < deadline) {
       if (this.latest !== null && this.latestAtMs !== seen) {
         seen = this.latestAtMs;

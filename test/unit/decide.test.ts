@@ -405,7 +405,7 @@ const cases: Case[] = [
       }),
       pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
     }),
-    to: 'stopped', actions: ['stopPostgres', 'releaseLeader', 'event'], reason: /switchover to node3/,
+    to: 'stopped', actions: ['drainClients', 'stopPostgres', 'releaseLeader', 'event'], reason: /switchover to node3/,
   },
   {
     name: 'switchover to a lagging replica: refused and cleared',

@@ -61,14 +61,16 @@ export function haproxyConfig(input: HaproxyConfigInput): string {
       `stats socket ${input.socketPath} mode 600 level admin`,
       'stats timeout 10s',
       `lua-load ${input.luaPath}`,
-      // alerts reach the router's log through stderr; proxies log nothing, so connections cost no log line
-      'log stderr format raw local0 warning',
+      // startup alerts still reach stderr (the router's log); the slot changes the router makes are logged by the router itself
+      'quiet',
     ]),
     section([
       'defaults',
       'mode tcp',
       'maxconn 10000',
       `timeout connect ${input.connectTimeoutMs}ms`,
+      // the same server refusing again a second later helps nobody: the client hears at once
+      'retries 0',
       // PostgreSQL sessions idle for hours; TCP keep-alive, not a timeout, finds dead peers
       'timeout client 24h',
       'timeout server 24h',

@@ -1,0 +1,183 @@
+import { describe, expect, it } from 'vitest';
+import { freeNames, leastPopulatedZone, plan, zonesBalanced, type PlanAction } from '../../src/controller/plan.js';
+import { NOW, seenLongAgo, spec, three, world, type NodeDesc } from './controller-fixtures.js';
+
+const names = (nodes: NodeDesc[]) => nodes.map((n) => n.name);
+const short = (actions: PlanAction[]) =>
+  actions.map((a) => (a.kind === 'create' ? `create ${a.node}@${a.zone}${a.replaces ? ` for ${a.replaces}` : ''}` : a.kind === 'switchover' ? `switchover ${a.from}->${a.to}` : `${a.kind} ${a.node}`));
+
+interface Row {
+  name: string;
+  nodes: NodeDesc[];
+  spec?: Parameters<typeof spec>[0];
+  downSince?: Record<string, number>;
+  expect: string[];
+  reason?: RegExp;
+}
+
+const rows: Row[] = [
+  { name: 'matching shape: nothing to do', nodes: three, expect: [], reason: /3 of 3 nodes \(a 1, b 1, c 1\), 3 streaming: nothing to do/ },
+  {
+    name: 'grows to the count, spreading over zones',
+    nodes: three,
+    spec: { nodes: 5 },
+    expect: ['create node4@a', 'create node5@b'],
+    reason: /3 of 5 nodes: creating node4 in a/,
+  },
+  {
+    name: 'a new node goes to the emptiest zone',
+    nodes: [{ name: 'node1', zone: 'a', leader: true }, { name: 'node2', zone: 'a' }, { name: 'node3', zone: 'b' }],
+    spec: { nodes: 4 },
+    expect: ['create node4@c'],
+  },
+  {
+    name: 'shrinks: most crowded zone, then newest first, never the leader',
+    nodes: [...three, { name: 'node4', zone: 'a' }, { name: 'node5', zone: 'b' }],
+    spec: { nodes: 2 },
+    expect: ['destroy node5', 'destroy node4', 'destroy node3'].slice(0, 3),
+    reason: /removing replica node5/,
+  },
+  {
+    name: 'shrinks the most lagging replica first',
+    nodes: [{ name: 'node1', zone: 'a', leader: true }, { name: 'node2', zone: 'b', lagBytes: 64 * 1024 * 1024 }, { name: 'node3', zone: 'c' }],
+    spec: { nodes: 2 },
+    expect: ['destroy node2'],
+  },
+  {
+    name: 'never below the declared streaming replicas: a cloning node is left to finish',
+    nodes: [...three, { name: 'node4', zone: 'a', streaming: false }],
+    spec: { nodes: 3 },
+    expect: [],
+    reason: /waiting until a replica can go/,
+  },
+  {
+    name: 'a node down less than replaceAfterSeconds waits',
+    nodes: [three[0]!, three[1]!, { name: 'node3', zone: 'c', stopped: true }],
+    downSince: { node3: NOW - 10_000 },
+    expect: [],
+    reason: /node3 down 10 s \(the provider says it is stopped\); replaced after 30 s/,
+  },
+  {
+    name: 'a node down longer is fenced, destroyed and replaced in its zone',
+    nodes: [three[0]!, three[1]!, { name: 'node3', zone: 'c', stopped: true }],
+    downSince: { node3: NOW - 31_000 },
+    expect: ['fence node3', 'destroy node3', 'create node4@c for node3'],
+  },
+  {
+    name: 'a stale member key counts as down',
+    nodes: [three[0]!, three[1]!, { name: 'node3', zone: 'c', ageMs: 60_000 }],
+    downSince: { node3: NOW - 40_000 },
+    expect: ['fence node3', 'destroy node3', 'create node4@c for node3'],
+  },
+  {
+    name: 'a dead leader is fenced at once and its lease ended; it is replaced later like any node',
+    nodes: [{ name: 'node1', zone: 'a', leader: true, stopped: true }, three[1]!, three[2]!],
+    expect: ['fenceLeader node1'],
+    reason: /leader node1 the provider says it is stopped: fencing it/,
+  },
+  {
+    name: 'a leader that stopped publishing is fenced too',
+    nodes: [{ name: 'node1', zone: 'a', leader: true, ageMs: 5000 }, three[1]!, three[2]!],
+    expect: ['fenceLeader node1'],
+  },
+  {
+    name: 'a node that still holds the leader key is never destroyed',
+    nodes: [{ name: 'node1', zone: 'a', leader: true, stopped: true }, three[1]!, three[2]!],
+    downSince: { node1: NOW - 120_000 },
+    expect: ['fenceLeader node1'],
+  },
+  {
+    name: 'vertical scaling: a replica of the old class gets a successor first',
+    nodes: three,
+    spec: { instanceClass: 'l' },
+    expect: ['create node4@b'],
+    reason: /vertical scaling: node2 is m, not l: adding node4 in b first/,
+  },
+  {
+    name: 'vertical scaling: once the successor streams, the old replica goes',
+    nodes: [...three, { name: 'node4', zone: 'b', instanceClass: 'l' }],
+    spec: { instanceClass: 'l' },
+    expect: ['destroy node2'],
+  },
+  {
+    name: 'vertical scaling: replicas done, the leader gets a successor, then hands over',
+    nodes: [three[0]!, { name: 'node2', zone: 'b', instanceClass: 'l' }, { name: 'node3', zone: 'c', instanceClass: 'l' }],
+    spec: { instanceClass: 'l' },
+    expect: ['create node4@a'],
+  },
+  {
+    name: 'vertical scaling: switchover to the successor in the leader zone',
+    nodes: [three[0]!, { name: 'node2', zone: 'b', instanceClass: 'l' }, { name: 'node3', zone: 'c', instanceClass: 'l' }, { name: 'node4', zone: 'a', instanceClass: 'l' }],
+    spec: { instanceClass: 'l' },
+    expect: ['switchover node1->node4'],
+  },
+  {
+    name: 'zones out of balance: one more node in the emptiest zone',
+    nodes: [{ name: 'node1', zone: 'a', leader: true }, { name: 'node2', zone: 'a' }, { name: 'node3', zone: 'a' }],
+    expect: ['create node4@b'],
+    reason: /zones out of balance/,
+  },
+  {
+    name: 'autoscaler replicas are created under their reserved names and never removed as surplus',
+    nodes: [...three, { name: 'node5', zone: 'a' }],
+    spec: { nodes: 2, scaling: { added: ['node4', 'node5'], lastScaleOutAtMs: null, lastScaleInAtMs: null } },
+    expect: ['create node4@b', 'destroy node3'].slice(0, 1).concat(['destroy node3']),
+  },
+];
+
+describe('plan', () => {
+  for (const row of rows) {
+    it(row.name, () => {
+      const { view, inventory } = world(row.nodes);
+      const out = plan(spec(row.spec), view, inventory, NOW, seenLongAgo(names(row.nodes), row.downSince));
+      expect(short(out.actions)).toEqual(row.expect);
+      if (row.reason) expect(out.reason).toMatch(row.reason);
+      for (const action of out.actions) expect(action.reason.length).toBeGreaterThan(10);
+    });
+  }
+
+  it('records when a node went down, and forgets nodes that are gone', () => {
+    const { view, inventory } = world([three[0]!, { name: 'node2', zone: 'b', stopped: true }]);
+    const out = plan(spec({ nodes: 2 }), view, inventory, NOW, { ...seenLongAgo(['node1', 'node2', 'node9']), fenced: ['node9'] });
+    expect(out.memory.downSinceMs).toEqual({ node2: NOW });
+    expect(out.memory.fenced).toEqual([]);
+    expect(Object.keys(out.memory.firstSeenMs).sort()).toEqual(['node1', 'node2']);
+  });
+
+  it('gives a new node time to publish before a missing key counts', () => {
+    const nodes = [...three, { name: 'node4', zone: 'a', noKey: true }];
+    const { view, inventory } = world(nodes);
+    const memory = seenLongAgo(names(three));
+    const first = plan(spec({ nodes: 4 }), view, inventory, NOW, memory);
+    expect(first.health.find((n) => n.name === 'node4')).toMatchObject({ down: false, why: 'booting: no member key yet' });
+    const later = plan(spec({ nodes: 4 }), view, inventory, NOW + 25_000, first.memory);
+    expect(later.health.find((n) => n.name === 'node4')!.down).toBe(true);
+  });
+
+  it('waits for the bootstrap', () => {
+    const { view, inventory } = world(three, { initialize: null });
+    expect(plan(spec({ nodes: 5 }), view, inventory, NOW, seenLongAgo([])).actions).toEqual([]);
+  });
+
+  it('stops at the provider limit', () => {
+    const { view, inventory } = world(three);
+    const out = plan(spec({ nodes: 6 }), view, inventory, NOW, seenLongAgo(names(three)), { maxNodes: 4, bootGraceMs: 1 });
+    expect(short(out.actions)).toEqual(['create node4@a']);
+  });
+});
+
+describe('zone helpers', () => {
+  it('balanced means no zone holds two more than another, and none outside the spec', () => {
+    expect(zonesBalanced(['a', 'b', 'c'], [{ zone: 'a' }, { zone: 'a' }, { zone: 'b' }])).toBe(true);
+    expect(zonesBalanced(['a', 'b', 'c'], [{ zone: 'a' }, { zone: 'a' }])).toBe(false);
+    expect(zonesBalanced(['a'], [{ zone: 'x' }])).toBe(false);
+  });
+  it('least populated zone prefers the given zone on ties', () => {
+    expect(leastPopulatedZone(['a', 'b'], [], 'b')).toBe('b');
+    expect(leastPopulatedZone(['a', 'b'], [{ zone: 'a' }], 'a')).toBe('b');
+  });
+  it('free names skip every used one', () => {
+    expect(freeNames(2, new Set(['node1', 'node3']), 20)).toEqual(['node2', 'node4']);
+    expect(freeNames(2, new Set(['node1']), 2)).toEqual(['node2']);
+  });
+});
