@@ -1,8 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { stopEtcd } from '../dcs/etcd-server.js';
+import { defaultEtcdBinary, stopEtcd } from '../dcs/etcd-server.js';
 import { KeelError } from '../errors.js';
 import { checkPostgresBinaries } from '../postgres/binaries.js';
 import { resolveRunAs } from '../postgres/programs.js';
@@ -79,6 +79,11 @@ async function up(options: UpOptions): Promise<void> {
   const timeoutMs = integerOption(options.timeout, '--timeout', 10, 3600) * 1000;
   const file = clusterFileFrom(options, layout);
   checkPostgresBinaries('/usr/lib/postgresql/15/bin');
+  try {
+    accessSync(defaultEtcdBinary, constants.X_OK);
+  } catch {
+    throw new KeelError('KEEL_BINARY_MISSING', `etcd is not installed (${defaultEtcdBinary})`);
+  }
   const supervisorPid = readPidFile(layout.supervisorPidFile);
   if (supervisorPid !== null && isAlive(supervisorPid) && supervisorPid !== process.pid) {
     throw new KeelError('KEEL_ALREADY_RUNNING', `a cluster already runs from ${layout.dir} (supervisor PID ${supervisorPid})`);

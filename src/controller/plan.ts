@@ -233,21 +233,24 @@ export function plan(
 
   const desiredTotal = spec.nodes + spec.scaling.added.length;
   const count = () => live.length + created.length;
+  // The operator's nodes (the leader always among them) and the autoscaler's are counted apart.
+  const isBase = (n: { name: string; leader?: boolean }) => n.leader === true || !spec.scaling.added.includes(n.name);
+  const baseCount = () => live.filter(isBase).length + created.filter(isBase).length;
 
   // Replicas the autoscaler reserved are created under their reserved names.
   for (const name of spec.scaling.added) {
-    if (names.has(name) || created.some((c) => c.name === name) || count() >= desiredTotal) continue;
+    if (names.has(name) || created.some((c) => c.name === name)) continue;
     const zone = leastPopulatedZone(spec.zones, [...live, ...created]);
     create(name, zone, null, `autoscaler added ${name}: creating it in ${zone}`);
   }
-  while (count() < desiredTotal) {
+  while (baseCount() < spec.nodes) {
     const name = take();
     if (name === null) {
       notes.push(`cannot create more nodes: the provider holds at most ${options.maxNodes}`);
       break;
     }
     const zone = leastPopulatedZone(spec.zones, [...live, ...created]);
-    create(name, zone, null, `${count()} of ${desiredTotal} nodes: creating ${name} in ${zone}`);
+    create(name, zone, null, `${baseCount()} of ${spec.nodes} declared nodes: creating ${name} in ${zone}`);
   }
 
   const desiredReplicas = desiredTotal - 1;
@@ -260,10 +263,12 @@ export function plan(
     : undefined;
 
   // Surplus replicas: never the leader, never one the autoscaler owns (it removes those itself).
-  while (count() > desiredTotal) {
+  while (baseCount() > spec.nodes) {
     const streamingReplicas = live.filter((n) => !n.leader && n.streaming).length;
     const candidates = live
       .filter((n) => !n.leader && !spec.scaling.added.includes(n.name) && n !== successor)
+      // while the leader is of the old class, replicas of the new one stay: the lead passes to them first
+      .filter((n) => !leaderWrongClass || n.down || n.instanceClass !== spec.instanceClass)
       // a node still cloning or catching up is left to finish: removing it would undo a surge
       .filter((n) => n.down || (n.streaming && streamingReplicas - 1 >= desiredReplicas))
       .sort(removalOrder(spec, live));
@@ -272,12 +277,13 @@ export function plan(
       if (successor && leader && !view.switchover && live.every((n) => n.streaming)) {
         actions.push({ kind: 'switchover', from: leader.name, to: successor.name, reason: `vertical scaling: handing the lead from ${leader.name} (${leader.instanceClass}) to ${successor.name} (${spec.instanceClass})` });
       } else {
-        notes.push(`${count()} nodes for ${desiredTotal}: waiting until a replica can go without leaving fewer than ${desiredReplicas} streaming`);
+        notes.push(`${baseCount()} declared nodes for ${spec.nodes}: waiting until a replica can go without leaving fewer than ${desiredReplicas} streaming`);
       }
       break;
     }
     live = live.filter((n) => n !== victim);
-    const why = victim.instanceClass !== null && victim.instanceClass !== spec.instanceClass ? `its class ${victim.instanceClass} is not ${spec.instanceClass}` : victim.streaming ? `${count() + 1} nodes for ${desiredTotal}` : `${count() + 1} nodes for ${desiredTotal} and it ${victim.why}`;
+    const surplus = `${baseCount() + 1} declared nodes for ${spec.nodes}`;
+    const why = victim.instanceClass !== null && victim.instanceClass !== spec.instanceClass ? `its class ${victim.instanceClass} is not ${spec.instanceClass}` : victim.streaming ? surplus : `${surplus} and it ${victim.why}`;
     actions.push({ kind: 'destroy', node: victim.name, reason: `removing replica ${victim.name}: ${why}` });
   }
 
@@ -285,12 +291,13 @@ export function plan(
   const settled = actions.length === 0 && count() === desiredTotal && live.every((n) => n.streaming) && view.switchover === null;
   if (settled) {
     const wrong = live.filter((n) => !n.leader && n.instanceClass !== null && n.instanceClass !== spec.instanceClass).sort(removalOrder(spec, live))[0];
-    const surge = (zone: string, reason: string): void => {
+    // the autoscaler's record moves to the successor (replaces), so the old node becomes a surplus the plan removes
+    const surge = (zone: string, reason: string, replaces: string | null = null): void => {
       const name = take();
       if (name === null) notes.push(`${reason}, but no node name is free`);
-      else create(name, zone, null, `${reason}: adding ${name} in ${zone} first`);
+      else create(name, zone, replaces, `${reason}: adding ${name} in ${zone} first`);
     };
-    if (wrong) surge(wrong.zone, `vertical scaling: ${wrong.name} is ${wrong.instanceClass}, not ${spec.instanceClass}`);
+    if (wrong) surge(wrong.zone, `vertical scaling: ${wrong.name} is ${wrong.instanceClass}, not ${spec.instanceClass}`, isBase(wrong) ? null : wrong.name);
     else if (leaderWrongClass) surge(leader!.zone, `vertical scaling: leader ${leader!.name} is ${leader!.instanceClass}, not ${spec.instanceClass}`);
     else if (!zonesBalanced(spec.zones, live)) surge(leastPopulatedZone(spec.zones, live), `zones out of balance (${describeZones(spec.zones, live)})`);
   }

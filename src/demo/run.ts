@@ -137,7 +137,7 @@ async function runWorkload(options: DemoOptions, setup: Setup, screen: Screen, s
     (p) => {
       if (Date.now() - lastProgressMs < 100 && p.done < p.total) return;
       lastProgressMs = Date.now();
-      if (screen.tty || p.done === p.total || p.done % 50_000 === 0) screen.overwrite(renderProgress(p, screen.width, screen.tty));
+      if (screen.tty || p.done === p.total || (p.done > 0 && p.done % 50_000 === 0)) screen.overwrite(renderProgress(p, screen.width, screen.tty));
     },
     stop.requested,
   );

@@ -149,13 +149,12 @@ export function renderPlainLine(s: ViewState): string {
   const elapsed = Math.round((s.nowMs - s.startedMs) / 1000);
   const p = (op: OpStats, q: number) => formatMs(op.recentPercentile(q, s.nowMs));
   const parts = [
-    `[${String(elapsed).padStart(4)}s]`,
     `reads ${formatInt(s.reads.rate(s.nowMs))}/s (p50 ${p(s.reads, 0.5)}, p99 ${p(s.reads, 0.99)})`,
     `writes ${formatInt(s.writes.rate(s.nowMs))}/s (p50 ${p(s.writes, 0.5)}, p99 ${p(s.writes, 0.99)})`,
     `errors ${s.reads.errors}/${s.writes.errors}`,
   ];
   if (s.members !== null) parts.push(s.members.map((m) => `${m.name} ${m.role}${m.role === 'replica' && !m.streaming ? ` (${m.state})` : ''}`).join(', ') || 'no members');
-  return parts.join(' · ');
+  return `[${String(elapsed).padStart(4)}s] ${parts.join(' · ')}`;
 }
 
 export function renderProgress(p: LoadProgress, width: number, c = true): string {

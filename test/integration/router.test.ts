@@ -6,6 +6,7 @@
  * pending switchover, an unreachable backend and a stopped etcd happen
  * exactly when the test says, without waiting for agents.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -31,6 +32,29 @@ const scriptPorts: Record<Engine, [number, number]> = { builtin: [17202, 17203],
 const sinkPort = 17208;
 /** nothing listens here: an unreachable backend */
 const ghostPort = 17209;
+/** a listener whose accept queue is full, so connecting to it hangs: a backend lost in the network */
+const blackholePort = 17207;
+
+/** Python (Debian has it) listens without accepting and fills its own backlog; resolves once SYNs go unanswered. */
+async function startBlackhole(port: number): Promise<ChildProcess> {
+  const code = [
+    'import socket, time',
+    `s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', ${port})); s.listen(0)`,
+    'fill = [socket.socket() for _ in range(3)]',
+    '[c.setblocking(False) for c in fill]',
+    `[c.connect_ex(('127.0.0.1', ${port})) for c in fill]`,
+    'time.sleep(0.5); print("ready", flush=True); time.sleep(60)',
+  ].join('\n');
+  const child = spawn('python3', ['-c', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the black hole did not start within 5 s')), 5000);
+    child.stdout!.once('data', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  return child;
+}
 
 let dir: string;
 let tc: TestCluster;
@@ -256,14 +280,31 @@ describe('both engines, scripted etcd', () => {
   });
 
   it('an unreachable backend: the client\'s connection is closed promptly, not left hanging', async () => {
+    const probe = async (engine: Engine): Promise<number | null> => {
+      const socket = await rawConnect(scripted[engine].rwPort);
+      socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]));
+      return closedWithin(socket, 6000);
+    };
+    // connection refused: at once
     await setScript({ leader: 'ghost', members: [scriptedMember('ghost', 'primary', ghostPort)] }, /"rw":"ghost","holdRw":false/);
     try {
       for (const engine of engines) {
-        const socket = await rawConnect(scripted[engine].rwPort);
-        socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]));
-        const closedAfterMs = await closedWithin(socket, 4000);
+        const closedAfterMs = await probe(engine);
         expect(closedAfterMs, engine).not.toBeNull();
         expect(closedAfterMs!, engine).toBeLessThan(1500);
+      }
+      // no answer at all: after the 3 s connect timeout
+      const hole = await startBlackhole(blackholePort);
+      try {
+        await setScript({ leader: 'hole', members: [scriptedMember('hole', 'primary', blackholePort)] }, /"rw":"hole","holdRw":false/);
+        const closedAfterMs = await Promise.all(engines.map(probe));
+        for (const [i, engine] of engines.entries()) {
+          expect(closedAfterMs[i], engine).not.toBeNull();
+          expect(closedAfterMs[i]!, engine).toBeGreaterThanOrEqual(2500);
+          expect(closedAfterMs[i]!, engine).toBeLessThan(5000);
+        }
+      } finally {
+        hole.kill('SIGKILL');
       }
     } finally {
       await baseState();
