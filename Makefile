@@ -8,7 +8,7 @@ build:
 	@npx tsc -p tsconfig.json
 
 demo: setup
-	node bin/keel.js up --dir .keel
+	node bin/keel.js demo
 
 up: setup
 	node bin/keel.js up --dir .keel --detach

@@ -9,6 +9,7 @@ import { runAction, type ActionContext } from './actions.js';
 import { decide } from './decide.js';
 import { leaseDeadlineMs } from './eligibility.js';
 import { LeaseKeeper } from './lease.js';
+import type { LoadMeter } from './load.js';
 import { memberValue } from './member.js';
 import type { Decision, Snapshot } from './snapshot.js';
 import { isAllowed, type State } from './states.js';
@@ -51,6 +52,8 @@ export class Agent {
     private readonly pg: Postgres,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    /** load metrics for the autoscaler; absent in tests that do not need them */
+    private readonly load?: LoadMeter,
   ) {
     this.lastConfig = config.bootstrap.dynamic ?? defaultDynamicConfig;
     this.lease = new LeaseKeeper(dcs, clock, logger, () => {
@@ -68,12 +71,14 @@ export class Agent {
       }, watchdogIntervalMs),
     );
     this.scheduleTick();
+    this.load?.start();
     this.wake();
   }
 
   /** Clean shutdown: stop PostgreSQL, then end the lease so a replica takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.load?.stop();
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
     if (this.stopWatch) await this.stopWatch().catch(() => undefined);
@@ -311,8 +316,9 @@ export class Agent {
    */
   private async publish(snap: Snapshot, reason: string): Promise<void> {
     if (snap.cluster === null || this.lease.id === null) return;
-    const value = memberValue(this.config, snap, this.state, reason, process.pid);
-    const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, ...essential } = value;
+    const value = memberValue(this.config, snap, this.state, reason, process.pid, this.load?.current());
+    // metrics change every sample: like WAL positions, they ride along with the periodic put
+    const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, ...essential } = value;
     const essentialJson = JSON.stringify(essential);
     const due = snap.nowMs - this.lastPublish.atMs >= this.lastConfig.loop_wait * 900;
     if (essentialJson === this.lastPublish.essentialJson && !due && this.lastPublish.leaseId === this.lease.id) return;

@@ -1,5 +1,5 @@
 import type { NodeConfig } from '../config/schema.js';
-import type { MemberValue } from '../dcs/types.js';
+import type { MemberMetrics, MemberValue } from '../dcs/types.js';
 import type { State } from './states.js';
 import type { Snapshot } from './snapshot.js';
 
@@ -10,7 +10,7 @@ export function splitHostPort(address: string): { host: string; port: number } {
 }
 
 /** The member key this agent publishes, from what it just observed and decided. */
-export function memberValue(config: NodeConfig, snap: Snapshot, state: State, reason: string, agentPid: number): MemberValue {
+export function memberValue(config: NodeConfig, snap: Snapshot, state: State, reason: string, agentPid: number, metrics?: MemberMetrics): MemberValue {
   const runtime = snap.pg.runtime;
   const pgAddress = config.postgres.connectAddress
     ? splitHostPort(config.postgres.connectAddress)
@@ -43,5 +43,6 @@ export function memberValue(config: NodeConfig, snap: Snapshot, state: State, re
     postmasterPid: snap.pg.postmasterPid,
     dataDir: config.postgres.dataDir,
     updatedAtMs: snap.nowMs,
+    ...(metrics === undefined ? {} : { metrics }),
   };
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
+import { LoadMeter } from '../agent/load.js';
 import { splitHostPort } from '../agent/member.js';
 import { startApi } from '../api/server.js';
 import { loadNodeConfig } from '../config/load.js';
@@ -34,7 +35,7 @@ export function registerAgent(program: Command): void {
         logger,
       });
       const pg = new LocalPostgres(config, logger);
-      const agent = new Agent(config, dcs, pg, systemClock, logger);
+      const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock));
       logger.info({ dataDir: config.postgres.dataDir, etcd: config.etcd.endpoints }, 'agent starting');
       await agent.start();
       const apiOptions = { node: { name: config.name, cluster: config.cluster, tags: config.tags }, token: config.api.token, dcs, clock: systemClock, logger };

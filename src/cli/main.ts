@@ -1,6 +1,10 @@
 import { Command, CommanderError } from 'commander';
 import { isKeelError, KeelError, redactSecrets } from '../errors.js';
 import { registerAgent } from './agent.js';
+import { registerAutoscale } from './autoscale.js';
+import { registerController } from './controller.js';
+import { registerEvents } from './events.js';
+import { registerSpec } from './spec.js';
 import { registerDemo } from './demo.js';
 import { registerConfig } from './config.js';
 import { registerRouter } from './router.js';
@@ -21,6 +25,10 @@ export function buildProgram(): Command {
   registerConfig(program);
   registerAgent(program);
   registerRouter(program);
+  registerController(program);
+  registerSpec(program);
+  registerEvents(program);
+  registerAutoscale(program);
   registerDemo(program);
   return program;
 }

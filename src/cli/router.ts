@@ -120,8 +120,10 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   await control.start();
   const why = await Promise.race([stopSignal, died.then((detail) => `engine: ${detail}`)]);
   logger.info({ why }, 'router stopping');
-  await control.stop();
+  // listeners and connections go first; etcd may be slow to say goodbye
+  const controlStopped = control.stop();
   await engine.stop();
+  await controlStopped;
   await dcs.close();
   if (why.startsWith('engine')) throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', why);
   logger.info('router stopped');

@@ -117,7 +117,7 @@ async function up(options: UpOptions): Promise<void> {
   }
 
   const logger = createLogger({ component: 'supervisor', dir: layout.dir });
-  const local = new LocalCluster(layout, cluster, secrets, logger);
+  const local = new LocalCluster(layout, cluster, secrets, logger, { controller: true });
   await writeFile(layout.supervisorPidFile, `${process.pid}\n`);
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= local.stop().finally(() => rm(layout.supervisorPidFile, { force: true })));
@@ -148,12 +148,14 @@ async function down(options: { dir: string }): Promise<void> {
   const cluster = layout.readCluster();
   const supervisor = readPidFile(layout.supervisorPidFile);
   if (supervisor !== null && isAlive(supervisor)) await terminate(supervisor, 180_000);
-  // Whatever a killed supervisor left behind, stopped by the PIDs it recorded.
+  // Whatever a killed supervisor left behind, stopped by the PIDs it recorded; the controller first, or it replaces what stops.
+  const controller = readPidFile(layout.controllerPidFile);
+  if (controller !== null) await terminate(controller, 10_000);
+  await rm(layout.controllerPidFile, { force: true });
   const router = readPidFile(layout.routerPidFile);
   if (router !== null) await terminate(router, 10_000);
   await rm(layout.routerPidFile, { force: true });
-  for (let i = 0; i < cluster.nodes; i++) {
-    const name = layout.nodeName(i);
+  for (const name of layout.nodeNames()) {
     const agent = readPidFile(layout.agentPidFile(name));
     if (agent !== null) await terminate(agent, 60_000);
     const postmaster = readPidFile(`${layout.dataDir(name)}/postmaster.pid`);

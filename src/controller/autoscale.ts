@@ -110,3 +110,19 @@ export function scaleInVictim(spec: SpecValue, health: NodeHealth[]): string | n
   own.sort((a, b) => crowd(b.zone) - crowd(a.zone) || b.firstSeenMs - a.firstSeenMs || nodeIndex(b.name) - nodeIndex(a.name));
   return own[0]?.name ?? null;
 }
+
+/**
+ * A replica the autoscaler added may become the leader; the leader is never
+ * its to remove, so its record moves to a replica the operator declared.
+ * Returns the spec to write, or null when nothing moves.
+ */
+export function moveRecordOffLeader(spec: SpecValue, health: NodeHealth[]): SpecValue | null {
+  const leader = health.find((n) => n.leader);
+  if (leader === undefined || !spec.scaling.added.includes(leader.name)) return null;
+  const stand = health
+    .filter((n) => !n.leader && !spec.scaling.added.includes(n.name))
+    .sort((a, b) => b.firstSeenMs - a.firstSeenMs || nodeIndex(b.name) - nodeIndex(a.name))[0];
+  if (stand === undefined) return null;
+  const added = spec.scaling.added.map((name) => (name === leader.name ? stand.name : name));
+  return { ...spec, scaling: { ...spec.scaling, added } };
+}

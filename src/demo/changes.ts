@@ -18,8 +18,6 @@ export interface DemoEvent {
 export interface Failover {
   from: string | null;
   to: string;
-  /** how long there was no usable leader; null when the key moved directly */
-  noLeaderMs: number | null;
   atMs: number;
 }
 
@@ -27,13 +25,12 @@ export interface Tracked {
   leader: string | null;
   /** the leader before the key went away, to tell a failover from a restart */
   lastLeader: string | null;
-  noLeaderSinceMs: number | null;
-  members: Map<string, { role: string; streaming: boolean }>;
-  /** members that left or stopped streaming: their return is a rejoin */
+  members: Map<string, { upstream: string | null; streaming: boolean }>;
+  /** members whose key vanished: their return is a rejoin */
   away: Set<string>;
 }
 
-export const initialTracking = (): Tracked => ({ leader: null, lastLeader: null, noLeaderSinceMs: null, members: new Map(), away: new Set() });
+export const initialTracking = (): Tracked => ({ leader: null, lastLeader: null, members: new Map(), away: new Set() });
 
 /** A leader that publishes a running primary: before that, writes cannot succeed anyway. */
 export function usableLeader(view: ClusterView): string | null {
@@ -47,41 +44,38 @@ export function diffCluster(prev: Tracked, view: ClusterView, nowMs: number, fir
   const say = (source: string, text: string, tone: Tone) => events.push({ atMs: nowMs, source, text, tone });
   const leader = usableLeader(view);
   let failover: Failover | null = null;
-  let { lastLeader, noLeaderSinceMs } = prev;
+  let lastLeader = prev.lastLeader;
 
   if (leader !== prev.leader) {
-    if (leader === null) {
-      noLeaderSinceMs = nowMs;
-      if (!first) say('demo', `no usable leader (${prev.leader} was leading): writes wait`, 'bad');
-    } else if (first) {
-      say('demo', `${leader} leads`, 'info');
+    if (first) {
+      if (leader !== null) say('demo', `${leader} leads`, 'info');
+    } else if (leader === null) {
+      say('demo', `no usable leader (${prev.leader} was leading): writes wait`, 'bad');
     } else {
       const from = prev.leader ?? lastLeader;
-      const noLeaderMs = noLeaderSinceMs === null ? null : nowMs - noLeaderSinceMs;
-      const after = noLeaderMs === null ? '' : ` after ${(noLeaderMs / 1000).toFixed(1)} s without one`;
       if (from === leader) {
-        say('demo', `${leader} leads again${after} (it came back before a replica took over)`, 'warn');
+        say('demo', `${leader} leads again (it came back before a replica took over)`, 'warn');
       } else {
-        failover = { from, to: leader, noLeaderMs, atMs: nowMs };
-        say('demo', `FAILOVER: ${leader} leads now${from === null ? '' : `, replacing ${from}`}${after}`, 'good');
+        failover = { from, to: leader, atMs: nowMs };
+        say('demo', `FAILOVER: ${leader} leads now${from === null ? '' : `, replacing ${from}`}`, 'good');
       }
-      noLeaderSinceMs = null;
     }
     if (leader !== null) lastLeader = leader;
   }
 
-  const members = new Map<string, { role: string; streaming: boolean }>();
+  const members = new Map<string, { upstream: string | null; streaming: boolean }>();
   const away = new Set(prev.away);
   for (const m of view.members) {
-    members.set(m.name, { role: m.role, streaming: m.streaming });
+    const streaming = m.role === 'replica' && m.streaming;
+    members.set(m.name, { upstream: m.upstream, streaming });
     const before = prev.members.get(m.name);
-    if (!first && before === undefined) say(m.name, `${m.name} is back (${m.state})`, 'info');
-    const serving = m.name === leader || (m.role === 'replica' && m.streaming);
-    if (serving && away.has(m.name)) {
+    if (first) continue;
+    if (before === undefined) say(m.name, `${m.name} is back (${m.state})`, 'info');
+    if (away.has(m.name) && (streaming || m.name === leader)) {
       away.delete(m.name);
-      say(m.name, m.name === leader ? `${m.name} is back, as leader` : `${m.name} rejoined: streaming from ${m.upstream ?? 'the leader'}`, 'good');
-    } else if (!first && !serving && before !== undefined && (before.streaming || before.role === 'primary') && m.name !== leader) {
-      away.add(m.name);
+      say(m.name, m.name === leader ? `${m.name} rejoined, as leader` : `${m.name} rejoined: streaming from ${m.upstream ?? 'the leader'}`, 'good');
+    } else if (before !== undefined && streaming && (!before.streaming || before.upstream !== m.upstream)) {
+      say(m.name, `${m.name} streams from ${m.upstream ?? 'the leader'}`, 'info');
     }
   }
   for (const name of prev.members.keys()) {
@@ -89,10 +83,5 @@ export function diffCluster(prev: Tracked, view: ClusterView, nowMs: number, fir
     away.add(name);
     say(name, `${name} left the cluster (its member key expired)`, 'warn');
   }
-  return { next: { leader, lastLeader, noLeaderSinceMs, members, away }, events, failover };
-}
-
-/** Marks a member as gone on purpose (chaos killed it), so its return reads as a rejoin. */
-export function markAway(tracked: Tracked, name: string): Tracked {
-  return { ...tracked, away: new Set([...tracked.away, name]) };
+  return { next: { leader, lastLeader, members, away }, events, failover };
 }

@@ -97,7 +97,9 @@ export class Chaos {
         monitor.note('chaos', 'no running leader to kill right now', 'warn');
         return;
       }
-      const pids = [member.agentPid, member.postmasterPid].filter((pid): pid is number => pid !== null && belongsTo(pid, layout, name));
+      // the key can be a loop old: the PID files catch an agent or postmaster that restarted since
+      const candidates = [member.agentPid, member.postmasterPid, ...nodePidFiles(layout, name)];
+      const pids = [...new Set(candidates)].filter((pid): pid is number => pid !== null && isAlive(pid) && belongsTo(pid, layout, name));
       if (pids.length === 0) {
         monitor.note('chaos', `${name}'s processes are not on this machine (or already gone): nothing killed`, 'warn');
         return;
@@ -105,11 +107,11 @@ export class Chaos {
       for (const pid of pids) kill(pid);
       const killedAt = this.now();
       this.kills.push({ name, atMs: killedAt });
-      monitor.expectRejoin(name);
       monitor.note('chaos', `${why === 'key' ? '[k] ' : ''}killed leader ${name} (SIGKILL to PIDs ${pids.join(', ')}); it stays down until another node leads`, 'bad');
       const refused = await this.holdDown(name);
       const downS = ((this.now() - killedAt) / 1000).toFixed(1);
-      monitor.note('chaos', `${name} may come back now (held down ${downS} s${refused > 0 ? `, ${refused} restart(s) refused` : ''})`, 'info');
+      const outcome = monitor.leader !== null && monitor.leader !== name ? `${monitor.leader} leads ${downS} s after the kill` : `held down ${downS} s`;
+      monitor.note('chaos', `${outcome}; ${name} may come back now${refused > 0 ? ` (${refused} restart(s) refused meanwhile)` : ''}`, 'info');
     } catch (err) {
       monitor.note('chaos', `kill failed: ${describeError(err)}`, 'bad');
     } finally {
@@ -126,7 +128,7 @@ export class Chaos {
       // the monitor follows etcd; refresh so the hold ends as soon as the new leader shows
       await monitor.refresh();
       if (monitor.leader !== null && monitor.leader !== name) break;
-      for (const pid of [readPidFile(layout.agentPidFile(name)), readPidFile(`${layout.dataDir(name)}/postmaster.pid`)]) {
+      for (const pid of nodePidFiles(layout, name)) {
         if (pid !== null && isAlive(pid) && belongsTo(pid, layout, name)) {
           kill(pid);
           refused += 1;
@@ -145,6 +147,11 @@ export class Chaos {
     await this.inflight;
   }
 }
+
+const nodePidFiles = (layout: LocalLayout, name: string): (number | null)[] => [
+  readPidFile(layout.agentPidFile(name)),
+  readPidFile(`${layout.dataDir(name)}/postmaster.pid`),
+];
 
 function kill(pid: number): void {
   try {

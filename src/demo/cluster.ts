@@ -81,11 +81,16 @@ export async function ensureLocalCluster(options: StartOptions, say: (text: stri
   const timer = setInterval(() => tick(`  waiting for etcd, the router and ${file.nodes} nodes: ${Math.round((Date.now() - started) / 1000)} s`), 500);
   try {
     await runKeel(args, 'keel up');
+  } catch (err) {
+    // a start that failed half-way must not leave a supervisor behind
+    if (layout.exists()) await stopLocalCluster(layout).catch(() => undefined);
+    throw err;
   } finally {
     clearInterval(timer);
-    tick(`  ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    say('');
+    // clears the ticking line on a terminal
+    tick('');
   }
+  say(`  ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return target(layout, layout.readCluster(), true);
 }
 
@@ -94,10 +99,14 @@ export async function stopLocalCluster(layout: LocalLayout): Promise<void> {
   await runKeel(['down', '--dir', layout.dir], 'keel down');
 }
 
-/** Runs a keel command to its end; fails with its own error text. */
+/**
+ * Runs a keel command to its end; fails with its own error text. In its own
+ * process group: a Ctrl-C meant for the demo must not cut a start or a stop in
+ * half (the demo stops what was started once the command is done).
+ */
 function runKeel(args: string[], what: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [keelBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [keelBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stderr = '';
     child.stdout.resume();
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));

@@ -69,8 +69,9 @@ export async function prepareDataset(
   seed: number,
   onProgress: (p: LoadProgress) => void,
   shouldStop: () => boolean,
+  connectTimeoutMs = 60_000,
 ): Promise<LoadResult> {
-  const client = await connectWithRetry(endpoint, 'read-write', 60_000);
+  const client = await connectWithRetry(endpoint, 'read-write', connectTimeoutMs);
   const started = Date.now();
   try {
     await checkExistingTable(client);

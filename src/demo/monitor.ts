@@ -6,7 +6,7 @@
 import type { ClusterView, Dcs, EventValue } from '../dcs/types.js';
 import { describeError } from '../errors.js';
 import { memberLsn } from '../agent/snapshot.js';
-import { diffCluster, initialTracking, markAway, type DemoEvent, type Failover, type Tone, type Tracked } from './changes.js';
+import { diffCluster, initialTracking, type DemoEvent, type Failover, type Tone, type Tracked } from './changes.js';
 
 export interface MemberLine {
   name: string;
@@ -19,6 +19,8 @@ export interface MemberLine {
   reason: string;
   agentPid: number | null;
   postmasterPid: number | null;
+  /** since the agent last published: a dead agent's key lives on until its lease runs out */
+  silentMs: number;
 }
 
 const keptEvents = 200;
@@ -31,7 +33,7 @@ const quietKinds = new Set(['starting']);
 
 const toneOf = (kind: string): Tone => (kind === 'promoted' ? 'good' : kind === 'fenced' || kind === 'failed' ? 'bad' : kind === 'rewinding' || kind === 'stopped' ? 'warn' : 'info');
 
-export function memberLines(view: ClusterView): MemberLine[] {
+export function memberLines(view: ClusterView, nowMs: number): MemberLine[] {
   const leaderName = view.leader?.value.name ?? null;
   const leaderLsn = view.members.find((m) => m.name === leaderName)?.walLsn ?? view.status?.value.walLsn ?? null;
   return [...view.members]
@@ -47,6 +49,7 @@ export function memberLines(view: ClusterView): MemberLine[] {
       reason: m.reason,
       agentPid: m.agentPid,
       postmasterPid: m.postmasterPid,
+      silentMs: Math.max(0, nowMs - m.updatedAtMs),
     }));
 }
 
@@ -83,6 +86,7 @@ export class ClusterMonitor {
   }
 
   async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.stopWatch?.().catch(() => undefined);
@@ -91,11 +95,6 @@ export class ClusterMonitor {
 
   note(source: string, text: string, tone: Tone): void {
     this.push({ atMs: this.now(), source, text, tone });
-  }
-
-  /** A member killed on purpose: its return is announced as a rejoin. */
-  expectRejoin(name: string): void {
-    this.tracked = markAway(this.tracked, name);
   }
 
   /** Reads now (or joins a read in flight). */
@@ -134,12 +133,15 @@ export class ClusterMonitor {
     this.tracked = next;
     for (const e of events) this.push(e);
     if (failover !== null) this.failovers.push(failover);
-    this.members = memberLines(view);
+    this.members = memberLines(view, now);
     this.leader = next.leader;
   }
 
   private push(e: DemoEvent): void {
-    this.events.push(e);
+    // agents' events carry their own time and may arrive after ours: keep the list in time order
+    let at = this.events.length;
+    while (at > 0 && this.events[at - 1]!.atMs > e.atMs) at--;
+    this.events.splice(at, 0, e);
     if (this.events.length > keptEvents) this.events.shift();
     this.onEvent(e);
   }

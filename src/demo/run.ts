@@ -5,7 +5,7 @@
  * started, it stops, also on Ctrl-C or an error.
  */
 import { EtcdDcs } from '../dcs/etcd.js';
-import { KeelError } from '../errors.js';
+import { KeelError, redactSecrets } from '../errors.js';
 import { LocalLayout } from '../providers/local-layout.js';
 import { silentLogger } from '../util/log.js';
 import { Chaos } from './chaos.js';
@@ -96,7 +96,8 @@ async function setUp(options: DemoOptions, screen: Screen): Promise<Setup> {
     const endpoint = (url: string): Endpoint => (password !== undefined && !/:\/\/[^/@]*:[^/@]*@/.test(url) ? { connectionString: url, password } : { connectionString: url });
     const etcd = layout !== null && file !== null ? { endpoints: [layout.etcdEndpoint(file)], cluster: file.cluster } : options.etcd;
     const dcs = etcd === null ? null : new EtcdDcs({ ...etcd, requestTimeoutMs: 2000, logger: silentLogger() });
-    return { rw: endpoint(options.rw), ro: endpoint(options.ro), where: 'the endpoints given', local: null, layout, dcs };
+    const where = `rw ${redactSecrets(options.rw)}, ro ${redactSecrets(options.ro)}`;
+    return { rw: endpoint(options.rw), ro: endpoint(options.ro), where, local: null, layout, dcs };
   }
   const local = await ensureLocalCluster(
     { dir: options.dir ?? '.keel', portBase: options.portBase, nodes: options.nodes, sync: options.sync, timeoutSeconds: options.startTimeoutSeconds },
@@ -135,13 +136,15 @@ async function runWorkload(options: DemoOptions, setup: Setup, screen: Screen, s
     options.deals,
     options.seed,
     (p) => {
-      if (Date.now() - lastProgressMs < 100 && p.done < p.total) return;
+      if (p.total === 0 || (Date.now() - lastProgressMs < 100 && p.done < p.total)) return;
       lastProgressMs = Date.now();
       if (screen.tty || p.done === p.total || (p.done > 0 && p.done % 50_000 === 0)) screen.overwrite(renderProgress(p, screen.width, screen.tty));
     },
     stop.requested,
+    // a cluster that just started may still settle; a DSN that is wrong should say so soon
+    setup.local === null ? 15_000 : 60_000,
   );
-  if (screen.tty) screen.line();
+  if (screen.tty && loaded.loaded > 0) screen.line();
   if (stop.requested()) return;
   screen.line(`dataset: ${formatInt(loaded.existing + loaded.loaded)} deals (${loaded.loaded > 0 ? `loaded ${formatInt(loaded.loaded)} in ${loaded.seconds.toFixed(1)} s` : 'already there'}), GiST index on position`);
   const replication = await replicationMode(setup.rw);
@@ -184,41 +187,64 @@ async function runWorkload(options: DemoOptions, setup: Setup, screen: Screen, s
     lastError: workload.lastError,
   });
 
-  if (monitor !== null) {
-    if (!screen.tty) monitor.onEvent = (e: DemoEvent) => screen.line(`[${String(Math.round((Date.now() - startedMs) / 1000)).padStart(4)}s] event ${eventLine(e, 1000, false).trim()}`);
-    await monitor.start();
-  }
-  workload.start();
-  if (options.chaos) chaos?.schedule();
-  screen.enterLive();
-  screen.listenForKeys((key) => {
-    if (key === 'q') stop.request();
-    else if (key === 'k' && chaos !== null) void chaos.killLeader('key');
-    else if (key === 'k') monitor?.note('demo', 'k needs a local cluster (--dir): nothing killed', 'warn');
-  });
   const draw = () => (screen.tty ? screen.draw(renderLive(state(), screen.width, screen.height)) : screen.line(renderPlainLine(state())));
-  const timer = setInterval(draw, screen.tty ? redrawMs : plainLineEveryMs);
-  draw();
+  let timer: NodeJS.Timeout | null = null;
   try {
+    if (monitor !== null) {
+      if (!screen.tty) monitor.onEvent = (e: DemoEvent) => screen.line(`[${String(Math.round((Date.now() - startedMs) / 1000)).padStart(4)}s] event ${eventLine(e, 1000, false).trim()}`);
+      await monitor.start();
+    }
+    workload.start();
+    if (options.chaos) chaos?.schedule();
+    screen.enterLive();
+    screen.listenForKeys((key) => {
+      if (key === 'q') stop.request();
+      else if (key === 'k' && chaos !== null) void chaos.killLeader('key');
+      else if (key === 'k') monitor?.note('demo', 'k needs a local cluster (--dir): nothing killed', 'warn');
+    });
+    timer = setInterval(draw, screen.tty ? redrawMs : plainLineEveryMs);
+    draw();
     await stop.wait(options.durationSeconds === null ? null : options.durationSeconds * 1000);
   } finally {
-    clearInterval(timer);
+    if (timer) clearInterval(timer);
     screen.leaveLive();
+    // lets a held-down node come back and every statement in flight finish: the check reads a settled cluster
+    await chaos?.stop();
+    await workload.stop();
+    await monitor?.refresh();
   }
+  try {
+    await finish(setup, screen, workload, monitor, chaos, replication, startedMs);
+  } finally {
+    await monitor?.stop();
+  }
+}
 
-  screen.line('stopping the workload; checking every acknowledged write against the leader...');
-  await chaos?.stop();
-  await workload.stop();
+/** The events kept from the live view, the check of every acknowledged write, the summary. */
+async function finish(
+  setup: Setup,
+  screen: Screen,
+  workload: Workload,
+  monitor: ClusterMonitor | null,
+  chaos: Chaos | null,
+  replication: string,
+  startedMs: number,
+): Promise<void> {
+  if (screen.tty && monitor !== null && monitor.events.length > 0) {
+    // the live view is gone with the alternate screen: keep what happened on the normal one
+    screen.line('events:');
+    for (const e of monitor.events.slice(-20)) screen.line(eventLine(e, screen.width, true));
+  }
   const seconds = (Date.now() - startedMs) / 1000;
+  screen.line('workload stopped; checking every acknowledged write against the leader...');
   const verification = await verifyAcknowledged(setup.rw, workload.acked, verifyTimeoutMs);
   await monitor?.refresh();
-  await monitor?.stop();
   const finalReplication = await replicationMode(setup.rw);
   const summary = renderSummary({
     seconds,
     workload,
     failovers: monitor?.failovers ?? [],
-    kills: chaos?.kills.length ?? 0,
+    kills: chaos?.kills ?? [],
     replication: finalReplication.startsWith('unknown') ? replication : finalReplication,
     leader: monitor?.leader ?? null,
     verification,

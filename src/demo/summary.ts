@@ -90,7 +90,7 @@ export interface SummaryInput {
   seconds: number;
   workload: Workload;
   failovers: Failover[];
-  kills: number;
+  kills: { name: string; atMs: number }[];
   replication: string;
   leader: string | null;
   verification: Verification;
@@ -98,6 +98,12 @@ export interface SummaryInput {
 
 export function lostCount(v: Verification): number {
   return v.lostInserts.length + v.lostExpirations.length;
+}
+
+/** "node2 -> node1, 9.8 s after the kill" when chaos caused it. */
+function describeFailover(f: Failover, kills: { name: string; atMs: number }[]): string {
+  const kill = kills.filter((k) => k.name === f.from && k.atMs <= f.atMs).at(-1);
+  return `${f.from ?? '?'} -> ${f.to}${kill === undefined ? '' : `, ${formatMs(f.atMs - kill.atMs)} after the kill`}`;
 }
 
 export function renderSummary(s: SummaryInput): string[] {
@@ -111,7 +117,7 @@ export function renderSummary(s: SummaryInput): string[] {
     `  errors: ${reads.errors + writes.errors} (reads ${reads.errors}, writes ${writes.errors})`,
     `  read latency: p50 ${formatMs(reads.latency.percentile(0.5))}, p99 ${formatMs(reads.latency.percentile(0.99))}; write latency: p50 ${formatMs(writes.latency.percentile(0.5))}, p99 ${formatMs(writes.latency.percentile(0.99))}`,
     `  longest write pause: ${formatMs(w.pause.longestMs)}`,
-    `  leader kills: ${s.kills}; failovers seen: ${s.failovers.length}${s.failovers.map((f) => ` (${f.from ?? '?'} -> ${f.to}${f.noLeaderMs === null ? '' : `, ${formatMs(f.noLeaderMs)} without a leader`})`).join('')}`,
+    `  leader kills: ${s.kills.length}; failovers: ${s.failovers.length}${s.failovers.map((f) => ` (${describeFailover(f, s.kills)})`).join('')}`,
   ];
   if (v.error !== null) {
     lines.push(`  lost acknowledged writes: unknown (${v.error})`);

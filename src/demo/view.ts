@@ -56,6 +56,9 @@ export const formatClock = (seconds: number): string => `${Math.floor(seconds / 
 
 const timeOfDay = (ms: number): string => new Date(ms).toTimeString().slice(0, 8);
 
+/** members publish every loop (1 s): three missed loops is news */
+const silentAfterMs = 3000;
+
 const sparkChars = ' ▁▂▃▄▅▆▇█';
 
 export function sparkline(values: number[]): string {
@@ -94,11 +97,14 @@ function memberSection(s: ViewState, width: number, c: boolean): string[] {
   lines.push(c ? paint.dim('  member   role      state       tl         lag  why') : '  member   role      state       tl         lag  why');
   if (s.members.length === 0) lines.push('  (no member has published yet)');
   for (const m of s.members) {
-    const roleColor = !c ? plain : m.leader ? paint.green : m.role === 'replica' && m.streaming ? plain : paint.yellow;
+    const roleColor = !c ? plain : m.silentMs > silentAfterMs ? paint.red : m.leader ? paint.green : m.role === 'replica' && m.streaming ? plain : paint.yellow;
     const stateColor = !c ? plain : ['primary', 'replica'].includes(m.state) ? plain : paint.yellow;
     const row = `  ${cell(m.name, 8)} ${cell(m.role, 9, roleColor)} ${cell(m.state, 10, stateColor)} ${cell(String(m.timeline ?? '-'), 3, plain, true)} ${cell(formatBytes(m.lagBytes), 11, plain, true)}  `;
     const fixedWidth = 2 + 8 + 1 + 9 + 1 + 10 + 1 + 3 + 1 + 11 + 2;
-    lines.push(row + (c ? paint.dim(clip(m.reason, width - fixedWidth)) : clip(m.reason, width - fixedWidth)));
+    // a killed agent's key outlives it until the lease runs out: say so, or the dead leader looks fine
+    const silent = m.silentMs > silentAfterMs ? `no news for ${Math.round(m.silentMs / 1000)} s · ` : '';
+    const why = clip(`${silent}${m.reason}`, width - fixedWidth);
+    lines.push(row + (!c ? why : silent !== '' ? paint.red(why) : paint.dim(why)));
   }
   return lines;
 }
@@ -135,13 +141,34 @@ export function eventLine(e: DemoEvent, width: number, c: boolean): string {
   return c ? toneColor[e.tone](text) : text;
 }
 
+/**
+ * Cuts a line to `width` visible columns, escape sequences kept: a line the
+ * terminal wraps would push the whole screen down on every redraw.
+ */
+export function fit(line: string, width: number): string {
+  let visible = 0;
+  let i = 0;
+  while (i < line.length) {
+    if (line[i] === '\x1b') {
+      const end = line.indexOf('m', i);
+      i = end === -1 ? line.length : end + 1;
+      continue;
+    }
+    if (visible === width) return `${line.slice(0, i)}\x1b[0m`;
+    visible += 1;
+    // a character outside the BMP is two UTF-16 units but one column
+    i += (line.codePointAt(i) ?? 0) > 0xffff ? 2 : 1;
+  }
+  return line;
+}
+
 /** The whole screen, `height` lines at most: the newest events fill what is left. */
 export function renderLive(s: ViewState, width: number, height: number, c = true): string[] {
   const top = [...header(s, width, c), '', ...memberSection(s, width, c), '', ...workloadSection(s, width, c), '', (c ? paint.bold : plain)(' EVENTS')];
   const room = Math.max(3, height - top.length);
   const events = s.events.slice(-room).map((e) => eventLine(e, width, c));
   if (events.length === 0) events.push('  (none yet)');
-  return [...top, ...events].slice(0, Math.max(height, top.length + 1));
+  return [...top, ...events].slice(0, height).map((line) => fit(line, width));
 }
 
 /** One line every few seconds when stdout is a file or a pipe. */
@@ -153,7 +180,12 @@ export function renderPlainLine(s: ViewState): string {
     `writes ${formatInt(s.writes.rate(s.nowMs))}/s (p50 ${p(s.writes, 0.5)}, p99 ${p(s.writes, 0.99)})`,
     `errors ${s.reads.errors}/${s.writes.errors}`,
   ];
-  if (s.members !== null) parts.push(s.members.map((m) => `${m.name} ${m.role}${m.role === 'replica' && !m.streaming ? ` (${m.state})` : ''}`).join(', ') || 'no members');
+  const note = (m: MemberLine): string => {
+    if (m.silentMs > silentAfterMs) return ` (no news for ${Math.round(m.silentMs / 1000)} s)`;
+    if (m.role === 'replica' && !m.streaming) return m.state === 'replica' ? ' (not streaming)' : ` (${m.state})`;
+    return m.role === 'unknown' ? ` (${m.state})` : '';
+  };
+  if (s.members !== null) parts.push(s.members.map((m) => `${m.name} ${m.role}${note(m)}`).join(', ') || 'no members');
   return `[${String(elapsed).padStart(4)}s] ${parts.join(' · ')}`;
 }
 

@@ -22,6 +22,7 @@ import {
   type NodeLayout,
 } from './conf.js';
 import { parseControlData } from './controldata.js';
+import { instanceClassParameters } from './instance-class.js';
 import {
   checkReachable,
   ensureOwnedDir,
@@ -334,6 +335,20 @@ export class LocalPostgres implements Postgres {
     });
   }
 
+  /** Counters for agent/load.ts: transactions ever ended (all databases) and client backends now; null when unreachable. */
+  async loadCounters(): Promise<{ transactions: number; connections: number } | null> {
+    try {
+      const [row] = await this.session.query<{ transactions: string | null; connections: string }>(
+        `SELECT (SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database)::text AS transactions,
+                (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::text AS connections`,
+      );
+      return row ? { transactions: Number(row.transactions ?? 0), connections: Number(row.connections) } : null;
+    } catch (err) {
+      if (err instanceof Unreachable) return null;
+      throw sqlFailure('reading load counters', err);
+    }
+  }
+
   async close(): Promise<void> {
     await this.session.close();
   }
@@ -416,7 +431,9 @@ export class LocalPostgres implements Postgres {
       const current = await readFile(confPath, 'utf8').catch(() => '');
       sync = readSynchronousStandbyNames(current) ?? '';
     }
-    const text = buildPostgresqlConf(this.config, this.layout, options, sync);
+    // the node's instance class first: the cluster's explicit parameters win over it
+    const parameters = { ...instanceClassParameters(this.config.tags), ...options.parameters };
+    const text = buildPostgresqlConf(this.config, this.layout, { ...options, parameters }, sync);
     await writeOwnedFile(confPath, text, 0o600, this.runAs);
     await writeOwnedFile(join(this.dataDir, 'pg_hba.conf'), buildPgHba(this.config), 0o600, this.runAs);
     await this.writePgpass(options.replica ? options.upstream : null);

@@ -24,15 +24,20 @@ export class LocalCluster {
   private etcdPid: number | null = null;
   private routerPid: number | null = null;
   private routerWanted = false;
+  private controllerPid: number | null = null;
+  private controllerWanted = false;
+  private readonly withController: boolean;
 
   constructor(
     readonly layout: LocalLayout,
     readonly cluster: ClusterFile,
     readonly secrets: Secrets,
     private readonly logger: Logger,
-    options: { restartAgents?: boolean } = {},
+    /** controller: also run a `keel controller` (keel up does; tests that kill nodes by hand do not) */
+    options: { restartAgents?: boolean; controller?: boolean } = {},
   ) {
     this.provider = new LocalProvider(layout, cluster, secrets, logger, options.restartAgents ?? true);
+    this.withController = options.controller ?? false;
   }
 
   /** Fails with KEEL_PORT_IN_USE before anything starts. Ports held by our own leftovers do not count. */
@@ -70,9 +75,44 @@ export class LocalCluster {
     await writeFile(this.layout.etcdPidFile, `${etcd.pid}\n`);
     if (this.cluster.synchronousMode !== 'off') await this.seedSynchronousMode();
     await this.startRouter();
-    for (let i = 0; i < this.cluster.nodes; i++) {
-      await this.provider.create(this.cluster.cluster, { name: this.layout.nodeName(i), zone: `local-${String.fromCharCode(97 + (i % 3))}` });
+    // a cluster started before is the nodes it has now (a controller may have added, replaced or removed some)
+    const existing = this.layout.nodeNames();
+    if (existing.length > 0) {
+      for (const name of existing) await this.provider.start(name);
+    } else {
+      for (let i = 0; i < this.cluster.nodes; i++) {
+        await this.provider.create(this.cluster.cluster, { name: this.layout.nodeName(i), zone: `local-${String.fromCharCode(97 + (i % 3))}` });
+      }
     }
+    if (this.withController) await this.startController();
+  }
+
+  /** One `keel controller` for this directory, restarted if it dies; a leftover one is adopted. */
+  private async startController(): Promise<void> {
+    this.controllerWanted = true;
+    const leftover = readPidFile(this.layout.controllerPidFile);
+    if (leftover !== null && isAlive(leftover)) {
+      this.controllerPid = leftover;
+      return;
+    }
+    const log = openSync(this.layout.controllerLog, 'a');
+    const child = spawn(process.execPath, [keelBin, 'controller', '--dir', this.layout.dir], { detached: true, stdio: ['ignore', log, log] });
+    closeSync(log);
+    child.unref();
+    child.once('exit', (code, signal) => {
+      this.controllerPid = null;
+      if (!this.controllerWanted) return;
+      this.logger.warn({ code, signal }, 'controller exited; starting it again in 1 s');
+      setTimeout(() => void (this.controllerWanted ? this.startController() : undefined), 1000).unref();
+    });
+    this.controllerPid = child.pid ?? null;
+    if (this.controllerPid !== null) await writeFile(this.layout.controllerPidFile, `${this.controllerPid}\n`);
+    this.logger.info({ pid: this.controllerPid }, 'controller started');
+  }
+
+  /** Nodes a ready cluster has: those on disk once created (a controller changes their number). */
+  private expectedNodes(): number {
+    return this.layout.nodeNames().length || this.cluster.nodes;
   }
 
   /** The router on P+2 (rw) and P+3 (ro); one left running by a supervisor that died is adopted. */
@@ -126,7 +166,7 @@ export class LocalCluster {
         if (view !== null) {
           onProgress?.(view);
           // ready for applications: the rw endpoint forwards to the leader
-          if (isReady(view, this.cluster.nodes) && (await probePostgres('127.0.0.1', this.cluster.portBase + portOffsets.routerRw, 1000))) return view;
+          if (isReady(view, this.expectedNodes()) && (await probePostgres('127.0.0.1', this.cluster.portBase + portOffsets.routerRw, 1000))) return view;
         }
         if (Date.now() > deadline) {
           throw new KeelError('KEEL_TIMEOUT', `the cluster in ${this.layout.dir} was not ready within ${Math.round(timeoutMs / 1000)} s`, {
@@ -140,8 +180,12 @@ export class LocalCluster {
     }
   }
 
-  /** The router, then replicas, then the leader, then etcd. */
+  /** The controller (it would replace nodes being stopped), the router, then replicas, then the leader, then etcd. */
   async stop(): Promise<void> {
+    this.controllerWanted = false;
+    const controllerPid = this.controllerPid ?? readPidFile(this.layout.controllerPidFile);
+    if (controllerPid !== null) await terminate(controllerPid, 10_000);
+    await rm(this.layout.controllerPidFile, { force: true });
     this.routerWanted = false;
     const routerPid = this.routerPid ?? readPidFile(this.layout.routerPidFile);
     if (routerPid !== null) await terminate(routerPid, 10_000);

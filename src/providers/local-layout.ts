@@ -3,7 +3,7 @@
  * its data, logs and PID, and the ports it uses, all within [P, P+99].
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -46,6 +46,22 @@ export class LocalLayout {
   get etcdPidFile(): string { return join(this.dir, 'etcd.pid'); }
   get routerPidFile(): string { return join(this.dir, 'router.pid'); }
   get routerLog(): string { return join(this.dir, 'router.log'); }
+  get controllerPidFile(): string { return join(this.dir, 'controller.pid'); }
+  get controllerLog(): string { return join(this.dir, 'controller.log'); }
+  /** present while a node is fenced: no supervisor may start its agent again */
+  fencedMarker(name: string): string { return join(this.nodeDir(name), 'fenced'); }
+  /** Nodes that have a config on disk, in index order (the initial ones and any a controller added). */
+  nodeNames(): string[] {
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(join(this.dir, 'nodes'));
+    } catch {
+      return [];
+    }
+    return entries
+      .filter((name) => /^node\d+$/.test(name) && existsSync(this.nodeConfigFile(name)))
+      .sort((a, b) => Number(a.slice(4)) - Number(b.slice(4)));
+  }
   nodeDir(name: string): string { return join(this.dir, 'nodes', name); }
   nodeConfigFile(name: string): string { return join(this.nodeDir(name), 'node.yml'); }
   agentLog(name: string): string { return join(this.nodeDir(name), 'agent.log'); }

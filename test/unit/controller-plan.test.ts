@@ -127,7 +127,8 @@ const rows: Row[] = [
     name: 'the surplus of declared nodes goes once the reserved replica streams',
     nodes: [...three, { name: 'node4', zone: 'b' }, { name: 'node5', zone: 'a' }],
     spec: { nodes: 2, scaling: { added: ['node4', 'node5'], lastScaleOutAtMs: null, lastScaleInAtMs: null } },
-    expect: ['destroy node3'],
+    // zones a and b hold two each; node1 in a leads, so node2 in b goes
+    expect: ['destroy node2'],
   },
 ];
 

@@ -14,6 +14,8 @@ import type { EngineOptions, ListenAddress, RouterEngine } from './types.js';
 
 /** A waiting client that sends more than this is paused (TCP pushes back) until it can be forwarded. */
 const maxHeldBytes = 64 * 1024;
+/** A cut client gets this long to take the bytes already on their way before its socket is destroyed. */
+const clientFlushMs = 1000;
 /** Dead peers on idle connections are found by TCP keep-alive, not by us. */
 const keepAliveDelayMs = 30_000;
 
@@ -57,6 +59,8 @@ export class BuiltinEngine implements RouterEngine {
   private readonly rw = new Endpoint('rw');
   private readonly ro = new Endpoint('ro');
   private roTurn = 0;
+  /** when each backend's connect failure was last logged: a dead leader refuses every client until its key expires */
+  private readonly failureLoggedAtMs = new Map<string, number>();
 
   constructor(
     private readonly options: EngineOptions,
@@ -113,8 +117,10 @@ export class BuiltinEngine implements RouterEngine {
     for (const link of endpoint.links) {
       if (!gone(link.backend)) continue;
       endpoint.links.delete(link);
-      link.client.destroy();
+      // not one more byte to the old backend; the client still gets what it already sent (e.g. its FATAL), then the close
       link.server.destroy();
+      link.client.end();
+      setTimeout(() => link.client.destroy(), clientFlushMs).unref();
       closed.set(link.backend, (closed.get(link.backend) ?? 0) + 1);
     }
     for (const [backend, count] of closed) {
@@ -223,9 +229,11 @@ export class BuiltinEngine implements RouterEngine {
     };
     server.once('connect', () => clearTimeout(connectTimer));
     server.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH') {
-        this.logger.warn({ endpoint: endpoint.kind, backend: link.backend, err: err.code }, `cannot connect to ${link.backend}`);
-      }
+      if (err.code !== 'ECONNREFUSED' && err.code !== 'EHOSTUNREACH') return;
+      const now = Date.now();
+      if (now - (this.failureLoggedAtMs.get(link.backend) ?? 0) < 1000) return;
+      this.failureLoggedAtMs.set(link.backend, now);
+      this.logger.warn({ endpoint: endpoint.kind, backend: link.backend, err: err.code }, `cannot connect to ${link.backend} (logged at most once a second)`);
     });
     client.once('close', close);
     server.once('close', close);

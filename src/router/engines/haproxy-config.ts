@@ -116,6 +116,11 @@ core.register_action("keel_hold", { "tcp-req" }, function(txn, backend, waitMs, 
   repeat
     core.msleep(pollMs)
     if txn.f:nbsrv(backend) > 0 then return act.CONTINUE end
+    -- the client hung up (not merely filled the buffer): stop waiting on its behalf
+    if not txn.req:may_recv() and not txn.req:is_full() then
+      txn:done()
+      return
+    end
   until nowMs() - started >= limit
   if sentStartup(txn) then
     local seconds = math.floor((nowMs() - started) / 1000 + 0.5)

@@ -23,6 +23,24 @@ import type { EngineOptions, RouterEngine } from './types.js';
 
 export const defaultHaproxyBinary = '/usr/sbin/haproxy';
 const commandTimeoutMs = 2000;
+/**
+ * HAProxy runs under a small shell that reads our end of a pipe: when this
+ * process dies, even by SIGKILL, the pipe closes and the shell stops HAProxy,
+ * so no orphan goes on serving a leader nobody follows any more.
+ */
+const guardScript = [
+  'exec 3<&0',
+  '"$0" "$@" </dev/null 3<&- &',
+  'pid=$!',
+  '{ read _ <&3; kill -TERM "$pid" 2>/dev/null; } &',
+  'reader=$!',
+  'wait "$pid"; status=$?',
+  'kill "$reader" 2>/dev/null',
+  'exit "$status"',
+].join('\n');
+
+/** HAProxy reports each slot change the router makes as a warning (and an empty backend as an alert): expected, so debug */
+const ownDoing = /Server be_r[wo]\/s\d+ is (UP|going DOWN|DOWN)|backend 'be_r[wo]' has no server available/;
 const startTimeoutMs = 10_000;
 
 export interface HaproxyEngineOptions extends EngineOptions {
@@ -59,6 +77,7 @@ export class HaproxyEngine implements RouterEngine {
   readonly name = 'haproxy';
   private dir: string | null = null;
   private child: ChildProcess | null = null;
+  private haproxyPid: number | null = null;
   private stopping = false;
   private tables: Record<'rw' | 'ro', SlotTable>;
   private readonly stderrTail: string[] = [];
@@ -77,7 +96,7 @@ export class HaproxyEngine implements RouterEngine {
 
   /** HAProxy's PID while it runs. */
   get pid(): number | null {
-    return this.child?.pid ?? null;
+    return this.haproxyPid;
   }
 
   async start(): Promise<void> {
@@ -116,14 +135,14 @@ export class HaproxyEngine implements RouterEngine {
   }
 
   private async spawnAndWait(configPath: string): Promise<void> {
-    // -db: stay in the foreground as our child, so its PID is the one we stop
-    const child = spawn(this.options.binary, ['-f', configPath, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // -db: HAProxy stays in the foreground, so the guard's `wait` follows it
+    const child = spawn('/bin/sh', ['-c', guardScript, this.options.binary, '-f', configPath, '-db'], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on('line', (line) => {
         this.stderrTail.push(line);
         if (this.stderrTail.length > 20) this.stderrTail.shift();
-        const level = /ALERT/.test(line) ? 'error' : /WARNING/.test(line) ? 'warn' : 'info';
+        const level = ownDoing.test(line) ? 'debug' : /ALERT/.test(line) ? 'error' : /WARNING/.test(line) ? 'warn' : 'info';
         this.logger[level]({ haproxy: line }, 'haproxy says');
       });
     }
@@ -145,11 +164,15 @@ export class HaproxyEngine implements RouterEngine {
         throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy did not start (${exited}):\n${tail}`);
       }
       const answer = await runtimeCommand(this.socketPath, 'show info', 500).catch(() => null);
-      if (answer?.includes('Pid:')) break;
+      const pid = /^Pid: (\d+)$/m.exec(answer ?? '');
+      if (pid !== null) {
+        this.haproxyPid = Number(pid[1]);
+        break;
+      }
       if (Date.now() > deadline) throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy's stats socket did not answer within ${startTimeoutMs} ms`);
       await sleep(50);
     }
-    this.logger.info({ pid: child.pid, dir: this.dir }, 'HAProxy started');
+    this.logger.info({ pid: this.haproxyPid, dir: this.dir }, 'HAProxy started');
   }
 
   async apply(routes: Routes): Promise<void> {
@@ -187,10 +210,13 @@ export class HaproxyEngine implements RouterEngine {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    const pid = this.child?.pid;
     // SIGTERM is HAProxy's hard stop: every connection is closed at once
-    if (pid !== undefined) await terminate(pid, 5000);
+    if (this.haproxyPid !== null) await terminate(this.haproxyPid, 5000);
+    this.haproxyPid = null;
+    const guard = this.child;
     this.child = null;
+    guard?.stdin?.end();
+    if (guard?.pid !== undefined) await terminate(guard.pid, 5000);
     if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
     this.dir = null;
   }

@@ -1,0 +1,65 @@
+import { hostname } from 'node:os';
+import type { Command } from 'commander';
+import { Controller } from '../controller/controller.js';
+import { localZones, type ProviderLimits } from '../controller/spec.js';
+import { EtcdDcs } from '../dcs/etcd.js';
+import { defaultLocalInstanceClass, localInstanceClasses } from '../postgres/instance-class.js';
+import { maxLocalNodes } from '../providers/local-layout.js';
+import { LocalProvider } from '../providers/local.js';
+import type { Provider } from '../providers/types.js';
+import { systemClock } from '../util/clock.js';
+import { createLogger } from '../util/log.js';
+import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
+
+/** What the local provider holds; the CLI checks specs against it. */
+export const localLimits: ProviderLimits = { maxNodes: maxLocalNodes, instanceClasses: Object.keys(localInstanceClasses) };
+/** Without a provider Keel knows no limits but its own. */
+export const unknownLimits: ProviderLimits = { maxNodes: 100, instanceClasses: null };
+
+async function run(options: TargetOptions & { name?: string }): Promise<void> {
+  const target = resolveTarget(options);
+  await target.dcs.close();
+  const name = options.name ?? `${hostname()}-${process.pid}`;
+  const logger = createLogger({ component: 'controller', cluster: target.cluster, controller: name });
+  let provider: Provider | null = null;
+  let endpoints = options.etcd?.split(',') ?? [];
+  if (target.layout !== null) {
+    const cluster = target.layout.readCluster();
+    endpoints = [target.layout.etcdEndpoint(cluster)];
+    // agents it creates are supervised here (started again if they die), like `keel up` does for its own
+    provider = new LocalProvider(target.layout, cluster, target.layout.readSecrets(), logger, true);
+  } else {
+    logger.warn('no provider for --etcd/--cluster: a dry run that records what it would do in events');
+  }
+  const dcs = new EtcdDcs({ endpoints, cluster: target.cluster, requestTimeoutMs: 2000, logger });
+  const local = target.layout !== null;
+  const controller = new Controller({
+    name,
+    dcs,
+    provider,
+    limits: local ? localLimits : unknownLimits,
+    defaults: { zones: local ? localZones : null, instanceClass: local ? defaultLocalInstanceClass : 'default' },
+    clock: systemClock,
+    logger,
+  });
+  await controller.start();
+  logger.info({ provider: local ? 'local' : 'none' }, 'controller started');
+  await new Promise<void>((resolve) => {
+    const onSignal = () => void controller.stop().finally(resolve);
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+  await dcs.close();
+  logger.info('controller stopped');
+}
+
+export function registerController(program: Command): void {
+  program
+    .command('controller')
+    .description('keep the declared shape: replace dead nodes, fence a dead leader, scale replicas (one active per cluster)')
+    .option('--dir <dir>', targetHelp.dir)
+    .option('--etcd <url>', `${targetHelp.etcd} (no provider: a dry run)`)
+    .option('--cluster <name>', targetHelp.cluster)
+    .option('--name <name>', 'this controller\'s name in etcd (default host-pid)')
+    .action(run);
+}

@@ -1,0 +1,310 @@
+/**
+ * The controller: keeps the declared shape (spec) by reading etcd and the
+ * provider, asking plan() and autoscale() what to do, and doing it through
+ * the provider. Several may run; one acts, the one whose key `controller`
+ * (bound to its lease) exists. A standby campaigns whenever the key vanishes.
+ *
+ * Fencing: a dead leader's lease would keep its leader key for up to ttl.
+ * When the provider confirms the leader node is fenced (it can no longer
+ * write), the controller ends that lease at once so a replica promotes now.
+ * Without that confirmation it never ends a lease.
+ */
+import { requestLeaderChange } from '../agent/requests.js';
+import type { ClusterView, Dcs, SpecValue } from '../dcs/types.js';
+import { describeError } from '../errors.js';
+import type { NodeInfo, Provider } from '../providers/types.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { autoscale, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
+import { emptyMemory, freeNames, plan, type Plan, type PlanAction, type PlanMemory } from './plan.js';
+import { defaultSpec, type ProviderLimits } from './spec.js';
+
+export interface ControllerOptions {
+  /** unique among controllers of the cluster, e.g. host and PID */
+  name: string;
+  dcs: Dcs;
+  /** null: a dry run that records what it would do and does nothing */
+  provider: Provider | null;
+  limits: ProviderLimits;
+  /** for a spec written the first time; zones null: the zones the nodes are in */
+  defaults: { zones: string[] | null; instanceClass: string };
+  clock: Clock;
+  logger: Logger;
+  /** the slowest pace of the loop; etcd changes wake it sooner */
+  tickMs?: number;
+  leaseTtlSeconds?: number;
+  bootGraceMs?: number;
+}
+
+/** Two ticks never start closer than this: every agent's put wakes the controller. */
+const minTickGapMs = 150;
+
+/** Events are compared without their figures, so "down 3 s", "down 4 s"... make one event, not one a second. */
+const gist = (text: string) => text.replace(/\d+(\.\d+)?/g, '#');
+
+export class Controller {
+  active = false;
+  lastPlan: Plan | null = null;
+  lastAutoscale: AutoscaleDecision | null = null;
+  private memory: PlanMemory = emptyMemory();
+  private leaseId: string | null = null;
+  private lastRenewalMs = 0;
+  private stopped = false;
+  private ticking = false;
+  private wakeAgain = false;
+  private lastTickMs = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private stopWatch: (() => Promise<void>) | null = null;
+  private said = new Map<string, string>();
+  private readonly o: Required<ControllerOptions>;
+
+  constructor(options: ControllerOptions) {
+    this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 20_000, ...options };
+  }
+
+  async start(): Promise<void> {
+    this.stopWatch = await this.o.dcs.watch(() => this.wake()).catch((err: unknown) => {
+      this.o.logger.warn({ err: describeError(err) }, 'cannot watch etcd; relying on the timer');
+      return null;
+    });
+    this.timers.push(setInterval(() => this.wake(), this.o.tickMs));
+    this.timers.push(setInterval(() => void this.renew(), (this.o.leaseTtlSeconds * 1000) / 3));
+    this.wake();
+  }
+
+  /** Stops acting and hands the key over at once (a standby need not wait for the lease). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    if (this.stopWatch) await this.stopWatch().catch(() => undefined);
+    while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+    if (this.active) await this.o.dcs.releaseController(this.o.name).catch(() => undefined);
+    if (this.leaseId !== null) await this.o.dcs.revokeLease(this.leaseId).catch(() => undefined);
+    this.active = false;
+    this.leaseId = null;
+  }
+
+  wake(): void {
+    if (this.stopped) return;
+    if (this.ticking) {
+      this.wakeAgain = true;
+      return;
+    }
+    const wait = this.lastTickMs + minTickGapMs - this.o.clock.now();
+    if (wait > 0) {
+      this.ticking = true;
+      setTimeout(() => {
+        this.ticking = false;
+        this.wake();
+      }, wait);
+      return;
+    }
+    this.ticking = true;
+    this.lastTickMs = this.o.clock.now();
+    void this.tick()
+      .catch((err: unknown) => this.o.logger.error({ err: describeError(err) }, 'controller loop failed'))
+      .finally(() => {
+        this.ticking = false;
+        if (this.wakeAgain) {
+          this.wakeAgain = false;
+          setImmediate(() => this.wake());
+        }
+      });
+  }
+
+  private event(kind: string, message: string): void {
+    this.o.logger.info({ kind }, message);
+    void this.o.dcs.addEvent({ atMs: this.o.clock.now(), source: 'controller', kind, message });
+  }
+
+  /** An event only when the sentence for `topic` changed beyond its figures. */
+  private tell(topic: string, kind: string, message: string): void {
+    if (this.said.get(topic) === gist(message)) return;
+    this.said.set(topic, gist(message));
+    this.event(kind, message);
+  }
+
+  private async campaign(): Promise<void> {
+    if (this.leaseId === null) {
+      this.leaseId = await this.o.dcs.grantLease(this.o.leaseTtlSeconds);
+      this.lastRenewalMs = this.o.clock.now();
+    }
+    const value = { v: 1 as const, name: this.o.name, pid: process.pid, startedAtMs: this.o.clock.now() };
+    if (await this.o.dcs.acquireController(value, this.leaseId)) {
+      this.active = true;
+      // observations made while standing by are not ours to act on
+      this.memory = emptyMemory();
+      this.said.clear();
+      this.event('controller', `${this.o.name} is the active controller${this.o.provider === null ? ' (dry run: no provider)' : ''}`);
+    }
+  }
+
+  private async renew(): Promise<void> {
+    if (this.leaseId === null || this.stopped) return;
+    const leaseId = this.leaseId;
+    try {
+      if (await this.o.dcs.keepAlive(leaseId)) {
+        this.lastRenewalMs = this.o.clock.now();
+        return;
+      }
+      this.loseLease('the controller lease expired');
+    } catch (err) {
+      // stop acting before the lease can run out under us: a standby may be taking over
+      if (this.o.clock.now() - this.lastRenewalMs > (this.o.leaseTtlSeconds - 2) * 1000) this.loseLease(`cannot renew the controller lease: ${describeError(err)}`);
+    }
+  }
+
+  private loseLease(why: string): void {
+    if (this.active) this.o.logger.warn(why);
+    this.active = false;
+    this.leaseId = null;
+  }
+
+  async tick(): Promise<void> {
+    if (!this.active) {
+      await this.campaign();
+      if (!this.active) return;
+    }
+    const dcs = this.o.dcs;
+    const [view, stored] = await Promise.all([dcs.readCluster(), dcs.readSpec()]);
+    const inventory = await this.inventory(view);
+    if (stored === null) return this.writeFirstSpec(inventory);
+    const spec = stored.value;
+
+    const p = plan(spec, view, inventory, this.o.clock.now(), this.memory, { maxNodes: this.o.limits.maxNodes, bootGraceMs: this.o.bootGraceMs });
+    this.memory = p.memory;
+    this.lastPlan = p;
+
+    const moved = moveRecordOffLeader(spec, p.health);
+    if (moved !== null && (await this.putSpec(moved, stored.modRevision, 'the autoscaler\'s record moves off the new leader'))) return this.wake();
+
+    const decision = autoscale(spec, p.health, view.members, this.o.clock.now(), this.o.limits.maxNodes);
+    this.lastAutoscale = decision;
+    this.tell('autoscale', 'autoscale', decision.reason);
+    if (p.actions.length === 0 && decision.kind !== 'hold' && (await this.scale(decision, spec, stored.modRevision, view))) return this.wake();
+
+    // each action says its own reason in its event
+    if (p.actions.length === 0) this.tell('plan', 'plan', p.reason);
+    for (const action of p.actions) {
+      if (!this.active || this.stopped) return;
+      try {
+        await this.act(action, spec);
+      } catch (err) {
+        this.event('action-failed', `${action.kind} ${'node' in action ? action.node : action.to} failed: ${describeError(err)}`);
+        return;
+      }
+    }
+    if (p.actions.length > 0) this.wake();
+  }
+
+  private async inventory(view: ClusterView): Promise<NodeInfo[]> {
+    if (this.o.provider !== null) return this.o.provider.list(this.o.dcs.cluster);
+    // dry run: the members are all that can be known
+    return view.members.map((m) => ({ name: m.name, zone: m.zone, state: 'running', agentPid: m.agentPid, pgAddress: `${m.pgHost}:${m.pgPort}`, apiAddress: m.apiUrl }));
+  }
+
+  private async writeFirstSpec(inventory: NodeInfo[]): Promise<void> {
+    // no nodes yet (a provider still creating them): a spec of 1 would remove what is coming
+    if (inventory.length === 0) return;
+    const zones = this.o.defaults.zones ?? [...new Set(inventory.map((n) => n.zone))].sort();
+    const spec = defaultSpec({ nodes: inventory.length, zones, instanceClass: this.o.defaults.instanceClass });
+    if (await this.o.dcs.putSpec(spec, null)) {
+      this.event('spec', `wrote the first spec: ${spec.nodes} nodes over ${spec.zones.join(', ')}, class ${spec.instanceClass}, autoscaling off`);
+    }
+    this.wake();
+  }
+
+  private async putSpec(next: SpecValue, modRevision: string, why: string): Promise<boolean> {
+    const ok = await this.o.dcs.putSpec(next, modRevision);
+    if (ok) this.event('spec', `${why}: autoscaler owns ${next.scaling.added.join(', ') || 'no replica'}`);
+    return ok;
+  }
+
+  /** Carries out a scale-out or scale-in; true when the spec changed. */
+  private async scale(decision: AutoscaleDecision, spec: SpecValue, modRevision: string, view: ClusterView): Promise<boolean> {
+    const now = this.o.clock.now();
+    if (decision.kind === 'out') {
+      const used = new Set([...view.members.map((m) => m.name), ...spec.scaling.added, ...(this.lastPlan?.health.map((n) => n.name) ?? [])]);
+      const names = freeNames(decision.add, used, this.o.limits.maxNodes);
+      if (names.length === 0) return false;
+      const next = { ...spec, scaling: { ...spec.scaling, added: [...spec.scaling.added, ...names], lastScaleOutAtMs: now } };
+      if (this.o.provider === null) return false;
+      const ok = await this.putSpec(next, modRevision, `scale-out: ${decision.reason}; reserving ${names.join(', ')}`);
+      if (ok) this.event('autoscale-out', decision.reason);
+      return ok;
+    }
+    if (decision.kind === 'in') {
+      if (this.o.provider === null) return false;
+      const next = { ...spec, scaling: { ...spec.scaling, added: spec.scaling.added.filter((n) => n !== decision.remove), lastScaleInAtMs: now } };
+      if (!(await this.putSpec(next, modRevision, `scale-in: ${decision.reason}`))) return false;
+      this.event('autoscale-in', decision.reason);
+      await this.o.provider.destroy(decision.remove);
+      this.event('destroy', `destroyed ${decision.remove}: ${decision.reason}`);
+      return true;
+    }
+    return false;
+  }
+
+  private async act(action: PlanAction, spec: SpecValue): Promise<void> {
+    const provider = this.o.provider;
+    if (provider === null) {
+      this.tell(`dry:${action.kind}:${'node' in action ? action.node : action.to}`, 'dry-run', `would ${action.kind}: ${action.reason}`);
+      return;
+    }
+    switch (action.kind) {
+      case 'fenceLeader':
+        return this.fenceLeader(provider, action);
+      case 'fence': {
+        const result = await provider.fence(action.node);
+        if (result.confirmed) this.memory.fenced.push(action.node);
+        this.event('fence', `${action.reason}: ${result.confirmed ? 'confirmed' : 'NOT confirmed'} (${result.detail})`);
+        return;
+      }
+      case 'destroy':
+        await provider.destroy(action.node);
+        this.event('destroy', action.reason);
+        return;
+      case 'create': {
+        await provider.create(this.o.dcs.cluster, { name: action.node, zone: action.zone, instanceClass: action.instanceClass });
+        this.memory.firstSeenMs[action.node] = this.o.clock.now();
+        this.event('create', `${action.reason} (class ${action.instanceClass})`);
+        if (action.replaces !== null && spec.scaling.added.includes(action.replaces)) await this.handOver(action.replaces, action.node);
+        return;
+      }
+      case 'switchover': {
+        const request = await requestLeaderChange(this.o.dcs, { failover: false, to: action.to, expectLeader: action.from }, this.o.clock.now());
+        this.event('switchover', `${action.reason}: requested ${request.from} -> ${request.to}`);
+        return;
+      }
+    }
+  }
+
+  /** The autoscaler's record follows a replacement, so it removes the new node and not a declared one. */
+  private async handOver(from: string, to: string): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const stored = await this.o.dcs.readSpec();
+      if (stored === null || !stored.value.scaling.added.includes(from)) return;
+      const added = stored.value.scaling.added.map((n) => (n === from ? to : n));
+      if (await this.putSpec({ ...stored.value, scaling: { ...stored.value.scaling, added } }, stored.modRevision, `${to} replaces ${from}`)) return;
+    }
+  }
+
+  private async fenceLeader(provider: Provider, action: Extract<PlanAction, { kind: 'fenceLeader' }>): Promise<void> {
+    const result = await provider.fence(action.node);
+    if (!result.confirmed) {
+      this.tell(`fence:${action.node}`, 'fence', `${action.reason}: the provider did NOT confirm (${result.detail}); its lease is left to expire`);
+      return;
+    }
+    if (!this.memory.fenced.includes(action.node)) this.memory.fenced.push(action.node);
+    // read again: the key must still be that node's, on that lease, when its lease ends
+    const now = await this.o.dcs.readCluster();
+    if (now.leader?.value.name !== action.node || now.leader.leaseId !== action.leaseId) {
+      this.tell(`fence:${action.node}`, 'fence', `${action.node} fenced (${result.detail}); its leader key is already gone`);
+      return;
+    }
+    if (!this.active) return;
+    await this.o.dcs.revokeLease(action.leaseId);
+    this.event('lease-ended', `${action.reason}: fence confirmed (${result.detail}); ended its lease so a replica promotes now`);
+  }
+}

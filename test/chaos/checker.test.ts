@@ -1,0 +1,87 @@
+// The chaos checker's pure rules (no cluster): runs with `make test`.
+import { describe, expect, it } from 'vitest';
+import { classifyWrites, forkedAcks, longestGapMs, missingIds, startSlackMs, tenures } from './checker.js';
+import type { LeaderSample } from './observer.js';
+import type { WriteRecord } from './workload.js';
+
+const sample = (rev: number, leader: string | null, atMs: number, source: LeaderSample['source'] = 'watch'): LeaderSample => ({ rev, leader, atMs, source });
+
+const write = (id: number, server: string, stmtMs: number, doneMs = stmtMs + 5, ok = true): WriteRecord => ({
+  id, writer: 0, mode: 'persistent', sentMs: stmtMs - 2, doneMs, ok, server, stmtMs,
+});
+
+const nodeOf = (address: string) => ({ '10.0.0.1': 'a', '10.0.0.2': 'b' })[address] ?? null;
+
+describe('tenures', () => {
+  it('turns leader changes into tenures whose ends are the first sign of the change', () => {
+    const t = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(25, 'b', 6000)]);
+    expect(t).toEqual([
+      { node: 'a', startMs: 1000 - startSlackMs, endMs: 5000 },
+      { node: 'b', startMs: 6000 - startSlackMs, endMs: Infinity },
+    ]);
+  });
+
+  it('orders samples by revision, so a watch event that arrived late does not extend a tenure', () => {
+    // the poll saw b at revision 30 at 5200; the watch delivered a's deletion (rev 20) only at 9000
+    const t = tenures([sample(10, 'a', 1000), sample(30, 'b', 5200, 'poll'), sample(20, null, 9000), sample(25, 'b', 9001)]);
+    expect(t[0]).toEqual({ node: 'a', startMs: 1000 - startSlackMs, endMs: 5200 });
+    expect(t[1]!.node).toBe('b');
+    expect(t[1]!.startMs).toBe(5200 - startSlackMs);
+  });
+
+  it('keeps one tenure through samples that repeat the same leader (a rebind)', () => {
+    expect(tenures([sample(10, 'a', 1000), sample(12, 'a', 2000, 'poll'), sample(14, 'a', 3000)])).toHaveLength(1);
+  });
+});
+
+describe('classifyWrites', () => {
+  const t = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(25, 'b', 6000)]);
+
+  it('accepts writes that ran on the leader during its tenure', () => {
+    expect(classifyWrites([write(1, '10.0.0.1', 4000), write(2, '10.0.0.2', 7000)], t, nodeOf).splitBrain).toEqual([]);
+  });
+
+  it('counts a write whose statement ran on an old leader after its tenure ended', () => {
+    const late = write(3, '10.0.0.1', 5100);
+    expect(classifyWrites([late], t, nodeOf).splitBrain).toEqual([late]);
+  });
+
+  it('counts a write served by a node that never led', () => {
+    const never = write(4, '10.0.0.2', 3000);
+    expect(classifyWrites([never], t, nodeOf).splitBrain).toEqual([never]);
+  });
+
+  it('sets apart answers that arrived after the tenure for statements that ran within it', () => {
+    const verdicts = classifyWrites([write(5, '10.0.0.1', 4990, 5300)], t, nodeOf);
+    expect(verdicts.splitBrain).toEqual([]);
+    expect(verdicts.lateAcks.map((w) => w.id)).toEqual([5]);
+  });
+
+  it('ignores failed writes and flags unknown servers', () => {
+    const verdicts = classifyWrites([write(6, '10.0.0.1', 9000, 9005, false), write(7, '10.9.9.9', 2000)], t, nodeOf);
+    expect(verdicts.splitBrain).toEqual([]);
+    expect(verdicts.unknownServer.map((w) => w.id)).toEqual([7]);
+  });
+});
+
+describe('write accounting', () => {
+  it('finds acknowledged ids missing from a node', () => {
+    expect(missingIds([write(1, 'x', 1), write(2, 'x', 2), write(3, 'x', 3, 4, false)], new Set([1]))).toEqual([2]);
+  });
+
+  it('measures the longest stretch without success, including the ones at both ends', () => {
+    expect(longestGapMs([900, 1100, 1200, 4200, 4300], 1000, 5000)).toBe(3000);
+    expect(longestGapMs([900], 1000, 5000)).toBe(4100);
+    expect(longestGapMs([1000, 1500, 2000], 1000, 9000)).toBe(7000);
+  });
+
+  it('finds acknowledged writes past the fork point of a later timeline', () => {
+    const acked = [
+      { ...write(1, 'x', 1), timeline: 1, lsn: '0/100' },
+      { ...write(2, 'x', 2), timeline: 1, lsn: '0/300' },
+      { ...write(3, 'x', 3), timeline: 2, lsn: '0/400' },
+    ];
+    const history = [{ timeline: 2, switchLsn: 0x200, leader: 'b', atMs: 0, reason: '' }];
+    expect(forkedAcks(acked, history, (lsn) => parseInt(lsn.split('/')[1]!, 16)).map((w) => w.id)).toEqual([2]);
+  });
+});

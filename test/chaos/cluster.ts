@@ -1,0 +1,218 @@
+/**
+ * The hosts of a chaos run: a private /24 in network namespaces, a 3-member
+ * etcd cluster (one member per namespace), 3 PostgreSQL nodes through the
+ * netns provider (one per namespace), and a router in the root namespace on
+ * 127.0.0.1. Everything is killed by PID or namespace and removed in stop(),
+ * and a run's leftovers are found by the next one (removeStale).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
+import { EtcdDcs } from '../../src/dcs/etcd.js';
+import type { ClusterView } from '../../src/dcs/types.js';
+import { isReady } from '../../src/providers/local-cluster.js';
+import type { Secrets } from '../../src/providers/local-layout.js';
+import { keelBin } from '../../src/providers/local.js';
+import { NetnsEtcd } from '../../src/providers/netns-etcd.js';
+import { NetnsNetwork, removeStaleNamespaces } from '../../src/providers/netns-net.js';
+import { NetnsProvider, netnsPgPort } from '../../src/providers/netns.js';
+import { probePostgres } from '../../src/router/probe.js';
+import { sleep } from '../../src/util/clock.js';
+import { createLogger, type Logger } from '../../src/util/log.js';
+import { findFreePorts } from '../../src/util/ports.js';
+import { isAlive, terminate } from '../../src/util/process.js';
+import { tableSql } from './workload.js';
+
+export const clusterName = 'chaos';
+const tempPrefix = '/tmp/keelchaos-';
+
+export interface ChaosClusterOptions {
+  synchronousMode: 'off' | 'on' | 'strict';
+  ttlSeconds: number;
+  loopWaitSeconds: number;
+  nodes: number;
+}
+
+/** Leftovers of runs whose process is gone: namespaces (and their processes), routers, temp dirs. */
+export async function removeStale(): Promise<string[]> {
+  const removed = await removeStaleNamespaces();
+  for (const entry of readdirSync('/tmp')) {
+    const match = /^keelchaos-(\d+)-/.exec(entry);
+    if (match === null || isAlive(Number(match[1]))) continue;
+    const dir = join('/tmp', entry);
+    const routerPid = Number(existsSync(join(dir, 'router.pid')) ? readFileSync(join(dir, 'router.pid'), 'utf8') : NaN);
+    // only a router we started: its command line names this directory's log-free flags and our cluster
+    if (Number.isInteger(routerPid) && routerPid > 1 && isAlive(routerPid)) {
+      const cmdline = readFileSync(`/proc/${routerPid}/cmdline`, 'utf8');
+      if (cmdline.includes('router') && cmdline.includes(`--cluster\0${clusterName}`)) await terminate(routerPid, 2000);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    removed.push(dir);
+  }
+  return removed;
+}
+
+export class ChaosCluster {
+  readonly names: string[];
+  rwPort = 0;
+  roPort = 0;
+  private routerPid: number | null = null;
+  readonly logger: Logger;
+
+  private constructor(
+    readonly options: ChaosClusterOptions,
+    readonly dir: string,
+    readonly net: NetnsNetwork,
+    readonly etcd: NetnsEtcd,
+    readonly provider: NetnsProvider,
+    readonly dcs: EtcdDcs,
+    readonly secrets: Secrets,
+    readonly dynamic: DynamicConfig,
+  ) {
+    this.names = Array.from({ length: options.nodes }, (_, i) => `node${i + 1}`);
+    this.logger = createLogger({ component: 'chaos' }, 'warn');
+  }
+
+  /** Builds everything; on failure removes what it made and rethrows. */
+  static async start(options: ChaosClusterOptions): Promise<ChaosCluster> {
+    const dir = mkdtempSync(`${tempPrefix}${process.pid}-`);
+    chmodSync(dir, 0o755);
+    const secret = () => randomBytes(18).toString('base64url');
+    const secrets: Secrets = { superuser: secret(), replication: secret(), apiToken: secret() };
+    const dynamic: DynamicConfig = {
+      ...defaultDynamicConfig,
+      ttl: options.ttlSeconds,
+      loop_wait: options.loopWaitSeconds,
+      synchronous_mode: options.synchronousMode,
+    };
+    let net: NetnsNetwork | null = null;
+    let cluster: ChaosCluster | null = null;
+    try {
+      net = await NetnsNetwork.create();
+      const etcdNames = ['etcd1', 'etcd2', 'etcd3'];
+      for (const [i, name] of etcdNames.entries()) await net.addHost(name, 11 + i);
+      const etcd = new NetnsEtcd(net, join(dir, 'etcd'), etcdNames);
+      mkdirSync(join(dir, 'etcd'), { recursive: true });
+      for (const name of etcdNames) mkdirSync(join(dir, 'etcd', name), { recursive: true });
+      await etcd.start();
+      const logger = createLogger({ component: 'netns' }, 'warn');
+      const dcs = new EtcdDcs({ endpoints: etcd.endpoints(), cluster: clusterName, requestTimeoutMs: 2000, logger });
+      const provider = new NetnsProvider({ net, dir, cluster: clusterName, secrets, etcdEndpoints: etcd.endpoints(), dynamic, logger });
+      cluster = new ChaosCluster(options, dir, net, etcd, provider, dcs, secrets, dynamic);
+      // the config key first, so no agent ever runs with other settings
+      await dcs.putConfig(dynamic, null);
+      await cluster.startRouter();
+      for (const [i, name] of cluster.names.entries()) {
+        await provider.create(clusterName, { name, zone: `zone-${String.fromCharCode(97 + (i % 3))}` });
+      }
+      await cluster.waitReady(180_000);
+      await cluster.queryLeader(tableSql);
+      return cluster;
+    } catch (err) {
+      if (cluster !== null) await cluster.stop().catch(() => undefined);
+      else {
+        await net?.destroy().catch(() => undefined);
+        rmSync(dir, { recursive: true, force: true });
+      }
+      throw err;
+    }
+  }
+
+  private async startRouter(): Promise<void> {
+    [this.rwPort, this.roPort] = (await findFreePorts('127.0.0.1', 16500, 2)) as [number, number];
+    const log = openSync(join(this.dir, 'router.log'), 'a');
+    const args = ['router', '--etcd', this.etcd.endpoints().join(','), '--cluster', clusterName];
+    args.push('--rw', `127.0.0.1:${this.rwPort}`, '--ro', `127.0.0.1:${this.roPort}`, '--engine', 'builtin', '--wait-timeout', '20');
+    try {
+      const child = spawn(process.execPath, [keelBin, ...args], { detached: true, stdio: ['ignore', log, log] });
+      child.unref();
+      this.routerPid = child.pid ?? null;
+      writeFileSync(join(this.dir, 'router.pid'), `${this.routerPid}\n`);
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  routerAlive(): boolean {
+    return this.routerPid !== null && isAlive(this.routerPid);
+  }
+
+  /** A leader and every node streaming from it, and the rw endpoint forwarding. */
+  async waitReady(timeoutMs: number): Promise<ClusterView> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const view = await this.dcs.readCluster().catch(() => null);
+      if (view !== null && isReady(view, this.names.length) && (await probePostgres('127.0.0.1', this.rwPort, 1000))) return view;
+      if (Date.now() > deadline) {
+        const reasons = view?.members.map((m) => `${m.name}: ${m.state} / ${m.reason}`).join('; ') ?? 'etcd unreadable';
+        throw new Error(`cluster not ready within ${timeoutMs / 1000} s (${reasons}); logs in ${this.dir}`);
+      }
+      await sleep(300);
+    }
+  }
+
+  nodeOfAddress = (address: string): string | null => this.names.find((name) => this.provider.address(name) === address) ?? null;
+
+  /** A direct connection to one node (not through the router). */
+  async query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], timeoutMs = 10_000): Promise<T[]> {
+    const client = new pg.Client({
+      host: this.provider.address(node),
+      port: netnsPgPort,
+      user: 'postgres',
+      password: this.secrets.superuser,
+      database: 'app',
+      connectionTimeoutMillis: 3000,
+      query_timeout: timeoutMs,
+    });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      return (await client.query<T>(sql, params)).rows;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  private async queryLeader(sql: string): Promise<void> {
+    const view = await this.dcs.readCluster();
+    const leader = view.leader?.value.name;
+    if (leader === undefined) throw new Error('no leader to create the table on');
+    await this.query(leader, sql);
+  }
+
+  /** Copies every log (agents, PostgreSQL, etcd, router) to `to`. */
+  copyLogs(to: string): void {
+    mkdirSync(to, { recursive: true });
+    const copy = (from: string, name: string) => {
+      if (existsSync(from)) cpSync(from, join(to, name));
+    };
+    copy(join(this.dir, 'router.log'), 'router.log');
+    for (const name of this.names) {
+      copy(this.provider.agentLog(name), `${name}-agent.log`);
+      copy(this.provider.postgresLog(name), `${name}-postgres.log`);
+    }
+    for (const name of this.etcd.names()) copy(this.etcd.logFile(name), `${name}.log`);
+  }
+
+  /** Router, nodes, etcd, namespaces, files; every step tried even when one fails. */
+  async stop(): Promise<void> {
+    const problems: string[] = [];
+    const step = async (what: string, work: () => Promise<unknown>) => {
+      try {
+        await work();
+      } catch (err) {
+        problems.push(`${what}: ${(err as Error).message}`);
+      }
+    };
+    await step('dcs', () => this.dcs.close());
+    if (this.routerPid !== null) await step('router', () => terminate(this.routerPid!, 5000));
+    await step('nodes', () => this.provider.killAll());
+    await step('etcd', () => this.etcd.stop());
+    await step('network', () => this.net.destroy());
+    await step('files', async () => rmSync(this.dir, { recursive: true, force: true }));
+    if (problems.length > 0) throw new Error(`cleanup incomplete: ${problems.join('; ')}`);
+  }
+}

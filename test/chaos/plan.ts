@@ -1,0 +1,96 @@
+/**
+ * Which faults run, how often, in which replication mode: the `full` profile
+ * (`make chaos`) and the `ci` profile (`make chaos-ci`), with environment
+ * overrides. Also the seeded random generator every run draws from, so a run
+ * can be repeated with CHAOS_SEED.
+ */
+import type { FaultId } from './faults.js';
+
+export interface ModePlan {
+  synchronousMode: 'off' | 'on' | 'strict';
+  /** faults in the order they run; each id as often as it appears */
+  faults: FaultId[];
+}
+
+export interface Plan {
+  profile: string;
+  seed: number;
+  ttlSeconds: number;
+  loopWaitSeconds: number;
+  modes: ModePlan[];
+}
+
+export const allFaults: FaultId[] = ['1', '2', '3', '4', '5a', '5b', '6', '7'];
+
+/** Rounds of every fault, each round shuffled: a plan cut short still covers every fault. */
+function rounds(faults: FaultId[], count: number, rng: Rng): FaultId[] {
+  const out: FaultId[] = [];
+  for (let i = 0; i < count; i++) out.push(...rng.shuffle(faults));
+  return out;
+}
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`${name} must be a whole number (got ${raw})`);
+  return value;
+}
+
+export function makePlan(env: NodeJS.ProcessEnv = process.env): Plan {
+  const profile = env.CHAOS_PROFILE ?? 'full';
+  const seed = envInt('CHAOS_SEED', Math.floor(Math.random() * 2 ** 31));
+  const rng = new Rng(seed);
+  const ttlSeconds = envInt('CHAOS_TTL', 10);
+  const loopWaitSeconds = 1;
+  const only = env.CHAOS_FAULTS ? (env.CHAOS_FAULTS.split(',') as FaultId[]) : null;
+  for (const id of only ?? []) if (!allFaults.includes(id)) throw new Error(`CHAOS_FAULTS: unknown fault ${id} (known: ${allFaults.join(', ')})`);
+  let modes: ModePlan[];
+  if (profile === 'ci') {
+    modes = [{ synchronousMode: 'on', faults: only ?? ['1', '2', '4'] }];
+  } else if (profile === 'full') {
+    const faults = only ?? allFaults;
+    modes = [
+      { synchronousMode: 'on', faults: rounds(faults, envInt('CHAOS_SYNC_ROUNDS', 4), rng) },
+      { synchronousMode: 'off', faults: rounds(faults, envInt('CHAOS_ASYNC_ROUNDS', 3), rng) },
+    ];
+  } else {
+    throw new Error(`CHAOS_PROFILE must be full or ci (got ${profile})`);
+  }
+  if (env.CHAOS_MODES) {
+    const wanted = env.CHAOS_MODES.split(',');
+    modes = modes.filter((m) => wanted.includes(m.synchronousMode));
+  }
+  return { profile, seed, ttlSeconds, loopWaitSeconds, modes: modes.filter((m) => m.faults.length > 0) };
+}
+
+/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
+export class Rng {
+  private state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** a whole number in [min, max] */
+  between(min: number, max: number): number {
+    return Math.floor(min + this.next() * (max - min + 1));
+  }
+  pick<T>(items: readonly T[]): T {
+    if (items.length === 0) throw new Error('nothing to pick from');
+    return items[Math.floor(this.next() * items.length)]!;
+  }
+  shuffle<T>(items: readonly T[]): T[] {
+    const out = [...items];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [out[i], out[j]] = [out[j]!, out[i]!];
+    }
+    return out;
+  }
+}
