@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
 import { isPortFree } from '../util/ports.js';
+import { isAlive, terminate } from '../util/process.js';
 
 export const defaultEtcdBinary = '/usr/bin/etcd';
 
@@ -151,45 +152,10 @@ export async function startEtcd(options: StartEtcdOptions): Promise<RunningEtcd>
   return { pid: child.pid!, endpoint, child };
 }
 
-/** Alive means signalable and not a zombie waiting to be reaped by someone else. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true;
-  }
-}
-
-async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid)) {
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
-  }
-  return true;
-}
-
 /** SIGTERM, then SIGKILL after timeoutMs. Resolves once the process is gone. */
 export async function stopEtcd(pid: number, timeoutMs = 10_000): Promise<void> {
   // 0, 1 and negative pids would signal groups or init
   if (!Number.isInteger(pid) || pid <= 1) throw new RangeError(`refusing to signal pid ${pid}`);
-  const send = (signal: NodeJS.Signals): void => {
-    try {
-      process.kill(pid, signal);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-    }
-  };
-  if (!isAlive(pid)) return;
-  send('SIGTERM');
-  if (await waitForExit(pid, timeoutMs)) return;
-  send('SIGKILL');
-  if (await waitForExit(pid, 5000)) return;
-  throw new KeelError('KEEL_TIMEOUT', `etcd (pid ${pid}) is still running after SIGKILL`, { hint: `look at process ${pid}` });
+  await terminate(pid, timeoutMs);
+  if (isAlive(pid)) throw new KeelError('KEEL_TIMEOUT', `etcd (pid ${pid}) is still running after SIGKILL`, { hint: `look at process ${pid}` });
 }
