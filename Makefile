@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; each sets up what it needs first.
-.PHONY: setup build demo up down test test-unit test-integration bench chaos clean
+.PHONY: setup build demo up down test test-unit test-integration bench chaos chaos-ci clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,15 @@ test-integration: setup
 
 bench: setup
 	node bench/failover.mjs
+
+# Fault-injection suite over network-namespace hosts (root, iproute2, iptables):
+# at least 50 faults, synchronous then asynchronous mode; results in test/chaos/results/.
+chaos: setup
+	CHAOS_PROFILE=full npx vitest run --config test/chaos/vitest.config.ts
+
+# The short subset for CI: one run each of faults 1, 2 and 4 in synchronous mode.
+chaos-ci: setup
+	CHAOS_PROFILE=ci npx vitest run --config test/chaos/vitest.config.ts
 
 clean:
 	rm -rf dist

@@ -3,7 +3,7 @@
  * Tuned for fast failover on one machine or one region, not for WAN links.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants, closeSync, openSync, readFileSync } from 'node:fs';
+import { constants, closeSync, openSync } from 'node:fs';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { KeelError } from '../errors.js';

@@ -44,7 +44,7 @@ export async function removeStale(): Promise<string[]> {
     if (match === null || isAlive(Number(match[1]))) continue;
     const dir = join('/tmp', entry);
     const routerPid = Number(existsSync(join(dir, 'router.pid')) ? readFileSync(join(dir, 'router.pid'), 'utf8') : NaN);
-    // only a router we started: its command line names this directory's log-free flags and our cluster
+    // only a router this suite started: a `keel router` for our cluster, its pid recorded in the run's directory
     if (Number.isInteger(routerPid) && routerPid > 1 && isAlive(routerPid)) {
       const cmdline = readFileSync(`/proc/${routerPid}/cmdline`, 'utf8');
       if (cmdline.includes('router') && cmdline.includes(`--cluster\0${clusterName}`)) await terminate(routerPid, 2000);
