@@ -10,12 +10,13 @@
 // Everything (4 PostgreSQL servers, etcd, the router and this client) shares
 // this machine's CPUs: the figures show where the machine saturates, not what
 // separate servers would do.
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { LocalCluster } from '../dist/providers/local-cluster.js';
 import { connectionStrings, LocalLayout } from '../dist/providers/local-layout.js';
 import { silentLogger } from '../dist/util/log.js';
+import { readPidFile } from '../dist/util/process.js';
 import { insertDealSql, nearestDealsSql, randomDeal, randomPoint, seededRandom } from '../dist/demo/dataset.js';
 import { prepareDataset } from '../dist/demo/load.js';
 import { Histogram } from '../dist/demo/stats.js';
@@ -43,6 +44,36 @@ const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { resta
 const dcs = local.dcs();
 const urls = connectionStrings(layout, cluster);
 const endpoint = (url) => ({ connectionString: url, password: secrets.superuser });
+
+// CPU time per operation, split by who spends it: with every process on the
+// same few CPUs, this (not the rate) is what says how reads scale when each
+// node has a machine of its own.
+const clockTicks = 100;
+
+/** utime + stime of a process in seconds, and its parent; null once it is gone. */
+function procStat(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / clockTicks };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds so far of the cluster's PostgreSQL servers (postmasters and their backends) and of the router. */
+function clusterCpu() {
+  const postmasters = new Set(Array.from({ length: cluster.nodes }, (_, i) => readPidFile(`${layout.dataDir(layout.nodeName(i))}/postmaster.pid`)).filter(Boolean));
+  let postgres = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const st = procStat(Number(entry));
+    if (st !== null && (postmasters.has(Number(entry)) || postmasters.has(st.ppid))) postgres += st.cpu;
+  }
+  const router = procStat(readPidFile(layout.routerPidFile))?.cpu ?? 0;
+  const client = (process.cpuUsage().user + process.cpuUsage().system) / 1e6;
+  return { postgres, router, client };
+}
 
 /** Runs `step` on `targets.length` connections for `measureSeconds` after a warm-up; returns ops/s, latency quantiles and errors. */
 async function closedLoop(targets, step, measureSeconds = seconds) {
@@ -78,13 +109,18 @@ async function closedLoop(targets, step, measureSeconds = seconds) {
   // one second of warm-up: connections made, statements prepared, caches warm
   await sleep(1000);
   measuring = true;
+  const cpuBefore = clusterCpu();
   const started = performance.now();
   await sleep(measureSeconds * 1000);
   measuring = false;
   const elapsed = (performance.now() - started) / 1000;
+  // before the connections close: a backend's CPU time goes with it
+  const cpuAfter = clusterCpu();
   stopping = true;
   await Promise.all(running);
-  return { perSecond: ok / elapsed, p50: latency.percentile(0.5), p99: latency.percentile(0.99), errors, firstError };
+  const perOpMs = (key) => (ok === 0 ? null : ((cpuAfter[key] - cpuBefore[key]) * 1000) / ok);
+  const cpu = { postgres: perOpMs('postgres'), router: perOpMs('router'), client: perOpMs('client') };
+  return { perSecond: ok / elapsed, p50: latency.percentile(0.5), p99: latency.percentile(0.99), errors, firstError, cpu };
 }
 
 const nearest = (client, random) => {
@@ -99,8 +135,10 @@ const insert = (client, random) => {
 /** `connections` connections spread round-robin over the given URLs. */
 const spread = (list) => Array.from({ length: connections }, (_, i) => list[i % list.length]);
 
-function report(label, r) {
-  const line = `${label.padEnd(40)} ${Math.round(r.perSecond).toLocaleString('en-US').padStart(8)}/s   p50 ${r.p50?.toFixed(2)} ms   p99 ${r.p99?.toFixed(2)} ms   errors ${r.errors}${r.firstError ? ` (first: ${r.firstError})` : ''}`;
+function report(label, r, withRouter) {
+  const ms = (v) => (v === null ? '-' : v.toFixed(3));
+  const cpu = `CPU ms/op: postgres ${ms(r.cpu.postgres)}${withRouter ? `, router ${ms(r.cpu.router)}` : ''}, client ${ms(r.cpu.client)}`;
+  const line = `${label.padEnd(36)} ${Math.round(r.perSecond).toLocaleString('en-US').padStart(7)}/s  p50 ${r.p50?.toFixed(2)} ms  p99 ${r.p99?.toFixed(1)} ms  ${cpu}  errors ${r.errors}${r.firstError ? ` (first: ${r.firstError})` : ''}`;
   console.log(line);
 }
 
@@ -145,18 +183,18 @@ try {
   await closedLoop(spread(replicas.map(pgUrl)), nearest, 2);
 
   console.log('\nnearest open deals within 2 km (ST_DWithin + <-> LIMIT 10):');
-  for (let n = 1; n <= 3; n++) report(`  straight to ${n} replica(s)`, await closedLoop(spread(replicas.slice(0, n).map(pgUrl)), nearest));
+  for (let n = 1; n <= 3; n++) report(`  straight to ${n} replica(s)`, await closedLoop(spread(replicas.slice(0, n).map(pgUrl)), nearest), false);
   for (let n = 3; n >= 1; n--) {
     await waitForReplicas(n);
     await sleep(1500);
-    report(`  ro endpoint, ${n} replica(s) serving`, await closedLoop(spread([urls.ro]), nearest));
+    report(`  ro endpoint, ${n} replica(s) serving`, await closedLoop(spread([urls.ro]), nearest), true);
     if (n > 1) await local.provider.stop(replicas[n - 1].name);
   }
 
   console.log('\nsingle-row INSERT ... RETURNING id (autocommit):');
   ({ leader } = await replicasNow());
-  report('  straight to the leader', await closedLoop(spread([pgUrl(leader)]), insert));
-  report('  rw endpoint', await closedLoop(spread([urls.rw]), insert));
+  report('  straight to the leader', await closedLoop(spread([pgUrl(leader)]), insert), false);
+  report('  rw endpoint', await closedLoop(spread([urls.rw]), insert), true);
   console.log(`\nbench took ${((performance.now() - t0) / 1000).toFixed(0)} s; load average now ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 } catch (err) {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);

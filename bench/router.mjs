@@ -10,8 +10,9 @@
 // Every router and HAProxy here is a child of this process (one scheduler group
 // with pgbench), stopped by PID; everything is bounded in time.
 //
-//   npx tsc -p . && node bench/router.mjs [--port-base 17500] [--seconds 15] [--rounds 2]
-import { spawn, execFileSync } from 'node:child_process';
+//   npx tsc -p . && node bench/router.mjs [--port-base 18400] [--seconds 15] [--rounds 2]
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -21,7 +22,7 @@ import { probePostgres } from '../dist/router/probe.js';
 import { silentLogger } from '../dist/util/log.js';
 import { readPidFile, terminate } from '../dist/util/process.js';
 
-const { values } = parseArgs({ options: { 'port-base': { type: 'string', default: '17500' }, seconds: { type: 'string', default: '15' }, rounds: { type: 'string', default: '2' } } });
+const { values } = parseArgs({ options: { 'port-base': { type: 'string', default: '18400' }, seconds: { type: 'string', default: '15' }, rounds: { type: 'string', default: '2' } } });
 const portBase = Number(values['port-base']);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
@@ -153,14 +154,18 @@ async function writeOnce(port, timeoutMs) {
   }
 }
 
-/** Time the router logged routes sending rw to `name` (after `sinceMs`), from its own log line. */
+/** The routes the router logged from `sinceMs` on. */
+function routerLines(engine, sinceMs) {
+  return readFileSync(`${dir}/router-${engine}.log`, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes('"msg":"routes:'))
+    .map((line) => JSON.parse(line))
+    .filter((entry) => entry.time >= sinceMs);
+}
+
+/** When the router applied routes sending rw to `name` (from `sinceMs` on), from its own log line. */
 function routerAppliedAt(engine, name, sinceMs) {
-  for (const line of readFileSync(`${dir}/router-${engine}.log`, 'utf8').split('\n')) {
-    if (!line.includes('"msg":"routes:')) continue;
-    const entry = JSON.parse(line);
-    if (entry.time >= sinceMs && entry.rw === name && entry.holdRw === false) return entry.time;
-  }
-  return null;
+  return routerLines(engine, sinceMs).find((entry) => entry.rw === name && entry.holdRw === false)?.time ?? null;
 }
 
 async function throughput() {
@@ -278,14 +283,18 @@ async function switchover() {
   const running = ['builtin', 'haproxy'].map(writer);
   await sleep(3000);
   const started = Date.now();
-  execFileSync(process.execPath, [keelBin, 'switchover', '--dir', dir, '--to', target.name], { encoding: 'utf8', timeout: 90_000 });
+  // not execFileSync: the writers share this event loop and must keep running meanwhile
+  await promisify(execFile)(process.execPath, [keelBin, 'switchover', '--dir', dir, '--to', target.name], { encoding: 'utf8', timeout: 90_000 });
   const switched = (Date.now() - started) / 1000;
   await sleep(3000);
   stop = true;
   const results = await Promise.all(running);
   console.log(`switchover under load (${old.name} -> ${target.name}, \`keel switchover\` returned after ${switched.toFixed(2)} s), a new connection per transaction:`);
   for (const r of results) {
-    console.log(`  ${r.engine.padEnd(8)} longest write pause ${(r.longestPauseMs / 1000).toFixed(3)} s, ${r.commits} commits, ${r.errors.length} client errors${r.errors.length ? `: ${[...new Set(r.errors)].slice(0, 3).join(' | ')}` : ''}`);
+    const heldFrom = routerLines(r.engine, started).find((e) => e.holdRw && /switchover/.test(e.msg))?.time;
+    const heldTo = routerAppliedAt(r.engine, target.name, started);
+    const held = heldFrom && heldTo ? ` (router held new rw connections ${((heldTo - heldFrom) / 1000).toFixed(3)} s)` : '';
+    console.log(`  ${r.engine.padEnd(8)} longest write pause ${(r.longestPauseMs / 1000).toFixed(3)} s, ${r.commits} commits, ${r.errors.length} client errors${r.errors.length ? `: ${[...new Set(r.errors)].slice(0, 3).join(' | ')}` : ''}${held}`);
   }
 }
 

@@ -22,7 +22,7 @@ async function status(options: TargetOptions & { json?: boolean }): Promise<void
     }
     const limits = target.layout !== null ? localLimits : unknownLimits;
     const now = Date.now();
-    const { health } = plan(spec, view, inventory, now, emptyMemory(), { maxNodes: limits.maxNodes, bootGraceMs: 20_000 });
+    const { health } = plan(spec, view, inventory, now, emptyMemory(), { maxNodes: limits.maxNodes, bootGraceMs: 60_000 });
     const decision = autoscale(spec, health, view.members, now, limits.maxNodes);
     const policy = spec.autoscale;
     const metric = replicaAverage(health, view.members, policy.metric);

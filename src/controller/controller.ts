@@ -11,7 +11,7 @@
  */
 import { requestLeaderChange } from '../agent/requests.js';
 import type { ClusterView, Dcs, SpecValue } from '../dcs/types.js';
-import { describeError } from '../errors.js';
+import { describeError, KeelError } from '../errors.js';
 import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -59,7 +59,7 @@ export class Controller {
   private readonly o: Required<ControllerOptions>;
 
   constructor(options: ControllerOptions) {
-    this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 20_000, ...options };
+    this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 60_000, ...options };
   }
 
   async start(): Promise<void> {
@@ -131,7 +131,12 @@ export class Controller {
       this.lastRenewalMs = this.o.clock.now();
     }
     const value = { v: 1 as const, name: this.o.name, pid: process.pid, startedAtMs: this.o.clock.now() };
-    if (await this.o.dcs.acquireController(value, this.leaseId)) {
+    const acquired = await this.o.dcs.acquireController(value, this.leaseId).catch((err: unknown) => {
+      // our lease ran out while standing by: the next campaign starts with a new one
+      if (err instanceof KeelError && err.code === 'KEEL_CONFLICT') this.leaseId = null;
+      throw err;
+    });
+    if (acquired) {
       this.active = true;
       // observations made while standing by are not ours to act on
       this.memory = emptyMemory();

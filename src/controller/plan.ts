@@ -55,7 +55,7 @@ export interface Plan {
 }
 
 export const emptyMemory = (): PlanMemory => ({ firstSeenMs: {}, downSinceMs: {}, fenced: [] });
-export const defaultPlanOptions: PlanOptions = { maxNodes: 20, bootGraceMs: 20_000 };
+export const defaultPlanOptions: PlanOptions = { maxNodes: 20, bootGraceMs: 60_000 };
 
 /** A lag past this counts as lagging when choosing which replica to remove; below it, lag is noise. */
 const laggingBytes = 16 * 1024 * 1024;

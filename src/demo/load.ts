@@ -1,7 +1,9 @@
 /**
  * Puts the demo dataset in place through rw: the table, the deals that are
  * missing (a second run on the same cluster loads nothing), the GiST index and
- * fresh planner statistics.
+ * fresh planner statistics. A batch that fails (a failover, a slow machine)
+ * is retried on a new connection; at worst a batch whose commit was not
+ * acknowledged lands twice, which only adds deals.
  */
 import type pg from 'pg';
 import { KeelError, describeError, redactSecrets } from '../errors.js';
@@ -24,6 +26,9 @@ export interface LoadResult {
 
 /** Big enough that round trips do not dominate, small enough for a smooth progress bar. */
 const batchRows = 5000;
+/** an index build over millions of rows on a busy laptop takes minutes, not seconds */
+const statementTimeoutMs = 15 * 60_000;
+const attemptsPerStep = 5;
 
 const expectedColumns: Record<string, string> = {
   id: 'bigint',
@@ -40,7 +45,7 @@ export async function connectWithRetry(endpoint: Endpoint, what: string, timeout
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return await connect(endpoint, 'keel-demo-setup');
+      return await connect(endpoint, 'keel-demo-setup', statementTimeoutMs);
     } catch (err) {
       if (Date.now() > deadline) {
         throw new KeelError('KEEL_ENDPOINT_UNREACHABLE', `could not connect to the ${what} endpoint ${redactSecrets(endpoint.connectionString)} within ${Math.round(timeoutMs / 1000)} s: ${describeError(err)}`);
@@ -71,30 +76,48 @@ export async function prepareDataset(
   shouldStop: () => boolean,
   connectTimeoutMs = 60_000,
 ): Promise<LoadResult> {
-  const client = await connectWithRetry(endpoint, 'read-write', connectTimeoutMs);
   const started = Date.now();
+  let client = await connectWithRetry(endpoint, 'read-write', connectTimeoutMs);
+  /** Runs one step; after an error, again on a fresh connection, a few times. */
+  const step = async <T>(what: string, run: (c: pg.Client) => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run(client);
+      } catch (err) {
+        if (err instanceof KeelError) throw err;
+        if (attempt >= attemptsPerStep) {
+          throw new KeelError('KEEL_DEMO_LOAD_FAILED', `${what} failed ${attemptsPerStep} times; the last time: ${describeError(err)}`);
+        }
+        await client.end().catch(() => undefined);
+        await sleep(1000);
+        client = await connectWithRetry(endpoint, 'read-write', connectTimeoutMs);
+      }
+    }
+  };
   try {
-    await checkExistingTable(client);
-    // Keel creates PostGIS in its database; another cluster may need it here
-    await client.query('CREATE EXTENSION IF NOT EXISTS postgis');
-    await client.query(createTableSql);
-    const [{ n }] = (await client.query<{ n: string }>('SELECT count(*) AS n FROM deals')).rows as [{ n: string }];
-    const existing = Number(n);
+    const existing = await step('creating the deals table', async (c) => {
+      await checkExistingTable(c);
+      // Keel creates PostGIS in its database; another cluster may need it here
+      await c.query('CREATE EXTENSION IF NOT EXISTS postgis');
+      await c.query(createTableSql);
+      const { rows } = await c.query<{ n: string }>('SELECT count(*) AS n FROM deals');
+      return Number(rows[0]!.n);
+    });
     const total = Math.max(0, wanted - existing);
     // a different seed per top-up: a second load must not repeat the first one's points
     const random = seededRandom(seed + existing);
     let done = 0;
     onProgress({ done, total, elapsedMs: 0 });
     while (done < total && !shouldStop()) {
-      const rows = Math.min(batchRows, total - done);
-      await client.query(insertBatchSql, batchParams(dealBatch(random, rows, Date.now())));
-      done += rows;
+      const batch = dealBatch(random, Math.min(batchRows, total - done), Date.now());
+      await step('loading a batch of deals', (c) => c.query(insertBatchSql, batchParams(batch)));
+      done += batch.title.length;
       onProgress({ done, total, elapsedMs: Date.now() - started });
     }
     if (!shouldStop()) {
       // built after the rows: one sorted build is much faster than 100,000 inserts into the tree
-      await client.query(createIndexSql);
-      await client.query('ANALYZE deals');
+      await step('building the GiST index', (c) => c.query(createIndexSql));
+      await step('analyzing the table', (c) => c.query('ANALYZE deals'));
     }
     return { existing, loaded: done, seconds: (Date.now() - started) / 1000 };
   } finally {

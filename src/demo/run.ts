@@ -118,6 +118,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   } finally {
     stop.dispose();
     screen.leaveLive();
+    screen.endLine();
     await setup?.dcs?.close().catch(() => undefined);
     if (setup?.local?.startedByDemo && !options.keep) {
       screen.line(`stopping the cluster the demo started (keel down --dir ${setup.local.layout.dir}; --keep leaves it running)`);
@@ -144,7 +145,6 @@ async function runWorkload(options: DemoOptions, setup: Setup, screen: Screen, s
     // a cluster that just started may still settle; a DSN that is wrong should say so soon
     setup.local === null ? 15_000 : 60_000,
   );
-  if (screen.tty && loaded.loaded > 0) screen.line();
   if (stop.requested()) return;
   screen.line(`dataset: ${formatInt(loaded.existing + loaded.loaded)} deals (${loaded.loaded > 0 ? `loaded ${formatInt(loaded.loaded)} in ${loaded.seconds.toFixed(1)} s` : 'already there'}), GiST index on position`);
   const replication = await replicationMode(setup.rw);

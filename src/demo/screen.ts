@@ -10,6 +10,8 @@ const csi = '\x1b[';
 export class Screen {
   readonly tty: boolean;
   private live = false;
+  /** a progress line without its newline yet: the next line() ends it first */
+  private lineOpen = false;
   private rawInput = false;
   private onData: ((chunk: Buffer) => void) | null = null;
   private readonly restoreOnExit = () => this.leaveLive();
@@ -53,6 +55,7 @@ export class Screen {
 
   enterLive(): void {
     if (!this.tty || this.live) return;
+    this.endLine();
     this.live = true;
     // alternate screen, cursor hidden
     this.out.write(`${csi}?1049h${csi}?25l`);
@@ -75,11 +78,22 @@ export class Screen {
 
   /** A line that replaces itself on a terminal (progress bars); on a file each call is a line. */
   overwrite(text: string): void {
-    if (this.tty) this.out.write(`\r${text}${csi}K`);
-    else this.out.write(`${text}\n`);
+    if (this.tty) {
+      this.out.write(`\r${text}${csi}K`);
+      this.lineOpen = text !== '';
+    } else if (text !== '') {
+      this.out.write(`${text}\n`);
+    }
   }
 
   line(text = ''): void {
+    this.endLine();
     this.out.write(`${text}\n`);
+  }
+
+  /** Ends an open progress line, so that what comes next (an error on stderr too) starts on its own line. */
+  endLine(): void {
+    if (this.lineOpen) this.out.write('\n');
+    this.lineOpen = false;
   }
 }

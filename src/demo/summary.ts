@@ -21,6 +21,8 @@ export interface Verification {
 
 /** ids per statement: one array parameter, well below any message size limit */
 const chunk = 50_000;
+/** 50,000 lookups on a busy machine: far more than the workload's 5 s */
+const checkTimeoutMs = 60_000;
 
 async function missingIds(client: pg.Client, ids: number[]): Promise<number[]> {
   const lost: number[] = [];
@@ -51,7 +53,7 @@ export async function verifyAcknowledged(rw: Endpoint, acked: AckLog, timeoutMs:
   while (Date.now() < deadline) {
     let client: pg.Client | null = null;
     try {
-      client = await connect(rw, 'keel-demo-check');
+      client = await connect(rw, 'keel-demo-check', checkTimeoutMs);
       // the check must read the leader, not a replica that is still catching up
       const [{ ro }] = (await client.query<{ ro: boolean }>('SELECT pg_is_in_recovery() AS ro')).rows as [{ ro: boolean }];
       if (ro) throw new Error('rw reached a server in recovery');

@@ -147,11 +147,11 @@ export class Workload {
 }
 
 /** A connected client whose background errors (a server that went away while idle) cannot crash the process. */
-export async function connect(endpoint: Endpoint, applicationName: string): Promise<pg.Client> {
+export async function connect(endpoint: Endpoint, applicationName: string, timeoutMs = queryTimeoutMs): Promise<pg.Client> {
   const client = new pg.Client({
     ...clientConfig(endpoint),
     connectionTimeoutMillis: connectTimeoutMs,
-    query_timeout: queryTimeoutMs,
+    query_timeout: timeoutMs,
     application_name: applicationName,
     keepAlive: true,
   });

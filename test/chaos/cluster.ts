@@ -76,8 +76,8 @@ export class ChaosCluster {
     this.logger = createLogger({ component: 'chaos' }, 'warn');
   }
 
-  /** Builds everything; on failure removes what it made and rethrows. */
-  static async start(options: ChaosClusterOptions): Promise<ChaosCluster> {
+  /** Builds everything; on failure copies the logs to `failureLogsDir`, removes what it made and rethrows. */
+  static async start(options: ChaosClusterOptions, failureLogsDir?: string): Promise<ChaosCluster> {
     const dir = mkdtempSync(`${tempPrefix}${process.pid}-`);
     chmodSync(dir, 0o755);
     const secret = () => randomBytes(18).toString('base64url');
@@ -112,7 +112,10 @@ export class ChaosCluster {
       await cluster.queryLeader(tableSql);
       return cluster;
     } catch (err) {
-      if (cluster !== null) await cluster.stop().catch(() => undefined);
+      if (cluster !== null) {
+        if (failureLogsDir !== undefined) cluster.copyLogs(failureLogsDir);
+        await cluster.stop().catch(() => undefined);
+      }
       else {
         await net?.destroy().catch(() => undefined);
         rmSync(dir, { recursive: true, force: true });

@@ -58,6 +58,8 @@ export interface RunResult {
   /** longest stretch without an acknowledged write, from the fault's start */
   unavailabilitySeconds: number;
   roUnavailabilitySeconds: number;
+  /** acknowledged writes per 500 ms, from 2 s before the fault to the end of the workload (to see a stall at a glance) */
+  ackTimeline: { fromMs: number; bucketMs: number; counts: number[] };
   reads: { ok: number; failed: number };
   /** replicas that did not catch up with the leader in time for the check */
   notCaughtUp: string[];
@@ -86,7 +88,7 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
     mode: ctx.mode, fault: fault.id, run, target: null, details: {}, leaderBefore: null, leaderAfter: null,
     startedAt: new Date().toISOString(), faultSeconds: null, healSeconds: null, healed: false,
     writes: { attempted: 0, acked: 0, failed: 0, lost: 0, lostIds: [], splitBrain: 0, splitBrainSamples: [], lateAcks: 0, forked: 0, missingOnReplicas: {}, ackedWithNotice: 0, unknownServer: 0 },
-    unavailabilitySeconds: 0, roUnavailabilitySeconds: 0, reads: { ok: 0, failed: 0 }, notCaughtUp: [], notes: [], memberNotes: [], error: null,
+    unavailabilitySeconds: 0, roUnavailabilitySeconds: 0, ackTimeline: { fromMs: 0, bucketMs: 500, counts: [] }, reads: { ok: 0, failed: 0 }, notCaughtUp: [], notes: [], memberNotes: [], error: null,
   };
   const ready = await observer.waitFor((view) => isReady(view, nodes), 90_000);
   if (ready === null) {
@@ -180,6 +182,13 @@ async function check(ctx: RunContext, result: RunResult, workload: Workload, out
   const fromMs = outcome?.startMs ?? workloadStopMs;
   result.unavailabilitySeconds = longestGapMs(acked.map((x) => x.doneMs), fromMs, workloadStopMs) / 1000;
   result.roUnavailabilitySeconds = longestGapMs(workload.reads.okTimesMs, fromMs, workloadStopMs) / 1000;
+  const timeline = result.ackTimeline;
+  timeline.fromMs = fromMs - 2000;
+  timeline.counts = new Array<number>(Math.max(0, Math.ceil((workloadStopMs - timeline.fromMs) / timeline.bucketMs))).fill(0);
+  for (const x of acked) {
+    const bucket = Math.floor((x.doneMs - timeline.fromMs) / timeline.bucketMs);
+    if (bucket >= 0 && bucket < timeline.counts.length) timeline.counts[bucket] = (timeline.counts[bucket] ?? 0) + 1;
+  }
 
   const verdicts = classifyWrites(workload.writes, tenures(observer.samples), cluster.nodeOfAddress);
   w.splitBrain = verdicts.splitBrain.length;

@@ -49,6 +49,7 @@ const onSignal = (signal: NodeJS.Signals) => {
 };
 
 beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error('the chaos suite creates network namespaces: run it as root');
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const removed = await removeStale();
@@ -70,7 +71,8 @@ for (const modePlan of plan.modes) {
   const mode = modePlan.synchronousMode;
   it(`synchronous_mode ${mode}: ${modePlan.faults.length} faults without a correctness failure`, async () => {
     const rng = new Rng(plan.seed + (mode === 'off' ? 1 : 0));
-    const cluster = await ChaosCluster.start({ synchronousMode: mode, ttlSeconds: plan.ttlSeconds, loopWaitSeconds: plan.loopWaitSeconds, nodes: 3 });
+    const settings = { synchronousMode: mode, ttlSeconds: plan.ttlSeconds, loopWaitSeconds: plan.loopWaitSeconds, nodes: 3 };
+    const cluster = await ChaosCluster.start(settings, join(resultsDir, `logs-${mode}-start`));
     running.cluster = cluster;
     const observer = new Observer(cluster.dcs, cluster.etcd.endpoints(), clusterName);
     running.observer = observer;

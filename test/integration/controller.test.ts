@@ -5,7 +5,7 @@
  * and replacement of a dead leader, scaling by hand, read-load autoscaling,
  * and a standby controller taking over.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
@@ -18,9 +18,10 @@ import { silentLogger } from '../../src/util/log.js';
 import { readPidFile } from '../../src/util/process.js';
 import { TestCluster } from '../support/cluster.js';
 
-const keel = (args: string[]) => {
+const keel = (args: string[], env: Record<string, string> = {}) => {
   try {
-    return { status: 0, stdout: execFileSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
+    const stdout = execFileSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    return { status: 0, stdout, stderr: '' };
   } catch (err) {
     const e = err as { status: number; stdout: string; stderr: string };
     return { status: e.status, stdout: e.stdout, stderr: e.stderr };
@@ -83,6 +84,32 @@ describe('controller', () => {
     const bad = keel(['spec', 'set', '--dir', dir(), 'replaceAfterSeconds=soon']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('KEEL_SPEC_INVALID');
+    // `spec edit` with an "editor" that changes one line, then one that breaks the document
+    const edited = keel(['spec', 'edit', '--dir', dir()], { EDITOR: "sed -i 's/^replaceAfterSeconds: 5$/replaceAfterSeconds: 6/'" });
+    expect(edited.status, edited.stderr).toBe(0);
+    expect((await dcs.readSpec())!.value.replaceAfterSeconds).toBe(6);
+    const broken = keel(['spec', 'edit', '--dir', dir()], { EDITOR: "sed -i 's/^nodes: 3$/nodes: many/'" });
+    expect(broken.status).toBe(2);
+    expect(broken.stderr).toContain('KEEL_SPEC_INVALID');
+    expect(keel(['spec', 'set', '--dir', dir(), 'replaceAfterSeconds=5']).status).toBe(0);
+    const listed = keel(['events', '--dir', dir(), '--limit', '5']);
+    expect(listed.stdout.trim().split('\n')).toHaveLength(5);
+  });
+
+  it('keel events --follow prints events as they are added', async () => {
+    const child = spawn(process.execPath, ['bin/keel.js', 'events', '--dir', dir(), '--follow', '--limit', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!out.includes('follow-check') && Date.now() < deadline) {
+        await dcs.addEvent({ atMs: Date.now(), source: 'test', kind: 'check', message: 'follow-check' });
+        await sleep(1000);
+      }
+      expect(out).toContain('follow-check');
+    } finally {
+      child.kill('SIGINT');
+    }
   });
 
   it('replaces a replica killed for good: a new node streams within replaceAfterSeconds plus its clone', async () => {
@@ -173,6 +200,20 @@ describe('controller', () => {
     expect(status.status, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({ enabled: true, metric: 'roQps', target: 100, replicas: 1 });
     expect(keel(['spec', 'set', '--dir', dir(), 'autoscale.enabled=false']).status).toBe(0);
+  });
+
+  it('vertical scaling replaces the replica, then hands the lead over and replaces the old leader', async () => {
+    const before = await cluster.leader();
+    const set = keel(['spec', 'set', '--dir', dir(), 'instanceClass=local-small']);
+    expect(set.status, set.stderr).toBe(0);
+    const small = (v: ClusterView) => shapeIs(v, 1) && v.members.every((m) => m.tags.instanceClass === 'local-small' || Date.now() - m.updatedAtMs > 4000);
+    const view = await cluster.waitFor('every node of class local-small', small, 180_000);
+    expect(view.leader?.value.name).not.toBe(before.name);
+    for (const m of view.members.filter((x) => Date.now() - x.updatedAtMs < 4000)) {
+      const [row] = await cluster.query<{ v: string }>(m.pgPort, "SELECT current_setting('shared_buffers') AS v");
+      expect(row!.v).toBe('32MB');
+    }
+    expect((await events()).map((e) => e.kind)).toContain('switchover');
   });
 
   it('a standby controller takes over when the active one stops', async () => {

@@ -157,7 +157,7 @@ describe('plan', () => {
     const memory = seenLongAgo(names(three));
     const first = plan(spec({ nodes: 4 }), view, inventory, NOW, memory);
     expect(first.health.find((n) => n.name === 'node4')).toMatchObject({ down: false, why: 'booting: no member key yet' });
-    const later = plan(spec({ nodes: 4 }), view, inventory, NOW + 25_000, first.memory);
+    const later = plan(spec({ nodes: 4 }), view, inventory, NOW + 65_000, first.memory);
     expect(later.health.find((n) => n.name === 'node4')!.down).toBe(true);
   });
 
