@@ -10,7 +10,7 @@
 // Every router and HAProxy here is a child of this process (one scheduler group
 // with pgbench), stopped by PID; everything is bounded in time.
 //
-//   npx tsc -p . && node bench/router.mjs [--port-base 18400] [--seconds 15] [--rounds 2]
+//   npx tsc -p . && node bench/router.mjs [--port-base 18400] [--seconds 15] [--rounds 2] [--no-throughput]
 import { spawn, execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ import { probePostgres } from '../dist/router/probe.js';
 import { silentLogger } from '../dist/util/log.js';
 import { readPidFile, terminate } from '../dist/util/process.js';
 
-const { values } = parseArgs({ options: { 'port-base': { type: 'string', default: '18400' }, seconds: { type: 'string', default: '15' }, rounds: { type: 'string', default: '2' } } });
+const { values } = parseArgs({ options: { 'port-base': { type: 'string', default: '18400' }, seconds: { type: 'string', default: '15' }, rounds: { type: 'string', default: '2' }, 'no-throughput': { type: 'boolean', default: false } } });
 const portBase = Number(values['port-base']);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
@@ -322,7 +322,7 @@ try {
   routerPids.builtin = (await startRouter('builtin')).pid;
   await startRouter('haproxy');
   console.log(`Keel router bench: 3 nodes, leader ${first.name}, ${new Date().toISOString()}, load average ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}, control plane boosted: ${boosted}/4 processes`);
-  await throughput();
+  if (!values['no-throughput']) await throughput();
   await failover();
   await switchover();
 } catch (err) {

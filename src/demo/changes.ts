@@ -26,11 +26,13 @@ export interface Tracked {
   /** the leader before the key went away, to tell a failover from a restart */
   lastLeader: string | null;
   members: Map<string, { upstream: string | null; streaming: boolean }>;
-  /** members whose key vanished: their return is a rejoin */
-  away: Set<string>;
+  /** members not serving yet: a new node (joining) or one whose key vanished (rejoining) */
+  away: Map<string, 'joining' | 'rejoining'>;
+  /** every member ever seen: a new name is a new node (the controller replaced one) */
+  seen: Set<string>;
 }
 
-export const initialTracking = (): Tracked => ({ leader: null, lastLeader: null, members: new Map(), away: new Set() });
+export const initialTracking = (): Tracked => ({ leader: null, lastLeader: null, members: new Map(), away: new Map(), seen: new Set() });
 
 /** A leader that publishes a running primary: before that, writes cannot succeed anyway. */
 export function usableLeader(view: ClusterView): string | null {
@@ -64,24 +66,33 @@ export function diffCluster(prev: Tracked, view: ClusterView, nowMs: number, fir
   }
 
   const members = new Map<string, { upstream: string | null; streaming: boolean }>();
-  const away = new Set(prev.away);
+  const away = new Map(prev.away);
+  const seen = new Set(prev.seen);
   for (const m of view.members) {
     const streaming = m.role === 'replica' && m.streaming;
     members.set(m.name, { upstream: m.upstream, streaming });
     const before = prev.members.get(m.name);
+    const isNew = !seen.has(m.name);
+    seen.add(m.name);
     if (first) continue;
-    if (before === undefined) say(m.name, `${m.name} is back (${m.state})`, 'info');
+    if (isNew) {
+      away.set(m.name, 'joining');
+      say(m.name, `${m.name} joined the cluster (${m.state})`, 'info');
+    } else if (before === undefined) {
+      say(m.name, `${m.name} is back (${m.state})`, 'info');
+    }
     if (away.has(m.name) && (streaming || m.name === leader)) {
+      const verb = away.get(m.name) === 'joining' ? 'is ready' : 'rejoined';
       away.delete(m.name);
-      say(m.name, m.name === leader ? `${m.name} rejoined, as leader` : `${m.name} rejoined: streaming from ${m.upstream ?? 'the leader'}`, 'good');
+      say(m.name, m.name === leader ? `${m.name} ${verb}, as leader` : `${m.name} ${verb}: streaming from ${m.upstream ?? 'the leader'}`, 'good');
     } else if (before !== undefined && streaming && (!before.streaming || before.upstream !== m.upstream)) {
       say(m.name, `${m.name} streams from ${m.upstream ?? 'the leader'}`, 'info');
     }
   }
   for (const name of prev.members.keys()) {
     if (members.has(name)) continue;
-    away.add(name);
-    say(name, `${name} left the cluster (its member key expired)`, 'warn');
+    away.set(name, 'rejoining');
+    say(name, `${name} left the cluster (its member key is gone)`, 'warn');
   }
-  return { next: { leader, lastLeader, members, away }, events, failover };
+  return { next: { leader, lastLeader, members, away, seen }, events, failover };
 }

@@ -4,10 +4,11 @@
  *
  * `keel up` restarts a dead agent after about a second, and an agent that
  * comes back while its lease lives simply resumes as leader: a crash, not a
- * failover. A machine that died stays dead for a while, so the killed node is
- * held down (every process the supervisor starts for it is killed at once)
- * until another node leads or `holdDownMaxMs` passes. Then it may come back
- * and rejoin as a replica.
+ * failover (unless the controller fences the node first). A machine that died
+ * stays dead for a while, so the killed node is held down (every process
+ * started for it is killed at once) until another node leads or
+ * `holdDownMaxMs` passes. After that whatever runs the cluster decides: the
+ * node restarts and rejoins, or the controller replaces it.
  */
 import { readFileSync } from 'node:fs';
 import type { Dcs } from '../dcs/types.js';
@@ -111,7 +112,7 @@ export class Chaos {
       const refused = await this.holdDown(name);
       const downS = ((this.now() - killedAt) / 1000).toFixed(1);
       const outcome = monitor.leader !== null && monitor.leader !== name ? `${monitor.leader} leads ${downS} s after the kill` : `held down ${downS} s`;
-      monitor.note('chaos', `${outcome}; ${name} may come back now${refused > 0 ? ` (${refused} restart(s) refused meanwhile)` : ''}`, 'info');
+      monitor.note('chaos', `${outcome}; no longer holding ${name} down${refused > 0 ? ` (refused ${refused} restart(s) meanwhile)` : ''}`, 'info');
     } catch (err) {
       monitor.note('chaos', `kill failed: ${describeError(err)}`, 'bad');
     } finally {

@@ -75,6 +75,7 @@ export async function prepareDataset(
   onProgress: (p: LoadProgress) => void,
   shouldStop: () => boolean,
   connectTimeoutMs = 60_000,
+  say: (text: string) => void = () => undefined,
 ): Promise<LoadResult> {
   const started = Date.now();
   let client = await connectWithRetry(endpoint, 'read-write', connectTimeoutMs);
@@ -115,6 +116,7 @@ export async function prepareDataset(
       onProgress({ done, total, elapsedMs: Date.now() - started });
     }
     if (!shouldStop()) {
+      if (total > 0) say(`building the GiST index on position and analyzing ${(existing + done).toLocaleString('en-US')} deals...`);
       // built after the rows: one sorted build is much faster than 100,000 inserts into the tree
       await step('building the GiST index', (c) => c.query(createIndexSql));
       await step('analyzing the table', (c) => c.query('ANALYZE deals'));

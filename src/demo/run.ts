@@ -144,6 +144,7 @@ async function runWorkload(options: DemoOptions, setup: Setup, screen: Screen, s
     stop.requested,
     // a cluster that just started may still settle; a DSN that is wrong should say so soon
     setup.local === null ? 15_000 : 60_000,
+    (text) => screen.line(text),
   );
   if (stop.requested()) return;
   screen.line(`dataset: ${formatInt(loaded.existing + loaded.loaded)} deals (${loaded.loaded > 0 ? `loaded ${formatInt(loaded.loaded)} in ${loaded.seconds.toFixed(1)} s` : 'already there'}), GiST index on position`);

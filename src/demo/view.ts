@@ -137,7 +137,7 @@ function workloadSection(s: ViewState, width: number, c: boolean): string[] {
 }
 
 export function eventLine(e: DemoEvent, width: number, c: boolean): string {
-  const text = clip(`  ${timeOfDay(e.atMs)}  ${e.source.padEnd(6)} ${e.text}`, width);
+  const text = clip(`  ${timeOfDay(e.atMs)}  ${e.source.padEnd(10)} ${e.text}`, width);
   return c ? toneColor[e.tone](text) : text;
 }
 

@@ -22,11 +22,11 @@ export interface Plan {
 
 export const allFaults: FaultId[] = ['1', '2', '3', '4', '5a', '5b', '6', '7'];
 
-/** Rounds of every fault, each round shuffled: a plan cut short still covers every fault. */
+/** `count` faults as rounds of every fault, each round shuffled: every fault runs before any runs twice more. */
 function rounds(faults: FaultId[], count: number, rng: Rng): FaultId[] {
   const out: FaultId[] = [];
-  for (let i = 0; i < count; i++) out.push(...rng.shuffle(faults));
-  return out;
+  while (out.length < count) out.push(...rng.shuffle(faults));
+  return out.slice(0, count);
 }
 
 function envInt(name: string, fallback: number): number {
@@ -51,8 +51,9 @@ export function makePlan(env: NodeJS.ProcessEnv = process.env): Plan {
   } else if (profile === 'full') {
     const faults = only ?? allFaults;
     modes = [
-      { synchronousMode: 'on', faults: rounds(faults, envInt('CHAOS_SYNC_ROUNDS', 4), rng) },
-      { synchronousMode: 'off', faults: rounds(faults, envInt('CHAOS_ASYNC_ROUNDS', 3), rng) },
+      // 50 faults: synchronous mode is where correctness is enforced, so it gets the most
+      { synchronousMode: 'on', faults: rounds(faults, envInt('CHAOS_SYNC_FAULTS', 32), rng) },
+      { synchronousMode: 'off', faults: rounds(faults, envInt('CHAOS_ASYNC_FAULTS', 18), rng) },
     ];
   } else {
     throw new Error(`CHAOS_PROFILE must be full or ci (got ${profile})`);

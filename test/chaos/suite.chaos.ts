@@ -6,8 +6,8 @@
  * results.json, results.md and the logs of every process.
  *
  * Environment: CHAOS_PROFILE (full | ci), CHAOS_SEED, CHAOS_TTL (seconds),
- * CHAOS_FAULTS (e.g. 1,4,5a), CHAOS_MODES (on,off), CHAOS_SYNC_ROUNDS,
- * CHAOS_ASYNC_ROUNDS.
+ * CHAOS_FAULTS (e.g. 1,4,5a), CHAOS_MODES (on,off), CHAOS_SYNC_FAULTS,
+ * CHAOS_ASYNC_FAULTS (how many faults each mode runs in the full profile).
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -88,11 +88,7 @@ async function setScript(state: { leader: string | null; members: MemberValue[] 
   const current = view.leader?.value.name ?? null;
   if (current !== null && current !== state.leader) await script.releaseLeader(current);
   for (const m of view.members) if (!state.members.some((s) => s.name === m.name)) await script.deleteMember(m.name);
-  for (const m of state.members) {
-    const t = Date.now();
-    await script.putMember(m, lease);
-    if (process.env.KEEL_KEEP_TEST_DIR) console.log('putMember', m.name, Date.now() - t, 'ms at', t);
-  }
+  for (const m of state.members) await script.putMember(m, lease);
   if (state.leader !== null && current !== state.leader) expect(await script.acquireLeader(state.leader, lease)).toBe(true);
   await Promise.all(engines.map((e, i) => waitForLog(scripted[e], applied, 10_000, marks[i])));
 }
@@ -150,6 +146,7 @@ afterAll(async () => {
     await stopEtcd(scriptEtcdPid, 10_000);
   }
   await tc?.stop();
+  // KEEL_KEEP_TEST_DIR=1 keeps the routers' and etcd's logs for a post-mortem
   if (dir && process.env.KEEL_KEEP_TEST_DIR === undefined) await rm(dir, { recursive: true, force: true });
 }, 120_000);
 

@@ -32,8 +32,19 @@ export interface Wanted {
 export interface Plan {
   commands: string[];
   next: SlotTable;
-  /** members that found no free slot */
+  /** members left out, each with the reason */
   unplaced: string[];
+}
+
+/**
+ * `set server ... addr` takes an IP address only, and a member's host comes
+ * from etcd: anything else (a host name, or text that would smuggle a second
+ * command into the line) is refused here.
+ */
+export function isIpAddress(host: string): boolean {
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  if (v4 !== null) return v4.slice(1).every((octet) => Number(octet) <= 255);
+  return /^[0-9A-Fa-f:.]+$/.test(host) && host.includes(':') && host.length <= 45;
 }
 
 export function emptyTable(backend: string, slots: number): SlotTable {
@@ -78,13 +89,17 @@ export function planSlots(table: SlotTable, wanted: Wanted[]): Plan {
 
   const unplaced: string[] = [];
   for (const want of wanted) {
+    if (!isIpAddress(want.backend.host)) {
+      unplaced.push(`${want.backend.name} (host ${JSON.stringify(want.backend.host)} is not an IP address)`);
+      continue;
+    }
     const key = memberKey(want.backend);
     let slot = slots.find((s) => s.member !== null && `${s.member}@${s.host}:${s.port}` === key);
     if (slot === undefined) {
       // a slot whose sessions are being shut down this very moment is the last choice: its stats stay readable
       slot = slots.find((s) => s.member === null && !vacated.has(s.server)) ?? slots.find((s) => s.member === null);
       if (slot === undefined) {
-        unplaced.push(want.backend.name);
+        unplaced.push(`${want.backend.name} (no free slot)`);
         continue;
       }
       slot.member = want.backend.name;
@@ -127,6 +142,27 @@ export function checkAnswer(command: string, answer: string): Answer {
 }
 
 const firstLine = (text: string): string => text.split('\n')[0]!.trim();
+
+/**
+ * Splits the answer to `cmd1; cmd2; ...` sent on one line: HAProxy ends each
+ * command's answer with an empty line, so an empty answer is just that line.
+ * (None of the commands the engine batches prints an empty line of its own.)
+ */
+export function splitAnswers(output: string, count: number): string[] {
+  const answers: string[] = [];
+  let current: string[] = [];
+  for (const line of output.split('\n')) {
+    if (answers.length === count) break;
+    if (line === '') {
+      answers.push(current.join('\n'));
+      current = [];
+    } else {
+      current.push(line);
+    }
+  }
+  if (answers.length !== count) throw new Error(`expected ${count} answers from HAProxy, got ${answers.length}: ${JSON.stringify(output.slice(0, 200))}`);
+  return answers;
+}
 
 export interface ServerStateRow {
   backend: string;

@@ -18,7 +18,7 @@ import { isPortFree } from '../../util/ports.js';
 import { terminate } from '../../util/process.js';
 import type { Routes } from '../route.js';
 import { haproxyConfig, holdLua, roBackend, rwBackend } from './haproxy-config.js';
-import { checkAnswer, emptyTable, markDirty, planSlots, type SlotTable, type Wanted } from './haproxy-runtime.js';
+import { checkAnswer, emptyTable, markDirty, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
 import type { EngineOptions, RouterEngine } from './types.js';
 
 export const defaultHaproxyBinary = '/usr/sbin/haproxy';
@@ -26,16 +26,20 @@ const commandTimeoutMs = 2000;
 /**
  * HAProxy runs under a small shell that reads our end of a pipe: when this
  * process dies, even by SIGKILL, the pipe closes and the shell stops HAProxy,
- * so no orphan goes on serving a leader nobody follows any more.
+ * so no orphan goes on serving a leader nobody follows any more. It also
+ * removes the run directory (config, Lua, socket) that a killed router leaves.
  */
 const guardScript = [
   'exec 3<&0',
   '"$0" "$@" </dev/null 3<&- &',
   'pid=$!',
-  '{ read _ <&3; kill -TERM "$pid" 2>/dev/null; } &',
+  // HAProxy keeps our pipes; the shell's own job notices must not hit a router that is gone (SIGPIPE)
+  'exec </dev/null >/dev/null 2>&1',
+  '{ read _ <&3; kill -TERM "$pid"; } &',
   'reader=$!',
   'wait "$pid"; status=$?',
-  'kill "$reader" 2>/dev/null',
+  'kill "$reader"',
+  'case "$KEEL_RUN_DIR" in */keel-haproxy-*) rm -rf "$KEEL_RUN_DIR" ;; esac',
   'exit "$status"',
 ].join('\n');
 
@@ -136,7 +140,10 @@ export class HaproxyEngine implements RouterEngine {
 
   private async spawnAndWait(configPath: string): Promise<void> {
     // -db: HAProxy stays in the foreground, so the guard's `wait` follows it
-    const child = spawn('/bin/sh', ['-c', guardScript, this.options.binary, '-f', configPath, '-db'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('/bin/sh', ['-c', guardScript, this.options.binary, '-f', configPath, '-db'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, KEEL_RUN_DIR: this.dir ?? '' },
+    });
     this.child = child;
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on('line', (line) => {
@@ -178,34 +185,27 @@ export class HaproxyEngine implements RouterEngine {
   async apply(routes: Routes): Promise<void> {
     const rwWanted: Wanted[] = routes.rw === null ? [] : [{ backend: routes.rw, state: routes.holdRw ? 'drain' : 'ready' }];
     const roWanted: Wanted[] = routes.ro.map((backend) => ({ backend, state: 'ready' }));
-    // rw first: it is the endpoint where a stale backend does harm
-    await this.move('rw', rwWanted);
-    await this.move('ro', roWanted);
-  }
-
-  private async move(kind: 'rw' | 'ro', wanted: Wanted[]): Promise<void> {
-    const plan = planSlots(this.tables[kind], wanted);
-    if (plan.unplaced.length > 0) {
-      this.logger.warn({ endpoint: kind, members: plan.unplaced }, `no free ${kind} slot (${this.options.slotsPerBackend} per backend): members left out`);
+    const plans = { rw: planSlots(this.tables.rw, rwWanted), ro: planSlots(this.tables.ro, roWanted) };
+    for (const kind of ['rw', 'ro'] as const) {
+      if (plans[kind].unplaced.length > 0) this.logger.warn({ endpoint: kind, members: plans[kind].unplaced }, `${kind}: members left out of HAProxy`);
     }
-    for (const command of plan.commands) {
-      const answer = checkAnswer(command, await this.command(command, kind));
-      if (!answer.ok) {
-        this.tables[kind] = markDirty(this.tables[kind]);
-        throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy refused "${command}": ${answer.error}`);
+    // rw first (a stale rw backend is the one that does harm), all in one line: one round trip, however busy the machine
+    const commands = [...plans.rw.commands, ...plans.ro.commands];
+    if (commands.length > 0) {
+      try {
+        const answers = splitAnswers(await runtimeCommand(this.socketPath, commands.join('; ')), commands.length);
+        const refused = commands.map((command, i) => ({ command, answer: checkAnswer(command, answers[i]!) })).filter((c) => !c.answer.ok);
+        if (refused.length > 0) {
+          const { command, answer } = refused[0]!;
+          throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy refused "${command}": ${answer.ok ? '' : answer.error}`);
+        }
+      } catch (err) {
+        // outcome unknown: the next apply sets every slot again
+        this.tables = { rw: markDirty(this.tables.rw), ro: markDirty(this.tables.ro) };
+        throw err;
       }
     }
-    this.tables[kind] = plan.next;
-  }
-
-  private async command(command: string, kind: 'rw' | 'ro'): Promise<string> {
-    try {
-      return await runtimeCommand(this.socketPath, command);
-    } catch (err) {
-      // outcome unknown: the next apply sets every slot again
-      this.tables[kind] = markDirty(this.tables[kind]);
-      throw err;
-    }
+    this.tables = { rw: plans.rw.next, ro: plans.ro.next };
   }
 
   async stop(): Promise<void> {
