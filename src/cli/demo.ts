@@ -44,8 +44,8 @@ function dsn(value: string, flag: string): string {
 export function demoOptions(flags: DemoFlags): DemoOptions {
   if ((flags.rw === undefined) !== (flags.ro === undefined)) throw new KeelError('KEEL_USAGE', '--rw and --ro go together');
   const external = flags.rw !== undefined;
-  if (external && (flags.portBase !== undefined || flags.nodes !== undefined || flags.sync)) {
-    throw new KeelError('KEEL_USAGE', '--port-base, --nodes and --sync start a local cluster; with --rw/--ro the demo uses the one given');
+  if (external && (flags.portBase !== undefined || flags.nodes !== undefined || flags.sync !== undefined)) {
+    throw new KeelError('KEEL_USAGE', '--port-base, --nodes and --sync/--no-sync start a local cluster; with --rw/--ro the demo uses the one given');
   }
   if ((flags.etcd === undefined) !== (flags.cluster === undefined)) throw new KeelError('KEEL_USAGE', '--etcd and --cluster go together');
   if (flags.etcd !== undefined && (!external || flags.dir !== undefined)) {
@@ -58,7 +58,8 @@ export function demoOptions(flags: DemoFlags): DemoOptions {
     dir: flags.dir ?? (external ? null : '.keel'),
     ...(flags.portBase === undefined ? {} : { portBase: whole(flags.portBase, '--port-base', 1024, 65436) }),
     ...(flags.nodes === undefined ? {} : { nodes: whole(flags.nodes, '--nodes', 1, maxLocalNodes) }),
-    sync: flags.sync === true,
+    // the demo counts lost acknowledged writes: a cluster it makes loses none unless asked to (--no-sync)
+    sync: flags.sync !== false,
     rw: flags.rw === undefined ? null : dsn(flags.rw, '--rw'),
     ro: flags.ro === undefined ? null : dsn(flags.ro, '--ro'),
     etcd: flags.etcd === undefined ? null : { endpoints: flags.etcd.split(','), cluster: flags.cluster! },
@@ -81,7 +82,8 @@ export function registerDemo(program: Command): void {
     .option('--dir <dir>', 'local cluster directory: used if it runs, started (keel up --detach) if not (default ./.keel)')
     .option('--port-base <p>', 'ports [P, P+99] for a cluster the demo starts (default 6400)')
     .option('--nodes <n>', 'nodes of a cluster the demo starts (default 3)')
-    .option('--sync', 'start the cluster with synchronous replication')
+    .option('--sync', 'synchronous replication for a cluster the demo starts (the default)')
+    .option('--no-sync', 'asynchronous replication instead: faster writes, but a failover can lose the last acknowledged ones')
     .option('--rw <dsn>', 'read-write endpoint of an existing cluster (with --ro; no cluster is started)')
     .option('--ro <dsn>', 'read-only endpoint of an existing cluster')
     .option('--etcd <urls>', 'with --rw/--ro: etcd of that cluster, to show its members')

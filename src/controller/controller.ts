@@ -50,6 +50,8 @@ export class Controller {
   private leaseId: string | null = null;
   private lastRenewalMs = 0;
   private stopped = false;
+  /** false until start(): a caller driving tick() itself (tests) gets no loop of its own running beside it */
+  private started = false;
   private ticking = false;
   private wakeAgain = false;
   private lastTickMs = 0;
@@ -63,6 +65,7 @@ export class Controller {
   }
 
   async start(): Promise<void> {
+    this.started = true;
     this.stopWatch = await this.o.dcs.watch(() => this.wake()).catch((err: unknown) => {
       this.o.logger.warn({ err: describeError(err) }, 'cannot watch etcd; relying on the timer');
       return null;
@@ -86,7 +89,7 @@ export class Controller {
   }
 
   wake(): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.started) return;
     if (this.ticking) {
       this.wakeAgain = true;
       return;

@@ -54,8 +54,10 @@ export async function ensureLocalCluster(options: StartOptions, say: (text: stri
       hint: 'leave out --port-base to use that cluster, or give another --dir for a new one',
     });
   }
+  if (stored !== null && options.sync && stored.synchronousMode === 'off') {
+    say(`note: the cluster in ${layout.dir} was made with asynchronous replication, so a failover can lose the last acknowledged writes (synchronous replication applies to new clusters)`);
+  }
   if (stored !== null && isRunning(layout)) {
-    if (options.sync && stored.synchronousMode === 'off') say(`note: the running cluster was made with asynchronous replication; --sync only applies to a new one`);
     const local = new LocalCluster(layout, stored, layout.readSecrets(), silentLogger());
     say(`using the cluster already running in ${layout.dir} (${stored.nodes} nodes, port base ${stored.portBase})`);
     await local.waitReady(options.timeoutSeconds * 1000);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { haproxyConfig, holdLua } from '../../src/router/engines/haproxy-config.js';
-import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, type Wanted } from '../../src/router/engines/haproxy-runtime.js';
+import { checkAnswer, emptyTable, isIpAddress, markDirty, parseServersState, planSlots, splitAnswers, type Wanted } from '../../src/router/engines/haproxy-runtime.js';
 import { errorResponse, firstMessageKind } from '../../src/router/engines/pg-wire.js';
 import type { Backend } from '../../src/router/route.js';
 
@@ -61,7 +61,14 @@ describe('planSlots', () => {
       'set server be_ro/s0 addr 127.0.0.1 port 6414',
       'set server be_ro/s0 state ready',
     ]);
-    expect(plan.unplaced).toEqual(['node5']);
+    expect(plan.unplaced).toEqual(['node5 (no free slot)']);
+  });
+
+  it('a member whose host is not an IP address is left out: HAProxy wants addresses, and etcd text must not reach its command line', () => {
+    const plan = planSlots(emptyTable('be_rw', 2), [ready({ name: 'evil', host: '127.0.0.1 port 1; shutdown sessions server be_ro/s0', port: 5432 })]);
+    expect(plan.commands).toEqual([]);
+    expect(plan.unplaced).toEqual(['evil (host "127.0.0.1 port 1; shutdown sessions server be_ro/s0" is not an IP address)']);
+    expect(planSlots(emptyTable('be_rw', 2), [ready({ name: 'db', host: 'db.example.com', port: 5432 })]).unplaced).toHaveLength(1);
   });
 
   it('after a failed command every slot is set again in full', () => {
@@ -92,6 +99,32 @@ describe('checkAnswer', () => {
 
   it('an error keeps the first line of HAProxy\'s message', () => {
     expect(checkAnswer('set server be_rw/s9 state ready', 'No such server.\n\n')).toEqual({ ok: false, error: 'No such server.' });
+  });
+});
+
+describe('isIpAddress', () => {
+  it.each([
+    ['127.0.0.1', true],
+    ['10.0.12.255', true],
+    ['::1', true],
+    ['fd00::5:1', true],
+    ['256.1.1.1', false],
+    ['db.example.com', false],
+    ['127.0.0.1;', false],
+    ['', false],
+  ])('%s -> %s', (host, ok) => {
+    expect(isIpAddress(host)).toBe(ok);
+  });
+});
+
+describe('splitAnswers', () => {
+  it('one answer per command of a batched line, empty ones included', () => {
+    const output = "\n\nno need to change the addr, port changed from '1' to '5432' by 'stats socket command'\n\n\nNo such server.\n\n";
+    expect(splitAnswers(output, 5)).toEqual(['', '', "no need to change the addr, port changed from '1' to '5432' by 'stats socket command'", '', 'No such server.']);
+  });
+
+  it('a short answer (HAProxy stopped half-way) is an error, not a guess', () => {
+    expect(() => splitAnswers('\n', 3)).toThrow(/expected 3 answers from HAProxy, got 1/);
   });
 });
 

@@ -151,7 +151,10 @@ const firstLine = (text: string): string => text.split('\n')[0]!.trim();
 export function splitAnswers(output: string, count: number): string[] {
   const answers: string[] = [];
   let current: string[] = [];
-  for (const line of output.split('\n')) {
+  const lines = output.split('\n');
+  // what follows the last newline is not a line (yet)
+  lines.pop();
+  for (const line of lines) {
     if (answers.length === count) break;
     if (line === '') {
       answers.push(current.join('\n'));

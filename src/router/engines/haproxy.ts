@@ -18,7 +18,7 @@ import { isPortFree } from '../../util/ports.js';
 import { terminate } from '../../util/process.js';
 import type { Routes } from '../route.js';
 import { haproxyConfig, holdLua, roBackend, rwBackend } from './haproxy-config.js';
-import { checkAnswer, emptyTable, markDirty, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
+import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
 import type { EngineOptions, RouterEngine } from './types.js';
 
 export const defaultHaproxyBinary = '/usr/sbin/haproxy';
@@ -179,7 +179,13 @@ export class HaproxyEngine implements RouterEngine {
       if (Date.now() > deadline) throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy's stats socket did not answer within ${startTimeoutMs} ms`);
       await sleep(50);
     }
-    this.logger.info({ pid: this.haproxyPid, dir: this.dir }, 'HAProxy started');
+    // the slots the engine will steer must be there, all in maintenance, before any route is applied
+    const rows = parseServersState(await runtimeCommand(this.socketPath, 'show servers state'));
+    const ready = rows.filter((r) => r.state !== 'maint');
+    if (rows.length !== 2 * this.options.slotsPerBackend || ready.length > 0) {
+      throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy shows ${rows.length} server slots (${ready.length} not in maintenance); expected ${2 * this.options.slotsPerBackend}, all in maintenance`);
+    }
+    this.logger.info({ pid: this.haproxyPid, dir: this.dir, slots: rows.length }, 'HAProxy started');
   }
 
   async apply(routes: Routes): Promise<void> {
