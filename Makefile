@@ -25,8 +25,12 @@ test-unit: setup
 test-integration: setup
 	npx vitest run test/integration
 
+# Figures, never pass/fail: failover, router throughput and switching, read scaling, controller.
 bench: setup
 	node bench/failover.mjs
+	node bench/router.mjs
+	node bench/reads.mjs
+	node bench/controller.mjs
 
 # Fault-injection suite over network-namespace hosts (root, iproute2, iptables):
 # at least 50 faults, synchronous then asynchronous mode; results in test/chaos/results/.
