@@ -147,8 +147,14 @@ async function prepareSynchronousStandbys(snap: Snapshot, ctx: ActionContext): P
  * the switchover key); wait, bounded, for statements and transactions in
  * flight to finish so that clients see a pause rather than an error.
  */
+const routerHoldGraceMs = 500;
+
 async function drainClients(timeoutMs: number, ctx: ActionContext): Promise<void> {
   const deadline = ctx.now() + timeoutMs;
+  // Routers react to the same switchover key: give them a moment to start holding new connections.
+  await new Promise((resolve) => setTimeout(resolve, routerHoldGraceMs));
+  // A checkpoint now leaves little for the shutdown checkpoint to write: a shorter pause.
+  await ctx.pg.checkpoint().catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'checkpoint before switchover failed'));
   while (ctx.now() < deadline) {
     const busy = await ctx.pg.busyClientCount().catch(() => 0);
     if (busy === 0) return;

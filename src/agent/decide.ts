@@ -288,7 +288,10 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
       ? switchover.value.to
       : null;
 
+  const steppedDown =
+    switchover !== null && switchover.value.from === s.me.name && s.nowMs - switchover.value.requestedAtMs < switchoverWaitSeconds * 1000;
   if (runtime !== null && !runtime.inRecovery) {
+    if (steppedDown) return stay(s, 'I stepped down for a switchover: not taking the key back');
     return stay(s, 'the leader key is free and I run the primary: taking the key back', [{ kind: 'acquireLeader' }]);
   }
   if (runtime === null) {
@@ -301,7 +304,8 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
       status !== null &&
       status.leader === s.me.name &&
       control.checkpointLsn >= status.walLsn &&
-      pendingTarget === null
+      pendingTarget === null &&
+      !steppedDown
     ) {
       // The last leader, shut down cleanly with all it ever wrote: resume without a new timeline.
       return {
@@ -314,6 +318,7 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   }
 
   const me = selfAsMember(s);
+  if (steppedDown) return stay(s, 'I stepped down for a switchover: leaving the key to a replica');
   if (pendingTarget !== null && pendingTarget !== s.me.name) {
     return stay(s, `no leader; a switchover to ${pendingTarget} is pending: waiting`);
   }

@@ -49,6 +49,8 @@ export const transitions: readonly Transition[] = [
   { from: 'replica', to: 'failed', comment: 'the data directory belongs to another cluster' },
   { from: 'primary', to: 'stopped', comment: 'stepped down: lost the leader key, lease about to expire, or switchover' },
   { from: 'primary', to: 'replica', comment: 'demoted: restarted as a read-only replica' },
+  { from: 'primary', to: 'rewinding', comment: 'lost the leader key while down; its WAL diverged from the new leader' },
+  { from: 'primary', to: 'failed', comment: 'the data directory belongs to another cluster' },
 ];
 
 /** Whether the loop may move from one state to another. Staying is always allowed. */

@@ -289,6 +289,10 @@ export class LocalPostgres implements Postgres {
     }
   }
 
+  async checkpoint(): Promise<void> {
+    await this.sql('CHECKPOINT', [], 'checkpoint');
+  }
+
   async busyClientCount(): Promise<number> {
     const [row] = await this.sql<{ n: number }>(
       "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'",

@@ -104,6 +104,8 @@ export interface Postgres {
 
   /** Physical slots: creates missing names, drops the others (never drops active slots). */
   syncSlots(wanted: string[]): Promise<void>;
+  /** CHECKPOINT: before a planned shutdown, so that the shutdown checkpoint is short. */
+  checkpoint(): Promise<void>;
   /** Client sessions in the middle of a statement or transaction (idle sessions do not count). */
   busyClientCount(): Promise<number>;
   /** Sets synchronous_standby_names and reloads. */

@@ -359,6 +359,36 @@ const cases: Case[] = [
     to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest/,
   },
   {
+    name: 'no leader, I stepped down for a switchover without a target: leave the key to a replica',
+    snap: snapshot({
+      state: 'replica',
+      cluster: noLeader({ switchover: { value: { v: 1, from: 'node2', to: null, failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' } }),
+    }),
+    to: 'replica', actions: [], reason: /stepped down for a switchover/,
+  },
+  {
+    name: 'stopped after stepping down cleanly as the last leader: start as replica, do not resume',
+    snap: snapshot({
+      state: 'stopped',
+      cluster: noLeader({
+        status: { value: { v: 1, leader: 'node2', timeline: 1, walLsn: 900, updatedAtMs: NOW - 1000 }, modRevision: '8' },
+        switchover: { value: { v: 1, from: 'node2', to: null, failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
+      }),
+      pg: { ...stoppedPg, control: control({ clusterState: 'shut down', checkpointLsn: 900 }) },
+    }),
+    to: 'replica', actions: ['startPostgres'], reason: /safety rule 5/,
+  },
+  {
+    name: 'was primary, came back without the key and diverged: rewind',
+    snap: snapshot({ state: 'primary', pg: { ...stoppedPg, control: control({ clusterState: 'in production' }) } }),
+    to: 'rewinding', actions: ['rewind'], reason: /rewinding/,
+  },
+  {
+    name: 'was primary, finds its data belongs to another cluster: refuse',
+    snap: snapshot({ state: 'primary', pg: { ...stoppedPg, control: control({ systemId: '999' }) } }),
+    to: 'failed', actions: ['event'], reason: /refusing to join/,
+  },
+  {
     name: 'no leader and I still run the primary: take the key back',
     snap: snapshot({ state: 'primary', cluster: noLeader(), pg: { runtime: primaryRuntime() } }),
     to: 'primary', actions: ['acquireLeader'], reason: /taking the key back/,
