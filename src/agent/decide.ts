@@ -109,7 +109,8 @@ function decideBootstrapping(s: Snapshot, cluster: ClusterView): Decision {
   const init = cluster.initialize!;
   if (init.value.by !== s.me.name) return stay(s, `waiting for ${init.value.by} to bootstrap the cluster`);
   const failed = s.lastJob?.kind === 'bootstrap' && !s.lastJob.ok;
-  if (failed || (s.pg.dataDir === 'present' && s.state !== 'bootstrapping')) {
+  const leftovers = s.pg.dataDir === 'present' || s.pg.dataDir === 'incomplete';
+  if (failed || (leftovers && s.state !== 'bootstrapping')) {
     // An unfinished initdb never acknowledged a write: clearing it loses nothing.
     const actions: Action[] = [{ kind: 'stopPostgres', mode: 'immediate' }, { kind: 'removeDataDir' }];
     if (cluster.leader?.value.name === s.me.name) actions.push({ kind: 'releaseLeader' });
@@ -216,6 +217,10 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
   const upstream = upstreamOf(leaderMember);
   const history = cluster.history?.value.entries ?? [];
 
+  if (s.pg.dataDir === 'incomplete' && s.pg.postmasterPid === null) {
+    // Without pg_control this is no database yet: a clone that was interrupted.
+    return { to: 'stopped', reason: 'the data directory is an interrupted clone: removing it to clone again', actions: [{ kind: 'removeDataDir' }] };
+  }
   if (s.pg.dataDir !== 'present' || s.pg.control === null) {
     if (s.pg.postmasterPid !== null) return stay(s, 'PostgreSQL runs without a readable data directory: waiting');
     if (recentFailure(s, 'clone')) return { to: 'stopped', reason: `cloning failed (${s.lastJob!.error}): retrying shortly`, actions: [] };

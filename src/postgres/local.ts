@@ -88,7 +88,8 @@ export class LocalPostgres implements Postgres {
 
   async dataDirState(): Promise<DataDirState> {
     try {
-      return (await readdir(this.dataDir)).length === 0 ? 'empty' : 'present';
+      if ((await readdir(this.dataDir)).length === 0) return 'empty';
+      return existsSync(join(this.dataDir, 'global', 'pg_control')) ? 'present' : 'incomplete';
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return 'missing';

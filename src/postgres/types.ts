@@ -3,7 +3,8 @@
  * LSNs are byte positions as numbers (see lsn.ts to convert from `X/Y`).
  */
 
-export type DataDirState = 'missing' | 'empty' | 'present';
+/** incomplete: files but no global/pg_control (pg_basebackup writes it last: an interrupted clone) */
+export type DataDirState = 'missing' | 'empty' | 'incomplete' | 'present';
 
 /** What pg_controldata says, parsed (controldata.ts). */
 export interface ControlData {

@@ -29,6 +29,21 @@ describe('tenures', () => {
     expect(t[1]!.startMs).toBe(5200 - startSlackMs);
   });
 
+  it('starts a tenure no later than the promotion its leader recorded in history', () => {
+    // the observer saw b only at 9000 (it lagged); b promoted at 5000 and wrote at 5100
+    const t = tenures([sample(10, 'a', 1000), sample(20, 'b', 9000)], [{ leader: 'b', atMs: 5000 }]);
+    expect(t[1]!.startMs).toBe(5000 - startSlackMs);
+    expect(classifyWrites([write(1, '10.0.0.2', 5100)], t, nodeOf).splitBrain).toEqual([]);
+  });
+
+  it('never starts a tenure before the same node lost the previous one: writes in that gap are caught', () => {
+    const t = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(30, 'a', 5500)]);
+    expect(t[1]!.startMs).toBe(5000);
+    expect(classifyWrites([write(1, '10.0.0.1', 4900), write(2, '10.0.0.1', 5200)], t, nodeOf).splitBrain.map((w) => w.id)).toEqual([]);
+    const gap = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(30, 'a', 9000)]);
+    expect(classifyWrites([write(3, '10.0.0.1', 6000)], gap, nodeOf).splitBrain.map((w) => w.id)).toEqual([3]);
+  });
+
   it('keeps one tenure through samples that repeat the same leader (a rebind)', () => {
     expect(tenures([sample(10, 'a', 1000), sample(12, 'a', 2000, 'poll'), sample(14, 'a', 3000)])).toHaveLength(1);
   });

@@ -16,9 +16,12 @@
  * time T(r) = the earliest arrival of any sample of revision >= r. So:
  *   - a tenure of X ends no later than T(first revision of the next run):
  *     every sample arrives after the fact, so this is an upper bound;
- *   - a tenure starts `startSlackMs` before T(its first revision), covering
- *     the observer's lag (the router sends X writes only after X published
- *     itself as a running primary, which is later still).
+ *   - a tenure starts no later than T(its first revision), and no later than
+ *     the `history` entry X appends when it promotes (after taking the key,
+ *     before accepting writes). It is taken to start `startSlackMs` before
+ *     the earlier of the two, covering the observer's lag when X took the key
+ *     back without promoting, but never before X's own previous tenure ended:
+ *     a write in that gap is exactly what must be caught.
  * Commits whose statement ran before the bound but whose answer arrived
  * after it are not proven violations (the commit may have preceded the loss
  * of the lease); they are counted apart as `lateAcks`.
@@ -27,7 +30,7 @@ import type { HistoryEntry } from '../../src/dcs/types.js';
 import type { LeaderSample } from './observer.js';
 import type { WriteRecord } from './workload.js';
 
-export const startSlackMs = 1000;
+export const startSlackMs = 2000;
 
 export interface Tenure {
   node: string;
@@ -37,8 +40,8 @@ export interface Tenure {
   endMs: number;
 }
 
-/** Leadership tenures from leader samples of any source. */
-export function tenures(samples: LeaderSample[]): Tenure[] {
+/** Leadership tenures from leader samples of any source and the promotions recorded in `history`. */
+export function tenures(samples: LeaderSample[], history: Pick<HistoryEntry, 'leader' | 'atMs'>[] = []): Tenure[] {
   const sorted = [...samples].sort((a, b) => a.rev - b.rev || a.atMs - b.atMs);
   // earliest arrival among samples of revision >= sorted[i].rev
   const byRevision = new Array<number>(sorted.length);
@@ -59,9 +62,16 @@ export function tenures(samples: LeaderSample[]): Tenure[] {
       current = null;
     }
     currentLeader = sample.leader;
-    if (sample.leader !== null) current = { node: sample.leader, startMs: changedBy - startSlackMs, endMs: Infinity };
+    if (sample.leader !== null) current = { node: sample.leader, startMs: changedBy, endMs: Infinity };
   });
   if (current !== null) result.push(current);
+  result.forEach((t, i) => {
+    const previousStart = i > 0 ? result[i - 1]!.startMs : -Infinity;
+    const promoted = history.filter((h) => h.leader === t.node && h.atMs > previousStart && h.atMs < t.startMs);
+    const observedBy = Math.min(t.startMs, ...promoted.map((h) => h.atMs));
+    const ownPreviousEnd = Math.max(-Infinity, ...result.slice(0, i).filter((p) => p.node === t.node).map((p) => p.endMs));
+    t.startMs = Math.max(observedBy - startSlackMs, ownPreviousEnd);
+  });
   return result;
 }
 

@@ -10,7 +10,7 @@ import { sleep } from '../../src/util/clock.js';
 import { classifyWrites, forkedAcks, longestGapMs, missingIds, tenures } from './checker.js';
 import type { ChaosCluster } from './cluster.js';
 import type { Fault, FaultContext, FaultOutcome } from './faults.js';
-import type { MemberNote, Observer } from './observer.js';
+import type { LeaderSample, MemberNote, Observer } from './observer.js';
 import type { Rng } from './plan.js';
 import { Workload, type WriteRecord } from './workload.js';
 
@@ -63,6 +63,8 @@ export interface RunResult {
   notCaughtUp: string[];
   notes: string[];
   memberNotes: MemberNote[];
+  /** the leader samples of the run's window, to audit the split-brain verdicts */
+  leaderSamples: LeaderSample[];
   error: string | null;
 }
 
@@ -86,7 +88,7 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
     mode: ctx.mode, fault: fault.id, run, target: null, details: {}, leaderBefore: null, leaderAfter: null,
     startedAt: new Date().toISOString(), faultSeconds: null, healSeconds: null, healed: false,
     writes: { attempted: 0, acked: 0, failed: 0, lost: 0, lostIds: [], splitBrain: 0, splitBrainSamples: [], lateAcks: 0, forked: 0, missingOnReplicas: {}, ackedWithNotice: 0, unknownServer: 0 },
-    unavailabilitySeconds: 0, roUnavailabilitySeconds: 0, ackTimeline: { fromMs: 0, bucketMs: 500, counts: [] }, reads: { ok: 0, failed: 0 }, notCaughtUp: [], notes: [], memberNotes: [], error: null,
+    unavailabilitySeconds: 0, roUnavailabilitySeconds: 0, ackTimeline: { fromMs: 0, bucketMs: 500, counts: [] }, reads: { ok: 0, failed: 0 }, notCaughtUp: [], notes: [], memberNotes: [], leaderSamples: [], error: null,
   };
   const ready = await observer.waitFor((view) => isReady(view, nodes), 90_000);
   if (ready === null) {
@@ -131,6 +133,7 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
     workloadStopMs = Date.now();
     await workload.stop();
   }
+  result.leaderSamples = observer.samples.filter((x) => x.atMs >= (outcome?.startMs ?? workloadStopMs) - 5000 && x.atMs <= workloadStopMs);
   result.memberNotes = observer.memberNotes.filter((n) => n.atMs >= (outcome?.startMs ?? workloadStopMs) - 1000 && n.atMs <= workloadStopMs);
   for (const exit of cluster.provider.exits.slice(exitsBefore)) {
     if (!exit.expected) result.notes.push(`agent of ${exit.node} (pid ${exit.pid}) exited by itself: code ${exit.code}, signal ${exit.signal}`);
@@ -186,12 +189,12 @@ async function check(ctx: RunContext, result: RunResult, workload: Workload, out
     if (bucket >= 0 && bucket < timeline.counts.length) timeline.counts[bucket] = (timeline.counts[bucket] ?? 0) + 1;
   }
 
-  const verdicts = classifyWrites(workload.writes, tenures(observer.samples), cluster.nodeOfAddress);
+  const history = observer.latest?.history?.value.entries ?? [];
+  const verdicts = classifyWrites(workload.writes, tenures(observer.samples, history), cluster.nodeOfAddress);
   w.splitBrain = verdicts.splitBrain.length;
   w.splitBrainSamples = verdicts.splitBrain.slice(0, 10);
   w.lateAcks = verdicts.lateAcks.length;
   w.unknownServer = verdicts.unknownServer.length;
-  const history = observer.latest?.history?.value.entries ?? [];
   w.forked = forkedAcks(acked, history, parseLsn).length;
 
   const view = observer.latest;

@@ -167,6 +167,11 @@ const cases: Case[] = [
     to: 'cloning', actions: ['clone'], reason: /cloning from leader node1/,
   },
   {
+    name: 'interrupted clone (files, no pg_control): remove it, then clone again',
+    snap: snapshot({ state: 'starting', pg: { dataDir: 'incomplete', control: null, runtime: null, postmasterPid: null } }),
+    to: 'stopped', actions: ['removeDataDir'], reason: /interrupted clone/,
+  },
+  {
     name: 'clone just failed: wait before retrying',
     snap: snapshot({ state: 'stopped', pg: emptyPg, lastJob: { kind: 'clone', ok: false, error: 'timeout', finishedAtMs: NOW - 1000 } }),
     to: 'stopped', actions: [], reason: /retrying shortly/,
