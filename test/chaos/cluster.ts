@@ -91,7 +91,7 @@ export class ChaosCluster {
     let net: NetnsNetwork | null = null;
     let cluster: ChaosCluster | null = null;
     try {
-      net = await NetnsNetwork.create();
+      net = await NetnsNetwork.create({ subnet: process.env.CHAOS_SUBNET });
       const etcdNames = ['etcd1', 'etcd2', 'etcd3'];
       for (const [i, name] of etcdNames.entries()) await net.addHost(name, 11 + i);
       const etcd = new NetnsEtcd(net, join(dir, 'etcd'), etcdNames);
