@@ -193,6 +193,12 @@ async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Prom
   await prepareSynchronousStandbys(snap, ctx);
   ctx.setWritable(true);
   await ctx.pg.promote();
+  // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
+  // the promoted primary's own timeline is exact, and the newest history entry wins.
+  const promoted = await ctx.pg.runtimeState().catch(() => null);
+  if (promoted !== null && !promoted.inRecovery && promoted.timeline !== runtime.timeline + 1) {
+    await ctx.dcs.appendHistory({ timeline: promoted.timeline, switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0), leader: ctx.config.name, atMs: ctx.now(), reason });
+  }
   const switchover = snap.cluster?.switchover;
   if (switchover) await ctx.dcs.clearSwitchover();
   await ctx.dcs.addEvent({ atMs: ctx.now(), source: ctx.config.name, kind: 'promoted', message: `${ctx.config.name} promoted: ${reason}` });

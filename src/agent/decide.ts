@@ -122,9 +122,17 @@ function decideBootstrapping(s: Snapshot, cluster: ClusterView): Decision {
   return { to: 'bootstrapping', reason: 'won the initialize race and hold the leader key: bootstrapping the cluster', actions: [{ kind: 'bootstrap' }] };
 }
 
+function leaseStale(s: Snapshot): boolean {
+  return s.lease.lastRenewalMs !== null && s.nowMs >= leaseDeadlineMs(s.lease.lastRenewalMs, s.config);
+}
+
 function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   const leader = cluster.leader!;
   const runtime = s.pg.runtime;
+  if (leaseStale(s) && (runtime === null || runtime.inRecovery)) {
+    // Safety rule 1: never start or promote a primary on a lease that may already have expired.
+    return stay(s, 'the leader key names me but my lease was not renewed in time: not starting a primary');
+  }
   if (leader.leaseId !== s.lease.id) {
     return stay(s, 'the leader key names me but is bound to an older lease: rebinding it to mine', [
       { kind: 'rebindLeader', expectModRevision: leader.modRevision },
@@ -327,6 +335,7 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   if (pendingTarget !== null && pendingTarget !== s.me.name) {
     return stay(s, `no leader; a switchover to ${pendingTarget} is pending: waiting`);
   }
+  if (leaseStale(s)) return stay(s, 'no leader, but my lease was not renewed in time: not taking the key');
   const verdict = promotionVerdict(me, cluster, s.config, s.nowMs, { ignoreOthers: pendingTarget === s.me.name });
   if (!verdict.ok) return stay(s, `no leader, but I may not take over: ${verdict.why}`);
   const why = pendingTarget === s.me.name ? 'I am the requested switchover target' : `I am the healthiest replica (lsn ${memberLsn(me)})`;

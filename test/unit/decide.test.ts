@@ -405,6 +405,16 @@ const cases: Case[] = [
     to: 'starting', actions: ['rebindLeader'], reason: /rebinding/,
   },
   {
+    name: 'I hold the key but my lease was not renewed in time: do not promote',
+    snap: snapshot({ cluster: cluster({ leader: leaderKey('node2', 'L2') }), lease: { id: 'L2', lastRenewalMs: NOW - 9000 } }),
+    to: 'replica', actions: [], reason: /not renewed in time: not starting a primary/,
+  },
+  {
+    name: 'no leader but my lease was not renewed in time: do not take the key',
+    snap: snapshot({ cluster: noLeader(), lease: { id: 'L2', lastRenewalMs: NOW - 9000 } }),
+    to: 'replica', actions: [], reason: /not renewed in time: not taking the key/,
+  },
+  {
     name: 'I hold the key and run a replica: promote',
     snap: snapshot({ cluster: cluster({ leader: leaderKey('node2', 'L2') }) }),
     to: 'primary', actions: ['promote'], reason: /promoting/,
