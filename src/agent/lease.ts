@@ -3,6 +3,9 @@ import { describeError } from '../errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 
+/** After a failed renewal, the next try comes this soon rather than one interval later. */
+const retryAfterFailureMs = 300;
+
 /**
  * Keeps this agent's etcd lease alive on its own timer, apart from the loop,
  * so a slow action never delays a renewal. Renewal times are recorded when a
@@ -12,6 +15,7 @@ export class LeaseKeeper {
   id: string | null = null;
   lastRenewalMs: number | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
   private renewing = false;
   /** for metrics */
   renewals = 0;
@@ -55,6 +59,8 @@ export class LeaseKeeper {
     } catch (err) {
       this.renewalFailures += 1;
       this.logger.warn({ err: describeError(err) }, 'lease renewal failed');
+      // the fence deadline runs from the last renewal: try again soon, not a whole interval later
+      if (this.id === id) this.scheduleRetry();
     } finally {
       this.renewing = false;
     }
@@ -68,8 +74,18 @@ export class LeaseKeeper {
     if (id !== null) await this.dcs.revokeLease(id);
   }
 
+  private scheduleRetry(): void {
+    if (this.retryTimer !== null) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.renew();
+    }, retryAfterFailureMs);
+  }
+
   stopTimer(): void {
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.timer = null;
+    this.retryTimer = null;
   }
 }

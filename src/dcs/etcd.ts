@@ -93,8 +93,14 @@ export class EtcdDcs implements Dcs {
   private readonly invalid: InvalidValueReporter;
   private readonly stops = new Set<() => Promise<void>>();
   private eventsSinceTrim = 0;
+  private readonly endpoints: string[];
+  /** single-member clients for lease keep-alives, made on first use (see keepAlive) */
+  private keepAliveClients: Etcd3[] | null = null;
+  /** the member that answered the last keep-alive: tried first next time */
+  private keepAliveFrom = 0;
 
   constructor(options: EtcdDcsOptions) {
+    this.endpoints = options.endpoints;
     this.cluster = options.cluster;
     this.k = keys(options.cluster);
     this.timeoutMs = options.requestTimeoutMs;
@@ -105,14 +111,19 @@ export class EtcdDcs implements Dcs {
   }
 
   /** Runs one request against etcd, bounded in time; errors become KeelErrors. */
-  private async call<T>(what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  private async call<T>(
+    what: string,
+    run: (signal: AbortSignal) => Promise<T>,
+    timeoutMs = this.timeoutMs,
+    where = this.where,
+  ): Promise<T> {
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
         abort.abort();
-        reject(new KeelError('KEEL_ETCD_UNREACHABLE', `etcd at ${this.where} did not answer the ${what} within ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
+        reject(new KeelError('KEEL_ETCD_UNREACHABLE', `etcd at ${where} did not answer the ${what} within ${timeoutMs} ms`));
+      }, timeoutMs);
     });
     try {
       return await Promise.race([run(abort.signal), timeout]);
@@ -227,23 +238,36 @@ export class EtcdDcs implements Dcs {
     return String(res.ID);
   }
 
-  keepAlive(leaseId: string): Promise<boolean> {
-    return this.call('lease keep-alive', async (signal) => {
-      const stream = await this.client.leaseClient.leaseKeepAlive();
+  /**
+   * Renews a lease through one member at a time, starting with the member
+   * that answered last. A member cut off from its peers (or from this host)
+   * never answers; through the shared client, with its random choice of
+   * member per call, renewals would keep landing on it until its breaker
+   * opened, long enough to cost a healthy leader its lease while etcd still
+   * has quorum. Here a silent member costs one short attempt, then the next
+   * member is asked at once.
+   */
+  async keepAlive(leaseId: string): Promise<boolean> {
+    if (this.endpoints.length < 2) {
+      return this.call('lease keep-alive', (signal) => keepAliveOnce(this.client, leaseId, signal));
+    }
+    this.keepAliveClients ??= this.endpoints.map((endpoint) => createEtcdClient([endpoint], this.timeoutMs));
+    const attemptMs = Math.max(250, Math.floor(this.timeoutMs / 2));
+    let lastError: unknown = null;
+    for (let i = 0; i < this.endpoints.length; i++) {
+      const index = (this.keepAliveFrom + i) % this.endpoints.length;
+      const client = this.keepAliveClients[index]!;
+      const where = redactSecrets(this.endpoints[index]!);
       try {
-        const res = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
-          stream.on('data', resolve);
-          stream.on('error', reject);
-          stream.on('end', () => reject(new Error('keep-alive stream ended before an answer')));
-          signal.addEventListener('abort', () => stream.cancel(), { once: true });
-          stream.write({ ID: leaseId });
-        });
-        // etcd answers TTL 0 for a lease it does not know (expired or revoked)
-        return Number(res.TTL) > 0;
-      } finally {
-        stream.end();
+        const alive = await this.call('lease keep-alive', (signal) => keepAliveOnce(client, leaseId, signal), attemptMs, where);
+        this.keepAliveFrom = index;
+        return alive;
+      } catch (err) {
+        lastError = err;
+        this.log.debug({ err: describeError(err), endpoint: where }, 'keep-alive attempt failed; asking the next member');
       }
-    });
+    }
+    throw lastError;
   }
 
   async revokeLease(leaseId: string): Promise<void> {
@@ -447,5 +471,24 @@ export class EtcdDcs implements Dcs {
   async close(): Promise<void> {
     await Promise.all([...this.stops].map((stop) => stop()));
     this.client.close();
+    for (const client of this.keepAliveClients ?? []) client.close();
+  }
+}
+
+/** One keep-alive on a fresh stream: true while etcd still knows the lease. */
+async function keepAliveOnce(client: Etcd3, leaseId: string, signal: AbortSignal): Promise<boolean> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  try {
+    const res = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
+      stream.on('data', resolve);
+      stream.on('error', reject);
+      stream.on('end', () => reject(new Error('keep-alive stream ended before an answer')));
+      signal.addEventListener('abort', () => stream.cancel(), { once: true });
+      stream.write({ ID: leaseId });
+    });
+    // etcd answers TTL 0 for a lease it does not know (expired or revoked)
+    return Number(res.TTL) > 0;
+  } finally {
+    stream.end();
   }
 }

@@ -18,6 +18,7 @@ import {
   nodeLayout,
   primaryConninfo,
   readSynchronousStandbyNames,
+  socketPath,
   withSynchronousStandbyNames,
   type NodeLayout,
 } from './conf.js';
@@ -27,6 +28,7 @@ import {
   checkReachable,
   ensureOwnedDir,
   isPostmasterAlive,
+  isZombie,
   lastLines,
   Programs,
   resolveRunAs,
@@ -226,6 +228,7 @@ export class LocalPostgres implements Postgres {
       await this.stop('fast');
     }
     await this.writeRoleFiles(options);
+    await this.removeLocksOfReapablePostmaster();
     this.logger.info({ replica: options.replica, upstream: options.upstream?.name ?? null }, 'pg_ctl start');
     // Detached: the postmaster must outlive the agent and not see the terminal's Ctrl-C.
     const result = await this.programs.run(
@@ -240,6 +243,26 @@ export class LocalPostgres implements Postgres {
     }
     // A standby that cannot become consistent (upstream unreachable) is still alive; the loop watches it.
     this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
+  }
+
+  /**
+   * A killed postmaster stays a zombie until its parent (often PID 1, after
+   * the agent that started it restarted) reaps it, and PostgreSQL takes a
+   * zombie's PID in postmaster.pid for a live postmaster: it refuses to start
+   * for as long as the zombie lasts (seconds under some inits, for ever under
+   * one that never reaps). A zombie runs nothing, so its lock files are stale;
+   * PostgreSQL's own check that no old backend still uses the shared memory
+   * segment stays in force.
+   */
+  private async removeLocksOfReapablePostmaster(): Promise<void> {
+    const lockPath = join(this.dataDir, 'postmaster.pid');
+    const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).split('\n')[0]);
+    if (!Number.isInteger(pid) || pid <= 0 || !isZombie(pid)) return;
+    const socketLock = `${socketPath(this.layout.socketDir, this.config.postgres.port)}.lock`;
+    const socketPid = Number((await readFile(socketLock, 'utf8').catch(() => '')).split('\n')[0]);
+    this.logger.warn({ pid }, 'the last postmaster is a zombie: removing its stale lock files');
+    await rm(lockPath, { force: true });
+    if (socketPid === pid) await rm(socketLock, { force: true });
   }
 
   async stop(mode: StopMode): Promise<void> {
@@ -259,10 +282,17 @@ export class LocalPostgres implements Postgres {
     const state = await this.runtimeState();
     if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!state.inRecovery) return;
+    const pid = await this.postmasterPid();
     this.logger.info('pg_ctl promote');
-    await this.programs.run('pg_ctl', ['promote', '-D', this.dataDir, '-w', '-t', waitSeconds]);
-    const writable = await this.waitFor(async () => (await this.runtimeState())?.inRecovery === false, 60_000);
-    if (!writable) throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
+    // No -w: pg_ctl would keep waiting after a fence stopped the postmaster; the wait below notices that at once.
+    await this.programs.run('pg_ctl', ['promote', '-D', this.dataDir, '-W']);
+    let gone = false;
+    const done = await this.waitFor(async () => {
+      gone = pid === null || !isPostmasterAlive(pid);
+      return gone || (await this.runtimeState())?.inRecovery === false;
+    }, 60_000);
+    if (gone) throw new KeelError('KEEL_POSTGRES_FAILED', `the postmaster stopped during promotion:\n${await this.logTail()}`);
+    if (!done) throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
   }
 
   async follow(options: StartOptions): Promise<void> {

@@ -177,8 +177,18 @@ export async function checkReachable(dir: string, runAs: RunAs | null): Promise<
   }
 }
 
-export /** alive, and really a postgres process: a stale postmaster.pid may name a recycled PID or a zombie */
-function isPostmasterAlive(pid: number): boolean {
+/** A process that exited but was not reaped yet: it runs nothing, yet kill(pid, 0) still succeeds. */
+export function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** alive, and really a postgres process: a stale postmaster.pid may name a recycled PID or a zombie */
+export function isPostmasterAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {

@@ -234,3 +234,64 @@ describe('EtcdDcs against a real etcd', () => {
     await waitFor('reads to work again', () => a!.readCluster().then(() => true, () => false), 8000);
   });
 });
+
+describe('EtcdDcs against a real 3-member etcd', () => {
+  const members: RunningEtcd[] = [];
+  let clusterDir = '';
+
+  beforeAll(async () => {
+    clusterDir = await mkdtemp(join(tmpdir(), 'keel-etcd3-'));
+    const p = await findFreePorts(host, 23820, 6);
+    const names = ['m1', 'm2', 'm3'];
+    const initialCluster = names.map((name, i) => `${name}=http://${host}:${p[2 * i + 1]}`).join(',');
+    members.push(
+      ...(await Promise.all(
+        names.map((name, i) =>
+          startEtcd({
+            name,
+            dataDir: join(clusterDir, name),
+            clientPort: p[2 * i]!,
+            peerPort: p[2 * i + 1]!,
+            initialCluster,
+            logFile: join(clusterDir, `${name}.log`),
+          }),
+        ),
+      )),
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const m of members) {
+      try {
+        process.kill(m.pid, 'SIGCONT');
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.all(members.map((m) => stopEtcd(m.pid, 5000)));
+    if (clusterDir) await rm(clusterDir, { recursive: true, force: true });
+  });
+
+  it('keeps a lease alive through the other members while one member is frozen', async () => {
+    // a follower, listed first: without rotation every renewal could land on it
+    const status = await Promise.all(members.map((m) => fetch(`${m.endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}' }).then((r) => r.json() as Promise<{ leader: string; header: { member_id: string } }>)));
+    const frozenIndex = status.findIndex((s) => s.leader !== s.header.member_id);
+    const frozen = members[frozenIndex]!;
+    const endpoints = [frozen.endpoint, ...members.filter((m) => m !== frozen).map((m) => m.endpoint)];
+    const dcs = new EtcdDcs({ endpoints, cluster: 'rotation', requestTimeoutMs: 2000, logger: silentLogger() });
+    opened.push(dcs);
+    const lease = await dcs.grantLease(10);
+
+    process.kill(frozen.pid, 'SIGSTOP');
+    try {
+      const answers: boolean[] = [];
+      const started = Date.now();
+      for (let i = 0; i < 6; i++) answers.push(await dcs.keepAlive(lease));
+      expect(answers).toEqual([true, true, true, true, true, true]);
+      // one short attempt on the frozen member at most, then the member that answers is asked first
+      expect(Date.now() - started).toBeLessThan(4000);
+    } finally {
+      process.kill(frozen.pid, 'SIGCONT');
+    }
+  }, 60_000);
+});

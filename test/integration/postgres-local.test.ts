@@ -2,12 +2,14 @@
  * LocalPostgres against the real PostgreSQL 15 + PostGIS: bootstrap, clone,
  * stream, promote, diverge, rewind and follow again.
  */
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
+import { isZombie } from '../../src/postgres/programs.js';
 import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
 import { silentLogger } from '../../src/util/log.js';
 
@@ -193,6 +195,38 @@ describe('LocalPostgres with real PostgreSQL', () => {
     const failure = await node3.start(asPrimary('node3')).catch((err: unknown) => err);
     expect(failure).toMatchObject({ code: 'KEEL_POSTGRES_FAILED', message: expect.stringContaining('Address already in use') });
     expect(await node3.postmasterPid()).toBeNull();
+  });
+
+  it('starts again at once when the killed postmaster is still an unreaped zombie', async () => {
+    const base = configFor(dir, 'node1');
+    const config: NodeConfig = { ...base, name: 'node5', postgres: { ...base.postgres, port: 25435, dataDir: join(dir, 'node5', 'data') } };
+    const node5 = new LocalPostgres(config, silentLogger());
+    await node5.initdb();
+    await node5.start(asPrimary('node5'));
+    await node5.stop('fast');
+
+    // A parent that never reaps: sh starts the postmaster, then becomes `sleep`.
+    const runAs = process.getuid?.() === 0 ? { uid: Number(execFileSync('id', ['-u', 'postgres']).toString()), gid: Number(execFileSync('id', ['-g', 'postgres']).toString()) } : {};
+    const parent = spawn('/bin/sh', ['-c', '"$0" -D "$1" >/dev/null 2>&1 & echo $!; exec sleep 60', join(config.postgres.binDir, 'postgres'), node5.dataDir], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      ...runAs,
+    });
+    try {
+      const zombiePid = Number((await new Promise<Buffer>((resolve) => parent.stdout.once('data', resolve))).toString().trim());
+      await eventually(() => query<{ ok: number }>(25435, 'SELECT 1 AS ok', 'postgres'), (rows) => rows.length === 1);
+      process.kill(zombiePid, 'SIGKILL');
+      await eventually(async () => isZombie(zombiePid), (z) => z);
+
+      await node5.start(asPrimary('node5'));
+      const pid = await node5.postmasterPid();
+      expect(pid).not.toBeNull();
+      expect(pid).not.toBe(zombiePid);
+      expect(await query<{ ok: number }>(25435, 'SELECT 1 AS ok', 'postgres')).toEqual([{ ok: 1 }]);
+    } finally {
+      parent.kill('SIGKILL');
+      await node5.stop('fast').catch(() => undefined);
+      await node5.close();
+    }
   });
 
   it.runIf(process.getuid?.() === 0)('refuses a directory the postgres user cannot reach', async () => {
