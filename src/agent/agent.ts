@@ -39,6 +39,8 @@ export class Agent {
   private lastPublish: { essentialJson: string; atMs: number; leaseId: string | null } = { essentialJson: '', atMs: 0, leaseId: null };
   private etcdDown = false;
   private notStreamingSinceMs: number | null = null;
+  /** when each member's key was last seen, for member_slots_ttl */
+  private readonly lastSeenMs = new Map<string, number>();
   readonly lease: LeaseKeeper;
   /** the last snapshot a loop observed, for the REST API */
   lastSnapshot: Snapshot | null = null;
@@ -198,6 +200,7 @@ export class Agent {
       this.etcdDown = true;
     }
     if (cluster?.config) this.lastConfig = cluster.config.value;
+    const recentlyGone = cluster === null ? [...this.lastSeenMs.keys()] : this.noteMembers(cluster);
     const dataDir = await this.pg.dataDirState();
     const [control, postmasterPid] = await Promise.all([
       dataDir === 'present' ? this.pg.controlData().catch(() => null) : Promise.resolve(null),
@@ -216,8 +219,23 @@ export class Agent {
       config: this.lastConfig,
       lease: { id: this.lease.id, lastRenewalMs: this.lease.lastRenewalMs },
       pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs },
+      recentlyGone,
       lastJob: this.lastJob,
     };
+  }
+
+  /** Remembers when each member was last seen; answers those gone for less than member_slots_ttl. */
+  private noteMembers(cluster: ClusterView): string[] {
+    const now = this.clock.now();
+    for (const m of cluster.members) this.lastSeenMs.set(m.name, now);
+    const present = new Set(cluster.members.map((m) => m.name));
+    const gone: string[] = [];
+    for (const [name, seenMs] of this.lastSeenMs) {
+      if (present.has(name)) continue;
+      if (now - seenMs < this.lastConfig.member_slots_ttl * 1000) gone.push(name);
+      else this.lastSeenMs.delete(name);
+    }
+    return gone;
   }
 
   private async tick(): Promise<void> {

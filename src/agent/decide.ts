@@ -157,7 +157,10 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   if (switchover !== null && (switchover.value.from === null || switchover.value.from === s.me.name)) {
     return decideSwitchover(s, cluster, switchover.value.to, switchover.modRevision);
   }
-  const others = cluster.members.filter((m) => m.name !== s.me.name).map((m) => m.name).sort();
+  const present = cluster.members.filter((m) => m.name !== s.me.name).map((m) => m.name);
+  // a slot of a member that went away only recently stays; it is never created for one
+  const kept = (s.recentlyGone ?? []).filter((name) => name !== s.me.name && runtime.slots.includes(name));
+  const others = [...new Set([...present, ...kept])].sort();
   const missing = others.filter((name) => !runtime.slots.includes(name));
   const surplus = runtime.slots.filter((name) => !others.includes(name));
   const actions: Action[] = missing.length > 0 || surplus.length > 0 ? [{ kind: 'syncSlots', names: others }] : [];

@@ -22,6 +22,12 @@ export interface Snapshot {
     /** since when a running replica has not been streaming (null: streaming, or not a running replica) */
     notStreamingSinceMs: number | null;
   };
+  /**
+   * Members whose key went away less than a slot grace period ago (cut off,
+   * restarting, stuck in a start): the leader keeps their slots so they
+   * resume where they stopped instead of finding no slot.
+   */
+  recentlyGone?: string[];
   /** the outcome of the last job, kept until the next one starts */
   lastJob: { kind: ActionKind; ok: boolean; error: string | null; finishedAtMs: number } | null;
 }

@@ -26,6 +26,8 @@ export const dynamicConfigSchema = z
     use_rewind: z.boolean().default(true),
     synchronous_mode: z.enum(['off', 'on', 'strict']).default('off'),
     synchronous_node_count: z.number().int().min(1).max(16).default(1),
+    /** seconds the leader keeps the slot of a member whose key went away (0: drop at once) */
+    member_slots_ttl: z.number().int().min(0).max(7 * 24 * 3600).default(1800),
     /** extra postgresql.conf parameters for every node */
     postgresql_parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
   })

@@ -49,6 +49,12 @@ import {
 import type { ControlData, DataDirState, Postgres, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
 
 const waitSeconds = '60';
+/**
+ * A standby is ready once consistent, which needs its upstream; while that
+ * is unreachable the start would block the agent for the whole wait. The
+ * postmaster keeps trying by itself and the loop watches it.
+ */
+const standbyStartWaitSeconds = '10';
 
 function sqlFailure(what: string, err: unknown): KeelError {
   if (err instanceof KeelError) return err;
@@ -233,7 +239,7 @@ export class LocalPostgres implements Postgres {
     // Detached: the postmaster must outlive the agent and not see the terminal's Ctrl-C.
     const result = await this.programs.run(
       'pg_ctl',
-      ['start', '-D', this.dataDir, '-l', this.layout.logPath, '-w', '-t', waitSeconds],
+      ['start', '-D', this.dataDir, '-l', this.layout.logPath, '-w', '-t', options.replica ? standbyStartWaitSeconds : waitSeconds],
       { detached: true, allowFailure: true },
     );
     if (result.exitCode === 0) return;

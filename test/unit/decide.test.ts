@@ -438,6 +438,26 @@ const cases: Case[] = [
     }),
     to: 'primary', actions: ['syncSlots'], reason: /I am the leader with the lease/,
   },
+  {
+    name: 'leader keeps the slot of a member whose key went away recently',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2'), member('node1')] }),
+      recentlyGone: ['node3'],
+      pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
+    }),
+    to: 'primary', actions: [], reason: /I am the leader with the lease/,
+  },
+  {
+    name: 'leader drops the slot of a member gone for longer than the grace period',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2'), member('node1')] }),
+      recentlyGone: [],
+      pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
+    }),
+    to: 'primary', actions: ['syncSlots'], reason: /I am the leader with the lease/,
+  },
   // switchover
   {
     name: 'switchover to a streaming, caught-up replica: step down cleanly',
