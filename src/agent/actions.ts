@@ -183,8 +183,11 @@ async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Prom
   const runtime = snap.pg.runtime;
   if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
+  // PostgreSQL picks one past the newest timeline it knows of, which a standby that stopped streaming
+  // may know from a history file while its own reported timeline still lags.
+  const nextTimeline = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline)) + 1;
   await ctx.dcs.appendHistory({
-    timeline: runtime.timeline + 1,
+    timeline: nextTimeline,
     switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0),
     leader: ctx.config.name,
     atMs: ctx.now(),
@@ -196,7 +199,7 @@ async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Prom
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);
-  if (promoted !== null && !promoted.inRecovery && promoted.timeline !== runtime.timeline + 1) {
+  if (promoted !== null && !promoted.inRecovery && promoted.timeline !== nextTimeline) {
     await ctx.dcs.appendHistory({ timeline: promoted.timeline, switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0), leader: ctx.config.name, atMs: ctx.now(), reason });
   }
   const switchover = snap.cluster?.switchover;

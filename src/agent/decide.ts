@@ -18,6 +18,16 @@ export const retryAfterFailureSeconds = 5;
 export const streamFailureSeconds = 10;
 /** Part of an action error that says the upstream could not be reached: retry, never discard data for it. */
 export const unreachableMarker = 'unreachable at';
+/**
+ * What PostgreSQL says when a standby's data cannot reach the leader's
+ * timeline at all (a rewind from a leader whose promotion was not yet
+ * checkpointed can leave that): only a fresh clone helps.
+ */
+const unfollowableMarkers = [
+  'does not contain minimum recovery point',
+  "is not a child of this server's history",
+  'could not locate required checkpoint record',
+];
 
 /** Cluster states pg_controldata reports for an instance that last ran as a primary. */
 const primaryControlStates = new Set(['in production', 'shut down', 'in crash recovery', 'shutting down']);
@@ -245,6 +255,15 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
     }
     if (s.lastJob?.kind === 'rewind' && !s.lastJob.ok && !s.lastJob.error!.includes(unreachableMarker)) {
       return { to: 'stopped', reason: `pg_rewind failed (${s.lastJob.error}): removing the data to clone again`, actions: [{ kind: 'removeDataDir' }] };
+    }
+    const startError = s.lastJob?.kind === 'startPostgres' && !s.lastJob.ok ? (s.lastJob.error ?? '') : '';
+    const unfollowable = unfollowableMarkers.find((marker) => startError.includes(marker));
+    if (unfollowable !== undefined) {
+      return {
+        to: 'stopped',
+        reason: `my data cannot follow leader ${leaderName}'s timeline (PostgreSQL: "${unfollowable}"): removing it to clone again`,
+        actions: [{ kind: 'removeDataDir' }],
+      };
     }
     const position = stoppedPosition(s.pg.control);
     const diverged =

@@ -301,6 +301,16 @@ export class LocalPostgres implements Postgres {
     if (!done) throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
   }
 
+  async newestTimeline(): Promise<number> {
+    const fromControl = (await this.controlData())?.timeline ?? 1;
+    const files = await readdir(join(this.dataDir, 'pg_wal')).catch(() => [] as string[]);
+    const fromHistory = files
+      .map((name) => /^([0-9A-F]{8})\.history$/.exec(name)?.[1])
+      .filter((hex): hex is string => hex !== undefined)
+      .map((hex) => parseInt(hex, 16));
+    return Math.max(fromControl, ...fromHistory);
+  }
+
   async follow(options: StartOptions): Promise<void> {
     if ((await this.dataDirState()) !== 'present') {
       throw new KeelError('KEEL_POSTGRES_FAILED', `cannot follow: ${this.dataDir} holds no data directory`);

@@ -100,6 +100,8 @@ export interface Postgres {
   stop(mode: StopMode): Promise<void>;
   /** Promotes a running standby and waits until it accepts writes. */
   promote(): Promise<void>;
+  /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */
+  newestTimeline(): Promise<number>;
   /** Rewrites primary_conninfo / primary_slot_name / parameters and reloads (no restart). */
   follow(options: StartOptions): Promise<void>;
 

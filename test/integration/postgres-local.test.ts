@@ -247,6 +247,9 @@ describe('LocalPostgres with real PostgreSQL', () => {
     expect(replica?.minRecoveryLsn).toBeGreaterThan(0);
     expect(replica?.systemId).toBe((await node2.controlData())?.systemId);
     expect(await node2.controlData()).toMatchObject({ clusterState: 'in production', timeline: 2 });
+    // the standby knows timeline 2 from its history file even while its control file may still say 1
+    expect(await node1.newestTimeline()).toBe(2);
+    expect(await node2.newestTimeline()).toBe(2);
 
     for (const name of ['node1', 'node2']) {
       const nodeDir = join(dir, name);

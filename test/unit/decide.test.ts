@@ -458,6 +458,24 @@ const cases: Case[] = [
     }),
     to: 'primary', actions: ['syncSlots'], reason: /I am the leader with the lease/,
   },
+  {
+    name: 'a standby start failed because its data cannot reach the leader timeline: clone again',
+    snap: snapshot({
+      state: 'replica',
+      pg: { ...stoppedPg, control: control({ clusterState: 'in archive recovery' }) },
+      lastJob: { kind: 'startPostgres', ok: false, finishedAtMs: NOW - 500, error: 'FATAL:  requested timeline 3 does not contain minimum recovery point 0/5012345 on timeline 2' },
+    }),
+    to: 'stopped', actions: ['removeDataDir'], reason: /cannot follow leader node1's timeline.*clone again/,
+  },
+  {
+    name: 'a standby start failed for another reason: start again',
+    snap: snapshot({
+      state: 'replica',
+      pg: { ...stoppedPg, control: control({ clusterState: 'in archive recovery' }) },
+      lastJob: { kind: 'startPostgres', ok: false, finishedAtMs: NOW - 500, error: 'FATAL:  could not bind IPv4 address: Address already in use' },
+    }),
+    to: 'replica', actions: ['startPostgres'], reason: /starting as a replica of leader node1/,
+  },
   // switchover
   {
     name: 'switchover to a streaming, caught-up replica: step down cleanly',
