@@ -2,7 +2,7 @@
  * The agent's brain: one pure function from a snapshot to the next actions and
  * the sentence that explains them. No I/O here (DESIGN.md, Layout).
  */
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
 import type { ControlData } from '../postgres/types.js';
 import { divergence, leaseDeadlineMs, promotionVerdict } from './eligibility.js';
 import { nextSyncStep } from './sync.js';
@@ -273,8 +273,8 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
     return { to: 'replica', reason: `starting as a replica of leader ${leaderName}`, actions: [startReplica(upstream)] };
   }
 
-  // PostgreSQL refuses to stream a history that diverged, so only a replica that has failed to
-  // stream for a while is checked; while not streaming its timeline is its last restartpoint's.
+  // PostgreSQL refuses to stream a history that diverged, so a replica that has failed to stream
+  // for a while is checked; while not streaming its timeline is its last restartpoint's.
   const stuckSince = s.pg.notStreamingSinceMs;
   if (
     !runtime.streaming &&
@@ -284,6 +284,11 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
   ) {
     return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
   }
+  // A diverged replica still streams its old timeline for an instant after each reconnect, which
+  // restarts the count above; while streaming, its timeline is the received one and exact.
+  if (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history)) {
+    return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
+  }
   const target = conninfoTarget(runtime.primaryConninfo);
   const following = target !== null && target.host === upstream.host && target.port === upstream.port;
   if (!following || runtime.primarySlotName !== s.me.name) {
@@ -291,6 +296,13 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
   }
   const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
   return stay(s, `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`);
+}
+
+/** On an older timeline than the leader, with WAL replayed past the point where the next timeline forked off it. */
+function replayedPastFork(timeline: number, replayedLsn: number, leaderTimeline: number, history: HistoryEntry[]): boolean {
+  if (timeline >= leaderTimeline) return false;
+  const fork = history.findLast((entry) => entry.timeline === timeline + 1);
+  return fork !== undefined && replayedLsn > fork.switchLsn;
 }
 
 /** host and port of a libpq key=value connection string (values may be single-quoted). */

@@ -191,6 +191,50 @@ describe.each(engines)('%s engine, real cluster', (engine) => {
   });
 });
 
+describe.each(engines)('%s engine, cancel requests', (engine) => {
+  it('a cancel request through ro reaches the replica that runs the query', async () => {
+    const clients = await Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        const client = pgClient(real[engine].roPort, password);
+        await client.connect();
+        return client;
+      }),
+    );
+    try {
+      const ports = await Promise.all(clients.map(async (c) => (await c.query<{ port: number }>('SELECT inet_server_port() AS port')).rows[0]!.port));
+      // least connections spreads the sessions over both replicas
+      expect(new Set(ports).size).toBe(replicas.length);
+      const outcomes = clients.map((c) =>
+        c.query('SELECT pg_sleep(60)').then(
+          () => 'finished',
+          (err: { code?: string }) => err.code ?? 'no code',
+        ),
+      );
+      await sleep(300);
+      // grouped by replica: a choice that alternates (ties go round robin) sends some cancels to the wrong one
+      const byReplica = clients.map((client, i) => ({ client, port: ports[i]! })).sort((a, b) => a.port - b.port).map((x) => x.client);
+      for (const client of byReplica) {
+        const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+        const request = Buffer.alloc(16);
+        request.writeUInt32BE(16, 0);
+        request.writeUInt32BE(80877102, 4);
+        request.writeUInt32BE(processID, 8);
+        request.writeUInt32BE(secretKey >>> 0, 12);
+        const socket = await rawConnect(real[engine].roPort);
+        socket.end(request);
+        expect(await closedWithin(socket, 5000)).not.toBeNull();
+      }
+      const settled = await Promise.race([Promise.all(outcomes), sleep(15_000).then(() => 'still sleeping after 15 s')]);
+      // 57014: canceling statement due to user request
+      expect(settled).toEqual(['57014', '57014', '57014', '57014']);
+    } finally {
+      for (const client of clients) {
+        (client as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
+      }
+    }
+  }, 60_000);
+});
+
 describe('both engines, scripted etcd', () => {
   it('no leader: a new rw connection waits and is forwarded once a leader appears', async () => {
     await setScript({ leader: null, members: baseMembers() }, /"rw":null,"holdRw":true/);
@@ -315,7 +359,12 @@ describe('both engines, scripted etcd', () => {
     try {
       for (const engine of engines) {
         const { rwPort, roPort } = scripted[engine];
-        for (let batch = 0; batch < 10; batch++) idle.push(...(await Promise.all(Array.from({ length: 100 }, () => rawConnect(roPort)))));
+        // each sends the header of a StartupMessage and then nothing (a router looks at the first bytes on ro)
+        for (let batch = 0; batch < 10; batch++) {
+          const sockets = await Promise.all(Array.from({ length: 100 }, () => rawConnect(roPort)));
+          for (const socket of sockets) socket.write(Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]));
+          idle.push(...sockets);
+        }
         const abuse = Array.from({ length: 30 }, async (_, i) => {
           const socket = await rawConnect(i % 2 === 0 ? rwPort : roPort);
           socket.on('error', () => undefined);

@@ -255,9 +255,24 @@ const cases: Case[] = [
     to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /rewinding/,
   },
   {
-    name: 'replica past the fork but streaming (PostgreSQL accepted its history): keep following',
+    name: 'replica streaming its old timeline with WAL replayed past the fork (a blip after each reconnect): stop and rewind',
     snap: snapshot({
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 }), member('node2')], history: history(2, 500) }),
+    }),
+    to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /diverged .* rewinding/,
+  },
+  {
+    name: 'replica streaming its old timeline up to the fork: keep following (it switches timeline there)',
+    snap: snapshot({
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 }), member('node2')], history: history(2, 1000) }),
+    }),
+    to: 'replica', actions: [], reason: /following leader node1, streaming/,
+  },
+  {
+    name: 'replica streaming the leader timeline: keep following whatever the history says',
+    snap: snapshot({
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 }), member('node2')], history: history(2, 500) }),
+      pg: { runtime: replicaRuntime({ timeline: 2 }) },
     }),
     to: 'replica', actions: [], reason: /following leader node1, streaming/,
   },

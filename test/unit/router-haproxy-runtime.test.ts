@@ -176,6 +176,15 @@ describe('haproxy configuration', () => {
     expect(config).toContain('timeout connect 3000ms');
   });
 
+  it('sends cancel requests on ro to every replica, before the hold, decided from the first 8 bytes', () => {
+    const ro = config.slice(config.indexOf('frontend fe_ro'), config.indexOf('backend be_ro'));
+    const rw = config.slice(config.indexOf('frontend fe_rw'), config.indexOf('backend be_rw'));
+    expect(ro).toContain('tcp-request content lua.keel_cancel be_ro if { req.payload(4,4),hex -m str 04D2162E }');
+    expect(ro.indexOf('lua.keel_cancel')).toBeLessThan(ro.indexOf('lua.keel_hold'));
+    expect(rw).not.toContain('keel_cancel');
+    expect(Number.parseInt('04D2162E', 16)).toBe(80877102);
+  });
+
   it('the Lua action checks nbsrv and answers 57P03', () => {
     const lua = holdLua();
     expect(lua).toContain('txn.f:nbsrv(backend)');

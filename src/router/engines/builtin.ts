@@ -9,7 +9,7 @@ import net, { type Server, type Socket } from 'node:net';
 import { KeelError } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import { noRoutes, type Backend, type Routes } from '../route.js';
-import { errorResponse, firstMessageKind, noLeaderError } from './pg-wire.js';
+import { cancelRequestBytes, errorResponse, firstMessageKind, noLeaderError } from './pg-wire.js';
 import type { EngineOptions, ListenAddress, RouterEngine } from './types.js';
 
 /** A waiting client that sends more than this is paused (TCP pushes back) until it can be forwarded. */
@@ -40,6 +40,8 @@ type Kind = 'rw' | 'ro';
 class Endpoint {
   readonly links = new Set<Link>();
   readonly waiting = new Set<Waiter>();
+  /** ro connections whose first bytes have not come yet */
+  readonly sniffing = new Set<Socket>();
   server: Server | null = null;
   constructor(readonly kind: Kind) {}
 
@@ -150,16 +152,65 @@ export class BuiltinEngine implements RouterEngine {
   private accept(endpoint: Endpoint, client: Socket): void {
     // a client's error always ends in 'close', where the link is cleaned up
     client.on('error', noop);
-    const backend = this.target(endpoint);
-    if (backend === null) this.hold(endpoint, client);
-    else this.forward(endpoint, client, backend, []);
+    if (endpoint.kind === 'ro') this.sniffCancel(endpoint, client);
+    else this.route(endpoint, client, []);
   }
 
-  private hold(endpoint: Endpoint, client: Socket): void {
+  private route(endpoint: Endpoint, client: Socket, pending: Buffer[]): void {
+    const backend = this.target(endpoint);
+    if (backend === null) this.hold(endpoint, client, pending);
+    else this.forward(endpoint, client, backend, pending);
+  }
+
+  /**
+   * A CancelRequest comes on a connection of its own and names a session by
+   * PID and secret key, not by server. On rw there is one server; on ro the
+   * session may be on any replica, so the request goes to each of them: the
+   * one that knows the key cancels, the others ignore it. Only the first
+   * bytes of an ro connection are looked at, to tell a cancel apart.
+   */
+  private sniffCancel(endpoint: Endpoint, client: Socket): void {
+    const chunks: Buffer[] = [];
+    const onClose = (): void => {
+      endpoint.sniffing.delete(client);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      const head = Buffer.concat(chunks);
+      const kind = firstMessageKind(head);
+      if (kind === 'incomplete' || (kind === 'cancel' && head.length < cancelRequestBytes)) return;
+      client.pause();
+      client.removeListener('data', onData);
+      client.removeListener('close', onClose);
+      endpoint.sniffing.delete(client);
+      if (kind === 'cancel') {
+        this.fanOutCancel(head.subarray(0, cancelRequestBytes));
+        client.destroy();
+      } else {
+        this.route(endpoint, client, chunks);
+      }
+    };
+    endpoint.sniffing.add(client);
+    client.on('data', onData);
+    client.once('close', onClose);
+  }
+
+  private fanOutCancel(request: Buffer): void {
+    for (const backend of this.routes.ro) {
+      const server = net.connect({ host: backend.host, port: backend.port });
+      server.on('error', noop);
+      server.setTimeout(this.options.connectTimeoutMs, () => server.destroy());
+      server.once('connect', () => server.end(request));
+      server.once('close', () => server.destroy());
+    }
+    this.logger.debug({ backends: this.routes.ro.length }, 'cancel request sent to every ro backend');
+  }
+
+  private hold(endpoint: Endpoint, client: Socket, pending: Buffer[]): void {
     const waiter: Waiter = {
       client,
-      chunks: [],
-      bytes: 0,
+      chunks: [...pending],
+      bytes: pending.reduce((n, chunk) => n + chunk.length, 0),
       sinceMs: Date.now(),
       timer: setTimeout(() => this.giveUp(endpoint, waiter), this.options.waitTimeoutMs),
       onData: (chunk) => {
@@ -175,6 +226,8 @@ export class BuiltinEngine implements RouterEngine {
     endpoint.waiting.add(waiter);
     client.on('data', waiter.onData);
     client.once('close', waiter.onClose);
+    // a client whose first bytes were looked at is paused
+    if (waiter.bytes < maxHeldBytes) client.resume();
   }
 
   private unhold(endpoint: Endpoint, waiter: Waiter): void {
@@ -257,6 +310,8 @@ export class BuiltinEngine implements RouterEngine {
         link.server.destroy();
       }
       endpoint.links.clear();
+      for (const socket of endpoint.sniffing) socket.destroy();
+      endpoint.sniffing.clear();
     }
     await Promise.all(closing);
   }

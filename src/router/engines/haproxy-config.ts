@@ -33,6 +33,8 @@ export interface HaproxyConfigInput {
 }
 
 export const slotName = (index: number): string => `s${index}`;
+/** 80877102, the CancelRequest code, as req.payload(4,4),hex shows it */
+const cancelCodeHex = '04D2162E';
 
 const bindAddress = (a: ListenAddress): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
@@ -49,6 +51,8 @@ export function haproxyConfig(input: HaproxyConfigInput): string {
       `frontend fe_${kind}`,
       `bind ${bindAddress(address)}`,
       `tcp-request inspect-delay ${inspectDelayMs}ms`,
+      // decided from the first 8 bytes, which every client sends at once (an SSLRequest is exactly 8)
+      ...(kind === 'ro' ? [`tcp-request content lua.keel_cancel ${backend} if { req.payload(4,4),hex -m str ${cancelCodeHex} }`] : []),
       `tcp-request content lua.keel_hold ${backend} ${input.waitTimeoutMs} ${kind}`,
       `default_backend ${backend}`,
     ]),
@@ -108,6 +112,32 @@ local function sentStartup(txn)
   local length, code = string.unpack(">I4I4", data)
   return code == 196608 and length > 8 and length <= 10000
 end
+
+-- A CancelRequest names a session by PID and secret key, not by server: it goes
+-- to every server of the backend in use; the one that knows the key cancels.
+core.register_action("keel_cancel", { "tcp-req" }, function(txn, backend)
+  local data = txn.req:get()
+  local waited = 0
+  while (data == nil or #data < 16) and waited < 1000 and txn.req:may_recv() do
+    core.msleep(10)
+    waited = waited + 10
+    data = txn.req:get()
+  end
+  if data ~= nil and #data >= 16 then
+    local request = string.sub(data, 1, 16)
+    for _, server in pairs(core.backends[backend].servers) do
+      local status = server:get_stats().status or ""
+      local host, port = string.match(server:get_addr() or "", "^(.*):(%d+)$")
+      if host ~= nil and string.sub(status, 1, 5) ~= "MAINT" then
+        local socket = core.tcp()
+        socket:settimeout(1)
+        if socket:connect(host, tonumber(port)) then socket:send(request) end
+        socket:close()
+      end
+    end
+  end
+  txn:done()
+end, 1)
 
 core.register_action("keel_hold", { "tcp-req" }, function(txn, backend, waitMs, kind)
   if txn.f:nbsrv(backend) > 0 then return act.CONTINUE end

@@ -8,6 +8,8 @@ const protocol3 = 196608;
 const sslRequestCode = 80877103;
 const gssEncRequestCode = 80877104;
 const cancelRequestCode = 80877102;
+/** length, code, backend PID, secret key */
+export const cancelRequestBytes = 16;
 /** PostgreSQL itself refuses startup packets longer than this */
 const maxStartupBytes = 10_000;
 
