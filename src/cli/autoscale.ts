@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { autoscale, replicaAverage } from '../controller/autoscale.js';
-import { emptyMemory, plan } from '../controller/plan.js';
+import { defaultPlanOptions, emptyMemory, plan } from '../controller/plan.js';
 import { LocalProvider } from '../providers/local.js';
 import type { NodeInfo } from '../providers/types.js';
 import { silentLogger } from '../util/log.js';
@@ -22,7 +22,7 @@ async function status(options: TargetOptions & { json?: boolean }): Promise<void
     }
     const limits = target.layout !== null ? localLimits : unknownLimits;
     const now = Date.now();
-    const { health } = plan(spec, view, inventory, now, emptyMemory(), { maxNodes: limits.maxNodes, bootGraceMs: 60_000 });
+    const { health } = plan(spec, view, inventory, now, emptyMemory(), { ...defaultPlanOptions, maxNodes: limits.maxNodes });
     const decision = autoscale(spec, health, view.members, now, limits.maxNodes);
     const policy = spec.autoscale;
     const metric = replicaAverage(health, view.members, policy.metric);

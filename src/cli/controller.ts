@@ -9,6 +9,7 @@ import { LocalProvider } from '../providers/local.js';
 import type { Provider } from '../providers/types.js';
 import { systemClock } from '../util/clock.js';
 import { createLogger } from '../util/log.js';
+import { parseSeconds } from './router.js';
 import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
 
 /** What the local provider holds; the CLI checks specs against it. */
@@ -16,7 +17,8 @@ export const localLimits: ProviderLimits = { maxNodes: maxLocalNodes, instanceCl
 /** Without a provider Keel knows no limits but its own. */
 export const unknownLimits: ProviderLimits = { maxNodes: 100, instanceClasses: null };
 
-async function run(options: TargetOptions & { name?: string }): Promise<void> {
+async function run(options: TargetOptions & { name?: string; drainSeconds: string }): Promise<void> {
+  const drainMs = parseSeconds(options.drainSeconds, '--drain-seconds', 0, 3600) * 1000;
   const target = resolveTarget(options);
   await target.dcs.close();
   const name = options.name ?? `${hostname()}-${process.pid}`;
@@ -41,6 +43,7 @@ async function run(options: TargetOptions & { name?: string }): Promise<void> {
     defaults: { zones: local ? localZones : null, instanceClass: local ? defaultLocalInstanceClass : 'default' },
     clock: systemClock,
     logger,
+    drainMs,
   });
   await controller.start();
   logger.info({ provider: local ? 'local' : 'none' }, 'controller started');
@@ -61,5 +64,6 @@ export function registerController(program: Command): void {
     .option('--etcd <url>', `${targetHelp.etcd} (no provider: a dry run)`)
     .option('--cluster <name>', targetHelp.cluster)
     .option('--name <name>', 'this controller\'s name in etcd (default host-pid)')
+    .option('--drain-seconds <n>', 'how long a replica about to be removed keeps serving its open reads, with no new ones', '30')
     .action(run);
 }

@@ -56,7 +56,7 @@ export function parseBytes(text: string, flag: string): number {
   return bytes;
 }
 
-function parseSeconds(text: string, flag: string, min: number, max: number): number {
+export function parseSeconds(text: string, flag: string, min: number, max: number): number {
   const seconds = Number(text);
   if (text.trim() === '' || !Number.isFinite(seconds) || seconds < min || seconds > max) {
     throw new KeelError('KEEL_USAGE', `${flag} must be a number of seconds from ${min} to ${max} (got ${JSON.stringify(text)})`);

@@ -16,7 +16,7 @@ import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { autoscale, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
-import { emptyMemory, freeNames, plan, type Plan, type PlanAction, type PlanMemory } from './plan.js';
+import { defaultPlanOptions, emptyMemory, freeNames, plan, type Plan, type PlanAction, type PlanMemory } from './plan.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
 
 export interface ControllerOptions {
@@ -34,6 +34,8 @@ export interface ControllerOptions {
   tickMs?: number;
   leaseTtlSeconds?: number;
   bootGraceMs?: number;
+  /** how long a live replica keeps its open reads before it is removed */
+  drainMs?: number;
 }
 
 /** Two ticks never start closer than this: every agent's put wakes the controller. */
@@ -46,6 +48,7 @@ export class Controller {
   active = false;
   lastPlan: Plan | null = null;
   lastAutoscale: AutoscaleDecision | null = null;
+  private lastView: ClusterView | null = null;
   private memory: PlanMemory = emptyMemory();
   private leaseId: string | null = null;
   private lastRenewalMs = 0;
@@ -61,7 +64,7 @@ export class Controller {
   private readonly o: Required<ControllerOptions>;
 
   constructor(options: ControllerOptions) {
-    this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 60_000, ...options };
+    this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 60_000, drainMs: defaultPlanOptions.drainMs, ...options };
   }
 
   async start(): Promise<void> {
@@ -176,11 +179,16 @@ export class Controller {
     }
     const dcs = this.o.dcs;
     const [view, stored] = await Promise.all([dcs.readCluster(), dcs.readSpec()]);
+    this.lastView = view;
     const inventory = await this.inventory(view);
     if (stored === null) return this.writeFirstSpec(inventory);
     const spec = stored.value;
 
-    const p = plan(spec, view, inventory, this.o.clock.now(), this.memory, { maxNodes: this.o.limits.maxNodes, bootGraceMs: this.o.bootGraceMs });
+    const p = plan(spec, view, inventory, this.o.clock.now(), this.memory, {
+      maxNodes: this.o.limits.maxNodes,
+      bootGraceMs: this.o.bootGraceMs,
+      drainMs: this.o.drainMs,
+    });
     this.memory = p.memory;
     this.lastPlan = p;
 
@@ -244,11 +252,12 @@ export class Controller {
     }
     if (decision.kind === 'in') {
       if (this.o.provider === null) return false;
+      // Drained first, then handed to the plan as a surplus replica, which removes it once drained.
+      // A drain whose spec write then fails is ended by the plan (the node is still the autoscaler's).
+      await this.o.dcs.putDraining({ v: 1, name: decision.remove, sinceMs: now, reason: `scale-in: ${decision.reason}` });
       const next = { ...spec, scaling: { ...spec.scaling, added: spec.scaling.added.filter((n) => n !== decision.remove), lastScaleInAtMs: now } };
       if (!(await this.putSpec(next, modRevision, `scale-in: ${decision.reason}`))) return false;
-      this.event('autoscale-in', decision.reason);
-      await this.o.provider.destroy(decision.remove);
-      this.event('destroy', `destroyed ${decision.remove}: ${decision.reason}`);
+      this.event('autoscale-in', `${decision.reason}: draining ${decision.remove} for ${Math.round(this.o.drainMs / 1000)} s before removing it`);
       return true;
     }
     return false;
@@ -272,6 +281,15 @@ export class Controller {
       case 'destroy':
         await provider.destroy(action.node);
         this.event('destroy', action.reason);
+        if (this.lastView?.draining.some((d) => d.name === action.node)) await this.o.dcs.deleteDraining(action.node);
+        return;
+      case 'drain':
+        await this.o.dcs.putDraining({ v: 1, name: action.node, sinceMs: this.o.clock.now(), reason: action.reason });
+        this.event('drain', `${action.reason}: no new reads for ${Math.round(this.o.drainMs / 1000)} s`);
+        return;
+      case 'undrain':
+        await this.o.dcs.deleteDraining(action.node);
+        this.event('undrain', action.reason);
         return;
       case 'create': {
         await provider.create(this.o.dcs.cluster, { name: action.node, zone: action.zone, instanceClass: action.instanceClass });

@@ -12,6 +12,9 @@ export type PlanAction =
   | { kind: 'fenceLeader'; node: string; leaseId: string; reason: string }
   | { kind: 'fence'; node: string; reason: string }
   | { kind: 'destroy'; node: string; reason: string }
+  /** routers stop sending the replica new reads; it is destroyed once drainMs has passed */
+  | { kind: 'drain'; node: string; reason: string }
+  | { kind: 'undrain'; node: string; reason: string }
   | { kind: 'create'; node: string; zone: string; instanceClass: string; replaces: string | null; reason: string }
   | { kind: 'switchover'; from: string; to: string; reason: string };
 
@@ -30,6 +33,8 @@ export interface PlanOptions {
   maxNodes: number;
   /** a node without a member key this long after it was first seen counts as down */
   bootGraceMs: number;
+  /** how long a live replica serves its open reads, with no new ones, before it is removed */
+  drainMs: number;
 }
 
 export interface NodeHealth {
@@ -55,7 +60,7 @@ export interface Plan {
 }
 
 export const emptyMemory = (): PlanMemory => ({ firstSeenMs: {}, downSinceMs: {}, fenced: [] });
-export const defaultPlanOptions: PlanOptions = { maxNodes: 20, bootGraceMs: 60_000 };
+export const defaultPlanOptions: PlanOptions = { maxNodes: 20, bootGraceMs: 60_000, drainMs: 30_000 };
 
 /** A lag past this counts as lagging when choosing which replica to remove; below it, lag is noise. */
 const laggingBytes = 16 * 1024 * 1024;
@@ -146,9 +151,11 @@ export function freeNames(count: number, used: Set<string>, maxNodes: number): s
  * outside the spec or the most crowded zone (so the spread holds), then not
  * streaming or lagging, then the most recently added.
  */
-function removalOrder(spec: SpecValue, live: NodeHealth[]): (a: NodeHealth, b: NodeHealth) => number {
+function removalOrder(spec: SpecValue, live: NodeHealth[], draining: ReadonlySet<string> = new Set()): (a: NodeHealth, b: NodeHealth) => number {
   const counts = zoneCounts(spec.zones, live);
   const key = (n: NodeHealth): number[] => [
+    // a replica already draining goes first: its drain is not wasted
+    draining.has(n.name) ? 0 : 1,
     n.instanceClass !== null && n.instanceClass !== spec.instanceClass ? 0 : 1,
     spec.zones.includes(n.zone) ? 1 : 0,
     -(counts.get(n.zone) ?? 0),
@@ -263,6 +270,9 @@ export function plan(
     : undefined;
 
   // Surplus replicas: never the leader, never one the autoscaler owns (it removes those itself).
+  // A live one is drained first (no new reads) and removed drainMs later.
+  const drainingNames = new Set(view.draining.map((d) => d.name));
+  const removing = new Set<string>();
   while (baseCount() > spec.nodes) {
     const streamingReplicas = live.filter((n) => !n.leader && n.streaming).length;
     const candidates = live
@@ -271,7 +281,7 @@ export function plan(
       .filter((n) => !leaderWrongClass || n.down || n.instanceClass !== spec.instanceClass)
       // a node still cloning or catching up is left to finish: removing it would undo a surge
       .filter((n) => n.down || (n.streaming && streamingReplicas - 1 >= desiredReplicas))
-      .sort(removalOrder(spec, live));
+      .sort(removalOrder(spec, live, drainingNames));
     const victim = candidates[0];
     if (victim === undefined) {
       if (successor && leader && !view.switchover && live.every((n) => n.streaming)) {
@@ -282,9 +292,25 @@ export function plan(
       break;
     }
     live = live.filter((n) => n !== victim);
+    removing.add(victim.name);
     const surplus = `${baseCount() + 1} declared nodes for ${spec.nodes}`;
     const why = victim.instanceClass !== null && victim.instanceClass !== spec.instanceClass ? `its class ${victim.instanceClass} is not ${spec.instanceClass}` : victim.streaming ? surplus : `${surplus} and it ${victim.why}`;
-    actions.push({ kind: 'destroy', node: victim.name, reason: `removing replica ${victim.name}: ${why}` });
+    const drain = view.draining.find((d) => d.name === victim.name);
+    if (victim.down) {
+      actions.push({ kind: 'destroy', node: victim.name, reason: `removing replica ${victim.name}: ${why}` });
+    } else if (drain === undefined) {
+      actions.push({ kind: 'drain', node: victim.name, reason: `draining replica ${victim.name} before removing it: ${why}` });
+    } else if (nowMs - drain.sinceMs < options.drainMs) {
+      notes.push(`draining ${victim.name} (${Math.round((nowMs - drain.sinceMs) / 1000)} of ${Math.round(options.drainMs / 1000)} s) before removing it`);
+    } else {
+      actions.push({ kind: 'destroy', node: victim.name, reason: `removing replica ${victim.name} after draining it: ${why}` });
+    }
+  }
+  // A drain no longer wanted (the spec grew again, the node went): its replica serves reads again.
+  for (const d of view.draining) {
+    if (removing.has(d.name)) continue;
+    const why = names.has(d.name) ? 'no longer to be removed' : 'no such node';
+    actions.push({ kind: 'undrain', node: d.name, reason: `ending the drain of ${d.name}: ${why}` });
   }
 
   // Nothing else to do and everything streams: one extra node at a time moves class or zone.

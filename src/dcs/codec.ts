@@ -8,6 +8,7 @@ import { KeelError } from '../errors.js';
 import type {
   AutoscalePolicy,
   ControllerValue,
+  DrainingValue,
   EventValue,
   HistoryEntry,
   HistoryValue,
@@ -91,6 +92,13 @@ export const switchoverSchema: z.ZodType<SwitchoverValue> = z.object({
   to: memberName.nullable(),
   failover: z.boolean(),
   requestedAtMs: epochMs,
+});
+
+export const drainingSchema: z.ZodType<DrainingValue> = z.object({
+  v: version,
+  name: memberName,
+  sinceMs: epochMs,
+  reason: z.string(),
 });
 
 const historyEntrySchema: z.ZodType<HistoryEntry> = z.object({
@@ -206,6 +214,7 @@ export const decodeEvent = (text: string): Decoded<EventValue> => decode(eventSc
 export const decodeConfig = (text: string): Decoded<DynamicConfig> => decode(configSchema, text);
 export const decodeSpec = (text: string): Decoded<SpecValue> => decode(specSchema, text);
 export const decodeController = (text: string): Decoded<ControllerValue> => decode(controllerSchema, text);
+export const decodeDraining = (text: string): Decoded<DrainingValue> => decode(drainingSchema, text);
 
 type StoredValue =
   | InitializeValue
@@ -216,7 +225,8 @@ type StoredValue =
   | SwitchoverValue
   | HistoryValue
   | EventValue
-  | ControllerValue;
+  | ControllerValue
+  | DrainingValue;
 
 export function encode(value: StoredValue): string {
   return JSON.stringify(value);
@@ -264,6 +274,8 @@ export interface ClusterKeys {
   history: string;
   spec: string;
   controller: string;
+  draining(name: string): string;
+  drainingPrefix: string;
   eventsPrefix: string;
   /** the first key after every key of `events/` */
   eventsEnd: string;
@@ -279,6 +291,7 @@ export function keys(cluster: string): ClusterKeys {
   const prefix = `/keel/${cluster}/`;
   const membersPrefix = `${prefix}members/`;
   const eventsPrefix = `${prefix}events/`;
+  const drainingPrefix = `${prefix}draining/`;
   return {
     prefix,
     prefixEnd: rangeEndOf(prefix),
@@ -293,6 +306,8 @@ export function keys(cluster: string): ClusterKeys {
     history: `${prefix}history`,
     spec: `${prefix}spec`,
     controller: `${prefix}controller`,
+    draining: (name) => `${drainingPrefix}${name}`,
+    drainingPrefix,
     eventsPrefix,
     eventsEnd: rangeEndOf(eventsPrefix),
   };

@@ -38,6 +38,7 @@ import type {
   ClusterView,
   ControllerValue,
   Dcs,
+  DrainingValue,
   EventValue,
   HistoryEntry,
   InitializeValue,
@@ -365,6 +366,16 @@ export class EtcdDcs implements Dcs {
   async clearSwitchover(expectModRevision?: string): Promise<void> {
     const k = this.k.switchover;
     await this.txn('switchover clear', expectModRevision === undefined ? [] : [modifiedAt(k, expectModRevision)], [del(k)]);
+  }
+
+  async putDraining(value: DrainingValue): Promise<void> {
+    const k = this.k.draining(value.name);
+    await this.call('draining write', () => this.client.kv.put({ key: buf(k), value: buf(encode(value)) }));
+  }
+
+  async deleteDraining(name: string): Promise<void> {
+    const k = this.k.draining(name);
+    await this.call('draining delete', () => this.client.kv.deleteRange({ key: buf(k) }));
   }
 
   async readSpec(): Promise<Versioned<SpecValue> | null> {

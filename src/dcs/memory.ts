@@ -28,6 +28,7 @@ import {
 import type {
   ClusterView,
   ControllerValue,
+  DrainingValue,
   Dcs,
   EventValue,
   HistoryEntry,
@@ -275,6 +276,16 @@ export class MemoryDcs implements Dcs {
     this.guard();
     const matches = expectModRevision === undefined || this.modIs(this.k.switchover, expectModRevision);
     this.txn(matches, [{ key: this.k.switchover, value: null }]);
+  }
+
+  async putDraining(value: DrainingValue): Promise<void> {
+    this.guard();
+    this.commit([{ key: this.k.draining(value.name), value: encode(value) }]);
+  }
+
+  async deleteDraining(name: string): Promise<void> {
+    this.guard();
+    if (this.data.has(this.k.draining(name))) this.commit([{ key: this.k.draining(name), value: null }]);
   }
 
   async readSpec(): Promise<Versioned<SpecValue> | null> {

@@ -96,6 +96,17 @@ export interface SwitchoverValue {
   requestedAtMs: number;
 }
 
+/**
+ * `draining/<name>`: a replica the controller is about to remove. Routers
+ * send it no new reads; the reads already on it go on until it is removed.
+ */
+export interface DrainingValue {
+  v: 1;
+  name: string;
+  sinceMs: number;
+  reason: string;
+}
+
 export interface HistoryEntry {
   /** the timeline the new leader started */
   timeline: number;
@@ -188,6 +199,8 @@ export interface ClusterView {
   sync: Versioned<SyncValue> | null;
   switchover: Versioned<SwitchoverValue> | null;
   history: Versioned<HistoryValue> | null;
+  /** replicas being drained before their removal, by name */
+  draining: DrainingValue[];
 }
 
 /**
@@ -246,6 +259,11 @@ export interface Dcs {
   requestSwitchover(value: SwitchoverValue): Promise<boolean>;
   /** Deletes `switchover` (only at that revision when given). */
   clearSwitchover(expectModRevision?: string): Promise<void>;
+
+  /** Writes `draining/<name>` (no compare: the controller alone writes it). */
+  putDraining(value: DrainingValue): Promise<void>;
+  /** Deletes `draining/<name>`; absent is fine. */
+  deleteDraining(name: string): Promise<void>;
 
   /** `spec` with its revision; null when absent or invalid. */
   readSpec(): Promise<Versioned<SpecValue> | null>;

@@ -5,6 +5,7 @@
 import type { DynamicConfig } from '../config/schema.js';
 import {
   decodeConfig,
+  decodeDraining,
   decodeHistory,
   decodeInitialize,
   decodeLeader,
@@ -40,6 +41,7 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
     sync: null,
     switchover: null,
     history: null,
+    draining: [],
   };
 
   function versioned<T>(kv: RawKv, decoded: Decoded<T>): Versioned<T> | null {
@@ -79,6 +81,16 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
         continue;
     }
     if (kv.key.startsWith(k.eventsPrefix)) continue;
+    if (kv.key.startsWith(k.drainingPrefix)) {
+      const draining = versioned(kv, decodeDraining(kv.value));
+      if (draining === null) continue;
+      if (draining.value.name !== kv.key.slice(k.drainingPrefix.length)) {
+        onInvalid(kv.key, kv.modRevision, `names member "${draining.value.name}" under another name`);
+        continue;
+      }
+      view.draining.push(draining.value);
+      continue;
+    }
     if (kv.key.startsWith(k.membersPrefix)) {
       const member = versioned(kv, decodeMember(kv.value));
       if (!member) continue;
@@ -94,6 +106,7 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
     onInvalid(kv.key, kv.modRevision, 'unknown key');
   }
   view.members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  view.draining.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return view;
 }
 

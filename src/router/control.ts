@@ -160,6 +160,7 @@ export class RouterControl {
             rw: routes.rw?.name ?? null,
             holdRw: routes.holdRw,
             ro: routes.ro.map((b) => b.name),
+            roDraining: routes.roDraining.map((b) => b.name),
             revision: context.revision,
             appliedInMs: this.clock.now() - decidedAtMs,
           },

@@ -18,6 +18,8 @@ export interface Routes {
   rw: Backend | null;
   /** replicas to balance reads over (or the leader as a fallback); empty: new ro connections wait */
   ro: Backend[];
+  /** replicas about to be removed: no new reads, the open ro connections go on */
+  roDraining: Backend[];
   /** new rw connections wait even though rw is set (a switchover is pending); existing ones drain */
   holdRw: boolean;
   /** one sentence for the log */
@@ -42,7 +44,7 @@ export const defaultRouteOptions: RouteOptions = {
   switchoverHoldMs: 30_000,
 };
 
-export const noRoutes: Routes = { rw: null, ro: [], holdRw: true, reason: 'no view of the cluster yet' };
+export const noRoutes: Routes = { rw: null, ro: [], roDraining: [], holdRw: true, reason: 'no view of the cluster yet' };
 
 const backendOf = (m: MemberValue): Backend => ({ name: m.name, host: m.pgHost, port: m.pgPort });
 
@@ -70,11 +72,14 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
 
   const referenceLsn = leader?.walLsn ?? view.status?.value.walLsn ?? null;
   const ro: Backend[] = [];
+  const roDraining: Backend[] = [];
   const excluded: string[] = [];
+  const draining = new Set(view.draining.map((d) => d.name));
   for (const m of view.members) {
     if (m.name === leaderName) continue;
     const why = replicaProblem(m, referenceLsn, nowMs, options);
-    if (why === null) ro.push(backendOf(m));
+    if (why === null && draining.has(m.name)) roDraining.push(backendOf(m));
+    else if (why === null) ro.push(backendOf(m));
     else excluded.push(`${m.name} ${why}`);
   }
   if (ro.length === 0 && options.roFallbackToLeader && rw !== null) {
@@ -85,9 +90,10 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
   } else {
     notes.push(`ro -> ${ro.map((b) => b.name).join(', ')}`);
   }
+  if (roDraining.length > 0) notes.push(`draining (no new reads): ${roDraining.map((b) => b.name).join(', ')}`);
   if (excluded.length > 0) notes.push(`not serving reads: ${excluded.join('; ')}`);
 
-  return { rw, ro, holdRw: rw === null || switchoverPending, reason: notes.join('; ') };
+  return { rw, ro, roDraining, holdRw: rw === null || switchoverPending, reason: notes.join('; ') };
 }
 
 /** Why a member may not serve reads, or null when it may. */
@@ -106,18 +112,20 @@ function replicaProblem(m: MemberValue, referenceLsn: number | null, nowMs: numb
 
 /** What the router serves when it cannot trust its view of etcd: no writes; reads go on from the last view. */
 export function failClosed(last: Routes, why: string): Routes {
-  return { rw: null, ro: last.ro, holdRw: true, reason: `${why}: failing closed, holding new rw connections` };
+  return { rw: null, ro: last.ro, roDraining: last.roDraining, holdRw: true, reason: `${why}: failing closed, holding new rw connections` };
 }
 
 export const sameBackend = (a: Backend | null, b: Backend | null): boolean =>
   a === b || (a !== null && b !== null && a.name === b.name && a.host === b.host && a.port === b.port);
+
+const sameBackends = (a: Backend[], b: Backend[]): boolean => a.length === b.length && a.every((backend, i) => sameBackend(backend, b[i] ?? null));
 
 /** Whether two route sets send connections to the same places (reasons aside). */
 export function sameRoutes(a: Routes, b: Routes): boolean {
   return (
     a.holdRw === b.holdRw &&
     sameBackend(a.rw, b.rw) &&
-    a.ro.length === b.ro.length &&
-    a.ro.every((backend, i) => sameBackend(backend, b.ro[i] ?? null))
+    sameBackends(a.ro, b.ro) &&
+    sameBackends(a.roDraining, b.roDraining)
   );
 }

@@ -52,6 +52,7 @@ describe('controller', () => {
       clock: systemClock,
       logger: silentLogger(),
       tickMs: 250,
+      drainMs: 3000,
     });
     controllers.push(c);
     await c.start();
@@ -154,8 +155,13 @@ describe('controller', () => {
     const leader = (await cluster.leader()).name;
     const down = keel(['scale', '--dir', dir(), '--replicas', '1']);
     expect(down.status, down.stderr).toBe(0);
+    // live replicas are drained (routers send them no new reads) before they go
+    const drainingView = await cluster.waitFor('replicas draining', (v) => v.draining.length === 2, 30_000);
+    expect(drainingView.draining.map((d) => d.name)).not.toContain(leader);
     const view = await cluster.waitFor('1 replica', (v) => shapeIs(v, 1), 60_000);
     expect(view.leader?.value.name).toBe(leader);
+    expect((await cluster.waitFor('drains ended', (v) => v.draining.length === 0, 10_000)).draining).toEqual([]);
+    expect((await events()).map((e) => e.kind)).toEqual(expect.arrayContaining(['drain', 'destroy']));
     expect((await cluster.local.provider.list()).length).toBe(2);
   });
 

@@ -11,6 +11,8 @@ interface Row {
   nodes: NodeDesc[];
   spec?: Parameters<typeof spec>[0];
   downSince?: Record<string, number>;
+  /** draining keys, each written ageMs before NOW */
+  draining?: { name: string; ageMs: number }[];
   expect: string[];
   reason?: RegExp;
 }
@@ -34,14 +36,49 @@ const rows: Row[] = [
     name: 'shrinks: most crowded zone, then newest first, never the leader',
     nodes: [...three, { name: 'node4', zone: 'a' }, { name: 'node5', zone: 'b' }],
     spec: { nodes: 2 },
-    expect: ['destroy node5', 'destroy node4', 'destroy node3'].slice(0, 3),
-    reason: /removing replica node5/,
+    // live replicas are drained first (no new reads), removed once drained
+    expect: ['drain node5', 'drain node4', 'drain node3'],
+    reason: /draining replica node5 before removing it/,
   },
   {
     name: 'shrinks the most lagging replica first',
     nodes: [{ name: 'node1', zone: 'a', leader: true }, { name: 'node2', zone: 'b', lagBytes: 64 * 1024 * 1024 }, { name: 'node3', zone: 'c' }],
     spec: { nodes: 2 },
-    expect: ['destroy node2'],
+    expect: ['drain node2'],
+  },
+  {
+    name: 'a draining replica keeps its open reads until drainMs has passed',
+    nodes: [...three, { name: 'node4', zone: 'a' }],
+    draining: [{ name: 'node4', ageMs: 10_000 }],
+    expect: [],
+    reason: /draining node4 \(10 of 30 s\) before removing it/,
+  },
+  {
+    name: 'a drained replica is removed',
+    nodes: [...three, { name: 'node4', zone: 'a' }],
+    draining: [{ name: 'node4', ageMs: 31_000 }],
+    expect: ['destroy node4'],
+    reason: /removing replica node4 after draining it/,
+  },
+  {
+    name: 'the replica already draining is the one removed, not the newest of its zone',
+    nodes: [...three, { name: 'node4', zone: 'b' }],
+    draining: [{ name: 'node2', ageMs: 5_000 }],
+    expect: [],
+    reason: /draining node2 \(5 of 30 s\)/,
+  },
+  {
+    name: 'a drain no longer wanted ends (the spec grew back; the node went)',
+    nodes: three,
+    draining: [{ name: 'node3', ageMs: 5_000 }, { name: 'node9', ageMs: 5_000 }],
+    expect: ['undrain node3', 'undrain node9'],
+    reason: /ending the drain of node3: no longer to be removed; ending the drain of node9: no such node/,
+  },
+  {
+    name: 'a surplus replica that is down is removed without a drain',
+    nodes: [...three, { name: 'node4', zone: 'a', stopped: true }],
+    downSince: { node4: NOW - 1000 },
+    expect: ['destroy node4'],
   },
   {
     name: 'never below the declared streaming replicas: a cloning node is left to finish',
@@ -97,7 +134,7 @@ const rows: Row[] = [
     name: 'vertical scaling: once the successor streams, the old replica goes',
     nodes: [...three, { name: 'node4', zone: 'b', instanceClass: 'l' }],
     spec: { instanceClass: 'l' },
-    expect: ['destroy node2'],
+    expect: ['drain node2'],
   },
   {
     name: 'vertical scaling: replicas done, the leader gets a successor, then hands over',
@@ -128,14 +165,15 @@ const rows: Row[] = [
     nodes: [...three, { name: 'node4', zone: 'b' }, { name: 'node5', zone: 'a' }],
     spec: { nodes: 2, scaling: { added: ['node4', 'node5'], lastScaleOutAtMs: null, lastScaleInAtMs: null } },
     // zones a and b hold two each; node1 in a leads, so node2 in b goes
-    expect: ['destroy node2'],
+    expect: ['drain node2'],
   },
 ];
 
 describe('plan', () => {
   for (const row of rows) {
     it(row.name, () => {
-      const { view, inventory } = world(row.nodes);
+      const draining = (row.draining ?? []).map((d) => ({ v: 1 as const, name: d.name, sinceMs: NOW - d.ageMs, reason: 'test' }));
+      const { view, inventory } = world(row.nodes, { draining });
       const out = plan(spec(row.spec), view, inventory, NOW, seenLongAgo(names(row.nodes), row.downSince));
       expect(short(out.actions)).toEqual(row.expect);
       if (row.reason) expect(out.reason).toMatch(row.reason);

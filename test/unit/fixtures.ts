@@ -49,6 +49,7 @@ export function cluster(over: Partial<ClusterView> = {}): ClusterView {
     sync: null,
     switchover: null,
     history: null,
+    draining: [],
     ...over,
   };
 }

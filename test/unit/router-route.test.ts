@@ -125,6 +125,19 @@ describe('computeRoutes', () => {
     });
   }
 
+  it('a draining replica gets no new reads but keeps its open ones; the last one falls back to the leader', () => {
+    const draining = (name: string) => ({ v: 1 as const, name, sinceMs: NOW - 1000, reason: 'scale-in' });
+    const one = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy(), draining: [draining('node3')] }), NOW, defaultRouteOptions);
+    expect(one.ro.map((b) => b.name)).toEqual(['node2']);
+    expect(one.roDraining.map((b) => b.name)).toEqual(['node3']);
+    expect(one.reason).toMatch(/draining \(no new reads\): node3/);
+    const both = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy(), draining: [draining('node2'), draining('node3')] }), NOW, defaultRouteOptions);
+    expect(both.ro.map((b) => b.name)).toEqual(['node1']);
+    expect(both.roDraining.map((b) => b.name)).toEqual(['node2', 'node3']);
+    const healthyRoutes = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy() }), NOW, defaultRouteOptions);
+    expect(sameRoutes(healthyRoutes, one)).toBe(false);
+  });
+
   it('backends carry the member address', () => {
     const routes = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy() }), NOW, defaultRouteOptions);
     expect(routes.rw).toEqual({ name: 'node1', host: '127.0.0.1', port: 5501 });

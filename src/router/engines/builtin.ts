@@ -108,7 +108,8 @@ export class BuiltinEngine implements RouterEngine {
     // Connections to a former leader must not write one more byte there.
     const rwKey = routes.rw === null ? null : keyOf(routes.rw);
     this.cut(this.rw, (backend) => backend !== rwKey);
-    const roKeys = new Set(routes.ro.map(keyOf));
+    // a draining replica gets no new connections, but keeps the ones it has until it goes
+    const roKeys = new Set([...routes.ro, ...routes.roDraining].map(keyOf));
     this.cut(this.ro, (backend) => !roKeys.has(backend));
     this.release(this.rw);
     this.release(this.ro);

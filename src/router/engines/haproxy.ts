@@ -190,7 +190,11 @@ export class HaproxyEngine implements RouterEngine {
 
   async apply(routes: Routes): Promise<void> {
     const rwWanted: Wanted[] = routes.rw === null ? [] : [{ backend: routes.rw, state: routes.holdRw ? 'drain' : 'ready' }];
-    const roWanted: Wanted[] = routes.ro.map((backend) => ({ backend, state: 'ready' }));
+    const roWanted: Wanted[] = [
+      ...routes.ro.map((backend): Wanted => ({ backend, state: 'ready' })),
+      // a draining replica keeps its connections; HAProxy sends it no new ones
+      ...routes.roDraining.map((backend): Wanted => ({ backend, state: 'drain' })),
+    ];
     const plans = { rw: planSlots(this.tables.rw, rwWanted), ro: planSlots(this.tables.ro, roWanted) };
     for (const kind of ['rw', 'ro'] as const) {
       if (plans[kind].unplaced.length > 0) this.logger.warn({ endpoint: kind, members: plans[kind].unplaced }, `${kind}: members left out of HAProxy`);
