@@ -14,6 +14,8 @@ export interface MemberRow {
   timeline: number | null;
   lagBytes: number | null;
   sync: boolean;
+  /** the controller is draining it before removing it: no new reads */
+  draining: boolean;
   leader: boolean;
   reason: string;
   zone: string;
@@ -29,6 +31,7 @@ export function memberRows(view: ClusterView): MemberRow[] {
   const leader = view.members.find((m) => m.name === leaderName);
   const leaderLsn = leader?.walLsn ?? view.status?.value.walLsn ?? null;
   const syncSet = new Set(view.sync?.value.members ?? []);
+  const draining = new Set(view.draining.map((d) => d.name));
   return [...view.members]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((m: MemberValue) => ({
@@ -39,6 +42,7 @@ export function memberRows(view: ClusterView): MemberRow[] {
       timeline: m.timeline,
       lagBytes: m.role === 'replica' && leaderLsn !== null ? Math.max(0, leaderLsn - memberLsn(m)) : m.name === leaderName ? 0 : null,
       sync: syncSet.has(m.name),
+      draining: draining.has(m.name),
       leader: m.name === leaderName,
       reason: m.reason,
       zone: m.zone,
@@ -83,7 +87,7 @@ export function registerStatus(program: Command): void {
         process.stdout.write(
           table(
             ['member', 'address', 'role', 'state', 'tl', 'lag bytes', 'sync', 'reason'],
-            rows.map((r) => [r.name, r.address, r.role, r.state, String(r.timeline ?? ''), r.lagBytes === null ? '' : String(r.lagBytes), r.sync ? 'yes' : '', r.reason]),
+            rows.map((r) => [r.name, r.address, r.role, r.state, String(r.timeline ?? ''), r.lagBytes === null ? '' : String(r.lagBytes), r.sync ? 'yes' : '', r.draining ? `draining; ${r.reason}` : r.reason]),
           ),
         );
       }
