@@ -10,7 +10,6 @@ import {
   type Etcd3,
   type ICompare,
   type IKeyValue,
-  type ILeaseKeepAliveResponse,
   type IRequestOp,
   type ITxnResponse,
   type Watcher,
@@ -34,6 +33,7 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import { createEtcdClient } from './etcd-client.js';
+import { keepAliveOnce, MemberRotation } from './etcd-members.js';
 import type {
   ClusterView,
   ControllerValue,
@@ -94,14 +94,10 @@ export class EtcdDcs implements Dcs {
   private readonly invalid: InvalidValueReporter;
   private readonly stops = new Set<() => Promise<void>>();
   private eventsSinceTrim = 0;
-  private readonly endpoints: string[];
-  /** single-member clients for lease keep-alives, made on first use (see keepAlive) */
-  private keepAliveClients: Etcd3[] | null = null;
-  /** the member that answered the last keep-alive: tried first next time */
-  private keepAliveFrom = 0;
+  /** member by member, for the calls a silent member must not stall */
+  private readonly members: MemberRotation;
 
   constructor(options: EtcdDcsOptions) {
-    this.endpoints = options.endpoints;
     this.cluster = options.cluster;
     this.k = keys(options.cluster);
     this.timeoutMs = options.requestTimeoutMs;
@@ -109,6 +105,9 @@ export class EtcdDcs implements Dcs {
     this.log = options.logger;
     this.invalid = new InvalidValueReporter((fields, message) => this.log.warn(fields, message));
     this.client = createEtcdClient(options.endpoints, options.requestTimeoutMs);
+    this.members = new MemberRotation(options.endpoints, options.requestTimeoutMs, this.log, (what, run, timeoutMs, where) =>
+      this.call(what, run, timeoutMs, where),
+    );
   }
 
   /** Runs one request against etcd, bounded in time; errors become KeelErrors. */
@@ -152,16 +151,17 @@ export class EtcdDcs implements Dcs {
 
   async readCluster(): Promise<ClusterView> {
     // Two ranges in one transaction: one revision, without the (large, noisy) events.
-    const res = await this.call('read of the cluster', () =>
-      this.client.kv.txn({
+    const read = (client: Etcd3) =>
+      client.kv.txn({
         compare: [],
         success: [
           { request_range: { key: buf(this.k.prefix), range_end: buf(this.k.eventsPrefix) } },
           { request_range: { key: buf(this.k.eventsEnd), range_end: buf(this.k.prefixEnd) } },
         ],
         failure: [],
-      }),
-    );
+      });
+    const what = 'read of the cluster';
+    const res = this.members.size < 2 ? await this.call(what, () => read(this.client)) : await this.members.run(what, read);
     const kvs = res.responses.flatMap((r) => r.response_range?.kvs ?? []).map(toRaw);
     return buildClusterView(this.cluster, String(res.header.revision), kvs, this.invalid.report);
   }
@@ -239,36 +239,10 @@ export class EtcdDcs implements Dcs {
     return String(res.ID);
   }
 
-  /**
-   * Renews a lease through one member at a time, starting with the member
-   * that answered last. A member cut off from its peers (or from this host)
-   * never answers; through the shared client, with its random choice of
-   * member per call, renewals would keep landing on it until its breaker
-   * opened, long enough to cost a healthy leader its lease while etcd still
-   * has quorum. Here a silent member costs one short attempt, then the next
-   * member is asked at once.
-   */
-  async keepAlive(leaseId: string): Promise<boolean> {
-    if (this.endpoints.length < 2) {
-      return this.call('lease keep-alive', (signal) => keepAliveOnce(this.client, leaseId, signal));
-    }
-    this.keepAliveClients ??= this.endpoints.map((endpoint) => createEtcdClient([endpoint], this.timeoutMs));
-    const attemptMs = Math.max(250, Math.floor(this.timeoutMs / 2));
-    let lastError: unknown = null;
-    for (let i = 0; i < this.endpoints.length; i++) {
-      const index = (this.keepAliveFrom + i) % this.endpoints.length;
-      const client = this.keepAliveClients[index]!;
-      const where = redactSecrets(this.endpoints[index]!);
-      try {
-        const alive = await this.call('lease keep-alive', (signal) => keepAliveOnce(client, leaseId, signal), attemptMs, where);
-        this.keepAliveFrom = index;
-        return alive;
-      } catch (err) {
-        lastError = err;
-        this.log.debug({ err: describeError(err), endpoint: where }, 'keep-alive attempt failed; asking the next member');
-      }
-    }
-    throw lastError;
+  /** One keep-alive; with several members, member by member (see MemberRotation). */
+  keepAlive(leaseId: string): Promise<boolean> {
+    if (this.members.size < 2) return this.call('lease keep-alive', (signal) => keepAliveOnce(this.client, leaseId, signal));
+    return this.members.run('lease keep-alive', (client, signal) => keepAliveOnce(client, leaseId, signal));
   }
 
   async revokeLease(leaseId: string): Promise<void> {
@@ -482,24 +456,6 @@ export class EtcdDcs implements Dcs {
   async close(): Promise<void> {
     await Promise.all([...this.stops].map((stop) => stop()));
     this.client.close();
-    for (const client of this.keepAliveClients ?? []) client.close();
-  }
-}
-
-/** One keep-alive on a fresh stream: true while etcd still knows the lease. */
-async function keepAliveOnce(client: Etcd3, leaseId: string, signal: AbortSignal): Promise<boolean> {
-  const stream = await client.leaseClient.leaseKeepAlive();
-  try {
-    const res = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
-      stream.on('data', resolve);
-      stream.on('error', reject);
-      stream.on('end', () => reject(new Error('keep-alive stream ended before an answer')));
-      signal.addEventListener('abort', () => stream.cancel(), { once: true });
-      stream.write({ ID: leaseId });
-    });
-    // etcd answers TTL 0 for a lease it does not know (expired or revoked)
-    return Number(res.TTL) > 0;
-  } finally {
-    stream.end();
+    this.members.close();
   }
 }

@@ -4,7 +4,7 @@
  * over one local superuser connection.
  */
 import { existsSync } from 'node:fs';
-import { lstat, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
@@ -23,12 +23,10 @@ import {
   type NodeLayout,
 } from './conf.js';
 import { parseControlData } from './controldata.js';
+import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster } from './datadir.js';
 import { instanceClassParameters } from './instance-class.js';
 import {
-  checkReachable,
   ensureOwnedDir,
-  isPostmasterAlive,
-  isZombie,
   lastLines,
   Programs,
   resolveRunAs,
@@ -40,6 +38,8 @@ import {
   checkpointIfTimelineLags,
   ensureClusterObjects,
   LocalSession,
+  busyClientsQuery,
+  physicalSlotsQuery,
   runtimeStateQuery,
   toRuntimeState,
   Unreachable,
@@ -94,16 +94,8 @@ export class LocalPostgres implements Postgres {
 
   // ---- observing -----------------------------------------------------------
 
-  async dataDirState(): Promise<DataDirState> {
-    try {
-      if ((await readdir(this.dataDir)).length === 0) return 'empty';
-      return existsSync(join(this.dataDir, 'global', 'pg_control')) ? 'present' : 'incomplete';
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return 'missing';
-      if (code === 'ENOTDIR') return 'present';
-      throw err;
-    }
+  dataDirState(): Promise<DataDirState> {
+    return dataDirState(this.dataDir);
   }
 
   async controlData(): Promise<ControlData | null> {
@@ -113,15 +105,8 @@ export class LocalPostgres implements Postgres {
     return { ...parseControlData(output), backupLabel: existsSync(join(this.dataDir, 'backup_label')) };
   }
 
-  async postmasterPid(): Promise<number | null> {
-    let text: string;
-    try {
-      text = await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8');
-    } catch {
-      return null;
-    }
-    const pid = Number(text.split('\n')[0]);
-    return Number.isInteger(pid) && pid > 0 && isPostmasterAlive(pid) ? pid : null;
+  postmasterPid(): Promise<number | null> {
+    return livePostmasterPid(this.dataDir);
   }
 
   async runtimeState(): Promise<RuntimeState | null> {
@@ -234,7 +219,7 @@ export class LocalPostgres implements Postgres {
       await this.stop('fast');
     }
     await this.writeRoleFiles(options);
-    await this.removeLocksOfReapablePostmaster();
+    await removeLocksOfZombiePostmaster(this.dataDir, `${socketPath(this.layout.socketDir, this.config.postgres.port)}.lock`, this.logger);
     this.logger.info({ replica: options.replica, upstream: options.upstream?.name ?? null }, 'pg_ctl start');
     // Detached: the postmaster must outlive the agent and not see the terminal's Ctrl-C.
     const result = await this.programs.run(
@@ -249,26 +234,6 @@ export class LocalPostgres implements Postgres {
     }
     // A standby that cannot become consistent (upstream unreachable) is still alive; the loop watches it.
     this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
-  }
-
-  /**
-   * A killed postmaster stays a zombie until its parent (often PID 1, after
-   * the agent that started it restarted) reaps it, and PostgreSQL takes a
-   * zombie's PID in postmaster.pid for a live postmaster: it refuses to start
-   * for as long as the zombie lasts (seconds under some inits, for ever under
-   * one that never reaps). A zombie runs nothing, so its lock files are stale;
-   * PostgreSQL's own check that no old backend still uses the shared memory
-   * segment stays in force.
-   */
-  private async removeLocksOfReapablePostmaster(): Promise<void> {
-    const lockPath = join(this.dataDir, 'postmaster.pid');
-    const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).split('\n')[0]);
-    if (!Number.isInteger(pid) || pid <= 0 || !isZombie(pid)) return;
-    const socketLock = `${socketPath(this.layout.socketDir, this.config.postgres.port)}.lock`;
-    const socketPid = Number((await readFile(socketLock, 'utf8').catch(() => '')).split('\n')[0]);
-    this.logger.warn({ pid }, 'the last postmaster is a zombie: removing its stale lock files');
-    await rm(lockPath, { force: true });
-    if (socketPid === pid) await rm(socketLock, { force: true });
   }
 
   async stop(mode: StopMode): Promise<void> {
@@ -302,13 +267,7 @@ export class LocalPostgres implements Postgres {
   }
 
   async newestTimeline(): Promise<number> {
-    const fromControl = (await this.controlData())?.timeline ?? 1;
-    const files = await readdir(join(this.dataDir, 'pg_wal')).catch(() => [] as string[]);
-    const fromHistory = files
-      .map((name) => /^([0-9A-F]{8})\.history$/.exec(name)?.[1])
-      .filter((hex): hex is string => hex !== undefined)
-      .map((hex) => parseInt(hex, 16));
-    return Math.max(fromControl, ...fromHistory);
+    return Math.max((await this.controlData())?.timeline ?? 1, await newestHistoryTimeline(this.dataDir));
   }
 
   async follow(options: StartOptions): Promise<void> {
@@ -341,20 +300,12 @@ export class LocalPostgres implements Postgres {
   }
 
   async busyClientCount(): Promise<number> {
-    const [row] = await this.sql<{ n: number }>(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'",
-      [],
-      'counting busy client sessions',
-    );
+    const [row] = await this.sql<{ n: number }>(busyClientsQuery, [], 'counting busy client sessions');
     return row?.n ?? 0;
   }
 
   async syncSlots(wanted: string[]): Promise<void> {
-    const existing = await this.sql<{ name: string; active: boolean }>(
-      "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'",
-      [],
-      'listing replication slots',
-    );
+    const existing = await this.sql<{ name: string; active: boolean }>(physicalSlotsQuery, [], 'listing replication slots');
     const names = new Set(existing.map((slot) => slot.name));
     for (const name of wanted) {
       if (names.has(name)) continue;
@@ -443,24 +394,9 @@ export class LocalPostgres implements Postgres {
     }
   }
 
-  /** Node directory (and socket directory) owned by, and reachable for, the run-as user. */
   private async prepareDirs(): Promise<void> {
     if (this.dirsReady) return;
-    const { nodeDir, socketDir, socketDirIsFallback } = this.layout;
-    await ensureOwnedDir(nodeDir, 0o700, this.runAs);
-    await checkReachable(nodeDir, this.runAs);
-    if (socketDir !== nodeDir) {
-      if (!existsSync(socketDir)) {
-        await ensureOwnedDir(socketDir, 0o700, this.runAs);
-      } else if (socketDirIsFallback) {
-        // A predictable name under /tmp: only trust it if it is ours.
-        const info = await lstat(socketDir);
-        if (!info.isDirectory() || info.uid !== (this.runAs?.uid ?? process.getuid?.())) {
-          throw new KeelError('KEEL_DIR_UNUSABLE', `${socketDir} (short socket directory) belongs to someone else`);
-        }
-      }
-      await checkReachable(socketDir, this.runAs);
-    }
+    await prepareNodeDirs(this.layout, this.runAs);
     this.dirsReady = true;
   }
 

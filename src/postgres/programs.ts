@@ -177,33 +177,6 @@ export async function checkReachable(dir: string, runAs: RunAs | null): Promise<
   }
 }
 
-/** A process that exited but was not reaped yet: it runs nothing, yet kill(pid, 0) still succeeds. */
-export function isZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** alive, and really a postgres process: a stale postmaster.pid may name a recycled PID or a zombie */
-export function isPostmasterAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && (command.startsWith('postgres') || command.startsWith('postmaster'));
-  } catch {
-    return true; // no /proc: trust kill(0)
-  }
-}
-
 /** The last lines of a log file, read from its end so a large log costs nothing. */
 export async function tailOfFile(path: string, lineCount = 10): Promise<string> {
   try {

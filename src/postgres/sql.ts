@@ -162,6 +162,12 @@ export class LocalSession {
   }
 }
 
+/** Client sessions in a statement or transaction, this one aside. */
+export const busyClientsQuery =
+  "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'";
+
+export const physicalSlotsQuery = "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'";
+
 export const runtimeStateQuery = `
 SELECT
   r.in_recovery,

@@ -272,11 +272,35 @@ describe('EtcdDcs against a real 3-member etcd', () => {
     if (clusterDir) await rm(clusterDir, { recursive: true, force: true });
   });
 
+  const followerIndex = async (): Promise<number> => {
+    const status = await Promise.all(
+      members.map((m) => fetch(`${m.endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}' }).then((r) => r.json() as Promise<{ leader: string; header: { member_id: string } }>)),
+    );
+    return status.findIndex((s) => s.leader !== s.header.member_id);
+  };
+
+  it('reads the cluster through the other members while one member is frozen', async () => {
+    // a follower: while the Raft leader is frozen, nobody answers until a new one is elected
+    const frozen = members[await followerIndex()]!;
+    // listed first: the first read after the freeze goes to it
+    const endpoints = [frozen.endpoint, ...members.filter((m) => m !== frozen).map((m) => m.endpoint)];
+    const dcs = new EtcdDcs({ endpoints, cluster: 'reads', requestTimeoutMs: 2000, logger: silentLogger() });
+    opened.push(dcs);
+    await dcs.readCluster();
+    process.kill(frozen.pid, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      for (let i = 0; i < 10; i++) await expect(dcs.readCluster()).resolves.toMatchObject({ members: [] });
+      // one short attempt on the frozen member, then the member that answered is asked first
+      expect(Date.now() - started).toBeLessThan(4000);
+    } finally {
+      process.kill(frozen.pid, 'SIGCONT');
+    }
+  }, 60_000);
+
   it('keeps a lease alive through the other members while one member is frozen', async () => {
     // a follower, listed first: without rotation every renewal could land on it
-    const status = await Promise.all(members.map((m) => fetch(`${m.endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}' }).then((r) => r.json() as Promise<{ leader: string; header: { member_id: string } }>)));
-    const frozenIndex = status.findIndex((s) => s.leader !== s.header.member_id);
-    const frozen = members[frozenIndex]!;
+    const frozen = members[await followerIndex()]!;
     const endpoints = [frozen.endpoint, ...members.filter((m) => m !== frozen).map((m) => m.endpoint)];
     const dcs = new EtcdDcs({ endpoints, cluster: 'rotation', requestTimeoutMs: 2000, logger: silentLogger() });
     opened.push(dcs);

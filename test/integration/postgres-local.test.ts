@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
-import { isZombie } from '../../src/postgres/programs.js';
+import { isZombie } from '../../src/postgres/datadir.js';
 import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
 import { silentLogger } from '../../src/util/log.js';
 
