@@ -39,6 +39,7 @@ export class Agent {
   private lastPublish: { essentialJson: string; atMs: number; leaseId: string | null } = { essentialJson: '', atMs: 0, leaseId: null };
   private etcdDown = false;
   private notStreamingSinceMs: number | null = null;
+  private formerPrimary: Snapshot['pg']['formerPrimary'] = null;
   /** when each member's key was last seen, for member_slots_ttl */
   private readonly lastSeenMs = new Map<string, number>();
   readonly lease: LeaseKeeper;
@@ -210,6 +211,8 @@ export class Agent {
     const stuck = runtime !== null && runtime.inRecovery && !runtime.streaming;
     this.notStreamingSinceMs = stuck ? (this.notStreamingSinceMs ?? this.clock.now()) : null;
     if (runtime !== null && !runtime.inRecovery) this.mayAcceptWrites = true;
+    if (runtime !== null && !runtime.inRecovery && runtime.walLsn !== null) this.formerPrimary = { timeline: runtime.timeline, walLsn: runtime.walLsn };
+    if (runtime?.streaming) this.formerPrimary = null;
     if (postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
     return {
       nowMs: this.clock.now(),
@@ -218,7 +221,7 @@ export class Agent {
       cluster,
       config: this.lastConfig,
       lease: { id: this.lease.id, lastRenewalMs: this.lease.lastRenewalMs },
-      pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs },
+      pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs, formerPrimary: this.formerPrimary },
       recentlyGone,
       lastJob: this.lastJob,
     };
@@ -311,6 +314,8 @@ export class Agent {
       }
       const lastKind = failed?.kind ?? decision.actions[decision.actions.length - 1]!.kind;
       this.lastJob = { kind: lastKind, ok: failed === null, error: failed?.error ?? null, finishedAtMs: this.clock.now() };
+      // rewound or replaced: the old primary's WAL is gone
+      if (failed === null && decision.actions.some((a) => a.kind === 'rewind' || a.kind === 'removeDataDir' || a.kind === 'clone')) this.formerPrimary = null;
       if (failed === null) {
         const from = this.state;
         this.setState(decision.to, decision.reason);

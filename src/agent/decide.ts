@@ -284,6 +284,12 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
   ) {
     return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
   }
+  // A demoted primary that wrote past the fork of the leader's timeline cannot follow it: no need to
+  // wait for streaming to fail.
+  const former = s.pg.formerPrimary;
+  if (!runtime.streaming && former !== null && replayedPastFork(former.timeline, former.walLsn, leaderMember.timeline, history)) {
+    return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
+  }
   // A diverged replica still streams its old timeline for an instant after each reconnect, which
   // restarts the count above; while streaming, its timeline is the received one and exact.
   if (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history)) {

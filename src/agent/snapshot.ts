@@ -21,6 +21,12 @@ export interface Snapshot {
     runtime: RuntimeState | null;
     /** since when a running replica has not been streaming (null: streaming, or not a running replica) */
     notStreamingSinceMs: number | null;
+    /**
+     * Where this node's last primary was seen writing (timeline, WAL position), until it
+     * streams again or its data is rewound or replaced: a position past the new leader's
+     * fork point proves divergence at once, without waiting for streaming to fail.
+     */
+    formerPrimary: { timeline: number; walLsn: number } | null;
   };
   /**
    * Members whose key went away less than a slot grace period ago (cut off,

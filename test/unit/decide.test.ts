@@ -277,6 +277,24 @@ const cases: Case[] = [
     to: 'replica', actions: [], reason: /following leader node1, streaming/,
   },
   {
+    name: 'demoted primary that wrote past the new timeline fork, now a replica that cannot stream: rewind at once',
+    snap: snapshot({
+      state: 'replica',
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 1_000, formerPrimary: { timeline: 1, walLsn: 900 } },
+    }),
+    to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /diverged .* rewinding/,
+  },
+  {
+    name: 'former primary that stopped at the switch point (switchover): follow, no rewind',
+    snap: snapshot({
+      state: 'replica',
+      cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
+      pg: { runtime: replicaRuntime({ streaming: false, replayedLsn: 500, receivedLsn: 500 }), notStreamingSinceMs: NOW - 1_000, formerPrimary: { timeline: 1, walLsn: 500 } },
+    }),
+    to: 'replica', actions: [], reason: /not streaming yet/,
+  },
+  {
     name: 'replica past the fork, not streaming only briefly: give it time',
     snap: snapshot({
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),

@@ -123,6 +123,7 @@ export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']
       postmasterPid: 42,
       runtime: replicaRuntime(),
       notStreamingSinceMs: null,
+      formerPrimary: null,
       ...pg,
     },
   };
