@@ -49,6 +49,8 @@ export class Controller {
   lastPlan: Plan | null = null;
   lastAutoscale: AutoscaleDecision | null = null;
   private lastView: ClusterView | null = null;
+  /** nodes being created or destroyed beside the loop */
+  private readonly inFlight = new Map<string, Promise<void>>();
   private memory: PlanMemory = emptyMemory();
   private leaseId: string | null = null;
   private lastRenewalMs = 0;
@@ -85,6 +87,7 @@ export class Controller {
     this.timers = [];
     if (this.stopWatch) await this.stopWatch().catch(() => undefined);
     while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+    await Promise.allSettled([...this.inFlight.values()]);
     if (this.active) await this.o.dcs.releaseController(this.o.name).catch(() => undefined);
     if (this.leaseId !== null) await this.o.dcs.revokeLease(this.leaseId).catch(() => undefined);
     this.active = false;
@@ -202,16 +205,44 @@ export class Controller {
 
     // each action says its own reason in its event
     if (p.actions.length === 0) this.tell('plan', 'plan', p.reason);
+    let ranHere = false;
     for (const action of p.actions) {
       if (!this.active || this.stopped) return;
+      if (action.kind === 'create' || action.kind === 'destroy') {
+        this.runBeside(action, spec);
+        continue;
+      }
+      ranHere = true;
       try {
         await this.act(action, spec);
       } catch (err) {
-        this.event('action-failed', `${action.kind} ${'node' in action ? action.node : action.to} failed: ${describeError(err)}`);
+        this.failed(action, err);
         return;
       }
     }
-    if (p.actions.length > 0) this.wake();
+    // a node being created or destroyed wakes the loop when it is done
+    if (ranHere) this.wake();
+  }
+
+  /**
+   * Creating or destroying a node can take minutes with a cloud provider: it
+   * runs beside the loop, so that fencing a dead leader never waits behind it.
+   * The plan asks for the same action until the provider shows it done; one
+   * per node runs at a time.
+   */
+  private runBeside(action: PlanAction & { node: string }, spec: SpecValue): void {
+    if (this.inFlight.has(action.node)) return;
+    const run = this.act(action, spec)
+      .catch((err: unknown) => this.failed(action, err))
+      .finally(() => {
+        this.inFlight.delete(action.node);
+        this.wake();
+      });
+    this.inFlight.set(action.node, run);
+  }
+
+  private failed(action: PlanAction, err: unknown): void {
+    this.event('action-failed', `${action.kind} ${'node' in action ? action.node : action.to} failed: ${describeError(err)}`);
   }
 
   private async inventory(view: ClusterView): Promise<NodeInfo[]> {

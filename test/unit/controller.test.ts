@@ -14,11 +14,14 @@ class FakeProvider implements Provider {
   nodes: NodeInfo[] = [];
   fenceResult: FenceResult = { confirmed: true, detail: 'gone' };
   readonly calls: string[] = [];
+  /** while set, create() waits for it (a slow cloud API) */
+  createGate: Promise<void> | null = null;
   async list(): Promise<NodeInfo[]> {
     return this.nodes.map((n) => ({ ...n }));
   }
   async create(_cluster: string, spec: NodeSpec): Promise<NodeInfo> {
     this.calls.push(`create ${spec.name}@${spec.zone}`);
+    if (this.createGate) await this.createGate;
     const node: NodeInfo = { name: spec.name, zone: spec.zone, state: 'running', agentPid: 1, pgAddress: '', apiAddress: '' };
     this.nodes.push(node);
     return node;
@@ -86,6 +89,32 @@ describe('controller loop', () => {
     expect(provider.calls).toContain('fence node1');
     expect((await dcs.readCluster()).leader).toBeNull();
     expect((await dcs.listEvents(20)).find((e) => e.kind === 'lease-ended')?.message).toMatch(/node1.*fence confirmed/);
+  });
+
+  it('a slow node creation does not hold up fencing a dead leader', async () => {
+    const now = { ms: 1_000_000 };
+    const { dcs, provider, make } = await world(now);
+    const c = make('a');
+    await c.tick();
+    await c.tick();
+    const stored = (await dcs.readSpec())!;
+    expect(await dcs.putSpec({ ...stored.value, nodes: 4 }, stored.modRevision)).toBe(true);
+    let release = (): void => undefined;
+    provider.createGate = new Promise<void>((resolve) => (release = resolve));
+    await c.tick();
+    expect(provider.calls).toEqual(['create node4@z1']);
+
+    provider.nodes[0]!.state = 'stopped';
+    await c.tick();
+    // the create still waits on the provider; the fence did not wait for it, and the create was not asked twice
+    expect(provider.calls).toEqual(['create node4@z1', 'fence node1']);
+    expect((await dcs.readCluster()).leader).toBeNull();
+
+    release();
+    await settle();
+    expect(provider.nodes.map((n) => n.name)).toContain('node4');
+    expect((await dcs.listEvents(50)).map((e) => e.kind)).toEqual(expect.arrayContaining(['create', 'lease-ended']));
+    await c.stop();
   });
 
   it('never ends a lease without confirmation', async () => {
