@@ -33,6 +33,7 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import { createEtcdClient } from './etcd-client.js';
+import { buf, createdNever, del, modifiedAt, put, toRaw, valueIs } from './etcd-ops.js';
 import { keepAliveOnce, MemberRotation } from './etcd-members.js';
 import type {
   ClusterView,
@@ -49,7 +50,7 @@ import type {
   SyncValue,
   Versioned,
 } from './types.js';
-import { buildClusterView, InvalidValueReporter, type RawKv } from './view.js';
+import { buildClusterView, InvalidValueReporter } from './view.js';
 
 export interface EtcdDcsOptions {
   endpoints: string[];
@@ -61,28 +62,6 @@ export interface EtcdDcsOptions {
 /** Trimming costs a count read, so it runs once every this many added events. */
 const trimEveryEvents = 50;
 const historyCasAttempts = 5;
-
-const buf = (text: string): Buffer => Buffer.from(text, 'utf8');
-
-const createdNever = (key: string): ICompare => ({ key: buf(key), target: 'Create', result: 'Equal', create_revision: 0 });
-const modifiedAt = (key: string, revision: string): ICompare => ({
-  key: buf(key),
-  target: 'Mod',
-  result: 'Equal',
-  mod_revision: revision,
-});
-const valueIs = (key: string, value: string): ICompare => ({ key: buf(key), target: 'Value', result: 'Equal', value: buf(value) });
-const put = (key: string, value: string, lease?: string): IRequestOp => ({
-  request_put: { key: buf(key), value: buf(value), ...(lease === undefined ? {} : { lease }) },
-});
-const del = (key: string): IRequestOp => ({ request_delete_range: { key: buf(key) } });
-
-const toRaw = (kv: IKeyValue): RawKv => ({
-  key: kv.key.toString('utf8'),
-  value: kv.value.toString('utf8'),
-  modRevision: String(kv.mod_revision),
-  lease: String(kv.lease ?? '0'),
-});
 
 export class EtcdDcs implements Dcs {
   readonly cluster: string;
