@@ -273,28 +273,22 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
     return { to: 'replica', reason: `starting as a replica of leader ${leaderName}`, actions: [startReplica(upstream)] };
   }
 
-  // PostgreSQL refuses to stream a history that diverged, so a replica that has failed to stream
-  // for a while is checked; while not streaming its timeline is its last restartpoint's.
   const stuckSince = s.pg.notStreamingSinceMs;
-  if (
-    !runtime.streaming &&
-    stuckSince !== null &&
-    s.nowMs - stuckSince >= streamFailureSeconds * 1000 &&
-    divergence(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history) === 'diverged'
-  ) {
-    return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
-  }
-  // A demoted primary that wrote past the fork of the leader's timeline cannot follow it: no need to
-  // wait for streaming to fail.
   const former = s.pg.formerPrimary;
-  if (!runtime.streaming && former !== null && replayedPastFork(former.timeline, former.walLsn, leaderMember.timeline, history)) {
-    return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
-  }
-  // A diverged replica still streams its old timeline for an instant after each reconnect, which
-  // restarts the count above; while streaming, its timeline is the received one and exact.
-  if (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history)) {
-    return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
-  }
+  const runningDiverged =
+    // PostgreSQL refuses to stream a history that diverged, so a replica that has failed to stream
+    // for a while is checked; while not streaming its timeline is its last restartpoint's.
+    (!runtime.streaming &&
+      stuckSince !== null &&
+      s.nowMs - stuckSince >= streamFailureSeconds * 1000 &&
+      divergence(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history) === 'diverged') ||
+    // A demoted primary that wrote past the fork of the leader's timeline cannot follow it: no need
+    // to wait for streaming to fail.
+    (!runtime.streaming && former !== null && replayedPastFork(former.timeline, former.walLsn, leaderMember.timeline, history)) ||
+    // A diverged replica still streams its old timeline for an instant after each reconnect, which
+    // restarts the count above; while streaming, its timeline is the received one and exact.
+    (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history));
+  if (runningDiverged) return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
   const target = conninfoTarget(runtime.primaryConninfo);
   const following = target !== null && target.host === upstream.host && target.port === upstream.port;
   if (!following || runtime.primarySlotName !== s.me.name) {

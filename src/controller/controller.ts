@@ -48,7 +48,6 @@ export class Controller {
   active = false;
   lastPlan: Plan | null = null;
   lastAutoscale: AutoscaleDecision | null = null;
-  private lastView: ClusterView | null = null;
   /** nodes being created or destroyed beside the loop */
   private readonly inFlight = new Map<string, Promise<void>>();
   private memory: PlanMemory = emptyMemory();
@@ -182,7 +181,6 @@ export class Controller {
     }
     const dcs = this.o.dcs;
     const [view, stored] = await Promise.all([dcs.readCluster(), dcs.readSpec()]);
-    this.lastView = view;
     const inventory = await this.inventory(view);
     if (stored === null) return this.writeFirstSpec(inventory);
     const spec = stored.value;
@@ -209,12 +207,12 @@ export class Controller {
     for (const action of p.actions) {
       if (!this.active || this.stopped) return;
       if (action.kind === 'create' || action.kind === 'destroy') {
-        this.runBeside(action, spec);
+        this.runBeside(action, spec, view);
         continue;
       }
       ranHere = true;
       try {
-        await this.act(action, spec);
+        await this.act(action, spec, view);
       } catch (err) {
         this.failed(action, err);
         return;
@@ -230,9 +228,9 @@ export class Controller {
    * The plan asks for the same action until the provider shows it done; one
    * per node runs at a time.
    */
-  private runBeside(action: PlanAction & { node: string }, spec: SpecValue): void {
+  private runBeside(action: PlanAction & { node: string }, spec: SpecValue, view: ClusterView): void {
     if (this.inFlight.has(action.node)) return;
-    const run = this.act(action, spec)
+    const run = this.act(action, spec, view)
       .catch((err: unknown) => this.failed(action, err))
       .finally(() => {
         this.inFlight.delete(action.node);
@@ -294,7 +292,7 @@ export class Controller {
     return false;
   }
 
-  private async act(action: PlanAction, spec: SpecValue): Promise<void> {
+  private async act(action: PlanAction, spec: SpecValue, view: ClusterView): Promise<void> {
     const provider = this.o.provider;
     if (provider === null) {
       this.tell(`dry:${action.kind}:${'node' in action ? action.node : action.to}`, 'dry-run', `would ${action.kind}: ${action.reason}`);
@@ -312,7 +310,7 @@ export class Controller {
       case 'destroy':
         await provider.destroy(action.node);
         this.event('destroy', action.reason);
-        if (this.lastView?.draining.some((d) => d.name === action.node)) await this.o.dcs.deleteDraining(action.node);
+        if (view.draining.some((d) => d.name === action.node)) await this.o.dcs.deleteDraining(action.node);
         return;
       case 'drain':
         await this.o.dcs.putDraining({ v: 1, name: action.node, sinceMs: this.o.clock.now(), reason: action.reason });

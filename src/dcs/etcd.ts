@@ -113,6 +113,12 @@ export class EtcdDcs implements Dcs {
     }
   }
 
+  /** An idempotent call that a silent member must not stall: member by member when there are several. */
+  private memberByMember<T>(what: string, request: (client: Etcd3, signal: AbortSignal) => Promise<T>): Promise<T> {
+    if (this.members.size < 2) return this.call(what, (signal) => request(this.client, signal));
+    return this.members.run(what, request);
+  }
+
   private translate(err: unknown, what: string): KeelError {
     if (err instanceof KeelError) return err;
     if (err instanceof EtcdLeaseInvalidError) {
@@ -140,7 +146,7 @@ export class EtcdDcs implements Dcs {
         failure: [],
       });
     const what = 'read of the cluster';
-    const res = this.members.size < 2 ? await this.call(what, () => read(this.client)) : await this.members.run(what, read);
+    const res = await this.memberByMember(what, read);
     const kvs = res.responses.flatMap((r) => r.response_range?.kvs ?? []).map(toRaw);
     return buildClusterView(this.cluster, String(res.header.revision), kvs, this.invalid.report);
   }
@@ -220,8 +226,7 @@ export class EtcdDcs implements Dcs {
 
   /** One keep-alive; with several members, member by member (see MemberRotation). */
   keepAlive(leaseId: string): Promise<boolean> {
-    if (this.members.size < 2) return this.call('lease keep-alive', (signal) => keepAliveOnce(this.client, leaseId, signal));
-    return this.members.run('lease keep-alive', (client, signal) => keepAliveOnce(client, leaseId, signal));
+    return this.memberByMember('lease keep-alive', (client, signal) => keepAliveOnce(client, leaseId, signal));
   }
 
   async revokeLease(leaseId: string): Promise<void> {
