@@ -14,6 +14,8 @@ const retryAfterFailureMs = 300;
 export class LeaseKeeper {
   id: string | null = null;
   lastRenewalMs: number | null = null;
+  /** listeners told after every grant, renewal and loss (the fencing guard is fed from here) */
+  private readonly listeners: (() => void)[] = [];
   private timer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private renewing = false;
@@ -29,6 +31,15 @@ export class LeaseKeeper {
     private readonly onLost: () => void,
   ) {}
 
+  /** Called after each grant, successful renewal and loss of the lease. */
+  onChange(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener();
+  }
+
   async grant(ttlSeconds: number): Promise<void> {
     const sentAtMs = this.clock.now();
     const id = await this.dcs.grantLease(ttlSeconds);
@@ -37,6 +48,7 @@ export class LeaseKeeper {
     this.stopTimer();
     this.timer = setInterval(() => void this.renew(), Math.max(200, (ttlSeconds * 1000) / 3));
     this.logger.info({ ttlSeconds }, 'lease granted');
+    this.changed();
   }
 
   private async renew(): Promise<void> {
@@ -50,11 +62,13 @@ export class LeaseKeeper {
       if (alive) {
         this.lastRenewalMs = sentAtMs;
         this.renewals += 1;
+        this.changed();
       } else {
         this.logger.warn('etcd says the lease is gone');
         this.id = null;
         this.stopTimer();
         this.onLost();
+        this.changed();
       }
     } catch (err) {
       this.renewalFailures += 1;
