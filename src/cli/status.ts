@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { memberLsn } from '../agent/snapshot.js';
+import { defaultDynamicConfig } from '../config/schema.js';
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
 import { connectionStrings } from '../providers/local-layout.js';
@@ -77,7 +78,7 @@ export function registerStatus(program: Command): void {
           cluster: target.cluster,
           leader,
           timeline: rows.find((r) => r.leader)?.timeline ?? null,
-          synchronousMode: view.config?.value.synchronous_mode ?? 'off',
+          synchronousMode: view.config?.value.synchronous_mode ?? defaultDynamicConfig.synchronous_mode,
           members: rows,
           connection: local ? { rw: local.rw, ro: local.ro, nodes: local.nodes, passfile: target.layout!.pgpassFile } : null,
         };

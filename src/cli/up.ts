@@ -19,6 +19,7 @@ interface UpOptions {
   portBase?: string;
   detach?: boolean;
   sync?: boolean;
+  async?: boolean;
   supervise?: boolean;
   timeout: string;
 }
@@ -32,12 +33,15 @@ function integerOption(value: string, flag: string, min: number, max: number): n
 }
 
 function clusterFileFrom(options: UpOptions, layout: LocalLayout): ClusterFile {
+  if (options.sync && options.async) {
+    throw new KeelError('KEEL_USAGE', '--sync and --async contradict each other', { hint: 'synchronous replication is the default; give --async alone to opt out' });
+  }
   const wanted: ClusterFile = {
     v: 1,
     cluster: 'keel',
     nodes: integerOption(options.nodes ?? '3', '--nodes', 1, maxLocalNodes),
     portBase: integerOption(options.portBase ?? '6400', '--port-base', 1024, 65436),
-    synchronousMode: options.sync ? 'on' : 'off',
+    synchronousMode: options.async ? 'off' : 'on',
   };
   if (!layout.exists()) return wanted;
   // The same directory is the same cluster: its ports and size stay as they were made.
@@ -177,7 +181,8 @@ export function registerUp(program: Command): void {
     .option('--dir <dir>', 'where the cluster keeps its data and logs', defaultDir)
     .option('--nodes <n>', 'number of PostgreSQL nodes (default 3)')
     .option('--port-base <p>', 'every port lies in [P, P+99] (default 6400)')
-    .option('--sync', 'start in synchronous replication mode')
+    .option('--sync', 'synchronous replication (the default): a failover loses no acknowledged write while a standby is left')
+    .option('--async', 'asynchronous replication: faster commits, but a failover can lose the last acknowledged writes')
     .option('--detach', 'return once the cluster is ready; stop it with `keel down`')
     .option('--timeout <seconds>', 'how long to wait for the cluster to be ready', '180')
     .addOption(new Option('--supervise').hideHelp())

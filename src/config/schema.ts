@@ -24,7 +24,8 @@ export const dynamicConfigSchema = z
     /** bytes a replica may lag behind the last known leader position and still be promoted */
     maximum_lag_on_failover: z.number().int().min(0).default(1024 * 1024),
     use_rewind: z.boolean().default(true),
-    synchronous_mode: z.enum(['off', 'on', 'strict']).default('off'),
+    /** on by default: a failover never loses an acknowledged write while a standby is left */
+    synchronous_mode: z.enum(['off', 'on', 'strict']).default('on'),
     synchronous_node_count: z.number().int().min(1).max(16).default(1),
     /** seconds the leader keeps the slot of a member whose key went away (0: drop at once) */
     member_slots_ttl: z.number().int().min(0).max(7 * 24 * 3600).default(1800),

@@ -77,7 +77,7 @@ export async function ensureLocalCluster(options: StartOptions, say: (text: stri
 
   const args = ['up', '--dir', layout.dir, '--detach', '--timeout', String(options.timeoutSeconds)];
   if (stored === null) args.push('--port-base', String(file.portBase), '--nodes', String(file.nodes));
-  if (stored === null && options.sync) args.push('--sync');
+  if (stored === null && !options.sync) args.push('--async');
   say(`starting a ${file.nodes}-node cluster in ${layout.dir} (keel up --detach, ports ${file.portBase}-${file.portBase + 99}${file.synchronousMode === 'off' ? '' : ', synchronous replication'})`);
   const started = Date.now();
   const timer = setInterval(() => tick(`  waiting for etcd, the router and ${file.nodes} nodes: ${Math.round((Date.now() - started) / 1000)} s`), 500);

@@ -127,7 +127,7 @@ export function renderSummary(s: SummaryInput): string[] {
     lines.push(`  lost acknowledged writes: ${lostCount(v)} (checked ${v.checked} on ${s.leader ?? 'the leader'} through rw)`);
     if (v.lostInserts.length > 0) lines.push(`    inserts lost: ids ${v.lostInserts.slice(0, 20).join(', ')}${v.lostInserts.length > 20 ? ', ...' : ''}`);
     if (v.lostExpirations.length > 0) lines.push(`    expirations undone: ids ${v.lostExpirations.slice(0, 20).join(', ')}${v.lostExpirations.length > 20 ? ', ...' : ''}`);
-    if (lostCount(v) > 0 && s.replication.startsWith('asynchronous')) lines.push('    (asynchronous replication: a replica promoted before it received the last commits; `keel up --sync` closes that window)');
+    if (lostCount(v) > 0 && s.replication.startsWith('asynchronous')) lines.push('    (asynchronous replication: a replica promoted before it received the last commits; synchronous replication, the default, closes that window)');
   }
   return lines;
 }

@@ -73,7 +73,7 @@ export class LocalCluster {
     });
     this.etcdPid = etcd.pid;
     await writeFile(this.layout.etcdPidFile, `${etcd.pid}\n`);
-    if (this.cluster.synchronousMode !== 'off') await this.seedSynchronousMode();
+    await this.seedSynchronousMode();
     await this.startRouter();
     // a cluster started before is the nodes it has now (a controller may have added, replaced or removed some)
     const existing = this.layout.nodeNames();
@@ -143,6 +143,7 @@ export class LocalCluster {
     this.logger.info({ pid: this.routerPid }, 'router started');
   }
 
+  /** The replication mode the cluster was made with goes into the first `config` key (later changes go through `keel config`). */
   private async seedSynchronousMode(): Promise<void> {
     const dcs = this.dcs();
     try {

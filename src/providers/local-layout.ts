@@ -20,7 +20,7 @@ export const clusterFileSchema = z
     cluster: nameSchema,
     portBase: z.number().int().min(1024).max(65436),
     nodes: z.number().int().min(1).max(maxLocalNodes),
-    synchronousMode: z.enum(['off', 'on', 'strict']).default('off'),
+    synchronousMode: z.enum(['off', 'on', 'strict']).default('on'),
   })
   .strict();
 export type ClusterFile = z.infer<typeof clusterFileSchema>;

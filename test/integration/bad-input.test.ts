@@ -65,6 +65,10 @@ describe('bad input', () => {
     const nodes = keel(['up', '--dir', join(dir, 'x'), '--nodes', 'many']);
     expect(nodes.status).toBe(2);
     expect(nodes.stderr).toMatch(/KEEL_USAGE: --nodes must be a whole number/);
+    const both = keel(['up', '--dir', join(dir, 'y'), '--sync', '--async']);
+    expect(both.status).toBe(2);
+    expect(both.stderr).toMatch(/KEEL_USAGE: --sync and --async/);
+    expect(existsSync(join(dir, 'y'))).toBe(false);
   });
 
   it('says which PostgreSQL programs are missing', () => {

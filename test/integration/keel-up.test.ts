@@ -17,6 +17,7 @@ const keel = (args: string[]) => spawnSync(process.execPath, ['bin/keel.js', ...
 
 interface StatusJson {
   leader: string | null;
+  synchronousMode: string;
   members: { name: string; role: string; dataDir: string; agentPid: number | null; postmasterPid: number | null; address: string }[];
   connection: { rw: string; ro: string; nodes: string[]; passfile: string } | null;
 }
@@ -78,6 +79,8 @@ describe('keel up / status / down', () => {
     const { code, json } = status(dir);
     expect(code).toBe(0);
     expect(json.members).toHaveLength(2);
+    // a cluster made with the defaults replicates synchronously
+    expect(json.synchronousMode).toBe('on');
     for (const m of json.members) {
       expect(m.dataDir).toBe(layout.dataDir(m.name));
       expect(m.agentPid).toBeGreaterThan(0);

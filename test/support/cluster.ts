@@ -29,7 +29,7 @@ export class TestCluster {
     const dir = mkdtempSync('/tmp/keel-test-');
     chmodSync(dir, 0o755);
     const layout = new LocalLayout(dir);
-    const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'off' };
+    const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'on' };
     const { cluster, secrets } = await layout.create(file);
     const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false });
     await local.checkPorts();

@@ -232,7 +232,7 @@ describe('cluster, history and config', () => {
     const w = await world('node2');
     const res = await w.call({ method: 'GET', url: '/config' });
     expect(res.status).toBe(200);
-    expect(res.json).toMatchObject({ ttl: 10, loop_wait: 1, synchronous_mode: 'off' });
+    expect(res.json).toMatchObject({ ttl: 10, loop_wait: 1, synchronous_mode: 'on' });
     expect(res.headers.etag).toBe('"0"');
   });
 

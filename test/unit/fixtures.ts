@@ -113,7 +113,8 @@ export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']
     me: { name: 'node2', nofailover: false },
     state: 'replica',
     cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2'), member('node3')] }),
-    config: defaultDynamicConfig,
+    // the table rows are written for asynchronous replication unless they say otherwise
+    config: { ...defaultDynamicConfig, synchronous_mode: 'off' },
     lease: { id: 'L2', lastRenewalMs: NOW - 1000 },
     lastJob: null,
     ...rest,

@@ -30,7 +30,7 @@ describe('nextSyncStep (leader)', () => {
   const cases = [
     {
       name: 'off and nothing set: nothing to do',
-      config: defaultDynamicConfig, ssn: '', key: null, replicas: streaming('node2', 'node3'),
+      config: { ...defaultDynamicConfig, synchronous_mode: 'off' as const }, ssn: '', key: null, replicas: streaming('node2', 'node3'),
       expected: [],
     },
     {
