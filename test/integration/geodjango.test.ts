@@ -45,8 +45,13 @@ function preparePython(): { ready: true; versions: string } | { ready: false; wh
   return { ready: false, why: `${python} cannot import Django/psycopg2/GDAL (${importError}); scripts/setup-python.sh said: ${setupOutput || setup.error?.message}` };
 }
 
-const pythonSetup = preparePython();
-if (!pythonSetup.ready) console.warn(`geodjango.test.ts skipped: ${pythonSetup.why}`);
+/**
+ * A missing prerequisite fails the file (setup installs Django, psycopg2 and GDAL). Only an explicit
+ * KEEL_SKIP_GEODJANGO=1, which CI never sets, leaves these tests out, and it says so.
+ */
+const optedOut = process.env.KEEL_SKIP_GEODJANGO === '1';
+const pythonSetup = optedOut ? null : preparePython();
+if (optedOut) console.warn('KEEL_SKIP_GEODJANGO=1: the GeoDjango tests (migrate, fixtures, GeoJSON from replicas, failover) do NOT run');
 
 /** host and port lists from the cluster's rw/ro URLs: one address when a router serves them, one per node otherwise. */
 function endpoint(url: string): { host: string; port: string } {
@@ -62,7 +67,9 @@ function endpoint(url: string): { host: string; port: string } {
 type FeatureCollection = { type: string; features: { id: number; geometry: { coordinates: [number, number] }; properties: { title: string; distance_m: number } }[] };
 type DbRoles = { read_alias: string; aliases: Record<'default' | 'replica', { in_recovery: boolean; server_port: number; deals: number; ids_seen: number[] }> };
 
-describe.skipIf(!pythonSetup.ready)(`GeoDjango on Keel (${pythonSetup.ready ? pythonSetup.versions : 'skipped'})`, () => {
+if (optedOut) {
+  describe('GeoDjango on Keel', () => it.todo('left out by KEEL_SKIP_GEODJANGO=1'));
+} else describe(`GeoDjango on Keel (${pythonSetup?.ready ? pythonSetup.versions : 'prerequisites missing'})`, () => {
   let cluster: TestCluster;
   let env: NodeJS.ProcessEnv;
   let server: ChildProcess | null = null;
@@ -140,6 +147,7 @@ describe.skipIf(!pythonSetup.ready)(`GeoDjango on Keel (${pythonSetup.ready ? py
   };
 
   beforeAll(async () => {
+    if (!pythonSetup?.ready) throw new Error(`GeoDjango prerequisites are missing: ${pythonSetup?.why}`);
     cluster = await TestCluster.start({ portBase });
     const urls = connectionStrings(cluster.layout, cluster.file);
     const rw = endpoint(urls.rw);

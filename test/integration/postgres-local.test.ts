@@ -229,7 +229,8 @@ describe('LocalPostgres with real PostgreSQL', () => {
     }
   });
 
-  it.runIf(process.getuid?.() === 0)('refuses a directory the postgres user cannot reach', async () => {
+  it('refuses a directory the postgres user cannot reach', async () => {
+    expect(process.getuid?.(), 'the tests run as root (README), so that PostgreSQL runs as the postgres user').toBe(0);
     const closed = mkdtempSync('/tmp/keel-pg-closed-'); // 0700 root: postgres cannot enter
     try {
       const node3 = new LocalPostgres(configFor(closed, 'node1'), silentLogger());
