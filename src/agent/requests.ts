@@ -7,7 +7,7 @@ import { defaultDynamicConfig } from '../config/schema.js';
 import type { ClusterView, Dcs, SwitchoverValue } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
 import { promotionVerdict } from './eligibility.js';
-import { memberLsn } from './snapshot.js';
+import { memberLsn } from '../model/lsn.js';
 
 /** Throws KEEL_UNKNOWN_MEMBER or KEEL_TARGET_INELIGIBLE when `to` may not be promoted now. */
 export function checkTarget(view: ClusterView, to: string, nowMs: number): void {

@@ -73,7 +73,4 @@ export function upstreamOf(member: MemberValue): UpstreamTarget {
   return { name: member.name, host: member.pgHost, port: member.pgPort };
 }
 
-/** The furthest WAL position a member has: written (primary) or received/replayed (replica). */
-export function memberLsn(member: Pick<MemberValue, 'walLsn' | 'receivedLsn' | 'replayedLsn'>): number {
-  return Math.max(member.walLsn ?? 0, member.receivedLsn ?? 0, member.replayedLsn ?? 0);
-}
+export { memberLsn } from '../model/lsn.js';

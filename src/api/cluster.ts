@@ -6,9 +6,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
 import { redactSecrets } from '../errors.js';
-import { formatLsn } from '../postgres/lsn.js';
+import { formatLsn, lagBytes } from '../model/lsn.js';
 import type { ApiOptions } from './handle.js';
-import { lagBehind } from './status.js';
 
 export interface ClusterMemberJson {
   name: string;
@@ -57,7 +56,7 @@ export function clusterJson(view: ClusterView, scope: string): ClusterJson {
       host: m.pgHost,
       port: m.pgPort,
       timeline: m.timeline,
-      lag: m.role === 'replica' ? lagBehind(leaderLsn, m) : null,
+      lag: m.role === 'replica' ? lagBytes(leaderLsn, m) : null,
       zone: m.zone,
       tags: m.tags,
       reason: redactSecrets(m.reason),

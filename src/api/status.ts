@@ -8,9 +8,9 @@
  * answering /primary at once, before the watchdog has even stopped PostgreSQL.
  */
 import { leaseDeadlineMs } from '../agent/eligibility.js';
-import { memberLsn } from '../agent/snapshot.js';
-import { formatLsn } from '../postgres/lsn.js';
+import { formatLsn, lagBytes as lagBehindLeader } from '../model/lsn.js';
 import { redactSecrets } from '../errors.js';
+import { parseByteSize } from '../model/size.js';
 import type { AgentHandle, ApiOptions } from './handle.js';
 
 /** leader: holds the key and runs a primary; primary: runs a primary without the key (about to stop). */
@@ -81,9 +81,7 @@ export function observeNode(handle: AgentHandle, node: ApiOptions['node'], nowMs
   if (isReplica && cluster !== null) {
     const leaderMember = cluster.members.find((m) => m.name === leaderKey?.value.name);
     const published = [cluster.status?.value.walLsn, leaderMember?.walLsn].filter((x): x is number => typeof x === 'number');
-    // what a reader sees is what was replayed, not merely received
-    const mine = runtime.replayedLsn ?? runtime.receivedLsn;
-    if (published.length > 0 && mine !== null) lagBytes = Math.max(0, Math.max(...published) - mine);
+    if (published.length > 0) lagBytes = lagBehindLeader(Math.max(...published), { walLsn: null, receivedLsn: runtime.receivedLsn, replayedLsn: runtime.replayedLsn });
   }
   const lsn = runtime === null ? null : runtime.inRecovery ? (runtime.replayedLsn ?? runtime.receivedLsn) : runtime.walLsn;
   const role: NodeRole = snap === null ? 'unknown' : runtime === null ? 'stopped' : isReplica ? 'replica' : holdsLeaderKey ? 'leader' : 'primary';
@@ -146,18 +144,6 @@ export function tagsMatch(tags: NodeStatus['tags'], wanted: Record<string, strin
   });
 }
 
-const unitBytes: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
-
-/** `1048576`, `16MB`, `512kB`, `1.5GB` (PostgreSQL's 1024-based units) to bytes; null when not a size. */
-export function parseByteSize(text: string): number | null {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(text);
-  if (match === null) return null;
-  const multiplier = unitBytes[match[2]!.toLowerCase()];
-  if (multiplier === undefined) return null;
-  const bytes = Math.floor(Number(match[1]) * multiplier);
-  return Number.isSafeInteger(bytes) ? bytes : null;
-}
-
 export type QueryResult = { ok: true; query: CheckQuery } | { ok: false; why: string };
 
 /** Reads `lag` and `tag_*` from a parsed query string; the first value wins when one repeats. */
@@ -174,10 +160,4 @@ export function parseCheckQuery(raw: Record<string, string | string[] | undefine
     if (key.startsWith('tag_') && key.length > 4 && text !== undefined) query.tags[key.slice(4)] = text;
   }
   return { ok: true, query };
-}
-
-/** Byte offsets in the published member keys, for /cluster's lag column. */
-export function lagBehind(leaderLsn: number | null, member: Parameters<typeof memberLsn>[0]): number | null {
-  if (leaderLsn === null) return null;
-  return Math.max(0, leaderLsn - memberLsn(member));
 }

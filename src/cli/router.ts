@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import { nameSchema } from '../config/schema.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import { KeelError } from '../errors.js';
+import { parseByteSize } from '../model/size.js';
 import { RouterControl } from '../router/control.js';
 import { defaultRouteOptions } from '../router/route.js';
 import { BuiltinEngine } from '../router/engines/builtin.js';
@@ -43,14 +44,10 @@ export function parseListenAddress(text: string, flag: string): ListenAddress {
   return { host: (match[1] ?? match[2])!, port };
 }
 
-const sizeUnits: Record<string, number> = { '': 1, b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
-
 /** Bytes, with PostgreSQL's units (kB, MB, GB: powers of 1024). */
-export function parseBytes(text: string, flag: string): number {
-  const match = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
-  const unit = sizeUnits[match?.[2]?.toLowerCase() ?? 'x'];
-  const bytes = match === null || unit === undefined ? NaN : Number(match[1]) * unit;
-  if (!Number.isSafeInteger(bytes)) {
+function parseBytes(text: string, flag: string): number {
+  const bytes = parseByteSize(text);
+  if (bytes === null) {
     throw new KeelError('KEEL_USAGE', `${flag} ${JSON.stringify(text)} is not a size`, { hint: `e.g. ${flag} 16MB or ${flag} 1048576` });
   }
   return bytes;

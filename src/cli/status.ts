@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { memberLsn } from '../agent/snapshot.js';
+import { lagBytes } from '../model/lsn.js';
 import { defaultDynamicConfig } from '../config/schema.js';
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
@@ -41,7 +41,7 @@ export function memberRows(view: ClusterView): MemberRow[] {
       role: m.name === leaderName ? 'leader' : m.role,
       state: m.state,
       timeline: m.timeline,
-      lagBytes: m.role === 'replica' && leaderLsn !== null ? Math.max(0, leaderLsn - memberLsn(m)) : m.name === leaderName ? 0 : null,
+      lagBytes: m.role === 'replica' && leaderLsn !== null ? lagBytes(leaderLsn, m) : m.name === leaderName ? 0 : null,
       sync: syncSet.has(m.name),
       draining: draining.has(m.name),
       leader: m.name === leaderName,

@@ -5,7 +5,7 @@
  */
 import type { ClusterView, Dcs, EventValue } from '../dcs/types.js';
 import { describeError } from '../errors.js';
-import { memberLsn } from '../agent/snapshot.js';
+import { lagBytes } from '../model/lsn.js';
 import { diffCluster, initialTracking, type DemoEvent, type Failover, type Tone, type Tracked } from './changes.js';
 
 export interface MemberLine {
@@ -43,7 +43,7 @@ export function memberLines(view: ClusterView, nowMs: number): MemberLine[] {
       role: m.name === leaderName ? 'leader' : m.role,
       state: m.state,
       timeline: m.timeline,
-      lagBytes: m.name === leaderName ? 0 : m.role === 'replica' && leaderLsn !== null ? Math.max(0, leaderLsn - memberLsn(m)) : null,
+      lagBytes: m.name === leaderName ? 0 : m.role === 'replica' && leaderLsn !== null ? lagBytes(leaderLsn, m) : null,
       streaming: m.streaming,
       leader: m.name === leaderName,
       reason: m.reason,

@@ -1,5 +1,5 @@
 import { KeelError } from '../errors.js';
-import { parseLsn } from './lsn.js';
+import { parseLsn } from '../model/lsn.js';
 import type { ControlData } from './types.js';
 
 /**

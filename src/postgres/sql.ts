@@ -5,7 +5,7 @@
 import pg from 'pg';
 import type { NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
-import { parseLsnOrNull } from './lsn.js';
+import { parseLsnOrNull } from '../model/lsn.js';
 import type { RuntimeState } from './types.js';
 
 export interface Connection {

@@ -3,7 +3,7 @@
  * I/O, time comes in as `nowMs`. The control plane calls it on every change and
  * hands the result to an engine.
  */
-import { memberLsn } from '../agent/snapshot.js';
+import { memberLsn } from '../model/lsn.js';
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 
 export interface Backend {

@@ -4,7 +4,7 @@
  * replica once caught up. Returns a record; judging it is the suite's job.
  */
 import type { ClusterView } from '../../src/dcs/types.js';
-import { parseLsn } from '../../src/postgres/lsn.js';
+import { parseLsn } from '../../src/model/lsn.js';
 import { isReady } from '../../src/providers/local-cluster.js';
 import { sleep } from '../../src/util/clock.js';
 import { classifyWrites, forkedAcks, longestGapMs, missingIds, tenures } from './checker.js';

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import type { Snapshot } from '../../src/agent/snapshot.js';
 import { buildApi, type AgentHandle, type ApiOptions } from '../../src/api/server.js';
-import { parseByteSize } from '../../src/api/status.js';
+import { parseByteSize } from '../../src/model/size.js';
 import { mergePatch } from '../../src/config/patch.js';
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import { KeelError } from '../../src/errors.js';

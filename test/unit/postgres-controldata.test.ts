@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isKeelError } from '../../src/errors.js';
 import { parseControlData } from '../../src/postgres/controldata.js';
-import { formatLsn, parseLsn, parseLsnOrNull } from '../../src/postgres/lsn.js';
+import { formatLsn, parseLsn, parseLsnOrNull } from '../../src/model/lsn.js';
 
 /** pg_controldata (PostgreSQL 15, LC_ALL=C) of a standby after pg_rewind, while it streams on timeline 2. */
 const standbyOutput = `pg_control version number:            1300

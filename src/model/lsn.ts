@@ -26,3 +26,29 @@ export function formatLsn(lsn: number): string {
   const low = lsn % halfSize;
   return `${high.toString(16).toUpperCase()}/${low.toString(16).toUpperCase()}`;
 }
+
+/** The WAL positions a member publishes (see MemberValue). */
+export interface PublishedPositions {
+  walLsn: number | null;
+  receivedLsn: number | null;
+  replayedLsn: number | null;
+}
+
+/**
+ * The furthest WAL position a member has: written (primary), or received or
+ * replayed (replica). What a failover could keep of it is what it received.
+ */
+export function memberLsn(member: PublishedPositions): number {
+  return Math.max(member.walLsn ?? 0, member.receivedLsn ?? 0, member.replayedLsn ?? 0);
+}
+
+/**
+ * Replication lag, the one definition Keel uses everywhere (status, API,
+ * router, controller, failover checks): bytes of WAL between the leader's
+ * position and the furthest this member has (received or replayed). Null
+ * when the leader's position is unknown.
+ */
+export function lagBytes(leaderLsn: number | null, member: PublishedPositions): number | null {
+  if (leaderLsn === null) return null;
+  return Math.max(0, leaderLsn - memberLsn(member));
+}
