@@ -250,6 +250,21 @@ export class NetnsProvider implements Provider {
     return pid;
   }
 
+  /**
+   * One signal to the node's agent alone; PostgreSQL and every other process
+   * of the node go on: SIGKILL as an agent crash (start() brings it back, as
+   * a supervisor would), SIGSTOP/SIGCONT as an agent stall. Returns the pid
+   * signalled, or null when no agent runs.
+   */
+  signalAgent(name: string, signal: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): number | null {
+    const node = this.node(name);
+    const pid = this.agentPid(name);
+    if (pid === null) return null;
+    if (signal === 'SIGKILL') node.expectingExit = true;
+    process.kill(pid, signal);
+    return pid;
+  }
+
   /** SIGSTOP of every process of the node; returns the pids stopped (thaw() continues them). */
   freeze(name: string): Promise<number[]> {
     return signalNamespace(this.net.host(name).namespace, 'SIGSTOP');
