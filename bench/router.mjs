@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster, isReady } from '../dist/providers/local-cluster.js';
 import { LocalLayout } from '../dist/providers/local-layout.js';
-import { probePostgres } from '../dist/router/probe.js';
+import { probePostgres } from '../dist/postgres/probe.js';
 import { silentLogger } from '../dist/util/log.js';
 import { readPidFile, terminate } from '../dist/util/process.js';
 

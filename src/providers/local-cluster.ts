@@ -15,7 +15,7 @@ import { sleep } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { isPortFree } from '../util/ports.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
-import { probePostgres } from '../router/probe.js';
+import { probePostgres } from '../postgres/probe.js';
 import { portOffsets, type ClusterFile, type LocalLayout, type Secrets } from './local-layout.js';
 import { keelBin, LocalProvider } from './local.js';
 

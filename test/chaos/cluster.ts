@@ -19,7 +19,7 @@ import { keelBin } from '../../src/providers/local.js';
 import { NetnsEtcd } from '../../src/providers/netns-etcd.js';
 import { NetnsNetwork, removeStaleNamespaces } from '../../src/providers/netns-net.js';
 import { NetnsProvider, netnsPgPort } from '../../src/providers/netns.js';
-import { probePostgres } from '../../src/router/probe.js';
+import { probePostgres } from '../../src/postgres/probe.js';
 import { sleep } from '../../src/util/clock.js';
 import { createLogger, type Logger } from '../../src/util/log.js';
 import { findFreePorts } from '../../src/util/ports.js';

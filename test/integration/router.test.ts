@@ -16,7 +16,7 @@ import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { startEtcd, stopEtcd } from '../../src/dcs/etcd-server.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { MemberValue } from '../../src/dcs/types.js';
-import { probePostgres } from '../../src/router/probe.js';
+import { probePostgres } from '../../src/postgres/probe.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { TestCluster } from '../support/cluster.js';
