@@ -10,7 +10,7 @@
  * Without that confirmation it never ends a lease.
  */
 import { requestLeaderChange } from '../agent/requests.js';
-import type { ClusterView, Dcs, SpecValue } from '../dcs/types.js';
+import type { ClusterView, CreationValue, Dcs, SpecValue } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';
@@ -50,6 +50,8 @@ export class Controller {
   lastAutoscale: AutoscaleDecision | null = null;
   /** nodes being created or destroyed beside the loop */
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** creations this controller has started and the provider has not answered yet, by node name */
+  private readonly creating = new Map<string, CreationValue>();
   private memory: PlanMemory = emptyMemory();
   private leaseId: string | null = null;
   private lastRenewalMs = 0;
@@ -180,7 +182,8 @@ export class Controller {
       if (!this.active) return;
     }
     const dcs = this.o.dcs;
-    const [view, stored] = await Promise.all([dcs.readCluster(), dcs.readSpec()]);
+    const [read, stored] = await Promise.all([dcs.readCluster(), dcs.readSpec()]);
+    const view = this.withOwnCreations(read);
     const inventory = await this.inventory(view);
     if (stored === null) return this.writeFirstSpec(inventory);
     const spec = stored.value;
@@ -239,6 +242,20 @@ export class Controller {
     this.inFlight.set(action.node, run);
   }
 
+  /**
+   * The view with this controller's creations in flight, recorded or not: a
+   * record still being written, or one lost with a lease since replaced, still
+   * stands for a node on its way. Its own records of creations that are over
+   * (a delete that did not reach etcd) go now.
+   */
+  private withOwnCreations(read: ClusterView): ClusterView {
+    for (const c of read.creations) {
+      if (c.by === this.o.name && !this.creating.has(c.name)) void this.o.dcs.deleteCreation(c.name).catch(() => undefined);
+    }
+    const own = [...this.creating.values()].filter((c) => !read.creations.some((r) => r.name === c.name));
+    return own.length === 0 ? read : { ...read, creations: [...read.creations, ...own] };
+  }
+
   private failed(action: PlanAction, err: unknown): void {
     this.event('action-failed', `${action.kind} ${'node' in action ? action.node : action.to} failed: ${describeError(err)}`);
   }
@@ -270,7 +287,12 @@ export class Controller {
   private async scale(decision: AutoscaleDecision, spec: SpecValue, modRevision: string, view: ClusterView): Promise<boolean> {
     const now = this.o.clock.now();
     if (decision.kind === 'out') {
-      const used = new Set([...view.members.map((m) => m.name), ...spec.scaling.added, ...(this.lastPlan?.health.map((n) => n.name) ?? [])]);
+      const used = new Set([
+        ...view.members.map((m) => m.name),
+        ...view.creations.map((c) => c.name),
+        ...spec.scaling.added,
+        ...(this.lastPlan?.health.map((n) => n.name) ?? []),
+      ]);
       const names = freeNames(decision.add, used, this.o.limits.maxNodes);
       if (names.length === 0) return false;
       const next = { ...spec, scaling: { ...spec.scaling, added: [...spec.scaling.added, ...names], lastScaleOutAtMs: now } };
@@ -321,7 +343,7 @@ export class Controller {
         this.event('undrain', action.reason);
         return;
       case 'create': {
-        await provider.create(this.o.dcs.cluster, { name: action.node, zone: action.zone, instanceClass: action.instanceClass });
+        await this.createNode(provider, action);
         this.memory.firstSeenMs[action.node] = this.o.clock.now();
         this.event('create', `${action.reason} (class ${action.instanceClass})`);
         if (action.replaces !== null && spec.scaling.added.includes(action.replaces)) await this.handOver(action.replaces, action.node);
@@ -332,6 +354,34 @@ export class Controller {
         this.event('switchover', `${action.reason}: requested ${request.from} -> ${request.to}`);
         return;
       }
+    }
+  }
+
+  /**
+   * The creation is recorded in etcd, bound to this controller's lease, before
+   * the provider is asked: until the provider lists the node, every plan counts
+   * it and never asks for it, or for another replacement of the same node, again.
+   */
+  private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>): Promise<void> {
+    const { node: name, zone, instanceClass, replaces } = action;
+    const record: CreationValue = { v: 1, name, zone, instanceClass, replaces, sinceMs: this.o.clock.now(), by: this.o.name };
+    // counted by the next plans from now on, before etcd has it
+    this.creating.set(name, record);
+    try {
+      const leaseId = this.leaseId;
+      if (leaseId === null || !(await this.o.dcs.claimCreation(record, leaseId))) {
+        throw new KeelError('KEEL_CONFLICT', `the creation of ${name} could not be recorded: it is recorded already, or this controller is no longer the active one`, {
+          hint: 'the next plan decides again from what etcd and the provider show',
+        });
+      }
+      try {
+        await provider.create(this.o.dcs.cluster, { name, zone, instanceClass });
+      } finally {
+        // the provider lists the node now, or the creation failed (the caller records the event)
+        await this.o.dcs.deleteCreation(name).catch((err: unknown) => this.o.logger.warn({ err: describeError(err), node: name }, 'could not delete the creation record; it goes on a later loop'));
+      }
+    } finally {
+      this.creating.delete(name);
     }
   }
 

@@ -3,6 +3,11 @@
  * Pure (DESIGN.md: plan.ts imports no I/O): one read of etcd, one listing of
  * the provider and the clock go in; actions, each with its reason, come out,
  * with the controller's memory of what it observed before.
+ *
+ * A node being created (`creations/<name>` in the view) is not listed by the
+ * provider until its creation returns: until then it counts as a node being
+ * born, for the count and the zones, and the node it replaces is not replaced
+ * a second time.
  */
 import { memberLsn } from '../agent/snapshot.js';
 import type { ClusterView, MemberValue, SpecValue } from '../dcs/types.js';
@@ -137,7 +142,7 @@ export function zonesBalanced(zones: string[], nodes: { zone: string }[]): boole
   return Math.max(...counts) - Math.min(...counts) <= 1;
 }
 
-/** The first free `node<N>` names: not a node, not a member key, not reserved by the autoscaler. */
+/** The first free `node<N>` names: not a node, not a member key, not being created, not reserved by the autoscaler. */
 export function freeNames(count: number, used: Set<string>, maxNodes: number): string[] {
   const names: string[] = [];
   for (let i = 1; i <= maxNodes && names.length < count; i++) {
@@ -203,7 +208,10 @@ export function plan(
     actions.push({ kind: 'fenceLeader', node: leader.name, leaseId: view.leader.leaseId, reason });
   }
 
-  const used = new Set([...names, ...view.members.map((m) => m.name), ...spec.scaling.added]);
+  // a creation counts until the provider lists its node; from then on the node speaks for itself
+  const pending = view.creations.filter((c) => !names.has(c.name));
+  const replacements = new Map(pending.flatMap((c) => (c.replaces === null ? [] : [[c.replaces, c.name] as const])));
+  const used = new Set([...names, ...view.members.map((m) => m.name), ...spec.scaling.added, ...pending.map((c) => c.name)]);
   const take = (): string | null => {
     const [name] = freeNames(1, used, options.maxNodes);
     if (name === undefined) return null;
@@ -211,24 +219,35 @@ export function plan(
     return name;
   };
   let live = health.slice();
-  const created: { name: string; zone: string }[] = [];
+  // nodes on their way: the creations pending, then the ones this plan asks for
+  const created: { name: string; zone: string }[] = pending.map((c) => ({ name: c.name, zone: c.zone }));
   const create = (name: string, zone: string, replaces: string | null, reason: string): void => {
     actions.push({ kind: 'create', node: name, zone, instanceClass: spec.instanceClass, replaces, reason });
     created.push({ name, zone });
   };
+  for (const c of pending) {
+    const seconds = Math.round((nowMs - c.sinceMs) / 1000);
+    notes.push(`creating ${c.name} in ${c.zone}${c.replaces === null ? '' : ` to replace ${c.replaces}`} (${seconds} s)`);
+  }
 
   // Replace nodes down too long; never the one that still holds the leader key.
   for (const node of health) {
     const since = memory.downSinceMs[node.name];
     if (!node.down || node.name === leaderName || since === undefined) continue;
     const downSeconds = Math.round((nowMs - since) / 1000);
+    // its replacement is on its way: the two count as one node, and there is no second replacement
+    const replacement = replacements.get(node.name);
+    if (replacement !== undefined) live = live.filter((n) => n !== node);
     if (nowMs - since < spec.replaceAfterSeconds * 1000) {
-      notes.push(`${node.name} down ${downSeconds} s (${node.why}); replaced after ${spec.replaceAfterSeconds} s`);
+      const then = replacement === undefined ? `replaced after ${spec.replaceAfterSeconds} s` : `${replacement} replaces it`;
+      notes.push(`${node.name} down ${downSeconds} s (${node.why}); ${then}`);
       continue;
     }
     live = live.filter((n) => n !== node);
     if (!memory.fenced.includes(node.name)) actions.push({ kind: 'fence', node: node.name, reason: `${node.name} down ${downSeconds} s: fencing it before it is destroyed` });
-    actions.push({ kind: 'destroy', node: node.name, reason: `${node.name} down ${downSeconds} s (${node.why}): destroying it` });
+    const replaced = replacement === undefined ? '' : `; ${replacement} replaces it`;
+    actions.push({ kind: 'destroy', node: node.name, reason: `${node.name} down ${downSeconds} s (${node.why}): destroying it${replaced}` });
+    if (replacement !== undefined) continue;
     // a replacement of a node the autoscaler added keeps its reserved name free for the autoscaler's record
     const name = take();
     if (name === null) notes.push(`no free node name to replace ${node.name}`);
@@ -314,7 +333,7 @@ export function plan(
   }
 
   // Nothing else to do and everything streams: one extra node at a time moves class or zone.
-  const settled = actions.length === 0 && count() === desiredTotal && live.every((n) => n.streaming) && view.switchover === null;
+  const settled = actions.length === 0 && pending.length === 0 && count() === desiredTotal && live.every((n) => n.streaming) && view.switchover === null;
   if (settled) {
     const wrong = live.filter((n) => !n.leader && n.instanceClass !== null && n.instanceClass !== spec.instanceClass).sort(removalOrder(spec, live))[0];
     // the autoscaler's record moves to the successor (replaces), so the old node becomes a surplus the plan removes

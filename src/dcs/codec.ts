@@ -8,6 +8,7 @@ import { KeelError } from '../errors.js';
 import type {
   AutoscalePolicy,
   ControllerValue,
+  CreationValue,
   DrainingValue,
   EventValue,
   HistoryEntry,
@@ -99,6 +100,16 @@ export const drainingSchema: z.ZodType<DrainingValue> = z.object({
   name: memberName,
   sinceMs: epochMs,
   reason: z.string(),
+});
+
+export const creationSchema: z.ZodType<CreationValue> = z.object({
+  v: version,
+  name: memberName,
+  zone: z.string().min(1),
+  instanceClass: z.string().min(1),
+  replaces: memberName.nullable(),
+  sinceMs: epochMs,
+  by: z.string().min(1),
 });
 
 const historyEntrySchema: z.ZodType<HistoryEntry> = z.object({
@@ -215,6 +226,7 @@ export const decodeConfig = (text: string): Decoded<DynamicConfig> => decode(con
 export const decodeSpec = (text: string): Decoded<SpecValue> => decode(specSchema, text);
 export const decodeController = (text: string): Decoded<ControllerValue> => decode(controllerSchema, text);
 export const decodeDraining = (text: string): Decoded<DrainingValue> => decode(drainingSchema, text);
+export const decodeCreation = (text: string): Decoded<CreationValue> => decode(creationSchema, text);
 
 type StoredValue =
   | InitializeValue
@@ -226,7 +238,8 @@ type StoredValue =
   | HistoryValue
   | EventValue
   | ControllerValue
-  | DrainingValue;
+  | DrainingValue
+  | CreationValue;
 
 export function encode(value: StoredValue): string {
   return JSON.stringify(value);
@@ -276,6 +289,8 @@ export interface ClusterKeys {
   controller: string;
   draining(name: string): string;
   drainingPrefix: string;
+  creation(name: string): string;
+  creationsPrefix: string;
   eventsPrefix: string;
   /** the first key after every key of `events/` */
   eventsEnd: string;
@@ -292,6 +307,7 @@ export function keys(cluster: string): ClusterKeys {
   const membersPrefix = `${prefix}members/`;
   const eventsPrefix = `${prefix}events/`;
   const drainingPrefix = `${prefix}draining/`;
+  const creationsPrefix = `${prefix}creations/`;
   return {
     prefix,
     prefixEnd: rangeEndOf(prefix),
@@ -308,6 +324,8 @@ export function keys(cluster: string): ClusterKeys {
     controller: `${prefix}controller`,
     draining: (name) => `${drainingPrefix}${name}`,
     drainingPrefix,
+    creation: (name) => `${creationsPrefix}${name}`,
+    creationsPrefix,
     eventsPrefix,
     eventsEnd: rangeEndOf(eventsPrefix),
   };

@@ -38,6 +38,7 @@ import { keepAliveOnce, MemberRotation } from './etcd-members.js';
 import type {
   ClusterView,
   ControllerValue,
+  CreationValue,
   Dcs,
   DrainingValue,
   EventValue,
@@ -334,6 +335,18 @@ export class EtcdDcs implements Dcs {
   async deleteDraining(name: string): Promise<void> {
     const k = this.k.draining(name);
     await this.call('draining delete', () => this.client.kv.deleteRange({ key: buf(k) }));
+  }
+
+  async claimCreation(value: CreationValue, leaseId: string): Promise<boolean> {
+    const k = this.k.creation(value.name);
+    // only the active controller records creations: its key must be on this very lease
+    const active: ICompare = { key: buf(this.k.controller), target: 'Lease', result: 'Equal', lease: leaseId };
+    return (await this.txn('creation record', [createdNever(k), active], [put(k, encode(value), leaseId)])).succeeded;
+  }
+
+  async deleteCreation(name: string): Promise<void> {
+    const k = this.k.creation(name);
+    await this.call('creation delete', () => this.client.kv.deleteRange({ key: buf(k) }));
   }
 
   async readSpec(): Promise<Versioned<SpecValue> | null> {

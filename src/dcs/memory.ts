@@ -28,6 +28,7 @@ import {
 import type {
   ClusterView,
   ControllerValue,
+  CreationValue,
   DrainingValue,
   Dcs,
   EventValue,
@@ -286,6 +287,18 @@ export class MemoryDcs implements Dcs {
   async deleteDraining(name: string): Promise<void> {
     this.guard();
     if (this.data.has(this.k.draining(name))) this.commit([{ key: this.k.draining(name), value: null }]);
+  }
+
+  async claimCreation(value: CreationValue, leaseId: string): Promise<boolean> {
+    this.guard();
+    const k = this.k.creation(value.name);
+    const active = this.data.get(this.k.controller)?.lease === leaseId;
+    return this.txn(active && !this.data.has(k), [{ key: k, value: encode(value), lease: leaseId }]);
+  }
+
+  async deleteCreation(name: string): Promise<void> {
+    this.guard();
+    if (this.data.has(this.k.creation(name))) this.commit([{ key: this.k.creation(name), value: null }]);
   }
 
   async readSpec(): Promise<Versioned<SpecValue> | null> {

@@ -107,6 +107,22 @@ export interface DrainingValue {
   reason: string;
 }
 
+ * `creations/<name>`: a node the active controller asked the provider for,
+ * written before the provider is called and bound to that controller's lease.
+ * It goes when the node shows in the provider's list or the creation fails;
+ * a record of a controller that died goes with its lease.
+ */
+export interface CreationValue {
+  v: 1;
+  name: string;
+  zone: string;
+  instanceClass: string;
+  /** the down node this one replaces; null for a node added to reach the count */
+  replaces: string | null;
+  sinceMs: number;
+  /** the controller that records it */
+  by: string;
+
 export interface HistoryEntry {
   /** the timeline the new leader started */
   timeline: number;
@@ -201,6 +217,8 @@ export interface ClusterView {
   history: Versioned<HistoryValue> | null;
   /** replicas being drained before their removal, by name */
   draining: DrainingValue[];
+  /** nodes the active controller is creating, by name */
+  creations: CreationValue[];
 }
 
 /**
@@ -264,6 +282,16 @@ export interface Dcs {
   putDraining(value: DrainingValue): Promise<void>;
   /** Deletes `draining/<name>`; absent is fine. */
   deleteDraining(name: string): Promise<void>;
+
+  /**
+   * Create-if-absent `creations/<name>`, bound to the lease, only while
+   * `controller` is bound to that same lease (one transaction). True when
+   * recorded; false when a record of that name exists or the lease is not the
+   * active controller's.
+   */
+  claimCreation(value: CreationValue, leaseId: string): Promise<boolean>;
+  /** Deletes `creations/<name>`; absent is fine. */
+  deleteCreation(name: string): Promise<void>;
 
   /** `spec` with its revision; null when absent or invalid. */
   readSpec(): Promise<Versioned<SpecValue> | null>;

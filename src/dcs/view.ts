@@ -5,6 +5,7 @@
 import type { DynamicConfig } from '../config/schema.js';
 import {
   decodeConfig,
+  decodeCreation,
   decodeDraining,
   decodeHistory,
   decodeInitialize,
@@ -42,6 +43,7 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
     switchover: null,
     history: null,
     draining: [],
+    creations: [],
   };
 
   function versioned<T>(kv: RawKv, decoded: Decoded<T>): Versioned<T> | null {
@@ -91,6 +93,16 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
       view.draining.push(draining.value);
       continue;
     }
+    if (kv.key.startsWith(k.creationsPrefix)) {
+      const creation = versioned(kv, decodeCreation(kv.value));
+      if (creation === null) continue;
+      if (creation.value.name !== kv.key.slice(k.creationsPrefix.length)) {
+        onInvalid(kv.key, kv.modRevision, `names node "${creation.value.name}" under another name`);
+        continue;
+      }
+      view.creations.push(creation.value);
+      continue;
+    }
     if (kv.key.startsWith(k.membersPrefix)) {
       const member = versioned(kv, decodeMember(kv.value));
       if (!member) continue;
@@ -107,6 +119,7 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
   }
   view.members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   view.draining.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  view.creations.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return view;
 }
 

@@ -51,7 +51,7 @@ export function world(nodes: NodeDesc[], over: Partial<ClusterView> = {}): { vie
     pgAddress: '127.0.0.1:1',
     apiAddress: '127.0.0.1:2',
   }));
-  const view = cluster({ leader: leader ? leaderKey(leader.name, 'LEASE-' + leader.name) : null, members, ...over });
+  const view = cluster({ leader: leader ? leaderKey(leader.name, 'LEASE-' + leader.name) : null, members, creations: [], ...over });
   return { view, inventory };
 }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { freeNames, leastPopulatedZone, plan, zonesBalanced, type PlanAction } from '../../src/controller/plan.js';
 import { NOW, seenLongAgo, spec, three, world, type NodeDesc } from './controller-fixtures.js';
+import { member } from './fixtures.js';
 
 const names = (nodes: NodeDesc[]) => nodes.map((n) => n.name);
 const short = (actions: PlanAction[]) =>
@@ -13,6 +14,12 @@ interface Row {
   downSince?: Record<string, number>;
   /** draining keys, each written ageMs before NOW */
   draining?: { name: string; ageMs: number }[];
+  /** `creations/<name>` records, each written ageMs before NOW */
+  creations?: { name: string; zone: string; replaces?: string; ageMs: number }[];
+  /** nodes whose fence the provider confirmed */
+  fenced?: string[];
+  /** nodes that publish a member key (cloning) although the provider does not list them yet */
+  unlisted?: string[];
   expect: string[];
   reason?: RegExp;
 }
@@ -167,14 +174,86 @@ const rows: Row[] = [
     // zones a and b hold two each; node1 in a leads, so node2 in b goes
     expect: ['drain node2'],
   },
+  {
+    name: 'a pending creation counts: no second create while the provider does not list it yet',
+    nodes: [three[0]!, three[1]!],
+    creations: [{ name: 'node3', zone: 'c', ageMs: 5_000 }],
+    expect: [],
+    reason: /2 of 3 nodes .*creating node3 in c \(5 s\)/,
+  },
+  {
+    name: 'a replaced node with its replacement pending: destroyed, never replaced again, even when the new node publishes early',
+    nodes: [three[0]!, three[1]!, { name: 'node3', zone: 'c', stopped: true }],
+    unlisted: ['node4'],
+    downSince: { node3: NOW - 31_000 },
+    fenced: ['node3'],
+    creations: [{ name: 'node4', zone: 'c', replaces: 'node3', ageMs: 1_000 }],
+    expect: ['destroy node3'],
+    reason: /destroying it; node4 replaces it/,
+  },
+  {
+    name: 'a replaced node already destroyed, its replacement pending: nothing to do',
+    nodes: [three[0]!, three[1]!],
+    creations: [{ name: 'node4', zone: 'c', replaces: 'node3', ageMs: 3_000 }],
+    expect: [],
+    reason: /^2 of 3 nodes \(a 1, b 1, c 0\), 2 streaming; creating node4 in c to replace node3 \(3 s\)$/,
+  },
+  {
+    name: 'a node down for less than replaceAfterSeconds with its replacement pending waits, and does not count',
+    nodes: [three[0]!, three[1]!, { name: 'node3', zone: 'c', stopped: true }],
+    downSince: { node3: NOW - 5_000 },
+    creations: [{ name: 'node4', zone: 'c', replaces: 'node3', ageMs: 3_000 }],
+    expect: [],
+    reason: /node3 down 5 s \(the provider says it is stopped\); node4 replaces it/,
+  },
+  {
+    name: 'pending creations spread the zones: the next node goes elsewhere',
+    nodes: three,
+    spec: { nodes: 5 },
+    creations: [{ name: 'node4', zone: 'a', ageMs: 1_000 }],
+    expect: ['create node5@b'],
+  },
+  {
+    name: 'a creation done (the provider lists the node): its record no longer counts, the plan is the usual one',
+    nodes: [three[0]!, three[1]!, { name: 'node4', zone: 'c', streaming: false }],
+    creations: [{ name: 'node4', zone: 'c', replaces: 'node3', ageMs: 9_000 }],
+    expect: [],
+    reason: /3 of 3 nodes \(a 1, b 1, c 1\), 2 streaming: nothing to do/,
+  },
+  {
+    name: 'a creation done and the spec grew: one more node, under a fresh name',
+    nodes: [three[0]!, three[1]!, { name: 'node4', zone: 'c' }],
+    spec: { nodes: 4 },
+    creations: [{ name: 'node4', zone: 'c', ageMs: 9_000 }],
+    expect: ['create node3@a'],
+  },
+  {
+    name: 'a name being created is not reserved twice: a replacement takes the next free one',
+    nodes: [three[0]!, three[1]!, { name: 'node3', zone: 'c', stopped: true }],
+    spec: { nodes: 4 },
+    downSince: { node3: NOW - 31_000 },
+    creations: [{ name: 'node4', zone: 'a', ageMs: 1_000 }],
+    expect: ['fence node3', 'destroy node3', 'create node5@c for node3'],
+  },
+  {
+    name: "the autoscaler's reserved replica being created is not created again",
+    nodes: three,
+    spec: { scaling: { added: ['node4'], lastScaleOutAtMs: null, lastScaleInAtMs: null } },
+    creations: [{ name: 'node4', zone: 'a', ageMs: 1_000 }],
+    expect: [],
+    reason: /3 of 4 nodes .*creating node4 in a/,
+  },
 ];
 
 describe('plan', () => {
   for (const row of rows) {
     it(row.name, () => {
       const draining = (row.draining ?? []).map((d) => ({ v: 1 as const, name: d.name, sinceMs: NOW - d.ageMs, reason: 'test' }));
-      const { view, inventory } = world(row.nodes, { draining });
-      const out = plan(spec(row.spec), view, inventory, NOW, seenLongAgo(names(row.nodes), row.downSince));
+      const creations = (row.creations ?? []).map((c) => ({ v: 1 as const, name: c.name, zone: c.zone, instanceClass: 'm', replaces: c.replaces ?? null, sinceMs: NOW - c.ageMs, by: 'ctl' }));
+      const { view, inventory } = world(row.nodes, { draining, creations });
+      for (const name of row.unlisted ?? []) view.members.push(member(name, { streaming: false, zone: 'c' }));
+      const memory = { ...seenLongAgo(names(row.nodes), row.downSince), fenced: row.fenced ?? [] };
+      const out = plan(spec(row.spec), view, inventory, NOW, memory);
       expect(short(out.actions)).toEqual(row.expect);
       if (row.reason) expect(out.reason).toMatch(row.reason);
       for (const action of out.actions) expect(action.reason.length).toBeGreaterThan(10);

@@ -4,7 +4,7 @@
  * only after the provider confirms the fence).
  */
 import { describe, expect, it } from 'vitest';
-import { Controller } from '../../src/controller/controller.js';
+import { Controller, type ControllerOptions } from '../../src/controller/controller.js';
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from '../../src/providers/types.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -16,12 +16,15 @@ class FakeProvider implements Provider {
   readonly calls: string[] = [];
   /** while set, create() waits for it (a slow cloud API) */
   createGate: Promise<void> | null = null;
+  /** while set, create() fails with it (after any gate) */
+  createError: Error | null = null;
   async list(): Promise<NodeInfo[]> {
     return this.nodes.map((n) => ({ ...n }));
   }
   async create(_cluster: string, spec: NodeSpec): Promise<NodeInfo> {
     this.calls.push(`create ${spec.name}@${spec.zone}`);
     if (this.createGate) await this.createGate;
+    if (this.createError) throw this.createError;
     const node: NodeInfo = { name: spec.name, zone: spec.zone, state: 'running', agentPid: 1, pgAddress: '', apiAddress: '' };
     this.nodes.push(node);
     return node;
@@ -49,7 +52,7 @@ async function world(now: { ms: number }) {
   await dcs.acquireLeader('node1', leases.node1!);
   const provider = new FakeProvider();
   provider.nodes = ['node1', 'node2', 'node3'].map((name) => ({ name, zone: `z${name.slice(-1)}`, state: 'running', agentPid: 1, pgAddress: '', apiAddress: '' }));
-  const make = (name: string) =>
+  const make = (name: string, over: Partial<ControllerOptions> = {}) =>
     new Controller({
       name,
       dcs,
@@ -58,9 +61,42 @@ async function world(now: { ms: number }) {
       defaults: { zones: ['z1', 'z2', 'z3'], instanceClass: 'm' },
       clock,
       logger: silentLogger(),
+      ...over,
     });
   return { dcs, provider, make, leases };
 }
+
+/**
+ * node3 stopped for good, the others publishing, replaceAfterSeconds 5 and a
+ * controller whose lease outlives the test; `step` moves time on with the
+ * live nodes publishing, then runs one loop.
+ */
+async function replacing(now: { ms: number }) {
+  const w = await world(now);
+  const c = w.make('a', { leaseTtlSeconds: 600 });
+  await c.tick();
+  await c.tick();
+  const stored = (await w.dcs.readSpec())!;
+  expect(await w.dcs.putSpec({ ...stored.value, replaceAfterSeconds: 5 }, stored.modRevision)).toBe(true);
+  const publish = async (): Promise<void> => {
+    for (const name of ['node1', 'node2']) {
+      await w.dcs.keepAlive(w.leases[name]!);
+      const value = name === 'node1' ? primaryMember(name) : member(name);
+      await w.dcs.putMember({ ...value, updatedAtMs: now.ms, zone: `z${name.slice(-1)}` }, w.leases[name]!);
+    }
+  };
+  const step = async (ms: number): Promise<void> => {
+    now.ms += ms;
+    await publish();
+    await c.tick();
+    await settle();
+  };
+  w.provider.nodes[2]!.state = 'stopped';
+  await step(0);
+  return { ...w, c, step };
+}
+
+const creates = (provider: FakeProvider) => provider.calls.filter((call) => call.startsWith('create'));
 
 const settle = () => new Promise((r) => setTimeout(r, 20));
 
@@ -114,6 +150,72 @@ describe('controller loop', () => {
     await settle();
     expect(provider.nodes.map((n) => n.name)).toContain('node4');
     expect((await dcs.listEvents(50)).map((e) => e.kind)).toEqual(expect.arrayContaining(['create', 'lease-ended']));
+    await c.stop();
+  });
+
+  it('a slow creation is asked once: one replacement per down node, even when the new node publishes before the provider lists it', async () => {
+    const now = { ms: 1_000_000 };
+    const { dcs, provider, c, step } = await replacing(now);
+    let release = (): void => undefined;
+    provider.createGate = new Promise<void>((resolve) => (release = resolve));
+    await step(6000);
+    expect(provider.calls).toEqual(['fence node3', 'destroy node3', 'create node4@z3']);
+    // recorded in etcd, bound to the controller's lease, before the provider was asked
+    expect((await dcs.readCluster()).creations).toEqual([
+      { v: 1, name: 'node4', zone: 'z3', instanceClass: 'm', replaces: 'node3', sinceMs: now.ms, by: 'a' },
+    ]);
+    // the new node's agent publishes while the provider's create has not returned
+    await dcs.putMember({ ...member('node4'), zone: 'z3', streaming: false, updatedAtMs: now.ms }, await dcs.grantLease(600));
+    for (let i = 0; i < 4; i++) await step(1000);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    expect(c.lastPlan?.reason).toMatch(/2 of 3 nodes .*creating node4 in z3 to replace node3/);
+
+    release();
+    await settle();
+    expect((await dcs.readCluster()).creations).toEqual([]);
+    expect(provider.nodes.map((n) => n.name)).toEqual(['node1', 'node2', 'node4']);
+    await step(1000);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    expect(c.lastPlan?.reason).toMatch(/^3 of 3 nodes/);
+    const created = (await dcs.listEvents(100)).filter((e) => e.kind === 'create');
+    expect(created.map((e) => e.message)).toEqual([expect.stringMatching(/replacing node3 \(down \d+ s\) with node4 in z3/)]);
+    await c.stop();
+  });
+
+  it('a creation the provider refuses: its record goes, with an event, and the next loop tries again', async () => {
+    const now = { ms: 1_000_000 };
+    const { dcs, provider, c, step } = await replacing(now);
+    provider.createError = new Error('no capacity in z3');
+    await step(6000);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    expect((await dcs.readCluster()).creations).toEqual([]);
+    const failed = (await dcs.listEvents(100)).filter((e) => e.kind === 'action-failed');
+    expect(failed.map((e) => e.message)).toEqual(['create node4 failed: no capacity in z3']);
+    provider.createError = null;
+    await step(1000);
+    expect(creates(provider)).toEqual(['create node4@z3', 'create node4@z3']);
+    expect(provider.nodes.map((n) => n.name)).toEqual(['node1', 'node2', 'node4']);
+    await c.stop();
+  });
+
+  it("another controller's creation record holds off a second replacement until its lease ends", async () => {
+    const now = { ms: 1_000_000 };
+    const { dcs, provider, c, step } = await replacing(now);
+    const goneLease = await dcs.grantLease(600);
+    const record = { v: 1, name: 'node4', zone: 'z3', instanceClass: 'm', replaces: 'node3', sinceMs: now.ms, by: 'gone' };
+    dcs.putRaw('creations/node4', JSON.stringify(record), goneLease);
+    await step(6000);
+    // node3 is removed, but node4 is on its way: no second replacement, and the record is not this controller's to delete
+    expect(provider.calls).toEqual(['fence node3', 'destroy node3']);
+    await step(1000);
+    expect(creates(provider)).toEqual([]);
+    expect((await dcs.readCluster()).creations.map((r) => r.by)).toEqual(['gone']);
+    expect(c.lastPlan?.reason).toMatch(/creating node4 in z3 to replace node3/);
+
+    await dcs.revokeLease(goneLease);
+    await step(1000);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    expect(provider.nodes.map((n) => n.name)).toEqual(['node1', 'node2', 'node4']);
     await c.stop();
   });
 

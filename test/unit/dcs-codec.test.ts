@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
 import {
   decodeConfig,
+  decodeCreation,
   decodeEvent,
   decodeHistory,
   decodeInitialize,
@@ -64,6 +65,8 @@ describe('dcs codec round trips', () => {
       decodeHistory,
     ],
     ['event', { v: 1, atMs: 1, source: 'node1', kind: 'promote', message: 'promoted' }, decodeEvent],
+    ['creation', { v: 1, name: 'node4', zone: 'a', instanceClass: 'local-medium', replaces: 'node1', sinceMs: 7, by: 'host-42' }, decodeCreation],
+    ['creation of an added node', { v: 1, name: 'node5', zone: 'b', instanceClass: 'm', replaces: null, sinceMs: 8, by: 'host-42' }, decodeCreation],
   ];
   it.each(cases)('%s decodes what encode wrote', (_name, value, decodeFn) => {
     expect(decodeFn(encode(value as never))).toEqual({ ok: true, value });
@@ -112,6 +115,11 @@ describe('dcs codec rejections', () => {
     expect(reasonOf(decodeSync('{"v":1,"leader":"a","members":"b"}'))).toMatch(/members/);
     expect(reasonOf(decodeHistory('{"v":1,"entries":[{"timeline":0}]}'))).toMatch(/entries/);
     expect(reasonOf(decodeInitialize('{"v":1,"by":"a"}'))).toMatch(/systemId/);
+    const creation = { v: 1, name: 'node4', zone: 'a', instanceClass: 'm', replaces: null, sinceMs: 1, by: 'c' };
+    expect(reasonOf(decodeCreation(JSON.stringify({ ...creation, replaces: undefined })))).toMatch(/replaces/);
+    expect(reasonOf(decodeCreation(JSON.stringify({ ...creation, by: '' })))).toMatch(/by/);
+    expect(reasonOf(decodeCreation(JSON.stringify({ ...creation, sinceMs: -1 })))).toMatch(/sinceMs/);
+    expect(reasonOf(decodeCreation(JSON.stringify({ ...creation, v: 2 })))).toMatch(/v=2/);
   });
   it('config rejects unknown settings and broken invariants', () => {
     expect(reasonOf(decodeConfig('{"v":1,"ttll":10}'))).toMatch(/ttll/);
@@ -127,6 +135,8 @@ describe('dcs key names', () => {
     expect(k.member('node1')).toBe('/keel/geo/members/node1');
     expect(k.member('node1').startsWith(k.membersPrefix)).toBe(true);
     expect(k.eventsPrefix).toBe('/keel/geo/events/');
+    expect(k.creation('node4')).toBe('/keel/geo/creations/node4');
+    expect(k.creation('node4').startsWith(k.creationsPrefix)).toBe(true);
   });
   it('range ends bound exactly the prefix', () => {
     expect(rangeEndOf('/keel/geo/')).toBe('/keel/geo0');
@@ -134,7 +144,7 @@ describe('dcs key names', () => {
     const inEvents = eventKeyName(k.eventsPrefix, 1, 'x', '0000');
     expect(inEvents > k.eventsPrefix && inEvents < k.eventsEnd).toBe(true);
     // every other key sorts outside [eventsPrefix, eventsEnd)
-    for (const key of [k.leader, k.member('zz'), k.status, k.switchover, k.config, k.history, k.initialize, k.sync]) {
+    for (const key of [k.leader, k.member('zz'), k.status, k.switchover, k.config, k.history, k.initialize, k.sync, k.creation('node4')]) {
       expect(key >= k.prefix && key < k.prefixEnd).toBe(true);
       expect(key >= k.eventsPrefix && key < k.eventsEnd).toBe(false);
     }

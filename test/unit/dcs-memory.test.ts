@@ -149,15 +149,38 @@ describe('MemoryDcs', () => {
     expect(await dcs.releaseLeader('node1')).toBe(false);
   });
 
+  it('records a creation only for the active controller, once per name, and drops it with the lease', async () => {
+    const creation = { v: 1 as const, name: 'node4', zone: 'a', instanceClass: 'm', replaces: 'node1', sinceMs: 5, by: 'ctl-a' };
+    const active = await dcs.grantLease(10);
+    const other = await dcs.grantLease(10);
+    // no controller key on that lease: not the active controller
+    expect(await dcs.claimCreation(creation, active)).toBe(false);
+    expect(await dcs.acquireController({ v: 1, name: 'ctl-a', pid: 1, startedAtMs: 0 }, active)).toBe(true);
+    expect(await dcs.claimCreation(creation, other)).toBe(false);
+    expect(await dcs.claimCreation(creation, active)).toBe(true);
+    expect(await dcs.claimCreation({ ...creation, zone: 'b' }, active)).toBe(false);
+    expect((await dcs.readCluster()).creations).toEqual([creation]);
+    await dcs.deleteCreation('node4');
+    await dcs.deleteCreation('node4');
+    expect((await dcs.readCluster()).creations).toEqual([]);
+    expect(await dcs.claimCreation(creation, active)).toBe(true);
+    clock.advance(11_000);
+    expect(dcs.expireLeases()).toBe(2);
+    expect((await dcs.readCluster()).creations).toEqual([]);
+  });
+
   it('treats bad values as absent and never throws', async () => {
     dcs.putRaw('leader', '{"v":99}');
     dcs.putRaw('members/x', 'not json');
     dcs.putRaw('members/y', JSON.stringify(member('z')));
     dcs.putRaw('mystery', '{}');
+    dcs.putRaw('creations/node5', JSON.stringify({ v: 1, name: 'node6', zone: 'a', instanceClass: 'm', replaces: null, sinceMs: 1, by: 'c' }));
+    dcs.putRaw('creations/node7', JSON.stringify({ v: 1, name: 'node7', zone: 'a' }));
     await dcs.putMember(member('node3'), await dcs.grantLease(10));
     const view = await dcs.readCluster();
     expect(view.leader).toBeNull();
     expect(view.members.map((m) => m.name)).toEqual(['node3']);
+    expect(view.creations).toEqual([]);
   });
 
   it('appends history and keeps events newest-limited, oldest first', async () => {
