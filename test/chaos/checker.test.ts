@@ -1,13 +1,18 @@
 // The chaos checker's pure rules (no cluster): runs with `make test`.
 import { describe, expect, it } from 'vitest';
-import { classifyWrites, forkedAcks, longestGapMs, missingIds, startSlackMs, tenures } from './checker.js';
+import { classifyWrites, forkedAcks, longestGapMs, missingIds, oldPrimaryStopMargin, startSlackMs, tenures } from './checker.js';
 import type { LeaderSample } from './observer.js';
 import type { WriteRecord } from './workload.js';
 
 const sample = (rev: number, leader: string | null, atMs: number, source: LeaderSample['source'] = 'watch'): LeaderSample => ({ rev, leader, atMs, source });
 
 const write = (id: number, server: string, stmtMs: number, doneMs = stmtMs + 5, ok = true): WriteRecord => ({
-  id, writer: 0, mode: 'persistent', sentMs: stmtMs - 2, doneMs, ok, server, stmtMs,
+  id, writer: 0, mode: 'persistent', via: 'router', sentMs: stmtMs - 2, doneMs, ok, server, stmtMs,
+});
+
+/** A write of a client connected straight to `node` (not through the router). */
+const directWrite = (id: number, node: string, server: string, stmtMs: number, doneMs = stmtMs + 5): WriteRecord => ({
+  ...write(id, server, stmtMs, doneMs), writer: 4, via: 'direct', node,
 });
 
 const nodeOf = (address: string) => ({ '10.0.0.1': 'a', '10.0.0.2': 'b' })[address] ?? null;
@@ -16,15 +21,15 @@ describe('tenures', () => {
   it('turns leader changes into tenures whose ends are the first sign of the change', () => {
     const t = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(25, 'b', 6000)]);
     expect(t).toEqual([
-      { node: 'a', startMs: 1000 - startSlackMs, endMs: 5000 },
-      { node: 'b', startMs: 6000 - startSlackMs, endMs: Infinity },
+      { node: 'a', startMs: 1000 - startSlackMs, observedMs: 1000, endMs: 5000 },
+      { node: 'b', startMs: 6000 - startSlackMs, observedMs: 6000, endMs: Infinity },
     ]);
   });
 
   it('orders samples by revision, so a watch event that arrived late does not extend a tenure', () => {
     // the poll saw b at revision 30 at 5200; the watch delivered a's deletion (rev 20) only at 9000
     const t = tenures([sample(10, 'a', 1000), sample(30, 'b', 5200, 'poll'), sample(20, null, 9000), sample(25, 'b', 9001)]);
-    expect(t[0]).toEqual({ node: 'a', startMs: 1000 - startSlackMs, endMs: 5200 });
+    expect(t[0]).toEqual({ node: 'a', startMs: 1000 - startSlackMs, observedMs: 1000, endMs: 5200 });
     expect(t[1]!.node).toBe('b');
     expect(t[1]!.startMs).toBe(5200 - startSlackMs);
   });
@@ -33,6 +38,7 @@ describe('tenures', () => {
     // the observer saw b only at 9000 (it lagged); b promoted at 5000 and wrote at 5100
     const t = tenures([sample(10, 'a', 1000), sample(20, 'b', 9000)], [{ leader: 'b', atMs: 5000 }]);
     expect(t[1]!.startMs).toBe(5000 - startSlackMs);
+    expect(t[1]!.observedMs).toBe(5000);
     expect(classifyWrites([write(1, '10.0.0.2', 5100)], t, nodeOf).splitBrain).toEqual([]);
   });
 
@@ -76,6 +82,61 @@ describe('classifyWrites', () => {
     const verdicts = classifyWrites([write(6, '10.0.0.1', 9000, 9005, false), write(7, '10.9.9.9', 2000)], t, nodeOf);
     expect(verdicts.splitBrain).toEqual([]);
     expect(verdicts.unknownServer.map((w) => w.id)).toEqual([7]);
+  });
+});
+
+describe('direct clients', () => {
+  // a led until 5000 (key gone), b leads from 6000; both nodes reachable by direct clients throughout
+  const t = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(25, 'b', 6000)]);
+
+  it('counts a write acknowledged by the old primary to a direct client after its tenure, as for the router', () => {
+    const orphan = directWrite(1, 'a', '10.0.0.1', 7000);
+    const verdicts = classifyWrites([orphan, write(2, '10.0.0.2', 7000)], t, nodeOf);
+    expect(verdicts.splitBrain).toEqual([orphan]);
+    expect(verdicts.splitBrain[0]!.via).toBe('direct');
+  });
+
+  it('judges by the server that answered, not by the node the client meant to reach', () => {
+    // a direct client of a whose address was answered by b (cannot happen on a real network, but the rule is the server)
+    const verdicts = classifyWrites([directWrite(3, 'a', '10.0.0.2', 3000), directWrite(4, 'a', '10.0.0.1', 3000)], t, nodeOf);
+    expect(verdicts.splitBrain.map((w) => w.id)).toEqual([3]);
+  });
+
+  it('accepts direct writes to a node during its tenure, including a replica that was promoted under a kept session', () => {
+    const verdicts = classifyWrites([directWrite(5, 'a', '10.0.0.1', 4000), directWrite(6, 'b', '10.0.0.2', 6500)], t, nodeOf);
+    expect(verdicts.splitBrain).toEqual([]);
+    expect(verdicts.lateAcks).toEqual([]);
+  });
+
+  it('counts a direct write as lost when the final leader lacks it', () => {
+    const acked = [write(7, '10.0.0.1', 4000), directWrite(8, 'a', '10.0.0.1', 5500)];
+    expect(missingIds(acked, new Set([7]))).toEqual([8]);
+  });
+});
+
+describe('oldPrimaryStopMargin', () => {
+  const t = tenures([sample(10, 'a', 1000), sample(20, null, 5000), sample(25, 'b', 6000)]);
+
+  it('is negative when the old primary acknowledged its last write before the next leader was seen', () => {
+    const margin = oldPrimaryStopMargin([write(1, '10.0.0.1', 4000), directWrite(2, 'a', '10.0.0.1', 4500), write(3, '10.0.0.2', 6500)], t, 'a', 2000, nodeOf);
+    expect(margin).toMatchObject({ oldPrimary: 'a', nextLeader: 'b', nextLeadMs: 6000, lastAckStmtMs: 4500, marginMs: -1500 });
+  });
+
+  it('is positive when a direct client got an acknowledgement from the old primary after another member led', () => {
+    const margin = oldPrimaryStopMargin([write(1, '10.0.0.1', 4000), directWrite(2, 'a', '10.0.0.1', 6800, 6810)], t, 'a', 2000, nodeOf);
+    expect(margin?.marginMs).toBe(800);
+    expect(margin?.lastAckDoneMs).toBe(6810);
+  });
+
+  it('ignores failed writes and the writes of the old primary once it leads again', () => {
+    const again = tenures([sample(10, 'a', 1000), sample(20, 'b', 5000), sample(30, 'a', 9000)]);
+    const writes = [write(1, '10.0.0.1', 4000), write(2, '10.0.0.1', 5500, 5505, false), write(3, '10.0.0.1', 9500)];
+    expect(oldPrimaryStopMargin(writes, again, 'a', 2000, nodeOf)?.marginMs).toBe(-1000);
+  });
+
+  it('is null when no other member led after the fault began, and has no margin when the old primary acknowledged nothing', () => {
+    expect(oldPrimaryStopMargin([write(1, '10.0.0.1', 4000)], t, 'a', 7000, nodeOf)).toBeNull();
+    expect(oldPrimaryStopMargin([write(1, '10.0.0.2', 7000)], t, 'a', 2000, nodeOf)).toMatchObject({ nextLeader: 'b', lastAckStmtMs: null, marginMs: null });
   });
 });
 

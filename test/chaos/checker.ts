@@ -24,7 +24,9 @@
  *     a write in that gap is exactly what must be caught.
  * Commits whose statement ran before the bound but whose answer arrived
  * after it are not proven violations (the commit may have preceded the loss
- * of the lease); they are counted apart as `lateAcks`.
+ * of the lease); they are counted apart as `lateAcks`. Writes are judged by
+ * the server that ran them, whichever way the client came (through the
+ * router or straight to a node).
  */
 import type { HistoryEntry } from '../../src/dcs/types.js';
 import type { LeaderSample } from './observer.js';
@@ -36,6 +38,8 @@ export interface Tenure {
   node: string;
   /** T(first revision) - startSlackMs */
   startMs: number;
+  /** the earlier of T(first revision) and the node's promotion in history: it led by then at the latest */
+  observedMs: number;
   /** upper bound of the end; Infinity while it lasts */
   endMs: number;
 }
@@ -62,7 +66,7 @@ export function tenures(samples: LeaderSample[], history: Pick<HistoryEntry, 'le
       current = null;
     }
     currentLeader = sample.leader;
-    if (sample.leader !== null) current = { node: sample.leader, startMs: changedBy, endMs: Infinity };
+    if (sample.leader !== null) current = { node: sample.leader, startMs: changedBy, observedMs: changedBy, endMs: Infinity };
   });
   if (current !== null) result.push(current);
   result.forEach((t, i) => {
@@ -70,6 +74,7 @@ export function tenures(samples: LeaderSample[], history: Pick<HistoryEntry, 'le
     const promoted = history.filter((h) => h.leader === t.node && h.atMs > previousStart && h.atMs < t.startMs);
     const observedBy = Math.min(t.startMs, ...promoted.map((h) => h.atMs));
     const ownPreviousEnd = Math.max(-Infinity, ...result.slice(0, i).filter((p) => p.node === t.node).map((p) => p.endMs));
+    t.observedMs = observedBy;
     t.startMs = Math.max(observedBy - startSlackMs, ownPreviousEnd);
   });
   return result;
@@ -97,6 +102,54 @@ export function classifyWrites(writes: WriteRecord[], allTenures: Tenure[], node
     else if (w.doneMs > during.endMs) verdicts.lateAcks.push(w);
   }
   return verdicts;
+}
+
+/**
+ * Did the old primary stop acknowledging writes before any other member led?
+ * `nextLeadMs` is the first moment another member was seen leading after
+ * `fromMs` (an upper bound of when it took the key); `lastAckStmtMs` is the
+ * latest statement time of a write acknowledged by the old primary, up to
+ * its own next tenure if it led again. marginMs = lastAckStmtMs - nextLeadMs:
+ * above 0 proves the old primary acknowledged a write while another member
+ * held the key; at or below 0 it stopped first, as far as the observer's lag
+ * (about one 200 ms poll) lets us see.
+ */
+export interface StopMargin {
+  oldPrimary: string;
+  nextLeader: string;
+  nextLeadMs: number;
+  lastAckStmtMs: number | null;
+  /** when that write's answer reached the client */
+  lastAckDoneMs: number | null;
+  marginMs: number | null;
+}
+
+/** null when no other member led after `fromMs`. */
+export function oldPrimaryStopMargin(
+  writes: WriteRecord[],
+  allTenures: Tenure[],
+  oldPrimary: string,
+  fromMs: number,
+  nodeOfAddress: (address: string) => string | null,
+): StopMargin | null {
+  const next = allTenures.find((t) => t.node !== oldPrimary && t.observedMs > fromMs);
+  if (next === undefined) return null;
+  const ledAgain = allTenures.find((t) => t.node === oldPrimary && t.observedMs > next.observedMs);
+  const until = ledAgain?.startMs ?? Infinity;
+  let last: WriteRecord | null = null;
+  for (const w of writes) {
+    if (!w.ok || w.server === undefined || w.stmtMs === undefined) continue;
+    if (nodeOfAddress(w.server) !== oldPrimary || w.stmtMs >= until) continue;
+    if (last === null || w.stmtMs > last.stmtMs!) last = w;
+  }
+  return {
+    oldPrimary,
+    nextLeader: next.node,
+    nextLeadMs: next.observedMs,
+    lastAckStmtMs: last?.stmtMs ?? null,
+    lastAckDoneMs: last?.doneMs ?? null,
+    marginMs: last === null ? null : last.stmtMs! - next.observedMs,
+  };
 }
 
 /** Ids acknowledged to a client but absent from `present`. */

@@ -1,45 +1,17 @@
 /**
- * The faults of issue 4, each one function that injects it, waits out its
- * length and ends it (restart, SIGCONT, heal). Every wait is bounded; the
- * randomness (delays, targets) comes from the run's seeded generator.
+ * The faults, each one function that injects it, waits out its length and
+ * ends it (restart, SIGCONT, heal). Every wait is bounded; the randomness
+ * (delays, targets) comes from the run's seeded generator. Faults 1-7 hit
+ * whole nodes, PostgreSQL, etcd and the network; the fencing faults (8-10,
+ * the leader's agent alone and a ttl change) live in faults-fencing.ts.
  */
 import { requestLeaderChange } from '../../src/agent/requests.js';
 import { sleep } from '../../src/util/clock.js';
 import { namespacePids, processName } from '../../src/providers/netns-net.js';
-import type { ChaosCluster } from './cluster.js';
-import type { Observer } from './observer.js';
-import type { Rng } from './plan.js';
+import { leaderOf, type Fault, type FaultContext, type FaultId } from './fault.js';
+import { fencingFaults } from './faults-fencing.js';
 
-export interface FaultContext {
-  cluster: ChaosCluster;
-  observer: Observer;
-  rng: Rng;
-  ttlMs: number;
-}
-
-export interface FaultOutcome {
-  /** when the fault began */
-  startMs: number;
-  /** when it ended: the node restarted, thawed or healed; healing is timed from here */
-  endMs: number;
-  /** the node or etcd member it hit */
-  target: string;
-  details: Record<string, unknown>;
-}
-
-export interface Fault {
-  id: FaultId;
-  title: string;
-  inject(ctx: FaultContext): Promise<FaultOutcome>;
-}
-
-export type FaultId = '1' | '2' | '3' | '4' | '5a' | '5b' | '6' | '7';
-
-function leaderOf(ctx: FaultContext): string {
-  const leader = ctx.observer.leader();
-  if (leader === null) throw new Error('no leader to inject the fault into');
-  return leader;
-}
+export type { Fault, FaultContext, FaultId, FaultOutcome } from './fault.js';
 
 /** Kills a node and starts it again after `delayMs`, as a supervisor (systemd, a controller) would. */
 async function killAndRestart(ctx: FaultContext, node: string, delayMs: number): Promise<{ startMs: number; endMs: number; killed: number }> {
@@ -196,4 +168,5 @@ export const faults: Record<FaultId, Fault> = {
   '5b': killEtcdMember,
   '6': killDuringSwitchover,
   '7': killCloningReplica,
+  ...fencingFaults,
 };

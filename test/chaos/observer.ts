@@ -152,6 +152,21 @@ export class Observer {
     return this.latest?.leader?.value.name ?? null;
   }
 
+  /** The lease the leader key is bound to, as etcd sees it; null without a leader key. */
+  async leaderLease(): Promise<{ leader: string | null; grantedTtlSeconds: number; remainingSeconds: number } | null> {
+    const res = await this.client.get(this.leaderKey).exec();
+    const kv = res.kvs[0];
+    if (kv === undefined || kv.lease === '0') return null;
+    let leader: string | null = null;
+    try {
+      leader = (JSON.parse(kv.value.toString('utf8')) as { name?: string }).name ?? null;
+    } catch {
+      // unreadable: reported as no name
+    }
+    const lease = await this.client.leaseClient.leaseTimeToLive({ ID: kv.lease });
+    return { leader, grantedTtlSeconds: Number(lease.grantedTTL), remainingSeconds: Number(lease.TTL) };
+  }
+
   /** Resolves with the first new view that `accept` takes; null after the timeout. */
   async waitFor(accept: (view: ClusterView, atMs: number) => boolean, timeoutMs: number): Promise<{ view: ClusterView; atMs: number } | null> {
     const deadline = Date.now() + timeoutMs;

@@ -6,15 +6,16 @@
 import type { ClusterView } from '../../src/dcs/types.js';
 import { parseLsn } from '../../src/model/lsn.js';
 import { isReady } from '../../src/providers/local-cluster.js';
+import { netnsPgPort } from '../../src/providers/netns.js';
 import { sleep } from '../../src/util/clock.js';
-import { classifyWrites, forkedAcks, longestGapMs, missingIds, tenures } from './checker.js';
+import { classifyWrites, forkedAcks, longestGapMs, missingIds, oldPrimaryStopMargin, tenures, type StopMargin } from './checker.js';
 import type { ChaosCluster } from './cluster.js';
 import type { Fault, FaultContext, FaultOutcome } from './faults.js';
 import type { LeaderSample, MemberNote, Observer } from './observer.js';
 import type { Rng } from './plan.js';
-import { Workload, type WriteRecord } from './workload.js';
+import { Workload, type ClientKind, type WriteRecord } from './workload.js';
 
-/** The bound the issue sets: a fault not healed this long after it ended is a failure. */
+/** A fault not healed this long after it ended is a failure. */
 export const healBudgetMs = 30_000;
 /** How long a repaired cluster may take to heal. */
 const repairTimeoutMs = 90_000;
@@ -52,8 +53,12 @@ export interface RunResult {
     ackedWithNotice: number;
     /** acknowledged by an address that is no node */
     unknownServer: number;
+    /** the same figures by the way the client came: through the router or straight to a node */
+    byClient: Record<ClientKind, ClientFigures>;
   };
-  /** longest stretch without an acknowledged write, from the fault's start */
+  /** did the leader before the fault stop acknowledging writes before another member led? null when none did */
+  oldPrimary: StopMargin | null;
+  /** longest stretch without a write acknowledged through the router, from the fault's start */
   unavailabilitySeconds: number;
   roUnavailabilitySeconds: number;
   /** acknowledged writes per 500 ms, from 2 s before the fault to the end of the workload (to see a stall at a glance) */
@@ -67,6 +72,15 @@ export interface RunResult {
   leaderSamples: LeaderSample[];
   error: string | null;
 }
+
+export interface ClientFigures {
+  attempted: number;
+  acked: number;
+  lost: number;
+  splitBrain: number;
+}
+
+const noFigures = (): ClientFigures => ({ attempted: 0, acked: 0, lost: 0, splitBrain: 0 });
 
 /** Every member streams from a running leader, each having published after `sinceMs`. */
 export function healthySince(view: ClusterView, nodes: number, sinceMs: number): boolean {
@@ -87,8 +101,11 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
   const result: RunResult = {
     mode: ctx.mode, fault: fault.id, run, target: null, details: {}, leaderBefore: null, leaderAfter: null,
     startedAt: new Date().toISOString(), faultSeconds: null, healSeconds: null, healed: false,
-    writes: { attempted: 0, acked: 0, failed: 0, lost: 0, lostIds: [], splitBrain: 0, splitBrainSamples: [], lateAcks: 0, forked: 0, missingOnReplicas: {}, ackedWithNotice: 0, unknownServer: 0 },
-    unavailabilitySeconds: 0, roUnavailabilitySeconds: 0, ackTimeline: { fromMs: 0, bucketMs: 500, counts: [] }, reads: { ok: 0, failed: 0 }, notCaughtUp: [], notes: [], memberNotes: [], leaderSamples: [], error: null,
+    writes: {
+      attempted: 0, acked: 0, failed: 0, lost: 0, lostIds: [], splitBrain: 0, splitBrainSamples: [], lateAcks: 0, forked: 0, missingOnReplicas: {}, ackedWithNotice: 0, unknownServer: 0,
+      byClient: { router: noFigures(), direct: noFigures() },
+    },
+    oldPrimary: null, unavailabilitySeconds: 0, roUnavailabilitySeconds: 0, ackTimeline: { fromMs: 0, bucketMs: 500, counts: [] }, reads: { ok: 0, failed: 0 }, notCaughtUp: [], notes: [], memberNotes: [], leaderSamples: [], error: null,
   };
   const ready = await observer.waitFor((view) => isReady(view, nodes), 90_000);
   if (ready === null) {
@@ -97,6 +114,7 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
   }
   result.leaderBefore = ready.view.leader?.value.name ?? null;
   const exitsBefore = cluster.provider.exits.length;
+  const direct = (node: string) => ({ node, host: cluster.provider.address(node), port: netnsPgPort });
   const workload = new Workload({
     rw: { host: '127.0.0.1', port: cluster.rwPort },
     ro: { host: '127.0.0.1', port: cluster.roPort },
@@ -105,6 +123,9 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
     persistentWriters: 2,
     perTransactionWriters: 2,
     readers: 2,
+    directNodes: cluster.names.map(direct),
+    directLeader: result.leaderBefore === null ? null : direct(result.leaderBefore),
+    directPerTransactionWriters: 2,
     thinkMs: 20,
   });
   workload.start();
@@ -172,26 +193,36 @@ async function repair(ctx: RunContext): Promise<string> {
 async function check(ctx: RunContext, result: RunResult, workload: Workload, outcome: FaultOutcome | null, workloadStopMs: number): Promise<void> {
   const { cluster, observer } = ctx;
   const acked = workload.acked();
+  // availability is what an application behind the router sees; direct writers may reach a replica or a fenced node
+  const routerAcked = workload.acked('router');
   const w = result.writes;
   w.attempted = workload.writes.length;
   w.acked = acked.length;
   w.failed = w.attempted - w.acked;
   w.ackedWithNotice = acked.filter((x) => x.notice !== undefined).length;
+  for (const x of workload.writes) {
+    const figures = w.byClient[x.via];
+    figures.attempted += 1;
+    if (x.ok) figures.acked += 1;
+  }
   result.reads = { ok: workload.reads.ok, failed: workload.reads.failed };
   const fromMs = outcome?.startMs ?? workloadStopMs;
-  result.unavailabilitySeconds = longestGapMs(acked.map((x) => x.doneMs), fromMs, workloadStopMs) / 1000;
+  result.unavailabilitySeconds = longestGapMs(routerAcked.map((x) => x.doneMs), fromMs, workloadStopMs) / 1000;
   result.roUnavailabilitySeconds = longestGapMs(workload.reads.okTimesMs, fromMs, workloadStopMs) / 1000;
   const timeline = result.ackTimeline;
   timeline.fromMs = fromMs - 2000;
   timeline.counts = new Array<number>(Math.max(0, Math.ceil((workloadStopMs - timeline.fromMs) / timeline.bucketMs))).fill(0);
-  for (const x of acked) {
+  for (const x of routerAcked) {
     const bucket = Math.floor((x.doneMs - timeline.fromMs) / timeline.bucketMs);
     if (bucket >= 0 && bucket < timeline.counts.length) timeline.counts[bucket] = (timeline.counts[bucket] ?? 0) + 1;
   }
 
   const history = observer.latest?.history?.value.entries ?? [];
-  const verdicts = classifyWrites(workload.writes, tenures(observer.samples, history), cluster.nodeOfAddress);
+  const allTenures = tenures(observer.samples, history);
+  const verdicts = classifyWrites(workload.writes, allTenures, cluster.nodeOfAddress);
   w.splitBrain = verdicts.splitBrain.length;
+  for (const x of verdicts.splitBrain) w.byClient[x.via].splitBrain += 1;
+  if (result.leaderBefore !== null) result.oldPrimary = oldPrimaryStopMargin(workload.writes, allTenures, result.leaderBefore, fromMs, cluster.nodeOfAddress);
   w.splitBrainSamples = verdicts.splitBrain.slice(0, 10);
   w.lateAcks = verdicts.lateAcks.length;
   w.unknownServer = verdicts.unknownServer.length;
@@ -211,6 +242,7 @@ async function check(ctx: RunContext, result: RunResult, workload: Workload, out
     const onLeader = await idsOn(leader);
     const lost = missingIds(acked, onLeader);
     w.lost = lost.length;
+    for (const kind of ['router', 'direct'] as const) w.byClient[kind].lost = missingIds(workload.acked(kind), onLeader).length;
     w.lostIds = lost.slice(0, 20);
     for (const replica of cluster.names.filter((n) => n !== leader)) {
       if (!(await caughtUp(cluster, replica, lsn))) {

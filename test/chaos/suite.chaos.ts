@@ -1,13 +1,15 @@
 /**
- * The fault-injection suite (issue 4): `make chaos` (profile full) and
- * `make chaos-ci` (profile ci). One cluster per replication mode, faults one
- * after another under a write and read workload, each checked after the
- * cluster healed. Results go to test/chaos/results/<time>-<profile>/ as
- * results.json, results.md and the logs of every process.
+ * The fault-injection suite: `make chaos` (profile full) and `make chaos-ci`
+ * (profile ci). One cluster per replication mode, faults one after another
+ * under a write and read workload (through the router and straight to the
+ * nodes), each checked after the cluster healed. Results go to
+ * test/chaos/results/<time>-<profile>/ as results.json, results.md and the
+ * logs of every process.
  *
  * Environment: CHAOS_PROFILE (full | ci), CHAOS_SEED, CHAOS_TTL (seconds),
- * CHAOS_FAULTS (e.g. 1,4,5a), CHAOS_MODES (on,off), CHAOS_SYNC_FAULTS,
- * CHAOS_ASYNC_FAULTS (how many faults each mode runs in the full profile).
+ * CHAOS_FAULTS (e.g. 1,4,5a: the faults of every mode), CHAOS_MODES (on,off),
+ * CHAOS_SYNC_FAULTS, CHAOS_ASYNC_FAULTS (how many faults each mode runs in
+ * the full profile).
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,10 +86,13 @@ for (const modePlan of plan.modes) {
         results.push(result);
         mine.push(result);
         const broken = violations(result);
+        const { router, direct } = result.writes.byClient;
+        const margin = result.oldPrimary === null ? 'no other leader' : result.oldPrimary.marginMs === null ? 'no ack' : `${(result.oldPrimary.marginMs / 1000).toFixed(2)} s`;
         process.stderr.write(
           `chaos: [${mode}] fault ${id} run ${result.run} on ${result.target ?? '-'}: unavailable ${result.unavailabilitySeconds.toFixed(1)} s, ` +
-            `healed ${result.healSeconds === null ? 'NO' : `${result.healSeconds.toFixed(1)} s`}, acked ${result.writes.acked}, lost ${result.writes.lost}, ` +
-            `split-brain ${result.writes.splitBrain}${broken.length > 0 ? `; FAILED: ${broken.join('; ')}` : ''}${result.notes.length > 0 ? `; ${result.notes.join('; ')}` : ''}\n`,
+            `healed ${result.healSeconds === null ? 'NO' : `${result.healSeconds.toFixed(1)} s`}, acked ${router.acked}+${direct.acked} (router+direct), ` +
+            `lost ${router.lost}+${direct.lost}, split-brain ${router.splitBrain}+${direct.splitBrain}, old primary last ack - next leader ${margin}` +
+            `${broken.length > 0 ? `; FAILED: ${broken.join('; ')}` : ''}${result.notes.length > 0 ? `; ${result.notes.join('; ')}` : ''}\n`,
         );
         // a cluster that did not come back makes every later run meaningless
         if (result.error?.startsWith('the cluster was not healthy')) break;

@@ -1,9 +1,14 @@
 /**
  * The load every fault runs under: writers that insert unique ids through the
  * router's rw endpoint (some on one persistent connection, some on a new
- * connection per transaction) and readers on the ro endpoint. Every write is
- * recorded with what the server said about itself inside the transaction, so
- * the checker can tell who acknowledged it and when.
+ * connection per transaction), readers on the ro endpoint, and direct
+ * writers that bypass the router and connect straight to the nodes'
+ * PostgreSQL addresses: one persistent connection per node, retrying its node
+ * whatever it is, and connection-per-transaction writers to the node that led
+ * when the run began. A router follows the leader key; a direct client is what
+ * an old primary that kept accepting writes would really be serving. Every
+ * write is recorded with what the server said about itself inside the
+ * transaction, so the checker can tell who acknowledged it and when.
  */
 import pg from 'pg';
 import { sleep } from '../../src/util/clock.js';
@@ -33,10 +38,16 @@ export interface Endpoint {
   port: number;
 }
 
+export type ClientKind = 'router' | 'direct';
+
 export interface WriteRecord {
   id: number;
   writer: number;
   mode: 'persistent' | 'per-transaction';
+  /** through the router's rw endpoint, or straight to one node's PostgreSQL */
+  via: ClientKind;
+  /** the node a direct writer connects to */
+  node?: string;
   sentMs: number;
   doneMs: number;
   /** the client got the commit's answer: an acknowledged write */
@@ -48,6 +59,8 @@ export interface WriteRecord {
   error?: string;
   /** a notice that came with the answer, e.g. a cancelled synchronous-replication wait */
   notice?: string;
+  /** refused by a server in recovery (a direct writer on a replica); the connection stays usable */
+  readOnly?: boolean;
 }
 
 export interface ReadStats {
@@ -59,6 +72,10 @@ export interface ReadStats {
   fromPrimary: number;
 }
 
+export interface DirectTarget extends Endpoint {
+  node: string;
+}
+
 export interface WorkloadOptions {
   rw: Endpoint;
   ro: Endpoint;
@@ -67,18 +84,37 @@ export interface WorkloadOptions {
   persistentWriters: number;
   perTransactionWriters: number;
   readers: number;
+  /** one persistent direct writer per node listed */
+  directNodes: DirectTarget[];
+  /** the node that led when the run began: target of the direct connection-per-transaction writers */
+  directLeader: DirectTarget | null;
+  directPerTransactionWriters: number;
   /** pause between two operations of one worker */
   thinkMs: number;
 }
 
-const clientConfig = (endpoint: Endpoint, password: string): pg.ClientConfig => ({
+/** Where one writer sends its inserts. */
+interface WriterTarget {
+  endpoint: Endpoint;
+  via: ClientKind;
+  node?: string;
+}
+
+/** Ids are run * 10^7 + writer * 10^6 + seq: at most 10 writers per run. */
+const maxWriters = 10;
+
+/** SQLSTATE read_only_sql_transaction: a direct writer reached a replica, its connection is fine. */
+const readOnlyState = '25006';
+
+const clientConfig = (endpoint: Endpoint, password: string, via: ClientKind = 'router'): pg.ClientConfig => ({
   host: endpoint.host,
   port: endpoint.port,
   user: 'postgres',
   password,
   database: 'app',
-  application_name: 'keel-chaos',
-  connectionTimeoutMillis: 10_000,
+  application_name: via === 'router' ? 'keel-chaos' : 'keel-chaos-direct',
+  // a router holds new connections while it waits for a leader; a node answers at once or not at all
+  connectionTimeoutMillis: via === 'router' ? 10_000 : 3000,
   // client-side bound: a write stuck behind a partition or a frozen backend gives up (outcome unknown)
   query_timeout: 8000,
   keepAlive: true,
@@ -102,10 +138,16 @@ export class Workload {
   constructor(private readonly options: WorkloadOptions) {}
 
   start(): void {
-    const { persistentWriters, perTransactionWriters, readers } = this.options;
+    const { persistentWriters, perTransactionWriters, readers, directNodes, directLeader, directPerTransactionWriters } = this.options;
+    const router: WriterTarget = { endpoint: this.options.rw, via: 'router' };
+    const direct = (t: DirectTarget): WriterTarget => ({ endpoint: { host: t.host, port: t.port }, via: 'direct', node: t.node });
+    const persistent = [...Array<WriterTarget>(persistentWriters).fill(router), ...directNodes.map(direct)];
+    const perTransaction = [...Array<WriterTarget>(perTransactionWriters).fill(router)];
+    if (directLeader !== null) perTransaction.push(...Array<WriterTarget>(directPerTransactionWriters).fill(direct(directLeader)));
+    if (persistent.length + perTransaction.length > maxWriters) throw new Error(`at most ${maxWriters} writers per run (ids would collide)`);
     let writer = 0;
-    for (let i = 0; i < persistentWriters; i++) this.loops.push(this.persistentWriter(writer++));
-    for (let i = 0; i < perTransactionWriters; i++) this.loops.push(this.perTransactionWriter(writer++));
+    for (const target of persistent) this.loops.push(this.persistentWriter(writer++, target));
+    for (const target of perTransaction) this.loops.push(this.perTransactionWriter(writer++, target));
     for (let i = 0; i < readers; i++) this.loops.push(this.reader());
   }
 
@@ -115,38 +157,41 @@ export class Workload {
     await Promise.all(this.loops);
   }
 
-  acked(): WriteRecord[] {
-    return this.writes.filter((w) => w.ok);
+  acked(via?: ClientKind): WriteRecord[] {
+    return this.writes.filter((w) => w.ok && (via === undefined || w.via === via));
   }
 
   private idOf(writer: number, seq: number): number {
     return this.options.run * 10_000_000 + writer * 1_000_000 + seq;
   }
 
-  private async insert(client: pg.Client, writer: number, seq: number, mode: WriteRecord['mode'], notices: string[]): Promise<WriteRecord> {
+  private async insert(client: pg.Client, writer: number, seq: number, mode: WriteRecord['mode'], target: WriterTarget, notices: string[]): Promise<WriteRecord> {
     const id = this.idOf(writer, seq);
     const sentMs = Date.now();
+    const who = target.node === undefined ? { via: target.via } : { via: target.via, node: target.node };
     notices.length = 0;
     try {
       const res = await client.query<{ server: string; stmt_ms: number; timeline: number; lsn: string }>(insertSql, [id, this.options.run, writer]);
       const row = res.rows[0]!;
       const record: WriteRecord = {
-        id, writer, mode, sentMs, doneMs: Date.now(), ok: true,
+        id, writer, mode, ...who, sentMs, doneMs: Date.now(), ok: true,
         server: row.server, stmtMs: Number(row.stmt_ms), timeline: row.timeline, lsn: row.lsn,
       };
       if (notices.length > 0) record.notice = notices.join(' | ');
       return record;
     } catch (err) {
-      return { id, writer, mode, sentMs, doneMs: Date.now(), ok: false, error: message(err) };
+      const record: WriteRecord = { id, writer, mode, ...who, sentMs, doneMs: Date.now(), ok: false, error: message(err) };
+      if ((err as { code?: string }).code === readOnlyState) record.readOnly = true;
+      return record;
     }
   }
 
-  private async persistentWriter(writer: number): Promise<void> {
+  private async persistentWriter(writer: number, target: WriterTarget): Promise<void> {
     let client: pg.Client | null = null;
     const notices: string[] = [];
     for (let seq = 0; !this.stopping; ) {
       if (client === null) {
-        const fresh = new pg.Client(clientConfig(this.options.rw, this.options.password));
+        const fresh = new pg.Client(clientConfig(target.endpoint, this.options.password, target.via));
         fresh.on('error', () => undefined);
         fresh.on('notice', (msg) => notices.push(msg.message ?? ''));
         try {
@@ -158,9 +203,12 @@ export class Workload {
           continue;
         }
       }
-      const record = await this.insert(client, writer, seq++, 'persistent', notices);
+      const record = await this.insert(client, writer, seq++, 'persistent', target, notices);
       this.writes.push(record);
-      if (!record.ok) {
+      if (record.readOnly) {
+        // a replica: keep the session, as an application would, and try again (it may be promoted)
+        await sleep(200);
+      } else if (!record.ok) {
         discard(client);
         client = null;
         await sleep(100);
@@ -171,10 +219,10 @@ export class Workload {
     if (client !== null) await client.end().catch(() => undefined);
   }
 
-  private async perTransactionWriter(writer: number): Promise<void> {
+  private async perTransactionWriter(writer: number, target: WriterTarget): Promise<void> {
     const notices: string[] = [];
     for (let seq = 0; !this.stopping; ) {
-      const client = new pg.Client(clientConfig(this.options.rw, this.options.password));
+      const client = new pg.Client(clientConfig(target.endpoint, this.options.password, target.via));
       client.on('error', () => undefined);
       client.on('notice', (msg) => notices.push(msg.message ?? ''));
       try {
@@ -184,10 +232,10 @@ export class Workload {
         await sleep(100);
         continue;
       }
-      const record = await this.insert(client, writer, seq++, 'per-transaction', notices);
+      const record = await this.insert(client, writer, seq++, 'per-transaction', target, notices);
       this.writes.push(record);
       discard(client);
-      await sleep(record.ok ? this.options.thinkMs : 100);
+      await sleep(record.ok ? this.options.thinkMs : record.readOnly ? 200 : 100);
     }
   }
 
