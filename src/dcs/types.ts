@@ -107,6 +107,7 @@ export interface DrainingValue {
   reason: string;
 }
 
+/**
  * `creations/<name>`: a node the active controller asked the provider for,
  * written before the provider is called and bound to that controller's lease.
  * It goes when the node shows in the provider's list or the creation fails;
@@ -122,6 +123,7 @@ export interface CreationValue {
   sinceMs: number;
   /** the controller that records it */
   by: string;
+}
 
 export interface HistoryEntry {
   /** the timeline the new leader started */
