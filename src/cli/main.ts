@@ -4,6 +4,7 @@ import { registerAgent } from './agent.js';
 import { registerAutoscale } from './autoscale.js';
 import { registerController } from './controller.js';
 import { registerEvents } from './events.js';
+import { registerGuard } from './guard.js';
 import { registerSpec } from './spec.js';
 import { registerDemo } from './demo.js';
 import { registerConfig } from './config.js';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerSwitchover(program);
   registerConfig(program);
   registerAgent(program);
+  registerGuard(program);
   registerRouter(program);
   registerController(program);
   registerSpec(program);

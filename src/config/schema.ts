@@ -42,6 +42,29 @@ export const dynamicConfigSchema = z
 export type DynamicConfig = z.infer<typeof dynamicConfigSchema>;
 export const defaultDynamicConfig: DynamicConfig = dynamicConfigSchema.parse({});
 
+/** sun_path holds 108 bytes including the terminating NUL. */
+const maxSocketPathBytes = 107;
+
+/**
+ * The node's fencing guard (`keel guard`): a separate process that stops
+ * PostgreSQL when the agent stops feeding it lease deadlines. With this block
+ * the agent never takes the leader key nor starts or promotes a primary
+ * unless it is connected to the guard.
+ */
+export const guardConfigSchema = z
+  .object({
+    /** the guard's Unix socket (mode 0600), in the node's directory */
+    socket: z
+      .string()
+      .startsWith('/', 'an absolute path')
+      .refine((path) => Buffer.byteLength(path) <= maxSocketPathBytes, `at most ${maxSocketPathBytes} bytes (a Unix socket path)`),
+    /** a watchdog device (e.g. /dev/watchdog) the guard keeps alive while fed; the host resets once it trips */
+    hardwareWatchdog: z.string().startsWith('/', 'an absolute path').optional(),
+  })
+  .strict();
+
+export type GuardConfig = z.infer<typeof guardConfigSchema>;
+
 /** One agent's static configuration: the node.yml file. */
 export const nodeConfigSchema = z
   .object({
@@ -89,6 +112,7 @@ export const nodeConfigSchema = z
         extensions: z.array(z.string().regex(/^[a-z_][a-z0-9_]*$/)).default(['postgis']),
       })
       .strict(),
+    guard: guardConfigSchema.optional(),
     /** settings written to the `config` key when this node bootstraps the cluster */
     bootstrap: z.object({ dynamic: dynamicConfigSchema.optional() }).strict().default({}),
   })

@@ -1,0 +1,128 @@
+/**
+ * Finding and stopping the postmaster of one data directory, for the guard.
+ * A PID is signalled only after /proc says it is that data directory's
+ * postmaster: its working directory is the data directory (a postmaster
+ * changes into it at start) and its program is this node's postgres binary.
+ * A stale postmaster.pid may name any process by now.
+ */
+import { readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+
+export type PostmasterCheck =
+  | { kind: 'none' }
+  | { kind: 'verified'; pid: number; startTicks: string }
+  /** postmaster.pid names a process that is not this data directory's postmaster (a stale file) */
+  | { kind: 'refused'; pid: number; why: string }
+  /** /proc would not say (no rights): it may be the postmaster, but it is not signalled blind */
+  | { kind: 'unverifiable'; pid: number; why: string };
+
+interface ProcStat {
+  state: string;
+  ppid: number;
+  /** field 22: start time in clock ticks since boot; with the PID, it names one process for good */
+  startTicks: string;
+}
+
+function procStat(pid: number): ProcStat | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the command name may hold spaces and parentheses: count fields after the last ')'
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0] ?? '', ppid: Number(fields[1]), startTicks: fields[19] ?? '' };
+  } catch {
+    return null;
+  }
+}
+
+/** Gone, or a zombie (ended, only waiting for its parent to reap it). */
+export function isGone(pid: number): boolean {
+  const stat = procStat(pid);
+  return stat === null || stat.state === 'Z';
+}
+
+/** The real path of a file, or the path as given when it cannot be resolved. */
+export function realPathOr(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+function postmasterPidFromFile(dataDir: string): number | null {
+  try {
+    const pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]?.trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The postmaster named in `dataDir`/postmaster.pid, checked against /proc.
+ * `dataDir` and `postgresBinary` are real paths (realPathOr).
+ */
+export function findPostmaster(dataDir: string, postgresBinary: string): PostmasterCheck {
+  const pid = postmasterPidFromFile(dataDir);
+  if (pid === null) return { kind: 'none' };
+  const stat = procStat(pid);
+  if (stat === null || stat.state === 'Z') return { kind: 'none' };
+  let cwd: string;
+  let exe: string;
+  try {
+    cwd = readlinkSync(`/proc/${pid}/cwd`);
+    exe = readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return { kind: 'none' };
+    return { kind: 'unverifiable', pid, why: `cannot read /proc/${pid} (${code ?? 'error'}): the guard needs the rights to inspect PostgreSQL's processes` };
+  }
+  if (cwd !== dataDir) return { kind: 'refused', pid, why: `PID ${pid} works in ${cwd}, not in ${dataDir}` };
+  if (exe !== postgresBinary) return { kind: 'refused', pid, why: `PID ${pid} runs ${exe}, not ${postgresBinary}` };
+  return { kind: 'verified', pid, startTicks: stat.startTicks };
+}
+
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    if (procStat(Number(entry))?.ppid === pid) children.push(Number(entry));
+  }
+  return children;
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone meanwhile
+  }
+}
+
+async function waitGone(pid: number, timeoutMs: number, pollMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!isGone(pid)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+  return true;
+}
+
+export type StopOutcome = 'quit' | 'killed' | 'survived';
+
+/**
+ * Immediate shutdown (SIGQUIT: no checkpoint, clients cut at once); SIGKILL
+ * to the postmaster and its children if it still runs after `graceMs`.
+ * The PID is checked to be the same process before the SIGKILL.
+ */
+export async function stopPostmaster(target: { pid: number; startTicks: string }, graceMs = 1000, pollMs = 10): Promise<StopOutcome> {
+  signal(target.pid, 'SIGQUIT');
+  if (await waitGone(target.pid, graceMs, pollMs)) return 'quit';
+  const stat = procStat(target.pid);
+  if (stat === null || stat.startTicks !== target.startTicks) return 'quit';
+  // children first listed while the postmaster lives: once it dies they belong to init
+  const children = childrenOf(target.pid);
+  signal(target.pid, 'SIGKILL');
+  for (const child of children) signal(child, 'SIGKILL');
+  return (await waitGone(target.pid, 1000, pollMs)) ? 'killed' : 'survived';
+}
