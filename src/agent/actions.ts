@@ -1,9 +1,9 @@
 import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
-import type { Dcs } from '../dcs/types.js';
+import type { Dcs, SyncValue } from '../dcs/types.js';
 import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
-import type { LeaseKeeper } from './lease.js';
+import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide.js';
 import { isFreshReplica } from './eligibility.js';
 import { formatSynchronousStandbyNames } from './sync.js';
@@ -39,6 +39,14 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
   switch (action.kind) {
     case 'grantLease':
       return ctx.lease.grant(snap.config.ttl);
+    case 'moveLease': {
+      // the member value last published rides along; the next put refreshes it
+      const published = snap.cluster?.members.find((m) => m.name === me) ?? null;
+      if (!(await ctx.lease.move(action.ttlSeconds, { name: me, member: published, leader: action.leader }))) {
+        throw new ActionFailed(action.leader ? 'the leader key changed before it could move to the new lease' : 'the lease was lost before the move');
+      }
+      return;
+    }
     case 'claimInitialize': {
       const won = await ctx.dcs.claimInitialize({ v: 1, by: me, systemId: action.systemId });
       ctx.logger.info({ won }, 'initialize race');
@@ -82,7 +90,7 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
     case 'syncSlots':
       return ctx.pg.syncSlots(action.names);
     case 'putSync':
-      return ctx.dcs.putSync({ v: 1, leader: me, members: action.set.members, quorum: action.set.quorum });
+      return putSync({ v: 1, leader: me, members: action.set.members, quorum: action.set.quorum }, ctx);
     case 'setSynchronousStandbys':
       return ctx.pg.setSynchronousStandbyNames(action.value);
     case 'clearSwitchover':
@@ -138,8 +146,15 @@ async function prepareSynchronousStandbys(snap: Snapshot, ctx: ActionContext): P
   const old = cluster.sync?.value;
   const union = [...new Set([...(old?.members ?? []), ...others])].filter((m) => m !== me).sort();
   const quorum = Math.min(wanted.quorum, old && old.members.length > 0 ? old.quorum : wanted.quorum);
-  await ctx.dcs.putSync({ v: 1, leader: me, members: union, quorum });
+  await putSync({ v: 1, leader: me, members: union, quorum }, ctx);
   await ctx.pg.setSynchronousStandbyNames(formatSynchronousStandbyNames(wanted));
+}
+
+/** The sync key is written only while the leader key names this member on its own lease. */
+async function putSync(value: SyncValue, ctx: ActionContext): Promise<void> {
+  if (!(await ctx.dcs.putSync(value, requireLease(ctx)))) {
+    throw new ActionFailed('the leader key no longer names me on my lease: not writing the sync key');
+  }
 }
 
 /**

@@ -7,8 +7,8 @@ import type { Logger } from '../util/log.js';
 import { isAlive } from '../util/process.js';
 import { runAction, type ActionContext } from './actions.js';
 import { decide } from './decide.js';
-import { leaseDeadlineMs } from './eligibility.js';
-import { LeaseKeeper } from './lease.js';
+import { LeaseKeeper } from '../dcs/lease-keeper.js';
+import { leaseMarginMs } from '../model/lease.js';
 import type { LoadMeter } from './load.js';
 import { memberValue } from './member.js';
 import type { Decision, Snapshot } from './snapshot.js';
@@ -59,9 +59,15 @@ export class Agent {
     private readonly load?: LoadMeter,
   ) {
     this.lastConfig = config.bootstrap.dynamic ?? defaultDynamicConfig;
-    this.lease = new LeaseKeeper(dcs, clock, logger, () => {
-      this.fenceIfUnsafe();
-      this.wake();
+    this.lease = new LeaseKeeper({
+      dcs,
+      clock,
+      logger,
+      marginMs: (ttlSeconds) => leaseMarginMs(ttlSeconds, this.lastConfig.loop_wait * 1000),
+      onLost: () => {
+        this.fenceIfUnsafe();
+        this.wake();
+      },
     });
   }
 
@@ -151,9 +157,10 @@ export class Agent {
    */
   private fenceIfUnsafe(): void {
     // An agent that never held a lease (just restarted) lets decide() rebind or stop instead.
-    if (!this.mayAcceptWrites || this.fencing || this.lease.lastRenewalMs === null) return;
+    if (!this.mayAcceptWrites || this.fencing || this.lease.current() === null) return;
     const leaseGone = this.lease.id === null;
-    const late = this.clock.now() >= leaseDeadlineMs(this.lease.lastRenewalMs, this.lastConfig);
+    // the lease's own granted ttl, not the config's: etcd expires it by the ttl it granted
+    const late = this.clock.now() >= this.lease.deadlineMs();
     if (!leaseGone && !late) return;
     this.fencing = true;
     const reason = leaseGone ? 'the leader lease is gone' : 'the leader lease was not renewed in time';
@@ -220,7 +227,7 @@ export class Agent {
       state: this.state,
       cluster,
       config: this.lastConfig,
-      lease: { id: this.lease.id, lastRenewalMs: this.lease.lastRenewalMs },
+      lease: this.lease.current(),
       pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs, formerPrimary: this.formerPrimary },
       recentlyGone,
       lastJob: this.lastJob,
@@ -346,8 +353,12 @@ export class Agent {
     const due = snap.nowMs - this.lastPublish.atMs >= this.lastConfig.loop_wait * 900;
     if (essentialJson === this.lastPublish.essentialJson && !due && this.lastPublish.leaseId === this.lease.id) return;
     try {
-      await this.dcs.putMember(value, this.lease.id);
-      this.lastPublish = { essentialJson, atMs: snap.nowMs, leaseId: this.lease.id };
+      // never onto a lease the keys are moving off
+      const leaseId = await this.lease.withLease(async (id) => {
+        await this.dcs.putMember(value, id);
+        return id;
+      });
+      this.lastPublish = { essentialJson, atMs: snap.nowMs, leaseId };
       const runtime = snap.pg.runtime;
       const leading = snap.cluster.leader?.value.name === this.config.name;
       if (leading && runtime !== null && !runtime.inRecovery && runtime.walLsn !== null && runtime.walLsn !== this.lastStatusLsn) {

@@ -4,7 +4,8 @@
  */
 import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
 import type { ControlData } from '../postgres/types.js';
-import { divergence, leaseDeadlineMs, promotionVerdict } from './eligibility.js';
+import { leaseDeadlineMs, ttlChange } from '../model/lease.js';
+import { divergence, promotionVerdict } from './eligibility.js';
 import { nextSyncStep } from './sync.js';
 import { memberLsn, upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
 
@@ -44,9 +45,10 @@ export function decide(s: Snapshot): Decision {
   }
   const runtime = s.pg.runtime;
   const runningPrimary = runtime !== null && !runtime.inRecovery;
-  const leaseDeadlinePassed = s.nowMs >= leaseDeadlineMs(s.lease.lastRenewalMs, s.config);
+  // the lease's own granted ttl rules, never the config's (a changed ttl applies once the keys moved)
+  const leaseDeadlinePassed = s.nowMs >= leaseDeadlineMs(s.lease);
 
-  if (runningPrimary && s.lease.lastRenewalMs !== null && leaseDeadlinePassed) {
+  if (runningPrimary && s.lease !== null && leaseDeadlinePassed) {
     // Safety rule 1: a lease that was not renewed in time may already belong to nobody.
     return {
       to: 'stopped',
@@ -75,7 +77,7 @@ export function decide(s: Snapshot): Decision {
   }
 
   const cluster = s.cluster;
-  if (s.lease.id === null) return stay(s, 'no lease: asking etcd for one', [{ kind: 'grantLease' }]);
+  if (s.lease === null || s.lease.id === null) return stay(s, 'no lease: asking etcd for one', [{ kind: 'grantLease' }]);
 
   const init = cluster.initialize;
   if (init === null) return decideUninitialized(s, cluster);
@@ -133,7 +135,23 @@ function decideBootstrapping(s: Snapshot, cluster: ClusterView): Decision {
 }
 
 function leaseStale(s: Snapshot): boolean {
-  return s.lease.lastRenewalMs !== null && s.nowMs >= leaseDeadlineMs(s.lease.lastRenewalMs, s.config);
+  return s.lease !== null && s.nowMs >= leaseDeadlineMs(s.lease);
+}
+
+/**
+ * The config's ttl differs from the one this agent's lease was granted with:
+ * move the keys to a lease with the new ttl, in a steady state only (never
+ * ahead of a safety step), and only while the old lease can be trusted.
+ */
+function moveToNewTtl(s: Snapshot, leader: boolean, steady: string): Decision | null {
+  const change = ttlChange(s.lease, s.config.ttl);
+  if (change === null || leaseStale(s)) return null;
+  const keys = leader ? 'my member and leader keys' : 'my member key';
+  const why =
+    change.fromSeconds === change.toSeconds
+      ? `a move of ${keys} to a new lease may not have completed: settling it`
+      : `ttl changed from ${change.fromSeconds} s to ${change.toSeconds} s: moving ${keys} to a lease granted with ${change.toSeconds} s`;
+  return stay(s, `${steady}; ${why}`, [{ kind: 'moveLease', ttlSeconds: change.toSeconds, leader }]);
 }
 
 function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
@@ -143,7 +161,13 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
     // Safety rule 1: never start or promote a primary on a lease that may already have expired.
     return stay(s, 'the leader key names me but my lease was not renewed in time: not starting a primary');
   }
-  if (leader.leaseId !== s.lease.id) {
+  if (s.lease?.moving !== undefined && leader.leaseId === s.lease.moving.id) {
+    // a move whose answer was lost did commit: the same move again confirms it
+    return stay(s, 'the leader key is bound to the lease my keys were being moved to: settling the move', [
+      { kind: 'moveLease', ttlSeconds: s.lease.moving.ttlSeconds, leader: true },
+    ]);
+  }
+  if (leader.leaseId !== s.lease?.id) {
     return stay(s, 'the leader key names me but is bound to an older lease: rebinding it to mine', [
       { kind: 'rebindLeader', expectModRevision: leader.modRevision },
     ]);
@@ -178,7 +202,9 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   const streaming = runtime.replicas.filter((r) => r.state === 'streaming').length;
   const sync = cluster.sync?.value;
   const syncNote = s.config.synchronous_mode === 'off' ? '' : sync && sync.members.length > 0 ? `, synchronous: ANY ${sync.quorum} of ${sync.members.join(', ')}` : ', no synchronous standby';
-  return { to: 'primary', reason: `I am the leader with the lease; ${streaming} replica(s) streaming${syncNote}`, actions };
+  const steady = `I am the leader with the lease; ${streaming} replica(s) streaming${syncNote}`;
+  const move = actions.length === 0 ? moveToNewTtl(s, true, steady) : null;
+  return move ?? { to: 'primary', reason: steady, actions };
 }
 
 function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, modRevision: string): Decision {
@@ -295,7 +321,8 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
     return { to: 'replica', reason: `re-pointing replication to leader ${leaderName}`, actions: [{ kind: 'follow', upstream }] };
   }
   const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
-  return stay(s, `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`);
+  const steady = `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`;
+  return moveToNewTtl(s, false, steady) ?? stay(s, steady);
 }
 
 /** On an older timeline than the leader, with WAL replayed past the point where the next timeline forked off it. */

@@ -6,21 +6,6 @@ import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
 import { memberLsn } from './snapshot.js';
 import { syncVerdict } from './sync.js';
 
-/** Milliseconds before the lease's server-side expiry at which a leader must have stopped accepting writes. */
-export function leaseMarginMs(config: DynamicConfig): number {
-  return Math.max(2000, config.loop_wait * 2000);
-}
-
-/**
- * The moment after which a leader that has not renewed must no longer accept
- * writes (safety rule 1). Renewal times are taken when the keep-alive was
- * SENT, so the server's own expiry is never earlier than this deadline + margin.
- */
-export function leaseDeadlineMs(lastRenewalMs: number | null, config: DynamicConfig): number {
-  if (lastRenewalMs === null) return Number.NEGATIVE_INFINITY;
-  return lastRenewalMs + config.ttl * 1000 - leaseMarginMs(config);
-}
-
 /** A member key updated within one ttl, reporting a running replica. */
 export function isFreshReplica(member: MemberValue, nowMs: number, config: DynamicConfig): boolean {
   return member.running && member.role === 'replica' && nowMs - member.updatedAtMs <= config.ttl * 1000;

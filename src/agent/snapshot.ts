@@ -1,4 +1,5 @@
 import type { DynamicConfig } from '../config/schema.js';
+import type { Lease } from '../model/lease.js';
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 import type { ControlData, DataDirState, RuntimeState, UpstreamTarget } from '../postgres/types.js';
 import type { State } from './states.js';
@@ -12,7 +13,8 @@ export interface Snapshot {
   cluster: ClusterView | null;
   /** the config key's value, else the last one seen, else defaults */
   config: DynamicConfig;
-  lease: { id: string | null; lastRenewalMs: number | null };
+  /** this agent's lease as its keeper knows it (granted ttl, last renewal sent, margin); null before the first grant */
+  lease: Lease | null;
   pg: {
     dataDir: DataDirState;
     control: ControlData | null;
@@ -40,6 +42,8 @@ export interface Snapshot {
 
 export type Action =
   | { kind: 'grantLease' }
+  /** move the member key (and the leader key when `leader`) to a new lease granted with ttlSeconds */
+  | { kind: 'moveLease'; ttlSeconds: number; leader: boolean }
   | { kind: 'claimInitialize'; systemId: string | null }
   | { kind: 'deleteInitialize'; expectModRevision: string }
   | { kind: 'bootstrap' }

@@ -19,6 +19,8 @@ export interface AgentHandle {
     readonly lastRenewalMs: number | null;
     readonly renewals: number;
     readonly renewalFailures: number;
+    /** from when the holder may no longer accept writes: last renewal sent + the lease's granted ttl - margin */
+    deadlineMs(): number;
   };
   readonly decisionCounts: ReadonlyMap<string, number>;
   readonly promotions: number;

@@ -7,7 +7,6 @@
  * which is read live: a leader whose lease can no longer be trusted stops
  * answering /primary at once, before the watchdog has even stopped PostgreSQL.
  */
-import { leaseDeadlineMs } from '../agent/eligibility.js';
 import { formatLsn, lagBytes as lagBehindLeader } from '../model/lsn.js';
 import { redactSecrets } from '../errors.js';
 import { parseByteSize } from '../model/size.js';
@@ -70,7 +69,7 @@ export function observeNode(handle: AgentHandle, node: ApiOptions['node'], nowMs
     leaderKey.value.name === node.name &&
     lease.id !== null &&
     leaderKey.leaseId === lease.id &&
-    nowMs < leaseDeadlineMs(lease.lastRenewalMs, snap.config);
+    nowMs < lease.deadlineMs();
   const loopAgeMs = snap === null ? null : Math.max(0, nowMs - snap.nowMs);
   const loopAlive = snap !== null && loopAgeMs !== null && loopAgeMs <= livenessLimitMs(snap.config.ttl, holdsLeaderKey);
   const runningPrimary = runtime !== null && !runtime.inRecovery;

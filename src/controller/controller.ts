@@ -10,11 +10,13 @@
  * Without that confirmation it never ends a lease.
  */
 import { requestLeaderChange } from '../agent/requests.js';
+import { LeaseKeeper } from '../dcs/lease-keeper.js';
 import type { ClusterView, CreationValue, Dcs, SpecValue } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
+import { leaseMarginMs } from '../model/lease.js';
 import { autoscale, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
 import { defaultPlanOptions, emptyMemory, freeNames, plan, type Plan, type PlanAction, type PlanMemory } from './plan.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
@@ -53,8 +55,8 @@ export class Controller {
   /** creations this controller has started and the provider has not answered yet, by node name */
   private readonly creating = new Map<string, CreationValue>();
   private memory: PlanMemory = emptyMemory();
-  private leaseId: string | null = null;
-  private lastRenewalMs = 0;
+  /** the controller key's lease; the controller stops acting at its deadline, as a leader stops accepting writes */
+  readonly lease: LeaseKeeper;
   private stopped = false;
   /** false until start(): a caller driving tick() itself (tests) gets no loop of its own running beside it */
   private started = false;
@@ -68,6 +70,23 @@ export class Controller {
 
   constructor(options: ControllerOptions) {
     this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 60_000, drainMs: defaultPlanOptions.drainMs, ...options };
+    this.lease = new LeaseKeeper({
+      dcs: this.o.dcs,
+      clock: this.o.clock,
+      logger: this.o.logger,
+      marginMs: (ttlSeconds) => leaseMarginMs(ttlSeconds, this.o.tickMs),
+      onLost: () => this.loseLease('the controller lease expired'),
+    });
+  }
+
+  private get leaseId(): string | null {
+    return this.lease.id;
+  }
+
+  /** Active, and the lease's deadline has not come: the only state in which the controller acts. */
+  private acting(): boolean {
+    if (this.active && !this.lease.trusted()) this.loseLease('the controller lease was not renewed in time: standing down');
+    return this.active;
   }
 
   async start(): Promise<void> {
@@ -76,8 +95,13 @@ export class Controller {
       this.o.logger.warn({ err: describeError(err) }, 'cannot watch etcd; relying on the timer');
       return null;
     });
-    this.timers.push(setInterval(() => this.wake(), this.o.tickMs));
-    this.timers.push(setInterval(() => void this.renew(), (this.o.leaseTtlSeconds * 1000) / 3));
+    this.timers.push(
+      setInterval(() => {
+        // stands down at the deadline even while a tick is busy
+        this.acting();
+        this.wake();
+      }, this.o.tickMs),
+    );
     this.wake();
   }
 
@@ -90,9 +114,8 @@ export class Controller {
     while (this.ticking) await new Promise((r) => setTimeout(r, 50));
     await Promise.allSettled([...this.inFlight.values()]);
     if (this.active) await this.o.dcs.releaseController(this.o.name).catch(() => undefined);
-    if (this.leaseId !== null) await this.o.dcs.revokeLease(this.leaseId).catch(() => undefined);
+    await this.lease.revoke().catch(() => undefined);
     this.active = false;
-    this.leaseId = null;
   }
 
   wake(): void {
@@ -136,14 +159,15 @@ export class Controller {
   }
 
   private async campaign(): Promise<void> {
-    if (this.leaseId === null) {
-      this.leaseId = await this.o.dcs.grantLease(this.o.leaseTtlSeconds);
-      this.lastRenewalMs = this.o.clock.now();
-    }
+    // a lease that is not trusted any more is not campaigned with: a new one is
+    if (this.lease.id !== null && !this.lease.trusted()) await this.dropLease();
+    if (this.lease.id === null) await this.lease.grant(this.o.leaseTtlSeconds);
+    const leaseId = this.lease.id;
+    if (leaseId === null) return;
     const value = { v: 1 as const, name: this.o.name, pid: process.pid, startedAtMs: this.o.clock.now() };
-    const acquired = await this.o.dcs.acquireController(value, this.leaseId).catch((err: unknown) => {
+    const acquired = await this.o.dcs.acquireController(value, leaseId).catch(async (err: unknown) => {
       // our lease ran out while standing by: the next campaign starts with a new one
-      if (err instanceof KeelError && err.code === 'KEEL_CONFLICT') this.leaseId = null;
+      if (err instanceof KeelError && err.code === 'KEEL_CONFLICT') await this.dropLease();
       throw err;
     });
     if (acquired) {
@@ -155,29 +179,23 @@ export class Controller {
     }
   }
 
-  private async renew(): Promise<void> {
-    if (this.leaseId === null || this.stopped) return;
-    const leaseId = this.leaseId;
-    try {
-      if (await this.o.dcs.keepAlive(leaseId)) {
-        this.lastRenewalMs = this.o.clock.now();
-        return;
-      }
-      this.loseLease('the controller lease expired');
-    } catch (err) {
-      // stop acting before the lease can run out under us: a standby may be taking over
-      if (this.o.clock.now() - this.lastRenewalMs > (this.o.leaseTtlSeconds - 2) * 1000) this.loseLease(`cannot renew the controller lease: ${describeError(err)}`);
-    }
-  }
-
+  /**
+   * Stops acting and gives the lease up: a standby may be taking over. The
+   * key stays bound to that lease until it is revoked or expires; a later
+   * campaign starts with a new lease.
+   */
   private loseLease(why: string): void {
     if (this.active) this.o.logger.warn(why);
     this.active = false;
-    this.leaseId = null;
+    void this.dropLease();
+  }
+
+  private async dropLease(): Promise<void> {
+    await this.lease.revoke().catch((err: unknown) => this.o.logger.debug({ err: describeError(err) }, 'could not revoke the controller lease; it expires'));
   }
 
   async tick(): Promise<void> {
-    if (!this.active) {
+    if (!this.acting()) {
       await this.campaign();
       if (!this.active) return;
     }
@@ -208,7 +226,7 @@ export class Controller {
     if (p.actions.length === 0) this.tell('plan', 'plan', p.reason);
     let ranHere = false;
     for (const action of p.actions) {
-      if (!this.active || this.stopped) return;
+      if (!this.acting() || this.stopped) return;
       if (action.kind === 'create' || action.kind === 'destroy') {
         this.runBeside(action, spec, view);
         continue;
@@ -408,7 +426,7 @@ export class Controller {
       this.tell(`fence:${action.node}`, 'fence', `${action.node} fenced (${result.detail}); its leader key is already gone`);
       return;
     }
-    if (!this.active) return;
+    if (!this.acting()) return;
     await this.o.dcs.revokeLease(action.leaseId);
     this.event('lease-ended', `${action.reason}: fence confirmed (${result.detail}); ended its lease so a replica promotes now`);
   }

@@ -11,6 +11,8 @@ export const modifiedAt = (key: string, revision: string): ICompare => ({
   result: 'Equal',
   mod_revision: revision,
 });
+/** The key is bound to this lease (a missing key compares as lease 0). */
+export const leaseIs = (key: string, leaseId: string): ICompare => ({ key: buf(key), target: 'Lease', result: 'Equal', lease: leaseId });
 export const valueIs = (key: string, value: string): ICompare => ({ key: buf(key), target: 'Value', result: 'Equal', value: buf(value) });
 export const put = (key: string, value: string, lease?: string): IRequestOp => ({
   request_put: { key: buf(key), value: buf(value), ...(lease === undefined ? {} : { lease }) },

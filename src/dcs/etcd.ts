@@ -33,7 +33,7 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import { createEtcdClient } from './etcd-client.js';
-import { buf, createdNever, del, modifiedAt, put, toRaw, valueIs } from './etcd-ops.js';
+import { buf, createdNever, del, leaseIs, modifiedAt, put, toRaw, valueIs } from './etcd-ops.js';
 import { keepAliveOnce, MemberRotation } from './etcd-members.js';
 import type {
   ClusterView,
@@ -44,6 +44,7 @@ import type {
   EventValue,
   HistoryEntry,
   InitializeValue,
+  LeaseMove,
   MemberValue,
   SpecValue,
   StatusValue,
@@ -272,6 +273,21 @@ export class EtcdDcs implements Dcs {
     return (await this.txn('leader release', [valueIs(k, encodeLeader(name))], [del(k)])).succeeded;
   }
 
+  async moveLease(move: LeaseMove): Promise<boolean> {
+    const k = this.k.leader;
+    const writes = move.member === null ? [] : [put(this.k.member(move.name), encode(move.member), move.toLeaseId)];
+    if (move.leader) writes.push(put(k, encodeLeader(move.name), move.toLeaseId));
+    if (writes.length === 0) return true;
+    const compare = move.leader ? [valueIs(k, encodeLeader(move.name)), leaseIs(k, move.fromLeaseId)] : [];
+    // the failure branch reads the leader key: an earlier attempt may have moved it already
+    const res = await this.call('lease move', () =>
+      this.client.kv.txn({ compare, success: writes, failure: [{ request_range: { key: buf(k) } }] }),
+    );
+    if (res.succeeded) return true;
+    const now = res.responses[0]?.response_range?.kvs[0];
+    return now !== undefined && now.value.toString('utf8') === encodeLeader(move.name) && String(now.lease) === move.toLeaseId;
+  }
+
   async putMember(value: MemberValue, leaseId: string): Promise<void> {
     await this.call('member write', () =>
       this.client.kv.put({ key: buf(this.k.member(value.name)), value: buf(encode(value)), lease: leaseId }),
@@ -293,8 +309,10 @@ export class EtcdDcs implements Dcs {
     return (await this.txn('status write', [compare], [put(this.k.status, encode(value))])).succeeded;
   }
 
-  async putSync(value: SyncValue): Promise<void> {
-    await this.call('sync write', () => this.client.kv.put({ key: buf(this.k.sync), value: buf(encode(value)) }));
+  async putSync(value: SyncValue, leaseId: string): Promise<boolean> {
+    const k = this.k.leader;
+    const compare = [valueIs(k, encodeLeader(value.leader)), leaseIs(k, leaseId)];
+    return (await this.txn('sync write', compare, [put(this.k.sync, encode(value))])).succeeded;
   }
 
   async appendHistory(entry: HistoryEntry): Promise<void> {

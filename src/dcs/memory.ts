@@ -34,6 +34,7 @@ import type {
   EventValue,
   HistoryEntry,
   InitializeValue,
+  LeaseMove,
   MemberValue,
   SpecValue,
   StatusValue,
@@ -230,6 +231,18 @@ export class MemoryDcs implements Dcs {
     return this.txn(this.valueIs(this.k.leader, encodeLeader(name)), [{ key: this.k.leader, value: null }]);
   }
 
+  async moveLease(move: LeaseMove): Promise<boolean> {
+    this.guard();
+    const k = this.k.leader;
+    const writes: Write[] = move.member === null ? [] : [{ key: this.k.member(move.name), value: encode(move.member), lease: move.toLeaseId }];
+    if (move.leader) writes.push({ key: k, value: encodeLeader(move.name), lease: move.toLeaseId });
+    const named = this.valueIs(k, encodeLeader(move.name));
+    const holds = !move.leader || (named && this.data.get(k)?.lease === move.fromLeaseId);
+    if (this.txn(holds, writes)) return true;
+    // as in EtcdDcs: an earlier attempt may have moved it already
+    return named && this.data.get(k)?.lease === move.toLeaseId;
+  }
+
   async putMember(value: MemberValue, leaseId: string): Promise<void> {
     this.guard();
     this.commit([{ key: this.k.member(value.name), value: encode(value), lease: leaseId }]);
@@ -252,9 +265,10 @@ export class MemoryDcs implements Dcs {
     return this.txn(this.valueIs(this.k.leader, encodeLeader(value.leader)), [{ key: this.k.status, value: encode(value) }]);
   }
 
-  async putSync(value: SyncValue): Promise<void> {
+  async putSync(value: SyncValue, leaseId: string): Promise<boolean> {
     this.guard();
-    this.commit([{ key: this.k.sync, value: encode(value) }]);
+    const held = this.valueIs(this.k.leader, encodeLeader(value.leader)) && this.data.get(this.k.leader)?.lease === leaseId;
+    return this.txn(held, [{ key: this.k.sync, value: encode(value) }]);
   }
 
   async appendHistory(entry: HistoryEntry): Promise<void> {

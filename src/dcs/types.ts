@@ -205,6 +205,17 @@ export interface Versioned<T> {
   modRevision: string;
 }
 
+/** What Dcs.moveLease moves: one member's keys, from one of its leases to another. */
+export interface LeaseMove {
+  name: string;
+  fromLeaseId: string;
+  toLeaseId: string;
+  /** written to `members/<name>` bound to toLeaseId; null leaves that key alone */
+  member: MemberValue | null;
+  /** move `leader` too (it must name `name` on fromLeaseId) */
+  leader: boolean;
+}
+
 /** One consistent read of the cluster's prefix. */
 export interface ClusterView {
   /** etcd header revision of the read */
@@ -260,6 +271,15 @@ export interface Dcs {
   rebindLeader(name: string, leaseId: string, expectModRevision: string): Promise<boolean>;
   /** Deletes `leader` only if it names `name` (one transaction). True when deleted. */
   releaseLeader(name: string): Promise<boolean>;
+  /**
+   * Moves a member's keys to another of its leases (granted with a new ttl) in
+   * ONE transaction: puts `members/<name>` (when given) and, with `leader`,
+   * `leader` bound to `toLeaseId`; the leader part only if `leader` still names
+   * `name` AND is bound to `fromLeaseId`, else nothing is written. True when the
+   * keys are on `toLeaseId` afterwards, also when an earlier attempt whose
+   * answer was lost moved them (a retry after an unknown outcome is safe).
+   */
+  moveLease(move: LeaseMove): Promise<boolean>;
 
   /** Puts `members/<name>` bound to the lease. */
   putMember(value: MemberValue, leaseId: string): Promise<void>;
@@ -270,7 +290,11 @@ export interface Dcs {
 
   /** Puts `status` only if `leader` is still held by status.leader (one transaction). */
   putStatus(value: StatusValue): Promise<boolean>;
-  putSync(value: SyncValue): Promise<void>;
+  /**
+   * Puts `sync` only if `leader` names sync.leader AND is bound to `leaseId`
+   * (one transaction): a leader whose lease ran out cannot name standbys.
+   */
+  putSync(value: SyncValue, leaseId: string): Promise<boolean>;
 
   /** Appends an entry to `history` with compare-and-swap retries. */
   appendHistory(entry: HistoryEntry): Promise<void>;

@@ -141,11 +141,11 @@ describe('EtcdDcs against a real etcd', () => {
     const [a, b] = agents(2);
     let changes = 0;
     const stop = await a!.watch(() => changes++);
-    await b!.putSync({ v: 1, leader: 'node1', members: [] });
+    await b!.putDraining({ v: 1, name: 'node3', sinceMs: 1, reason: 'test' });
     await waitFor('watch callback', () => changes > 0, 3000);
     await stop();
     const seen = changes;
-    await b!.putSync({ v: 1, leader: 'node1', members: ['node2'] });
+    await b!.putDraining({ v: 1, name: 'node2', sinceMs: 2, reason: 'test' });
     await sleep(300);
     expect(changes).toBe(seen);
   });

@@ -13,12 +13,13 @@ import { mergePatch } from '../../src/config/patch.js';
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import { KeelError } from '../../src/errors.js';
 import { member, NOW, primaryMember, primaryRuntime, replicaRuntime, snapshot } from './fixtures.js';
+import { leaseDeadlineMs } from '../../src/model/lease.js';
 
 const TOKEN = 'tok-3f9a1c77e5b2d4a8';
 const PASSWORD = 'pw-superuser-8d1e0b';
 const auth = { authorization: `Bearer ${TOKEN}` };
 
-type Fake = { -readonly [K in keyof AgentHandle]: AgentHandle[K] } & { lease: { id: string | null; lastRenewalMs: number | null; renewals: number; renewalFailures: number } };
+type Fake = { -readonly [K in keyof AgentHandle]: AgentHandle[K] } & { lease: { id: string | null; lastRenewalMs: number | null; renewals: number; renewalFailures: number; deadlineMs(): number } };
 
 interface World {
   app: FastifyInstance;
@@ -55,7 +56,16 @@ async function world(me: 'node1' | 'node2' | 'node3', tags: Record<string, strin
     state: me === 'node1' ? 'primary' : 'replica',
     lastReason: `following leader node1 (conninfo password=${PASSWORD})`,
     lastSnapshot: snap,
-    lease: { id: me === 'node1' ? lease : 'other', lastRenewalMs: NOW - 1000, renewals: 12, renewalFailures: 1 },
+    lease: {
+      id: me === 'node1' ? lease : 'other',
+      lastRenewalMs: NOW - 1000,
+      renewals: 12,
+      renewalFailures: 1,
+      // granted with 10 s, 2 s margin, as LeaseKeeper computes it
+      deadlineMs() {
+        return this.lastRenewalMs === null ? Number.NEGATIVE_INFINITY : leaseDeadlineMs({ id: this.id, ttlSeconds: 10, lastRenewalMs: this.lastRenewalMs, marginMs: 2000 });
+      },
+    },
     decisionCounts: new Map([['primary:', 40], ['primary:syncSlots', 1]]),
     promotions: 1,
     runManual: vi.fn(async () => undefined),

@@ -239,18 +239,22 @@ describe('controller loop', () => {
 
   it('a standby does nothing, and takes over once the active one stops', async () => {
     const now = { ms: 1_000_000 };
-    const { provider, make } = await world(now);
+    const { dcs, provider, make } = await world(now);
     const a = make('a');
     const b = make('b');
     await a.tick();
     await b.tick();
     provider.nodes[1]!.state = 'stopped';
-    now.ms += 60_000;
+    // a minute on: the active one's keep-alives reach etcd, the standby's own lease lapses (no timers run here)
+    for (let step = 0; step < 8; step++) {
+      now.ms += 7_500;
+      expect(await dcs.keepAlive(a.lease.id!)).toBe(true);
+    }
     await b.tick().catch(() => undefined);
     expect(b.active).toBe(false);
     expect(provider.calls).toEqual([]);
     await a.stop();
-    // its lease expired above (no renewals run here): this campaign wins with a new one
+    // the campaign after the active one handed the key over wins, with a new lease
     await b.tick();
     expect(b.active).toBe(true);
   });

@@ -7,6 +7,7 @@ import {
   NOW,
   cluster,
   control,
+  heldLease,
   leaderKey,
   member,
   primaryMember,
@@ -41,7 +42,7 @@ const cases: Case[] = [
   },
   {
     name: 'etcd unreachable, no lease ever renewed by this agent: demote to read-only',
-    snap: snapshot({ state: 'primary', cluster: null, lease: { id: null, lastRenewalMs: null }, pg: { runtime: primaryRuntime() } }),
+    snap: snapshot({ state: 'primary', cluster: null, lease: null, pg: { runtime: primaryRuntime() } }),
     to: 'replica', actions: ['stopPostgres', 'startPostgres'], reason: /about to expire: demoting/,
   },
   {
@@ -59,7 +60,7 @@ const cases: Case[] = [
     name: 'leader lease not renewed in time: stop at once',
     snap: snapshot({
       state: 'primary',
-      lease: { id: 'L2', lastRenewalMs: NOW - 9000 },
+      lease: heldLease({ lastRenewalMs: NOW - 9000 }),
       cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2')] }),
       pg: { runtime: primaryRuntime() },
     }),
@@ -67,7 +68,7 @@ const cases: Case[] = [
   },
   {
     name: 'no lease yet: grant one',
-    snap: snapshot({ state: 'starting', lease: { id: null, lastRenewalMs: null } }),
+    snap: snapshot({ state: 'starting', lease: null }),
     to: 'starting', actions: ['grantLease'], reason: /no lease/,
   },
   // bootstrap
@@ -439,12 +440,12 @@ const cases: Case[] = [
   },
   {
     name: 'I hold the key but my lease was not renewed in time: do not promote',
-    snap: snapshot({ cluster: cluster({ leader: leaderKey('node2', 'L2') }), lease: { id: 'L2', lastRenewalMs: NOW - 9000 } }),
+    snap: snapshot({ cluster: cluster({ leader: leaderKey('node2', 'L2') }), lease: heldLease({ lastRenewalMs: NOW - 9000 }) }),
     to: 'replica', actions: [], reason: /not renewed in time: not starting a primary/,
   },
   {
     name: 'no leader but my lease was not renewed in time: do not take the key',
-    snap: snapshot({ cluster: noLeader(), lease: { id: 'L2', lastRenewalMs: NOW - 9000 } }),
+    snap: snapshot({ cluster: noLeader(), lease: heldLease({ lastRenewalMs: NOW - 9000 }) }),
     to: 'replica', actions: [], reason: /not renewed in time: not taking the key/,
   },
   {

@@ -2,6 +2,7 @@ import { defaultDynamicConfig } from '../../src/config/schema.js';
 import type { ClusterView, MemberValue } from '../../src/dcs/types.js';
 import type { ControlData, RuntimeState } from '../../src/postgres/types.js';
 import type { Snapshot } from '../../src/agent/snapshot.js';
+import type { Lease } from '../../src/model/lease.js';
 
 export const NOW = 1_000_000;
 export const SYSID = '7300000000000000001';
@@ -105,6 +106,11 @@ export function primaryRuntime(over: Partial<RuntimeState> = {}): RuntimeState {
   });
 }
 
+/** This agent's lease: granted with the default 10 s ttl, renewed 1 s ago, 2 s margin (deadline NOW + 7 s). */
+export function heldLease(over: Partial<Lease> = {}): Lease {
+  return { id: 'L2', ttlSeconds: 10, lastRenewalMs: NOW - 1000, marginMs: 2000, ...over };
+}
+
 /** A snapshot of node2 by default: a running, streaming replica of node1. */
 export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']> } = {}): Snapshot {
   const { pg, ...rest } = over;
@@ -115,7 +121,7 @@ export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']
     cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2'), member('node3')] }),
     // the table rows are written for asynchronous replication unless they say otherwise
     config: { ...defaultDynamicConfig, synchronous_mode: 'off' },
-    lease: { id: 'L2', lastRenewalMs: NOW - 1000 },
+    lease: heldLease(),
     lastJob: null,
     ...rest,
     pg: {
