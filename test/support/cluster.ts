@@ -4,7 +4,7 @@
  * when a killed node comes back). Everything is stopped by PID and the
  * directory removed in stop().
  */
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import pg from 'pg';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
@@ -13,6 +13,16 @@ import { LocalCluster } from '../../src/providers/local-cluster.js';
 import { LocalLayout, portOffsets, type ClusterFile } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
+import { readPidFile, terminate } from '../../src/util/process.js';
+
+/** A process's command line, '' once it is gone. */
+function readCommandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
+}
 
 export class TestCluster {
   readonly dcs: EtcdDcs;
@@ -25,17 +35,24 @@ export class TestCluster {
     this.dcs = local.dcs();
   }
 
-  static async start(options: { nodes?: number; portBase: number; synchronousMode?: 'off' | 'on' | 'strict' }): Promise<TestCluster> {
+  /** controller: also run a `keel controller` process beside the cluster, as `keel up` does */
+  static async start(options: { nodes?: number; portBase: number; synchronousMode?: 'off' | 'on' | 'strict'; controller?: boolean }): Promise<TestCluster> {
     const dir = mkdtempSync('/tmp/keel-test-');
     chmodSync(dir, 0o755);
     const layout = new LocalLayout(dir);
     const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'on' };
     const { cluster, secrets } = await layout.create(file);
-    const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false });
+    const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false, controller: options.controller ?? false });
     await local.checkPorts();
     const tc = new TestCluster(layout, cluster, local, secrets.superuser);
-    await local.start();
-    await local.waitReady(120_000);
+    try {
+      await local.start();
+      await local.waitReady(120_000);
+    } catch (err) {
+      // nothing left running when a cluster does not come up
+      await tc.stop().catch(() => undefined);
+      throw err;
+    }
     return tc;
   }
 
@@ -89,9 +106,20 @@ export class TestCluster {
     }
   }
 
-  async stop(): Promise<void> {
+  /** keepDir: leave the directory and its logs for a look afterwards */
+  async stop(options: { keepDir?: boolean } = {}): Promise<void> {
     await this.dcs.close().catch(() => undefined);
     await this.local.stop();
-    await rm(this.layout.dir, { recursive: true, force: true });
+    // A node that a `keel controller` process destroyed and created again under the same name is
+    // not known here by its new PID: stop whatever the pid files on disk still name.
+    // Only a process whose command line names this directory: a stale pid file's PID may belong to another by now.
+    const ours = (pid: number | null): pid is number => pid !== null && readCommandLine(pid).includes(this.layout.dir);
+    for (const name of this.layout.nodeNames()) {
+      const agent = readPidFile(this.layout.agentPidFile(name));
+      if (ours(agent)) await terminate(agent, 30_000);
+      const postmaster = readPidFile(`${this.layout.dataDir(name)}/postmaster.pid`);
+      if (ours(postmaster)) await terminate(postmaster, 30_000, 'SIGINT');
+    }
+    if (!options.keepDir) await rm(this.layout.dir, { recursive: true, force: true });
   }
 }
