@@ -33,6 +33,16 @@ const history = (timeline: number, switchLsn: number) => ({
   modRevision: '7',
 });
 
+const ttl30 = { ...defaultDynamicConfig, ttl: 30 };
+/** node2 leads on its own lease L2; node1 streams into its slot; nothing to do. */
+const leaderSteady = (over: Parameters<typeof snapshot>[0] = {}) =>
+  snapshot({
+    state: 'primary',
+    cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2'), member('node1')] }),
+    pg: { runtime: primaryRuntime({ slots: ['node1'] }) },
+    ...over,
+  });
+
 const cases: Case[] = [
   // etcd unreachable
   {
@@ -561,6 +571,107 @@ const cases: Case[] = [
     snap: snapshot({ state: 'replica', pg: stoppedPg }),
     to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,
   },
+  // a changed ttl: the keys move to a lease granted with it
+  {
+    name: 'ttl changed, leader in a steady state: move member and leader keys to a new lease',
+    snap: leaderSteady({ config: ttl30 }),
+    to: 'primary', actions: ['moveLease'], reason: /I am the leader with the lease.*ttl changed from 10 s to 30 s: moving my member and leader keys to a lease granted with 30 s/,
+  },
+  {
+    name: 'ttl changed, replica following the leader: move the member key',
+    snap: snapshot({ config: ttl30 }),
+    to: 'replica', actions: ['moveLease'], reason: /following leader node1.*ttl changed from 10 s to 30 s: moving my member key/,
+  },
+  {
+    name: 'ttl unchanged: no move',
+    snap: leaderSteady(),
+    to: 'primary', actions: [], reason: /^I am the leader with the lease; 0 replica\(s\) streaming/,
+  },
+  {
+    name: 'ttl changed but a slot is missing: the slot first, the move on a later loop',
+    snap: leaderSteady({ config: ttl30, pg: { runtime: primaryRuntime({ slots: [] }) } }),
+    to: 'primary', actions: ['syncSlots'], reason: /I am the leader with the lease/,
+  },
+  {
+    name: 'ttl changed and the lease was not renewed in time: stop, never move',
+    snap: leaderSteady({ config: ttl30, lease: heldLease({ lastRenewalMs: NOW - 9000 }) }),
+    to: 'stopped', actions: ['stopPostgres'], reason: /not renewed in time/,
+  },
+  {
+    name: 'ttl changed, replica whose lease was not renewed in time: no move on an untrusted lease',
+    snap: snapshot({ config: ttl30, lease: heldLease({ lastRenewalMs: NOW - 9000 }) }),
+    to: 'replica', actions: [], reason: /^following leader node1, streaming, 0 bytes behind$/,
+  },
+  {
+    name: 'ttl changed while I run a primary and another member leads: stop it first',
+    snap: snapshot({ state: 'primary', config: ttl30, pg: { runtime: primaryRuntime() } }),
+    to: 'stopped', actions: ['stopPostgres'], reason: /node1 holds the leader key/,
+  },
+  {
+    name: 'the leader key is bound to the lease my keys were being moved to: settle the move',
+    snap: leaderSteady({
+      config: ttl30,
+      lease: heldLease({ moving: { id: 'L3', ttlSeconds: 30, lastRenewalMs: NOW - 500 } }),
+      cluster: cluster({ leader: leaderKey('node2', 'L3'), members: [primaryMember('node2'), member('node1')] }),
+    }),
+    to: 'primary', actions: ['moveLease'], reason: /bound to the lease my keys were being moved to: settling the move/,
+  },
+  {
+    name: 'a move whose outcome is unknown, leader key still on the old lease: move again to settle it',
+    snap: leaderSteady({ lease: heldLease({ moving: { id: 'L3', ttlSeconds: 10, lastRenewalMs: NOW - 500 } }) }),
+    to: 'primary', actions: ['moveLease'], reason: /may not have completed: settling it/,
+  },
+  // the fencing guard: no primary without a live connection to it
+  {
+    name: 'no leader, healthiest replica, guard disconnected: wait for the guard, do not take the key',
+    snap: snapshot({ cluster: noLeader(), guard: 'disconnected' }),
+    to: 'replica', actions: [], reason: /^waiting for the fencing guard .*healthiest replica/,
+  },
+  {
+    name: 'no leader, healthiest replica, guard connected: take the key and promote',
+    snap: snapshot({ cluster: noLeader(), guard: 'connected' }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest replica/,
+  },
+  {
+    name: 'no leader, healthiest replica, no guard configured: take the key and promote',
+    snap: snapshot({ cluster: noLeader(), guard: 'none' }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest replica/,
+  },
+  {
+    name: 'I hold the key and run a replica, guard disconnected: do not promote',
+    snap: snapshot({ cluster: cluster({ leader: leaderKey('node2', 'L2') }), guard: 'disconnected' }),
+    to: 'replica', actions: [], reason: /^waiting for the fencing guard .*promoting/,
+  },
+  {
+    name: 'agent restarted on a running primary, guard not reached yet: do not rebind the leader key',
+    snap: snapshot({ state: 'starting', cluster: cluster({ leader: leaderKey('node2', 'OLD') }), pg: { runtime: primaryRuntime() }, guard: 'disconnected' }),
+    to: 'starting', actions: [], reason: /^waiting for the fencing guard .*rebinding/,
+  },
+  {
+    name: 'I hold the key, PostgreSQL stopped cleanly, guard disconnected: do not start a primary',
+    snap: snapshot({ state: 'stopped', cluster: cluster({ leader: leaderKey('node2', 'L2') }), pg: { ...stoppedPg, control: control({ clusterState: 'shut down' }) }, guard: 'disconnected' }),
+    to: 'stopped', actions: [], reason: /^waiting for the fencing guard/,
+  },
+  {
+    name: 'won initialize, guard disconnected: do not take the key to bootstrap',
+    snap: snapshot({ state: 'starting', me: { name: 'node1', nofailover: false }, cluster: cluster({ initialize: { value: { v: 1, by: 'node1', systemId: null }, modRevision: '2' } }), pg: emptyPg, guard: 'disconnected' }),
+    to: 'starting', actions: [], reason: /^waiting for the fencing guard/,
+  },
+  {
+    name: 'guard disconnected does not hold back a replica: start following the leader',
+    snap: snapshot({ state: 'replica', pg: stoppedPg, guard: 'disconnected' }),
+    to: 'replica', actions: ['startPostgres'], reason: /replica of leader node1/,
+  },
+  {
+    name: 'guard disconnected does not hold back a stop: another member leads, stop my primary',
+    snap: snapshot({ state: 'primary', pg: { runtime: primaryRuntime() }, guard: 'disconnected' }),
+    to: 'stopped', actions: ['stopPostgres'], reason: /node1 holds the leader key/,
+  },
+  {
+    name: 'guard disconnected, I lead and run the primary: keep it (the in-process fence still watches the lease)',
+    snap: leaderSteady({ guard: 'disconnected' }),
+    to: 'primary', actions: [], reason: /^I am the leader with the lease/,
+  },
 ];
 
 describe('decide', () => {
@@ -570,6 +681,20 @@ describe('decide', () => {
     expect(decision.to).toBe(to);
     expect(decision.actions.map((a) => a.kind)).toEqual(actions);
     expect(isAllowed(snap.state, decision.to)).toBe(true);
+  });
+
+  it('a move to a changed ttl names the new ttl, and the leader key only for the leader', () => {
+    expect(decide(leaderSteady({ config: ttl30 })).actions).toEqual([{ kind: 'moveLease', ttlSeconds: 30, leader: true }]);
+    expect(decide(snapshot({ config: ttl30 })).actions).toEqual([{ kind: 'moveLease', ttlSeconds: 30, leader: false }]);
+  });
+
+  it('judges the lease by its own granted ttl, never by the config ttl', () => {
+    // granted with 10 s, renewed 9 s ago: past its deadline even though the config now says 30 s
+    const late = leaderSteady({ config: ttl30, lease: heldLease({ lastRenewalMs: NOW - 9000 }) });
+    expect(decide(late).actions).toEqual([{ kind: 'stopPostgres', mode: 'immediate' }]);
+    // granted with 30 s, renewed 9 s ago: well within its deadline even though the config says 10 s
+    const fine = leaderSteady({ lease: heldLease({ ttlSeconds: 30, lastRenewalMs: NOW - 9000 }) });
+    expect(decide(fine).reason).toMatch(/I am the leader with the lease.*ttl changed from 30 s to 10 s/);
   });
 
   it('covers every transition of the table', () => {
