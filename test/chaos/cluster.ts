@@ -186,7 +186,7 @@ export class ChaosCluster {
     await this.query(leader, sql);
   }
 
-  /** Copies every log (agents, PostgreSQL, etcd, router) to `to`. */
+  /** Copies every log (agents, guards, PostgreSQL, etcd, router) to `to`. */
   copyLogs(to: string): void {
     mkdirSync(to, { recursive: true });
     const copy = (from: string, name: string) => {
@@ -196,6 +196,8 @@ export class ChaosCluster {
     for (const name of this.names) {
       copy(this.provider.agentLog(name), `${name}-agent.log`);
       copy(this.provider.postgresLog(name), `${name}-postgres.log`);
+      // the node's fencing guard, when the provider runs one
+      copy(join(this.provider.nodeDir(name), 'guard.log'), `${name}-guard.log`);
     }
     for (const name of this.etcd.names()) copy(this.etcd.logFile(name), `${name}.log`);
   }
