@@ -71,9 +71,9 @@ async function world(now: { ms: number }) {
  * controller whose lease outlives the test; `step` moves time on with the
  * live nodes publishing, then runs one loop.
  */
-async function replacing(now: { ms: number }) {
+async function replacing(now: { ms: number }, over: Partial<ControllerOptions> = {}) {
   const w = await world(now);
-  const c = w.make('a', { leaseTtlSeconds: 600 });
+  const c = w.make('a', { leaseTtlSeconds: 600, ...over });
   await c.tick();
   await c.tick();
   const stored = (await w.dcs.readSpec())!;
@@ -179,6 +179,33 @@ describe('controller loop', () => {
     expect(c.lastPlan?.reason).toMatch(/^3 of 3 nodes/);
     const created = (await dcs.listEvents(100)).filter((e) => e.kind === 'create');
     expect(created.map((e) => e.message)).toEqual([expect.stringMatching(/replacing node3 \(down \d+ s\) with node4 in z3/)]);
+    await c.stop();
+  });
+
+  it('a controller that loses its lease and takes the key again still counts the creation it has in flight', async () => {
+    const now = { ms: 1_000_000 };
+    const startMs = now.ms;
+    // no renewals run here: this lease stops being trusted 18 s on (ttl 20 s less the 2 s margin)
+    const { dcs, provider, c, step } = await replacing(now, { leaseTtlSeconds: 20 });
+    let release = (): void => undefined;
+    provider.createGate = new Promise<void>((resolve) => (release = resolve));
+    await step(6000);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    await dcs.putMember({ ...member('node4'), zone: 'z3', streaming: false, updatedAtMs: now.ms }, await dcs.grantLease(600));
+    const firstLease = (await dcs.readController())!.leaseId;
+    while (now.ms < startMs + 20_000) await step(1000);
+    // the record went with the old lease; the controller campaigned again and acts on a new one
+    expect((await dcs.readController())?.leaseId).not.toBe(firstLease);
+    expect(c.active).toBe(true);
+    expect((await dcs.readCluster()).creations).toEqual([]);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    expect(c.lastPlan?.reason).toMatch(/creating node4 in z3 to replace node3/);
+
+    release();
+    await settle();
+    await step(1000);
+    expect(creates(provider)).toEqual(['create node4@z3']);
+    expect(provider.nodes.map((n) => n.name)).toEqual(['node1', 'node2', 'node4']);
     await c.stop();
   });
 
