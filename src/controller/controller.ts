@@ -360,13 +360,8 @@ export class Controller {
         await this.o.dcs.deleteDraining(action.node);
         this.event('undrain', action.reason);
         return;
-      case 'create': {
-        await this.createNode(provider, action);
-        this.memory.firstSeenMs[action.node] = this.o.clock.now();
-        this.event('create', `${action.reason} (class ${action.instanceClass})`);
-        if (action.replaces !== null && spec.scaling.added.includes(action.replaces)) await this.handOver(action.replaces, action.node);
-        return;
-      }
+      case 'create':
+        return this.createNode(provider, action, spec);
       case 'switchover': {
         const request = await requestLeaderChange(this.o.dcs, { failover: false, to: action.to, expectLeader: action.from }, this.o.clock.now());
         this.event('switchover', `${action.reason}: requested ${request.from} -> ${request.to}`);
@@ -380,7 +375,7 @@ export class Controller {
    * the provider is asked: until the provider lists the node, every plan counts
    * it and never asks for it, or for another replacement of the same node, again.
    */
-  private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>): Promise<void> {
+  private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>, spec: SpecValue): Promise<void> {
     const { node: name, zone, instanceClass, replaces } = action;
     const record: CreationValue = { v: 1, name, zone, instanceClass, replaces, sinceMs: this.o.clock.now(), by: this.o.name };
     // counted by the next plans from now on, before etcd has it
@@ -394,6 +389,10 @@ export class Controller {
       }
       try {
         await provider.create(this.o.dcs.cluster, { name, zone, instanceClass });
+        this.memory.firstSeenMs[name] = this.o.clock.now();
+        this.event('create', `${action.reason} (class ${instanceClass})`);
+        // while the record stands, no plan takes the autoscaler's replica for missing and creates it again
+        if (replaces !== null && spec.scaling.added.includes(replaces)) await this.handOver(replaces, name);
       } finally {
         // the provider lists the node now, or the creation failed (the caller records the event)
         await this.o.dcs.deleteCreation(name).catch((err: unknown) => this.o.logger.warn({ err: describeError(err), node: name }, 'could not delete the creation record; it goes on a later loop'));

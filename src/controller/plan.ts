@@ -210,7 +210,8 @@ export function plan(
 
   // a creation counts until the provider lists its node; from then on the node speaks for itself
   const pending = view.creations.filter((c) => !names.has(c.name));
-  const replacements = new Map(pending.flatMap((c) => (c.replaces === null ? [] : [[c.replaces, c.name] as const])));
+  // every record, listed or not: until it goes, the autoscaler's record may not have followed its replacement yet
+  const replacements = new Map(view.creations.flatMap((c) => (c.replaces === null ? [] : [[c.replaces, c.name] as const])));
   const used = new Set([...names, ...view.members.map((m) => m.name), ...spec.scaling.added, ...pending.map((c) => c.name)]);
   const take = (): string | null => {
     const [name] = freeNames(1, used, options.maxNodes);
@@ -219,11 +220,13 @@ export function plan(
     return name;
   };
   let live = health.slice();
-  // nodes on their way: the creations pending, then the ones this plan asks for
-  const created: { name: string; zone: string }[] = pending.map((c) => ({ name: c.name, zone: c.zone }));
+  // nodes on their way: the creations pending, then the ones this plan asks for;
+  // one that replaces an autoscaler's replica is the autoscaler's (its record follows it once created)
+  const autoscaled = (replaces: string | null) => replaces !== null && spec.scaling.added.includes(replaces);
+  const created: { name: string; zone: string; autoscaled: boolean }[] = pending.map((c) => ({ name: c.name, zone: c.zone, autoscaled: autoscaled(c.replaces) }));
   const create = (name: string, zone: string, replaces: string | null, reason: string): void => {
     actions.push({ kind: 'create', node: name, zone, instanceClass: spec.instanceClass, replaces, reason });
-    created.push({ name, zone });
+    created.push({ name, zone, autoscaled: autoscaled(replaces) });
   };
   for (const c of pending) {
     const seconds = Math.round((nowMs - c.sinceMs) / 1000);
@@ -260,12 +263,13 @@ export function plan(
   const desiredTotal = spec.nodes + spec.scaling.added.length;
   const count = () => live.length + created.length;
   // The operator's nodes (the leader always among them) and the autoscaler's are counted apart.
-  const isBase = (n: { name: string; leader?: boolean }) => n.leader === true || !spec.scaling.added.includes(n.name);
+  const isBase = (n: { name: string; leader?: boolean; autoscaled?: boolean }) => n.leader === true || (n.autoscaled !== true && !spec.scaling.added.includes(n.name));
   const baseCount = () => live.filter(isBase).length + created.filter(isBase).length;
 
   // Replicas the autoscaler reserved are created under their reserved names.
   for (const name of spec.scaling.added) {
-    if (names.has(name) || created.some((c) => c.name === name)) continue;
+    // a reserved replica destroyed while its replacement is on its way is not created again
+    if (names.has(name) || created.some((c) => c.name === name) || replacements.has(name)) continue;
     const zone = leastPopulatedZone(spec.zones, [...live, ...created]);
     create(name, zone, null, `autoscaler added ${name}: creating it in ${zone}`);
   }
