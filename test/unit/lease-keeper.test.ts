@@ -5,46 +5,13 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LeaseKeeper } from '../../src/dcs/lease-keeper.js';
-import { MemoryDcs } from '../../src/dcs/memory.js';
-import type { LeaseMove } from '../../src/dcs/types.js';
-import { KeelError } from '../../src/errors.js';
 import { leaseMarginMs } from '../../src/model/lease.js';
 import { systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { member } from './fixtures.js';
+import { gate, ScriptedDcs } from './lease-fakes.js';
 
 const T0 = 1_000_000;
-
-/** The in-memory store with keep-alives and lease moves that can be slowed, failed or held. */
-class ScriptedDcs extends MemoryDcs {
-  readonly keepAlivesSent: { id: string; atMs: number }[] = [];
-  keepAliveDelayMs = 0;
-  failKeepAlives = false;
-  /** while set, a lease move waits for it before reaching the store */
-  moveGate: Promise<void> | null = null;
-  /** the move reaches the store but its answer is lost */
-  loseMoveAnswer = false;
-
-  override async keepAlive(leaseId: string): Promise<boolean> {
-    this.keepAlivesSent.push({ id: leaseId, atMs: Date.now() });
-    if (this.keepAliveDelayMs > 0) await new Promise((r) => setTimeout(r, this.keepAliveDelayMs));
-    if (this.failKeepAlives) throw new KeelError('KEEL_ETCD_UNREACHABLE', 'keep-alive failed (scripted)');
-    return super.keepAlive(leaseId);
-  }
-
-  override async moveLease(move: LeaseMove): Promise<boolean> {
-    if (this.moveGate !== null) await this.moveGate;
-    const moved = await super.moveLease(move);
-    if (this.loseMoveAnswer) throw new KeelError('KEEL_ETCD_UNREACHABLE', 'the answer to the lease move was lost (scripted)');
-    return moved;
-  }
-}
-
-function gate(): { promise: Promise<void>; open: () => void } {
-  let open = (): void => undefined;
-  const promise = new Promise<void>((resolve) => (open = resolve));
-  return { promise, open };
-}
 
 let dcs: ScriptedDcs;
 let lost: number;
@@ -82,10 +49,10 @@ describe('LeaseKeeper', () => {
 
   it('retries a failed renewal about 300 ms later, not one interval later', async () => {
     await keeper.grant(9);
-    dcs.failKeepAlives = true;
+    dcs.keepAliveFails = () => true;
     await vi.advanceTimersByTimeAsync(3300);
     expect(sentAt(keeper.id)).toEqual([3000, 3300]);
-    dcs.failKeepAlives = false;
+    dcs.keepAliveFails = () => false;
     await vi.advanceTimersByTimeAsync(300);
     expect(sentAt(keeper.id)).toEqual([3000, 3300, 3600]);
     expect(keeper.renewalFailures).toBe(2);
@@ -107,7 +74,7 @@ describe('LeaseKeeper', () => {
 
   it('stops trusting the lease at its deadline when keep-alives keep failing', async () => {
     await keeper.grant(10);
-    dcs.failKeepAlives = true;
+    dcs.keepAliveFails = () => true;
     await vi.advanceTimersByTimeAsync(7999);
     expect(keeper.trusted()).toBe(true);
     await vi.advanceTimersByTimeAsync(1);

@@ -1,0 +1,187 @@
+/**
+ * The agent's whole loop (observe -> decide -> act, the lease keeper, the
+ * watchdog) on fake timers, against the in-memory store and a fake
+ * PostgreSQL: when a leader whose keep-alives fail stops PostgreSQL, how a ttl
+ * change moves the lease, and a replica following its leader.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { defaultDynamicConfig, nodeConfigSchema, type DynamicConfig } from '../../src/config/schema.js';
+import { systemClock } from '../../src/util/clock.js';
+import { silentLogger } from '../../src/util/log.js';
+import { SYSID } from './fixtures.js';
+import { FakePostgres, gate, ScriptedDcs } from './lease-fakes.js';
+
+const T0 = 1_000_000;
+const running: Agent[] = [];
+const beforeStop: (() => void)[] = [];
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate', 'Date'] });
+  vi.setSystemTime(T0);
+});
+
+afterEach(async () => {
+  for (const release of beforeStop.splice(0)) release();
+  const stopped = Promise.all(running.splice(0).map((agent) => agent.stop()));
+  await vi.advanceTimersByTimeAsync(1000);
+  await stopped;
+  vi.useRealTimers();
+});
+
+/** An initialized cluster whose config key holds `config` (asynchronous replication: no sync key to wait for). */
+async function store(config: Partial<DynamicConfig>): Promise<ScriptedDcs> {
+  const dcs = new ScriptedDcs({ cluster: 'main', clock: systemClock });
+  await dcs.claimInitialize({ v: 1, by: 'node1', systemId: SYSID });
+  expect(await dcs.putConfig({ ...defaultDynamicConfig, synchronous_mode: 'off', ...config }, null)).toBe(true);
+  return dcs;
+}
+
+async function setTtl(dcs: ScriptedDcs, ttlSeconds: number): Promise<void> {
+  const view = await dcs.readCluster();
+  expect(await dcs.putConfig({ ...view.config!.value, ttl: ttlSeconds }, view.config!.modRevision)).toBe(true);
+}
+
+async function startAgent(name: string, dcs: ScriptedDcs, pg: FakePostgres): Promise<Agent> {
+  const n = Number(name.slice(-1));
+  const config = nodeConfigSchema.parse({
+    name,
+    cluster: 'main',
+    etcd: { endpoints: ['http://127.0.0.1:2379'] },
+    api: { listen: `127.0.0.1:${8000 + n}` },
+    postgres: { dataDir: pg.dataDir, port: 5500 + n, superuser: { password: 'superuser-pw' }, replication: { password: 'replication-pw' } },
+  });
+  const agent = new Agent(config, dcs, pg, systemClock, silentLogger());
+  running.push(agent);
+  await agent.start();
+  return agent;
+}
+
+/** Advances the fake clock to `atMs`. */
+async function until(atMs: number): Promise<void> {
+  await vi.advanceTimersByTimeAsync(atMs - Date.now());
+}
+
+describe('agent loop: the lease deadline', () => {
+  it('a leader whose keep-alives fail stops PostgreSQL at last renewal sent + granted ttl - margin, not before', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg = new FakePostgres('node1', { running: true, primary: true });
+    const agent = await startAgent('node1', dcs, pg);
+    await until(T0 + 3500);
+    expect(agent.state).toBe('primary');
+    expect((await dcs.readCluster()).leader).toMatchObject({ value: { name: 'node1' }, leaseId: agent.lease.id });
+
+    dcs.keepAliveFails = () => true;
+    // the grant went at T0, the one renewal so far at T0 + 3 s (every ttl/3)
+    const lastSentMs = agent.lease.lastRenewalMs!;
+    expect(lastSentMs).toBe(T0 + 3000);
+    const deadlineMs = lastSentMs + 9000 - 2000;
+    expect(agent.lease.deadlineMs()).toBe(deadlineMs);
+
+    await until(deadlineMs - 1);
+    expect(pg.stops).toEqual([]);
+    expect(pg.running).toBe(true);
+    await until(deadlineMs + 150);
+    expect(pg.stops[0]?.mode).toBe('immediate');
+    expect(pg.stops[0]!.atMs).toBeGreaterThanOrEqual(deadlineMs);
+    // the watchdog runs every 100 ms
+    expect(pg.stops[0]!.atMs).toBeLessThanOrEqual(deadlineMs + 100);
+    // ... before etcd could expire the lease and give the key to someone else
+    expect(pg.stops[0]!.atMs).toBeLessThan(lastSentMs + 9000);
+  });
+
+  it('after a ttl change the old granted ttl rules until the move of the keys has committed', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg = new FakePostgres('node1', { running: true, primary: true });
+    const agent = await startAgent('node1', dcs, pg);
+    await until(T0 + 500);
+    const oldLease = agent.lease.id;
+    const held = gate();
+    dcs.moveGate = held.promise;
+    // opened at the latest before the agent stops: its stop waits for the move job
+    beforeStop.push(held.open);
+    await setTtl(dcs, 30);
+    await until(T0 + 600);
+    // a new lease with 30 s is granted; the transaction moving the keys is held back
+    expect(agent.lease.current()).toMatchObject({ id: oldLease, ttlSeconds: 9, moving: { ttlSeconds: 30 } });
+    expect(agent.lastReason).toMatch(/ttl changed from 9 s to 30 s: moving my member and leader keys/);
+    expect((await dcs.readCluster()).leader?.leaseId).toBe(oldLease);
+
+    // cut off now: the 9 s lease granted at T0 rules, not the 30 s of the config
+    dcs.keepAliveFails = () => true;
+    const deadlineMs = T0 + 9000 - 2000;
+    await until(deadlineMs - 1);
+    expect(pg.stops).toEqual([]);
+    await until(deadlineMs + 100);
+    expect(pg.stops.map((s) => s.mode)).toEqual(['immediate']);
+    expect(pg.stops[0]!.atMs).toBeLessThanOrEqual(deadlineMs + 100);
+  });
+
+  it('once the move committed, the new lease rules: its keys outlive the old ttl and the deadline follows the new ttl', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg = new FakePostgres('node1', { running: true, primary: true });
+    const agent = await startAgent('node1', dcs, pg);
+    await until(T0 + 500);
+    const oldLease = agent.lease.id!;
+    await setTtl(dcs, 30);
+    await until(T0 + 600);
+    const moved = agent.lease.current()!;
+    expect(moved).toMatchObject({ ttlSeconds: 30, marginMs: 2000 });
+    expect(moved.moving).toBeUndefined();
+    expect(moved.id).not.toBe(oldLease);
+    const view = await dcs.readCluster();
+    expect(view.leader?.leaseId).toBe(moved.id);
+    expect(await dcs.keepAlive(oldLease)).toBe(false);
+
+    dcs.keepAliveFails = () => true;
+    const deadlineMs = moved.lastRenewalMs + 30_000 - 2000;
+    // far past what a 9 s lease would allow: the key is still there, PostgreSQL still runs
+    await until(T0 + 15_000);
+    expect((await dcs.readCluster()).leader).toMatchObject({ value: { name: 'node1' }, leaseId: moved.id });
+    expect(pg.stops).toEqual([]);
+    await until(deadlineMs - 1);
+    expect(pg.stops).toEqual([]);
+    await until(deadlineMs + 100);
+    expect(pg.stops.map((s) => s.mode)).toEqual(['immediate']);
+    expect(pg.stops[0]!.atMs).toBeGreaterThanOrEqual(deadlineMs);
+  });
+});
+
+describe('agent loop: a replica', () => {
+  it('follows the leader, moves its member key on a ttl change, and takes over only after the cut-off leader stopped', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg1 = new FakePostgres('node1', { running: true, primary: true });
+    const pg2 = new FakePostgres('node2', { running: true, primary: false });
+    const leader = await startAgent('node1', dcs, pg1);
+    await until(T0 + 200);
+    const replica = await startAgent('node2', dcs, pg2);
+    await until(T0 + 2000);
+    expect(replica.state).toBe('replica');
+    expect(pg2.upstream).toEqual({ name: 'node1', host: '127.0.0.1', port: 5501 });
+    expect(replica.lastReason).toMatch(/^following leader node1, streaming/);
+    // the leader made a slot for its replica
+    expect(pg1.slots).toEqual(['node2']);
+
+    await setTtl(dcs, 30);
+    await until(T0 + 3000);
+    expect(leader.lease.current()?.ttlSeconds).toBe(30);
+    expect(replica.lease.current()?.ttlSeconds).toBe(30);
+    const view = await dcs.readCluster();
+    expect(view.leader?.leaseId).toBe(leader.lease.id);
+    expect(view.members.map((m) => m.name)).toEqual(['node1', 'node2']);
+
+    // the leader is cut off from etcd's keep-alives; the replica is not
+    const cutLease = leader.lease.id!;
+    dcs.keepAliveFails = (id) => id === cutLease;
+    const deadlineMs = leader.lease.deadlineMs();
+    await until(deadlineMs + 100);
+    expect(pg1.stops[0]?.mode).toBe('immediate');
+    expect(pg2.promotedAtMs).toBeNull();
+    await until(leader.lease.lastRenewalMs! + 30_000 + 3000);
+    expect((await dcs.readCluster()).leader?.value.name).toBe('node2');
+    expect(pg2.promotedAtMs).not.toBeNull();
+    // never two primaries: node1 stopped before etcd let its lease go, node2 promoted after
+    expect(pg2.promotedAtMs!).toBeGreaterThanOrEqual(leader.lease.lastRenewalMs! + 30_000);
+    expect(pg1.stops[0]!.atMs).toBeLessThan(pg2.promotedAtMs!);
+  });
+});
