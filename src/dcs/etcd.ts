@@ -358,8 +358,7 @@ export class EtcdDcs implements Dcs {
   async claimCreation(value: CreationValue, leaseId: string): Promise<boolean> {
     const k = this.k.creation(value.name);
     // only the active controller records creations: its key must be on this very lease
-    const active: ICompare = { key: buf(this.k.controller), target: 'Lease', result: 'Equal', lease: leaseId };
-    return (await this.txn('creation record', [createdNever(k), active], [put(k, encode(value), leaseId)])).succeeded;
+    return (await this.txn('creation record', [createdNever(k), leaseIs(this.k.controller, leaseId)], [put(k, encode(value), leaseId)])).succeeded;
   }
 
   async deleteCreation(name: string): Promise<void> {
