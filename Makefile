@@ -25,12 +25,11 @@ test-unit: setup
 test-integration: setup
 	npx vitest run test/integration
 
-# Figures, never pass/fail: failover, router throughput and switching, read scaling, controller.
+# Figures, never pass/fail on time: failover (with keel up's defaults, and lease-bound without a
+# controller), router throughput and switching, read scaling, controller. One of them: make bench BENCH=router
+# (bench/router.bench.ts); options are environment variables listed at the top of each file (BENCH_RUNS=5 ...).
 bench: setup
-	node bench/failover.mjs
-	node bench/router.mjs
-	node bench/reads.mjs
-	node bench/controller.mjs
+	npx vitest run --config bench/vitest.config.ts $(if $(BENCH),bench/$(BENCH).bench.ts)
 
 # Fault-injection suite over network-namespace hosts (root, iproute2, iptables):
 # faults 1-10 with router and direct clients: 26 in synchronous mode, then 24 in asynchronous
