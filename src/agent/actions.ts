@@ -45,7 +45,8 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       if (!(await ctx.lease.move(action.ttlSeconds, { name: me, member: published, leader: action.leader }))) {
         throw new ActionFailed(action.leader ? 'the leader key changed before it could move to the new lease' : 'the lease was lost before the move');
       }
-      return;
+      const keys = action.leader ? 'member and leader keys' : 'member key';
+      return ctx.dcs.addEvent({ atMs: ctx.now(), source: me, kind: 'lease-moved', message: `${me} moved its ${keys} to a lease granted with ttl ${action.ttlSeconds} s` });
     }
     case 'claimInitialize': {
       const won = await ctx.dcs.claimInitialize({ v: 1, by: me, systemId: action.systemId });

@@ -132,6 +132,8 @@ describe('agent loop: the lease deadline', () => {
     const view = await dcs.readCluster();
     expect(view.leader?.leaseId).toBe(moved.id);
     expect(await dcs.keepAlive(oldLease)).toBe(false);
+    const moves = (await dcs.listEvents(50)).filter((e) => e.kind === 'lease-moved');
+    expect(moves.map((e) => e.message)).toEqual(['node1 moved its member and leader keys to a lease granted with ttl 30 s']);
 
     dcs.keepAliveFails = () => true;
     const deadlineMs = moved.lastRenewalMs + 30_000 - 2000;
