@@ -7,6 +7,7 @@ import type { Logger } from '../util/log.js';
 import { isAlive } from '../util/process.js';
 import { runAction, type ActionContext } from './actions.js';
 import { decide } from './decide.js';
+import { GuardLink, guardDeadlineMs } from './guard-link.js';
 import { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { leaseMarginMs } from '../model/lease.js';
 import type { LoadMeter } from './load.js';
@@ -43,6 +44,8 @@ export class Agent {
   /** when each member's key was last seen, for member_slots_ttl */
   private readonly lastSeenMs = new Map<string, number>();
   readonly lease: LeaseKeeper;
+  /** the link to the node's fencing guard (src/guard), fed on every lease change; null without a guard block */
+  readonly guard: GuardLink | null;
   /** the last snapshot a loop observed, for the REST API */
   lastSnapshot: Snapshot | null = null;
   /** decisions taken, by `to:action,action` (for metrics) */
@@ -69,9 +72,23 @@ export class Agent {
         this.wake();
       },
     });
+    this.guard =
+      config.guard === undefined
+        ? null
+        : new GuardLink({
+            socketPath: config.guard.socket,
+            dataDir: config.postgres.dataDir,
+            deadlineMs: () => guardDeadlineMs(this.lease.current(), this.clock.now()),
+            leaseId: () => this.lease.id,
+            clock,
+            logger,
+            onStatusChange: () => this.wake(),
+          });
+    this.lease.onChange(() => this.guard?.feed());
   }
 
   async start(): Promise<void> {
+    this.guard?.start();
     void this.keepWatching();
     this.timers.push(
       setInterval(() => {
@@ -101,6 +118,7 @@ export class Agent {
     await this.lease.revoke().catch((err: unknown) => this.logger.warn({ err: describeError(err) }, 'could not revoke the lease'));
     await this.pg.close();
     await this.dcs.close();
+    this.guard?.stop();
   }
 
   private async waitForJob(timeoutMs: number): Promise<void> {
@@ -230,6 +248,7 @@ export class Agent {
       lease: this.lease.current(),
       pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs, formerPrimary: this.formerPrimary },
       recentlyGone,
+      guard: this.guard?.status() ?? 'none',
       lastJob: this.lastJob,
     };
   }

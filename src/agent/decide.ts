@@ -38,6 +38,24 @@ function stay(s: Snapshot, reason: string, actions: Action[] = []): Decision {
 }
 
 export function decide(s: Snapshot): Decision {
+  return waitForGuard(s, decideUnguarded(s));
+}
+
+/**
+ * With a fencing guard configured, nothing makes this node writable while the
+ * agent has no live connection to it: a primary started then could outlive a
+ * frozen or dead agent. Everything else (replicas, stops) goes on.
+ */
+function waitForGuard(s: Snapshot, decision: Decision): Decision {
+  if (s.guard !== 'disconnected') return decision;
+  const makesWritable = decision.actions.some(
+    (a) => a.kind === 'acquireLeader' || a.kind === 'rebindLeader' || a.kind === 'promote' || a.kind === 'bootstrap' || (a.kind === 'startPostgres' && !a.replica),
+  );
+  if (!makesWritable) return decision;
+  return stay(s, `waiting for the fencing guard (no live connection to it) before I act on: ${decision.reason}`);
+}
+
+function decideUnguarded(s: Snapshot): Decision {
   if (s.state === 'failed') {
     const systemId = s.cluster?.initialize?.value.systemId;
     const mine = s.pg.control?.systemId;

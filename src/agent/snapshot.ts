@@ -36,6 +36,8 @@ export interface Snapshot {
    * resume where they stopped instead of finding no slot.
    */
   recentlyGone?: string[];
+  /** the node's fencing guard: absent or 'none' when node.yml configures none */
+  guard?: 'connected' | 'disconnected' | 'none';
   /** the outcome of the last job, kept until the next one starts */
   lastJob: { kind: ActionKind; ok: boolean; error: string | null; finishedAtMs: number } | null;
 }

@@ -21,6 +21,8 @@ export function registerAgent(program: Command): void {
       const config = loadNodeConfig(options.config);
       checkPostgresBinaries(config.postgres.binDir);
       const logger = createLogger({ node: config.name, cluster: config.cluster });
+      // a closed terminal or a reload habit must not kill the agent (SIGHUP's default) and orphan its PostgreSQL
+      process.on('SIGHUP', () => logger.info({ signal: 'SIGHUP' }, 'ignored SIGHUP: the agent reads node.yml only at start'));
       // Checked before anything starts: failing later would mean stopping a PostgreSQL we just started.
       const apiAddress = splitHostPort(config.api.listen);
       if (!(await isPortFree(apiAddress.host, apiAddress.port))) {

@@ -43,11 +43,12 @@ export interface FedState {
 /**
  * A feed replaces the deadline (an earlier one only makes the guard stricter:
  * the agent says so when its lease is gone). A tripped guard stays tripped
- * until a feed carries a later deadline than the one that lapsed.
+ * until a feed carries a later deadline than the one that lapsed, and one
+ * still ahead: a deadline already past ends no trip.
  */
-export function applyFeed(state: FedState, deadlineMonoMs: number): FedState {
+export function applyFeed(state: FedState, deadlineMonoMs: number, nowMonoMs: number): FedState {
   const later = state.deadlineMonoMs === null || deadlineMonoMs > state.deadlineMonoMs;
-  return { deadlineMonoMs, tripped: state.tripped && !later };
+  return { deadlineMonoMs, tripped: state.tripped && !(later && deadlineMonoMs > nowMonoMs) };
 }
 
 /** The hardware watchdog hears from a guard that was fed and has not tripped; a tripped guard lets the host reset. */

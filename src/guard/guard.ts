@@ -129,7 +129,7 @@ export class Guard {
   private handle(message: AgentMessage): void {
     if (message.type === 'hello') return;
     const before = this.state;
-    this.state = applyFeed(this.state, message.deadlineMonoMs);
+    this.state = applyFeed(this.state, message.deadlineMonoMs, monoNowMs());
     if (this.fedByPid === null) this.logger.info({ agentPid: message.agentPid }, 'first feed: the guard is armed');
     else if (this.fedByPid !== message.agentPid) this.logger.info({ agentPid: message.agentPid, previousAgentPid: this.fedByPid }, 'a new agent took the guard over');
     if (before.tripped && !this.state.tripped) this.logger.info({ agentPid: message.agentPid }, 'fed a later deadline: no longer tripped');

@@ -2,7 +2,7 @@
  * The files of a local cluster (`keel up --dir DIR`): where each part keeps
  * its data, logs and PID, and the ports it uses, all within [P, P+99].
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -67,6 +67,14 @@ export class LocalLayout {
   agentLog(name: string): string { return join(this.nodeDir(name), 'agent.log'); }
   agentPidFile(name: string): string { return join(this.nodeDir(name), 'agent.pid'); }
   dataDir(name: string): string { return join(this.nodeDir(name), 'data'); }
+  guardLog(name: string): string { return join(this.nodeDir(name), 'guard.log'); }
+  guardPidFile(name: string): string { return join(this.nodeDir(name), 'guard.pid'); }
+  /** the fencing guard's socket: in the node directory, or a short path when that one is too long for a socket */
+  guardSocket(name: string): string {
+    const wanted = join(this.nodeDir(name), 'guard.sock');
+    if (Buffer.byteLength(wanted) <= 107) return wanted;
+    return `/tmp/keel-guard-${createHash('sha256').update(wanted).digest('hex').slice(0, 16)}.sock`;
+  }
 
   exists(): boolean {
     return existsSync(this.clusterFile);
@@ -130,6 +138,8 @@ export class LocalLayout {
         replication: { username: 'replicator', password: secrets.replication },
         extensions: ['postgis'],
       },
+      // secure by default: no primary without a live fencing guard beside it
+      guard: { socket: this.guardSocket(name) },
       bootstrap: { dynamic: undefined },
     };
   }

@@ -1,14 +1,17 @@
 /**
  * The local provider: each node is an agent process on this machine (zones are
- * labels). It supervises them as systemd would with Restart=always: an agent
+ * labels), with its fencing guard (`keel guard`) started before it. It
+ * supervises them as systemd would with Restart=always: an agent or guard
  * that dies is started again after a short delay, unless the node was fenced
  * or destroyed.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
+import { loadNodeConfig } from '../config/load.js';
 import { defaultLocalInstanceClass } from '../postgres/instance-class.js';
 import type { Logger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
@@ -16,6 +19,46 @@ import type { ClusterFile, LocalLayout, Secrets } from './local-layout.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 
 export const keelBin = fileURLToPath(new URL('../../bin/keel.js', import.meta.url));
+/** the guard's own entry: it loads none of the CLI's other commands, so the process stays small */
+export const guardBin = fileURLToPath(new URL('../../dist/guard/main.js', import.meta.url));
+
+/** The guard's socket from node.yml, or null when the node has no guard block (or no readable config). */
+export function guardSocketOf(configFile: string): string | null {
+  try {
+    return loadNodeConfig(configFile).guard?.socket ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether `pid` is a guard started on this node.yml: a stale PID file may name any process by now. */
+export function isGuardProcess(pid: number, configFile: string): boolean {
+  if (!isAlive(pid)) return false;
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return args.some((arg) => arg.endsWith('guard/main.js') || arg === 'guard') && args.includes(configFile);
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves once something accepts connections on the socket, or after `timeoutMs` (false). */
+export async function waitForSocket(path: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const up = await new Promise<boolean>((resolve) => {
+      const probe = connect(path);
+      probe.once('connect', () => {
+        probe.destroy();
+        resolve(true);
+      });
+      probe.once('error', () => resolve(false));
+    });
+    if (up) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+}
 
 const restartDelayMs = 1000;
 
@@ -26,6 +69,9 @@ interface Supervised {
   /** false once fenced or destroyed: the supervisor leaves it down */
   wanted: boolean;
   restartTimer: NodeJS.Timeout | null;
+  /** the fencing guard this process started (null: none, or one adopted through its PID file) */
+  guardPid: number | null;
+  guardRestartTimer: NodeJS.Timeout | null;
   /** started by another process sharing the directory (`keel up`, `keel controller`): its PID comes from its pid file */
   adopted: boolean;
 }
@@ -65,7 +111,16 @@ export class LocalProvider implements Provider {
     } catch {
       // a node.yml being written right now: its zone is known on the next listing
     }
-    const node: Supervised = { spec: { name, zone }, index: Number(name.replace(/^node/, '')) - 1, pid: null, wanted: true, restartTimer: null, adopted: true };
+    const node: Supervised = {
+      spec: { name, zone },
+      index: Number(name.replace(/^node/, '')) - 1,
+      pid: null,
+      wanted: true,
+      restartTimer: null,
+      guardPid: null,
+      guardRestartTimer: null,
+      adopted: true,
+    };
     this.nodes.set(name, node);
     return node;
   }
@@ -94,19 +149,66 @@ export class LocalProvider implements Provider {
     const tags = { ...base.tags, instanceClass: spec.instanceClass ?? defaultLocalInstanceClass };
     await this.layout.writeNodeConfig({ ...base, zone: spec.zone, tags });
     await rm(this.layout.fencedMarker(spec.name), { force: true });
-    const node: Supervised = { spec, index, pid: null, wanted: true, restartTimer: null, adopted: false };
+    const node: Supervised = { spec, index, pid: null, wanted: true, restartTimer: null, guardPid: null, guardRestartTimer: null, adopted: false };
     this.nodes.set(spec.name, node);
     // An agent left running by a supervisor that died keeps its node: adopt it.
     const leftover = readPidFile(this.layout.agentPidFile(spec.name));
-    if (leftover !== null && isAlive(leftover)) node.pid = leftover;
-    else this.startAgent(node);
+    if (leftover !== null && isAlive(leftover)) {
+      node.pid = leftover;
+      await this.ensureGuard(node);
+    } else {
+      await this.startAgent(node);
+    }
     return this.info(node);
   }
 
-  private startAgent(node: Supervised): void {
+  /** The node's live guard: the one we started, else the one its PID file names if that really is its guard. */
+  private guardPidOf(node: Supervised): number | null {
+    const configFile = this.layout.nodeConfigFile(node.spec.name);
+    for (const pid of [node.guardPid, readPidFile(this.layout.guardPidFile(node.spec.name))]) {
+      if (pid !== null && isGuardProcess(pid, configFile)) return pid;
+    }
+    return null;
+  }
+
+  /**
+   * Starts the node's fencing guard unless it runs, and waits until it
+   * listens: the guard comes before the agent (and so before PostgreSQL).
+   * A node.yml without a guard block (written before guards existed) runs without one.
+   */
+  private async ensureGuard(node: Supervised): Promise<void> {
+    const name = node.spec.name;
+    const configFile = this.layout.nodeConfigFile(name);
+    if (!node.wanted || existsSync(this.layout.fencedMarker(name)) || !existsSync(configFile)) return;
+    const socket = guardSocketOf(configFile);
+    if (socket === null || this.guardPidOf(node) !== null) return;
+    const log = openSync(this.layout.guardLog(name), 'a');
+    const child = spawn(process.execPath, [guardBin, '--config', configFile], { detached: true, stdio: ['ignore', log, log] });
+    closeSync(log);
+    const pid = child.pid ?? null;
+    node.guardPid = pid;
+    if (pid !== null) await writeFile(this.layout.guardPidFile(name), `${pid}\n`);
+    this.logger.info({ node: name, pid }, 'guard started');
+    child.on('exit', (code, signal) => {
+      if (node.guardPid === pid) node.guardPid = null;
+      if (!node.wanted) return;
+      // without its guard the agent keeps a running primary but takes no leader key and promotes nothing
+      this.logger.warn({ node: name, code, signal }, `guard exited; starting it again in ${restartDelayMs} ms`);
+      if (node.guardRestartTimer !== null) clearTimeout(node.guardRestartTimer);
+      node.guardRestartTimer = setTimeout(() => {
+        node.guardRestartTimer = null;
+        void this.ensureGuard(node);
+      }, restartDelayMs);
+    });
+    if (!(await waitForSocket(socket, 5000))) this.logger.warn({ node: name, socket }, 'the guard does not listen yet; its agent waits for it');
+  }
+
+  private async startAgent(node: Supervised): Promise<void> {
     const name = node.spec.name;
     // another process may have fenced or destroyed the node meanwhile
     if (!node.wanted || existsSync(this.layout.fencedMarker(name)) || !existsSync(this.layout.nodeConfigFile(name))) return;
+    await this.ensureGuard(node);
+    if (!node.wanted || existsSync(this.layout.fencedMarker(name))) return;
     const log = openSync(this.layout.agentLog(name), 'a');
     const child = spawn(process.execPath, [keelBin, 'agent', '--config', this.layout.nodeConfigFile(name)], {
       // Own process group: Ctrl-C on `keel up` reaches the supervisor, which stops agents in order.
@@ -114,17 +216,19 @@ export class LocalProvider implements Provider {
       stdio: ['ignore', log, log],
     });
     closeSync(log);
-    node.pid = child.pid ?? null;
+    const pid = child.pid ?? null;
+    node.pid = pid;
     node.adopted = false;
-    if (node.pid !== null) void writeFile(this.layout.agentPidFile(name), `${node.pid}\n`);
-    this.logger.info({ node: name, pid: node.pid }, 'agent started');
+    if (pid !== null) void writeFile(this.layout.agentPidFile(name), `${pid}\n`);
+    this.logger.info({ node: name, pid }, 'agent started');
     child.on('exit', (code, signal) => {
-      node.pid = null;
+      // an agent started again meanwhile keeps its PID
+      if (node.pid === pid) node.pid = null;
       if (!node.wanted || !this.restartAgents) return;
       this.logger.warn({ node: name, code, signal }, `agent exited; starting it again in ${restartDelayMs} ms`);
       node.restartTimer = setTimeout(() => {
         node.restartTimer = null;
-        this.startAgent(node);
+        void this.startAgent(node);
       }, restartDelayMs);
     });
   }
@@ -135,19 +239,24 @@ export class LocalProvider implements Provider {
     if (node === undefined) throw new Error(`${name} is not a node of this provider`);
     node.wanted = true;
     await rm(this.layout.fencedMarker(name), { force: true });
+    await this.ensureGuard(node);
     const pid = this.pidOf(node);
-    if (pid === null || !isAlive(pid)) this.startAgent(node);
+    if (pid === null || !isAlive(pid)) await this.startAgent(node);
   }
 
-  /** Stops the agent (which stops its PostgreSQL first) and leaves it down. */
+  /** Stops the agent (which stops its PostgreSQL first), then its guard, and leaves them down. */
   async stop(name: string, graceMs = 60_000): Promise<void> {
     const node = this.nodes.get(name) ?? this.adopt(name);
     if (node === undefined) return;
     node.wanted = false;
     if (node.restartTimer) clearTimeout(node.restartTimer);
+    if (node.guardRestartTimer) clearTimeout(node.guardRestartTimer);
     const pid = this.pidOf(node);
     if (pid !== null) await terminate(pid, graceMs);
     await rm(this.layout.agentPidFile(name), { force: true });
+    const guard = this.guardPidOf(node);
+    if (guard !== null) await terminate(guard, 5000);
+    await rm(this.layout.guardPidFile(name), { force: true });
   }
 
   async destroy(name: string): Promise<void> {
@@ -156,20 +265,29 @@ export class LocalProvider implements Provider {
     this.nodes.delete(name);
   }
 
-  /** Kills the agent and its postmaster; confirmed only when both PIDs are gone. */
+  /** Kills the agent, its postmaster and its guard; confirmed only when every PID is gone. */
   async fence(name: string): Promise<FenceResult> {
     const node = this.nodes.get(name) ?? this.adopt(name);
     if (node === undefined) return { confirmed: false, detail: `${name} is not a node of this provider` };
     node.wanted = false;
     if (node.restartTimer) clearTimeout(node.restartTimer);
+    if (node.guardRestartTimer) clearTimeout(node.guardRestartTimer);
     // written before the kill: a supervisor in another process sees it before it would restart the agent
     await writeFile(this.layout.fencedMarker(name), `${Date.now()}\n`);
     const agent = this.pidOf(node);
     const postmaster = readPidFile(`${this.layout.dataDir(name)}/postmaster.pid`);
-    for (const pid of [agent, postmaster]) if (pid !== null) await terminate(pid, 0, 'SIGKILL');
-    const alive = [agent, postmaster].filter((pid): pid is number => pid !== null && isAlive(pid));
+    const guard = this.guardPidOf(node);
+    for (const pid of [agent, postmaster, guard]) if (pid !== null) await terminate(pid, 0, 'SIGKILL');
+    await rm(this.layout.guardPidFile(name), { force: true });
+    const alive = [agent, postmaster, guard].filter((pid): pid is number => pid !== null && isAlive(pid));
     return alive.length === 0
-      ? { confirmed: true, detail: `${name}: agent and postmaster are gone` }
+      ? { confirmed: true, detail: `${name}: agent, postmaster and guard are gone` }
       : { confirmed: false, detail: `${name}: processes ${alive.join(', ')} still alive` };
+  }
+
+  /** The PID of the node's guard, when it runs (tests, benchmarks). */
+  guardPid(name: string): number | null {
+    const node = this.nodes.get(name);
+    return node === undefined ? null : this.guardPidOf(node);
   }
 }

@@ -4,6 +4,10 @@
  * (netns-net.ts). A node can then be killed, frozen or cut off from the
  * network alone, as a machine would be.
  *
+ * Each node's fencing guard (`keel guard`) runs in the node's namespace too,
+ * started before the agent: it stops PostgreSQL when the agent stops feeding
+ * it lease deadlines.
+ *
  * Agents are not restarted on their own: the caller (a fault-injection suite)
  * decides when a node comes back, as systemd or a controller would. Agents
  * that exit unexpectedly are recorded in `exits`.
@@ -17,7 +21,7 @@ import type { DynamicConfig, NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
 import type { Secrets } from './local-layout.js';
-import { keelBin } from './local.js';
+import { guardBin, keelBin, waitForSocket } from './local.js';
 import { killNamespace, NetnsError, signalNamespace, type NetnsNetwork } from './netns-net.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 
@@ -56,6 +60,7 @@ interface NetnsNode {
   pid: number | null;
   /** set right before we kill or stop the agent, so its exit is not taken for a crash */
   expectingExit: boolean;
+  guardPid: number | null;
 }
 
 /** node.yml for a node of a netns cluster: everything listens on the node's own address. */
@@ -88,6 +93,7 @@ export function netnsNodeConfig(options: {
       replication: { username: 'replicator', password: secrets.replication },
       extensions: ['postgis'],
     },
+    guard: { socket: join(options.nodeDir, 'guard.sock') },
     bootstrap: { dynamic: options.dynamic },
   };
 }
@@ -111,6 +117,14 @@ export class NetnsProvider implements Provider {
 
   agentLog(name: string): string {
     return join(this.nodeDir(name), 'agent.log');
+  }
+
+  guardLog(name: string): string {
+    return join(this.nodeDir(name), 'guard.log');
+  }
+
+  guardPidFile(name: string): string {
+    return join(this.nodeDir(name), 'guard.pid');
   }
 
   postgresLog(name: string): string {
@@ -173,10 +187,41 @@ export class NetnsProvider implements Provider {
     const configFile = join(nodeDir, 'node.yml');
     const { bootstrap, ...rest } = config;
     await writeFile(configFile, toYaml(bootstrap.dynamic ? config : rest), { mode: 0o600 });
-    const node: NetnsNode = { spec, config, configFile, pid: null, expectingExit: false };
+    const node: NetnsNode = { spec, config, configFile, pid: null, expectingExit: false, guardPid: null };
     this.nodes.set(spec.name, node);
+    await this.spawnGuard(node);
     this.spawnAgent(node);
     return this.info(node);
+  }
+
+  /** The node's guard in its namespace, waited for until it listens: it comes before the agent and PostgreSQL. */
+  private async spawnGuard(node: NetnsNode): Promise<void> {
+    const name = node.spec.name;
+    const socket = node.config.guard?.socket;
+    if (socket === undefined) return;
+    const log = openSync(this.guardLog(name), 'a');
+    try {
+      const child = spawn('ip', [...this.net.execArgs(name), process.execPath, guardBin, '--config', node.configFile], {
+        detached: true,
+        stdio: ['ignore', log, log],
+      });
+      const pid = child.pid ?? null;
+      node.guardPid = pid;
+      child.once('exit', () => {
+        if (node.guardPid === pid) node.guardPid = null;
+      });
+      child.unref();
+      if (pid !== null) await writeFile(this.guardPidFile(name), `${pid}\n`);
+      this.options.logger.info({ node: name, pid }, 'guard started');
+    } finally {
+      closeSync(log);
+    }
+    if (!(await waitForSocket(socket, 5000))) this.options.logger.warn({ node: name, socket }, 'the guard does not listen yet; its agent waits for it');
+  }
+
+  guardPid(name: string): number | null {
+    const pid = this.node(name).guardPid;
+    return pid !== null && isAlive(pid) ? pid : null;
   }
 
   private spawnAgent(node: NetnsNode): void {
@@ -220,15 +265,18 @@ export class NetnsProvider implements Provider {
     const node = this.node(name);
     await this.net.heal(name);
     if (!(await this.net.linkUp(name))) await this.net.setLink(name, true);
+    if (this.guardPid(name) === null) await this.spawnGuard(node);
     if (node.pid !== null && isAlive(node.pid)) return;
     this.spawnAgent(node);
   }
 
-  /** Clean stop: SIGTERM to the agent (which stops PostgreSQL first), SIGKILL after the grace period. */
+  /** Clean stop: SIGTERM to the agent (which stops PostgreSQL first), SIGKILL after the grace period; then its guard. */
   async stop(name: string, graceMs = 60_000): Promise<void> {
     const node = this.node(name);
     node.expectingExit = true;
     if (node.pid !== null) await terminate(node.pid, graceMs);
+    const guard = this.guardPid(name);
+    if (guard !== null) await terminate(guard, 5000);
     await killNamespace(this.net.host(name).namespace);
   }
 

@@ -29,19 +29,25 @@ describe('the guard fences only a postmaster that may write after an unfed deadl
 });
 
 describe('feeds', () => {
+  const now = 6_000;
   it('the first feed arms the guard', () => {
-    expect(applyFeed({ deadlineMonoMs: null, tripped: false }, 8_000)).toEqual({ deadlineMonoMs: 8_000, tripped: false });
+    expect(applyFeed({ deadlineMonoMs: null, tripped: false }, 8_000, now)).toEqual({ deadlineMonoMs: 8_000, tripped: false });
   });
 
-  it('a later deadline moves the deadline and ends a trip', () => {
-    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: false }, 11_000)).toEqual({ deadlineMonoMs: 11_000, tripped: false });
-    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: true }, 11_000)).toEqual({ deadlineMonoMs: 11_000, tripped: false });
+  it('a later deadline still ahead moves the deadline and ends a trip', () => {
+    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: false }, 11_000, now)).toEqual({ deadlineMonoMs: 11_000, tripped: false });
+    expect(applyFeed({ deadlineMonoMs: 5_000, tripped: true }, 11_000, now)).toEqual({ deadlineMonoMs: 11_000, tripped: false });
   });
 
   it('an earlier or equal deadline (a lost lease) is taken, but ends no trip', () => {
-    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: false }, 5_000)).toEqual({ deadlineMonoMs: 5_000, tripped: false });
-    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: true }, 8_000)).toEqual({ deadlineMonoMs: 8_000, tripped: true });
-    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: true }, 7_000)).toEqual({ deadlineMonoMs: 7_000, tripped: true });
+    expect(applyFeed({ deadlineMonoMs: 8_000, tripped: false }, 5_000, now)).toEqual({ deadlineMonoMs: 5_000, tripped: false });
+    expect(applyFeed({ deadlineMonoMs: 5_000, tripped: true }, 5_000, now)).toEqual({ deadlineMonoMs: 5_000, tripped: true });
+    expect(applyFeed({ deadlineMonoMs: 5_000, tripped: true }, 4_000, now)).toEqual({ deadlineMonoMs: 4_000, tripped: true });
+  });
+
+  it('a later deadline that has passed already ends no trip', () => {
+    expect(applyFeed({ deadlineMonoMs: 5_000, tripped: true }, 5_500, now)).toEqual({ deadlineMonoMs: 5_500, tripped: true });
+    expect(applyFeed({ deadlineMonoMs: 5_000, tripped: true }, now, now)).toEqual({ deadlineMonoMs: now, tripped: true });
   });
 });
 
