@@ -35,7 +35,8 @@ export class RouterControl {
   private ttlSeconds: number;
   private lastGoodReadMs: number;
   private closedBecauseStale = false;
-  private reading = false;
+  /** the reads in flight, ending once no further read was asked for */
+  private reading: Promise<void> | null = null;
   private readAgain = false;
   private stopped = false;
   private stopWatch: (() => Promise<void>) | null = null;
@@ -89,22 +90,28 @@ export class RouterControl {
     }
   }
 
-  /** Reads etcd once (or once more after the read in flight) and applies the routes. */
-  async refresh(): Promise<void> {
-    if (this.stopped) return;
-    if (this.reading) {
+  /**
+   * Reads etcd once (or once more after the read in flight) and applies the
+   * routes; resolves when a read that started after this call is done.
+   */
+  refresh(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.reading !== null) {
       this.readAgain = true;
-      return;
+      return this.reading;
     }
-    this.reading = true;
-    try {
-      do {
-        this.readAgain = false;
-        await this.readOnce();
-      } while (this.readAgain && !this.stopped);
-    } finally {
-      this.reading = false;
-    }
+    const loop = async (): Promise<void> => {
+      try {
+        do {
+          this.readAgain = false;
+          await this.readOnce();
+        } while (this.readAgain && !this.stopped);
+      } finally {
+        this.reading = null;
+      }
+    };
+    this.reading = loop();
+    return this.reading;
   }
 
   private async readOnce(): Promise<void> {

@@ -1,0 +1,302 @@
+/**
+ * The Dcs, written once over the key-value port (kv.ts): every key Keel keeps
+ * under `/keel/<cluster>/`, its value's codec and the condition each write
+ * depends on. EtcdDcs and MemoryDcs are this class over etcd and over memory,
+ * so the semantics a unit test sees are the ones production runs.
+ */
+import { randomBytes } from 'node:crypto';
+import type { DynamicConfig } from '../config/schema.js';
+import { describeError, KeelError } from '../errors.js';
+import type { Logger } from '../util/log.js';
+import {
+  decodeController,
+  decodeEvent,
+  decodeHistory,
+  decodeSpec,
+  encode,
+  encodeConfig,
+  encodeLeader,
+  encodeSpec,
+  eventKeyName,
+  keys,
+  maxEvents,
+  sameHistoryEntry,
+  type ClusterKeys,
+} from './codec.js';
+import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
+import type {
+  ClusterView,
+  ControllerValue,
+  CreationValue,
+  Dcs,
+  DrainingValue,
+  EventValue,
+  HistoryEntry,
+  InitializeValue,
+  LeaseMove,
+  MemberValue,
+  SpecValue,
+  StatusValue,
+  SwitchoverValue,
+  SyncValue,
+  Versioned,
+} from './types.js';
+import { buildClusterView, InvalidValueReporter } from './view.js';
+
+/** Trimming costs a read of the event keys, so it runs once every this many added events. */
+const trimEveryEvents = 50;
+const historyCasAttempts = 5;
+
+const absent = (key: string): KvCompare => ({ key, absent: true });
+const at = (key: string, modRevision: string): KvCompare => ({ key, modRevision });
+const put = (key: string, value: string, lease?: string): KvWrite => ({ put: key, value, ...(lease === undefined ? {} : { lease }) });
+const del = (key: string): KvWrite => ({ delete: key });
+
+export class StoreDcs implements Dcs {
+  readonly cluster: string;
+  protected readonly k: ClusterKeys;
+  private readonly invalid: InvalidValueReporter;
+  private eventsSinceTrim = 0;
+
+  constructor(
+    cluster: string,
+    protected readonly kv: KvStore,
+    private readonly log: Logger,
+  ) {
+    this.cluster = cluster;
+    this.k = keys(cluster);
+    this.invalid = new InvalidValueReporter((fields, message) => this.log.warn(fields, message));
+  }
+
+  private async one(what: string, key: string): Promise<KvEntry | null> {
+    return (await this.kv.read(what, [{ key }])).entries[0]?.[0] ?? null;
+  }
+
+  private decoded<T>(entry: KvEntry, decode: (text: string) => { ok: true; value: T } | { ok: false; reason: string }): T | null {
+    const result = decode(entry.value);
+    if (result.ok) return result.value;
+    this.invalid.report(entry.key, entry.modRevision, result.reason);
+    return null;
+  }
+
+  async readCluster(): Promise<ClusterView> {
+    // everything but the (large, noisy) events, at one revision
+    const { revision, entries } = await this.kv.read('read of the cluster', [
+      { key: this.k.prefix, end: this.k.eventsPrefix },
+      { key: this.k.eventsEnd, end: this.k.prefixEnd },
+    ]);
+    return buildClusterView(this.cluster, revision, entries.flat(), this.invalid.report);
+  }
+
+  watch(onChange: () => void): Promise<() => Promise<void>> {
+    return this.kv.watch('watch', this.k.prefix, {
+      onChange: (change) => change.key.startsWith(this.k.eventsPrefix) || onChange(),
+      onResync: onChange,
+    });
+  }
+
+  grantLease(ttlSeconds: number): Promise<string> {
+    return this.kv.grant(ttlSeconds);
+  }
+
+  keepAlive(leaseId: string): Promise<boolean> {
+    return this.kv.keepAlive(leaseId);
+  }
+
+  revokeLease(leaseId: string): Promise<void> {
+    return this.kv.revoke(leaseId);
+  }
+
+  claimInitialize(value: InitializeValue): Promise<boolean> {
+    const k = this.k.initialize;
+    return this.kv.txn('initialize claim', [absent(k)], [put(k, encode(value))]);
+  }
+
+  updateInitialize(value: InitializeValue, expectModRevision: string): Promise<boolean> {
+    const k = this.k.initialize;
+    return this.kv.txn('initialize update', [at(k, expectModRevision)], [put(k, encode(value))]);
+  }
+
+  deleteInitialize(expectModRevision: string): Promise<boolean> {
+    const k = this.k.initialize;
+    return this.kv.txn('initialize delete', [at(k, expectModRevision)], [del(k)]);
+  }
+
+  acquireLeader(name: string, leaseId: string): Promise<boolean> {
+    const k = this.k.leader;
+    return this.kv.txn('leader acquisition', [absent(k)], [put(k, encodeLeader(name), leaseId)]);
+  }
+
+  rebindLeader(name: string, leaseId: string, expectModRevision: string): Promise<boolean> {
+    const k = this.k.leader;
+    return this.kv.txn('leader rebind', [at(k, expectModRevision), { key: k, value: encodeLeader(name) }], [put(k, encodeLeader(name), leaseId)]);
+  }
+
+  releaseLeader(name: string): Promise<boolean> {
+    const k = this.k.leader;
+    return this.kv.txn('leader release', [{ key: k, value: encodeLeader(name) }], [del(k)]);
+  }
+
+  async moveLease(move: LeaseMove): Promise<boolean> {
+    const k = this.k.leader;
+    const writes = move.member === null ? [] : [put(this.k.member(move.name), encode(move.member), move.toLeaseId)];
+    if (move.leader) writes.push(put(k, encodeLeader(move.name), move.toLeaseId));
+    if (writes.length === 0) return true;
+    const compares: KvCompare[] = move.leader ? [{ key: k, value: encodeLeader(move.name) }, { key: k, lease: move.fromLeaseId }] : [];
+    if (await this.kv.txn('lease move', compares, writes)) return true;
+    // an earlier attempt whose answer was lost may have moved it already
+    const now = await this.one('leader read', k);
+    return now !== null && now.value === encodeLeader(move.name) && now.lease === move.toLeaseId;
+  }
+
+  async putMember(value: MemberValue, leaseId: string): Promise<void> {
+    await this.kv.txn('member write', [], [put(this.k.member(value.name), encode(value), leaseId)]);
+  }
+
+  async deleteMember(name: string): Promise<void> {
+    await this.kv.txn('member delete', [], [del(this.k.member(name))]);
+  }
+
+  putConfig(value: DynamicConfig, expectModRevision: string | null): Promise<boolean> {
+    const k = this.k.config;
+    return this.kv.txn('config write', [expectModRevision === null ? absent(k) : at(k, expectModRevision)], [put(k, encodeConfig(value))]);
+  }
+
+  putStatus(value: StatusValue): Promise<boolean> {
+    return this.kv.txn('status write', [{ key: this.k.leader, value: encodeLeader(value.leader) }], [put(this.k.status, encode(value))]);
+  }
+
+  putSync(value: SyncValue, leaseId: string): Promise<boolean> {
+    const k = this.k.leader;
+    // a leader whose lease ran out (or another member) cannot name standbys
+    return this.kv.txn('sync write', [{ key: k, value: encodeLeader(value.leader) }, { key: k, lease: leaseId }], [put(this.k.sync, encode(value))]);
+  }
+
+  async appendHistory(entry: HistoryEntry): Promise<void> {
+    const k = this.k.history;
+    for (let attempt = 0; attempt < historyCasAttempts; attempt++) {
+      const current = await this.one('history read', k);
+      let entries: HistoryEntry[] = [];
+      if (current !== null) {
+        const decoded = decodeHistory(current.value);
+        if (decoded.ok) entries = decoded.value.entries;
+        else this.invalid.report(k, current.modRevision, `${decoded.reason}; overwriting it`);
+      }
+      // a retry after an unknown outcome must not record the same switch twice
+      if (entries.length > 0 && sameHistoryEntry(entries[entries.length - 1]!, entry)) return;
+      const next = encode({ v: 1, entries: [...entries, entry] });
+      if (await this.kv.txn('history append', [current === null ? absent(k) : at(k, current.modRevision)], [put(k, next)])) return;
+    }
+    throw new KeelError('KEEL_CONFLICT', `history changed under ${historyCasAttempts} attempts to append timeline ${entry.timeline}`);
+  }
+
+  requestSwitchover(value: SwitchoverValue): Promise<boolean> {
+    const k = this.k.switchover;
+    return this.kv.txn('switchover request', [absent(k)], [put(k, encode(value))]);
+  }
+
+  async clearSwitchover(expectModRevision?: string): Promise<void> {
+    const k = this.k.switchover;
+    await this.kv.txn('switchover clear', expectModRevision === undefined ? [] : [at(k, expectModRevision)], [del(k)]);
+  }
+
+  async putDraining(value: DrainingValue): Promise<void> {
+    await this.kv.txn('draining write', [], [put(this.k.draining(value.name), encode(value))]);
+  }
+
+  async deleteDraining(name: string): Promise<void> {
+    await this.kv.txn('draining delete', [], [del(this.k.draining(name))]);
+  }
+
+  claimCreation(value: CreationValue, leaseId: string): Promise<boolean> {
+    const k = this.k.creation(value.name);
+    // only the active controller records creations: its key must be on this very lease
+    return this.kv.txn('creation record', [absent(k), { key: this.k.controller, lease: leaseId }], [put(k, encode(value), leaseId)]);
+  }
+
+  async deleteCreation(name: string): Promise<void> {
+    await this.kv.txn('creation delete', [], [del(this.k.creation(name))]);
+  }
+
+  async readSpec(): Promise<Versioned<SpecValue> | null> {
+    const entry = await this.one('spec read', this.k.spec);
+    if (entry === null) return null;
+    const value = this.decoded(entry, decodeSpec);
+    return value === null ? null : { value, modRevision: entry.modRevision };
+  }
+
+  putSpec(value: SpecValue, expectModRevision: string | null): Promise<boolean> {
+    const k = this.k.spec;
+    return this.kv.txn('spec write', [expectModRevision === null ? absent(k) : at(k, expectModRevision)], [put(k, encodeSpec(value))]);
+  }
+
+  acquireController(value: ControllerValue, leaseId: string): Promise<boolean> {
+    const k = this.k.controller;
+    return this.kv.txn('controller acquisition', [absent(k)], [put(k, encode(value), leaseId)]);
+  }
+
+  async releaseController(name: string): Promise<boolean> {
+    const current = await this.readController();
+    if (current === null || current.value.name !== name) return false;
+    return this.kv.txn('controller release', [at(this.k.controller, current.modRevision)], [del(this.k.controller)]);
+  }
+
+  async readController(): Promise<(Versioned<ControllerValue> & { leaseId: string }) | null> {
+    const entry = await this.one('controller read', this.k.controller);
+    if (entry === null) return null;
+    const value = this.decoded(entry, decodeController);
+    return value === null ? null : { value, modRevision: entry.modRevision, leaseId: entry.lease };
+  }
+
+  watchEvents(onEvent: (event: EventValue) => void): Promise<() => Promise<void>> {
+    return this.kv.watch('event watch', this.k.eventsPrefix, {
+      onChange: (change) => {
+        if (change.value === null) return;
+        const value = this.decoded({ key: change.key, value: change.value, modRevision: change.modRevision, lease: '0' }, decodeEvent);
+        if (value !== null) onEvent(value);
+      },
+      // events are a feed, not a state: nothing to read again
+      onResync: () => undefined,
+    });
+  }
+
+  async addEvent(event: Omit<EventValue, 'v'>): Promise<void> {
+    try {
+      const value: EventValue = { v: 1, atMs: event.atMs, source: event.source, kind: event.kind, message: event.message };
+      const key = eventKeyName(this.k.eventsPrefix, event.atMs, event.source, randomBytes(2).toString('hex'));
+      await this.kv.txn('event write', [], [put(key, encode(value))]);
+      this.eventsSinceTrim += 1;
+      if (this.eventsSinceTrim >= trimEveryEvents) {
+        this.eventsSinceTrim = 0;
+        await this.trimEvents();
+      }
+    } catch (err) {
+      this.log.warn({ err: describeError(err), kind: event.kind }, 'could not record an event');
+    }
+  }
+
+  /** Deletes the oldest events beyond maxEvents; keys sort by time. */
+  private async trimEvents(): Promise<void> {
+    const { entries } = await this.kv.read('event scan', [{ key: this.k.eventsPrefix, end: this.k.eventsEnd }]);
+    const all = entries[0] ?? [];
+    const excess = all.length - maxEvents;
+    if (excess <= 0) return;
+    // the range's end just past the last key to drop
+    await this.kv.txn('event trim', [], [{ delete: this.k.eventsPrefix, end: `${all[excess - 1]!.key}\0` }]);
+  }
+
+  async listEvents(limit: number): Promise<EventValue[]> {
+    if (limit <= 0) return [];
+    const { entries } = await this.kv.read('event read', [{ key: this.k.eventsPrefix, end: this.k.eventsEnd, descending: true, limit }]);
+    const events: EventValue[] = [];
+    for (const entry of entries[0] ?? []) {
+      const value = this.decoded(entry, decodeEvent);
+      if (value !== null) events.push(value);
+    }
+    return events.reverse();
+  }
+
+  close(): Promise<void> {
+    return this.kv.close();
+  }
+}
