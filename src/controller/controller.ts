@@ -18,7 +18,7 @@ import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { leaseMarginMs } from '../model/lease.js';
 import { autoscale, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
-import { defaultPlanOptions, emptyMemory, freeNames, plan, type Plan, type PlanAction, type PlanMemory } from './plan.js';
+import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
 
 export interface ControllerOptions {
@@ -233,7 +233,7 @@ export class Controller {
       }
       ranHere = true;
       try {
-        await this.act(action, spec, view);
+        this.remember(await this.act(action, spec, view));
       } catch (err) {
         this.failed(action, err);
         return;
@@ -252,6 +252,7 @@ export class Controller {
   private runBeside(action: PlanAction & { node: string }, spec: SpecValue, view: ClusterView): void {
     if (this.inFlight.has(action.node)) return;
     const run = this.act(action, spec, view)
+      .then((outcome) => this.remember(outcome))
       .catch((err: unknown) => this.failed(action, err))
       .finally(() => {
         this.inFlight.delete(action.node);
@@ -272,6 +273,11 @@ export class Controller {
     }
     const own = [...this.creating.values()].filter((c) => !read.creations.some((r) => r.name === c.name));
     return own.length === 0 ? read : { ...read, creations: [...read.creations, ...own] };
+  }
+
+  /** Acting reports what it established; the plan's memory changes only through withOutcome(). */
+  private remember(outcome: PlanOutcome | null): void {
+    if (outcome !== null) this.memory = withOutcome(this.memory, outcome);
   }
 
   private failed(action: PlanAction, err: unknown): void {
@@ -332,40 +338,40 @@ export class Controller {
     return false;
   }
 
-  private async act(action: PlanAction, spec: SpecValue, view: ClusterView): Promise<void> {
+  /** Carries out one action; says what it established for the next plan. */
+  private async act(action: PlanAction, spec: SpecValue, view: ClusterView): Promise<PlanOutcome | null> {
     const provider = this.o.provider;
     if (provider === null) {
       this.tell(`dry:${action.kind}:${'node' in action ? action.node : action.to}`, 'dry-run', `would ${action.kind}: ${action.reason}`);
-      return;
+      return null;
     }
     switch (action.kind) {
       case 'fenceLeader':
         return this.fenceLeader(provider, action);
       case 'fence': {
         const result = await provider.fence(action.node);
-        if (result.confirmed) this.memory.fenced.push(action.node);
         this.event('fence', `${action.reason}: ${result.confirmed ? 'confirmed' : 'NOT confirmed'} (${result.detail})`);
-        return;
+        return result.confirmed ? { kind: 'fenced', node: action.node } : null;
       }
       case 'destroy':
         await provider.destroy(action.node);
         this.event('destroy', action.reason);
         if (view.draining.some((d) => d.name === action.node)) await this.o.dcs.deleteDraining(action.node);
-        return;
+        return null;
       case 'drain':
         await this.o.dcs.putDraining({ v: 1, name: action.node, sinceMs: this.o.clock.now(), reason: action.reason });
         this.event('drain', `${action.reason}: no new reads for ${Math.round(this.o.drainMs / 1000)} s`);
-        return;
+        return null;
       case 'undrain':
         await this.o.dcs.deleteDraining(action.node);
         this.event('undrain', action.reason);
-        return;
+        return null;
       case 'create':
         return this.createNode(provider, action, spec);
       case 'switchover': {
         const request = await requestLeaderChange(this.o.dcs, { failover: false, to: action.to, expectLeader: action.from }, this.o.clock.now());
         this.event('switchover', `${action.reason}: requested ${request.from} -> ${request.to}`);
-        return;
+        return null;
       }
     }
   }
@@ -375,7 +381,7 @@ export class Controller {
    * the provider is asked: until the provider lists the node, every plan counts
    * it and never asks for it, or for another replacement of the same node, again.
    */
-  private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>, spec: SpecValue): Promise<void> {
+  private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>, spec: SpecValue): Promise<PlanOutcome> {
     const { node: name, zone, instanceClass, replaces } = action;
     const record: CreationValue = { v: 1, name, zone, instanceClass, replaces, sinceMs: this.o.clock.now(), by: this.o.name };
     // counted by the next plans from now on, before etcd has it
@@ -389,10 +395,11 @@ export class Controller {
       }
       try {
         await provider.create(this.o.dcs.cluster, { name, zone, instanceClass });
-        this.memory.firstSeenMs[name] = this.o.clock.now();
+        const createdAtMs = this.o.clock.now();
         this.event('create', `${action.reason} (class ${instanceClass})`);
         // while the record stands, no plan takes the autoscaler's replica for missing and creates it again
         if (replaces !== null && spec.scaling.added.includes(replaces)) await this.handOver(replaces, name);
+        return { kind: 'created', node: name, atMs: createdAtMs };
       } finally {
         // the provider lists the node now, or the creation failed (the caller records the event)
         await this.o.dcs.deleteCreation(name).catch((err: unknown) => this.o.logger.warn({ err: describeError(err), node: name }, 'could not delete the creation record; it goes on a later loop'));
@@ -412,21 +419,22 @@ export class Controller {
     }
   }
 
-  private async fenceLeader(provider: Provider, action: Extract<PlanAction, { kind: 'fenceLeader' }>): Promise<void> {
+  private async fenceLeader(provider: Provider, action: Extract<PlanAction, { kind: 'fenceLeader' }>): Promise<PlanOutcome | null> {
     const result = await provider.fence(action.node);
     if (!result.confirmed) {
       this.tell(`fence:${action.node}`, 'fence', `${action.reason}: the provider did NOT confirm (${result.detail}); its lease is left to expire`);
-      return;
+      return null;
     }
-    if (!this.memory.fenced.includes(action.node)) this.memory.fenced.push(action.node);
+    const fenced: PlanOutcome = { kind: 'fenced', node: action.node };
     // read again: the key must still be that node's, on that lease, when its lease ends
     const now = await this.o.dcs.readCluster();
     if (now.leader?.value.name !== action.node || now.leader.leaseId !== action.leaseId) {
       this.tell(`fence:${action.node}`, 'fence', `${action.node} fenced (${result.detail}); its leader key is already gone`);
-      return;
+      return fenced;
     }
-    if (!this.acting()) return;
+    if (!this.acting()) return fenced;
     await this.o.dcs.revokeLease(action.leaseId);
     this.event('lease-ended', `${action.reason}: fence confirmed (${result.detail}); ended its lease so a replica promotes now`);
+    return fenced;
   }
 }

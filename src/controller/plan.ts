@@ -65,6 +65,24 @@ export interface Plan {
 }
 
 export const emptyMemory = (): PlanMemory => ({ firstSeenMs: {}, downSinceMs: {}, fenced: [] });
+
+/**
+ * What carrying out an action established that the next plan must know: the
+ * provider confirmed a fence, or a node was created. The controller reports
+ * it; only withOutcome() turns it into memory.
+ */
+export type PlanOutcome = { kind: 'fenced'; node: string } | { kind: 'created'; node: string; atMs: number };
+
+/** The memory after an outcome, as a new value. */
+export function withOutcome(memory: PlanMemory, outcome: PlanOutcome): PlanMemory {
+  switch (outcome.kind) {
+    case 'fenced':
+      return memory.fenced.includes(outcome.node) ? memory : { ...memory, fenced: [...memory.fenced, outcome.node] };
+    case 'created':
+      // the boot grace counts from the creation, not from the first listing
+      return { ...memory, firstSeenMs: { ...memory.firstSeenMs, [outcome.node]: outcome.atMs } };
+  }
+}
 export const defaultPlanOptions: PlanOptions = { maxNodes: 20, bootGraceMs: 60_000, drainMs: 30_000 };
 
 /** A lag past this counts as lagging when choosing which replica to remove; below it, lag is noise. */

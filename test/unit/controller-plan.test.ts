@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { freeNames, leastPopulatedZone, plan, zonesBalanced, type PlanAction } from '../../src/controller/plan.js';
+import { freeNames, leastPopulatedZone, plan, withOutcome, zonesBalanced, type PlanAction } from '../../src/controller/plan.js';
 import { NOW, seenLongAgo, spec, three, world, type NodeDesc } from './controller-fixtures.js';
 import { member } from './fixtures.js';
 
@@ -283,6 +283,25 @@ describe('plan', () => {
       for (const action of out.actions) expect(action.reason.length).toBeGreaterThan(10);
     });
   }
+
+  it('a confirmed fence reported by acting is remembered: the next plan destroys without fencing again', () => {
+    const { view, inventory } = world([three[0]!, three[1]!, { name: 'node3', zone: 'c', stopped: true }]);
+    const before = seenLongAgo(names(three), { node3: NOW - 31_000 });
+    const after = withOutcome(before, { kind: 'fenced', node: 'node3' });
+    expect(before.fenced).toEqual([]);
+    expect(short(plan(spec(), view, inventory, NOW, before).actions)).toEqual(['fence node3', 'destroy node3', 'create node4@c for node3']);
+    expect(short(plan(spec(), view, inventory, NOW, after).actions)).toEqual(['destroy node3', 'create node4@c for node3']);
+    expect(withOutcome(after, { kind: 'fenced', node: 'node3' })).toBe(after);
+  });
+
+  it('a creation reported by acting starts the new node\'s boot grace at its creation', () => {
+    const nodes = [...three, { name: 'node4', zone: 'a', noKey: true }];
+    const { view, inventory } = world(nodes);
+    const memory = withOutcome(seenLongAgo(names(three)), { kind: 'created', node: 'node4', atMs: NOW - 5_000 });
+    const out = plan(spec({ nodes: 4 }), view, inventory, NOW, memory);
+    expect(out.memory.firstSeenMs.node4).toBe(NOW - 5_000);
+    expect(out.health.find((n) => n.name === 'node4')).toMatchObject({ down: false, why: 'booting: no member key yet' });
+  });
 
   it('records when a node went down, and forgets nodes that are gone', () => {
     const { view, inventory } = world([three[0]!, { name: 'node2', zone: 'b', stopped: true }]);
