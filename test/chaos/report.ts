@@ -92,7 +92,7 @@ export function summarize(results: RunResult[]): SummaryRow[] {
     rows.set(key, row);
   }
   const modeOrder = (m: string) => (m === 'off' ? 1 : 0);
-  return [...rows.values()].sort((a, b) => modeOrder(a.mode) - modeOrder(b.mode) || a.fault.localeCompare(b.fault));
+  return [...rows.values()].sort((a, b) => modeOrder(a.mode) - modeOrder(b.mode) || a.fault.localeCompare(b.fault, 'en', { numeric: true }));
 }
 
 const modeName = (mode: string) => (mode === 'off' ? 'async' : `sync (${mode})`);
