@@ -23,11 +23,13 @@ export async function removeDir(dir: string): Promise<void> {
 }
 
 /**
- * SIGKILL of a node's agent and postmaster by their PIDs, nothing written
- * anywhere first: to the cluster it is a machine that died. Returns when (ms).
+ * SIGKILL of a node's agent, postmaster and fencing guard by their PIDs,
+ * nothing written anywhere first: to the cluster it is a machine that died.
+ * Returns when (ms).
  */
 export function killNode(tc: TestCluster, name: string): number {
-  const pids = [readPidFile(tc.layout.agentPidFile(name)), readPidFile(`${tc.layout.dataDir(name)}/postmaster.pid`)];
+  const layout = tc.layout;
+  const pids = [readPidFile(layout.agentPidFile(name)), readPidFile(`${layout.dataDir(name)}/postmaster.pid`), readPidFile(layout.guardPidFile(name))];
   const atMs = Date.now();
   for (const pid of pids) {
     if (pid === null) continue;

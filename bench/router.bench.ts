@@ -16,8 +16,9 @@
  *
  * Environment:
  *   BENCH_SECONDS  seconds of each pgbench run (default 15)
- *   BENCH_ROUNDS   throughput rounds (default 2; 0 leaves the throughput figure out)
+ *   BENCH_ROUNDS   throughput rounds (default 2)
  *   BENCH_KEEP     1 keeps the cluster directory and the routers' logs
+ * Only the switching figures: npx vitest run --config bench/vitest.config.ts bench/router.bench.ts -t 'switch'
  * Ports 18400-18499.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -38,7 +39,7 @@ import { fixed, machine, mean, printTable, seconds as secondsText, type Cell } f
 
 const portBase = 18400;
 const seconds = envInteger('BENCH_SECONDS', 15, 1, 600);
-const rounds = envInteger('BENCH_ROUNDS', 2, 0, 20);
+const rounds = envInteger('BENCH_ROUNDS', 2, 1, 20);
 const pgbin = '/usr/lib/postgresql/15/bin';
 const engines = ['builtin', 'haproxy'] as const;
 type Engine = (typeof engines)[number];

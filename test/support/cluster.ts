@@ -119,6 +119,8 @@ export class TestCluster {
       if (ours(agent)) await terminate(agent, 30_000);
       const postmaster = readPidFile(`${this.layout.dataDir(name)}/postmaster.pid`);
       if (ours(postmaster)) await terminate(postmaster, 30_000, 'SIGINT');
+      const guard = readPidFile(this.layout.guardPidFile(name));
+      if (ours(guard)) await terminate(guard, 10_000);
     }
     if (!options.keepDir) await rm(this.layout.dir, { recursive: true, force: true });
   }
