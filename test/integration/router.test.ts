@@ -289,7 +289,7 @@ describe('both engines, scripted etcd', () => {
     try {
       await setScript({ leader: next.name, members }, new RegExp(`"rw":"${next.name}","holdRw":false`));
       for (const c of clients) {
-        // switching time is bench/router.mjs's figure; a generous ceiling here
+        // switching time is bench/router.bench.ts's figure; a generous ceiling here
         for (let i = 0; i < 200 && c.endedAt() === null; i++) await sleep(50);
         expect(c.endedAt(), `${c.engine}: the old connection is closed`).not.toBeNull();
         expect(c.endedAt()! - changedAtMs, c.engine).toBeLessThan(10_000);
