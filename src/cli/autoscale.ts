@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { autoscale, replicaAverage } from '../controller/autoscale.js';
+import { autoscale, decisionWords, replicaAverage } from '../controller/autoscale.js';
 import { defaultPlanOptions, emptyMemory, plan } from '../controller/plan.js';
 import { LocalProvider } from '../providers/local.js';
 import type { NodeInfo } from '../providers/types.js';
@@ -8,7 +8,11 @@ import { localLimits, unknownLimits } from './controller.js';
 import { currentSpec } from './spec.js';
 import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
 
-/** What the autoscaler sees now and what it would decide, computed here the way the controller does. */
+/**
+ * The autoscaler's metric, target and decision. The active controller's own
+ * answer (published in its key) when one runs; otherwise what a controller
+ * would decide now, computed here and labelled so.
+ */
 async function status(options: TargetOptions & { json?: boolean }): Promise<void> {
   const target = resolveTarget(options);
   try {
@@ -23,23 +27,27 @@ async function status(options: TargetOptions & { json?: boolean }): Promise<void
     const limits = target.layout !== null ? localLimits : unknownLimits;
     const now = Date.now();
     const { health } = plan(spec, view, inventory, now, emptyMemory(), { ...defaultPlanOptions, maxNodes: limits.maxNodes });
-    const decision = autoscale(spec, health, view.members, now, limits.maxNodes);
     const policy = spec.autoscale;
-    const metric = replicaAverage(health, view.members, policy.metric);
+    const live = controller?.value.report ?? null;
+    const computed = live === null ? autoscale(spec, health, view.members, now, limits.maxNodes) : null;
     const out = {
       enabled: policy.enabled,
       metric: policy.metric,
-      current: metric,
+      current: live !== null ? live.autoscale.metric : replicaAverage(health, view.members, policy.metric),
       target: policy.target,
-      replicas: decision.currentReplicas,
+      replicas: live?.autoscale.currentReplicas ?? computed!.currentReplicas,
       minReplicas: policy.minReplicas,
       maxReplicas: policy.maxReplicas,
       added: spec.scaling.added,
-      decision: decision.kind === 'hold' ? `hold (${decision.code})` : decision.kind === 'out' ? `add ${decision.add}` : `remove ${decision.remove}`,
-      reason: decision.reason,
+      decision: live?.autoscale.decision ?? decisionWords(computed!),
+      reason: live?.autoscale.reason ?? computed!.reason,
+      /** controller: the active controller's own decision; computed: worked out here, no controller acts on it */
+      source: live !== null ? ('controller' as const) : ('computed' as const),
+      decidedAtMs: live?.atMs ?? now,
       controller: controller?.value.name ?? null,
       specStored: stored !== null,
     };
+    const metric = out.current;
     if (options.json) {
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       return;
@@ -49,8 +57,8 @@ async function status(options: TargetOptions & { json?: boolean }): Promise<void
       `metric:      ${policy.metric} = ${metric === null ? 'no data' : metric.toFixed(1)} (target ${policy.target}, average over streaming replicas)`,
       `replicas:    ${out.replicas} (min ${policy.minReplicas}, max ${policy.maxReplicas}); added by the autoscaler: ${out.added.join(', ') || 'none'}`,
       `cooldowns:   scale-out ${policy.scaleOutCooldownSeconds} s, scale-in ${policy.scaleInCooldownSeconds} s`,
-      `decision:    ${out.decision}`,
-      `why:         ${decision.reason}`,
+      `decision:    ${out.decision}${live !== null ? ` (the active controller's, ${Math.max(0, Math.round((now - live.atMs) / 1000))} s ago)` : ' (computed here)'}`,
+      `why:         ${out.reason}`,
       `controller:  ${out.controller ?? 'none active: nothing acts on this decision'}`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);

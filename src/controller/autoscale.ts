@@ -36,6 +36,12 @@ export type AutoscaleDecision =
   | (Common & { kind: 'out'; add: number })
   | (Common & { kind: 'in'; remove: string });
 
+/** The decision in a few words: `hold (cooldown-in)`, `add 2`, `remove node5`. */
+export function decisionWords(decision: AutoscaleDecision): string {
+  if (decision.kind === 'hold') return `hold (${decision.code})`;
+  return decision.kind === 'out' ? `add ${decision.add}` : `remove ${decision.remove}`;
+}
+
 const metricLabel: Record<AutoscaleMetric, string> = {
   cpu: 'replica CPU %',
   connections: 'connections per replica',

@@ -11,13 +11,13 @@
  */
 import { requestLeaderChange } from '../agent/requests.js';
 import { LeaseKeeper } from '../dcs/lease-keeper.js';
-import type { ClusterView, CreationValue, Dcs, SpecValue } from '../dcs/types.js';
+import type { ClusterView, ControllerReport, ControllerValue, CreationValue, Dcs, SpecValue } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { leaseMarginMs } from '../model/lease.js';
-import { autoscale, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
+import { autoscale, decisionWords, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
 import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
 
@@ -66,6 +66,9 @@ export class Controller {
   private timers: NodeJS.Timeout[] = [];
   private stopWatch: (() => Promise<void>) | null = null;
   private said = new Map<string, string>();
+  /** the `controller` key as acquired, and the gist of the report last written into it */
+  private key: ControllerValue | null = null;
+  private reported = '';
   private readonly o: Required<ControllerOptions>;
 
   constructor(options: ControllerOptions) {
@@ -164,7 +167,7 @@ export class Controller {
     if (this.lease.id === null) await this.lease.grant(this.o.leaseTtlSeconds);
     const leaseId = this.lease.id;
     if (leaseId === null) return;
-    const value = { v: 1 as const, name: this.o.name, pid: process.pid, startedAtMs: this.o.clock.now() };
+    const value: ControllerValue = { v: 1, name: this.o.name, pid: process.pid, startedAtMs: this.o.clock.now() };
     const acquired = await this.o.dcs.acquireController(value, leaseId).catch(async (err: unknown) => {
       // our lease ran out while standing by: the next campaign starts with a new one
       if (err instanceof KeelError && err.code === 'KEEL_CONFLICT') await this.dropLease();
@@ -172,6 +175,8 @@ export class Controller {
     });
     if (acquired) {
       this.active = true;
+      this.key = value;
+      this.reported = '';
       // observations made while standing by are not ours to act on
       this.memory = emptyMemory();
       this.said.clear();
@@ -219,6 +224,7 @@ export class Controller {
 
     const decision = autoscale(spec, p.health, view.members, this.o.clock.now(), this.o.limits.maxNodes);
     this.lastAutoscale = decision;
+    await this.report(p, decision);
     this.tell('autoscale', 'autoscale', decision.reason);
     if (p.actions.length === 0 && decision.kind !== 'hold' && (await this.scale(decision, spec, stored.modRevision, view))) return this.wake();
 
@@ -273,6 +279,17 @@ export class Controller {
     }
     const own = [...this.creating.values()].filter((c) => !read.creations.some((r) => r.name === c.name));
     return own.length === 0 ? read : { ...read, creations: [...read.creations, ...own] };
+  }
+
+  /** Publishes the plan's sentence and the autoscaler's decision in the controller key when their gist changed. */
+  private async report(p: Plan, decision: AutoscaleDecision): Promise<void> {
+    const leaseId = this.leaseId;
+    if (this.key === null || leaseId === null) return;
+    const autoscale = { decision: decisionWords(decision), reason: decision.reason, metric: decision.metric, currentReplicas: decision.currentReplicas, wantedReplicas: decision.wantedReplicas };
+    const said = gist(`${p.reason}|${autoscale.decision}|${autoscale.reason}`);
+    if (said === this.reported) return;
+    const report: ControllerReport = { atMs: this.o.clock.now(), plan: p.reason, autoscale };
+    if (await this.o.dcs.reportController({ ...this.key, report }, leaseId).catch(() => false)) this.reported = said;
   }
 
   /** Acting reports what it established; the plan's memory changes only through withOutcome(). */

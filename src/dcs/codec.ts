@@ -187,6 +187,19 @@ export const controllerSchema: z.ZodType<ControllerValue> = z.object({
   name: z.string().min(1),
   pid: z.number().int().min(0),
   startedAtMs: epochMs,
+  report: z
+    .object({
+      atMs: epochMs,
+      plan: z.string(),
+      autoscale: z.object({
+        decision: z.string(),
+        reason: z.string(),
+        metric: z.number().nullable(),
+        currentReplicas: z.number().int().min(0),
+        wantedReplicas: z.number().int().min(0).nullable(),
+      }),
+    })
+    .optional(),
 });
 
 export function describeIssues(error: z.ZodError): string {

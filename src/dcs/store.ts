@@ -235,6 +235,11 @@ export class StoreDcs implements Dcs {
     return this.kv.txn('controller acquisition', [absent(k)], [put(k, encode(value), leaseId)]);
   }
 
+  reportController(value: ControllerValue, leaseId: string): Promise<boolean> {
+    const k = this.k.controller;
+    return this.kv.txn('controller report', [{ key: k, lease: leaseId }], [put(k, encode(value), leaseId)]);
+  }
+
   async releaseController(name: string): Promise<boolean> {
     const current = await this.readController();
     if (current === null || current.value.name !== name) return false;

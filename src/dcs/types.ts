@@ -197,6 +197,22 @@ export interface ControllerValue {
   name: string;
   pid: number;
   startedAtMs: number;
+  /** what the active controller decided last, so that `keel autoscale status` shows its answer, not a second opinion */
+  report?: ControllerReport;
+}
+
+export interface ControllerReport {
+  atMs: number;
+  /** the plan's sentence on the whole cluster */
+  plan: string;
+  autoscale: {
+    /** hold (code), add N, remove NAME */
+    decision: string;
+    reason: string;
+    metric: number | null;
+    currentReplicas: number;
+    wantedReplicas: number | null;
+  };
 }
 
 /** A value with the etcd revision it was last modified at (for compare-and-swap). */
@@ -326,6 +342,8 @@ export interface Dcs {
 
   /** Create-if-absent `controller`, bound to the lease, in one transaction. True when taken. */
   acquireController(value: ControllerValue, leaseId: string): Promise<boolean>;
+  /** Rewrites `controller` (a new report) only while it is bound to `leaseId`, keeping that binding (one transaction). */
+  reportController(value: ControllerValue, leaseId: string): Promise<boolean>;
   /** Deletes `controller` only if it names `name` (one transaction). */
   releaseController(name: string): Promise<boolean>;
   /** The active controller, with the lease its key is bound to; null when none. */

@@ -204,7 +204,8 @@ describe('controller', () => {
     expect(kinds).toEqual(expect.arrayContaining(['autoscale-out', 'autoscale-in']));
     const status = keel(['autoscale', 'status', '--dir', dir(), '--json']);
     expect(status.status, status.stderr).toBe(0);
-    expect(JSON.parse(status.stdout)).toMatchObject({ enabled: true, metric: 'roQps', target: 100, replicas: 1 });
+    // the live controller's own answer, not a second opinion worked out by the command
+    expect(JSON.parse(status.stdout)).toMatchObject({ enabled: true, metric: 'roQps', target: 100, replicas: 1, source: 'controller' });
     expect(keel(['spec', 'set', '--dir', dir(), 'autoscale.enabled=false']).status).toBe(0);
   });
 

@@ -114,6 +114,23 @@ describe('controller loop', () => {
     expect((await dcs.listEvents(10)).map((e) => e.kind)).toEqual(expect.arrayContaining(['controller', 'spec']));
   });
 
+  it('publishes its plan and its autoscaler decision in its key, the answer `keel autoscale status` shows', async () => {
+    const now = { ms: 1_000_000 };
+    const { dcs, make } = await world(now);
+    const a = make('a');
+    await a.tick();
+    await a.tick();
+    const key = await dcs.readController();
+    expect(key?.value.name).toBe('a');
+    expect(key?.value.report).toMatchObject({ atMs: now.ms, plan: a.lastPlan!.reason, autoscale: { reason: a.lastAutoscale!.reason } });
+    expect(key?.value.report?.autoscale.decision).toMatch(/^hold \(disabled\)$/);
+    // written on a change only: the same decision again leaves the key as it was
+    await a.tick();
+    expect((await dcs.readController())?.modRevision).toBe(key?.modRevision);
+    // the key keeps its binding to the controller's lease
+    expect((await dcs.readController())?.leaseId).toBe(key?.leaseId);
+  });
+
   it('ends the lease of a dead leader once the provider confirms the fence', async () => {
     const now = { ms: 1_000_000 };
     const { dcs, provider, make } = await world(now);
