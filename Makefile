@@ -26,7 +26,8 @@ test-integration: setup
 	npx vitest run test/integration
 
 # Figures, never pass/fail on time: failover (with keel up's defaults, and lease-bound without a
-# controller), router throughput and switching, read scaling, controller. One of them: make bench BENCH=router
+# controller), router throughput and switching, read scaling, controller, the fencing guard (memory, CPU, time
+# from a missed deadline to PostgreSQL stopped). One of them: make bench BENCH=router
 # (bench/router.bench.ts); options are environment variables listed at the top of each file (BENCH_RUNS=5 ...).
 bench: setup
 	npx vitest run --config bench/vitest.config.ts $(if $(BENCH),bench/$(BENCH).bench.ts)

@@ -26,9 +26,13 @@ export interface GuardOptions {
   binDir: string;
   hardwareWatchdog: string | null;
   logger: GuardLogger;
-  checkIntervalMs?: number;
+  /** how often a lapsed deadline is checked again (a standby promoted, a postmaster started, without a new feed) */
+  lapsedCheckIntervalMs?: number;
   keepAliveIntervalMs?: number;
 }
+
+/** An armed guard wakes at its deadline, and at least this often. */
+const maxArmedSleepMs = 1000;
 
 export class Guard {
   private state: FedState = { deadlineMonoMs: null, tripped: false };
@@ -42,6 +46,7 @@ export class Guard {
   private server: Server | null = null;
   private readonly connections = new Set<Socket>();
   private readonly timers: NodeJS.Timeout[] = [];
+  private checkTimer: NodeJS.Timeout | null = null;
   private readonly dataDir: string;
   private readonly postgresBinary: string;
   private readonly watchdog: HardwareWatchdog | null;
@@ -73,7 +78,6 @@ export class Guard {
     chmodSync(this.options.socketPath, 0o600);
     server.on('error', (err) => this.logger.error({ err: err.message }, 'guard socket error'));
     this.server = server;
-    this.timers.push(setInterval(() => this.check(), this.options.checkIntervalMs ?? 100));
     if (this.watchdog !== null) {
       this.timers.push(setInterval(() => this.keepAlive(), this.options.keepAliveIntervalMs ?? 1000));
     }
@@ -138,6 +142,26 @@ export class Guard {
     if (before.deadlineMonoMs === null) this.keepAlive();
     // a deadline already past is enforced now, not at the next check
     this.check();
+    this.scheduleCheck();
+  }
+
+  /**
+   * Unfed, nothing can make the guard act until a feed comes; armed, nothing
+   * but time passing: it sleeps until the deadline. Lapsed, it looks again
+   * often, since a postmaster may start or a standby be promoted meanwhile.
+   */
+  private scheduleCheck(): void {
+    if (this.checkTimer !== null) clearTimeout(this.checkTimer);
+    this.checkTimer = null;
+    const deadline = this.state.deadlineMonoMs;
+    if (this.stopped || deadline === null) return;
+    const untilDeadlineMs = deadline - monoNowMs();
+    const delayMs = untilDeadlineMs > 0 ? Math.min(Math.ceil(untilDeadlineMs), maxArmedSleepMs) : (this.options.lapsedCheckIntervalMs ?? 100);
+    this.checkTimer = setTimeout(() => {
+      this.checkTimer = null;
+      this.check();
+      this.scheduleCheck();
+    }, delayMs);
   }
 
   stateMessage(): StateMessage {
@@ -210,6 +234,7 @@ export class Guard {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
+    if (this.checkTimer !== null) clearTimeout(this.checkTimer);
     for (const socket of this.connections) socket.destroy();
     if (this.server !== null) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     this.watchdog?.close();
