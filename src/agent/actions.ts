@@ -5,8 +5,6 @@ import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide.js';
-import { isFreshReplica } from './eligibility.js';
-import { formatSynchronousStandbyNames } from './sync.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
@@ -85,7 +83,7 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
     case 'drainClients':
       return drainClients(action.timeoutMs, ctx);
     case 'promote':
-      return promote(action.reason, snap, ctx);
+      return promote(action, snap, ctx);
     case 'follow':
       return ctx.pg.follow(startOptions(true, action.upstream));
     case 'syncSlots':
@@ -126,29 +124,6 @@ function canConnect(host: string, port: number, timeoutMs: number): Promise<bool
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
-}
-
-/**
- * In synchronous mode a new primary must not take a single write before it
- * names its synchronous standbys: the replicas it can see, recorded (widened
- * with the old set) in the sync key first.
- */
-async function prepareSynchronousStandbys(snap: Snapshot, ctx: ActionContext): Promise<void> {
-  const config = snap.config;
-  const cluster = snap.cluster;
-  if (config.synchronous_mode === 'off' || cluster === null) return;
-  const me = ctx.config.name;
-  const others = cluster.members
-    .filter((m) => m.name !== me && m.tags.nofailover !== true && isFreshReplica(m, snap.nowMs, config))
-    .map((m) => m.name)
-    .sort();
-  if (others.length === 0 && config.synchronous_mode === 'on') return;
-  const wanted = { members: others, quorum: config.synchronous_mode === 'strict' ? config.synchronous_node_count : Math.min(config.synchronous_node_count, others.length) };
-  const old = cluster.sync?.value;
-  const union = [...new Set([...(old?.members ?? []), ...others])].filter((m) => m !== me).sort();
-  const quorum = Math.min(wanted.quorum, old && old.members.length > 0 ? old.quorum : wanted.quorum);
-  await putSync({ v: 1, leader: me, members: union, quorum }, ctx);
-  await ctx.pg.setSynchronousStandbyNames(formatSynchronousStandbyNames(wanted));
 }
 
 /** The sync key is written only while the leader key names this member on its own lease. */
@@ -195,7 +170,8 @@ async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
   ctx.logger.info({ systemId: control.systemId }, 'cluster bootstrapped');
 }
 
-async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Promise<void> {
+async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
+  const reason = action.reason;
   const runtime = snap.pg.runtime;
   if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
@@ -209,7 +185,11 @@ async function promote(reason: string, snap: Snapshot, ctx: ActionContext): Prom
     atMs: ctx.now(),
     reason,
   });
-  await prepareSynchronousStandbys(snap, ctx);
+  // in synchronous mode the new primary names its standbys before it can take a single write
+  if (action.sync !== null) {
+    await putSync({ v: 1, leader: ctx.config.name, ...action.sync.key }, ctx);
+    await ctx.pg.setSynchronousStandbyNames(action.sync.standbyNames);
+  }
   ctx.setWritable(true);
   await ctx.pg.promote();
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:

@@ -6,12 +6,13 @@ import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { isAlive } from '../util/process.js';
 import { runAction, type ActionContext } from './actions.js';
-import { decide } from './decide.js';
+import { decide, nextMemory } from './decide.js';
 import { GuardLink, guardDeadlineMs } from './guard-link.js';
 import { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { leaseMarginMs } from '../model/lease.js';
 import type { LoadMeter } from './load.js';
 import { memberValue } from './member.js';
+import { emptyAgentMemory, type AgentMemory } from './memory.js';
 import type { Decision, Snapshot } from './snapshot.js';
 import { isAllowed, type State } from './states.js';
 
@@ -39,10 +40,9 @@ export class Agent {
   private lastStatusLsn: number | null = null;
   private lastPublish: { essentialJson: string; atMs: number; leaseId: string | null } = { essentialJson: '', atMs: 0, leaseId: null };
   private etcdDown = false;
-  private notStreamingSinceMs: number | null = null;
-  private formerPrimary: Snapshot['pg']['formerPrimary'] = null;
-  /** when each member's key was last seen, for member_slots_ttl */
-  private readonly lastSeenMs = new Map<string, number>();
+  /** what the last decision remembered (agent/memory.ts): decide() computes it, the agent only keeps it */
+  private memory: AgentMemory = emptyAgentMemory();
+  private jobSeq = 0;
   readonly lease: LeaseKeeper;
   /** the link to the node's fencing guard (src/guard), fed on every lease change; null without a guard block */
   readonly guard: GuardLink | null;
@@ -226,18 +226,13 @@ export class Agent {
       this.etcdDown = true;
     }
     if (cluster?.config) this.lastConfig = cluster.config.value;
-    const recentlyGone = cluster === null ? [...this.lastSeenMs.keys()] : this.noteMembers(cluster);
     const dataDir = await this.pg.dataDirState();
     const [control, postmasterPid] = await Promise.all([
       dataDir === 'present' ? this.pg.controlData().catch(() => null) : Promise.resolve(null),
       this.pg.postmasterPid(),
     ]);
     const runtime = postmasterPid === null ? null : await this.pg.runtimeState();
-    const stuck = runtime !== null && runtime.inRecovery && !runtime.streaming;
-    this.notStreamingSinceMs = stuck ? (this.notStreamingSinceMs ?? this.clock.now()) : null;
     if (runtime !== null && !runtime.inRecovery) this.mayAcceptWrites = true;
-    if (runtime !== null && !runtime.inRecovery && runtime.walLsn !== null) this.formerPrimary = { timeline: runtime.timeline, walLsn: runtime.walLsn };
-    if (runtime?.streaming) this.formerPrimary = null;
     if (postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
     return {
       nowMs: this.clock.now(),
@@ -246,37 +241,26 @@ export class Agent {
       cluster,
       config: this.lastConfig,
       lease: this.lease.current(),
-      pg: { dataDir, control, postmasterPid, runtime, notStreamingSinceMs: this.notStreamingSinceMs, formerPrimary: this.formerPrimary },
-      recentlyGone,
+      pg: { dataDir, control, postmasterPid, runtime },
+      memory: this.memory,
       guard: this.guard?.status() ?? 'none',
       lastJob: this.lastJob,
     };
-  }
-
-  /** Remembers when each member was last seen; answers those gone for less than member_slots_ttl. */
-  private noteMembers(cluster: ClusterView): string[] {
-    const now = this.clock.now();
-    for (const m of cluster.members) this.lastSeenMs.set(m.name, now);
-    const present = new Set(cluster.members.map((m) => m.name));
-    const gone: string[] = [];
-    for (const [name, seenMs] of this.lastSeenMs) {
-      if (present.has(name)) continue;
-      if (now - seenMs < this.lastConfig.member_slots_ttl * 1000) gone.push(name);
-      else this.lastSeenMs.delete(name);
-    }
-    return gone;
   }
 
   private async tick(): Promise<void> {
     const snap = await this.observe();
     this.lastSnapshot = snap;
     if (this.job !== null) {
+      // nothing is decided while a job runs, but what is seen is still remembered
+      this.memory = nextMemory(snap);
       const seconds = Math.round((snap.nowMs - this.job.startedAtMs) / 1000);
       await this.publish(snap, `${this.job.decision.reason} (${seconds} s so far)`);
       return;
     }
     this.lastSnapshot = snap;
     const decision = decide(snap);
+    this.memory = decision.memory;
     const label = `${decision.to}:${decision.actions.map((a) => a.kind).join(',')}`;
     this.decisionCounts.set(label, (this.decisionCounts.get(label) ?? 0) + 1);
     if (decision.actions.some((a) => a.kind === 'promote')) this.promotions += 1;
@@ -339,9 +323,8 @@ export class Agent {
         }
       }
       const lastKind = failed?.kind ?? decision.actions[decision.actions.length - 1]!.kind;
-      this.lastJob = { kind: lastKind, ok: failed === null, error: failed?.error ?? null, finishedAtMs: this.clock.now() };
-      // rewound or replaced: the old primary's WAL is gone
-      if (failed === null && decision.actions.some((a) => a.kind === 'rewind' || a.kind === 'removeDataDir' || a.kind === 'clone')) this.formerPrimary = null;
+      this.jobSeq += 1;
+      this.lastJob = { seq: this.jobSeq, kind: lastKind, ok: failed === null, error: failed?.error ?? null, finishedAtMs: this.clock.now(), actions: decision.actions.map((a) => a.kind) };
       if (failed === null) {
         const from = this.state;
         this.setState(decision.to, decision.reason);
@@ -352,7 +335,6 @@ export class Agent {
         this.logger.warn({ action: failed.kind, err: failed.error }, `action failed: ${decision.reason}`);
       }
       this.job = null;
-      this.notStreamingSinceMs = null;
       for (const resolve of this.jobWaiters.splice(0)) resolve();
       this.wake();
     })();

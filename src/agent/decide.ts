@@ -5,9 +5,12 @@
 import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
 import type { ControlData } from '../postgres/types.js';
 import { leaseDeadlineMs, ttlChange } from '../model/lease.js';
-import { divergence, promotionVerdict } from './eligibility.js';
-import { nextSyncStep } from './sync.js';
-import { memberLsn, upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
+import { promotionVerdict } from '../model/promotion.js';
+import { divergence } from './divergence.js';
+import { recentlyGone, remember, type AgentMemory } from './memory.js';
+import { nextSyncStep, promotionSyncSet } from './sync.js';
+import { memberLsn } from '../model/lsn.js';
+import { upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
 
 /** Seconds a switchover request may hold back an election before it is ignored. */
 export const switchoverWaitSeconds = 30;
@@ -37,8 +40,18 @@ function stay(s: Snapshot, reason: string, actions: Action[] = []): Decision {
   return { to: s.state, reason, actions };
 }
 
-export function decide(s: Snapshot): Decision {
-  return waitForGuard(s, decideUnguarded(s));
+/** A decision with the memory the next one starts from. */
+export type DecisionWithMemory = Decision & { memory: AgentMemory };
+
+export function decide(snapshot: Snapshot): DecisionWithMemory {
+  const memory = nextMemory(snapshot);
+  const s = { ...snapshot, memory };
+  return { ...waitForGuard(s, decideUnguarded(s)), memory };
+}
+
+/** The memory after this snapshot's observation (also kept up while a job runs and nothing is decided). */
+export function nextMemory(s: Snapshot): AgentMemory {
+  return remember({ nowMs: s.nowMs, memory: s.memory, cluster: s.cluster, runtime: s.pg.runtime, memberSlotsTtlSeconds: s.config.member_slots_ttl, lastJob: s.lastJob });
 }
 
 /**
@@ -191,7 +204,7 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
     ]);
   }
   if (runtime !== null && runtime.inRecovery) {
-    return { to: 'primary', reason: 'I hold the leader key: promoting', actions: [{ kind: 'promote', reason: 'took the leader key' }] };
+    return { to: 'primary', reason: 'I hold the leader key: promoting', actions: [promoteAction(s, cluster, 'took the leader key')] };
   }
   if (runtime === null) {
     if (s.pg.postmasterPid !== null) return stay(s, 'I hold the leader key; PostgreSQL is starting or recovering: waiting');
@@ -211,7 +224,7 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   }
   const present = cluster.members.filter((m) => m.name !== s.me.name).map((m) => m.name);
   // a slot of a member that went away only recently stays; it is never created for one
-  const kept = (s.recentlyGone ?? []).filter((name) => name !== s.me.name && runtime.slots.includes(name));
+  const kept = recentlyGone(s.memory, cluster).filter((name) => name !== s.me.name && runtime.slots.includes(name));
   const others = [...new Set([...present, ...kept])].sort();
   const missing = others.filter((name) => !runtime.slots.includes(name));
   const surplus = runtime.slots.filter((name) => !others.includes(name));
@@ -317,8 +330,8 @@ function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string)
     return { to: 'replica', reason: `starting as a replica of leader ${leaderName}`, actions: [startReplica(upstream)] };
   }
 
-  const stuckSince = s.pg.notStreamingSinceMs;
-  const former = s.pg.formerPrimary;
+  const stuckSince = s.memory.notStreamingSinceMs;
+  const former = s.memory.formerPrimary;
   const runningDiverged =
     // PostgreSQL refuses to stream a history that diverged, so a replica that has failed to stream
     // for a while is checked; while not streaming its timeline is its last restartpoint's.
@@ -421,8 +434,12 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   return {
     to: 'primary',
     reason: `no leader; ${why}: taking the leader key and promoting`,
-    actions: [{ kind: 'acquireLeader' }, { kind: 'promote', reason: why }],
+    actions: [{ kind: 'acquireLeader' }, promoteAction(s, cluster, why)],
   };
+}
+
+function promoteAction(s: Snapshot, cluster: ClusterView, reason: string): Action {
+  return { kind: 'promote', reason, sync: promotionSyncSet(s.config, cluster, s.me.name, s.nowMs) };
 }
 
 /** This node as the others see it, built from the snapshot rather than the possibly stale member key. */

@@ -2,6 +2,7 @@ import type { DynamicConfig } from '../config/schema.js';
 import type { Lease } from '../model/lease.js';
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 import type { ControlData, DataDirState, RuntimeState, UpstreamTarget } from '../postgres/types.js';
+import type { AgentMemory } from './memory.js';
 import type { State } from './states.js';
 
 /** Everything one decision looks at, gathered once and never changed. */
@@ -21,25 +22,22 @@ export interface Snapshot {
     postmasterPid: number | null;
     /** null when PostgreSQL does not accept connections */
     runtime: RuntimeState | null;
-    /** since when a running replica has not been streaming (null: streaming, or not a running replica) */
-    notStreamingSinceMs: number | null;
-    /**
-     * Where this node's last primary was seen writing (timeline, WAL position), until it
-     * streams again or its data is rewound or replaced: a position past the new leader's
-     * fork point proves divergence at once, without waiting for streaming to fail.
-     */
-    formerPrimary: { timeline: number; walLsn: number } | null;
   };
-  /**
-   * Members whose key went away less than a slot grace period ago (cut off,
-   * restarting, stuck in a start): the leader keeps their slots so they
-   * resume where they stopped instead of finding no slot.
-   */
-  recentlyGone?: string[];
+  /** what the previous decision remembered (memory.ts); decide() returns the next one */
+  memory: AgentMemory;
   /** the node's fencing guard: absent or 'none' when node.yml configures none */
   guard?: 'connected' | 'disconnected' | 'none';
   /** the outcome of the last job, kept until the next one starts */
-  lastJob: { kind: ActionKind; ok: boolean; error: string | null; finishedAtMs: number } | null;
+  lastJob: {
+    /** counts the agent's jobs: a memory that saw job N knows what it did */
+    seq: number;
+    kind: ActionKind;
+    ok: boolean;
+    error: string | null;
+    finishedAtMs: number;
+    /** every action the job had */
+    actions: ActionKind[];
+  } | null;
 }
 
 export type Action =
@@ -58,7 +56,8 @@ export type Action =
   | { kind: 'startPostgres'; replica: boolean; upstream: UpstreamTarget | null }
   | { kind: 'stopPostgres'; mode: 'fast' | 'immediate' }
   | { kind: 'drainClients'; timeoutMs: number }
-  | { kind: 'promote'; reason: string }
+  /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
+  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null }
   | { kind: 'follow'; upstream: UpstreamTarget }
   | { kind: 'syncSlots'; names: string[] }
   | { kind: 'clearSwitchover'; expectModRevision: string }
@@ -79,4 +78,3 @@ export function upstreamOf(member: MemberValue): UpstreamTarget {
   return { name: member.name, host: member.pgHost, port: member.pgPort };
 }
 
-export { memberLsn } from '../model/lsn.js';

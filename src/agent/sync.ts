@@ -2,10 +2,7 @@
  * Synchronous replication, decided purely. The leader keeps
  * synchronous_standby_names as `ANY k (a, b, ...)` (quorum commit: a commit
  * waits for k of the listed standbys) and records the set and k in the `sync`
- * key. A replica may be promoted only if it is in that key, sees at least
- * (members - k + 1) of its members (itself included) and is the most advanced
- * of them: any such group holds at least one standby that acknowledged every
- * commit, and WAL is linear, so the most advanced one has them all.
+ * key; who may be promoted given that key is model/promotion.ts's rule.
  *
  * The key must never claim less than PostgreSQL relies on. Every change goes
  * through a widened key first (the union of old and new sets with the smaller
@@ -14,7 +11,7 @@
 import type { DynamicConfig } from '../config/schema.js';
 import type { ClusterView, MemberValue } from '../dcs/types.js';
 import type { RuntimeState } from '../postgres/types.js';
-import { isFreshReplica } from './eligibility.js';
+import { isFreshReplica } from '../model/member.js';
 import type { Action } from './snapshot.js';
 
 export interface SyncSet {
@@ -61,7 +58,7 @@ function coversSafely(key: SyncSet, other: SyncSet): boolean {
 export function desiredSyncSet(config: DynamicConfig, cluster: ClusterView, runtime: RuntimeState, me: string, nowMs: number, current: SyncSet): SyncSet {
   if (config.synchronous_mode === 'off') return empty;
   const fresh = new Map<string, MemberValue>();
-  for (const m of cluster.members) if (m.name !== me && m.tags.nofailover !== true && isFreshReplica(m, nowMs, config)) fresh.set(m.name, m);
+  for (const m of cluster.members) if (m.name !== me && m.tags.nofailover !== true && isFreshReplica(m, nowMs, config.ttl)) fresh.set(m.name, m);
   const streaming = new Set(runtime.replicas.filter((r) => r.state === 'streaming').map((r) => r.applicationName));
   const members = [...fresh.keys()].filter((name) => streaming.has(name) || current.members.includes(name)).sort();
   if (config.synchronous_mode === 'strict') {
@@ -96,22 +93,24 @@ export function nextSyncStep(config: DynamicConfig, cluster: ClusterView, runtim
 }
 
 /**
- * Synchronous-mode part of safety rule 3: in the key, enough of the key's
- * members visible, and none of them further ahead.
+ * What a replica about to promote must set before it takes a single write:
+ * the sync key widened with the old set (written first, so the key never
+ * claims less than PostgreSQL relies on), then synchronous_standby_names for
+ * the replicas it can see. Null when nothing is to be set (mode off, or `on`
+ * with no standby: the new primary runs asynchronously).
  */
-export function syncVerdict(candidate: MemberValue, cluster: ClusterView, config: DynamicConfig, nowMs: number, lsnOf: (m: MemberValue) => number): { ok: true } | { ok: false; why: string } {
-  const key = cluster.sync?.value;
-  if (config.synchronous_mode === 'off' || key === undefined || key.members.length === 0) return { ok: true };
-  if (!key.members.includes(candidate.name)) {
-    return { ok: false, why: `${candidate.name} is not in the synchronous set (${key.members.join(', ')})` };
-  }
-  const visible = key.members
-    .map((name) => (name === candidate.name ? candidate : cluster.members.find((m) => m.name === name)))
-    .filter((m): m is MemberValue => m !== undefined && (m === candidate || isFreshReplica(m, nowMs, config)));
-  const needed = key.members.length - key.quorum + 1;
-  if (visible.length < needed) {
-    return { ok: false, why: `only ${visible.length} of the synchronous set are visible, ${needed} needed to be sure no commit is lost` };
-  }
-  const ahead = visible.find((m) => lsnOf(m) > lsnOf(candidate));
-  return ahead ? { ok: false, why: `${ahead.name} of the synchronous set is further ahead` } : { ok: true };
+export function promotionSyncSet(config: DynamicConfig, cluster: ClusterView, me: string, nowMs: number): { key: SyncSet; standbyNames: string } | null {
+  if (config.synchronous_mode === 'off') return null;
+  const others = cluster.members
+    .filter((m) => m.name !== me && m.tags.nofailover !== true && isFreshReplica(m, nowMs, config.ttl))
+    .map((m) => m.name)
+    .sort();
+  if (others.length === 0 && config.synchronous_mode === 'on') return null;
+  const old = cluster.sync?.value;
+  // strict with nobody in sight: name the old set's standbys, so that writes wait for them to come back
+  const named = others.length > 0 ? others : (old?.members ?? []).filter((m) => m !== me).sort();
+  const wanted: SyncSet = { members: named, quorum: config.synchronous_mode === 'strict' ? config.synchronous_node_count : Math.min(config.synchronous_node_count, named.length) };
+  const union = [...new Set([...(old?.members ?? []), ...named])].filter((m) => m !== me).sort();
+  const quorum = Math.min(wanted.quorum, old && old.members.length > 0 ? old.quorum : wanted.quorum);
+  return { key: { members: union, quorum }, standbyNames: formatSynchronousStandbyNames(wanted) };
 }

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { requestLeaderChange } from '../agent/requests.js';
+import { requestLeaderChange } from '../dcs/requests.js';
 import { nameSchema } from '../config/schema.js';
 import type { SwitchoverValue } from '../dcs/types.js';
 import { KeelError } from '../errors.js';

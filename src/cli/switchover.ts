@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { requestLeaderChange } from '../agent/requests.js';
+import { requestLeaderChange } from '../dcs/requests.js';
 import type { Dcs } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';

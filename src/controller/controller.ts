@@ -9,7 +9,7 @@
  * write), the controller ends that lease at once so a replica promotes now.
  * Without that confirmation it never ends a lease.
  */
-import { requestLeaderChange } from '../agent/requests.js';
+import { requestLeaderChange } from '../dcs/requests.js';
 import { LeaseKeeper } from '../dcs/lease-keeper.js';
 import type { ClusterView, ControllerReport, ControllerValue, CreationValue, Dcs, SpecValue } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';

@@ -9,7 +9,7 @@
  * born, for the count and the zones, and the node it replaces is not replaced
  * a second time.
  */
-import { memberLsn } from '../agent/snapshot.js';
+import { lagBytes } from '../model/lsn.js';
 import type { ClusterView, MemberValue, SpecValue } from '../dcs/types.js';
 import type { NodeInfo } from '../providers/types.js';
 
@@ -129,7 +129,7 @@ export function assess(view: ClusterView, inventory: NodeInfo[], nowMs: number, 
       down,
       streaming: streaming && !down,
       instanceClass: typeof tag === 'string' ? tag : null,
-      lagBytes: member && !isLeader && referenceLsn !== null ? Math.max(0, referenceLsn - memberLsn(member)) : null,
+      lagBytes: member && !isLeader ? lagBytes(referenceLsn, member) : null,
       firstSeenMs,
       why,
     };

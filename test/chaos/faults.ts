@@ -5,7 +5,7 @@
  * whole nodes, PostgreSQL, etcd and the network; the fencing faults (8-10,
  * the leader's agent alone and a ttl change) live in faults-fencing.ts.
  */
-import { requestLeaderChange } from '../../src/agent/requests.js';
+import { requestLeaderChange } from '../../src/dcs/requests.js';
 import { sleep } from '../../src/util/clock.js';
 import { namespacePids, processName } from '../../src/providers/netns-net.js';
 import { leaderOf, type Fault, type FaultContext, type FaultId } from './fault.js';

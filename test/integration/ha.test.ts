@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memberLsn } from '../../src/agent/snapshot.js';
+import { memberLsn } from '../../src/model/lsn.js';
 import { readPidFile } from '../../src/util/process.js';
 import { sleep } from '../../src/util/clock.js';
 import { TestCluster } from '../support/cluster.js';

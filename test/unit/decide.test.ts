@@ -261,7 +261,8 @@ const cases: Case[] = [
     snap: snapshot({
       state: 'replica',
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
-      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 11_000 },
+      pg: { runtime: replicaRuntime({ streaming: false }) },
+      memory: { notStreamingSinceMs: NOW - 11_000 },
     }),
     to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /rewinding/,
   },
@@ -292,7 +293,8 @@ const cases: Case[] = [
     snap: snapshot({
       state: 'replica',
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
-      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 1_000, formerPrimary: { timeline: 1, walLsn: 900 } },
+      pg: { runtime: replicaRuntime({ streaming: false }) },
+      memory: { notStreamingSinceMs: NOW - 1_000, formerPrimary: { timeline: 1, walLsn: 900 } },
     }),
     to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /diverged .* rewinding/,
   },
@@ -301,7 +303,8 @@ const cases: Case[] = [
     snap: snapshot({
       state: 'replica',
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
-      pg: { runtime: replicaRuntime({ streaming: false, replayedLsn: 500, receivedLsn: 500 }), notStreamingSinceMs: NOW - 1_000, formerPrimary: { timeline: 1, walLsn: 500 } },
+      pg: { runtime: replicaRuntime({ streaming: false, replayedLsn: 500, receivedLsn: 500 }) },
+      memory: { notStreamingSinceMs: NOW - 1_000, formerPrimary: { timeline: 1, walLsn: 500 } },
     }),
     to: 'replica', actions: [], reason: /not streaming yet/,
   },
@@ -309,7 +312,8 @@ const cases: Case[] = [
     name: 'replica past the fork, not streaming only briefly: give it time',
     snap: snapshot({
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
-      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 2_000 },
+      pg: { runtime: replicaRuntime({ streaming: false }) },
+      memory: { notStreamingSinceMs: NOW - 2_000 },
     }),
     to: 'replica', actions: [], reason: /not streaming yet/,
   },
@@ -318,7 +322,8 @@ const cases: Case[] = [
     snap: snapshot({
       state: 'replica', config: { ...defaultDynamicConfig, use_rewind: false },
       cluster: cluster({ leader: leaderKey('node1'), members: [primaryMember('node1', { timeline: 2 })], history: history(2, 500) }),
-      pg: { runtime: replicaRuntime({ streaming: false }), notStreamingSinceMs: NOW - 11_000 },
+      pg: { runtime: replicaRuntime({ streaming: false }) },
+      memory: { notStreamingSinceMs: NOW - 11_000 },
     }),
     to: 'stopped', actions: ['stopPostgres', 'removeDataDir'], reason: /use_rewind is off/,
   },
@@ -487,7 +492,8 @@ const cases: Case[] = [
     snap: snapshot({
       state: 'primary',
       cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2'), member('node1')] }),
-      recentlyGone: ['node3'],
+      // node3's key went away 5 s ago
+      memory: { lastSeenMs: { node1: NOW - 1000, node3: NOW - 5_000 } },
       pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
     }),
     to: 'primary', actions: [], reason: /I am the leader with the lease/,
@@ -497,7 +503,8 @@ const cases: Case[] = [
     snap: snapshot({
       state: 'primary',
       cluster: cluster({ leader: leaderKey('node2', 'L2'), members: [primaryMember('node2'), member('node1')] }),
-      recentlyGone: [],
+      // node3's key went away longer ago than member_slots_ttl (1800 s)
+      memory: { lastSeenMs: { node1: NOW - 1000, node3: NOW - 1_801_000 } },
       pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
     }),
     to: 'primary', actions: ['syncSlots'], reason: /I am the leader with the lease/,

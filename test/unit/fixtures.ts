@@ -1,6 +1,7 @@
 import { defaultDynamicConfig } from '../../src/config/schema.js';
 import type { ClusterView, MemberValue } from '../../src/dcs/types.js';
 import type { ControlData, RuntimeState } from '../../src/postgres/types.js';
+import { emptyAgentMemory, type AgentMemory } from '../../src/agent/memory.js';
 import type { Snapshot } from '../../src/agent/snapshot.js';
 import type { Lease } from '../../src/model/lease.js';
 
@@ -112,8 +113,10 @@ export function heldLease(over: Partial<Lease> = {}): Lease {
 }
 
 /** A snapshot of node2 by default: a running, streaming replica of node1. */
-export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']> } = {}): Snapshot {
-  const { pg, ...rest } = over;
+export function snapshot(
+  over: Omit<Partial<Snapshot>, 'memory' | 'lastJob'> & { pg?: Partial<Snapshot['pg']>; memory?: Partial<AgentMemory>; lastJob?: TestJob | null } = {},
+): Snapshot {
+  const { pg, memory, lastJob, ...rest } = over;
   return {
     nowMs: NOW,
     me: { name: 'node2', nofailover: false },
@@ -122,16 +125,19 @@ export function snapshot(over: Partial<Snapshot> & { pg?: Partial<Snapshot['pg']
     // the table rows are written for asynchronous replication unless they say otherwise
     config: { ...defaultDynamicConfig, synchronous_mode: 'off' },
     lease: heldLease(),
-    lastJob: null,
+    // a job given by a row is the one that just finished: the memory has not seen it yet
+    lastJob: lastJob ? { seq: 1, actions: [lastJob.kind], ...lastJob } : null,
     ...rest,
+    memory: { ...emptyAgentMemory(), ...memory },
     pg: {
       dataDir: 'present',
       control: control(),
       postmasterPid: 42,
       runtime: replicaRuntime(),
-      notStreamingSinceMs: null,
-      formerPrimary: null,
       ...pg,
     },
   };
 }
+
+/** A finished job as a row writes it; seq and the job's actions default to one job of that kind. */
+type TestJob = Omit<NonNullable<Snapshot['lastJob']>, 'seq' | 'actions'> & Partial<Pick<NonNullable<Snapshot['lastJob']>, 'seq' | 'actions'>>;

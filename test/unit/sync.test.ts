@@ -3,11 +3,12 @@ import {
   formatSynchronousStandbyNames,
   nextSyncStep,
   parseSynchronousStandbyNames,
-  syncVerdict,
+  promotionSyncSet,
 } from '../../src/agent/sync.js';
-import { memberLsn } from '../../src/agent/snapshot.js';
+import { syncVerdict } from '../../src/model/promotion.js';
+import { decide } from '../../src/agent/decide.js';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
-import { NOW, cluster, leaderKey, member, primaryMember, primaryRuntime } from './fixtures.js';
+import { NOW, cluster, leaderKey, member, primaryMember, primaryRuntime, snapshot } from './fixtures.js';
 
 const on: DynamicConfig = { ...defaultDynamicConfig, synchronous_mode: 'on' };
 const strict: DynamicConfig = { ...defaultDynamicConfig, synchronous_mode: 'strict' };
@@ -88,27 +89,62 @@ describe('nextSyncStep (leader)', () => {
   });
 });
 
+describe('promotionSyncSet (a replica about to promote)', () => {
+  const noLeader = (over: Parameters<typeof cluster>[0] = {}) => cluster({ members: [member('node2'), member('node3')], ...over });
+  const cases = [
+    { name: 'off: nothing to set', config: { ...on, synchronous_mode: 'off' as const }, view: noLeader(), expected: null },
+    { name: 'on with no other replica: runs asynchronously', config: on, view: cluster({ members: [member('node2')] }), expected: null },
+    {
+      name: 'on: the replicas it sees, the key widened with the old set and the smaller quorum',
+      config: on,
+      view: noLeader({ sync: syncKey(['node1', 'node2'], 1) }),
+      expected: { key: { members: ['node1', 'node3'], quorum: 1 }, standbyNames: 'ANY 1 ("node3")' },
+    },
+    {
+      name: 'strict with nobody in sight: the old set is named, so writes wait for it',
+      config: strict,
+      view: cluster({ members: [member('node2')], sync: syncKey(['node2', 'node3'], 1) }),
+      expected: { key: { members: ['node3'], quorum: 1 }, standbyNames: 'ANY 1 ("node3")' },
+    },
+    {
+      name: 'a stale member key is not a standby',
+      config: on,
+      view: noLeader({ members: [member('node2'), member('node3', { updatedAtMs: NOW - 60_000 })] }),
+      expected: null,
+    },
+  ];
+  it.each(cases)('$name', ({ config, view: v, expected }) => {
+    expect(promotionSyncSet(config, v, 'node2', NOW)).toEqual(expected);
+  });
+
+  it('decide() puts it on the promote action, so that acting computes nothing', () => {
+    const d = decide(snapshot({ config: on, cluster: cluster({ members: [member('node2'), member('node3', { receivedLsn: 500 })] }) }));
+    const promote = d.actions.find((a) => a.kind === 'promote');
+    expect(promote).toMatchObject({ kind: 'promote', sync: { key: { members: ['node3'], quorum: 1 }, standbyNames: 'ANY 1 ("node3")' } });
+  });
+});
+
 describe('syncVerdict (promotion in synchronous mode)', () => {
   const noLeader = (members = [member('node2', { receivedLsn: 1000 }), member('node3', { receivedLsn: 900, replayedLsn: 900 })], key = syncKey(['node2', 'node3'], 1)) =>
     cluster({ members, sync: key });
   it('allows the most advanced visible member of the set', () => {
-    expect(syncVerdict(member('node2'), noLeader(), on, NOW, memberLsn)).toEqual({ ok: true });
+    expect(syncVerdict(member('node2'), noLeader(), on, NOW)).toEqual({ ok: true });
   });
   it('refuses a member outside the set', () => {
-    const v = syncVerdict(member('node2'), noLeader(undefined, syncKey(['node3'], 1)), on, NOW, memberLsn);
+    const v = syncVerdict(member('node2'), noLeader(undefined, syncKey(['node3'], 1)), on, NOW);
     expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/not in the synchronous set/) });
   });
   it('refuses when too few of the set are visible to be sure', () => {
     // ANY 1 of (node2, node3): node3 may hold the last commit; node2 alone cannot know
-    const v = syncVerdict(member('node2'), noLeader([member('node2')]), on, NOW, memberLsn);
+    const v = syncVerdict(member('node2'), noLeader([member('node2')]), on, NOW);
     expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/only 1 of the synchronous set are visible, 2 needed/) });
   });
   it('refuses when a member of the set is further ahead', () => {
-    const v = syncVerdict(member('node3', { receivedLsn: 900, replayedLsn: 900 }), noLeader(), on, NOW, memberLsn);
+    const v = syncVerdict(member('node3', { receivedLsn: 900, replayedLsn: 900 }), noLeader(), on, NOW);
     expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/node2 of the synchronous set is further ahead/) });
   });
   it('with ANY 2 of 2 either member alone suffices', () => {
-    const v = syncVerdict(member('node2'), noLeader([member('node2')], syncKey(['node2', 'node3'], 2)), on, NOW, memberLsn);
+    const v = syncVerdict(member('node2'), noLeader([member('node2')], syncKey(['node2', 'node3'], 2)), on, NOW);
     expect(v).toEqual({ ok: true });
   });
 });

@@ -4,9 +4,9 @@
  * the same reasons the agents would (safety rule 3).
  */
 import { defaultDynamicConfig } from '../config/schema.js';
-import type { ClusterView, Dcs, SwitchoverValue } from '../dcs/types.js';
+import type { ClusterView, Dcs, SwitchoverValue } from './types.js';
 import { KeelError } from '../errors.js';
-import { promotionVerdict } from './eligibility.js';
+import { promotionVerdict } from '../model/promotion.js';
 import { memberLsn } from '../model/lsn.js';
 
 /** Throws KEEL_UNKNOWN_MEMBER or KEEL_TARGET_INELIGIBLE when `to` may not be promoted now. */
