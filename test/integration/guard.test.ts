@@ -138,6 +138,26 @@ describe('the fencing guard in a cluster', () => {
     }
   });
 
+  it('a guard that dies is started again by the supervisor and fed again by its agent', async () => {
+    const leader = await cluster.leader();
+    const name = cluster.layout.nodeNames().find((n) => n !== leader.name)!;
+    const socket = cluster.layout.guardSocket(name);
+    const old = cluster.local.provider.guardPid(name)!;
+    process.kill(old, 'SIGKILL');
+    const restarted = await until('a new guard', () => {
+      const pid = cluster.local.provider.guardPid(name);
+      return pid !== null && pid !== old ? pid : null;
+    }, 15_000);
+    const agent = readPidFile(cluster.layout.agentPidFile(name));
+    const state = await until('the agent to feed the new guard', async () => {
+      const s = await askGuard(socket).catch(() => null);
+      return s !== null && s.fedByPid === agent ? s : null;
+    }, 30_000);
+    expect(state.guardPid).toBe(restarted);
+    expect(readPidFile(cluster.layout.guardPidFile(name))).toBe(restarted);
+    expect(guardLog(name)).toContain('removed a stale guard socket');
+  });
+
   it("an agent killed and started again at once takes its guard over: same postmaster, nobody else takes the key", async () => {
     const leader = await cluster.leader();
     const name = leader.name;
@@ -202,6 +222,7 @@ describe('the fencing guard in a cluster', () => {
       const lastAckMs = writer.acks.at(-1)!;
       expect(writer.acks.filter((at) => at >= takenAtMs!).length, 'writes acknowledged by the old primary once another member held the key').toBe(0);
       expect(lastAckMs).toBeLessThan(takenAtMs!);
+      console.log(`${old.name}'s last acknowledged write came ${takenAtMs! - lastAckMs} ms before ${next} held the leader key (${writer.acks.length} writes)`);
       expect(isPostmasterAlive(oldPostmaster)).toBe(false);
       expect(guardLog(old.name)).toContain('tripped: the lease deadline passed without a feed; stopped PostgreSQL');
       expect(watch.events.filter((e) => e.name !== null && e.name !== old.name).map((e) => e.name)).toContain(next);
