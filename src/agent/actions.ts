@@ -4,7 +4,7 @@ import type { Dcs, SyncValue } from '../dcs/types.js';
 import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
-import { unreachableMarker } from './decide.js';
+import { unreachableMarker } from './decide-follower.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {

@@ -2,43 +2,21 @@
  * The agent's brain: one pure function from a snapshot to the next actions and
  * the sentence that explains them. No I/O here (DESIGN.md, Layout).
  */
-import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
-import type { ControlData } from '../postgres/types.js';
-import { leaseDeadlineMs, ttlChange } from '../model/lease.js';
+import type { ClusterView, MemberValue } from '../dcs/types.js';
+import { leaseDeadlineMs } from '../model/lease.js';
 import { promotionVerdict } from '../model/promotion.js';
-import { divergence } from './divergence.js';
 import { recentlyGone, remember, type AgentMemory } from './memory.js';
 import { nextSyncStep, promotionSyncSet } from './sync.js';
 import { memberLsn } from '../model/lsn.js';
-import { upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
+import type { Action, Decision, Snapshot } from './snapshot.js';
+import { leaseStale, moveToNewTtl, primaryControlStates, startReplica, stay } from './decide-common.js';
+import { decideAsFollower } from './decide-follower.js';
 
 /** Seconds a switchover request may hold back an election before it is ignored. */
 export const switchoverWaitSeconds = 30;
+
 /** Seconds a switching-over leader waits for statements in flight before it shuts down. */
 export const switchoverDrainSeconds = 5;
-/** Seconds to wait after a failed background job before trying it again. */
-export const retryAfterFailureSeconds = 5;
-/** Seconds a replica may fail to stream from the leader before its WAL is checked for divergence. */
-export const streamFailureSeconds = 10;
-/** Part of an action error that says the upstream could not be reached: retry, never discard data for it. */
-export const unreachableMarker = 'unreachable at';
-/**
- * What PostgreSQL says when a standby's data cannot reach the leader's
- * timeline at all (a rewind from a leader whose promotion was not yet
- * checkpointed can leave that): only a fresh clone helps.
- */
-const unfollowableMarkers = [
-  'does not contain minimum recovery point',
-  "is not a child of this server's history",
-  'could not locate required checkpoint record',
-];
-
-/** Cluster states pg_controldata reports for an instance that last ran as a primary. */
-const primaryControlStates = new Set(['in production', 'shut down', 'in crash recovery', 'shutting down']);
-
-function stay(s: Snapshot, reason: string, actions: Action[] = []): Decision {
-  return { to: s.state, reason, actions };
-}
 
 /** A decision with the memory the next one starts from. */
 export type DecisionWithMemory = Decision & { memory: AgentMemory };
@@ -133,10 +111,6 @@ function foreignDataReason(mine: string, cluster: string): string {
   return `the data directory holds system ${mine} but the cluster is ${cluster}: refusing to join and touching nothing`;
 }
 
-function startReplica(upstream: ReturnType<typeof upstreamOf> | null): Action {
-  return { kind: 'startPostgres', replica: true, upstream };
-}
-
 function decideUninitialized(s: Snapshot, cluster: ClusterView): Decision {
   if (s.pg.control !== null && cluster.leader === null) {
     // etcd lost its data but this node still has a cluster: publish it rather than start a new one.
@@ -163,26 +137,6 @@ function decideBootstrapping(s: Snapshot, cluster: ClusterView): Decision {
   if (cluster.leader === null) return stay(s, 'won the initialize race: taking the leader key', [{ kind: 'acquireLeader' }]);
   if (cluster.leader.value.name !== s.me.name) return stay(s, `won the initialize race but ${cluster.leader.value.name} leads: waiting`);
   return { to: 'bootstrapping', reason: 'won the initialize race and hold the leader key: bootstrapping the cluster', actions: [{ kind: 'bootstrap' }] };
-}
-
-function leaseStale(s: Snapshot): boolean {
-  return s.lease !== null && s.nowMs >= leaseDeadlineMs(s.lease);
-}
-
-/**
- * The config's ttl differs from the one this agent's lease was granted with:
- * move the keys to a lease with the new ttl, in a steady state only (never
- * ahead of a safety step), and only while the old lease can be trusted.
- */
-function moveToNewTtl(s: Snapshot, leader: boolean, steady: string): Decision | null {
-  const change = ttlChange(s.lease, s.config.ttl);
-  if (change === null || leaseStale(s)) return null;
-  const keys = leader ? 'my member and leader keys' : 'my member key';
-  const why =
-    change.fromSeconds === change.toSeconds
-      ? `a move of ${keys} to a new lease may not have completed: settling it`
-      : `ttl changed from ${change.fromSeconds} s to ${change.toSeconds} s: moving ${keys} to a lease granted with ${change.toSeconds} s`;
-  return stay(s, `${steady}; ${why}`, [{ kind: 'moveLease', ttlSeconds: change.toSeconds, leader }]);
 }
 
 function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
@@ -266,123 +220,6 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
     { kind: 'clearSwitchover', expectModRevision: modRevision },
     { kind: 'event', eventKind: 'switchover-refused', message: refusal },
   ]);
-}
-
-function recentFailure(s: Snapshot, kind: string): boolean {
-  const job = s.lastJob;
-  return job !== null && job.kind === kind && !job.ok && s.nowMs - job.finishedAtMs < retryAfterFailureSeconds * 1000;
-}
-
-/** Position and timeline of a stopped data directory, or 'unknown' when only replay can tell. */
-function stoppedPosition(control: ControlData): { timeline: number; lsn: number } | 'crashed-primary' | 'standby' {
-  // A base backup or a rewound copy still says "in production": its backup_label makes it a standby.
-  if (control.backupLabel) return 'standby';
-  if (control.clusterState === 'shut down') return { timeline: control.timeline, lsn: control.checkpointLsn };
-  if (primaryControlStates.has(control.clusterState)) return 'crashed-primary';
-  return 'standby';
-}
-
-function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: string): Decision {
-  const runtime = s.pg.runtime;
-  if (runtime !== null && !runtime.inRecovery) {
-    // Never two writable primaries: the key names someone else.
-    return { to: 'stopped', reason: `${leaderName} holds the leader key: stopping my primary at once`, actions: [{ kind: 'stopPostgres', mode: 'immediate' }] };
-  }
-  const leaderMember = cluster.members.find((m) => m.name === leaderName);
-  if (leaderMember === undefined || !leaderMember.running || leaderMember.timeline === null) {
-    return stay(s, `waiting for leader ${leaderName} to publish a running primary`);
-  }
-  const upstream = upstreamOf(leaderMember);
-  const history = cluster.history?.value.entries ?? [];
-
-  if (s.pg.dataDir === 'incomplete' && s.pg.postmasterPid === null) {
-    // Without pg_control this is no database yet: a clone that was interrupted.
-    return { to: 'stopped', reason: 'the data directory is an interrupted clone: removing it to clone again', actions: [{ kind: 'removeDataDir' }] };
-  }
-  if (s.pg.dataDir !== 'present' || s.pg.control === null) {
-    if (s.pg.postmasterPid !== null) return stay(s, 'PostgreSQL runs without a readable data directory: waiting');
-    if (recentFailure(s, 'clone')) return { to: 'stopped', reason: `cloning failed (${s.lastJob!.error}): retrying shortly`, actions: [] };
-    return { to: 'cloning', reason: `empty data directory: cloning from leader ${leaderName}`, actions: [{ kind: 'clone', from: upstream }] };
-  }
-
-  if (runtime === null) {
-    if (s.pg.postmasterPid !== null) return stay(s, 'PostgreSQL is starting: waiting');
-    if (recentFailure(s, 'rewind') && s.lastJob!.error!.includes(unreachableMarker)) {
-      return stay(s, `pg_rewind could not reach ${leaderName}: retrying shortly`);
-    }
-    if (s.lastJob?.kind === 'rewind' && !s.lastJob.ok && !s.lastJob.error!.includes(unreachableMarker)) {
-      return { to: 'stopped', reason: `pg_rewind failed (${s.lastJob.error}): removing the data to clone again`, actions: [{ kind: 'removeDataDir' }] };
-    }
-    const startError = s.lastJob?.kind === 'startPostgres' && !s.lastJob.ok ? (s.lastJob.error ?? '') : '';
-    const unfollowable = unfollowableMarkers.find((marker) => startError.includes(marker));
-    if (unfollowable !== undefined) {
-      return {
-        to: 'stopped',
-        reason: `my data cannot follow leader ${leaderName}'s timeline (PostgreSQL: "${unfollowable}"): removing it to clone again`,
-        actions: [{ kind: 'removeDataDir' }],
-      };
-    }
-    const position = stoppedPosition(s.pg.control);
-    const diverged =
-      position === 'crashed-primary' ||
-      (position !== 'standby' && divergence(position.timeline, position.lsn, leaderMember.timeline, history) === 'diverged');
-    if (diverged) return rewindOrReclone(s, leaderName, upstream, []);
-    return { to: 'replica', reason: `starting as a replica of leader ${leaderName}`, actions: [startReplica(upstream)] };
-  }
-
-  const stuckSince = s.memory.notStreamingSinceMs;
-  const former = s.memory.formerPrimary;
-  const runningDiverged =
-    // PostgreSQL refuses to stream a history that diverged, so a replica that has failed to stream
-    // for a while is checked; while not streaming its timeline is its last restartpoint's.
-    (!runtime.streaming &&
-      stuckSince !== null &&
-      s.nowMs - stuckSince >= streamFailureSeconds * 1000 &&
-      divergence(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history) === 'diverged') ||
-    // A demoted primary that wrote past the fork of the leader's timeline cannot follow it: no need
-    // to wait for streaming to fail.
-    (!runtime.streaming && former !== null && replayedPastFork(former.timeline, former.walLsn, leaderMember.timeline, history)) ||
-    // A diverged replica still streams its old timeline for an instant after each reconnect, which
-    // restarts the count above; while streaming, its timeline is the received one and exact.
-    (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history));
-  if (runningDiverged) return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
-  const target = conninfoTarget(runtime.primaryConninfo);
-  const following = target !== null && target.host === upstream.host && target.port === upstream.port;
-  if (!following || runtime.primarySlotName !== s.me.name) {
-    return { to: 'replica', reason: `re-pointing replication to leader ${leaderName}`, actions: [{ kind: 'follow', upstream }] };
-  }
-  const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
-  const steady = `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`;
-  return moveToNewTtl(s, false, steady) ?? stay(s, steady);
-}
-
-/** On an older timeline than the leader, with WAL replayed past the point where the next timeline forked off it. */
-function replayedPastFork(timeline: number, replayedLsn: number, leaderTimeline: number, history: HistoryEntry[]): boolean {
-  if (timeline >= leaderTimeline) return false;
-  const fork = history.findLast((entry) => entry.timeline === timeline + 1);
-  return fork !== undefined && replayedLsn > fork.switchLsn;
-}
-
-/** host and port of a libpq key=value connection string (values may be single-quoted). */
-export function conninfoTarget(conninfo: string): { host: string; port: number } | null {
-  const value = (key: string): string | null => {
-    const match = new RegExp(`(?:^|\\s)${key}\\s*=\\s*(?:'((?:[^'\\\\]|\\\\.)*)'|(\\S+))`).exec(conninfo);
-    return match === null ? null : (match[1] ?? match[2] ?? null);
-  };
-  const host = value('host');
-  const port = Number(value('port') ?? '5432');
-  return host === null || !Number.isInteger(port) ? null : { host, port };
-}
-
-function rewindOrReclone(s: Snapshot, leaderName: string, upstream: ReturnType<typeof upstreamOf>, before: Action[]): Decision {
-  if (!s.config.use_rewind) {
-    return { to: 'stopped', reason: `my WAL diverged from leader ${leaderName} and use_rewind is off: re-cloning`, actions: [...before, { kind: 'removeDataDir' }] };
-  }
-  return {
-    to: 'rewinding',
-    reason: `my WAL diverged from leader ${leaderName}'s timeline: rewinding`,
-    actions: [...before, { kind: 'rewind', from: upstream }],
-  };
 }
 
 function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { conninfoTarget, decide } from '../../src/agent/decide.js';
+import { decide } from '../../src/agent/decide.js';
+import { conninfoTarget } from '../../src/agent/decide-follower.js';
 import { isAllowed, transitions, type State } from '../../src/agent/states.js';
 import type { Snapshot } from '../../src/agent/snapshot.js';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
