@@ -34,11 +34,11 @@ bench: setup
 
 # Fault-injection suite over network-namespace hosts (root, iproute2, iptables):
 # faults 1-10 with router and direct clients: 26 in synchronous mode, then 24 in asynchronous
-# mode, every fault at least twice per mode (about 25 min); results in test/chaos/results/.
+# mode, every fault at least twice per mode (about 20 min); results in test/chaos/results/.
 chaos: setup
 	CHAOS_PROFILE=full npx vitest run --config test/chaos/vitest.config.ts
 
-# The short subset for CI (about 3 min): faults 1, 2 and 4 in synchronous mode, then fault 9
+# The short subset for CI (about 2 min): faults 1, 2 and 4 in synchronous mode, then fault 9
 # (the leader's agent stalled while PostgreSQL runs on) in asynchronous mode.
 chaos-ci: setup
 	CHAOS_PROFILE=ci npx vitest run --config test/chaos/vitest.config.ts

@@ -143,9 +143,14 @@ const raiseTtlThenCutLeader: Fault = {
         await sleep(250);
         lease = await ctx.observer.leaderLease().catch(() => null);
       }
+      details.leaseRebindSeenAfterMs = lease?.grantedTtlSeconds === newTtlSeconds ? Date.now() - raisedAtMs : null;
+      // at a random point of a renewal interval: a cut right after a fresh grant would never see the lease run out
+      const cutAfterRebindMs = ctx.rng.between(0, (newTtlSeconds * 1000) / 3);
+      details.cutAfterRebindMs = cutAfterRebindMs;
+      await sleep(cutAfterRebindMs);
+      lease = await ctx.observer.leaderLease().catch(() => null);
       details.leaseGrantedTtlSecondsAtCut = lease?.grantedTtlSeconds ?? null;
       details.leaseRemainingSecondsAtCut = lease?.remainingSeconds ?? null;
-      details.leaseRebindSeenAfterMs = lease?.grantedTtlSeconds === newTtlSeconds ? Date.now() - raisedAtMs : null;
       target = leaderOf(ctx);
       startMs = Date.now();
       await cutFromEtcd(ctx, target);

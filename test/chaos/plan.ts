@@ -24,7 +24,7 @@ export interface Plan {
 
 export const allFaults: FaultId[] = ['1', '2', '3', '4', '5a', '5b', '6', '7', '8', '9', '10'];
 
-/** Faults per mode in the full profile: two rounds of all 11 and then some; about 30 s each, so about 25 min in all. */
+/** Faults per mode in the full profile: two rounds of all 11 and then some; about 20 s each, so about 20 min in all. */
 export const fullSyncFaults = 26;
 export const fullAsyncFaults = 24;
 
