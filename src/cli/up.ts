@@ -8,7 +8,7 @@ import { checkPostgresBinaries } from '../postgres/binaries.js';
 import { resolveRunAs } from '../postgres/programs.js';
 import { LocalCluster } from '../providers/local-cluster.js';
 import { connectionStrings, LocalLayout, maxLocalNodes, type ClusterFile } from '../providers/local-layout.js';
-import { keelBin } from '../providers/local.js';
+import { isGuardProcess, keelBin } from '../providers/local.js';
 import { createLogger, silentLogger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
 import { defaultDir } from './target.js';
@@ -166,6 +166,10 @@ async function down(options: { dir: string }): Promise<void> {
     // SIGINT is PostgreSQL's fast shutdown.
     if (postmaster !== null) await terminate(postmaster, 60_000, 'SIGINT');
     await rm(layout.agentPidFile(name), { force: true });
+    // the guard goes last: PostgreSQL is down, nothing is left for it to fence
+    const guard = readPidFile(layout.guardPidFile(name));
+    if (guard !== null && isGuardProcess(guard, layout.nodeConfigFile(name))) await terminate(guard, 10_000);
+    await rm(layout.guardPidFile(name), { force: true });
   }
   const etcd = readPidFile(layout.etcdPidFile);
   if (etcd !== null && isAlive(etcd)) await stopEtcd(etcd, 10_000);

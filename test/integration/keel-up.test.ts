@@ -28,8 +28,8 @@ function status(dir: string): { code: number | null; json: StatusJson } {
 }
 
 function clusterPids(layout: LocalLayout, json: StatusJson): number[] {
-  const pids = [readPidFile(layout.etcdPidFile), readPidFile(layout.supervisorPidFile), readPidFile(layout.routerPidFile)];
-  for (const m of json.members) pids.push(m.agentPid, m.postmasterPid);
+  const pids = [readPidFile(layout.etcdPidFile), readPidFile(layout.supervisorPidFile), readPidFile(layout.routerPidFile), readPidFile(layout.controllerPidFile)];
+  for (const m of json.members) pids.push(m.agentPid, m.postmasterPid, readPidFile(layout.guardPidFile(m.name)));
   return pids.filter((p): p is number => p !== null);
 }
 
@@ -107,16 +107,21 @@ describe('keel up / status / down', () => {
     for (const pid of pids) expect(isAlive(pid), `pid ${pid} still alive after down`).toBe(false);
   });
 
-  it('starts the same cluster again with its data', async () => {
+  it('starts the same cluster again with its data; keel down stops everything even after its supervisor was killed', async () => {
     const systemIdBefore = layout.readCluster();
     const up = keel(['up', '--dir', dir, '--detach']);
     expect(up.status).toBe(0);
     const { json } = status(dir);
+    const pids = clusterPids(layout, json);
+    // every node runs a fencing guard
+    for (const m of json.members) expect(readPidFile(layout.guardPidFile(m.name)), `${m.name}'s guard`).toBeGreaterThan(0);
     expect(layout.readCluster()).toEqual(systemIdBefore);
     const leader = json.members.find((m) => m.role === 'leader')!;
     const rows = await queryNode(leader.address, layout.readSecrets().superuser, 'SELECT v FROM kept');
     expect(rows.rows).toEqual([{ v: 'still here' }]);
+    process.kill(readPidFile(layout.supervisorPidFile)!, 'SIGKILL');
     expect(keel(['down', '--dir', dir]).status).toBe(0);
+    for (const pid of pids) expect(await waitForExit(pid, 5000), `pid ${pid} still alive after down`).toBe(true);
   });
 
   it('runs in the foreground and stops everything on Ctrl-C', async () => {
