@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { requestLeaderChange } from '../dcs/requests.js';
-import { nameSchema } from '../config/schema.js';
+import { nameSchema } from '../model/names.js';
 import type { SwitchoverValue } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
 import { requireToken } from './auth.js';

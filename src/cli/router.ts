@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { nameSchema } from '../config/schema.js';
+import { nameSchema } from '../model/names.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import { KeelError } from '../errors.js';
 import { parseByteSize } from '../model/size.js';

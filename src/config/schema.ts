@@ -1,9 +1,6 @@
 import { z } from 'zod';
 
-/** A member or cluster name: safe in etcd keys, slot names and file paths. */
-export const nameSchema = z
-  .string()
-  .regex(/^[a-z][a-z0-9_]{0,30}$/, 'lower-case letters, digits and _, starting with a letter, at most 31 characters');
+import { nameSchema } from '../model/names.js';
 
 const hostPortSchema = z
   .string()

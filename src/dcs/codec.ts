@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
+import { nameSchema } from '../model/names.js';
 import type {
   AutoscalePolicy,
   ControllerValue,
@@ -25,7 +26,8 @@ import type {
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 
 const version = z.literal(1);
-const memberName = z.string().min(1);
+// a name that could not have come from a node.yml makes the value invalid: it would become a slot name
+const memberName = nameSchema;
 const lsn = z.number().int().min(0);
 const timeline = z.number().int().min(1);
 const epochMs = z.number().int().min(0);

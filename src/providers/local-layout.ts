@@ -8,7 +8,8 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { stringify as toYaml } from 'yaml';
-import { nameSchema, type NodeConfig } from '../config/schema.js';
+import type { NodeConfig } from '../config/schema.js';
+import { nameSchema } from '../model/names.js';
 import { validate } from '../config/load.js';
 import { KeelError } from '../errors.js';
 

@@ -112,6 +112,9 @@ describe('dcs codec rejections', () => {
     expect(reasonOf(decodeMember(JSON.stringify({ ...member, role: 'boss' })))).toMatch(/role/);
     expect(reasonOf(decodeMember(JSON.stringify({ ...member, walLsn: -1 })))).toMatch(/walLsn/);
     expect(reasonOf(decodeMember(JSON.stringify({ ...member, pgPort: '5432' })))).toMatch(/pgPort/);
+    // names follow node.yml's rule: they become slot names and words in synchronous_standby_names
+    expect(reasonOf(decodeMember(JSON.stringify({ ...member, name: 'x") ,("y' })))).toMatch(/name/);
+    expect(reasonOf(decodeSync('{"v":1,"leader":"node1","members":["Node2"],"quorum":1}'))).toMatch(/members/);
     expect(reasonOf(decodeSync('{"v":1,"leader":"a","members":"b"}'))).toMatch(/members/);
     expect(reasonOf(decodeHistory('{"v":1,"entries":[{"timeline":0}]}'))).toMatch(/entries/);
     expect(reasonOf(decodeInitialize('{"v":1,"by":"a"}'))).toMatch(/systemId/);
