@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
-import type { Dcs, SyncValue } from '../dcs/types.js';
+import type { SyncValue } from '../model/values.js';
+import type { Dcs } from '../dcs/types.js';
 import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';

@@ -1,5 +1,6 @@
 import { defaultDynamicConfig, type DynamicConfig, type NodeConfig } from '../config/schema.js';
-import type { ClusterView, Dcs } from '../dcs/types.js';
+import type { ClusterView } from '../model/values.js';
+import type { Dcs } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { Postgres } from '../postgres/types.js';
 import type { Clock } from '../util/clock.js';

@@ -3,7 +3,7 @@
  * or find out that this node's WAL diverged from it and rewind or re-clone
  * (safety rule 4). Pure.
  */
-import type { ClusterView, HistoryEntry } from '../dcs/types.js';
+import type { ClusterView, HistoryEntry } from '../model/values.js';
 import type { ControlData } from '../postgres/types.js';
 import { divergence } from './divergence.js';
 import { moveToNewTtl, primaryControlStates, recentFailure, startReplica, stay } from './decide-common.js';

@@ -2,7 +2,7 @@
  * The agent's brain: one pure function from a snapshot to the next actions and
  * the sentence that explains them. No I/O here (DESIGN.md, Layout).
  */
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue } from '../model/values.js';
 import { leaseDeadlineMs } from '../model/lease.js';
 import { promotionVerdict } from '../model/promotion.js';
 import { recentlyGone, remember, type AgentMemory } from './memory.js';

@@ -1,7 +1,7 @@
 /**
  * Whose WAL diverged from the leader's timeline (safety rule 4). Pure.
  */
-import type { HistoryEntry } from '../dcs/types.js';
+import type { HistoryEntry } from '../model/values.js';
 
 export type Divergence = 'none' | 'diverged';
 

@@ -5,7 +5,7 @@
  * (not in the loop, which must stay quick) and publishes the last rate.
  */
 import { readdir, readFile } from 'node:fs/promises';
-import type { MemberMetrics } from '../dcs/types.js';
+import type { MemberMetrics } from '../model/values.js';
 import type { Clock } from '../util/clock.js';
 
 /** What the meter reads from PostgreSQL (LocalPostgres.loadCounters). */

@@ -1,5 +1,5 @@
 import type { NodeConfig } from '../config/schema.js';
-import type { MemberMetrics, MemberValue } from '../dcs/types.js';
+import type { MemberMetrics, MemberValue } from '../model/values.js';
 import type { State } from './states.js';
 import type { Snapshot } from './snapshot.js';
 

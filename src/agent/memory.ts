@@ -4,7 +4,7 @@
  * (which holds the previous one) and returns it with its decision; the agent
  * only stores it. So every remembered fact is reachable from a table test.
  */
-import type { ClusterView } from '../dcs/types.js';
+import type { ClusterView } from '../model/values.js';
 import type { RuntimeState } from '../postgres/types.js';
 import type { ActionKind } from './snapshot.js';
 

@@ -1,6 +1,6 @@
 import type { DynamicConfig } from '../config/schema.js';
 import type { Lease } from '../model/lease.js';
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue } from '../model/values.js';
 import type { ControlData, DataDirState, RuntimeState, UpstreamTarget } from '../postgres/types.js';
 import type { AgentMemory } from './memory.js';
 import type { State } from './states.js';

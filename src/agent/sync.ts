@@ -9,7 +9,7 @@
  * k), then the new synchronous_standby_names, then the exact key.
  */
 import type { DynamicConfig } from '../config/schema.js';
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue } from '../model/values.js';
 import type { RuntimeState } from '../postgres/types.js';
 import { isFreshReplica } from '../model/member.js';
 import type { Action } from './snapshot.js';

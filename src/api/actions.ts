@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { requestLeaderChange } from '../dcs/requests.js';
 import { nameSchema } from '../model/names.js';
-import type { SwitchoverValue } from '../dcs/types.js';
+import type { SwitchoverValue } from '../model/values.js';
 import { KeelError } from '../errors.js';
 import { requireToken } from './auth.js';
 import type { AgentHandle, ApiOptions } from './handle.js';

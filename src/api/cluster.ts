@@ -4,7 +4,7 @@
  * shapes close to Patroni's.
  */
 import type { FastifyInstance } from 'fastify';
-import type { ClusterView, HistoryEntry, MemberValue } from '../dcs/types.js';
+import type { ClusterView, HistoryEntry, MemberValue } from '../model/values.js';
 import { redactSecrets } from '../errors.js';
 import { formatLsn, lagBytes } from '../model/lsn.js';
 import type { ApiOptions } from './handle.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { EventValue } from '../dcs/types.js';
+import type { EventValue } from '../model/values.js';
 import { KeelError } from '../errors.js';
 import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { lagBytes } from '../model/lsn.js';
 import { defaultDynamicConfig } from '../config/schema.js';
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue } from '../model/values.js';
 import { KeelError } from '../errors.js';
 import { connectionStrings } from '../providers/local-layout.js';
 import { resolveTarget, targetHelp, type TargetOptions } from './target.js';

@@ -8,7 +8,7 @@
  * leader; and it does nothing while any node is not streaming, since a
  * cluster in repair gives metrics that mean nothing.
  */
-import type { AutoscaleMetric, MemberValue, SpecValue } from '../dcs/types.js';
+import type { AutoscaleMetric, MemberValue, SpecValue } from '../model/values.js';
 import { nodeIndex, type NodeHealth } from './plan.js';
 import { desiredReplicas } from './spec.js';
 

@@ -11,7 +11,8 @@
  */
 import { requestLeaderChange } from '../dcs/requests.js';
 import { LeaseKeeper } from '../dcs/lease-keeper.js';
-import type { ClusterView, ControllerReport, ControllerValue, CreationValue, Dcs, SpecValue } from '../dcs/types.js';
+import type { ClusterView, ControllerReport, ControllerValue, CreationValue, SpecValue } from '../model/values.js';
+import type { Dcs } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';

@@ -10,7 +10,7 @@
  * a second time.
  */
 import { lagBytes } from '../model/lsn.js';
-import type { ClusterView, MemberValue, SpecValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue, SpecValue } from '../model/values.js';
 import type { NodeInfo } from '../providers/types.js';
 
 export type PlanAction =

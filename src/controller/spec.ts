@@ -3,7 +3,7 @@
  * settings, the editable YAML form, and the provider's limits. Pure.
  */
 import { buildSpecSchema, describeIssues } from '../dcs/codec.js';
-import type { AutoscalePolicy, SpecValue } from '../dcs/types.js';
+import type { AutoscalePolicy, SpecValue } from '../model/values.js';
 import { KeelError } from '../errors.js';
 
 export const localZones = ['local-a', 'local-b', 'local-c'];

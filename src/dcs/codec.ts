@@ -6,22 +6,7 @@ import { z } from 'zod';
 import { dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { nameSchema } from '../model/names.js';
-import type {
-  AutoscalePolicy,
-  ControllerValue,
-  CreationValue,
-  DrainingValue,
-  EventValue,
-  HistoryEntry,
-  HistoryValue,
-  InitializeValue,
-  LeaderValue,
-  MemberValue,
-  SpecValue,
-  StatusValue,
-  SwitchoverValue,
-  SyncValue,
-} from './types.js';
+import type { AutoscalePolicy, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, LeaderValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue } from '../model/values.js';
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 

@@ -20,7 +20,8 @@ import {
 import { describeError } from '../errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import type { Dcs, MemberValue } from './types.js';
+import type { MemberValue } from '../model/values.js';
+import type { Dcs } from './types.js';
 
 export interface LeaseKeeperOptions {
   dcs: Dcs;

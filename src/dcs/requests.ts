@@ -4,7 +4,8 @@
  * the same reasons the agents would (safety rule 3).
  */
 import { defaultDynamicConfig } from '../config/schema.js';
-import type { ClusterView, Dcs, SwitchoverValue } from './types.js';
+import type { ClusterView, SwitchoverValue } from '../model/values.js';
+import type { Dcs } from './types.js';
 import { KeelError } from '../errors.js';
 import { promotionVerdict } from '../model/promotion.js';
 import { memberLsn } from '../model/lsn.js';

@@ -24,23 +24,8 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
-import type {
-  ClusterView,
-  ControllerValue,
-  CreationValue,
-  Dcs,
-  DrainingValue,
-  EventValue,
-  HistoryEntry,
-  InitializeValue,
-  LeaseMove,
-  MemberValue,
-  SpecValue,
-  StatusValue,
-  SwitchoverValue,
-  SyncValue,
-  Versioned,
-} from './types.js';
+import type { ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { Dcs, LeaseMove } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
 /** Trimming costs a read of the event keys, so it runs once every this many added events. */

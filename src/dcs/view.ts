@@ -17,7 +17,7 @@ import {
   keys,
   type Decoded,
 } from './codec.js';
-import type { ClusterView, Versioned } from './types.js';
+import type { ClusterView, Versioned } from '../model/values.js';
 
 export interface RawKv {
   key: string;

@@ -3,7 +3,7 @@
  * it: "no leader", "failover: node1 leads now", "node2 rejoined". Pure: views
  * and time come in, events and the next tracking state go out.
  */
-import type { ClusterView } from '../dcs/types.js';
+import type { ClusterView } from '../model/values.js';
 
 export type Tone = 'info' | 'good' | 'warn' | 'bad';
 

@@ -3,7 +3,8 @@
  * through a watch, and once a second for lag), the agents' own events, and the
  * changes a viewer cares about (see changes.ts).
  */
-import type { ClusterView, Dcs, EventValue } from '../dcs/types.js';
+import type { ClusterView, EventValue } from '../model/values.js';
+import type { Dcs } from '../dcs/types.js';
 import { describeError } from '../errors.js';
 import { lagBytes } from '../model/lsn.js';
 import { diffCluster, initialTracking, type DemoEvent, type Failover, type Tone, type Tracked } from './changes.js';

@@ -1,5 +1,5 @@
 /** Pure judgements on the member keys agents publish (dcs/types.ts MemberValue). */
-import type { MemberValue } from '../dcs/types.js';
+import type { MemberValue } from './values.js';
 
 /** A member key updated within one ttl, reporting a running replica. */
 export function isFreshReplica(member: MemberValue, nowMs: number, ttlSeconds: number): boolean {

@@ -10,7 +10,7 @@
  * them all.
  */
 import type { DynamicConfig } from '../config/schema.js';
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue } from './values.js';
 import { memberLsn } from './lsn.js';
 import { isFreshReplica } from './member.js';
 

@@ -9,7 +9,7 @@ import { closeSync, openSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { stopEtcd, startEtcd } from '../dcs/etcd-server.js';
 import { EtcdDcs } from '../dcs/etcd.js';
-import type { ClusterView } from '../dcs/types.js';
+import type { ClusterView } from '../model/values.js';
 import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
 import type { Logger } from '../util/log.js';

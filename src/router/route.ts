@@ -4,7 +4,7 @@
  * hands the result to an engine.
  */
 import { memberLsn } from '../model/lsn.js';
-import type { ClusterView, MemberValue } from '../dcs/types.js';
+import type { ClusterView, MemberValue } from '../model/values.js';
 
 export interface Backend {
   /** member name: engines key connections and slots by it */

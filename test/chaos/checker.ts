@@ -28,7 +28,7 @@
  * the server that ran them, whichever way the client came (through the
  * router or straight to a node).
  */
-import type { HistoryEntry } from '../../src/dcs/types.js';
+import type { HistoryEntry } from '../../src/model/values.js';
 import type { LeaderSample } from './observer.js';
 import type { WriteRecord } from './workload.js';
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { ClusterView } from '../../src/dcs/types.js';
+import type { ClusterView } from '../../src/model/values.js';
 import { isReady } from '../../src/providers/local-cluster.js';
 import type { Secrets } from '../../src/providers/local-layout.js';
 import { keelBin } from '../../src/providers/local.js';

@@ -15,7 +15,7 @@ import type { Etcd3, Watcher } from 'etcd3';
 import { keys } from '../../src/dcs/codec.js';
 import { createEtcdClient } from '../../src/dcs/etcd-client.js';
 import type { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { ClusterView } from '../../src/dcs/types.js';
+import type { ClusterView } from '../../src/model/values.js';
 import { sleep } from '../../src/util/clock.js';
 
 export interface LeaderSample {

@@ -3,7 +3,7 @@
  * off, then check every acknowledged write against the final leader and each
  * replica once caught up. Returns a record; judging it is the suite's job.
  */
-import type { ClusterView } from '../../src/dcs/types.js';
+import type { ClusterView } from '../../src/model/values.js';
 import { parseLsn } from '../../src/model/lsn.js';
 import { isReady } from '../../src/providers/local-cluster.js';
 import { netnsPgPort } from '../../src/providers/netns.js';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
 import { localZones } from '../../src/controller/spec.js';
 import type { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { ClusterView, CreationValue } from '../../src/dcs/types.js';
+import type { ClusterView, CreationValue } from '../../src/model/values.js';
 import { defaultLocalInstanceClass } from '../../src/postgres/instance-class.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from '../../src/providers/types.js';
 import { sleep, systemClock } from '../../src/util/clock.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
 import { localZones } from '../../src/controller/spec.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { ClusterView, EventValue } from '../../src/dcs/types.js';
+import type { ClusterView, EventValue } from '../../src/model/values.js';
 import { defaultLocalInstanceClass } from '../../src/postgres/instance-class.js';
 import { sleep, systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';

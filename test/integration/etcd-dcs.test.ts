@@ -9,7 +9,7 @@ import { startEtcd, stopEtcd, type RunningEtcd } from '../../src/dcs/etcd-server
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { findFreePorts, isPortFree } from '../../src/util/ports.js';
-import type { MemberValue } from '../../src/dcs/types.js';
+import type { MemberValue } from '../../src/model/values.js';
 
 const host = '127.0.0.1';
 let dir = '';

@@ -14,7 +14,7 @@ import { keys } from '../../src/dcs/codec.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import { startEtcd, stopEtcd, type RunningEtcd } from '../../src/dcs/etcd-server.js';
 import { LeaseKeeper } from '../../src/dcs/lease-keeper.js';
-import type { MemberValue, SyncValue } from '../../src/dcs/types.js';
+import type { MemberValue, SyncValue } from '../../src/model/values.js';
 import { leaseMarginMs } from '../../src/model/lease.js';
 import { systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';

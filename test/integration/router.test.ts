@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { startEtcd, stopEtcd } from '../../src/dcs/etcd-server.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { MemberValue } from '../../src/dcs/types.js';
+import type { MemberValue } from '../../src/model/values.js';
 import { probePostgres } from '../../src/postgres/probe.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { autoscale, moveRecordOffLeader, type AutoscaleDecision } from '../../src/controller/autoscale.js';
 import { plan } from '../../src/controller/plan.js';
-import type { AutoscalePolicy, ScalingState } from '../../src/dcs/types.js';
+import type { AutoscalePolicy, ScalingState } from '../../src/model/values.js';
 import { NOW, seenLongAgo, spec, world, type NodeDesc } from './controller-fixtures.js';
 
 const policy = (over: Partial<AutoscalePolicy> = {}): AutoscalePolicy => ({

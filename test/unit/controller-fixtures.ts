@@ -1,5 +1,5 @@
 /** Small worlds for the controller's table tests: a spec, a view of etcd and a provider listing. */
-import type { ClusterView, MemberMetrics, SpecValue } from '../../src/dcs/types.js';
+import type { ClusterView, MemberMetrics, SpecValue } from '../../src/model/values.js';
 import type { NodeInfo } from '../../src/providers/types.js';
 import { defaultSpec } from '../../src/controller/spec.js';
 import { cluster, leaderKey, member, NOW, primaryMember } from './fixtures.js';

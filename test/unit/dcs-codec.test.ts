@@ -19,7 +19,7 @@ import {
   rangeEndOf,
   type Decoded,
 } from '../../src/dcs/codec.js';
-import type { MemberValue } from '../../src/dcs/types.js';
+import type { MemberValue } from '../../src/model/values.js';
 
 const member: MemberValue = {
   v: 1,

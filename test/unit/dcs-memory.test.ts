@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { MemoryDcs } from '../../src/dcs/memory.js';
-import type { MemberValue } from '../../src/dcs/types.js';
+import type { MemberValue } from '../../src/model/values.js';
 import type { Clock } from '../../src/util/clock.js';
 
 class ManualClock implements Clock {

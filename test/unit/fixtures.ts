@@ -1,5 +1,5 @@
 import { defaultDynamicConfig } from '../../src/config/schema.js';
-import type { ClusterView, MemberValue } from '../../src/dcs/types.js';
+import type { ClusterView, MemberValue } from '../../src/model/values.js';
 import type { ControlData, RuntimeState } from '../../src/postgres/types.js';
 import { emptyAgentMemory, type AgentMemory } from '../../src/agent/memory.js';
 import type { Snapshot } from '../../src/agent/snapshot.js';

@@ -6,7 +6,7 @@
  */
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryDcs } from '../../src/dcs/memory.js';
-import type { SyncValue } from '../../src/dcs/types.js';
+import type { SyncValue } from '../../src/model/values.js';
 import { member } from './fixtures.js';
 
 let nowMs = 1_000_000;

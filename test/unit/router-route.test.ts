@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ClusterView } from '../../src/dcs/types.js';
+import type { ClusterView } from '../../src/model/values.js';
 import { computeRoutes, defaultRouteOptions, failClosed, sameRoutes, type RouteOptions } from '../../src/router/route.js';
 import { NOW, cluster, leaderKey, member, primaryMember } from './fixtures.js';
 

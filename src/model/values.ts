@@ -1,0 +1,241 @@
+import type { DynamicConfig } from '../config/schema.js';
+
+/**
+ * Values kept under `/keel/<cluster>/`. Every value is versioned JSON
+ * (`{"v":1,...}`) and validated on read (see dcs/codec.ts); a value that does not
+ * validate is logged and treated as absent.
+ *
+ * LSNs are byte positions as plain numbers (2^53 bytes is 8 PiB of WAL).
+ */
+
+export type Role = 'primary' | 'replica' | 'unknown';
+
+/** `initialize`: the bootstrap race and the cluster's system identifier. */
+export interface InitializeValue {
+  v: 1;
+  /** member that won the race and runs initdb */
+  by: string;
+  /** pg_controldata's system identifier once initdb is done; null while it runs */
+  systemId: string | null;
+}
+
+/** `leader`: its existence, bound to the holder's lease, is the right to accept writes. */
+export interface LeaderValue {
+  v: 1;
+  name: string;
+}
+
+/** `members/<name>`: what each agent publishes every loop, bound to its lease. */
+export interface MemberValue {
+  v: 1;
+  name: string;
+  role: Role;
+  /** the agent state (see agent/states.ts) */
+  state: string;
+  running: boolean;
+  /** a replica whose WAL receiver streams from the leader */
+  streaming: boolean;
+  timeline: number | null;
+  /** primary: current WAL insert position; replica: null */
+  walLsn: number | null;
+  receivedLsn: number | null;
+  replayedLsn: number | null;
+  /** name of the member this replica streams from, if any */
+  upstream: string | null;
+  zone: string;
+  tags: Record<string, string | number | boolean>;
+  apiUrl: string;
+  pgHost: string;
+  pgPort: number;
+  /** the sentence that explains the last decision */
+  reason: string;
+  systemId: string | null;
+  agentPid: number | null;
+  postmasterPid: number | null;
+  dataDir: string;
+  updatedAtMs: number;
+  /** load the agent measured (agent/load.ts); absent until it has two samples */
+  metrics?: MemberMetrics;
+}
+
+export interface MemberMetrics {
+  /** CPU of the postmaster and its backends, percent of one core */
+  cpuPercent: number;
+  /** client backends, Keel's own included */
+  connections: number;
+  /** committed + rolled back transactions per second (on a replica: reads) */
+  roQueriesPerSecond: number;
+}
+
+/** `status`: written by the leader so the last known leader position outlives its lease. */
+export interface StatusValue {
+  v: 1;
+  leader: string;
+  timeline: number;
+  walLsn: number;
+  updatedAtMs: number;
+}
+
+/** `sync`: the standbys the leader made synchronous; only those may be promoted in synchronous mode. */
+export interface SyncValue {
+  v: 1;
+  leader: string;
+  members: string[];
+  /** how many of `members` must confirm each commit (synchronous_standby_names = ANY quorum (members)) */
+  quorum: number;
+}
+
+/** `switchover`: a requested switchover (leader healthy) or failover (leader gone or unhealthy). */
+export interface SwitchoverValue {
+  v: 1;
+  /** the leader expected to step down; null for a failover with no leader */
+  from: string | null;
+  /** the member that should take over; null lets the healthiest replica take it */
+  to: string | null;
+  failover: boolean;
+  requestedAtMs: number;
+}
+
+/**
+ * `draining/<name>`: a replica the controller is about to remove. Routers
+ * send it no new reads; the reads already on it go on until it is removed.
+ */
+export interface DrainingValue {
+  v: 1;
+  name: string;
+  sinceMs: number;
+  reason: string;
+}
+
+/**
+ * `creations/<name>`: a node the active controller asked the provider for,
+ * written before the provider is called and bound to that controller's lease.
+ * It goes when the node shows in the provider's list or the creation fails;
+ * a record of a controller that died goes with its lease.
+ */
+export interface CreationValue {
+  v: 1;
+  name: string;
+  zone: string;
+  instanceClass: string;
+  /** the down node this one replaces; null for a node added to reach the count */
+  replaces: string | null;
+  sinceMs: number;
+  /** the controller that records it */
+  by: string;
+}
+
+export interface HistoryEntry {
+  /** the timeline the new leader started */
+  timeline: number;
+  /** where the previous timeline ended on the new leader: WAL past this point on other nodes diverged */
+  switchLsn: number;
+  leader: string;
+  atMs: number;
+  reason: string;
+}
+
+/** `history`: timeline switches, oldest first. */
+export interface HistoryValue {
+  v: 1;
+  entries: HistoryEntry[];
+}
+
+/** `config`: the dynamic settings plus a version. */
+export type ConfigValue = { v: 1 } & DynamicConfig;
+
+/** `events/<key>`: what happened and why. */
+export interface EventValue {
+  v: 1;
+  atMs: number;
+  /** member, controller, cli... */
+  source: string;
+  kind: string;
+  message: string;
+}
+
+export type AutoscaleMetric = 'cpu' | 'connections' | 'roQps';
+
+/** Target tracking over replicas (controller/autoscale.ts). */
+export interface AutoscalePolicy {
+  enabled: boolean;
+  /** averaged over streaming replicas from their member keys' metrics */
+  metric: AutoscaleMetric;
+  target: number;
+  minReplicas: number;
+  maxReplicas: number;
+  scaleOutCooldownSeconds: number;
+  scaleInCooldownSeconds: number;
+  scaleInEnabled: boolean;
+}
+
+/** What the autoscaler did, kept in the spec so that a controller taking over knows it. */
+export interface ScalingState {
+  /** replicas the autoscaler added; it removes only these */
+  added: string[];
+  lastScaleOutAtMs: number | null;
+  lastScaleInAtMs: number | null;
+}
+
+/** `spec`: the declared shape the controller keeps. */
+export interface SpecValue {
+  v: 1;
+  /** nodes the operator declared, the leader included (the autoscaler's replicas come on top) */
+  nodes: number;
+  zones: string[];
+  instanceClass: string;
+  /** a node down this long is fenced, destroyed and replaced */
+  replaceAfterSeconds: number;
+  autoscale: AutoscalePolicy;
+  /** written by the controller, not by people */
+  scaling: ScalingState;
+}
+
+/** `controller`: bound to the active controller's lease; its existence is the right to act. */
+export interface ControllerValue {
+  v: 1;
+  name: string;
+  pid: number;
+  startedAtMs: number;
+  /** what the active controller decided last, so that `keel autoscale status` shows its answer, not a second opinion */
+  report?: ControllerReport;
+}
+
+export interface ControllerReport {
+  atMs: number;
+  /** the plan's sentence on the whole cluster */
+  plan: string;
+  autoscale: {
+    /** hold (code), add N, remove NAME */
+    decision: string;
+    reason: string;
+    metric: number | null;
+    currentReplicas: number;
+    wantedReplicas: number | null;
+  };
+}
+
+/** A value with the etcd revision it was last modified at (for compare-and-swap). */
+export interface Versioned<T> {
+  value: T;
+  modRevision: string;
+}
+
+/** What Dcs.moveLease moves: one member's keys, from one of its leases to another. */
+/** One consistent read of the cluster's prefix. */
+export interface ClusterView {
+  /** etcd header revision of the read */
+  revision: string;
+  initialize: Versioned<InitializeValue> | null;
+  config: Versioned<DynamicConfig> | null;
+  leader: (Versioned<LeaderValue> & { leaseId: string }) | null;
+  members: MemberValue[];
+  status: Versioned<StatusValue> | null;
+  sync: Versioned<SyncValue> | null;
+  switchover: Versioned<SwitchoverValue> | null;
+  history: Versioned<HistoryValue> | null;
+  /** replicas being drained before their removal, by name */
+  draining: DrainingValue[];
+  /** nodes the active controller is creating, by name */
+  creations: CreationValue[];
+}
