@@ -26,7 +26,7 @@ import { insertDealSql, nearestDealsSql, randomDeal, randomPoint, seededRandom, 
 import { prepareDataset } from '../src/demo/load.js';
 import { Histogram } from '../src/demo/stats.js';
 import { connect, type Endpoint } from '../src/demo/workload.js';
-import type { MemberValue } from '../src/dcs/types.js';
+import type { MemberValue } from '../src/model/values.js';
 import { connectionStrings } from '../src/providers/local-layout.js';
 import { sleep } from '../src/util/clock.js';
 import { readPidFile } from '../src/util/process.js';

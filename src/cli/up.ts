@@ -6,7 +6,7 @@ import { defaultEtcdBinary, stopEtcd } from '../dcs/etcd-server.js';
 import { KeelError } from '../errors.js';
 import { checkPostgresBinaries } from '../postgres/binaries.js';
 import { resolveRunAs } from '../postgres/programs.js';
-import { LocalCluster } from '../providers/local-cluster.js';
+import { LocalCluster } from '../supervisor/local-cluster.js';
 import { connectionStrings, LocalLayout, maxLocalNodes, type ClusterFile } from '../providers/local-layout.js';
 import { isGuardProcess, keelBin } from '../providers/local.js';
 import { createLogger, silentLogger } from '../util/log.js';

@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { KeelError } from '../errors.js';
 import { checkPostgresBinaries } from '../postgres/binaries.js';
-import { LocalCluster } from '../providers/local-cluster.js';
+import { LocalCluster } from '../supervisor/local-cluster.js';
 import { connectionStrings, LocalLayout, type ClusterFile } from '../providers/local-layout.js';
 import { keelBin } from '../providers/local.js';
 import { silentLogger } from '../util/log.js';

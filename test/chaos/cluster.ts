@@ -13,7 +13,7 @@ import pg from 'pg';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView } from '../../src/model/values.js';
-import { isReady } from '../../src/providers/local-cluster.js';
+import { isReady } from '../../src/supervisor/local-cluster.js';
 import type { Secrets } from '../../src/providers/local-layout.js';
 import { keelBin } from '../../src/providers/local.js';
 import { NetnsEtcd } from '../../src/providers/netns-etcd.js';

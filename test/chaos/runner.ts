@@ -5,7 +5,7 @@
  */
 import type { ClusterView } from '../../src/model/values.js';
 import { parseLsn } from '../../src/model/lsn.js';
-import { isReady } from '../../src/providers/local-cluster.js';
+import { isReady } from '../../src/supervisor/local-cluster.js';
 import { netnsPgPort } from '../../src/providers/netns.js';
 import { sleep } from '../../src/util/clock.js';
 import { classifyWrites, forkedAcks, longestGapMs, missingIds, oldPrimaryStopMargin, tenures, type StopMargin } from './checker.js';

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import pg from 'pg';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView, MemberValue } from '../../src/model/values.js';
-import { LocalCluster } from '../../src/providers/local-cluster.js';
+import { LocalCluster } from '../../src/supervisor/local-cluster.js';
 import { LocalLayout, portOffsets, type ClusterFile } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';

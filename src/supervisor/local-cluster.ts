@@ -16,8 +16,8 @@ import type { Logger } from '../util/log.js';
 import { isPortFree } from '../util/ports.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
 import { probePostgres } from '../postgres/probe.js';
-import { portOffsets, type ClusterFile, type LocalLayout, type Secrets } from './local-layout.js';
-import { keelBin, LocalProvider } from './local.js';
+import { portOffsets, type ClusterFile, type LocalLayout, type Secrets } from '../providers/local-layout.js';
+import { keelBin, LocalProvider } from '../providers/local.js';
 
 export class LocalCluster {
   readonly provider: LocalProvider;
