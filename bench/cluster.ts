@@ -4,8 +4,7 @@
  * machine goes, and tell when the cluster is back to its declared shape.
  */
 import { rm } from 'node:fs/promises';
-import type { ClusterView } from '../src/dcs/types.js';
-import { readPidFile } from '../src/util/process.js';
+import type { ClusterView } from '../src/model/values.js';
 import { TestCluster } from '../test/support/cluster.js';
 import { envFlag } from './options.js';
 
@@ -23,22 +22,15 @@ export async function removeDir(dir: string): Promise<void> {
 }
 
 /**
- * SIGKILL of a node's agent, postmaster and fencing guard by their PIDs,
- * nothing written anywhere first: to the cluster it is a machine that died.
- * Returns when (ms).
+ * A machine that dies: SIGKILL of the node's agent, postmaster and fencing
+ * guard, and this process's provider no longer starts any of them again (the
+ * only thing written first is its own "fenced" marker, which no other part of
+ * the cluster reads as a sign of death). Returns when the kill began (ms).
  */
-export function killNode(tc: TestCluster, name: string): number {
-  const layout = tc.layout;
-  const pids = [readPidFile(layout.agentPidFile(name)), readPidFile(`${layout.dataDir(name)}/postmaster.pid`), readPidFile(layout.guardPidFile(name))];
+export async function killNode(tc: TestCluster, name: string): Promise<number> {
   const atMs = Date.now();
-  for (const pid of pids) {
-    if (pid === null) continue;
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  const result = await tc.local.provider.fence(name);
+  if (!result.confirmed) throw new Error(`could not kill ${name}: ${result.detail}`);
   return atMs;
 }
 

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../src/controller/controller.js';
 import { localZones } from '../src/controller/spec.js';
-import type { ClusterView } from '../src/dcs/types.js';
+import type { ClusterView } from '../src/model/values.js';
 import { defaultLocalInstanceClass } from '../src/postgres/instance-class.js';
 import { portOffsets } from '../src/providers/local-layout.js';
 import { sleep, systemClock } from '../src/util/clock.js';
@@ -80,7 +80,7 @@ describe('controller', () => {
     const toStreaming: number[] = [];
     for (let run = 1; run <= runs; run++) {
       const old = leaderOf(await until('settled cluster', (v) => shapeIs(v, 2), 120_000))!;
-      const killedAtMs = killNode(cluster, old.name);
+      const killedAtMs = await killNode(cluster, old.name);
       let wrote: number | null = null;
       while (wrote === null && Date.now() - killedAtMs < writeBoundMs) {
         try {

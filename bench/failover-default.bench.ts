@@ -21,7 +21,7 @@
  * Ports 19300-19399.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ClusterView } from '../src/dcs/types.js';
+import type { ClusterView } from '../src/model/values.js';
 import { portOffsets } from '../src/providers/local-layout.js';
 import { sleep } from '../src/util/clock.js';
 import { TestCluster } from '../test/support/cluster.js';
@@ -89,7 +89,7 @@ describe('failover with the defaults of keel up', () => {
         // the writer runs against the old leader before the kill
         const warm = Date.now() + 30_000;
         while (writer.acks.length < 20 && Date.now() < warm) await sleep(100);
-        const killedAtMs = killNode(cluster, old.name);
+        const killedAtMs = await killNode(cluster, old.name);
 
         let leaderKeyAtMs: number | null = null;
         let newLeader: string | null = null;

@@ -73,7 +73,7 @@ describe('failover without a controller (lease-bound)', () => {
         await cluster.waitFor('a settled cluster', (v) => settled(v, 2), 120_000);
         const old = await cluster.leader();
         const others = (await cluster.view()).members.filter((m) => m.name !== old.name).map((m) => m.pgPort);
-        const killedAtMs = killNode(cluster, old.name);
+        const killedAtMs = await killNode(cluster, old.name);
         let took: number | null = null;
         while (took === null && Date.now() - killedAtMs < writeBoundMs) {
           for (const port of others) {
