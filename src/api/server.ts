@@ -21,14 +21,32 @@ export type { AgentHandle, ApiOptions } from './handle.js';
 
 const readMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/**
+ * fastify's parser refuses `__proto__` and `constructor.prototype` keys but
+ * calls such a body "not valid JSON". When the text is valid JSON, say what
+ * was wrong: for the config, as the settings error it is.
+ */
+function prototypeKeyRefusal(url: string, text: string): KeelError | null {
+  try {
+    JSON.parse(text); // only to tell the two refusals apart; the value is dropped
+  } catch {
+    return null;
+  }
+  const message = 'the body holds a "__proto__" or "constructor.prototype" key, which no endpoint accepts; nothing was changed';
+  return url.split('?')[0] === '/config'
+    ? new KeelError('KEEL_CONFIG_INVALID', message, { hint: 'no setting has that name (GET /config lists the settings)' })
+    : new KeelError('KEEL_USAGE', message);
+}
+
 export function buildApi(handle: AgentHandle, options: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024, forceCloseConnections: true, return503OnClosing: true });
   // `curl -X POST -H 'content-type: application/json'` without a body is common: treat it as no body, not an error.
   const json = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser(['application/json', 'application/merge-patch+json'], { parseAs: 'string' }, (request, body, done) => {
-    if (body.length === 0) done(null, undefined);
-    else json(request, body.toString(), done);
+    if (body.length === 0) return done(null, undefined);
+    const text = body.toString();
+    json(request, text, (err, value) => done(err === null ? null : (prototypeKeyRefusal(request.url, text) ?? err), value));
   });
 
   app.setErrorHandler((err: FastifyError | KeelError, request, reply) => {

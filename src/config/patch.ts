@@ -11,11 +11,50 @@ export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * Keys that reach an object's prototype when assigned (`o['__proto__'] = x`
+ * replaces o's prototype; a path through `constructor.prototype` reaches
+ * Object.prototype itself). No setting has such a name, so they are refused
+ * wherever they appear rather than escaped.
+ */
+const prototypeKeys = new Set(['__proto__', 'constructor', 'prototype']);
+/** Settings nest two levels (postgresql_parameters.name); far deeper input is refused before any walk. */
+const maxPatchDepth = 32;
+
+function refuseKey(path: string[]): never {
+  throw new KeelError('KEEL_CONFIG_INVALID', `${JSON.stringify(path.join('.'))}: the key ${JSON.stringify(path.at(-1))} is not allowed in a config patch`, {
+    hint: 'no setting has that name; nothing was changed (`keel config show` lists the settings)',
+  });
+}
+
+/**
+ * Throws KEEL_CONFIG_INVALID when a patch holds a prototype key at any depth
+ * (arrays included) or nests deeper than any setting. Iterative, so even a
+ * body nested thousands of levels deep cannot exhaust the stack.
+ */
+export function checkPatchKeys(patch: unknown): void {
+  const stack: Array<{ value: unknown; path: string[] }> = [{ value: patch, path: [] }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (typeof value !== 'object' || value === null) continue;
+    if (path.length >= maxPatchDepth) {
+      throw new KeelError('KEEL_CONFIG_INVALID', `the patch nests deeper than ${maxPatchDepth} levels`, { hint: 'settings nest at most two levels, e.g. {"postgresql_parameters": {"work_mem": "64MB"}}' });
+    }
+    const entries: Array<[string, unknown]> = Array.isArray(value) ? value.map((item, i): [string, unknown] => [String(i), item]) : Object.entries(value);
+    for (const [key, item] of entries) {
+      if (prototypeKeys.has(key)) refuseKey([...path, key]);
+      stack.push({ value: item, path: [...path, key] });
+    }
+  }
+}
+
 /** RFC 7386: objects merge key by key, null removes a key (here: back to its default), anything else replaces. */
 export function mergePatch(target: unknown, patch: unknown): unknown {
   if (!isObject(patch)) return patch;
   const out: Record<string, unknown> = isObject(target) ? { ...target } : {};
   for (const [key, value] of Object.entries(patch)) {
+    // an own `__proto__` (JSON.parse makes one) would otherwise replace out's prototype
+    if (prototypeKeys.has(key)) refuseKey([key]);
     if (value === null) delete out[key];
     else out[key] = mergePatch(out[key], value);
   }
@@ -25,8 +64,16 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
 /** The merged settings, or KEEL_CONFIG_INVALID naming each field that is wrong. */
 export function applyConfigPatch(current: DynamicConfig, patch: unknown): DynamicConfig {
   if (!isObject(patch)) throw new KeelError('KEEL_CONFIG_INVALID', 'the body must be a JSON object of settings', { hint: 'e.g. {"ttl": 20}' });
+  checkPatchKeys(patch);
   const checked = dynamicConfigSchema.safeParse(mergePatch(current, patch));
-  if (!checked.success) throw new KeelError('KEEL_CONFIG_INVALID', `invalid dynamic config: ${describeIssues(checked.error)}`);
+  if (!checked.success) {
+    const aboutParameters = checked.error.issues.some((issue) => issue.path[0] === 'postgresql_parameters');
+    throw new KeelError('KEEL_CONFIG_INVALID', `invalid dynamic config: ${describeIssues(checked.error)}`, {
+      hint: aboutParameters
+        ? 'nothing was changed; the README lists the parameters the cluster may set (postgresql_parameters) and why the others are refused'
+        : 'nothing was changed; fix the named field (`keel config show` prints the settings)',
+    });
+  }
   return checked.data;
 }
 
@@ -42,6 +89,11 @@ export function patchFromAssignments(words: string[]): Record<string, unknown> {
     const eq = word.indexOf('=');
     if (eq <= 0) throw new KeelError('KEEL_USAGE', `${JSON.stringify(word)} is not key=value`, { hint: 'e.g. keel config set ttl=20 synchronous_mode=on' });
     const path = word.slice(0, eq).split('.');
+    // checked before the walk below: `__proto__.x=1` would otherwise write into Object.prototype
+    for (let i = 0; i < path.length; i++) if (prototypeKeys.has(path[i]!)) refuseKey(path.slice(0, i + 1));
+    if (path.some((key) => key === '')) {
+      throw new KeelError('KEEL_USAGE', `${JSON.stringify(word)} has an empty key`, { hint: 'e.g. keel config set postgresql_parameters.work_mem=64MB' });
+    }
     const raw = word.slice(eq + 1);
     let value: unknown = raw;
     if (/^(-?\d+(\.\d+)?|true|false|null)$/.test(raw)) value = JSON.parse(raw);

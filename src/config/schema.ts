@@ -1,6 +1,9 @@
 import { z } from 'zod';
 
 import { nameSchema } from '../model/names.js';
+import { clusterParameterProblem, nodeParameterProblem } from '../model/parameters.js';
+
+const parameterValueSchema = z.union([z.string(), z.number(), z.boolean()]);
 
 const hostPortSchema = z
   .string()
@@ -26,8 +29,16 @@ export const dynamicConfigSchema = z
     synchronous_node_count: z.number().int().min(1).max(16).default(1),
     /** seconds the leader keeps the slot of a member whose key went away (0: drop at once) */
     member_slots_ttl: z.number().int().min(0).max(7 * 24 * 3600).default(1800),
-    /** extra postgresql.conf parameters for every node */
-    postgresql_parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+    /** extra postgresql.conf parameters for every node: only those of the allow-list (model/parameters.ts), with valid values */
+    postgresql_parameters: z
+      .record(z.string(), parameterValueSchema)
+      .superRefine((parameters, ctx) => {
+        for (const [name, value] of Object.entries(parameters)) {
+          const problem = clusterParameterProblem(name, value);
+          if (problem !== null) ctx.addIssue({ code: 'custom', path: [name], message: problem });
+        }
+      })
+      .default({}),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -107,6 +118,20 @@ export const nodeConfigSchema = z
         /** OS user that runs PostgreSQL's programs; defaults to `postgres` when Keel runs as root */
         runAs: z.string().min(1).optional(),
         extensions: z.array(z.string().regex(/^[a-z_][a-z0-9_]*$/)).default(['postgis']),
+        /**
+         * postgresql.conf parameters of this node alone, after the cluster's: the place for what the
+         * cluster-wide config refuses because it runs commands, loads code or names files (archive_command,
+         * shared_preload_libraries...). Only what Keel sets itself is refused here.
+         */
+        parameters: z
+          .record(z.string(), parameterValueSchema)
+          .superRefine((parameters, ctx) => {
+            for (const name of Object.keys(parameters)) {
+              const problem = nodeParameterProblem(name);
+              if (problem !== null) ctx.addIssue({ code: 'custom', path: [name], message: problem });
+            }
+          })
+          .optional(),
       })
       .strict(),
     guard: guardConfigSchema.optional(),

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { nameSchema } from '../model/names.js';
+import { screenClusterParameters, type ParameterValue } from '../model/parameters.js';
 import type { AutoscalePolicy, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, LeaderValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue } from '../model/values.js';
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
@@ -125,8 +126,39 @@ export const eventSchema: z.ZodType<EventValue> = z.object({
 export const configSchema: z.ZodType<DynamicConfig, unknown> = z
   .object({ v: version })
   .loose()
-  .transform(({ v: _v, ...settings }) => settings)
+  .transform(({ v: _v, ...settings }) => screenStoredParameters(settings).settings)
   .pipe(dynamicConfigSchema);
+
+const isParameterValue = (value: unknown): value is ParameterValue => ['string', 'number', 'boolean'].includes(typeof value);
+
+/**
+ * A stored config may hold parameters this Keel refuses (written by hand or
+ * by an older version): they are left out, never applied, and the rest of the
+ * config still counts. Writers refuse them (dynamicConfigSchema).
+ */
+function screenStoredParameters(settings: Record<string, unknown>): { settings: Record<string, unknown>; ignored: string[] } {
+  const stored = settings.postgresql_parameters;
+  if (typeof stored !== 'object' || stored === null || Array.isArray(stored)) return { settings, ignored: [] };
+  const values: Record<string, ParameterValue> = {};
+  const ignored: string[] = [];
+  for (const [name, value] of Object.entries(stored)) {
+    if (isParameterValue(value)) Object.defineProperty(values, name, { value, enumerable: true, writable: true, configurable: true });
+    else ignored.push(`${JSON.stringify(name)}: not a string, number or boolean`);
+  }
+  const screened = screenClusterParameters(values);
+  return { settings: { ...settings, postgresql_parameters: screened.accepted }, ignored: [...ignored, ...screened.refused] };
+}
+
+/** The parameters of a stored config that a node ignores, each with why; [] for a value that does not decode. Never throws. */
+export function ignoredConfigParameters(text: string): string[] {
+  try {
+    const raw: unknown = JSON.parse(text);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return [];
+    return screenStoredParameters(raw as Record<string, unknown>).ignored;
+  } catch {
+    return [];
+  }
+}
 
 /** The most nodes a spec may declare; a provider may allow fewer (local: 20). */
 export const maxSpecNodes = 100;

@@ -14,6 +14,7 @@ import {
   decodeStatus,
   decodeSwitchover,
   decodeSync,
+  ignoredConfigParameters,
   keys,
   type Decoded,
 } from './codec.js';
@@ -27,8 +28,8 @@ export interface RawKv {
   lease: string;
 }
 
-/** Called for each value that cannot be used; the view treats it as absent. */
-export type InvalidValueSink = (key: string, modRevision: string, reason: string) => void;
+/** Called for each value that cannot be used (the view treats it as absent), or, with `part`, that is used without some of it. */
+export type InvalidValueSink = (key: string, modRevision: string, reason: string, part?: 'part') => void;
 
 export function buildClusterView(cluster: string, revision: string, kvs: RawKv[], onInvalid: InvalidValueSink): ClusterView {
   const k = keys(cluster);
@@ -57,9 +58,12 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
       case k.initialize:
         view.initialize = versioned(kv, decodeInitialize(kv.value));
         continue;
-      case k.config:
+      case k.config: {
         view.config = versioned<DynamicConfig>(kv, decodeConfig(kv.value));
+        const ignored = view.config === null ? [] : ignoredConfigParameters(kv.value);
+        if (ignored.length > 0) onInvalid(kv.key, kv.modRevision, `postgresql_parameters left out, never applied: ${ignored.join('; ')}`, 'part');
         continue;
+      }
       case k.leader: {
         const leader = versioned(kv, decodeLeader(kv.value));
         view.leader = leader ? { ...leader, leaseId: kv.lease } : null;
@@ -104,6 +108,12 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
       continue;
     }
     if (kv.key.startsWith(k.membersPrefix)) {
+      // agents write their member key with their lease; one without could outlive its agent and
+      // keep a replication slot (and the leader's WAL) for a node that is gone
+      if (kv.lease === '0') {
+        onInvalid(kv.key, kv.modRevision, 'a member key bound to no lease (agents bind theirs to their lease)');
+        continue;
+      }
       const member = versioned(kv, decodeMember(kv.value));
       if (!member) continue;
       const keyName = kv.key.slice(k.membersPrefix.length);
@@ -132,12 +142,12 @@ export class InvalidValueReporter {
 
   constructor(private readonly warn: (fields: Record<string, unknown>, message: string) => void) {}
 
-  readonly report: InvalidValueSink = (key, modRevision, reason) => {
+  readonly report: InvalidValueSink = (key, modRevision, reason, part) => {
     const id = `${key}@${modRevision}`;
     if (this.seen.has(id)) return;
     // bounded: a flood of bad keys must not grow memory without end
     if (this.seen.size >= 10_000) this.seen.clear();
     this.seen.add(id);
-    this.warn({ key, modRevision, reason }, 'ignoring an invalid value in etcd (treated as absent)');
+    this.warn({ key, modRevision, reason }, part ? 'ignoring part of a value in etcd (the rest applies)' : 'ignoring an invalid value in etcd (treated as absent)');
   };
 }

