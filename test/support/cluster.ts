@@ -122,6 +122,7 @@ export class TestCluster {
       const guard = readPidFile(this.layout.guardPidFile(name));
       if (ours(guard)) await terminate(guard, 10_000);
     }
-    if (!options.keepDir) await rm(this.layout.dir, { recursive: true, force: true });
+    // retried: a process that just exited may still have files going away in it
+    if (!options.keepDir) await rm(this.layout.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   }
 }
