@@ -109,20 +109,32 @@ export class TestCluster {
   /** keepDir: leave the directory and its logs for a look afterwards */
   async stop(options: { keepDir?: boolean } = {}): Promise<void> {
     await this.dcs.close().catch(() => undefined);
+    // Read before the provider stops anything, since it removes the pid files of the nodes it knows:
+    // a node that a `keel controller` process destroyed and created again under the same name is
+    // not known to this process by its new PIDs, and is stopped from these.
+    const named = this.nodeProcesses();
     await this.local.stop();
-    // A node that a `keel controller` process destroyed and created again under the same name is
-    // not known here by its new PID: stop whatever the pid files on disk still name.
-    // Only a process whose command line names this directory: a stale pid file's PID may belong to another by now.
-    const ours = (pid: number | null): pid is number => pid !== null && readCommandLine(pid).includes(this.layout.dir);
-    for (const name of this.layout.nodeNames()) {
-      const agent = readPidFile(this.layout.agentPidFile(name));
-      if (ours(agent)) await terminate(agent, 30_000);
-      const postmaster = readPidFile(`${this.layout.dataDir(name)}/postmaster.pid`);
-      if (ours(postmaster)) await terminate(postmaster, 30_000, 'SIGINT');
-      const guard = readPidFile(this.layout.guardPidFile(name));
-      if (ours(guard)) await terminate(guard, 10_000);
+    for (const { pid, signal, graceMs } of [...named, ...this.nodeProcesses()]) {
+      // only a process whose command line names this directory: a PID may belong to another by now
+      if (readCommandLine(pid).includes(this.layout.dir)) await terminate(pid, graceMs, signal);
     }
-    // retried: a process that just exited may still have files going away in it
+    // retried: files of processes that just exited may still be going away
     if (!options.keepDir) await rm(this.layout.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+  }
+
+  /** What the pid files of the nodes on disk name: agents, then postmasters, then guards, the order they stop in. */
+  private nodeProcesses(): { pid: number; signal: NodeJS.Signals; graceMs: number }[] {
+    const names = this.layout.nodeNames();
+    const named = (file: (name: string) => string, signal: NodeJS.Signals, graceMs: number) =>
+      names.flatMap((name) => {
+        const pid = readPidFile(file(name));
+        return pid === null ? [] : [{ pid, signal, graceMs }];
+      });
+    return [
+      ...named((name) => this.layout.agentPidFile(name), 'SIGTERM', 30_000),
+      // SIGINT is PostgreSQL's fast shutdown
+      ...named((name) => `${this.layout.dataDir(name)}/postmaster.pid`, 'SIGINT', 30_000),
+      ...named((name) => this.layout.guardPidFile(name), 'SIGTERM', 10_000),
+    ];
   }
 }
