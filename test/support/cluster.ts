@@ -43,7 +43,11 @@ export class TestCluster {
     const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'on' };
     const { cluster, secrets } = await layout.create(file);
     const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false, controller: options.controller ?? false });
-    await local.checkPorts();
+    // nothing started yet: only the directory to remove
+    await local.checkPorts().catch(async (err: unknown) => {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    });
     const tc = new TestCluster(layout, cluster, local, secrets.superuser);
     try {
       await local.start();
