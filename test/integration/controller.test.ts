@@ -141,7 +141,7 @@ describe('controller', () => {
     );
     const seconds = (Date.now() - killedAt) / 1000;
     const ttl = view.config?.value.ttl ?? 10;
-    // how fast is bench/controller.mjs's figure; here only that the lease was ended rather than left to expire
+    // how fast is bench/controller.bench.ts's figure; here only that the lease was ended rather than left to expire
     console.log(`new leader ${view.leader!.value.name} ${seconds.toFixed(2)} s after SIGKILL of leader ${old.name} (ttl ${ttl} s)`);
     const ended = (await events()).find((e) => e.kind === 'lease-ended' && e.message.includes(old.name));
     expect(ended?.message).toContain('fence confirmed');
