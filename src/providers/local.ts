@@ -31,15 +31,25 @@ export function guardSocketOf(configFile: string): string | null {
   }
 }
 
+function commandLine(pid: number): string[] | null {
+  if (!isAlive(pid)) return null;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return null;
+  }
+}
+
 /** Whether `pid` is a guard started on this node.yml: a stale PID file may name any process by now. */
 export function isGuardProcess(pid: number, configFile: string): boolean {
-  if (!isAlive(pid)) return false;
-  try {
-    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return args.some((arg) => arg.endsWith('guard/main.js') || arg === 'guard') && args.includes(configFile);
-  } catch {
-    return false;
-  }
+  const args = commandLine(pid);
+  return args !== null && args.some((arg) => arg.endsWith('guard/main.js') || arg === 'guard') && args.includes(configFile);
+}
+
+/** Whether `pid` is an agent started on this node.yml. */
+export function isAgentProcess(pid: number, configFile: string): boolean {
+  const args = commandLine(pid);
+  return args !== null && args.includes('agent') && args.includes(configFile);
 }
 
 /** Resolves once something accepts connections on the socket, or after `timeoutMs` (false). */
@@ -125,8 +135,17 @@ export class LocalProvider implements Provider {
     return node;
   }
 
+  /**
+   * The node's agent: the child this process started while it lives, else
+   * whatever agent of this node.yml its PID file names (another process
+   * sharing the directory, such as `keel controller`, may have destroyed and
+   * created the node again meanwhile).
+   */
   private pidOf(node: Supervised): number | null {
-    return node.adopted ? readPidFile(this.layout.agentPidFile(node.spec.name)) : node.pid;
+    if (!node.adopted && node.pid !== null && isAlive(node.pid)) return node.pid;
+    const recorded = readPidFile(this.layout.agentPidFile(node.spec.name));
+    if (recorded !== null && isAgentProcess(recorded, this.layout.nodeConfigFile(node.spec.name))) return recorded;
+    return node.adopted ? null : node.pid;
   }
 
   private info(node: Supervised): NodeInfo {
