@@ -4,8 +4,6 @@
  * (the router, then replicas, the leader last, etcd at the very end) so that a
  * restart on the same directory finds a cleanly shut down cluster.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { stopEtcd, startEtcd } from '../dcs/etcd-server.js';
 import { EtcdDcs } from '../dcs/etcd.js';
@@ -14,18 +12,19 @@ import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { isPortFree } from '../util/ports.js';
-import { isAlive, readPidFile, terminate } from '../util/process.js';
+import { isAlive, readPidFile } from '../util/process.js';
 import { probePostgres } from '../postgres/probe.js';
 import { portOffsets, type ClusterFile, type LocalLayout, type Secrets } from '../providers/local-layout.js';
 import { keelBin, LocalProvider } from '../providers/local.js';
+import { Supervised } from './supervised.js';
 
 export class LocalCluster {
   readonly provider: LocalProvider;
   private etcdPid: number | null = null;
-  private routerPid: number | null = null;
-  private routerWanted = false;
-  private controllerPid: number | null = null;
-  private controllerWanted = false;
+  /** the router on P+2 (rw) and P+3 (ro), restarted like an agent: applications lose their endpoints while it is down */
+  private readonly router: Supervised;
+  /** one `keel controller` for this directory */
+  private readonly controller: Supervised;
   private readonly withController: boolean;
 
   constructor(
@@ -38,6 +37,13 @@ export class LocalCluster {
   ) {
     this.provider = new LocalProvider(layout, cluster, secrets, logger, options.restartAgents ?? true);
     this.withController = options.controller ?? false;
+    const base = cluster.portBase;
+    const routerArgs = ['router', '--etcd', layout.etcdEndpoint(cluster), '--cluster', cluster.cluster];
+    routerArgs.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
+    const keel = (what: string, args: string[], pidFile: string, logFile: string) =>
+      new Supervised({ what, program: process.execPath, args: [keelBin, ...args], pidFile, logFile, logger });
+    this.router = keel('router', routerArgs, layout.routerPidFile, layout.routerLog);
+    this.controller = keel('controller', ['controller', '--dir', layout.dir], layout.controllerPidFile, layout.controllerLog);
   }
 
   /** Fails with KEEL_PORT_IN_USE before anything starts. Ports held by our own leftovers do not count. */
@@ -74,7 +80,7 @@ export class LocalCluster {
     this.etcdPid = etcd.pid;
     await writeFile(this.layout.etcdPidFile, `${etcd.pid}\n`);
     await this.seedSynchronousMode();
-    await this.startRouter();
+    await this.router.start();
     // a cluster started before is the nodes it has now (a controller may have added, replaced or removed some)
     const existing = this.layout.nodeNames();
     if (existing.length > 0) {
@@ -84,63 +90,12 @@ export class LocalCluster {
         await this.provider.create(this.cluster.cluster, { name: this.layout.nodeName(i), zone: `local-${String.fromCharCode(97 + (i % 3))}` });
       }
     }
-    if (this.withController) await this.startController();
-  }
-
-  /** One `keel controller` for this directory, restarted if it dies; a leftover one is adopted. */
-  private async startController(): Promise<void> {
-    this.controllerWanted = true;
-    const leftover = readPidFile(this.layout.controllerPidFile);
-    if (leftover !== null && isAlive(leftover)) {
-      this.controllerPid = leftover;
-      return;
-    }
-    const log = openSync(this.layout.controllerLog, 'a');
-    const child = spawn(process.execPath, [keelBin, 'controller', '--dir', this.layout.dir], { detached: true, stdio: ['ignore', log, log] });
-    closeSync(log);
-    child.unref();
-    child.once('exit', (code, signal) => {
-      this.controllerPid = null;
-      if (!this.controllerWanted) return;
-      this.logger.warn({ code, signal }, 'controller exited; starting it again in 1 s');
-      setTimeout(() => void (this.controllerWanted ? this.startController() : undefined), 1000).unref();
-    });
-    this.controllerPid = child.pid ?? null;
-    if (this.controllerPid !== null) await writeFile(this.layout.controllerPidFile, `${this.controllerPid}\n`);
-    this.logger.info({ pid: this.controllerPid }, 'controller started');
+    if (this.withController) await this.controller.start();
   }
 
   /** Nodes a ready cluster has: those on disk once created (a controller changes their number). */
   private expectedNodes(): number {
     return this.layout.nodeNames().length || this.cluster.nodes;
-  }
-
-  /** The router on P+2 (rw) and P+3 (ro); one left running by a supervisor that died is adopted. */
-  private async startRouter(): Promise<void> {
-    this.routerWanted = true;
-    const leftover = readPidFile(this.layout.routerPidFile);
-    if (leftover !== null && isAlive(leftover)) {
-      this.routerPid = leftover;
-      return;
-    }
-    const base = this.cluster.portBase;
-    const log = openSync(this.layout.routerLog, 'a');
-    const args = ['router', '--etcd', this.layout.etcdEndpoint(this.cluster), '--cluster', this.cluster.cluster];
-    args.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
-    // own process group, like the agents: Ctrl-C reaches the supervisor, which stops everything in order
-    const child = spawn(process.execPath, [keelBin, ...args], { detached: true, stdio: ['ignore', log, log] });
-    closeSync(log);
-    child.unref();
-    // restarted like an agent: applications lose their endpoints while it is down
-    child.once('exit', (code, signal) => {
-      this.routerPid = null;
-      if (!this.routerWanted) return;
-      this.logger.warn({ code, signal }, 'router exited; starting it again in 1 s');
-      setTimeout(() => void (this.routerWanted ? this.startRouter() : undefined), 1000).unref();
-    });
-    this.routerPid = child.pid ?? null;
-    if (this.routerPid !== null) await writeFile(this.layout.routerPidFile, `${this.routerPid}\n`);
-    this.logger.info({ pid: this.routerPid }, 'router started');
   }
 
   /** The replication mode the cluster was made with goes into the first `config` key (later changes go through `keel config`). */
@@ -183,14 +138,8 @@ export class LocalCluster {
 
   /** The controller (it would replace nodes being stopped), the router, then replicas, then the leader, then etcd. */
   async stop(): Promise<void> {
-    this.controllerWanted = false;
-    const controllerPid = this.controllerPid ?? readPidFile(this.layout.controllerPidFile);
-    if (controllerPid !== null) await terminate(controllerPid, 10_000);
-    await rm(this.layout.controllerPidFile, { force: true });
-    this.routerWanted = false;
-    const routerPid = this.routerPid ?? readPidFile(this.layout.routerPidFile);
-    if (routerPid !== null) await terminate(routerPid, 10_000);
-    await rm(this.layout.routerPidFile, { force: true });
+    await this.controller.stop();
+    await this.router.stop();
     let leader: string | null = null;
     const dcs = this.dcs();
     try {
