@@ -11,7 +11,7 @@
  */
 import { requestLeaderChange } from '../dcs/requests.js';
 import { LeaseKeeper } from '../dcs/lease-keeper.js';
-import type { ClusterView, ControllerReport, ControllerValue, CreationValue, SpecValue } from '../model/values.js';
+import type { ClusterView, ControllerReport, ControllerValue, SpecValue } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { NodeInfo, Provider } from '../providers/types.js';
@@ -20,6 +20,7 @@ import type { Logger } from '../util/log.js';
 import { leaseMarginMs } from '../model/lease.js';
 import { autoscale, decisionWords, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
 import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
+import { Creations } from './creations.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
 
 export interface ControllerOptions {
@@ -53,8 +54,8 @@ export class Controller {
   lastAutoscale: AutoscaleDecision | null = null;
   /** nodes being created or destroyed beside the loop */
   private readonly inFlight = new Map<string, Promise<void>>();
-  /** creations this controller has started and the provider has not answered yet, by node name */
-  private readonly creating = new Map<string, CreationValue>();
+  /** node creations, recorded before the provider is asked (creations.ts) */
+  private readonly creations: Creations;
   private memory: PlanMemory = emptyMemory();
   /** the controller key's lease; the controller stops acting at its deadline, as a leader stops accepting writes */
   readonly lease: LeaseKeeper;
@@ -74,6 +75,7 @@ export class Controller {
 
   constructor(options: ControllerOptions) {
     this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 60_000, drainMs: defaultPlanOptions.drainMs, ...options };
+    this.creations = new Creations({ name: this.o.name, dcs: this.o.dcs, clock: this.o.clock, logger: this.o.logger });
     this.lease = new LeaseKeeper({
       dcs: this.o.dcs,
       clock: this.o.clock,
@@ -207,7 +209,7 @@ export class Controller {
     }
     const dcs = this.o.dcs;
     const [read, stored] = await Promise.all([dcs.readCluster(), dcs.readSpec()]);
-    const view = this.withOwnCreations(read);
+    const view = this.creations.withOwn(read);
     const inventory = await this.inventory(view);
     if (stored === null) return this.writeFirstSpec(inventory);
     const spec = stored.value;
@@ -266,20 +268,6 @@ export class Controller {
         this.wake();
       });
     this.inFlight.set(action.node, run);
-  }
-
-  /**
-   * The view with this controller's creations in flight, recorded or not: a
-   * record still being written, or one lost with a lease since replaced, still
-   * stands for a node on its way. Its own records of creations that are over
-   * (a delete that did not reach etcd) go now.
-   */
-  private withOwnCreations(read: ClusterView): ClusterView {
-    for (const c of read.creations) {
-      if (c.by === this.o.name && !this.creating.has(c.name)) void this.o.dcs.deleteCreation(c.name).catch(() => undefined);
-    }
-    const own = [...this.creating.values()].filter((c) => !read.creations.some((r) => r.name === c.name));
-    return own.length === 0 ? read : { ...read, creations: [...read.creations, ...own] };
   }
 
   /** Publishes the plan's sentence and the autoscaler's decision in the controller key when their gist changed. */
@@ -394,37 +382,14 @@ export class Controller {
     }
   }
 
-  /**
-   * The creation is recorded in etcd, bound to this controller's lease, before
-   * the provider is asked: until the provider lists the node, every plan counts
-   * it and never asks for it, or for another replacement of the same node, again.
-   */
   private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>, spec: SpecValue): Promise<PlanOutcome> {
-    const { node: name, zone, instanceClass, replaces } = action;
-    const record: CreationValue = { v: 1, name, zone, instanceClass, replaces, sinceMs: this.o.clock.now(), by: this.o.name };
-    // counted by the next plans from now on, before etcd has it
-    this.creating.set(name, record);
-    try {
-      const leaseId = this.leaseId;
-      if (leaseId === null || !(await this.o.dcs.claimCreation(record, leaseId))) {
-        throw new KeelError('KEEL_CONFLICT', `the creation of ${name} could not be recorded: it is recorded already, or this controller is no longer the active one`, {
-          hint: 'the next plan decides again from what etcd and the provider show',
-        });
-      }
-      try {
-        await provider.create(this.o.dcs.cluster, { name, zone, instanceClass });
-        const createdAtMs = this.o.clock.now();
-        this.event('create', `${action.reason} (class ${instanceClass})`);
-        // while the record stands, no plan takes the autoscaler's replica for missing and creates it again
-        if (replaces !== null && spec.scaling.added.includes(replaces)) await this.handOver(replaces, name);
-        return { kind: 'created', node: name, atMs: createdAtMs };
-      } finally {
-        // the provider lists the node now, or the creation failed (the caller records the event)
-        await this.o.dcs.deleteCreation(name).catch((err: unknown) => this.o.logger.warn({ err: describeError(err), node: name }, 'could not delete the creation record; it goes on a later loop'));
-      }
-    } finally {
-      this.creating.delete(name);
-    }
+    const { node: name, replaces } = action;
+    const atMs = await this.creations.create(provider, action, this.leaseId, async () => {
+      this.event('create', `${action.reason} (class ${action.instanceClass})`);
+      // while the record stands, no plan takes the autoscaler's replica for missing and creates it again
+      if (replaces !== null && spec.scaling.added.includes(replaces)) await this.handOver(replaces, name);
+    });
+    return { kind: 'created', node: name, atMs };
   }
 
   /** The autoscaler's record follows a replacement, so it removes the new node and not a declared one. */
