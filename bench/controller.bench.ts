@@ -24,8 +24,10 @@ import { defaultLocalInstanceClass } from '../src/postgres/instance-class.js';
 import { portOffsets } from '../src/providers/local-layout.js';
 import { sleep, systemClock } from '../src/util/clock.js';
 import { silentLogger } from '../src/util/log.js';
+import { leaderOf, shapeIs } from '../src/workload/shape.js';
+import { untilView } from '../src/workload/wait.js';
 import { TestCluster } from '../test/support/cluster.js';
-import { describeMembers, killNode, leaderOf, removeDir, shapeIs, stopCluster } from './cluster.js';
+import { killNode, removeDir, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { fixed, machine, max, median, printTable, seconds } from './report.js';
 
@@ -64,15 +66,8 @@ describe('controller', () => {
     await stopCluster(tc);
   });
 
-  async function until(what: string, accept: (view: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const view = await tc!.view().catch(() => null);
-      if (view !== null && accept(view)) return view;
-      if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs / 1000} s: ${describeMembers(view)}; controller: ${controller?.lastPlan?.reason}`);
-      await sleep(50);
-    }
-  }
+  const until = (what: string, accept: (view: ClusterView) => boolean, timeoutMs: number) =>
+    untilView(() => tc!.view(), what, accept, { timeoutMs, pollMs: 50, detail: () => `controller: ${controller?.lastPlan?.reason}` });
 
   it(`SIGKILL of the leader node -> write through rw, -> all members streaming again; ${runs} run(s)`, async () => {
     const cluster = tc!;

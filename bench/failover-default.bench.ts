@@ -24,11 +24,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterView } from '../src/model/values.js';
 import { portOffsets } from '../src/providers/local-layout.js';
 import { sleep } from '../src/util/clock.js';
-import { TestCluster } from '../test/support/cluster.js';
-import { describeMembers, killNode, leaderOf, settled, shapeIs, stopCluster } from './cluster.js';
+import { presentRowsSql } from '../src/workload/acks.js';
+import { connectClient } from '../src/workload/connect.js';
+import { leaderOf, settled, shapeIs } from '../src/workload/shape.js';
+import { lackedOnLeader } from '../src/workload/verify.js';
+import { untilView } from '../src/workload/wait.js';
+import { ackRowSteps, ackTableSql, Writer } from '../src/workload/writer.js';
+import { appConnection, TestCluster } from '../test/support/cluster.js';
+import { killNode, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { fixed, machine, max, median, printTable, seconds, type Cell } from './report.js';
-import { ackTableSql, AckWriter } from './writer.js';
 
 const runs = envInteger('BENCH_RUNS', 3, 1, 50);
 const portBase = 19300;
@@ -36,6 +41,7 @@ const portBase = 19300;
 const writeBoundMs = 120_000;
 /** replaceAfterSeconds 30, then a clone on a busy machine */
 const shapeBoundMs = 300_000;
+const ackTable = 'bench_acks';
 
 interface Run {
   killed: string;
@@ -59,16 +65,14 @@ describe('failover with the defaults of keel up', () => {
     await stopCluster(tc);
   });
 
-  /** Polls etcd until `accept` holds; the members' reasons in the error after `timeoutMs`. */
-  async function until(what: string, accept: (view: ClusterView) => boolean | Promise<boolean>, timeoutMs: number): Promise<ClusterView> {
-    const deadline = Date.now() + timeoutMs;
-    let last: ClusterView | null = null;
-    for (;;) {
-      last = await tc!.view().catch(() => null);
-      if (last !== null && (await accept(last))) return last;
-      if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs / 1000} s: ${describeMembers(last)}`);
-      await sleep(100);
-    }
+  /** Polls etcd until `accept` holds; the members' states in the error after `timeoutMs`. */
+  const until = (what: string, accept: (view: ClusterView) => boolean | Promise<boolean>, timeoutMs: number) => untilView(() => tc!.view(), what, accept, { timeoutMs, pollMs: 100 });
+
+  /** Acknowledged rows missing on the server at `port`. */
+  async function lostOn(port: number, ids: number[]): Promise<number[]> {
+    const check = await lackedOnLeader(() => connectClient(appConnection('127.0.0.1', port, tc!.password, 10_000)), { rows: { ids, presentSql: presentRowsSql(ackTable) } }, 30_000);
+    if (check.error !== null) throw new Error(`could not check the acknowledged writes: ${check.error}`);
+    return check.lacked.rows;
   }
 
   it(`SIGKILL of the leader node, ${runs} run(s): seconds until writes succeed through rw, acknowledged writes lost`, async () => {
@@ -77,24 +81,38 @@ describe('failover with the defaults of keel up', () => {
     // the controller writes the first spec from the nodes that exist once it is the active one
     await until('active controller and spec', async () => (await cluster.dcs.readController()) !== null && (await cluster.dcs.readSpec()) !== null, 60_000);
     const spec = (await cluster.dcs.readSpec())!.value;
-    await cluster.untilWritable(rwPort, ackTableSql, 30_000);
+    await cluster.untilWritable(rwPort, ackTableSql(ackTable), 30_000);
 
     const results: Run[] = [];
     for (let run = 1; run <= runs; run++) {
       const before = await until('settled cluster (leader, 2 streaming replicas, a synchronous standby)', (v) => settled(v, 2), shapeBoundMs);
       const old = leaderOf(before)!;
-      const writer = new AckWriter({ port: rwPort, password: cluster.password, run, connectTimeoutMs: 2000 });
+      // one row per transaction on a fresh connection, as a web request without a pool would; a commit waiting 10 s is given up
+      const writer = new Writer({
+        connection: { ...appConnection('127.0.0.1', rwPort, cluster.password, 10_000), connectionTimeoutMillis: 2000 },
+        mode: 'per-transaction',
+        writer: 0,
+        via: 'router',
+        next: ackRowSteps(ackTable, run, 0),
+        keepRecords: true,
+        // leaves the machine's CPUs to the cluster; a refused connection fails at once, so no busy loop while nothing listens
+        thinkMs: 10,
+        retryMs: 60,
+      });
+      const acks = () => writer.records.filter((r) => r.ok);
+      /** the first acknowledged commit at or after `sinceMs` from a server other than the one on `notPort` */
+      const firstAckAfter = (sinceMs: number, notPort: number) => writer.records.find((r) => r.ok && r.doneMs >= sinceMs && r.serverPort !== notPort);
       writer.start();
       try {
         // the writer runs against the old leader before the kill
         const warm = Date.now() + 30_000;
-        while (writer.acks.length < 20 && Date.now() < warm) await sleep(100);
+        while (acks().length < 20 && Date.now() < warm) await sleep(100);
         const killedAtMs = await killNode(cluster, old.name);
 
         let leaderKeyAtMs: number | null = null;
         let newLeader: string | null = null;
         const writeDeadline = killedAtMs + writeBoundMs;
-        while (Date.now() < writeDeadline && (leaderKeyAtMs === null || writer.firstAckAfter(killedAtMs, old.pgPort) === undefined)) {
+        while (Date.now() < writeDeadline && (leaderKeyAtMs === null || firstAckAfter(killedAtMs, old.pgPort) === undefined)) {
           if (leaderKeyAtMs === null) {
             const name = (await cluster.view().catch(() => null))?.leader?.value.name;
             if (name !== undefined && name !== old.name) {
@@ -104,7 +122,7 @@ describe('failover with the defaults of keel up', () => {
           }
           await sleep(50);
         }
-        const firstAck = writer.firstAckAfter(killedAtMs, old.pgPort);
+        const firstAck = firstAckAfter(killedAtMs, old.pgPort);
         // back to the declared shape: the dead node destroyed, its replacement streaming; the writer still runs
         await until(`replacement of ${old.name} streaming`, (v) => shapeIs(v, 2) && !v.members.some((m) => m.name === old.name), shapeBoundMs);
         const shapeSeconds = (Date.now() - killedAtMs) / 1000;
@@ -116,12 +134,12 @@ describe('failover with the defaults of keel up', () => {
           newLeader: newLeader ?? now.name,
           leaderKeySeconds: leaderKeyAtMs === null ? null : (leaderKeyAtMs - killedAtMs) / 1000,
           leaseEnded,
-          writeSeconds: firstAck === undefined ? null : (firstAck.atMs - killedAtMs) / 1000,
+          writeSeconds: firstAck === undefined ? null : (firstAck.doneMs - killedAtMs) / 1000,
           shapeSeconds,
-          acks: writer.acks.length,
+          acks: acks().length,
           // the rows are read on the leader of now: the new one, unless another failover happened meanwhile
-          lost: await writer.lost(now.pgPort),
-          writerErrors: writer.errors,
+          lost: await lostOn(now.pgPort, acks().map((r) => r.id)),
+          writerErrors: writer.connectFailures + writer.records.filter((r) => !r.ok).length,
         });
         const r = results.at(-1)!;
         console.log(`run ${run}: ${r.killed} killed -> write through rw ${seconds(r.writeSeconds)} (new leader ${r.newLeader}), ${r.lost.length} of ${r.acks} acknowledged writes lost`);

@@ -15,8 +15,9 @@
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sleep } from '../src/util/clock.js';
+import { describeMembers, settled } from '../src/workload/shape.js';
 import { TestCluster } from '../test/support/cluster.js';
-import { describeMembers, killNode, settled, stopCluster } from './cluster.js';
+import { killNode, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { machine, max, median, min, printTable, seconds } from './report.js';
 

@@ -32,8 +32,9 @@ import { isReady } from '../src/supervisor/local-cluster.js';
 import { keelBin } from '../src/providers/local.js';
 import { sleep } from '../src/util/clock.js';
 import { readPidFile, terminate } from '../src/util/process.js';
+import { leaderOf } from '../src/workload/shape.js';
 import { TestCluster } from '../test/support/cluster.js';
-import { leaderOf, stopCluster } from './cluster.js';
+import { stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { fixed, machine, mean, printTable, seconds as secondsText, type Cell } from './report.js';
 

@@ -4,6 +4,7 @@
  * and time come in, events and the next tracking state go out.
  */
 import type { ClusterView } from '../model/values.js';
+import { leaderOf } from '../workload/shape.js';
 
 export type Tone = 'info' | 'good' | 'warn' | 'bad';
 
@@ -34,17 +35,11 @@ export interface Tracked {
 
 export const initialTracking = (): Tracked => ({ leader: null, lastLeader: null, members: new Map(), away: new Map(), seen: new Set() });
 
-/** A leader that publishes a running primary: before that, writes cannot succeed anyway. */
-export function usableLeader(view: ClusterView): string | null {
-  const name = view.leader?.value.name ?? null;
-  const member = view.members.find((m) => m.name === name);
-  return member !== undefined && member.role === 'primary' && member.running ? name : null;
-}
-
 export function diffCluster(prev: Tracked, view: ClusterView, nowMs: number, first = false): { next: Tracked; events: DemoEvent[]; failover: Failover | null } {
   const events: DemoEvent[] = [];
   const say = (source: string, text: string, tone: Tone) => events.push({ atMs: nowMs, source, text, tone });
-  const leader = usableLeader(view);
+  // a leader key whose member does not run as primary yet: writes cannot succeed anyway
+  const leader = leaderOf(view)?.name ?? null;
   let failover: Failover | null = null;
   let lastLeader = prev.lastLeader;
 

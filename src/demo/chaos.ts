@@ -10,13 +10,13 @@
  * `holdDownMaxMs` passes. After that whatever runs the cluster decides: the
  * node restarts and rejoins, or the controller replaces it.
  */
-import { readFileSync } from 'node:fs';
 import type { Dcs } from '../dcs/types.js';
 import { describeError } from '../errors.js';
 import type { LocalLayout } from '../providers/local-layout.js';
 import { sleep } from '../util/clock.js';
-import { isAlive, readPidFile } from '../util/process.js';
-import { usableLeader } from './changes.js';
+import { verifiedPostmasterPid } from '../postgres/postmaster.js';
+import { commandLine, isAlive, readPidFile } from '../util/process.js';
+import { leaderOf } from '../workload/shape.js';
 import type { Random } from './dataset.js';
 import type { ClusterMonitor } from './monitor.js';
 
@@ -92,12 +92,12 @@ export class Chaos {
     this.busy = true;
     try {
       const view = await this.options.dcs.readCluster();
-      const name = usableLeader(view);
-      const member = view.members.find((m) => m.name === name);
-      if (name === null || member === undefined) {
+      const member = leaderOf(view);
+      if (member === undefined) {
         monitor.note('chaos', 'no running leader to kill right now', 'warn');
         return;
       }
+      const name = member.name;
       // the key can be a loop old: the PID files catch an agent or postmaster that restarted since
       const candidates = [member.agentPid, member.postmasterPid, ...nodePidFiles(layout, name)];
       const pids = [...new Set(candidates)].filter((pid): pid is number => pid !== null && isAlive(pid) && belongsTo(pid, layout, name));
@@ -151,7 +151,8 @@ export class Chaos {
 
 const nodePidFiles = (layout: LocalLayout, name: string): (number | null)[] => [
   readPidFile(layout.agentPidFile(name)),
-  readPidFile(`${layout.dataDir(name)}/postmaster.pid`),
+  // a stale postmaster.pid may name any process by now
+  verifiedPostmasterPid(layout.dataDir(name)),
 ];
 
 function kill(pid: number): void {
@@ -168,11 +169,6 @@ function kill(pid: number): void {
  * never hit an unrelated process.
  */
 export function belongsTo(pid: number, layout: LocalLayout, name: string): boolean {
-  let cmdline: string;
-  try {
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-  } catch {
-    return false;
-  }
-  return cmdline.includes(layout.nodeConfigFile(name)) || cmdline.includes(layout.dataDir(name));
+  const line = commandLine(pid)?.join(' ');
+  return line !== undefined && (line.includes(layout.nodeConfigFile(name)) || line.includes(layout.dataDir(name)));
 }

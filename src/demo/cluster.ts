@@ -13,7 +13,7 @@ import { connectionStrings, LocalLayout, type ClusterFile } from '../providers/l
 import { keelBin } from '../providers/local.js';
 import { silentLogger } from '../util/log.js';
 import { isAlive, readPidFile } from '../util/process.js';
-import type { Endpoint } from './workload.js';
+import type { Endpoint } from '../workload/connect.js';
 
 export interface LocalTarget {
   layout: LocalLayout;

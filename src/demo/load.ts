@@ -8,8 +8,8 @@
 import type pg from 'pg';
 import { KeelError, describeError, redactSecrets } from '../errors.js';
 import { sleep } from '../util/clock.js';
+import { connect, type Endpoint } from '../workload/connect.js';
 import { batchParams, createIndexSql, createTableSql, dealBatch, insertBatchSql, seededRandom } from './dataset.js';
-import { connect, type Endpoint } from './workload.js';
 
 export interface LoadProgress {
   done: number;

@@ -8,6 +8,7 @@ import { EtcdDcs } from '../dcs/etcd.js';
 import { KeelError, redactSecrets } from '../errors.js';
 import { LocalLayout } from '../providers/local-layout.js';
 import { silentLogger } from '../util/log.js';
+import type { Endpoint } from '../workload/connect.js';
 import { Chaos } from './chaos.js';
 import { ensureLocalCluster, stopLocalCluster, type LocalTarget } from './cluster.js';
 import type { DemoEvent } from './changes.js';
@@ -17,7 +18,7 @@ import { ClusterMonitor } from './monitor.js';
 import { Screen } from './screen.js';
 import { lostCount, renderSummary, replicationMode, verifyAcknowledged } from './summary.js';
 import { eventLine, formatInt, renderLive, renderPlainLine, renderProgress, type ViewState } from './view.js';
-import { Workload, type Endpoint } from './workload.js';
+import { Workload } from './workload.js';
 
 export interface DemoOptions {
   /** local cluster directory; with rw/ro only for members and chaos */
@@ -182,7 +183,7 @@ async function runWorkload(options: DemoOptions, setup: Setup, screen: Screen, s
     pause: workload.pause,
     readers: options.readers,
     writers: options.writers,
-    acknowledged: workload.acked.inserted.length + workload.acked.expired.length,
+    acknowledged: workload.acked.count,
     events: monitor?.events ?? [],
     chaos: chaos === null ? null : { scheduled: options.chaos, nextKillAtMs: chaos.nextKillAtMs, busy: chaos.busy, kills: chaos.kills.length },
     lastError: workload.lastError,

@@ -4,10 +4,12 @@
  */
 import type pg from 'pg';
 import { describeError } from '../errors.js';
-import { sleep } from '../util/clock.js';
+import { insertKind, presentRowsSql, type AckLog } from '../workload/acks.js';
+import { connect, type Endpoint } from '../workload/connect.js';
+import { lackedOnLeader } from '../workload/verify.js';
 import type { Failover } from './changes.js';
 import { formatMs } from './view.js';
-import { connect, type AckLog, type Endpoint, type Workload } from './workload.js';
+import { expireKind, type Workload } from './workload.js';
 
 export interface Verification {
   checked: number;
@@ -19,55 +21,23 @@ export interface Verification {
   error: string | null;
 }
 
-/** ids per statement: one array parameter, well below any message size limit */
-const chunk = 50_000;
 /** 50,000 lookups on a busy machine: far more than the workload's 5 s */
 const checkTimeoutMs = 60_000;
 
-async function missingIds(client: pg.Client, ids: number[]): Promise<number[]> {
-  const lost: number[] = [];
-  for (let i = 0; i < ids.length; i += chunk) {
-    const { rows } = await client.query<{ id: string }>(
-      'SELECT a.id FROM unnest($1::bigint[]) AS a(id) WHERE NOT EXISTS (SELECT 1 FROM deals d WHERE d.id = a.id)',
-      [ids.slice(i, i + chunk)],
-    );
-    lost.push(...rows.map((r) => Number(r.id)));
-  }
-  return lost;
-}
-
-async function undoneExpirations(client: pg.Client, ids: number[]): Promise<number[]> {
-  const lost: number[] = [];
-  for (let i = 0; i < ids.length; i += chunk) {
-    const { rows } = await client.query<{ id: string }>('SELECT id FROM deals WHERE id = ANY($1::bigint[]) AND expires_at > now()', [ids.slice(i, i + chunk)]);
-    lost.push(...rows.map((r) => Number(r.id)));
-  }
-  return lost;
-}
+/** The expirations that hold: no open deal carries the id. */
+const expiredSql = 'SELECT a.id FROM unnest($1::bigint[]) AS a(id) WHERE NOT EXISTS (SELECT 1 FROM deals d WHERE d.id = a.id AND d.expires_at > now())';
 
 /** Reads every acknowledged id back through rw, waiting (bounded) for a leader that accepts writes. */
 export async function verifyAcknowledged(rw: Endpoint, acked: AckLog, timeoutMs: number): Promise<Verification> {
-  const checked = acked.inserted.length + acked.expired.length;
-  const deadline = Date.now() + timeoutMs;
-  let lastError = 'no attempt';
-  while (Date.now() < deadline) {
-    let client: pg.Client | null = null;
-    try {
-      client = await connect(rw, 'keel-demo-check', checkTimeoutMs);
-      // the check must read the leader, not a replica that is still catching up
-      const [{ ro }] = (await client.query<{ ro: boolean }>('SELECT pg_is_in_recovery() AS ro')).rows as [{ ro: boolean }];
-      if (ro) throw new Error('rw reached a server in recovery');
-      const lostInserts = await missingIds(client, acked.inserted);
-      const lostExpirations = await undoneExpirations(client, acked.expired);
-      return { checked, lostInserts, lostExpirations, error: null };
-    } catch (err) {
-      lastError = describeError(err);
-      await sleep(500);
-    } finally {
-      await client?.end().catch(() => undefined);
-    }
-  }
-  return { checked, lostInserts: [], lostExpirations: [], error: `no writable leader answered within ${Math.round(timeoutMs / 1000)} s (${lastError})` };
+  const check = await lackedOnLeader(
+    () => connect(rw, 'keel-demo-check', checkTimeoutMs),
+    {
+      inserts: { ids: acked.ids(insertKind), presentSql: presentRowsSql('deals') },
+      expirations: { ids: acked.ids(expireKind), presentSql: expiredSql },
+    },
+    timeoutMs,
+  );
+  return { checked: acked.count, lostInserts: check.lacked.inserts, lostExpirations: check.lacked.expirations, error: check.error };
 }
 
 /** "synchronous (node2)" or "asynchronous", as the leader reports it now. */

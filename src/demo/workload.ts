@@ -2,34 +2,19 @@
  * The demo's application: writers add and expire deals through rw, readers ask
  * for the nearest open deals through ro. Each worker holds one connection, as
  * a pooled web worker would, and reconnects after any error: that reconnect
- * is what an application sees of a failover.
+ * is what an application sees of a failover. The writers and readers are the
+ * shared ones (src/workload); the deals, their SQL and the live figures are
+ * the demo's.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { describeError } from '../errors.js';
-import { sleep } from '../util/clock.js';
+import { AckLog } from '../workload/acks.js';
+import { clientConfig, type Endpoint } from '../workload/connect.js';
+import { Reader } from '../workload/reader.js';
+import type { WriteRecord } from '../workload/records.js';
+import { Writer, type WriteStep } from '../workload/writer.js';
 import { expireDealSql, insertDealSql, nearestDealsSql, randomDeal, randomPoint, seededRandom, type Random } from './dataset.js';
 import { OpStats, PauseTracker } from './stats.js';
-
-export interface Endpoint {
-  /** libpq URL; its password (if any) is never printed */
-  connectionString: string;
-  /** used when the URL carries none (local clusters); else PGPASSFILE / ~/.pgpass apply */
-  password?: string;
-}
-
-/** pg's settings for an endpoint. */
-export function clientConfig(endpoint: Endpoint): pg.ClientConfig {
-  if (endpoint.password === undefined) return { connectionString: endpoint.connectionString };
-  // pg lets the URL's empty password override an explicit one: take the URL apart instead
-  const url = new URL(endpoint.connectionString);
-  return {
-    host: url.hostname,
-    port: Number(url.port || 5432),
-    user: decodeURIComponent(url.username) || 'postgres',
-    database: decodeURIComponent(url.pathname.slice(1)) || 'postgres',
-    password: endpoint.password,
-  };
-}
 
 export interface WorkloadOptions {
   rw: Endpoint;
@@ -39,11 +24,8 @@ export interface WorkloadOptions {
   seed: number;
 }
 
-/** Every write the database acknowledged: checked against the final leader at the end. */
-export interface AckLog {
-  inserted: number[];
-  expired: number[];
-}
+/** The kind of the records of an expiration; the others insert a deal. */
+export const expireKind = 'expire';
 
 /**
  * Writers pace themselves: deals are written far less often than they are
@@ -56,112 +38,91 @@ const connectTimeoutMs = 5000;
 /** a statement stuck on a dead server counts as an error instead of freezing its worker */
 const queryTimeoutMs = 5000;
 
+function workerConnection(endpoint: Endpoint): pg.ClientConfig {
+  return { ...clientConfig(endpoint), connectionTimeoutMillis: connectTimeoutMs, query_timeout: queryTimeoutMs, application_name: 'keel-demo', keepAlive: true };
+}
+
 export class Workload {
   readonly reads = new OpStats();
   readonly writes = new OpStats();
-  readonly acked: AckLog = { inserted: [], expired: [] };
+  /** every change the database acknowledged: checked against the final leader at the end */
+  readonly acked = new AckLog();
   readonly pause: PauseTracker;
   inserts = 0;
   expirations = 0;
   lastError: { what: string; message: string; atMs: number } | null = null;
-  private stopping = false;
-  private loops: Promise<void>[] = [];
+  private readonly workers: (Writer | Reader)[] = [];
 
   constructor(private readonly options: WorkloadOptions, private readonly now: () => number = Date.now) {
     this.pause = new PauseTracker(now());
   }
 
   start(): void {
-    for (let i = 0; i < this.options.writers; i++) this.loops.push(this.writerLoop(seededRandom(this.options.seed * 1000 + i)));
-    for (let i = 0; i < this.options.readers; i++) this.loops.push(this.readerLoop(seededRandom(this.options.seed * 1000 + 500 + i)));
+    for (let i = 0; i < this.options.writers; i++) this.workers.push(this.writer(i, seededRandom(this.options.seed * 1000 + i)));
+    for (let i = 0; i < this.options.readers; i++) this.workers.push(this.reader(seededRandom(this.options.seed * 1000 + 500 + i)));
+    for (const worker of this.workers) worker.start();
   }
 
   /** Lets every worker finish its statement (bounded by the query timeout), then closes the connections. */
   async stop(): Promise<void> {
-    this.stopping = true;
-    await Promise.all(this.loops);
+    await Promise.all(this.workers.map((w) => w.stop()));
   }
 
-  private async writerLoop(random: Random): Promise<void> {
+  private writer(index: number, random: Random): Writer {
     const mine: number[] = [];
-    await this.withConnection('write', this.options.rw, async (client) => {
-      const started = performance.now();
+    const next = (): WriteStep => {
       // one write in four expires a deal this writer made earlier
       if (mine.length > 20 && random() < 0.25) {
         const id = mine.splice(Math.floor(random() * mine.length), 1)[0]!;
-        const result = await client.query({ name: 'expire', text: expireDealSql, values: [id] });
-        this.ackWrite(performance.now() - started);
-        if (result.rowCount === 1) this.acked.expired.push(id);
+        return { statement: { name: 'expire', text: expireDealSql, values: [id] }, id, kind: expireKind };
+      }
+      const deal = randomDeal(random, this.now());
+      const expiresAt = new Date(Math.max(deal.expiresAtMs, this.now() + 86_400_000)).toISOString();
+      return { statement: { name: 'insert', text: insertDealSql, values: [deal.title, deal.category, deal.lon, deal.lat, deal.priceCents, expiresAt] } };
+    };
+    const onRecord = (record: WriteRecord, latencyMs: number) => {
+      if (!record.ok) return this.failed('write', record.error ?? 'failed');
+      const now = this.now();
+      this.writes.recordOk(latencyMs, now);
+      this.pause.ack(now);
+      this.acked.add(record);
+      if (record.kind === expireKind) {
         this.expirations += 1;
       } else {
-        const deal = randomDeal(random, this.now());
-        const expiresAt = new Date(Math.max(deal.expiresAtMs, this.now() + 86_400_000)).toISOString();
-        const result = await client.query<{ id: string }>({
-          name: 'insert',
-          text: insertDealSql,
-          values: [deal.title, deal.category, deal.lon, deal.lat, deal.priceCents, expiresAt],
-        });
-        this.ackWrite(performance.now() - started);
-        const id = Number(result.rows[0]!.id);
-        this.acked.inserted.push(id);
-        mine.push(id);
+        mine.push(record.id);
         this.inserts += 1;
       }
-      await sleep(writeIntervalMs);
+    };
+    return new Writer({
+      connection: workerConnection(this.options.rw),
+      mode: 'persistent',
+      writer: index,
+      via: 'router',
+      next,
+      onRecord,
+      onConnectFailure: (err) => this.failed('write', describeError(err)),
+      thinkMs: writeIntervalMs,
+      retryMs: reconnectDelayMs,
     });
   }
 
-  private ackWrite(latencyMs: number): void {
-    const now = this.now();
-    this.writes.recordOk(latencyMs, now);
-    this.pause.ack(now);
-  }
-
-  private async readerLoop(random: Random): Promise<void> {
-    await this.withConnection('read', this.options.ro, async (client) => {
-      const here = randomPoint(random);
-      const started = performance.now();
-      await client.query({ name: 'nearest', text: nearestDealsSql, values: [here.lon, here.lat] });
-      this.reads.recordOk(performance.now() - started, this.now());
+  private reader(random: Random): Reader {
+    return new Reader({
+      connection: workerConnection(this.options.ro),
+      read: async (client) => {
+        const here = randomPoint(random);
+        const started = performance.now();
+        await client.query({ name: 'nearest', text: nearestDealsSql, values: [here.lon, here.lat] });
+        this.reads.recordOk(performance.now() - started, this.now());
+      },
+      onFailure: (err) => this.failed('read', describeError(err)),
+      thinkMs: 0,
+      retryMs: reconnectDelayMs,
     });
   }
 
-  /** Runs `step` over and over on one connection, reconnecting after each error, until stop(). */
-  private async withConnection(what: 'read' | 'write', endpoint: Endpoint, step: (client: pg.Client) => Promise<void>): Promise<void> {
-    const stats = what === 'read' ? this.reads : this.writes;
-    let client: pg.Client | null = null;
-    while (!this.stopping) {
-      try {
-        if (client === null) client = await connect(endpoint, 'keel-demo');
-        await step(client);
-      } catch (err) {
-        stats.recordError(this.now());
-        this.lastError = { what, message: describeError(err), atMs: this.now() };
-        await client?.end().catch(() => undefined);
-        client = null;
-        if (!this.stopping) await sleep(reconnectDelayMs);
-      }
-    }
-    await client?.end().catch(() => undefined);
+  private failed(what: 'read' | 'write', message: string): void {
+    (what === 'read' ? this.reads : this.writes).recordError(this.now());
+    this.lastError = { what, message, atMs: this.now() };
   }
-}
-
-/** A connected client whose background errors (a server that went away while idle) cannot crash the process. */
-export async function connect(endpoint: Endpoint, applicationName: string, timeoutMs = queryTimeoutMs): Promise<pg.Client> {
-  const client = new pg.Client({
-    ...clientConfig(endpoint),
-    connectionTimeoutMillis: connectTimeoutMs,
-    query_timeout: timeoutMs,
-    application_name: applicationName,
-    keepAlive: true,
-  });
-  // the next query fails and the worker reconnects; the event itself needs no handling
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    await client.end().catch(() => undefined);
-    throw err;
-  }
-  return client;
 }

@@ -53,3 +53,23 @@ export async function terminate(pid: number, graceMs: number, signal: NodeJS.Sig
   }
   await waitForExit(pid, 5000);
 }
+
+/** A process's arguments, as /proc shows them; null once it is gone. */
+export function commandLine(pid: number): string[] | null {
+  if (!isAlive(pid)) return null;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((arg) => arg !== '');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * terminate(), only while the process's command line holds every one of
+ * `marks`: a PID read from a file may belong to an unrelated process by now.
+ */
+export async function terminateIfNamed(pid: number, marks: readonly string[], graceMs: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const line = commandLine(pid)?.join(' ');
+  if (line === undefined || !marks.every((mark) => line.includes(mark))) return;
+  await terminate(pid, graceMs, signal);
+}

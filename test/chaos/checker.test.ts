@@ -1,8 +1,8 @@
-// The chaos checker's pure rules (no cluster): runs with `make test`.
+// The chaos checker's pure rules (no cluster), shared in src/workload: runs with `make test`.
 import { describe, expect, it } from 'vitest';
-import { classifyWrites, forkedAcks, longestGapMs, missingIds, oldPrimaryStopMargin, startSlackMs, tenures } from './checker.js';
-import type { LeaderSample } from './observer.js';
-import type { WriteRecord } from './workload.js';
+import { missingIds } from '../../src/workload/acks.js';
+import type { LeaderSample, WriteRecord } from '../../src/workload/records.js';
+import { classifyWrites, forkedAcks, longestGapMs, oldPrimaryStopMargin, startSlackMs, tenures } from '../../src/workload/split-brain.js';
 
 const sample = (rev: number, leader: string | null, atMs: number, source: LeaderSample['source'] = 'watch'): LeaderSample => ({ rev, leader, atMs, source });
 

@@ -3,31 +3,34 @@
  * etcd cluster (one member per namespace), 3 PostgreSQL nodes through the
  * netns provider (one per namespace), and a router in the root namespace on
  * 127.0.0.1. Everything is killed by PID or namespace and removed in stop(),
- * and a run's leftovers are found by the next one (removeStale).
+ * and a run's leftovers are found by the next one (removeStale). The
+ * directory, its layout, the connections and the wait for readiness are the
+ * integration tests' (test/support/cluster.ts).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView } from '../../src/model/values.js';
-import { isReady } from '../../src/supervisor/local-cluster.js';
-import type { Secrets } from '../../src/providers/local-layout.js';
+import { LocalLayout, type Secrets } from '../../src/providers/local-layout.js';
 import { keelBin } from '../../src/providers/local.js';
 import { NetnsEtcd } from '../../src/providers/netns-etcd.js';
 import { NetnsNetwork, removeStaleNamespaces } from '../../src/providers/netns-net.js';
 import { NetnsProvider, netnsPgPort } from '../../src/providers/netns.js';
-import { probePostgres } from '../../src/postgres/probe.js';
-import { sleep } from '../../src/util/clock.js';
 import { createLogger, type Logger } from '../../src/util/log.js';
 import { findFreePorts } from '../../src/util/ports.js';
-import { isAlive, terminate } from '../../src/util/process.js';
+import { isAlive, readPidFile, terminateIfNamed } from '../../src/util/process.js';
+import { queryOnce } from '../../src/workload/connect.js';
+import { appConnection, makeClusterDir, untilReady } from '../support/cluster.js';
 import { tableSql } from './workload.js';
 
 export const clusterName = 'chaos';
 const tempPrefix = '/tmp/keelchaos-';
+/** what only a router this suite started has on its command line */
+const routerMarks = ['router', `--cluster ${clusterName}`];
 
 export interface ChaosClusterOptions {
   synchronousMode: 'off' | 'on' | 'strict';
@@ -43,12 +46,9 @@ export async function removeStale(): Promise<string[]> {
     const match = /^keelchaos-(\d+)-/.exec(entry);
     if (match === null || isAlive(Number(match[1]))) continue;
     const dir = join('/tmp', entry);
-    const routerPid = Number(existsSync(join(dir, 'router.pid')) ? readFileSync(join(dir, 'router.pid'), 'utf8') : NaN);
     // only a router this suite started: a `keel router` for our cluster, its pid recorded in the run's directory
-    if (Number.isInteger(routerPid) && routerPid > 1 && isAlive(routerPid)) {
-      const cmdline = readFileSync(`/proc/${routerPid}/cmdline`, 'utf8');
-      if (cmdline.includes('router') && cmdline.includes(`--cluster\0${clusterName}`)) await terminate(routerPid, 2000);
-    }
+    const routerPid = readPidFile(new LocalLayout(dir).routerPidFile);
+    if (routerPid !== null) await terminateIfNamed(routerPid, routerMarks, 2000);
     rmSync(dir, { recursive: true, force: true });
     removed.push(dir);
   }
@@ -64,7 +64,7 @@ export class ChaosCluster {
 
   private constructor(
     readonly options: ChaosClusterOptions,
-    readonly dir: string,
+    readonly layout: LocalLayout,
     readonly net: NetnsNetwork,
     readonly etcd: NetnsEtcd,
     readonly provider: NetnsProvider,
@@ -78,8 +78,8 @@ export class ChaosCluster {
 
   /** Builds everything; on failure copies the logs to `failureLogsDir`, removes what it made and rethrows. */
   static async start(options: ChaosClusterOptions, failureLogsDir?: string): Promise<ChaosCluster> {
-    const dir = mkdtempSync(`${tempPrefix}${process.pid}-`);
-    chmodSync(dir, 0o755);
+    const layout = makeClusterDir(`${tempPrefix}${process.pid}-`);
+    const dir = layout.dir;
     const secret = () => randomBytes(18).toString('base64url');
     const secrets: Secrets = { superuser: secret(), replication: secret(), apiToken: secret() };
     const dynamic: DynamicConfig = {
@@ -94,14 +94,13 @@ export class ChaosCluster {
       net = await NetnsNetwork.create({ subnet: process.env.CHAOS_SUBNET });
       const etcdNames = ['etcd1', 'etcd2', 'etcd3'];
       for (const [i, name] of etcdNames.entries()) await net.addHost(name, 11 + i);
-      const etcd = new NetnsEtcd(net, join(dir, 'etcd'), etcdNames);
-      mkdirSync(join(dir, 'etcd'), { recursive: true });
-      for (const name of etcdNames) mkdirSync(join(dir, 'etcd', name), { recursive: true });
+      const etcd = new NetnsEtcd(net, layout.etcdDir, etcdNames);
+      for (const name of etcdNames) mkdirSync(join(layout.etcdDir, name), { recursive: true });
       await etcd.start();
       const logger = createLogger({ component: 'netns' }, 'warn');
       const dcs = new EtcdDcs({ endpoints: etcd.endpoints(), cluster: clusterName, requestTimeoutMs: 2000, logger });
       const provider = new NetnsProvider({ net, dir, cluster: clusterName, secrets, etcdEndpoints: etcd.endpoints(), dynamic, logger });
-      cluster = new ChaosCluster(options, dir, net, etcd, provider, dcs, secrets, dynamic);
+      cluster = new ChaosCluster(options, layout, net, etcd, provider, dcs, secrets, dynamic);
       // the config key first, so no agent ever runs with other settings
       await dcs.putConfig(dynamic, null);
       await cluster.startRouter();
@@ -126,14 +125,14 @@ export class ChaosCluster {
 
   private async startRouter(): Promise<void> {
     [this.rwPort, this.roPort] = (await findFreePorts('127.0.0.1', 16500, 2)) as [number, number];
-    const log = openSync(join(this.dir, 'router.log'), 'a');
+    const log = openSync(this.layout.routerLog, 'a');
     const args = ['router', '--etcd', this.etcd.endpoints().join(','), '--cluster', clusterName];
     args.push('--rw', `127.0.0.1:${this.rwPort}`, '--ro', `127.0.0.1:${this.roPort}`, '--engine', 'builtin', '--wait-timeout', '20');
     try {
       const child = spawn(process.execPath, [keelBin, ...args], { detached: true, stdio: ['ignore', log, log] });
       child.unref();
       this.routerPid = child.pid ?? null;
-      writeFileSync(join(this.dir, 'router.pid'), `${this.routerPid}\n`);
+      writeFileSync(this.layout.routerPidFile, `${this.routerPid}\n`);
     } finally {
       closeSync(log);
     }
@@ -144,39 +143,15 @@ export class ChaosCluster {
   }
 
   /** A leader and every node streaming from it, and the rw endpoint forwarding. */
-  async waitReady(timeoutMs: number): Promise<ClusterView> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const view = await this.dcs.readCluster().catch(() => null);
-      if (view !== null && isReady(view, this.names.length) && (await probePostgres('127.0.0.1', this.rwPort, 1000))) return view;
-      if (Date.now() > deadline) {
-        const reasons = view?.members.map((m) => `${m.name}: ${m.state} / ${m.reason}`).join('; ') ?? 'etcd unreadable';
-        throw new Error(`cluster not ready within ${timeoutMs / 1000} s (${reasons}); logs in ${this.dir}`);
-      }
-      await sleep(300);
-    }
+  waitReady(timeoutMs: number): Promise<ClusterView> {
+    return untilReady(() => this.dcs.readCluster(), this.names.length, { host: '127.0.0.1', port: this.rwPort }, timeoutMs, () => `logs in ${this.layout.dir}`);
   }
 
   nodeOfAddress = (address: string): string | null => this.names.find((name) => this.provider.address(name) === address) ?? null;
 
   /** A direct connection to one node (not through the router). */
-  async query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], timeoutMs = 10_000): Promise<T[]> {
-    const client = new pg.Client({
-      host: this.provider.address(node),
-      port: netnsPgPort,
-      user: 'postgres',
-      password: this.secrets.superuser,
-      database: 'app',
-      connectionTimeoutMillis: 3000,
-      query_timeout: timeoutMs,
-    });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      return (await client.query<T>(sql, params)).rows;
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+  query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], timeoutMs = 10_000): Promise<T[]> {
+    return queryOnce<T>(appConnection(this.provider.address(node), netnsPgPort, this.secrets.superuser, timeoutMs), sql, params);
   }
 
   private async queryLeader(sql: string): Promise<void> {
@@ -192,12 +167,12 @@ export class ChaosCluster {
     const copy = (from: string, name: string) => {
       if (existsSync(from)) cpSync(from, join(to, name));
     };
-    copy(join(this.dir, 'router.log'), 'router.log');
+    copy(this.layout.routerLog, 'router.log');
     for (const name of this.names) {
       copy(this.provider.agentLog(name), `${name}-agent.log`);
       copy(this.provider.postgresLog(name), `${name}-postgres.log`);
       // the node's fencing guard, when the provider runs one
-      copy(join(this.provider.nodeDir(name), 'guard.log'), `${name}-guard.log`);
+      copy(this.layout.guardLog(name), `${name}-guard.log`);
     }
     for (const name of this.etcd.names()) copy(this.etcd.logFile(name), `${name}.log`);
   }
@@ -213,11 +188,11 @@ export class ChaosCluster {
       }
     };
     await step('dcs', () => this.dcs.close());
-    if (this.routerPid !== null) await step('router', () => terminate(this.routerPid!, 5000));
+    if (this.routerPid !== null) await step('router', () => terminateIfNamed(this.routerPid!, routerMarks, 5000));
     await step('nodes', () => this.provider.killAll());
     await step('etcd', () => this.etcd.stop());
     await step('network', () => this.net.destroy());
-    await step('files', async () => rmSync(this.dir, { recursive: true, force: true }));
+    await step('files', async () => rmSync(this.layout.dir, { recursive: true, force: true }));
     if (problems.length > 0) throw new Error(`cleanup incomplete: ${problems.join('; ')}`);
   }
 }

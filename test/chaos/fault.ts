@@ -2,8 +2,8 @@
  * What every fault is: a function that injects it into a running chaos
  * cluster, waits out its length, ends it and says what it did.
  */
+import type { Observer } from '../../src/workload/observer.js';
 import type { ChaosCluster } from './cluster.js';
-import type { Observer } from './observer.js';
 import type { Rng } from './plan.js';
 
 export interface FaultContext {

@@ -8,12 +8,14 @@ import { parseLsn } from '../../src/model/lsn.js';
 import { isReady } from '../../src/supervisor/local-cluster.js';
 import { netnsPgPort } from '../../src/providers/netns.js';
 import { sleep } from '../../src/util/clock.js';
-import { classifyWrites, forkedAcks, longestGapMs, missingIds, oldPrimaryStopMargin, tenures, type StopMargin } from './checker.js';
+import { missingIds, presentIds, presentRowsSql } from '../../src/workload/acks.js';
+import type { MemberNote, Observer } from '../../src/workload/observer.js';
+import type { ClientKind, LeaderSample, WriteRecord } from '../../src/workload/records.js';
+import { classifyWrites, forkedAcks, longestGapMs, oldPrimaryStopMargin, tenures, type StopMargin } from '../../src/workload/split-brain.js';
 import type { ChaosCluster } from './cluster.js';
 import type { Fault, FaultContext, FaultOutcome } from './faults.js';
-import type { LeaderSample, MemberNote, Observer } from './observer.js';
 import type { Rng } from './plan.js';
-import { Workload, type ClientKind, type WriteRecord } from './workload.js';
+import { tableName, Workload } from './workload.js';
 
 /** A fault not healed this long after it ended is a failure. */
 export const healBudgetMs = 30_000;
@@ -237,19 +239,20 @@ async function check(ctx: RunContext, result: RunResult, workload: Workload, out
   }
   try {
     const [{ lsn }] = (await cluster.query<{ lsn: string }>(leader, 'SELECT pg_current_wal_lsn()::text AS lsn')) as [{ lsn: string }];
-    const idsOn = async (node: string) =>
-      new Set((await cluster.query<{ id: string }>(node, 'SELECT id FROM chaos_writes WHERE run = $1', [result.run])).map((r) => Number(r.id)));
-    const onLeader = await idsOn(leader);
+    const idsOn = (node: string, writes: WriteRecord[]) =>
+      presentIds((sql, params) => cluster.query<{ id: string }>(node, sql, params), writes.map((x) => x.id), presentRowsSql(tableName));
+    const onLeader = await idsOn(leader, acked);
     const lost = missingIds(acked, onLeader);
     w.lost = lost.length;
     for (const kind of ['router', 'direct'] as const) w.byClient[kind].lost = missingIds(workload.acked(kind), onLeader).length;
     w.lostIds = lost.slice(0, 20);
+    const keptByLeader = acked.filter((x) => onLeader.has(x.id));
     for (const replica of cluster.names.filter((n) => n !== leader)) {
       if (!(await caughtUp(cluster, replica, lsn))) {
         result.notCaughtUp.push(replica);
         continue;
       }
-      const missing = missingIds(acked.filter((x) => onLeader.has(x.id)), await idsOn(replica));
+      const missing = missingIds(keptByLeader, await idsOn(replica, keptByLeader));
       if (missing.length > 0) w.missingOnReplicas[replica] = missing.length;
     }
   } catch (err) {

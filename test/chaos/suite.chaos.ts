@@ -14,9 +14,9 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Observer } from '../../src/workload/observer.js';
 import { ChaosCluster, clusterName, removeStale } from './cluster.js';
 import { faults } from './faults.js';
-import { Observer } from './observer.js';
 import { makePlan, Rng } from './plan.js';
 import { markdown, violations, writeResults } from './report.js';
 import { runFault, type RunResult } from './runner.js';

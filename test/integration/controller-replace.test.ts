@@ -10,11 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
 import { localZones } from '../../src/controller/spec.js';
 import type { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { ClusterView, CreationValue } from '../../src/model/values.js';
+import type { CreationValue } from '../../src/model/values.js';
 import { defaultLocalInstanceClass } from '../../src/postgres/instance-class.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from '../../src/providers/types.js';
 import { sleep, systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
+import { shapeIs } from '../../src/workload/shape.js';
 import { TestCluster } from '../support/cluster.js';
 
 const createMs = 8000;
@@ -49,14 +50,6 @@ class SlowProvider implements Provider {
   fence(name: string): Promise<FenceResult> {
     return this.inner.fence(name);
   }
-}
-
-/** A leader running a primary and `replicas` fresh replicas streaming from it, nothing else. */
-function shapeIs(view: ClusterView, replicas: number): boolean {
-  const leader = view.members.find((m) => m.name === view.leader?.value.name && m.role === 'primary');
-  const fresh = view.members.filter((m) => Date.now() - m.updatedAtMs < 4000);
-  const streaming = fresh.filter((m) => m.role === 'replica' && m.streaming && m.upstream === leader?.name);
-  return leader !== undefined && streaming.length === replicas && fresh.length === replicas + 1;
 }
 
 describe('controller: one replacement per dead node, with a slow provider', () => {

@@ -16,6 +16,7 @@ import { defaultLocalInstanceClass } from '../../src/postgres/instance-class.js'
 import { sleep, systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { readPidFile } from '../../src/util/process.js';
+import { shapeIs } from '../../src/workload/shape.js';
 import { TestCluster } from '../support/cluster.js';
 
 const keel = (args: string[], env: Record<string, string> = {}) => {
@@ -27,14 +28,6 @@ const keel = (args: string[], env: Record<string, string> = {}) => {
     return { status: e.status, stdout: e.stdout, stderr: e.stderr };
   }
 };
-
-/** A leader running a primary and `replicas` fresh replicas streaming from it, nothing else. */
-function shapeIs(view: ClusterView, replicas: number): boolean {
-  const leader = view.members.find((m) => m.name === view.leader?.value.name && m.role === 'primary');
-  const fresh = view.members.filter((m) => Date.now() - m.updatedAtMs < 4000);
-  const streaming = fresh.filter((m) => m.role === 'replica' && m.streaming && m.upstream === leader?.name);
-  return leader !== undefined && streaming.length === replicas && fresh.length === replicas + 1;
-}
 
 describe('controller', () => {
   let cluster: TestCluster;

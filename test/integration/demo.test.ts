@@ -6,7 +6,7 @@
  * behind the live view are checked first, in milliseconds.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { randomPoint, seededRandom, spreadKm, metros } from '../../src/demo/data
 import { diffCluster, initialTracking } from '../../src/demo/changes.js';
 import { Histogram, OpStats } from '../../src/demo/stats.js';
 import { LocalLayout } from '../../src/providers/local-layout.js';
-import { isAlive, readPidFile } from '../../src/util/process.js';
+import { commandLine, readPidFile } from '../../src/util/process.js';
 import { cluster, leaderKey, member, primaryMember } from '../unit/fixtures.js';
 
 const P = 17700;
@@ -25,12 +25,8 @@ function processesUsing(dir: string): string[] {
   const found: string[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ');
-      if (cmdline.includes(dir) && isAlive(Number(entry))) found.push(`${entry}: ${cmdline}`);
-    } catch {
-      // gone meanwhile
-    }
+    const line = commandLine(Number(entry))?.join(' ');
+    if (line?.includes(dir)) found.push(`${entry}: ${line}`);
   }
   return found;
 }

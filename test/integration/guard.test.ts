@@ -11,8 +11,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { Etcd3 } from 'etcd3';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
@@ -24,7 +22,9 @@ import { guardBin } from '../../src/providers/local.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { isAlive, readPidFile, terminate } from '../../src/util/process.js';
-import { TestCluster } from '../support/cluster.js';
+import { Observer } from '../../src/workload/observer.js';
+import { ackRowSteps, ackTableSql, Writer } from '../../src/workload/writer.js';
+import { appConnection, TestCluster } from '../support/cluster.js';
 
 /** One request to a guard's socket, as the agent speaks it; resolves with the guard's answer. */
 async function askGuard(socketPath: string, message: AgentMessage = { v: 1, type: 'hello', agentPid: process.pid }): Promise<StateMessage> {
@@ -65,53 +65,11 @@ async function until<T>(what: string, probe: () => T | Promise<T>, timeoutMs: nu
   }
 }
 
-/** Every change of the leader key, timed as the watch delivers it. */
-async function watchLeader(endpoint: string, cluster: string) {
-  const client = new Etcd3({ hosts: endpoint });
-  const events: { atMs: number; name: string | null }[] = [];
-  const watcher = await client.watch().key(`/keel/${cluster}/leader`).create();
-  watcher.on('put', (kv) => events.push({ atMs: Date.now(), name: (JSON.parse(kv.value.toString()) as { name: string }).name }));
-  watcher.on('delete', () => events.push({ atMs: Date.now(), name: null }));
-  return {
-    events,
-    /** when the key first named someone other than `name` */
-    firstOtherMs: (name: string) => events.find((e) => e.name !== null && e.name !== name)?.atMs ?? null,
-    close: async () => {
-      await watcher.cancel();
-      client.close();
-    },
-  };
-}
-
-/** A client connected straight to one PostgreSQL port, writing one row per transaction and noting each acknowledgement. */
-function startWriter(port: number, password: string, table: string) {
-  const acks: number[] = [];
-  let running = true;
-  const done = (async () => {
-    while (running) {
-      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'app', connectionTimeoutMillis: 1000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        while (running) {
-          await client.query(`INSERT INTO ${table} DEFAULT VALUES`);
-          acks.push(Date.now());
-        }
-      } catch {
-        // cut off (fenced), refused, or read-only: try again, the old primary must never take a write again
-        await sleep(100);
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-    }
-  })();
-  return {
-    acks,
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
+/** The shared observer: every leader change, by the watch and by a poll, timed as it arrives. */
+async function watchLeader(cluster: TestCluster): Promise<Observer> {
+  const observer = new Observer(cluster.dcs, [cluster.layout.etcdEndpoint(cluster.file)], cluster.file.cluster);
+  await observer.start();
+  return observer;
 }
 
 describe('the fencing guard in a cluster', () => {
@@ -167,7 +125,7 @@ describe('the fencing guard in a cluster', () => {
     const oldAgent = readPidFile(cluster.layout.agentPidFile(name))!;
     const oldLeaseId = (await cluster.view()).leader!.leaseId;
     expect((await askGuard(socket)).fedByPid).toBe(oldAgent);
-    const watch = await watchLeader(cluster.layout.etcdEndpoint(cluster.file), cluster.file.cluster);
+    const watch = await watchLeader(cluster);
     try {
       process.kill(oldAgent, 'SIGKILL');
       await until('the old agent to be gone', () => !isAlive(oldAgent), 5000);
@@ -179,7 +137,7 @@ describe('the fencing guard in a cluster', () => {
       await until('the new agent to feed the guard', async () => (await askGuard(socket)).fedByPid === newAgent, 30_000);
       // past the killed agent's whole ttl: had the key not been rebound, it would have expired and gone to a replica
       await sleep(13_000);
-      expect(watch.events.filter((e) => e.name !== name)).toEqual([]);
+      expect(watch.samples.filter((e) => e.leader !== name)).toEqual([]);
       const view = await cluster.view();
       expect(view.leader?.value.name).toBe(name);
       expect(view.leader?.leaseId).not.toBe(oldLeaseId);
@@ -193,7 +151,7 @@ describe('the fencing guard in a cluster', () => {
       expect(state).toMatchObject({ fedByPid: newAgent, tripped: false, fences: 0 });
       expect(guardLog(name)).toContain('a new agent took the guard over');
     } finally {
-      await watch.close();
+      await watch.stop();
     }
   });
 
@@ -201,13 +159,28 @@ describe('the fencing guard in a cluster', () => {
     await cluster.waitFor('two streaming replicas', (v) => v.members.filter((m) => m.role === 'replica' && m.streaming).length === 2, 60_000);
     const old = await cluster.leader();
     const oldPostmaster = readPidFile(join(cluster.layout.dataDir(old.name), 'postmaster.pid'))!;
-    await cluster.query(old.pgPort, 'CREATE TABLE IF NOT EXISTS guard_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())');
-    const watch = await watchLeader(cluster.layout.etcdEndpoint(cluster.file), cluster.file.cluster);
-    const writer = startWriter(old.pgPort, cluster.password, 'guard_writes');
+    await cluster.query(old.pgPort, ackTableSql('guard_writes'));
+    const watch = await watchLeader(cluster);
+    // straight to the old primary, one row per transaction on one connection; after a failure (cut off, refused, read-only) it reconnects
+    // and tries again: the old primary must never take a write again
+    const writer = new Writer({
+      connection: { ...appConnection('127.0.0.1', old.pgPort, cluster.password), connectionTimeoutMillis: 1000 },
+      mode: 'persistent',
+      writer: 0,
+      via: 'direct',
+      node: old.name,
+      next: ackRowSteps('guard_writes', 1, 0),
+      keepRecords: true,
+      thinkMs: 0,
+      retryMs: 100,
+    });
+    /** when each acknowledgement arrived */
+    const acks = () => writer.records.filter((r) => r.ok).map((r) => r.doneMs);
+    writer.start();
     const agent = readPidFile(cluster.layout.agentPidFile(old.name))!;
     let thawed = false;
     try {
-      await until('writes to flow', () => writer.acks.length >= 20, 30_000);
+      await until('writes to flow', () => acks().length >= 20, 30_000);
       process.kill(agent, 'SIGSTOP');
       const view = await cluster.waitFor(
         'another member to lead',
@@ -217,15 +190,15 @@ describe('the fencing guard in a cluster', () => {
       const next = view.leader!.value.name;
       // the writer goes on knocking at the old primary's port for a while
       await sleep(3000);
-      const takenAtMs = watch.firstOtherMs(old.name);
+      const takenAtMs = watch.firstLeaderOtherThan(old.name);
       expect(takenAtMs).not.toBeNull();
-      const lastAckMs = writer.acks.at(-1)!;
-      expect(writer.acks.filter((at) => at >= takenAtMs!).length, 'writes acknowledged by the old primary once another member held the key').toBe(0);
+      const lastAckMs = acks().at(-1)!;
+      expect(acks().filter((at) => at >= takenAtMs!).length, 'writes acknowledged by the old primary once another member held the key').toBe(0);
       expect(lastAckMs).toBeLessThan(takenAtMs!);
-      console.log(`${old.name}'s last acknowledged write came ${takenAtMs! - lastAckMs} ms before ${next} held the leader key (${writer.acks.length} writes)`);
+      console.log(`${old.name}'s last acknowledged write came ${takenAtMs! - lastAckMs} ms before ${next} held the leader key (${acks().length} writes)`);
       expect(isPostmasterAlive(oldPostmaster)).toBe(false);
       expect(guardLog(old.name)).toContain('tripped: the lease deadline passed without a feed; stopped PostgreSQL');
-      expect(watch.events.filter((e) => e.name !== null && e.name !== old.name).map((e) => e.name)).toContain(next);
+      expect(watch.samples.filter((e) => e.leader !== null && e.leader !== old.name).map((e) => e.leader)).toContain(next);
 
       process.kill(agent, 'SIGCONT');
       thawed = true;
@@ -240,12 +213,12 @@ describe('the fencing guard in a cluster', () => {
       );
       expect((await cluster.view()).leader?.value.name).toBe(next);
       // it never took a write again, and its guard, fed a later deadline by the thawed agent, no longer trips
-      expect(writer.acks.filter((at) => at >= takenAtMs!).length, 'writes acknowledged by the old primary once another member held the key').toBe(0);
+      expect(acks().filter((at) => at >= takenAtMs!).length, 'writes acknowledged by the old primary once another member held the key').toBe(0);
       expect(await askGuard(cluster.layout.guardSocket(old.name))).toMatchObject({ fedByPid: agent, tripped: false, fences: 1 });
     } finally {
       if (!thawed) process.kill(agent, 'SIGCONT');
       await writer.stop();
-      await watch.close();
+      await watch.stop();
     }
   });
 });

@@ -1,27 +1,42 @@
 /**
- * A real local cluster for integration tests: Debian's etcd and PostgreSQL +
- * PostGIS, agents as processes (not restarted on their own, so a test decides
- * when a killed node comes back). Everything is stopped by PID and the
- * directory removed in stop().
+ * A real local cluster for integration tests and benches: Debian's etcd and
+ * PostgreSQL + PostGIS, agents as processes (not restarted on their own, so a
+ * test decides when a killed node comes back). Everything is stopped by PID
+ * and the directory removed in stop(). The fault suite's cluster
+ * (test/chaos/cluster.ts) builds on the helpers here: its directory, its
+ * connections, its wait for readiness.
  */
-import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView, MemberValue } from '../../src/model/values.js';
-import { LocalCluster } from '../../src/supervisor/local-cluster.js';
+import { probePostgres } from '../../src/postgres/probe.js';
+import { isReady, LocalCluster } from '../../src/supervisor/local-cluster.js';
 import { LocalLayout, portOffsets, type ClusterFile } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
-import { readPidFile, terminate } from '../../src/util/process.js';
+import { readPidFile, terminateIfNamed } from '../../src/util/process.js';
+import { queryOnce } from '../../src/workload/connect.js';
+import { leaderOf } from '../../src/workload/shape.js';
+import { untilView } from '../../src/workload/wait.js';
 
-/** A process's command line, '' once it is gone. */
-function readCommandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-  } catch {
-    return '';
-  }
+/** A new cluster directory, `prefix` followed by random characters, that PostgreSQL (run as another user) may enter. */
+export function makeClusterDir(prefix: string): LocalLayout {
+  const dir = mkdtempSync(prefix);
+  chmodSync(dir, 0o755);
+  return new LocalLayout(dir);
+}
+
+/** The superuser's connection to the `app` database at host:port. */
+export function appConnection(host: string, port: number, password: string, queryTimeoutMs?: number): pg.ClientConfig {
+  return { host, port, user: 'postgres', password, database: 'app', connectionTimeoutMillis: 3000, ...(queryTimeoutMs === undefined ? {} : { query_timeout: queryTimeoutMs }) };
+}
+
+/** Waits until a leader runs, `nodes` nodes stream from it and the rw endpoint forwards. */
+export function untilReady(readView: () => Promise<ClusterView>, nodes: number, rw: { host: string; port: number }, timeoutMs: number, detail?: () => string): Promise<ClusterView> {
+  const ready = async (view: ClusterView) => isReady(view, nodes) && (await probePostgres(rw.host, rw.port, 1000));
+  return untilView(readView, 'a ready cluster (a leader, every node streaming from it, rw forwarding)', ready, { timeoutMs, pollMs: 300, ...(detail === undefined ? {} : { detail }) });
 }
 
 export class TestCluster {
@@ -37,21 +52,19 @@ export class TestCluster {
 
   /** controller: also run a `keel controller` process beside the cluster, as `keel up` does */
   static async start(options: { nodes?: number; portBase: number; synchronousMode?: 'off' | 'on' | 'strict'; controller?: boolean }): Promise<TestCluster> {
-    const dir = mkdtempSync('/tmp/keel-test-');
-    chmodSync(dir, 0o755);
-    const layout = new LocalLayout(dir);
+    const layout = makeClusterDir('/tmp/keel-test-');
     const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'on' };
     const { cluster, secrets } = await layout.create(file);
     const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false, controller: options.controller ?? false });
     // nothing started yet: only the directory to remove
     await local.checkPorts().catch(async (err: unknown) => {
-      await rm(dir, { recursive: true, force: true });
+      await rm(layout.dir, { recursive: true, force: true });
       throw err;
     });
     const tc = new TestCluster(layout, cluster, local, secrets.superuser);
     try {
       await local.start();
-      await local.waitReady(120_000);
+      await untilReady(() => tc.view(), cluster.nodes, { host: '127.0.0.1', port: cluster.portBase + portOffsets.routerRw }, 120_000, () => `logs in ${layout.dir}`);
     } catch (err) {
       // nothing left running when a cluster does not come up
       await tc.stop().catch(() => undefined);
@@ -68,32 +81,18 @@ export class TestCluster {
     return this.dcs.readCluster();
   }
 
-  /** Polls etcd until `accept` holds; fails with `what` and the members' reasons after the timeout. */
-  async waitFor(what: string, accept: (view: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
-    const deadline = Date.now() + timeoutMs;
-    let last: ClusterView | null = null;
-    while (Date.now() < deadline) {
-      last = await this.view().catch(() => null);
-      if (last !== null && accept(last)) return last;
-      await sleep(200);
-    }
-    const reasons = last?.members.map((m) => `${m.name}: ${m.state} / ${m.reason}`).join('; ') ?? 'etcd unreadable';
-    throw new Error(`timed out waiting for ${what} (leader ${last?.leader?.value.name ?? 'none'}; ${reasons})`);
+  /** Polls etcd until `accept` holds; fails with `what` and the members' states after the timeout. */
+  waitFor(what: string, accept: (view: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
+    return untilView(() => this.view(), what, accept, { timeoutMs });
   }
 
+  /** The leader's member, once the leader key names a member running as primary. */
   async leader(): Promise<MemberValue> {
-    const view = await this.waitFor('a leader', (v) => v.leader !== null && v.members.some((m) => m.name === v.leader!.value.name && m.role === 'primary'), 60_000);
-    return view.members.find((m) => m.name === view.leader!.value.name)!;
+    return leaderOf(await this.waitFor('a leader', (v) => leaderOf(v) !== undefined, 60_000))!;
   }
 
   async query<T extends pg.QueryResultRow = pg.QueryResultRow>(port: number, sql: string, params: unknown[] = []): Promise<T[]> {
-    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: this.password, database: 'app', connectionTimeoutMillis: 3000 });
-    await client.connect();
-    try {
-      return (await client.query<T>(sql, params)).rows;
-    } finally {
-      await client.end();
-    }
+    return queryOnce<T>(appConnection('127.0.0.1', port, this.password), sql, params);
   }
 
   /** Retries `query` until it succeeds; returns the seconds it took. */
@@ -118,10 +117,7 @@ export class TestCluster {
     // not known to this process by its new PIDs, and is stopped from these.
     const named = this.nodeProcesses();
     await this.local.stop();
-    for (const { pid, signal, graceMs } of [...named, ...this.nodeProcesses()]) {
-      // only a process whose command line names this directory: a PID may belong to another by now
-      if (readCommandLine(pid).includes(this.layout.dir)) await terminate(pid, graceMs, signal);
-    }
+    for (const { pid, signal, graceMs } of [...named, ...this.nodeProcesses()]) await terminateIfNamed(pid, [this.layout.dir], graceMs, signal);
     // retried: files of processes that just exited may still be going away
     if (!options.keepDir) await rm(this.layout.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   }

@@ -22,12 +22,13 @@ const mayImport: Record<string, string[]> = {
   router: ['dcs', 'postgres', 'model', 'config', 'util'],
   controller: ['dcs', 'providers', 'model', 'config', 'util'],
   supervisor: ['providers', 'dcs', 'postgres', 'model', 'config', 'util'],
-  demo: ['supervisor', 'providers', 'dcs', 'postgres', 'model', 'config', 'util'],
+  workload: ['dcs', 'postgres', 'model', 'config', 'util'],
+  demo: ['supervisor', 'providers', 'workload', 'dcs', 'postgres', 'model', 'config', 'util'],
   cli: ['*'],
 };
 
 /** Files that decide and must stay free of I/O. */
-const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|router\/route|model\/[^/]+)\.ts$/;
+const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|router\/route|workload\/(records|acks|split-brain|shape)|model\/[^/]+)\.ts$/;
 const io = /^(node:)?(child_process|fs|fs\/promises|net|http|https|dgram)$|^(etcd3|pg|fastify)$/;
 
 function files(dir: string): string[] {

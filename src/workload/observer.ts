@@ -1,5 +1,5 @@
 /**
- * Watches the cluster from outside while faults run. Two sources, so that
+ * Watches the cluster from outside while it is hurt. Two sources, so that
  * one stuck connection (a watch held by an isolated etcd member) hides
  * nothing:
  *   - a watch on the cluster's prefix: every change of the leader key with
@@ -12,20 +12,13 @@
  * and arrived at `atMs`; the checker orders them by revision.
  */
 import type { Etcd3, Watcher } from 'etcd3';
-import { keys } from '../../src/dcs/codec.js';
-import { createEtcdClient } from '../../src/dcs/etcd-client.js';
-import type { EtcdDcs } from '../../src/dcs/etcd.js';
-import type { ClusterView } from '../../src/model/values.js';
-import { sleep } from '../../src/util/clock.js';
-
-export interface LeaderSample {
-  /** etcd revision the sample describes */
-  rev: number;
-  leader: string | null;
-  /** when it reached us: the revision existed by then */
-  atMs: number;
-  source: 'watch' | 'poll';
-}
+import { keys } from '../dcs/codec.js';
+import { createEtcdClient } from '../dcs/etcd-client.js';
+import type { EtcdDcs } from '../dcs/etcd.js';
+import type { ClusterView } from '../model/values.js';
+import { sleep } from '../util/clock.js';
+import type { LeaderSample } from './records.js';
+import { pollView } from './wait.js';
 
 export interface MemberNote {
   atMs: number;
@@ -169,16 +162,18 @@ export class Observer {
 
   /** Resolves with the first new view that `accept` takes; null after the timeout. */
   async waitFor(accept: (view: ClusterView, atMs: number) => boolean, timeoutMs: number): Promise<{ view: ClusterView; atMs: number } | null> {
-    const deadline = Date.now() + timeoutMs;
     let seen = 0;
-    while (Date.now() < deadline) {
-      if (this.latest !== null && this.latestAtMs !== seen) {
-        seen = this.latestAtMs;
-        if (accept(this.latest, this.latestAtMs)) return { view: this.latest, atMs: this.latestAtMs };
-      }
-      await sleep(50);
-    }
-    return null;
+    const fresh = async () => {
+      if (this.latest === null || this.latestAtMs === seen) return null;
+      seen = this.latestAtMs;
+      return { view: this.latest, atMs: this.latestAtMs };
+    };
+    return (await pollView(fresh, accept, timeoutMs, 50)).accepted;
+  }
+
+  /** When a leader other than `name` was first seen (by either source); null if none was. */
+  firstLeaderOtherThan(name: string): number | null {
+    return this.samples.find((s) => s.leader !== null && s.leader !== name)?.atMs ?? null;
   }
 
   async stop(): Promise<void> {

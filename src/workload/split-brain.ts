@@ -1,6 +1,6 @@
 /**
  * What a fault did to the writes, computed from records alone (no I/O):
- * leadership tenures, split-brain writes, lost writes, unavailability.
+ * leadership tenures, split-brain writes, writes past a fork, unavailability.
  *
  * Split-brain write (the definition the suite enforces):
  *   an acknowledged write whose transaction was still running on node X
@@ -28,9 +28,8 @@
  * the server that ran them, whichever way the client came (through the
  * router or straight to a node).
  */
-import type { HistoryEntry } from '../../src/model/values.js';
-import type { LeaderSample } from './observer.js';
-import type { WriteRecord } from './workload.js';
+import type { HistoryEntry } from '../model/values.js';
+import type { LeaderSample, WriteRecord } from './records.js';
 
 export const startSlackMs = 2000;
 
@@ -150,11 +149,6 @@ export function oldPrimaryStopMargin(
     lastAckDoneMs: last?.doneMs ?? null,
     marginMs: last === null ? null : last.stmtMs! - next.observedMs,
   };
-}
-
-/** Ids acknowledged to a client but absent from `present`. */
-export function missingIds(acked: WriteRecord[], present: Set<number>): number[] {
-  return acked.filter((w) => w.ok && !present.has(w.id)).map((w) => w.id);
 }
 
 /**
