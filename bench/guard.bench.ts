@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
 import { nodeConfigSchema, type NodeConfig } from '../src/config/schema.js';
 import { monoNowMs } from '../src/guard/clock.js';
-import { isGone } from '../src/guard/postmaster.js';
+import { isGone } from '../src/postgres/postmaster.js';
 import { LineSplitter, serializeMessage } from '../src/guard/protocol.js';
 import { LocalPostgres } from '../src/postgres/local.js';
 import type { StartOptions } from '../src/postgres/types.js';

@@ -5,6 +5,7 @@ import { Option, type Command } from 'commander';
 import { defaultEtcdBinary, stopEtcd } from '../dcs/etcd-server.js';
 import { KeelError } from '../errors.js';
 import { checkPostgresBinaries } from '../postgres/binaries.js';
+import { terminatePostmaster } from '../postgres/postmaster.js';
 import { resolveRunAs } from '../postgres/programs.js';
 import { LocalCluster } from '../supervisor/local-cluster.js';
 import { connectionStrings, LocalLayout, maxLocalNodes, type ClusterFile } from '../providers/local-layout.js';
@@ -162,9 +163,10 @@ async function down(options: { dir: string }): Promise<void> {
   for (const name of layout.nodeNames()) {
     const agent = readPidFile(layout.agentPidFile(name));
     if (agent !== null) await terminate(agent, 60_000);
-    const postmaster = readPidFile(`${layout.dataDir(name)}/postmaster.pid`);
-    // SIGINT is PostgreSQL's fast shutdown.
-    if (postmaster !== null) await terminate(postmaster, 60_000, 'SIGINT');
+    // SIGINT is PostgreSQL's fast shutdown; sent only to a PID /proc shows to be this data directory's postmaster
+    const postmaster = await terminatePostmaster(layout.dataDir(name), { signal: 'SIGINT', graceMs: 60_000 });
+    if (postmaster.kind === 'refused' || postmaster.kind === 'unverifiable') process.stderr.write(`${name}: ${postmaster.why}: not signalled\n`);
+    if (postmaster.kind === 'survived') process.stderr.write(`${name}: postmaster ${postmaster.pid} survived SIGKILL\n`);
     await rm(layout.agentPidFile(name), { force: true });
     // the guard goes last: PostgreSQL is down, nothing is left for it to fence
     const guard = readPidFile(layout.guardPidFile(name));

@@ -15,7 +15,7 @@ import { KeelError } from '../errors.js';
 import { monoNowMs } from './clock.js';
 import { applyFeed, guardVerdict, watchdogKeepAlive, type FedState } from './decision.js';
 import type { GuardLogger } from './log.js';
-import { findPostmaster, realPathOr, stopPostmaster, type PostmasterCheck } from './postmaster.js';
+import { findPostmaster, realPathOr, stopPostmaster, type PostmasterCheck } from '../postgres/postmaster.js';
 import { LineSplitter, parseAgentMessage, serializeMessage, type AgentMessage, type StateMessage } from './protocol.js';
 import { HardwareWatchdog } from './watchdog.js';
 

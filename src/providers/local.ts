@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { loadNodeConfig } from '../config/load.js';
 import { defaultLocalInstanceClass } from '../postgres/instance-class.js';
+import { terminatePostmaster } from '../postgres/postmaster.js';
 import type { Logger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
 import type { ClusterFile, LocalLayout, Secrets } from './local-layout.js';
@@ -294,11 +295,15 @@ export class LocalProvider implements Provider {
     // written before the kill: a supervisor in another process sees it before it would restart the agent
     await writeFile(this.layout.fencedMarker(name), `${Date.now()}\n`);
     const agent = this.pidOf(node);
-    const postmaster = readPidFile(`${this.layout.dataDir(name)}/postmaster.pid`);
     const guard = this.guardPidOf(node);
-    for (const pid of [agent, postmaster, guard]) if (pid !== null) await terminate(pid, 0, 'SIGKILL');
+    if (agent !== null) await terminate(agent, 0, 'SIGKILL');
+    // only a PID that /proc shows to be this data directory's postmaster: postmaster.pid may be stale
+    const postmaster = await terminatePostmaster(this.layout.dataDir(name), { signal: 'SIGKILL', graceMs: 0 });
+    if (postmaster.kind === 'refused') this.logger.warn({ node: name, pid: postmaster.pid, why: postmaster.why }, 'postmaster.pid names another process: not signalled');
+    if (guard !== null) await terminate(guard, 0, 'SIGKILL');
     await rm(this.layout.guardPidFile(name), { force: true });
-    const alive = [agent, postmaster, guard].filter((pid): pid is number => pid !== null && isAlive(pid));
+    const alive = [agent, guard].filter((pid): pid is number => pid !== null && isAlive(pid));
+    if (postmaster.kind === 'survived' || postmaster.kind === 'unverifiable') alive.push(postmaster.pid);
     return alive.length === 0
       ? { confirmed: true, detail: `${name}: agent, postmaster and guard are gone` }
       : { confirmed: false, detail: `${name}: processes ${alive.join(', ')} still alive` };

@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import type { DynamicConfig, NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
-import { isAlive, readPidFile, terminate } from '../util/process.js';
+import { verifiedPostmasterPid } from '../postgres/postmaster.js';
+import { isAlive, terminate } from '../util/process.js';
 import type { Secrets } from './local-layout.js';
 import { guardBin, keelBin, waitForSocket } from './local.js';
 import { killNamespace, NetnsError, signalNamespace, type NetnsNetwork } from './netns-net.js';
@@ -255,9 +256,9 @@ export class NetnsProvider implements Provider {
     return pid !== null && isAlive(pid) ? pid : null;
   }
 
+  /** Only a PID that /proc shows to be the node's postmaster: a stale postmaster.pid may name any process. */
   postmasterPid(name: string): number | null {
-    const pid = readPidFile(join(this.dataDir(name), 'postmaster.pid'));
-    return pid !== null && isAlive(pid) ? pid : null;
+    return verifiedPostmasterPid(this.dataDir(name));
   }
 
   /** Starts the agent of a known node again (after a kill, stop or fence), with its link up and healed. */

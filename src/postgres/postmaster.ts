@@ -1,12 +1,14 @@
 /**
- * Finding and stopping the postmaster of one data directory, for the guard.
- * A PID is signalled only after /proc says it is that data directory's
- * postmaster: its working directory is the data directory (a postmaster
- * changes into it at start) and its program is this node's postgres binary.
- * A stale postmaster.pid may name any process by now.
+ * Finding and stopping the postmaster of one data directory, for everything
+ * that signals one (the guard, `keel down`, the providers' fence). A PID is
+ * signalled only after /proc says it is that data directory's postmaster:
+ * its working directory is the data directory (a postmaster changes into it
+ * at start) and its program is the postgres binary. A stale postmaster.pid
+ * may name any process by now, and Keel often runs as root, which may signal
+ * any process at all.
  */
 import { readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 export type PostmasterCheck =
   | { kind: 'none' }
@@ -60,9 +62,11 @@ function postmasterPidFromFile(dataDir: string): number | null {
 
 /**
  * The postmaster named in `dataDir`/postmaster.pid, checked against /proc.
- * `dataDir` and `postgresBinary` are real paths (realPathOr).
+ * `dataDir` and `postgresBinary` are real paths (realPathOr); a null binary
+ * accepts any program named `postgres` (callers that do not know the node's
+ * binDir).
  */
-export function findPostmaster(dataDir: string, postgresBinary: string): PostmasterCheck {
+export function findPostmaster(dataDir: string, postgresBinary: string | null): PostmasterCheck {
   const pid = postmasterPidFromFile(dataDir);
   if (pid === null) return { kind: 'none' };
   const stat = procStat(pid);
@@ -78,7 +82,9 @@ export function findPostmaster(dataDir: string, postgresBinary: string): Postmas
     return { kind: 'unverifiable', pid, why: `cannot read /proc/${pid} (${code ?? 'error'}): the guard needs the rights to inspect PostgreSQL's processes` };
   }
   if (cwd !== dataDir) return { kind: 'refused', pid, why: `PID ${pid} works in ${cwd}, not in ${dataDir}` };
-  if (exe !== postgresBinary) return { kind: 'refused', pid, why: `PID ${pid} runs ${exe}, not ${postgresBinary}` };
+  if (postgresBinary === null ? basename(exe) !== 'postgres' : exe !== postgresBinary) {
+    return { kind: 'refused', pid, why: `PID ${pid} runs ${exe}, not ${postgresBinary ?? 'a postgres binary'}` };
+  }
   return { kind: 'verified', pid, startTicks: stat.startTicks };
 }
 
@@ -125,4 +131,39 @@ export async function stopPostmaster(target: { pid: number; startTicks: string }
   signal(target.pid, 'SIGKILL');
   for (const child of children) signal(child, 'SIGKILL');
   return (await waitGone(target.pid, 1000, pollMs)) ? 'killed' : 'survived';
+}
+
+export type TerminateOutcome =
+  | { kind: 'none' }
+  | { kind: 'refused' | 'unverifiable'; pid: number; why: string }
+  | { kind: 'stopped' | 'killed' | 'survived'; pid: number };
+
+/**
+ * Stops the postmaster of `dataDir` with `signal` (SIGINT: fast shutdown,
+ * SIGKILL: at once), SIGKILL after `graceMs`, but only once findPostmaster
+ * verified it; a PID it refuses, or cannot verify, is never signalled. The
+ * SIGKILL goes only to the same process (same start time).
+ */
+export async function terminatePostmaster(
+  dataDir: string,
+  options: { signal: NodeJS.Signals; graceMs: number; postgresBinary?: string | null; pollMs?: number },
+): Promise<TerminateOutcome> {
+  const check = findPostmaster(realPathOr(dataDir), options.postgresBinary === undefined || options.postgresBinary === null ? null : realPathOr(options.postgresBinary));
+  if (check.kind === 'none') return check;
+  if (check.kind !== 'verified') return check;
+  const pollMs = options.pollMs ?? 50;
+  signal(check.pid, options.signal);
+  if (await waitGone(check.pid, options.signal === 'SIGKILL' ? Math.max(options.graceMs, 5000) : options.graceMs, pollMs)) {
+    return { kind: options.signal === 'SIGKILL' ? 'killed' : 'stopped', pid: check.pid };
+  }
+  const stat = procStat(check.pid);
+  if (stat === null || stat.startTicks !== check.startTicks) return { kind: 'stopped', pid: check.pid };
+  signal(check.pid, 'SIGKILL');
+  return (await waitGone(check.pid, 5000, pollMs)) ? { kind: 'killed', pid: check.pid } : { kind: 'survived', pid: check.pid };
+}
+
+/** The PID of `dataDir`'s postmaster when /proc verifies it, else null (no postmaster, or postmaster.pid names another process). */
+export function verifiedPostmasterPid(dataDir: string, postgresBinary: string | null = null): number | null {
+  const check = findPostmaster(realPathOr(dataDir), postgresBinary === null ? null : realPathOr(postgresBinary));
+  return check.kind === 'verified' ? check.pid : null;
 }
