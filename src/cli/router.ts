@@ -21,6 +21,8 @@ interface RouterFlags {
   roFallback: boolean;
   waitTimeout: string;
   connectTimeout: string;
+  firstBytesTimeout: string;
+  maxConnections: string;
   haproxy: string;
 }
 
@@ -61,6 +63,15 @@ export function parseSeconds(text: string, flag: string, min: number, max: numbe
   return seconds;
 }
 
+/** A whole number from min to max, for a flag. */
+function parseCount(text: string, flag: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\s*\d+\s*$/.test(text) || n < min || n > max) {
+    throw new KeelError('KEEL_USAGE', `${flag} must be a whole number from ${min} to ${max} (got ${JSON.stringify(text)})`);
+  }
+  return n;
+}
+
 export function routerSettings(flags: RouterFlags): RouterSettings {
   const endpoints = flags.etcd.split(',');
   for (const endpoint of endpoints) {
@@ -83,6 +94,8 @@ export function routerSettings(flags: RouterFlags): RouterSettings {
       ro,
       waitTimeoutMs: Math.round(parseSeconds(flags.waitTimeout, '--wait-timeout', 0, 3600) * 1000),
       connectTimeoutMs: Math.round(parseSeconds(flags.connectTimeout, '--connect-timeout', 0.1, 60) * 1000),
+      firstBytesTimeoutMs: Math.round(parseSeconds(flags.firstBytesTimeout, '--first-bytes-timeout', 0.1, 3600) * 1000),
+      maxConnections: parseCount(flags.maxConnections, '--max-connections', 1, 1_000_000),
     },
     roMaxLagBytes: parseBytes(flags.roMaxLag, '--ro-max-lag'),
     roFallbackToLeader: flags.roFallback,
@@ -139,6 +152,8 @@ export function registerRouter(program: Command): void {
     .option('--no-ro-fallback', 'do not send reads to the leader when no replica qualifies')
     .option('--wait-timeout <seconds>', 'how long a new connection waits for a backend (no leader, switchover) before it is closed', '30')
     .option('--connect-timeout <seconds>', 'how long connecting to a backend may take', '3')
+    .option('--first-bytes-timeout <seconds>', "how long a new client may take to send its first message (startup or SSLRequest) before it is closed", '10')
+    .option('--max-connections <n>', 'connections each endpoint (rw, ro) holds at most; new ones beyond are closed at once', '1000')
     .option('--haproxy <path>', 'the HAProxy binary, with --engine haproxy', defaultHaproxyBinary)
     .action(runRouter);
 }

@@ -129,7 +129,8 @@ beforeAll(async () => {
       startRouter({ engine, etcd: routerEtcd, cluster: 'test', rwPort: realPorts[engine][0], roPort: realPorts[engine][1], logFile: `${dir}/real-${engine}.log` }).then((r) => (real[engine] = r)),
       startRouter({
         engine, etcd: etcd.endpoint, cluster: 'script', rwPort: scriptPorts[engine][0], roPort: scriptPorts[engine][1],
-        logFile: `${dir}/scripted-${engine}.log`, extra: ['--wait-timeout', '3'],
+        // above the 1000 idle connections of the load test
+        logFile: `${dir}/scripted-${engine}.log`, extra: ['--wait-timeout', '3', '--max-connections', '1500'],
       }).then((r) => (scripted[engine] = r)),
     ]),
   );
@@ -360,10 +361,11 @@ describe('both engines, scripted etcd', () => {
     try {
       for (const engine of engines) {
         const { rwPort, roPort } = scripted[engine];
-        // each sends the header of a StartupMessage and then nothing (a router looks at the first bytes on ro)
+        // each sends a whole StartupMessage (a router holds a connection until its first message is complete) and then nothing
+        const startup = Buffer.concat([Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]), Buffer.from('user\0postgres\0database\0app\0\0\0\0\0\0\0\0', 'latin1').subarray(0, 32)]);
         for (let batch = 0; batch < 10; batch++) {
           const sockets = await Promise.all(Array.from({ length: 100 }, () => rawConnect(roPort)));
-          for (const socket of sockets) socket.write(Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]));
+          for (const socket of sockets) socket.write(startup);
           idle.push(...sockets);
         }
         const abuse = Array.from({ length: 30 }, async (_, i) => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { haproxyConfig, holdLua } from '../../src/router/engines/haproxy-config.js';
 import { checkAnswer, emptyTable, isIpAddress, markDirty, parseServersState, planSlots, splitAnswers, type Wanted } from '../../src/router/engines/haproxy-runtime.js';
-import { errorResponse, firstMessageKind } from '../../src/router/engines/pg-wire.js';
+import { errorResponse, firstMessageComplete, firstMessageKind } from '../../src/router/engines/pg-wire.js';
 import type { Backend } from '../../src/router/route.js';
 
 const node = (n: number, port = 6410 + n): Backend => ({ name: `node${n}`, host: '127.0.0.1', port });
@@ -164,6 +164,8 @@ describe('haproxy configuration', () => {
     slotsPerBackend: 3,
     waitTimeoutMs: 30_000,
     connectTimeoutMs: 3000,
+    firstBytesTimeoutMs: 10_000,
+    maxConnections: 1000,
   });
 
   it('declares slots in maintenance, an admin socket and the hold action', () => {
@@ -171,7 +173,7 @@ describe('haproxy configuration', () => {
     expect(config).toContain('  server s2 127.0.0.1:1 disabled');
     expect(config).not.toContain('server s3 ');
     expect(config).toContain('tcp-request content lua.keel_hold be_rw 30000 rw');
-    expect(config).toContain('tcp-request inspect-delay 32000ms');
+    expect(config).toMatch(/backend be_rw\n {2}balance first\n {2}tcp-request inspect-delay 32000ms\n {2}tcp-request content lua.keel_hold be_rw 30000 rw/);
     expect(config).toMatch(/backend be_ro\n {2}balance leastconn/);
     expect(config).toContain('timeout connect 3000ms');
   });
@@ -180,9 +182,30 @@ describe('haproxy configuration', () => {
     const ro = config.slice(config.indexOf('frontend fe_ro'), config.indexOf('backend be_ro'));
     const rw = config.slice(config.indexOf('frontend fe_rw'), config.indexOf('backend be_rw'));
     expect(ro).toContain('tcp-request content lua.keel_cancel be_ro if { req.payload(4,4),hex -m str 04D2162E }');
-    expect(ro.indexOf('lua.keel_cancel')).toBeLessThan(ro.indexOf('lua.keel_hold'));
+    // the frontend's cancel rule runs before the backend's hold
+    expect(ro).not.toContain('keel_hold');
+    expect(config.indexOf('lua.keel_cancel')).toBeLessThan(config.indexOf('lua.keel_hold be_ro'));
     expect(rw).not.toContain('keel_cancel');
     expect(Number.parseInt('04D2162E', 16)).toBe(80877102);
+  });
+
+  it('rejects a connection past the cap as it is accepted, with the frontend maxconn above the cap', () => {
+    for (const kind of ['rw', 'ro']) {
+      const frontend = config.slice(config.indexOf(`frontend fe_${kind}`), config.indexOf(`backend be_${kind}`));
+      expect(frontend).toContain('tcp-request connection reject if { fe_conn gt 1000 }');
+      expect(frontend).toContain('maxconn 1100');
+    }
+  });
+
+  it('waits for the whole first message (at most the first-bytes timeout) before any other rule looks at the bytes', () => {
+    for (const kind of ['rw', 'ro']) {
+      const frontend = config.slice(config.indexOf(`frontend fe_${kind}`), config.indexOf(`backend be_${kind}`));
+      expect(frontend).toContain('tcp-request inspect-delay 10000ms');
+      const first = frontend.indexOf('tcp-request content reject unless { req.payload_lv(0,4,-4) -m found }');
+      expect(first).toBeGreaterThan(0);
+      expect(frontend).not.toContain('keel_hold');
+      if (kind === 'ro') expect(first).toBeLessThan(frontend.indexOf('lua.keel_cancel'));
+    }
   });
 
   it('the Lua action checks nbsrv and answers 57P03', () => {
@@ -208,6 +231,21 @@ describe('pg-wire', () => {
 
   it('a startup packet header is recognised before its body arrives', () => {
     expect(firstMessageKind(startup)).toBe('startup');
+  });
+
+  it.each([
+    ['nothing', Buffer.alloc(0), false],
+    ['3 bytes', Buffer.from([0, 0, 0]), false],
+    ['an SSLRequest', Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]), true],
+    ['a GSSENCRequest', Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]), true],
+    ['half a CancelRequest', Buffer.from([0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0]), false],
+    ['a CancelRequest', Buffer.concat([Buffer.from([0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e]), Buffer.alloc(8)]), true],
+    ['a startup header of 40 bytes', Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]), false],
+    ['a startup of 40 bytes', Buffer.concat([Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]), Buffer.alloc(32)]), true],
+    ['a startup and more', Buffer.concat([Buffer.from([0, 0, 0, 40, 0, 3, 0, 0]), Buffer.alloc(60)]), true],
+    ['another protocol', Buffer.from('GET / HTTP/1.1\r\n'), true],
+  ])('firstMessageComplete: %s -> %s', (_what, bytes, complete) => {
+    expect(firstMessageComplete(bytes)).toBe(complete);
   });
 
   it('ErrorResponse: type E, length without the type byte, NUL-terminated fields', () => {

@@ -2,14 +2,20 @@
  * The builtin engine: a TCP proxy in this process. Bytes are never parsed on
  * the hot path (pipe() both ways, Nagle off), so anything a client sends,
  * PostgreSQL's protocol or not, is just forwarded. The only bytes it looks at
- * are those of a connection that waited in vain, to answer it in PostgreSQL's
- * own words.
+ * are a connection's first message (to bound how long a client may take to
+ * send it, and to tell a cancel request apart) and those of a connection that
+ * waited in vain, to answer it in PostgreSQL's own words.
+ *
+ * Limits: a client that has not sent its whole first message within
+ * firstBytesTimeoutMs is closed (an SSLRequest is such a message: it goes on
+ * to PostgreSQL unchanged); an endpoint that holds maxConnections closes each
+ * new connection at once.
  */
 import net, { type Server, type Socket } from 'node:net';
 import { KeelError } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import { noRoutes, type Backend, type Routes } from '../route.js';
-import { cancelRequestBytes, errorResponse, firstMessageKind, noLeaderError } from './pg-wire.js';
+import { cancelRequestBytes, errorResponse, firstMessageComplete, firstMessageKind, noLeaderError } from './pg-wire.js';
 import type { EngineOptions, ListenAddress, RouterEngine } from './types.js';
 
 /** A waiting client that sends more than this is paused (TCP pushes back) until it can be forwarded. */
@@ -18,6 +24,8 @@ const maxHeldBytes = 64 * 1024;
 const clientFlushMs = 1000;
 /** Dead peers on idle connections are found by TCP keep-alive, not by us. */
 const keepAliveDelayMs = 30_000;
+/** Refusals at the connection cap come in floods: logged at most this often, with the count since. */
+const refusalLogEveryMs = 10_000;
 
 interface Link {
   client: Socket;
@@ -40,9 +48,15 @@ type Kind = 'rw' | 'ro';
 class Endpoint {
   readonly links = new Set<Link>();
   readonly waiting = new Set<Waiter>();
-  /** ro connections whose first bytes have not come yet */
+  /** connections whose whole first message has not come yet */
   readonly sniffing = new Set<Socket>();
   server: Server | null = null;
+  /** connections closed at once because the endpoint held maxConnections */
+  refused = 0;
+  refusedUnlogged = 0;
+  refusalLoggedAtMs = 0;
+  /** connections closed because their first message did not come within firstBytesTimeoutMs */
+  firstBytesTimeouts = 0;
   constructor(readonly kind: Kind) {}
 
   connectionsTo(backend: string): number {
@@ -84,6 +98,9 @@ export class BuiltinEngine implements RouterEngine {
       this.accept(endpoint, socket),
     );
     endpoint.server = server;
+    // node closes a connection beyond the cap as soon as it is accepted, before a byte is read
+    server.maxConnections = this.options.maxConnections;
+    server.on('drop', () => this.refused(endpoint));
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, endpoint.kind, address)));
       server.listen({ host: address.host, port: address.port, backlog: 1024 }, () => {
@@ -96,11 +113,22 @@ export class BuiltinEngine implements RouterEngine {
   }
 
   /** Connection counts, for logs and tests. */
-  stats(): Record<Kind, { forwarded: number; waiting: number }> {
-    return {
-      rw: { forwarded: this.rw.links.size, waiting: this.rw.waiting.size },
-      ro: { forwarded: this.ro.links.size, waiting: this.ro.waiting.size },
-    };
+  stats(): Record<Kind, { forwarded: number; waiting: number; refused: number; firstBytesTimeouts: number }> {
+    const of = (e: Endpoint) => ({ forwarded: e.links.size, waiting: e.waiting.size, refused: e.refused, firstBytesTimeouts: e.firstBytesTimeouts });
+    return { rw: of(this.rw), ro: of(this.ro) };
+  }
+
+  private refused(endpoint: Endpoint): void {
+    endpoint.refused += 1;
+    endpoint.refusedUnlogged += 1;
+    const now = Date.now();
+    if (now - endpoint.refusalLoggedAtMs < refusalLogEveryMs) return;
+    this.logger.warn(
+      { endpoint: endpoint.kind, refused: endpoint.refusedUnlogged, total: endpoint.refused, maxConnections: this.options.maxConnections },
+      `${endpoint.kind}: refused ${endpoint.refusedUnlogged} connection(s): the endpoint holds ${this.options.maxConnections} (--max-connections; logged at most every ${refusalLogEveryMs / 1000} s)`,
+    );
+    endpoint.refusalLoggedAtMs = now;
+    endpoint.refusedUnlogged = 0;
   }
 
   async apply(routes: Routes): Promise<void> {
@@ -153,8 +181,7 @@ export class BuiltinEngine implements RouterEngine {
   private accept(endpoint: Endpoint, client: Socket): void {
     // a client's error always ends in 'close', where the link is cleaned up
     client.on('error', noop);
-    if (endpoint.kind === 'ro') this.sniffCancel(endpoint, client);
-    else this.route(endpoint, client, []);
+    this.readFirstMessage(endpoint, client);
   }
 
   private route(endpoint: Endpoint, client: Socket, pending: Buffer[]): void {
@@ -164,27 +191,36 @@ export class BuiltinEngine implements RouterEngine {
   }
 
   /**
+   * Waits for the client's whole first message, at most firstBytesTimeoutMs:
+   * a client that connects and sends nothing, or a few bytes and stops, holds
+   * a socket for nothing (and, once forwarded, a PostgreSQL backend until its
+   * authentication_timeout).
+   *
    * A CancelRequest comes on a connection of its own and names a session by
    * PID and secret key, not by server. On rw there is one server; on ro the
    * session may be on any replica, so the request goes to each of them: the
-   * one that knows the key cancels, the others ignore it. Only the first
-   * bytes of an ro connection are looked at, to tell a cancel apart.
+   * one that knows the key cancels, the others ignore it.
    */
-  private sniffCancel(endpoint: Endpoint, client: Socket): void {
+  private readFirstMessage(endpoint: Endpoint, client: Socket): void {
     const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      endpoint.firstBytesTimeouts += 1;
+      client.destroy();
+    }, this.options.firstBytesTimeoutMs);
     const onClose = (): void => {
+      clearTimeout(timer);
       endpoint.sniffing.delete(client);
     };
     const onData = (chunk: Buffer): void => {
       chunks.push(chunk);
       const head = Buffer.concat(chunks);
-      const kind = firstMessageKind(head);
-      if (kind === 'incomplete' || (kind === 'cancel' && head.length < cancelRequestBytes)) return;
+      if (!firstMessageComplete(head)) return;
+      clearTimeout(timer);
       client.pause();
       client.removeListener('data', onData);
       client.removeListener('close', onClose);
       endpoint.sniffing.delete(client);
-      if (kind === 'cancel') {
+      if (endpoint.kind === 'ro' && firstMessageKind(head) === 'cancel') {
         this.fanOutCancel(head.subarray(0, cancelRequestBytes));
         client.destroy();
       } else {

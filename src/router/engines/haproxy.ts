@@ -128,6 +128,8 @@ export class HaproxyEngine implements RouterEngine {
         slotsPerBackend: this.options.slotsPerBackend,
         waitTimeoutMs: this.options.waitTimeoutMs,
         connectTimeoutMs: this.options.connectTimeoutMs,
+        firstBytesTimeoutMs: this.options.firstBytesTimeoutMs,
+        maxConnections: this.options.maxConnections,
       }),
     );
     try {

@@ -28,6 +28,25 @@ export function firstMessageKind(bytes: Buffer): FirstMessage {
 }
 
 /**
+ * Whether the client's whole first message has come: an SSLRequest or
+ * GSSENCRequest (8 bytes), a CancelRequest (16), a StartupMessage (as long as
+ * its length says). Bytes that are not PostgreSQL's protocol count as complete:
+ * they are forwarded as they are, and the server refuses them.
+ */
+export function firstMessageComplete(bytes: Buffer): boolean {
+  switch (firstMessageKind(bytes)) {
+    case 'incomplete':
+      return false;
+    case 'cancel':
+      return bytes.length >= cancelRequestBytes;
+    case 'startup':
+      return bytes.length >= bytes.readUInt32BE(0);
+    default:
+      return true;
+  }
+}
+
+/**
  * An ErrorResponse ('E') message. The severity appears twice, localised (S)
  * and not (V), as PostgreSQL 9.6+ sends it; clients read C for the SQLSTATE.
  */

@@ -27,4 +27,8 @@ export interface EngineOptions {
   waitTimeoutMs: number;
   /** how long connecting to a backend may take before the client is dropped */
   connectTimeoutMs: number;
+  /** how long a new client may take to send its whole first message (startup, SSLRequest, cancel) before it is closed */
+  firstBytesTimeoutMs: number;
+  /** connections one endpoint holds at most; a new one beyond is closed at once */
+  maxConnections: number;
 }
