@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { defaultEtcdBinary, stopEtcd } from '../dcs/etcd-server.js';
@@ -13,6 +13,7 @@ import { isGuardProcess, keelBin } from '../providers/local.js';
 import { createLogger, silentLogger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
 import { defaultDir } from './target.js';
+import { openLogFile } from '../util/log-file.js';
 
 interface UpOptions {
   dir: string;
@@ -99,7 +100,7 @@ async function up(options: UpOptions): Promise<void> {
   checkEnterable(layout.dir, resolveRunAs(layout.nodeConfig(cluster, secrets, 0)));
 
   if (options.detach && !options.supervise) {
-    const log = openSync(layout.supervisorLog, 'a');
+    const log = openLogFile(layout.supervisorLog);
     const child = spawn(process.execPath, [keelBin, 'up', '--dir', layout.dir, '--supervise'], { detached: true, stdio: ['ignore', log, log] });
     closeSync(log);
     child.unref();

@@ -3,13 +3,14 @@
  * Tuned for fast failover on one machine or one region, not for WAN links.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants, closeSync, openSync } from 'node:fs';
+import { constants, closeSync } from 'node:fs';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
 import { isPortFree } from '../util/ports.js';
 import { isAlive, terminate } from '../util/process.js';
+import { openLogFile } from '../util/log-file.js';
 
 export const defaultEtcdBinary = '/usr/bin/etcd';
 
@@ -116,7 +117,7 @@ export async function startEtcd(options: StartEtcdOptions): Promise<RunningEtcd>
   await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(dirname(options.logFile), { recursive: true });
 
-  const out = openSync(options.logFile, 'a');
+  const out = openLogFile(options.logFile);
   let child: ChildProcess;
   try {
     child = spawn(binary, etcdArgs(options), {

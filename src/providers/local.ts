@@ -6,7 +6,7 @@
  * or destroyed.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import type { Logger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
 import type { ClusterFile, LocalLayout, Secrets } from './local-layout.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
+import { openLogFile } from '../util/log-file.js';
 
 export const keelBin = fileURLToPath(new URL('../../bin/keel.js', import.meta.url));
 /** the guard's own entry: it loads none of the CLI's other commands, so the process stays small */
@@ -202,7 +203,7 @@ export class LocalProvider implements Provider {
     if (!node.wanted || existsSync(this.layout.fencedMarker(name)) || !existsSync(configFile)) return;
     const socket = guardSocketOf(configFile);
     if (socket === null || this.guardPidOf(node) !== null) return;
-    const log = openSync(this.layout.guardLog(name), 'a');
+    const log = openLogFile(this.layout.guardLog(name));
     const child = spawn(process.execPath, [guardBin, '--config', configFile], { detached: true, stdio: ['ignore', log, log] });
     closeSync(log);
     const pid = child.pid ?? null;
@@ -229,7 +230,7 @@ export class LocalProvider implements Provider {
     if (!node.wanted || existsSync(this.layout.fencedMarker(name)) || !existsSync(this.layout.nodeConfigFile(name))) return;
     await this.ensureGuard(node);
     if (!node.wanted || existsSync(this.layout.fencedMarker(name))) return;
-    const log = openSync(this.layout.agentLog(name), 'a');
+    const log = openLogFile(this.layout.agentLog(name));
     const child = spawn(process.execPath, [keelBin, 'agent', '--config', this.layout.nodeConfigFile(name)], {
       // Own process group: Ctrl-C on `keel up` reaches the supervisor, which stops agents in order.
       detached: true,

@@ -4,12 +4,13 @@
  * member's namespace, so a member can be killed, frozen or cut off alone.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultEtcdBinary, etcdArgs, type StartEtcdOptions } from '../dcs/etcd-server.js';
 import { sleep } from '../util/clock.js';
 import { isAlive } from '../util/process.js';
 import { killNamespace, NetnsError, type NetnsNetwork } from './netns-net.js';
+import { openLogFile } from '../util/log-file.js';
 
 export const etcdClientPort = 2379;
 export const etcdPeerPort = 2380;
@@ -101,7 +102,7 @@ export class NetnsEtcd {
 
   private spawnMember(member: Member, state: 'new' | 'existing'): void {
     mkdirSync(member.dataDir, { recursive: true, mode: 0o700 });
-    const out = openSync(member.logFile, 'a');
+    const out = openLogFile(member.logFile);
     try {
       const child = spawn('ip', [...this.net.execArgs(member.name), this.binary, ...etcdArgs(this.options(member, state))], {
         detached: true,

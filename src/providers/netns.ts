@@ -13,7 +13,7 @@
  * that exit unexpectedly are recorded in `exits`.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -25,6 +25,7 @@ import type { Secrets } from './local-layout.js';
 import { guardBin, keelBin, waitForSocket } from './local.js';
 import { killNamespace, NetnsError, signalNamespace, type NetnsNetwork } from './netns-net.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
+import { openLogFile } from '../util/log-file.js';
 
 export const netnsPgPort = 5432;
 export const netnsApiPort = 8008;
@@ -200,7 +201,7 @@ export class NetnsProvider implements Provider {
     const name = node.spec.name;
     const socket = node.config.guard?.socket;
     if (socket === undefined) return;
-    const log = openSync(this.guardLog(name), 'a');
+    const log = openLogFile(this.guardLog(name));
     try {
       const child = spawn('ip', [...this.net.execArgs(name), process.execPath, guardBin, '--config', node.configFile], {
         detached: true,
@@ -227,7 +228,7 @@ export class NetnsProvider implements Provider {
 
   private spawnAgent(node: NetnsNode): void {
     const name = node.spec.name;
-    const log = openSync(this.agentLog(name), 'a');
+    const log = openLogFile(this.agentLog(name));
     try {
       // `ip netns exec` execs the program itself: the child's pid is the agent's
       const child = spawn('ip', [...this.net.execArgs(name), process.execPath, keelBin, 'agent', '--config', node.configFile], {

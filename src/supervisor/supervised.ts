@@ -6,10 +6,11 @@
  * started again a second after it exits until it is stopped.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
+import { openLogFile } from '../util/log-file.js';
 
 const restartDelayMs = 1000;
 
@@ -37,7 +38,7 @@ export class Supervised {
       return;
     }
     // 0640: logs may hold addresses and names, never for every local user
-    const log = openSync(this.o.logFile, 'a', 0o640);
+    const log = openLogFile(this.o.logFile);
     // own process group: Ctrl-C reaches the supervisor, which stops everything in order
     const child = spawn(this.o.program, this.o.args, { detached: true, stdio: ['ignore', log, log] });
     closeSync(log);
