@@ -61,7 +61,7 @@ export function connect(endpoint: Endpoint, applicationName: string, timeoutMs =
 }
 
 /** Drops a client at once, without waiting for a goodbye a dead peer would never send. */
-export function discard(client: pg.Client): void {
+function discard(client: pg.Client): void {
   const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
   stream?.destroy();
   void client.end().catch(() => undefined);

@@ -30,12 +30,6 @@ export function settled(view: ClusterView, replicas: number, nowMs = Date.now())
   return view.sync?.value.leader === leader.name && view.sync.value.members.some((name) => streaming.has(name));
 }
 
-/** A running leader other than `name`: a failover or switchover away from it happened. */
-export function ledByOtherThan(view: ClusterView, name: string): boolean {
-  const leader = leaderOf(view);
-  return leader !== undefined && leader.name !== name;
-}
-
 /** The leader and each member in one line, for whoever must say why a wait ended without what it waited for. */
 export function describeMembers(view: ClusterView | null, nowMs = Date.now()): string {
   if (view === null) return 'etcd unreadable';
