@@ -36,7 +36,7 @@ export function appConnection(host: string, port: number, password: string, quer
 /** Waits until a leader runs, `nodes` nodes stream from it and the rw endpoint forwards. */
 export function untilReady(readView: () => Promise<ClusterView>, nodes: number, rw: { host: string; port: number }, timeoutMs: number, detail?: () => string): Promise<ClusterView> {
   const ready = async (view: ClusterView) => isReady(view, nodes) && (await probePostgres(rw.host, rw.port, 1000));
-  return untilView(readView, 'a ready cluster (a leader, every node streaming from it, rw forwarding)', ready, { timeoutMs, pollMs: 300, ...(detail === undefined ? {} : { detail }) });
+  return untilView(readView, 'a ready cluster (a leader, every node streaming from it, rw forwarding)', ready, { timeoutMs, pollMs: 300, detail });
 }
 
 export class TestCluster {
