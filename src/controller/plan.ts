@@ -251,10 +251,17 @@ export function plan(
     notes.push(`creating ${c.name} in ${c.zone}${c.replaces === null ? '' : ` to replace ${c.replaces}`} (${seconds} s)`);
   }
 
-  // Replace nodes down too long; never the one that still holds the leader key.
+  // Replace nodes down too long; never the one that still holds the leader key, and none at all
+  // while no other node leads: a dead leader's data may be the only copy of the last commits
+  // (a one-node cluster, or no replica could take over), and destroying it would lose them.
+  const liveLeader = health.find((n) => n.leader && !n.down && n.streaming);
   for (const node of health) {
     const since = memory.downSinceMs[node.name];
     if (!node.down || node.name === leaderName || since === undefined) continue;
+    if (liveLeader === undefined && nowMs - since >= spec.replaceAfterSeconds * 1000) {
+      notes.push(`${node.name} down ${Math.round((nowMs - since) / 1000)} s (${node.why}); not replaced while no other node leads: its data may be the only copy`);
+      continue;
+    }
     const downSeconds = Math.round((nowMs - since) / 1000);
     // its replacement is on its way: the two count as one node, and there is no second replacement
     const replacement = replacements.get(node.name);

@@ -131,6 +131,22 @@ const rows: Row[] = [
     expect: ['fenceLeader node1'],
   },
   {
+    name: 'a one-node cluster whose only node died: never destroyed, its data is the only copy',
+    nodes: [{ name: 'node1', zone: 'a', stopped: true }],
+    spec: { nodes: 1 },
+    downSince: { node1: NOW - 120_000 },
+    expect: [],
+    reason: /node1 down 120 s .*not replaced while no other node leads: its data may be the only copy/,
+  },
+  {
+    name: 'a dead leader whose key is gone but no replica took over yet: not destroyed',
+    nodes: [{ name: 'node1', zone: 'a', stopped: true }, { name: 'node2', zone: 'b' }, { name: 'node3', zone: 'c' }],
+    downSince: { node1: NOW - 120_000 },
+    fenced: ['node1'],
+    expect: [],
+    reason: /not replaced while no other node leads/,
+  },
+  {
     name: 'vertical scaling: a replica of the old class gets a successor first',
     nodes: three,
     spec: { instanceClass: 'l' },
