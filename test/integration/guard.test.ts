@@ -312,6 +312,8 @@ describe('the guard alone against a real data directory', () => {
     expect(isPostmasterAlive(postmaster)).toBe(true);
     expect(watchdogBytes().length).toBeGreaterThanOrEqual(2);
     await until('the postmaster to be stopped', () => !isPostmasterAlive(postmaster), 10_000);
+    // the guard says so once it has seen the postmaster gone, a moment after the process went
+    await until('the guard to say it tripped', () => messages(guard).some((m) => m.startsWith('tripped')), 5000);
     const trips = messages(guard).filter((m) => m.startsWith('tripped'));
     expect(trips).toEqual(['tripped: the lease deadline passed without a feed; stopped PostgreSQL (immediate shutdown)']);
     expect(await askGuard(socketPath())).toMatchObject({ tripped: true, fences: 1 });
