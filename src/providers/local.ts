@@ -15,7 +15,7 @@ import { loadNodeConfig } from '../config/load.js';
 import { defaultLocalInstanceClass } from '../postgres/instance-class.js';
 import { terminatePostmaster } from '../postgres/postmaster.js';
 import type { Logger } from '../util/log.js';
-import { isAlive, readPidFile, terminate } from '../util/process.js';
+import { commandLine, isAlive, readPidFile, terminate } from '../util/process.js';
 import type { ClusterFile, LocalLayout, Secrets } from './local-layout.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 import { openLogFile } from '../util/log-file.js';
@@ -28,15 +28,6 @@ export const guardBin = fileURLToPath(new URL('../../dist/guard/main.js', import
 export function guardSocketOf(configFile: string): string | null {
   try {
     return loadNodeConfig(configFile).guard?.socket ?? null;
-  } catch {
-    return null;
-  }
-}
-
-function commandLine(pid: number): string[] | null {
-  if (!isAlive(pid)) return null;
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
   } catch {
     return null;
   }
