@@ -17,16 +17,14 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Controller } from '../src/controller/controller.js';
-import { localZones } from '../src/controller/spec.js';
+import type { Controller } from '../src/controller/controller.js';
 import type { ClusterView } from '../src/model/values.js';
-import { defaultLocalInstanceClass } from '../src/postgres/instance-class.js';
 import { portOffsets } from '../src/providers/local-layout.js';
-import { sleep, systemClock } from '../src/util/clock.js';
-import { silentLogger } from '../src/util/log.js';
+import { sleep } from '../src/util/clock.js';
 import { leaderOf, shapeIs } from '../src/workload/shape.js';
 import { untilView } from '../src/workload/wait.js';
 import { TestCluster } from '../test/support/cluster.js';
+import { localController } from '../test/support/controller.js';
 import { killNode, removeDir, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { fixed, machine, max, median, printTable, seconds } from './report.js';
@@ -43,16 +41,7 @@ describe('controller', () => {
 
   beforeAll(async () => {
     tc = await TestCluster.start({ portBase, nodes: 3 });
-    controller = new Controller({
-      name: 'bench',
-      dcs: tc.dcs,
-      provider: tc.local.provider,
-      limits: { maxNodes: 20, instanceClasses: null },
-      defaults: { zones: localZones, instanceClass: defaultLocalInstanceClass },
-      clock: systemClock,
-      logger: silentLogger(),
-      tickMs: 250,
-    });
+    controller = localController('bench', tc.dcs, tc.local.provider);
     await controller.start();
     for (let i = 0; i < 100 && (await tc.dcs.readSpec()) === null; i++) await sleep(100);
     const first = await tc.dcs.readSpec();

@@ -7,16 +7,14 @@
  * before the provider is asked, so no later plan asks for a second node.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Controller } from '../../src/controller/controller.js';
-import { localZones } from '../../src/controller/spec.js';
+import type { Controller } from '../../src/controller/controller.js';
 import type { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { CreationValue } from '../../src/model/values.js';
-import { defaultLocalInstanceClass } from '../../src/postgres/instance-class.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from '../../src/providers/types.js';
-import { sleep, systemClock } from '../../src/util/clock.js';
-import { silentLogger } from '../../src/util/log.js';
+import { sleep } from '../../src/util/clock.js';
 import { shapeIs } from '../../src/workload/shape.js';
 import { TestCluster } from '../support/cluster.js';
+import { localController } from '../support/controller.js';
 
 const createMs = 8000;
 
@@ -91,17 +89,7 @@ describe('controller: one replacement per dead node, with a slow provider', () =
 
   it('a replica killed for good is replaced by exactly one node, recorded in etcd while the provider creates it', async () => {
     const startedAtMs = Date.now();
-    controller = new Controller({
-      name: 'replacer',
-      dcs,
-      provider: slow,
-      limits: { maxNodes: 20, instanceClasses: null },
-      defaults: { zones: localZones, instanceClass: defaultLocalInstanceClass },
-      clock: systemClock,
-      logger: silentLogger(),
-      tickMs: 250,
-      drainMs: 3000,
-    });
+    controller = localController('replacer', dcs, slow, { drainMs: 3000 });
     await controller.start();
     for (let attempt = 0; attempt < 100; attempt++) {
       const stored = await dcs.readSpec();

@@ -8,16 +8,15 @@
 import { execFileSync, spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Controller } from '../../src/controller/controller.js';
+import type { Controller } from '../../src/controller/controller.js';
 import { localZones } from '../../src/controller/spec.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView, EventValue } from '../../src/model/values.js';
-import { defaultLocalInstanceClass } from '../../src/postgres/instance-class.js';
-import { sleep, systemClock } from '../../src/util/clock.js';
-import { silentLogger } from '../../src/util/log.js';
+import { sleep } from '../../src/util/clock.js';
 import { readPidFile } from '../../src/util/process.js';
 import { shapeIs } from '../../src/workload/shape.js';
 import { TestCluster } from '../support/cluster.js';
+import { localController } from '../support/controller.js';
 
 const keel = (args: string[], env: Record<string, string> = {}) => {
   try {
@@ -36,17 +35,7 @@ describe('controller', () => {
   const controllers: Controller[] = [];
 
   const startController = async (name: string): Promise<Controller> => {
-    const c = new Controller({
-      name,
-      dcs,
-      provider: cluster.local.provider,
-      limits: { maxNodes: 20, instanceClasses: null },
-      defaults: { zones: localZones, instanceClass: defaultLocalInstanceClass },
-      clock: systemClock,
-      logger: silentLogger(),
-      tickMs: 250,
-      drainMs: 3000,
-    });
+    const c = localController(name, dcs, cluster.local.provider, { drainMs: 3000 });
     controllers.push(c);
     await c.start();
     return c;
