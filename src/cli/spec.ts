@@ -11,7 +11,6 @@ import type { Command } from 'commander';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { applySettings, defaultSpec, editableSpec, fromEditable, localZones, type ProviderLimits } from '../controller/spec.js';
 import type { SpecValue, Versioned } from '../model/values.js';
-import type { Dcs } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
 import { defaultLocalInstanceClass } from '../postgres/instance-class.js';
 import { localLimits, unknownLimits } from './controller.js';

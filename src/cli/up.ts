@@ -151,7 +151,8 @@ async function up(options: UpOptions): Promise<void> {
 
 async function down(options: { dir: string }): Promise<void> {
   const layout = new LocalLayout(options.dir);
-  const cluster = layout.readCluster();
+  // a directory that holds no cluster is a usage error before anything is stopped
+  layout.readCluster();
   const supervisor = readPidFile(layout.supervisorPidFile);
   if (supervisor !== null && isAlive(supervisor)) await terminate(supervisor, 180_000);
   // Whatever a killed supervisor left behind, stopped by the PIDs it recorded; the controller first, or it replaces what stops.

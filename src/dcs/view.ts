@@ -53,6 +53,14 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
     return null;
   }
 
+  /** A value filed under `<prefix><name>`: one naming another would speak for it. */
+  function named<T extends { name: string }>(kv: RawKv, prefix: string, decoded: Decoded<T>, what: string): T | null {
+    const value = versioned(kv, decoded)?.value ?? null;
+    if (value === null || value.name === kv.key.slice(prefix.length)) return value;
+    onInvalid(kv.key, kv.modRevision, `names ${what} "${value.name}" under another name`);
+    return null;
+  }
+
   for (const kv of kvs) {
     switch (kv.key) {
       case k.initialize:
@@ -88,23 +96,13 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
     }
     if (kv.key.startsWith(k.eventsPrefix)) continue;
     if (kv.key.startsWith(k.drainingPrefix)) {
-      const draining = versioned(kv, decodeDraining(kv.value));
-      if (draining === null) continue;
-      if (draining.value.name !== kv.key.slice(k.drainingPrefix.length)) {
-        onInvalid(kv.key, kv.modRevision, `names member "${draining.value.name}" under another name`);
-        continue;
-      }
-      view.draining.push(draining.value);
+      const draining = named(kv, k.drainingPrefix, decodeDraining(kv.value), 'member');
+      if (draining !== null) view.draining.push(draining);
       continue;
     }
     if (kv.key.startsWith(k.creationsPrefix)) {
-      const creation = versioned(kv, decodeCreation(kv.value));
-      if (creation === null) continue;
-      if (creation.value.name !== kv.key.slice(k.creationsPrefix.length)) {
-        onInvalid(kv.key, kv.modRevision, `names node "${creation.value.name}" under another name`);
-        continue;
-      }
-      view.creations.push(creation.value);
+      const creation = named(kv, k.creationsPrefix, decodeCreation(kv.value), 'node');
+      if (creation !== null) view.creations.push(creation);
       continue;
     }
     if (kv.key.startsWith(k.membersPrefix)) {

@@ -9,7 +9,8 @@
  * tripped until a feed brings a later deadline.
  */
 import { existsSync, lstatSync, chmodSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { socketAnswers } from '../util/unix-socket.js';
 import { join } from 'node:path';
 import { KeelError } from '../errors.js';
 import { monoNowMs } from './clock.js';
@@ -91,15 +92,7 @@ export class Guard {
     if (!lstatSync(path).isSocket()) {
       throw new KeelError('KEEL_DIR_UNUSABLE', `${path} exists and is not a socket`, { hint: 'remove it or point guard.socket elsewhere' });
     }
-    const live = await new Promise<boolean>((resolve) => {
-      const probe = connect(path);
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve(true);
-      });
-      probe.once('error', () => resolve(false));
-    });
-    if (live) {
+    if (await socketAnswers(path)) {
       throw new KeelError('KEEL_ALREADY_RUNNING', `a guard already listens on ${path}`, { hint: 'stop that guard first (its PID is in guard.pid beside node.yml)' });
     }
     unlinkSync(path);

@@ -7,7 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, readFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -19,6 +18,7 @@ import { commandLine, isAlive, readPidFile, terminate } from '../util/process.js
 import type { ClusterFile, LocalLayout, Secrets } from './local-layout.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 import { openLogFile } from '../util/log-file.js';
+import { socketAnswers } from '../util/unix-socket.js';
 
 export const keelBin = fileURLToPath(new URL('../../bin/keel.js', import.meta.url));
 /** the guard's own entry: it loads none of the CLI's other commands, so the process stays small */
@@ -49,15 +49,7 @@ export function isAgentProcess(pid: number, configFile: string): boolean {
 export async function waitForSocket(path: string, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const up = await new Promise<boolean>((resolve) => {
-      const probe = connect(path);
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve(true);
-      });
-      probe.once('error', () => resolve(false));
-    });
-    if (up) return true;
+    if (await socketAnswers(path)) return true;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return false;

@@ -15,7 +15,7 @@ const mayImport: Record<string, string[]> = {
   util: [],
   dcs: ['model', 'config', 'util'],
   postgres: ['model', 'config', 'util'],
-  guard: ['config', 'postgres'],
+  guard: ['config', 'postgres', 'util'],
   providers: ['dcs', 'postgres', 'model', 'config', 'util'],
   agent: ['dcs', 'postgres', 'guard', 'model', 'config', 'util'],
   api: ['agent', 'dcs', 'model', 'config', 'util'],
