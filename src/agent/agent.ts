@@ -259,7 +259,6 @@ export class Agent {
       await this.publish(snap, `${this.job.decision.reason} (${seconds} s so far)`);
       return;
     }
-    this.lastSnapshot = snap;
     const decision = decide(snap);
     this.memory = decision.memory;
     const label = `${decision.to}:${decision.actions.map((a) => a.kind).join(',')}`;

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { autoscale, decisionWords, replicaAverage } from '../controller/autoscale.js';
+import { autoscale, autoscaleSummary, replicaAverage } from '../controller/autoscale.js';
 import { defaultPlanOptions, emptyMemory, plan } from '../controller/plan.js';
 import { LocalProvider } from '../providers/local.js';
 import type { NodeInfo } from '../providers/types.js';
@@ -29,18 +29,19 @@ async function status(options: TargetOptions & { json?: boolean }): Promise<void
     const { health } = plan(spec, view, inventory, now, emptyMemory(), { ...defaultPlanOptions, maxNodes: limits.maxNodes });
     const policy = spec.autoscale;
     const live = controller?.value.report ?? null;
-    const computed = live === null ? autoscale(spec, health, view.members, now, limits.maxNodes) : null;
+    // the active controller's own answer; worked out here only when none runs
+    const answer = live?.autoscale ?? autoscaleSummary(autoscale(spec, health, view.members, now, limits.maxNodes));
     const out = {
       enabled: policy.enabled,
       metric: policy.metric,
       current: live !== null ? live.autoscale.metric : replicaAverage(health, view.members, policy.metric),
       target: policy.target,
-      replicas: live?.autoscale.currentReplicas ?? computed!.currentReplicas,
+      replicas: answer.currentReplicas,
       minReplicas: policy.minReplicas,
       maxReplicas: policy.maxReplicas,
       added: spec.scaling.added,
-      decision: live?.autoscale.decision ?? decisionWords(computed!),
-      reason: live?.autoscale.reason ?? computed!.reason,
+      decision: answer.decision,
+      reason: answer.reason,
       /** controller: the active controller's own decision; computed: worked out here, no controller acts on it */
       source: live !== null ? ('controller' as const) : ('computed' as const),
       decidedAtMs: live?.atMs ?? now,

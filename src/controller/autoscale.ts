@@ -8,7 +8,7 @@
  * leader; and it does nothing while any node is not streaming, since a
  * cluster in repair gives metrics that mean nothing.
  */
-import type { AutoscaleMetric, MemberValue, SpecValue } from '../model/values.js';
+import type { AutoscaleMetric, ControllerReport, MemberValue, SpecValue } from '../model/values.js';
 import { nodeIndex, type NodeHealth } from './plan.js';
 import { desiredReplicas } from './spec.js';
 
@@ -36,10 +36,10 @@ export type AutoscaleDecision =
   | (Common & { kind: 'out'; add: number })
   | (Common & { kind: 'in'; remove: string });
 
-/** The decision in a few words: `hold (cooldown-in)`, `add 2`, `remove node5`. */
-export function decisionWords(decision: AutoscaleDecision): string {
-  if (decision.kind === 'hold') return `hold (${decision.code})`;
-  return decision.kind === 'out' ? `add ${decision.add}` : `remove ${decision.remove}`;
+/** The decision as the controller publishes it: in a few words (`hold (cooldown-in)`, `add 2`, `remove node5`), with its figures. */
+export function autoscaleSummary(decision: AutoscaleDecision): ControllerReport['autoscale'] {
+  const words = decision.kind === 'hold' ? `hold (${decision.code})` : decision.kind === 'out' ? `add ${decision.add}` : `remove ${decision.remove}`;
+  return { decision: words, reason: decision.reason, metric: decision.metric, currentReplicas: decision.currentReplicas, wantedReplicas: decision.wantedReplicas };
 }
 
 const metricLabel: Record<AutoscaleMetric, string> = {

@@ -18,7 +18,7 @@ import type { NodeInfo, Provider } from '../providers/types.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { leaseMarginMs } from '../model/lease.js';
-import { autoscale, decisionWords, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
+import { autoscale, autoscaleSummary, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
 import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
 import { Creations } from './creations.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
@@ -274,7 +274,7 @@ export class Controller {
   private async report(p: Plan, decision: AutoscaleDecision): Promise<void> {
     const leaseId = this.leaseId;
     if (this.key === null || leaseId === null) return;
-    const autoscale = { decision: decisionWords(decision), reason: decision.reason, metric: decision.metric, currentReplicas: decision.currentReplicas, wantedReplicas: decision.wantedReplicas };
+    const autoscale = autoscaleSummary(decision);
     const said = gist(`${p.reason}|${autoscale.decision}|${autoscale.reason}`);
     if (said === this.reported) return;
     const report: ControllerReport = { atMs: this.o.clock.now(), plan: p.reason, autoscale };
