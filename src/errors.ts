@@ -45,6 +45,7 @@ const catalogue = {
   KEEL_DEMO_SCHEMA_CONFLICT: { exitStatus: 2, httpStatus: 409, hint: 'the demo needs its own "deals" table: point it at another database, or drop or rename the existing table' },
   KEEL_DEMO_CLUSTER_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at DIR/supervisor.log and DIR/nodes/*/agent.log' },
   KEEL_DEMO_LOAD_FAILED: { exitStatus: 1, httpStatus: 503, hint: 'run the demo again: it loads only the deals still missing (look at `keel status` if it keeps failing)' },
+  KEEL_TLS_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'check the certificate files named in the message (`keel certs show`)' },
   KEEL_DEMO_LOST_WRITES: { exitStatus: 1, httpStatus: 500, hint: 'the ids are listed above; look at the agents\' logs and `keel events` around the failovers' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -8,7 +8,7 @@ import { checkPostgresBinaries } from '../postgres/binaries.js';
 import { terminatePostmaster } from '../postgres/postmaster.js';
 import { resolveRunAs } from '../postgres/programs.js';
 import { LocalCluster } from '../supervisor/local-cluster.js';
-import { connectionStrings, LocalLayout, maxLocalNodes, type ClusterFile } from '../providers/local-layout.js';
+import { connectionStrings, LocalLayout, maxLocalNodes, type ClusterFile, placeholderSecrets } from '../providers/local-layout.js';
 import { isGuardProcess, keelBin } from '../providers/local.js';
 import { createLogger, silentLogger } from '../util/log.js';
 import { isAlive, readPidFile, terminate } from '../util/process.js';
@@ -94,7 +94,7 @@ async function up(options: UpOptions): Promise<void> {
   if (supervisorPid !== null && isAlive(supervisorPid) && supervisorPid !== process.pid) {
     throw new KeelError('KEEL_ALREADY_RUNNING', `a cluster already runs from ${layout.dir} (supervisor PID ${supervisorPid})`);
   }
-  const probe = new LocalCluster(layout, file, { superuser: 'x'.repeat(16), replication: 'x'.repeat(16), apiToken: 'x'.repeat(16) }, silentLogger());
+  const probe = new LocalCluster(layout, file, placeholderSecrets, silentLogger());
   await probe.checkPorts();
   const { cluster, secrets } = await layout.create(file);
   checkEnterable(layout.dir, resolveRunAs(layout.nodeConfig(cluster, secrets, 0)));

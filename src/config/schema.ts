@@ -11,6 +11,23 @@ const hostPortSchema = z
 
 const portSchema = z.number().int().min(1).max(65535);
 
+const absolutePathSchema = z.string().startsWith('/', 'an absolute path');
+
+/** A CA certificate and one holder's certificate and key, PEM files. */
+export const tlsFilesSchema = z.object({ ca: absolutePathSchema, cert: absolutePathSchema, key: absolutePathSchema }).strict();
+export type TlsFiles = z.infer<typeof tlsFilesSchema>;
+
+/** An address range in pg_hba form: 10.0.0.0/16, 127.0.0.1/32, ::1/128. */
+const cidrSchema = z.string().refine((text) => {
+  const match = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(text);
+  if (!match) return false;
+  const bits = Number(match[2]);
+  return match[1]!.includes(':') ? bits <= 128 : /^\d{1,3}(\.\d{1,3}){3}$/.test(match[1]!) && bits <= 32;
+}, 'an address range such as 10.0.0.0/16 or ::1/128');
+
+/** A role Keel creates with a password (the application's, pg_rewind's). */
+const passwordRoleSchema = (username: string) => z.object({ username: nameSchema.default(username), password: z.string().min(16) }).strict();
+
 /**
  * Cluster-wide settings kept in the etcd `config` key and changed with a
  * compare-and-swap. Names follow what PostgreSQL operators already know.
@@ -90,16 +107,38 @@ export const nodeConfigSchema = z
         endpoints: z.array(z.string().url()).min(1),
         /** milliseconds one etcd request may take before the agent treats etcd as unreachable */
         requestTimeoutMs: z.number().int().min(100).max(30000).default(2000),
+        /** https endpoints: the CA that signed etcd's certificate and this client's certificate (its CN is the etcd user) */
+        tls: tlsFilesSchema.optional(),
+        /** etcd's own authentication by password, where the certificate's CN is not the user */
+        user: z.string().min(1).max(128).optional(),
+        password: z.string().min(8).optional(),
       })
-      .strict(),
+      .strict()
+      .refine((e) => (e.user === undefined) === (e.password === undefined), 'user and password go together'),
     api: z
       .object({
         listen: hostPortSchema,
         connectAddress: hostPortSchema.optional(),
-        /** bearer token for the API's write endpoints */
-        token: z.string().min(8).optional(),
+        /** this node's bearer token for the API's write endpoints (at least 32 characters; keel up makes 43) */
+        token: z.string().min(32).optional(),
+        /** also require the token on reads (status, health, metrics) */
+        readAuth: z.boolean().default(false),
+        /** Limits, each optional (defaults in src/api/limits.ts): the whole request, body included, must arrive within this */
+        requestTimeoutMs: z.number().int().min(1000).max(300_000).optional(),
+        /** the TLS handshake, and then the request's headers, each within this (at most requestTimeoutMs) */
+        headersTimeoutMs: z.number().int().min(500).max(300_000).optional(),
+        /** a kept-alive connection with no request for this long is closed */
+        idleTimeoutMs: z.number().int().min(100).max(300_000).optional(),
+        /** a connection on which nothing moves either way for this long is closed, while an answer is prepared too */
+        connectionTimeoutMs: z.number().int().min(1000).max(3_600_000).optional(),
+        /** connections beyond this many are closed at once */
+        maxConnections: z.number().int().min(1).max(100_000).optional(),
       })
-      .strict(),
+      .strict()
+      .refine(
+        (a) => a.headersTimeoutMs === undefined || a.requestTimeoutMs === undefined || a.headersTimeoutMs <= a.requestTimeoutMs,
+        'headersTimeoutMs cannot exceed requestTimeoutMs',
+      ),
     postgres: z
       .object({
         dataDir: z.string().min(1),
@@ -112,9 +151,32 @@ export const nodeConfigSchema = z
         superuser: z
           .object({ username: nameSchema.default('postgres'), password: z.string().min(8) })
           .strict(),
+        /**
+         * The replication role. With TLS it logs in by certificate (CN = username): `cert` and `key` are
+         * this node's client certificate for streaming and pg_basebackup; the password is then unused.
+         */
         replication: z
-          .object({ username: nameSchema.default('replicator'), password: z.string().min(8) })
-          .strict(),
+          .object({
+            username: nameSchema.default('replicator'),
+            password: z.string().min(8).optional(),
+            cert: absolutePathSchema.optional(),
+            key: absolutePathSchema.optional(),
+          })
+          .strict()
+          .refine((r) => (r.cert === undefined) === (r.key === undefined), 'cert and key go together')
+          .refine((r) => r.password !== undefined || r.cert !== undefined, 'a password or a client certificate (cert, key)'),
+        /** the role pg_rewind logs in as on the source: no superuser, only the functions pg_rewind calls */
+        rewind: passwordRoleSchema('keel_rewind').optional(),
+        /** the application's role, owner of the database (what the router's DSNs and Django use) */
+        app: passwordRoleSchema('app').optional(),
+        /** address ranges pg_hba admits over TLS: the cluster's own (replication, pg_rewind) and the applications' */
+        hba: z
+          .object({
+            cluster: z.array(cidrSchema).min(1).default(['127.0.0.1/32', '::1/128']),
+            applications: z.array(cidrSchema).min(1).default(['127.0.0.1/32', '::1/128']),
+          })
+          .strict()
+          .default({ cluster: ['127.0.0.1/32', '::1/128'], applications: ['127.0.0.1/32', '::1/128'] }),
         /** OS user that runs PostgreSQL's programs; defaults to `postgres` when Keel runs as root */
         runAs: z.string().min(1).optional(),
         extensions: z.array(z.string().regex(/^[a-z_][a-z0-9_]*$/)).default(['postgis']),
@@ -135,6 +197,12 @@ export const nodeConfigSchema = z
       })
       .strict(),
     guard: guardConfigSchema.optional(),
+    /**
+     * The node's certificate (server and client use, SANs = its addresses) and the cluster CA: PostgreSQL's
+     * ssl, the API's HTTPS, and verify-full on every connection the node makes. Without it the node runs in
+     * clear text and says so.
+     */
+    tls: tlsFilesSchema.optional(),
     /** settings written to the `config` key when this node bootstraps the cluster */
     bootstrap: z.object({ dynamic: dynamicConfigSchema.optional() }).strict().default({}),
   })

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { KeelError } from '../errors.js';
 import { checkPostgresBinaries } from '../postgres/binaries.js';
 import { LocalCluster } from '../supervisor/local-cluster.js';
-import { connectionStrings, LocalLayout, type ClusterFile } from '../providers/local-layout.js';
+import { connectionStrings, LocalLayout, type ClusterFile, placeholderSecrets } from '../providers/local-layout.js';
 import { keelBin } from '../providers/local.js';
 import { silentLogger } from '../util/log.js';
 import { isAlive, readPidFile } from '../util/process.js';
@@ -32,7 +32,6 @@ export interface StartOptions {
   timeoutSeconds: number;
 }
 
-const placeholderSecrets = { superuser: 'x'.repeat(16), replication: 'x'.repeat(16), apiToken: 'x'.repeat(16) };
 
 function target(layout: LocalLayout, file: ClusterFile, startedByDemo: boolean): LocalTarget {
   const urls = connectionStrings(layout, file);

@@ -139,13 +139,38 @@ const defaults: [string, string | number | boolean][] = [
   ['log_line_prefix', '%m [%p] %q%u@%d '],
 ];
 
+/**
+ * libpq settings for connections to another node of the cluster: with the cluster CA, verify-full (the
+ * server must prove it holds a certificate for the address dialled, so no one in the middle can ask for a
+ * password); without TLS configured, none.
+ */
+export function tlsConninfo(config: NodeConfig, clientPair: { cert?: string; key?: string } = {}): [string, string][] {
+  if (!config.tls) return [];
+  const pairs: [string, string][] = [['sslmode', 'verify-full'], ['sslrootcert', config.tls.ca]];
+  if (clientPair.cert && clientPair.key) pairs.push(['sslcert', clientPair.cert], ['sslkey', clientPair.key]);
+  return pairs;
+}
+
+/** The same settings as libpq environment variables, for programs started with an env (pg_basebackup). */
+export function tlsEnvironment(config: NodeConfig, clientPair: { cert?: string; key?: string } = {}): Record<string, string> {
+  const names: Record<string, string> = { sslmode: 'PGSSLMODE', sslrootcert: 'PGSSLROOTCERT', sslcert: 'PGSSLCERT', sslkey: 'PGSSLKEY' };
+  return Object.fromEntries(tlsConninfo(config, clientPair).map(([key, value]) => [names[key]!, value]));
+}
+
+/** Whether the replication role logs in by certificate (TLS on and a client pair configured). */
+export function replicationByCertificate(config: NodeConfig): boolean {
+  return config.tls !== undefined && config.postgres.replication.cert !== undefined;
+}
+
 export function primaryConninfo(config: NodeConfig, layout: NodeLayout, upstream: UpstreamTarget): string {
+  const { replication } = config.postgres;
   return buildConninfo([
     ['host', upstream.host],
     ['port', upstream.port],
-    ['user', config.postgres.replication.username],
+    ['user', replication.username],
     ['application_name', config.name],
     ['passfile', layout.pgpassPath],
+    ...tlsConninfo(config, replication),
     ['connect_timeout', 3],
     // Notice a dead upstream in about 10 s even when no packet says so.
     ['keepalives', 1],
@@ -153,6 +178,18 @@ export function primaryConninfo(config: NodeConfig, layout: NodeLayout, upstream
     ['keepalives_interval', 2],
     ['keepalives_count', 3],
   ]);
+}
+
+/** ssl settings: the node's certificate, and the CA that client certificates (replication) must chain to. */
+function sslLines(config: NodeConfig): [string, string | boolean][] {
+  if (!config.tls) return [['ssl', false]];
+  return [
+    ['ssl', true],
+    ['ssl_cert_file', config.tls.cert],
+    ['ssl_key_file', config.tls.key],
+    ['ssl_ca_file', config.tls.ca],
+    ['ssl_min_protocol_version', 'TLSv1.2'],
+  ];
 }
 
 export function buildPostgresqlConf(
@@ -196,6 +233,7 @@ export function buildPostgresqlConf(
     line('primary_conninfo', upstream ? primaryConninfo(config, layout, upstream) : ''),
     line('primary_slot_name', upstream ? options.slotName : ''),
     line('synchronous_standby_names', synchronousStandbyNames),
+    ...sslLines(config).map(([name, value]) => line(name, value)),
     '',
   ];
   return lines.join('\n');
@@ -217,31 +255,49 @@ export function withSynchronousStandbyNames(confText: string, value: string): st
   return `${confText.replace(/\n*$/, '\n')}${replacement}\n`;
 }
 
+/**
+ * pg_hba.conf. With TLS: `hostssl` only (a clear-text TCP connection matches no line and is refused);
+ * the superuser only over the local socket; replication by client certificate from the cluster's own
+ * addresses; pg_rewind's role by password over TLS from the same addresses; everyone else by
+ * scram-sha-256 from the applications' ranges. Without TLS the node says so in its log and accepts
+ * scram-sha-256 over plain TCP from the same ranges.
+ */
 export function buildPgHba(config: NodeConfig): string {
-  const repl = config.postgres.replication.username;
-  return [
-    `${confMarker}; Keel rewrites this file.`,
-    '# TYPE  DATABASE     USER  ADDRESS      METHOD',
-    'local   all          all                scram-sha-256',
-    'host    all          all   0.0.0.0/0    scram-sha-256',
-    'host    all          all   ::/0         scram-sha-256',
-    `host    replication  ${repl}  0.0.0.0/0    scram-sha-256`,
-    `host    replication  ${repl}  ::/0         scram-sha-256`,
-    '',
-  ].join('\n');
+  const { superuser, replication, rewind, hba } = config.postgres;
+  const host = config.tls ? 'hostssl' : 'host   ';
+  const rows: string[][] = [['local', 'all', 'all', '', 'scram-sha-256']];
+  for (const range of hba.cluster) {
+    rows.push([host, 'replication', replication.username, range, replicationByCertificate(config) ? 'cert' : 'scram-sha-256']);
+  }
+  if (rewind) {
+    // pg_rewind has its own role: the superuser needs no network access at all
+    rows.push([host, 'all', superuser.username, 'all', 'reject']);
+    for (const range of hba.cluster) rows.push([host, 'postgres', rewind.username, range, 'scram-sha-256']);
+    rows.push([host, 'all', rewind.username, 'all', 'reject']);
+  }
+  rows.push([host, 'all', replication.username, 'all', 'reject']);
+  for (const range of hba.applications) rows.push([host, 'all', 'all', range, 'scram-sha-256']);
+  if (config.tls) rows.push(['hostnossl', 'all', 'all', 'all', 'reject']);
+  const width = (i: number) => Math.max(...rows.map((r) => r[i]!.length), 0) + 2;
+  const widths = [0, 1, 2, 3].map(width);
+  const format = (r: string[]) => r.map((cell, i) => (i < 4 ? cell.padEnd(widths[i]!) : cell)).join('').trimEnd();
+  return [`${confMarker}; Keel rewrites this file.`, format(['# TYPE', 'DATABASE', 'USER', 'ADDRESS', 'METHOD']), ...rows.map(format), ''].join('\n');
 }
 
 /**
- * libpq password file for connections to the upstream: the replication user
- * (streaming, pg_basebackup) and the superuser (pg_rewind's source server).
+ * libpq password file for connections to the upstream: the replication role when it logs in by
+ * password, and pg_rewind's role (pg_rewind's source server).
  */
 export function buildPgpass(config: NodeConfig, upstream: UpstreamTarget | null): string {
   const lines = [`${confMarker}; Keel rewrites this file.`];
   if (upstream) {
     const hostPort = `${pgpassField(upstream.host)}:${upstream.port}`;
-    const { replication, superuser } = config.postgres;
-    lines.push(`${hostPort}:*:${pgpassField(replication.username)}:${pgpassField(replication.password)}`);
-    lines.push(`${hostPort}:*:${pgpassField(superuser.username)}:${pgpassField(superuser.password)}`);
+    const { replication, rewind, superuser } = config.postgres;
+    if (replication.password !== undefined && !replicationByCertificate(config)) {
+      lines.push(`${hostPort}:*:${pgpassField(replication.username)}:${pgpassField(replication.password)}`);
+    }
+    const source = rewind ?? superuser;
+    lines.push(`${hostPort}:*:${pgpassField(source.username)}:${pgpassField(source.password)}`);
   }
   return `${lines.join('\n')}\n`;
 }

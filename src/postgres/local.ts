@@ -3,7 +3,7 @@
  * programs as the cluster's OS user, owns the conf files, and reads state
  * over one local superuser connection.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
@@ -18,6 +18,8 @@ import {
   nodeLayout,
   primaryConninfo,
   readSynchronousStandbyNames,
+  tlsConninfo,
+  tlsEnvironment,
   socketPath,
   withSynchronousStandbyNames,
   type NodeLayout,
@@ -92,6 +94,14 @@ export class LocalPostgres implements Postgres {
     return { host, port, user: superuser.username, password: superuser.password };
   }
 
+  /** pg_rewind's role on another node (the superuser only when no rewind role is configured), verify-full with TLS. */
+  private rewindSource(from: UpstreamTarget): Connection {
+    const { rewind, superuser } = this.config.postgres;
+    const role = rewind ?? superuser;
+    const caPem = this.config.tls ? readFileSync(this.config.tls.ca, 'utf8') : undefined;
+    return { host: from.host, port: from.port, user: role.username, password: role.password, ...(caPem === undefined ? {} : { caPem }) };
+  }
+
   // ---- observing -----------------------------------------------------------
 
   dataDirState(): Promise<DataDirState> {
@@ -154,7 +164,7 @@ export class LocalPostgres implements Postgres {
         'pg_basebackup',
         ['-D', this.dataDir, '-h', from.host, '-p', String(from.port), '-U', this.config.postgres.replication.username,
           '-X', 'stream', '--checkpoint=fast', '--no-password'],
-        { env: { PGPASSFILE: this.layout.pgpassPath, PGCONNECT_TIMEOUT: '10', PGAPPNAME: this.config.name } },
+        { env: { PGPASSFILE: this.layout.pgpassPath, PGCONNECT_TIMEOUT: '10', PGAPPNAME: this.config.name, ...tlsEnvironment(this.config, this.config.postgres.replication) } },
       );
     } catch (err) {
       // Only ever a fresh clone of our own cluster: a partial copy is worth nothing.
@@ -171,16 +181,18 @@ export class LocalPostgres implements Postgres {
     if (pid !== null) throw new KeelError('KEEL_POSTGRES_FAILED', `pg_rewind needs a stopped instance, but postmaster ${pid} runs`);
     await this.prepareDirs();
     await this.writePgpass(from);
+    const sourceRole = this.rewindSource(from);
     const source = buildConninfo([
       ['host', from.host],
       ['port', from.port],
-      ['user', this.config.postgres.superuser.username],
+      ['user', sourceRole.user],
       ['dbname', 'postgres'],
       ['passfile', this.layout.pgpassPath],
+      ...tlsConninfo(this.config),
       ['connect_timeout', 10],
     ]);
     try {
-      await checkpointIfTimelineLags(this.connectionTo(from.host, from.port), this.logger);
+      await checkpointIfTimelineLags(sourceRole, this.logger);
     } catch (err) {
       throw sqlFailure(`preparing ${from.name} as the pg_rewind source`, err);
     }

@@ -4,11 +4,12 @@
  * as root, so when Keel is root everything happens as `postgres` (or runAs).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { chmod, chown, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { constants, existsSync, readFileSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
+import { writeFileNoFollow } from '../util/safe-file.js';
 
 export interface RunAs {
   user: string;
@@ -130,29 +131,38 @@ export async function chownFor(path: string, runAs: RunAs | null): Promise<void>
 
 /** Writes through a temporary file and a rename, so PostgreSQL never reads half a file on reload. */
 export async function writeOwnedFile(path: string, text: string, mode: number, runAs: RunAs | null): Promise<void> {
-  const temporary = `${path}.keel-tmp`;
-  await rm(temporary, { force: true });
-  await writeFile(temporary, text, { mode, flag: 'wx' });
-  await chmod(temporary, mode);
-  await chownFor(temporary, runAs);
-  await rename(temporary, path);
+  await writeFileNoFollow(path, text, mode, runAs);
 }
 
 /** Creates the directory when missing and makes sure the run-as user owns it. */
 export async function ensureOwnedDir(path: string, mode: number, runAs: RunAs | null): Promise<void> {
   let created = false;
   try {
-    await stat(path);
+    await lstat(path);
   } catch {
     // Parents Keel creates must stay traversable for the run-as user; only the leaf is private.
     await mkdir(dirname(path), { recursive: true, mode: 0o755 });
     await mkdir(path, { mode });
     created = true;
   }
-  if (created) await chmod(path, mode);
-  if (runAs) {
-    const info = await stat(path);
-    if (info.uid !== runAs.uid) await chown(path, runAs.uid, runAs.gid);
+  // Mode and owner go through a descriptor opened without following links: a symlink put in the
+  // directory's place by a user who can write its parent is refused, never followed.
+  let handle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw new KeelError('KEEL_DIR_UNUSABLE', `${path} is not a directory Keel can use (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {
+      hint: 'a symlink or a file stands where Keel keeps a directory; remove it',
+    });
+  }
+  try {
+    if (created) await handle.chmod(mode);
+    if (runAs) {
+      const info = await handle.stat();
+      if (info.uid !== runAs.uid) await handle.chown(runAs.uid, runAs.gid);
+    }
+  } finally {
+    await handle.close();
   }
 }
 

@@ -14,6 +14,8 @@ export interface Connection {
   port: number;
   user: string;
   password: string;
+  /** TLS with the server verified against this CA (PEM) and its certificate's names: libpq's verify-full */
+  caPem?: string;
 }
 
 /** Connecting failed or the connection broke: the instance is down, starting or stopping. */
@@ -33,6 +35,7 @@ export function newClient(target: Connection, database: string, statementTimeout
     password: target.password,
     database,
     application_name: 'keel-agent',
+    ...(target.caPem === undefined ? {} : { ssl: { ca: target.caPem, rejectUnauthorized: true } }),
     connectionTimeoutMillis: 2000,
     statement_timeout: statementTimeoutMs,
   });
@@ -56,22 +59,45 @@ export async function withClient<T>(target: Connection, database: string, work: 
   }
 }
 
-/** Role, password, application database and extensions; safe to run again. */
+/** What pg_rewind calls on its source server (PostgreSQL's documented minimum), plus CHECKPOINT. */
+const rewindGrants = [
+  'pg_catalog.pg_ls_dir(text, boolean, boolean)',
+  'pg_catalog.pg_stat_file(text, boolean)',
+  'pg_catalog.pg_read_binary_file(text)',
+  'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)',
+  'pg_catalog.pg_control_checkpoint()',
+];
+
+/**
+ * The cluster's roles, application database and extensions; safe to run again. Roles: the superuser
+ * (local socket only), replication (REPLICATION, by certificate or password), pg_rewind's (the functions
+ * it needs and CHECKPOINT, no superuser), and the application's, which owns the application database.
+ */
 export async function ensureClusterObjects(target: Connection, postgres: NodeConfig['postgres'], logger: Logger): Promise<void> {
-  const { superuser, replication, database, extensions } = postgres;
+  const { superuser, replication, rewind, app, database, extensions } = postgres;
   await withClient(target, 'postgres', async (client) => {
+    const role = (name: string) => client.escapeIdentifier(name);
+    const password = (value: string | undefined) => (value === undefined ? 'PASSWORD NULL' : `PASSWORD ${client.escapeLiteral(value)}`);
+    const ensureRole = async (name: string, attributes: string) => {
+      const exists = (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name])).rowCount;
+      await client.query(`${exists ? 'ALTER' : 'CREATE'} ROLE ${role(name)} WITH ${attributes}`);
+    };
     // The role statements carry passwords: keep them out of postgres.log even when they fail.
     await client.query("SET log_statement = 'none'; SET log_min_error_statement = 'panic'; SET log_min_duration_statement = -1");
-    await client.query(`ALTER ROLE ${client.escapeIdentifier(superuser.username)} WITH PASSWORD ${client.escapeLiteral(superuser.password)}`);
-    const exists = (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [replication.username])).rowCount;
-    await client.query(
-      `${exists ? 'ALTER' : 'CREATE'} ROLE ${client.escapeIdentifier(replication.username)} ` +
-        `WITH REPLICATION LOGIN PASSWORD ${client.escapeLiteral(replication.password)}`,
-    );
+    await client.query(`ALTER ROLE ${role(superuser.username)} WITH ${password(superuser.password)}`);
+    await ensureRole(replication.username, `REPLICATION LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE ${password(replication.password)}`);
+    if (rewind) {
+      await ensureRole(rewind.username, `LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION ${password(rewind.password)}`);
+      for (const fn of rewindGrants) await client.query(`GRANT EXECUTE ON FUNCTION ${fn} TO ${role(rewind.username)}`);
+      await client.query(`GRANT pg_checkpoint TO ${role(rewind.username)}`);
+    }
+    if (app) await ensureRole(app.username, `LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION ${password(app.password)}`);
     const hasDatabase = (await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database])).rowCount;
     if (!hasDatabase) {
       logger.info({ database }, 'creating the application database');
-      await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
+      await client.query(`CREATE DATABASE ${role(database)}${app ? ` OWNER ${role(app.username)}` : ''}`);
+    } else if (app) {
+      await client.query(`ALTER DATABASE ${role(database)} OWNER TO ${role(app.username)}`);
     }
   });
   await withClient(target, database, async (client) => {

@@ -2,13 +2,16 @@
  * The files of a local cluster (`keel up --dir DIR`): where each part keeps
  * its data, logs and PID, and the ports it uses, all within [P, P+99].
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { writeFileNoFollow } from '../util/safe-file.js';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { stringify as toYaml } from 'yaml';
-import type { NodeConfig } from '../config/schema.js';
+import type { NodeConfig, TlsFiles } from '../config/schema.js';
+import { ensureCertificate, ensureCertificateAuthority, type CertificatePair } from '../tls/pki.js';
+import type { FileOwner } from '../util/safe-file.js';
 import { nameSchema } from '../model/names.js';
 import { validate } from '../config/load.js';
 import { KeelError } from '../errors.js';
@@ -26,8 +29,48 @@ export const clusterFileSchema = z
   .strict();
 export type ClusterFile = z.infer<typeof clusterFileSchema>;
 
-const secretsSchema = z.object({ superuser: z.string().min(16), replication: z.string().min(16), apiToken: z.string().min(16) }).strict();
+/**
+ * The cluster's generated secrets (secrets.json, 0600). apiToken is the key each node's own API token is
+ * derived from (nodeApiToken): one node's token opens no other node's API.
+ */
+const secretsSchema = z
+  .object({
+    superuser: z.string().min(16),
+    replication: z.string().min(16),
+    apiToken: z.string().min(32),
+    app: z.string().min(16),
+    rewind: z.string().min(16),
+    etcdRoot: z.string().min(16),
+  })
+  .strict();
 export type Secrets = z.infer<typeof secretsSchema>;
+
+const newSecret = (bytes = 24): string => randomBytes(bytes).toString('base64url');
+
+/** Fills what an older secrets file lacks; keeps every value it has that is still long enough. */
+function completeSecrets(existing: Record<string, unknown>): Secrets {
+  const keep = (name: string, min: number, bytes?: number): string => {
+    const value = existing[name];
+    return typeof value === 'string' && value.length >= min ? value : newSecret(bytes);
+  };
+  return { superuser: keep('superuser', 16), replication: keep('replication', 16), apiToken: keep('apiToken', 32, 32), app: keep('app', 16), rewind: keep('rewind', 16), etcdRoot: keep('etcdRoot', 16) };
+}
+
+/** Secrets for code that only needs the layout's shape (ports, paths), never a password. */
+export const placeholderSecrets: Secrets = { superuser: 'x'.repeat(16), replication: 'x'.repeat(16), apiToken: 'x'.repeat(32), app: 'x'.repeat(16), rewind: 'x'.repeat(16), etcdRoot: 'x'.repeat(16) };
+
+/** Node `name`'s API token: 32 bytes derived from the cluster's key, so each node has its own and the CLI can find any of them. */
+export function nodeApiToken(secrets: Secrets, name: string): string {
+  return createHmac('sha256', secrets.apiToken).update(`keel api token:${name}`).digest('base64url');
+}
+
+/** The etcd users (the CN of each component's client certificate) of a cluster. */
+export function etcdUsers(cluster: string): { agent: string; router: string; controller: string; operator: string } {
+  return { agent: `${cluster}-agent`, router: `${cluster}-router`, controller: `${cluster}-controller`, operator: `${cluster}-operator` };
+}
+
+/** The names a local cluster's servers answer to. */
+export const localServerNames = ['127.0.0.1', 'localhost', '::1'];
 
 /** Port offsets from the base; every port lies in [P, P+99]. */
 export const portOffsets = { etcdClient: 0, etcdPeer: 1, routerRw: 2, routerRo: 3, routerApi: 4, nodePg: 10, nodeApi: 40 } as const;
@@ -51,6 +94,24 @@ export class LocalLayout {
   get controllerLog(): string { return join(this.dir, 'controller.log'); }
   /** present while a node is fenced: no supervisor may start its agent again */
   fencedMarker(name: string): string { return join(this.nodeDir(name), 'fenced'); }
+  /** the cluster's certificates: the CA (its key 0600), etcd's server pair and the clients' pairs */
+  get tlsDir(): string { return join(this.dir, 'tls'); }
+  get caFiles(): CertificatePair { return { cert: join(this.tlsDir, 'ca.crt'), key: join(this.tlsDir, 'ca.key') }; }
+  get etcdServerFiles(): CertificatePair { return { cert: join(this.tlsDir, 'etcd.crt'), key: join(this.tlsDir, 'etcd.key') }; }
+  /** a client pair for a component that is not a node (router, controller, operator) */
+  clientTls(component: 'router' | 'controller' | 'operator'): TlsFiles {
+    return { ca: this.caFiles.cert, cert: join(this.tlsDir, `${component}.crt`), key: join(this.tlsDir, `${component}.key`) };
+  }
+  /** node `name`'s own pair (PostgreSQL, API, etcd client) */
+  nodeTls(name: string): TlsFiles {
+    const dir = join(this.nodeDir(name), 'tls');
+    return { ca: this.caFiles.cert, cert: join(dir, 'node.crt'), key: join(dir, 'node.key') };
+  }
+  /** node `name`'s replication client pair (CN = the replication role) */
+  nodeReplicationTls(name: string): CertificatePair {
+    const dir = join(this.nodeDir(name), 'tls');
+    return { cert: join(dir, 'replication.crt'), key: join(dir, 'replication.key') };
+  }
   /** Nodes that have a config on disk, in index order (the initial ones and any a controller added). */
   nodeNames(): string[] {
     let entries: string[] = [];
@@ -67,7 +128,9 @@ export class LocalLayout {
   nodeConfigFile(name: string): string { return join(this.nodeDir(name), 'node.yml'); }
   agentLog(name: string): string { return join(this.nodeDir(name), 'agent.log'); }
   agentPidFile(name: string): string { return join(this.nodeDir(name), 'agent.pid'); }
-  dataDir(name: string): string { return join(this.nodeDir(name), 'data'); }
+  /** PostgreSQL's own directory (owned by its OS user): data, socket, log, password file. node.yml and keys stay outside it. */
+  postgresDir(name: string): string { return join(this.nodeDir(name), 'postgres'); }
+  dataDir(name: string): string { return join(this.postgresDir(name), 'data'); }
   guardLog(name: string): string { return join(this.nodeDir(name), 'guard.log'); }
   guardPidFile(name: string): string { return join(this.nodeDir(name), 'guard.pid'); }
   /** the fencing guard's socket: in the node directory, or a short path when that one is too long for a socket */
@@ -101,19 +164,45 @@ export class LocalLayout {
     // PostgreSQL runs as another user when Keel is root: it must be able to enter DIR.
     await chmod(this.dir, 0o755);
     if (!this.exists()) await writeFile(this.clusterFile, `${JSON.stringify(file, null, 2)}\n`);
-    if (!existsSync(this.secretsFile)) {
-      const secret = () => randomBytes(18).toString('base64url');
-      const secrets: Secrets = { superuser: secret(), replication: secret(), apiToken: secret() };
-      await writeFile(this.secretsFile, `${JSON.stringify(secrets)}\n`, { mode: 0o600 });
+    const existing = existsSync(this.secretsFile) ? (JSON.parse(readFileSync(this.secretsFile, 'utf8')) as Record<string, unknown>) : {};
+    const completed = completeSecrets(existing);
+    if (JSON.stringify(completed) !== JSON.stringify(existing)) {
+      await writeFileNoFollow(this.secretsFile, `${JSON.stringify(completed)}\n`, 0o600, null);
     }
     const cluster = this.readCluster();
     const secrets = this.readSecrets();
-    await writeFile(this.pgpassFile, `127.0.0.1:*:*:postgres:${secrets.superuser}\nlocalhost:*:*:postgres:${secrets.superuser}\n`, { mode: 0o600 });
+    // what applications use: the application role, over TLS
+    const app = 'app';
+    await writeFileNoFollow(this.pgpassFile, `127.0.0.1:*:*:${app}:${secrets.app}\nlocalhost:*:*:${app}:${secrets.app}\n`, 0o600, null);
+    await this.ensureClusterTls(cluster);
     return { cluster, secrets };
   }
 
+  /** The CA, etcd's server pair and the router's, controller's and operator's client pairs; each made once. */
+  async ensureClusterTls(cluster: ClusterFile): Promise<void> {
+    await mkdir(this.tlsDir, { recursive: true });
+    await chmod(this.tlsDir, 0o755);
+    const ca = await ensureCertificateAuthority(this.caFiles, `keel ${cluster.cluster} CA`);
+    await ensureCertificate(ca, this.etcdServerFiles, { commonName: `${cluster.cluster}-etcd`, names: localServerNames, usage: 'both' });
+    const users = etcdUsers(cluster.cluster);
+    for (const component of ['router', 'controller', 'operator'] as const) {
+      await ensureCertificate(ca, this.clientTls(component), { commonName: users[component], usage: 'client' });
+    }
+  }
+
+  /** Node `name`'s pairs; the keys belong to `keyOwner` (the OS user that runs PostgreSQL), in a directory root keeps. */
+  async ensureNodeTls(cluster: ClusterFile, name: string, replicationUser: string, keyOwner: FileOwner | null): Promise<void> {
+    const dir = join(this.nodeDir(name), 'tls');
+    await mkdir(dir, { recursive: true });
+    await chmod(dir, 0o755);
+    const ca = this.caFiles;
+    const node = this.nodeTls(name);
+    await ensureCertificate(ca, node, { commonName: etcdUsers(cluster.cluster).agent, names: localServerNames, usage: 'both', keyOwner });
+    await ensureCertificate(ca, this.nodeReplicationTls(name), { commonName: replicationUser, usage: 'client', keyOwner });
+  }
+
   etcdEndpoint(cluster: ClusterFile): string {
-    return `http://127.0.0.1:${cluster.portBase + portOffsets.etcdClient}`;
+    return `https://127.0.0.1:${cluster.portBase + portOffsets.etcdClient}`;
   }
 
   nodeName(index: number): string {
@@ -127,8 +216,8 @@ export class LocalLayout {
       cluster: cluster.cluster,
       zone: `local-${String.fromCharCode(97 + (index % 3))}`,
       tags: { nofailover: false },
-      etcd: { endpoints: [this.etcdEndpoint(cluster)], requestTimeoutMs: 2000 },
-      api: { listen: `127.0.0.1:${cluster.portBase + portOffsets.nodeApi + index}`, token: secrets.apiToken },
+      etcd: { endpoints: [this.etcdEndpoint(cluster)], requestTimeoutMs: 2000, tls: this.nodeTls(name) },
+      api: { listen: `127.0.0.1:${cluster.portBase + portOffsets.nodeApi + index}`, token: nodeApiToken(secrets, name), readAuth: false },
       postgres: {
         dataDir: this.dataDir(name),
         binDir: '/usr/lib/postgresql/15/bin',
@@ -136,23 +225,31 @@ export class LocalLayout {
         port: cluster.portBase + portOffsets.nodePg + index,
         database: 'app',
         superuser: { username: 'postgres', password: secrets.superuser },
-        replication: { username: 'replicator', password: secrets.replication },
+        replication: { username: 'replicator', ...this.nodeReplicationTls(name) },
+        rewind: { username: 'keel_rewind', password: secrets.rewind },
+        app: { username: 'app', password: secrets.app },
+        hba: { cluster: ['127.0.0.1/32', '::1/128'], applications: ['127.0.0.1/32', '::1/128'] },
         extensions: ['postgis'],
       },
+      tls: this.nodeTls(name),
       // secure by default: no primary without a live fencing guard beside it
       guard: { socket: this.guardSocket(name) },
       bootstrap: { dynamic: undefined },
     };
   }
 
-  /** Writes node.yml (0600: it holds passwords). */
-  async writeNodeConfig(config: NodeConfig): Promise<string> {
+  /**
+   * Writes node.yml (0600: it holds passwords) and the node's certificates, in the node directory, which
+   * Keel's user keeps: PostgreSQL's OS user owns only postgresDir (and its key files).
+   */
+  async writeNodeConfig(cluster: ClusterFile, config: NodeConfig, keyOwner: FileOwner | null): Promise<string> {
     await mkdir(this.nodeDir(config.name), { recursive: true });
     await chmod(this.nodeDir(config.name), 0o755);
+    await this.ensureNodeTls(cluster, config.name, config.postgres.replication.username, keyOwner);
     const path = this.nodeConfigFile(config.name);
     const { bootstrap, ...rest } = config;
     const doc = bootstrap.dynamic ? config : rest;
-    await writeFile(path, toYaml(doc), { mode: 0o600 });
+    await writeFileNoFollow(path, toYaml(doc), 0o600, null);
     return path;
   }
 
@@ -167,10 +264,11 @@ export class LocalLayout {
 
 /** libpq URLs of the cluster's endpoints: rw and ro through the router, and each node directly. */
 export function connectionStrings(layout: LocalLayout, cluster: ClusterFile): { rw: string; ro: string; nodes: string[] } {
+  const tls = `?sslmode=verify-full&sslrootcert=${encodeURIComponent(layout.caFiles.cert)}`;
   const hosts = Array.from({ length: cluster.nodes }, (_, i) => `127.0.0.1:${cluster.portBase + portOffsets.nodePg + i}`);
   return {
-    rw: `postgresql://postgres@127.0.0.1:${cluster.portBase + portOffsets.routerRw}/app`,
-    ro: `postgresql://postgres@127.0.0.1:${cluster.portBase + portOffsets.routerRo}/app`,
-    nodes: hosts.map((h) => `postgresql://postgres@${h}/app`),
+    rw: `postgresql://app@127.0.0.1:${cluster.portBase + portOffsets.routerRw}/app${tls}`,
+    ro: `postgresql://app@127.0.0.1:${cluster.portBase + portOffsets.routerRo}/app${tls}`,
+    nodes: hosts.map((h) => `postgresql://app@${h}/app${tls}`),
   };
 }

@@ -11,11 +11,13 @@ import { rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { loadNodeConfig } from '../config/load.js';
+import type { NodeConfig } from '../config/schema.js';
 import { defaultLocalInstanceClass } from '../postgres/instance-class.js';
 import { terminatePostmaster } from '../postgres/postmaster.js';
 import type { Logger } from '../util/log.js';
 import { commandLine, isAlive, readPidFile, terminate } from '../util/process.js';
 import type { ClusterFile, LocalLayout, Secrets } from './local-layout.js';
+import { resolveRunAs } from '../postgres/programs.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 import { openLogFile } from '../util/log-file.js';
 import { socketAnswers } from '../util/unix-socket.js';
@@ -151,7 +153,8 @@ export class LocalProvider implements Provider {
     const base = this.layout.nodeConfig(this.cluster, this.secrets, index);
     // the agent turns its class into PostgreSQL parameters (postgres/instance-class.ts)
     const tags = { ...base.tags, instanceClass: spec.instanceClass ?? defaultLocalInstanceClass };
-    await this.layout.writeNodeConfig({ ...base, zone: spec.zone, tags });
+    const config: NodeConfig = { ...base, zone: spec.zone, tags };
+    await this.layout.writeNodeConfig(this.cluster, config, resolveRunAs(config));
     await rm(this.layout.fencedMarker(spec.name), { force: true });
     const node: Supervised = { spec, index, pid: null, wanted: true, restartTimer: null, guardPid: null, guardRestartTimer: null, adopted: false };
     this.nodes.set(spec.name, node);

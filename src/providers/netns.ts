@@ -77,13 +77,15 @@ export function netnsNodeConfig(options: {
   dynamic?: DynamicConfig;
 }): NodeConfig {
   const { address, secrets } = options;
+  // the hosts' /24 (netns-net.ts): the cluster and its clients live there
+  const netnsRange = `${address.split('.').slice(0, 3).join('.')}.0/24`;
   return {
     name: options.name,
     cluster: options.cluster,
     zone: options.zone,
     tags: { nofailover: false },
     etcd: { endpoints: options.etcdEndpoints, requestTimeoutMs: 2000 },
-    api: { listen: `${address}:${netnsApiPort}`, connectAddress: `${address}:${netnsApiPort}`, token: secrets.apiToken },
+    api: { listen: `${address}:${netnsApiPort}`, connectAddress: `${address}:${netnsApiPort}`, token: secrets.apiToken, readAuth: false },
     postgres: {
       dataDir: join(options.nodeDir, 'data'),
       binDir: '/usr/lib/postgresql/15/bin',
@@ -93,6 +95,7 @@ export function netnsNodeConfig(options: {
       database: 'app',
       superuser: { username: 'postgres', password: secrets.superuser },
       replication: { username: 'replicator', password: secrets.replication },
+      hba: { cluster: [netnsRange], applications: [netnsRange] },
       extensions: ['postgis'],
     },
     guard: { socket: join(options.nodeDir, 'guard.sock') },

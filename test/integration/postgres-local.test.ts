@@ -12,10 +12,21 @@ import { LocalPostgres } from '../../src/postgres/local.js';
 import { isZombie } from '../../src/postgres/datadir.js';
 import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
 import { silentLogger } from '../../src/util/log.js';
+import { ensureCertificateAuthority, issueCertificate } from '../../src/tls/pki.js';
 
 const superPassword = 'super-secret-pw-1';
 const replPassword = 'repl-secret-pw-1';
+const rewindPassword = 'rewind-secret-pw-1';
+const appPassword = 'app-secret-pw-0001';
 const ports = { node1: 25432, node2: 25433 } as const;
+
+/** The CA and each node's pairs, as keel up makes them: the keys belong to the OS user that runs PostgreSQL. */
+async function issueTls(dir: string, name: 'node1' | 'node2'): Promise<void> {
+  const ca = await ensureCertificateAuthority({ cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') }, 'keel itest CA');
+  const owner = process.getuid?.() === 0 ? { uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' })), gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' })) } : null;
+  await issueCertificate(ca, { cert: join(dir, name, 'tls', 'node.crt'), key: join(dir, name, 'tls', 'node.key') }, { commonName: 'itest-agent', names: ['127.0.0.1', 'localhost'], usage: 'both', keyOwner: owner });
+  await issueCertificate(ca, { cert: join(dir, name, 'tls', 'replication.crt'), key: join(dir, name, 'tls', 'replication.key') }, { commonName: 'replicator', usage: 'client', keyOwner: owner });
+}
 
 function configFor(dir: string, name: 'node1' | 'node2'): NodeConfig {
   return nodeConfigSchema.parse({
@@ -23,13 +34,22 @@ function configFor(dir: string, name: 'node1' | 'node2'): NodeConfig {
     cluster: 'itest',
     etcd: { endpoints: ['http://127.0.0.1:2379'] },
     api: { listen: '127.0.0.1:8008' },
+    tls: { ca: join(dir, 'ca.crt'), cert: join(dir, name, 'tls', 'node.crt'), key: join(dir, name, 'tls', 'node.key') },
     postgres: {
-      dataDir: join(dir, name, 'data'),
+      dataDir: join(dir, name, 'postgres', 'data'),
       port: ports[name],
       superuser: { password: superPassword },
-      replication: { password: replPassword },
+      replication: { cert: join(dir, name, 'tls', 'replication.crt'), key: join(dir, name, 'tls', 'replication.key') },
+      rewind: { password: rewindPassword },
+      app: { password: appPassword },
     },
   });
+}
+
+/** The superuser over the node's local socket: the only way it may log in. */
+function socketDir(dir: string, port: number): string {
+  const name = ({ [ports.node1]: 'node1', [ports.node2]: 'node2', 25435: 'node5' } as Record<number, string>)[port];
+  return join(dir, name ?? 'unknown', 'postgres');
 }
 
 function upstream(name: 'node1' | 'node2'): UpstreamTarget {
@@ -44,8 +64,10 @@ function following(name: string, target: UpstreamTarget, parameters: StartOption
   return { replica: true, upstream: target, slotName: name, parameters };
 }
 
+let testDir = '';
+
 async function query<Row extends object>(port: number, text: string, database = 'app'): Promise<Row[]> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: superPassword, database });
+  const client = new pg.Client({ host: socketDir(testDir, port), port, user: 'postgres', password: superPassword, database });
   await client.connect();
   try {
     return (await client.query<Row>(text)).rows;
@@ -75,10 +97,13 @@ describe('LocalPostgres with real PostgreSQL', () => {
   let node1: LocalPostgres;
   let node2: LocalPostgres;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     dir = mkdtempSync('/tmp/keel-pg-');
+    testDir = dir;
     // The postgres OS user must traverse it when the tests run as root.
     chmodSync(dir, 0o755);
+    await issueTls(dir, 'node1');
+    await issueTls(dir, 'node2');
     node1 = new LocalPostgres(configFor(dir, 'node1'), silentLogger());
     node2 = new LocalPostgres(configFor(dir, 'node2'), silentLogger());
   });
@@ -190,7 +215,7 @@ describe('LocalPostgres with real PostgreSQL', () => {
     expect(await node1.postmasterPid()).toBe(pid);
 
     // node2 holds port 25433: a third instance there cannot bind it.
-    const node3 = new LocalPostgres({ ...configFor(dir, 'node2'), postgres: { ...configFor(dir, 'node2').postgres, dataDir: join(dir, 'node3', 'data') } }, silentLogger());
+    const node3 = new LocalPostgres({ ...configFor(dir, 'node2'), postgres: { ...configFor(dir, 'node2').postgres, dataDir: join(dir, 'node3', 'postgres', 'data') } }, silentLogger());
     await node3.initdb();
     const failure = await node3.start(asPrimary('node3')).catch((err: unknown) => err);
     expect(failure).toMatchObject({ code: 'KEEL_POSTGRES_FAILED', message: expect.stringContaining('Address already in use') });
@@ -199,7 +224,7 @@ describe('LocalPostgres with real PostgreSQL', () => {
 
   it('starts again at once when the killed postmaster is still an unreaped zombie', async () => {
     const base = configFor(dir, 'node1');
-    const config: NodeConfig = { ...base, name: 'node5', postgres: { ...base.postgres, port: 25435, dataDir: join(dir, 'node5', 'data') } };
+    const config: NodeConfig = { ...base, name: 'node5', postgres: { ...base.postgres, port: 25435, dataDir: join(dir, 'node5', 'postgres', 'data') } };
     const node5 = new LocalPostgres(config, silentLogger());
     await node5.initdb();
     await node5.start(asPrimary('node5'));
@@ -253,7 +278,7 @@ describe('LocalPostgres with real PostgreSQL', () => {
     expect(await node2.newestTimeline()).toBe(2);
 
     for (const name of ['node1', 'node2']) {
-      const nodeDir = join(dir, name);
+      const nodeDir = join(dir, name, 'postgres');
       const files = [
         join(nodeDir, 'data', 'postgresql.conf'),
         join(nodeDir, 'data', 'postgresql.auto.conf'),
@@ -264,6 +289,8 @@ describe('LocalPostgres with real PostgreSQL', () => {
         const text = readFileSync(file, 'utf8');
         expect(text, file).not.toContain(superPassword);
         expect(text, file).not.toContain(replPassword);
+        expect(text, file).not.toContain(rewindPassword);
+        expect(text, file).not.toContain(appPassword);
       }
       expect(readdirSync(nodeDir).filter((f) => f.includes('pwfile'))).toEqual([]);
     }

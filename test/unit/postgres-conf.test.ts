@@ -203,19 +203,89 @@ describe('connection strings', () => {
   });
 });
 
+const hbaLines = (c: NodeConfig): string[] =>
+  buildPgHba(c)
+    .split('\n')
+    .filter((line) => line && !line.startsWith('#'))
+    .map((line) => line.split(/\s+/).join(' '));
+
+const tlsFiles = { ca: '/etc/keel/ca.crt', cert: '/etc/keel/node.crt', key: '/etc/keel/node.key' };
+
+function secured(): NodeConfig {
+  return nodeConfigSchema.parse({
+    name: 'node2',
+    cluster: 'geo',
+    etcd: { endpoints: ['https://10.0.1.9:2379'] },
+    api: { listen: '10.0.1.6:8008' },
+    tls: tlsFiles,
+    postgres: {
+      dataDir: '/var/lib/keel/node2/postgres/data',
+      port: 5433,
+      superuser: { password: superPassword },
+      replication: { cert: '/etc/keel/replication.crt', key: '/etc/keel/replication.key' },
+      rewind: { password: 'rewind-secret-0123' },
+      app: { password: 'app-secret-0123456' },
+      hba: { cluster: ['10.0.1.0/24'], applications: ['10.0.0.0/16'] },
+    },
+  });
+}
+
 describe('pg_hba.conf', () => {
-  it('asks everyone for scram-sha-256 and lets the replication user stream', () => {
-    const lines = buildPgHba(config())
-      .split('\n')
-      .filter((line) => line && !line.startsWith('#'))
-      .map((line) => line.split(/\s+/).join(' '));
-    expect(lines).toEqual([
+  it('with TLS: hostssl only, replication by certificate, the superuser on the local socket alone', () => {
+    expect(hbaLines(secured())).toEqual([
       'local all all scram-sha-256',
-      'host all all 0.0.0.0/0 scram-sha-256',
-      'host all all ::/0 scram-sha-256',
-      'host replication replicator 0.0.0.0/0 scram-sha-256',
-      'host replication replicator ::/0 scram-sha-256',
+      'hostssl replication replicator 10.0.1.0/24 cert',
+      'hostssl all postgres all reject',
+      'hostssl postgres keel_rewind 10.0.1.0/24 scram-sha-256',
+      'hostssl all keel_rewind all reject',
+      'hostssl all replicator all reject',
+      'hostssl all all 10.0.0.0/16 scram-sha-256',
+      'hostnossl all all all reject',
     ]);
+  });
+
+  it('without TLS: scram-sha-256 over TCP, only from the configured ranges', () => {
+    expect(hbaLines(config())).toEqual([
+      'local all all scram-sha-256',
+      'host replication replicator 127.0.0.1/32 scram-sha-256',
+      'host replication replicator ::1/128 scram-sha-256',
+      'host all replicator all reject',
+      'host all all 127.0.0.1/32 scram-sha-256',
+      'host all all ::1/128 scram-sha-256',
+    ]);
+  });
+
+  it('refuses an address range that is not one', () => {
+    for (const range of ['10.0.0.0', '10.0.0.0/33', 'all', '0.0.0.0/0 trust', '::1/129']) {
+      expect(() => nodeConfigSchema.parse({ ...secured(), postgres: { ...secured().postgres, hba: { cluster: [range], applications: ['10.0.0.0/8'] } } })).toThrow();
+    }
+  });
+});
+
+describe('TLS settings', () => {
+  it('turns ssl on with the node certificate and asks verify-full of every connection to another node', () => {
+    const c = secured();
+    const conf = buildPostgresqlConf(c, nodeLayout(c), replica, '');
+    expect(conf).toMatch(/^ssl = on$/m);
+    expect(conf).toMatch(/^ssl_cert_file = '\/etc\/keel\/node.crt'$/m);
+    expect(conf).toMatch(/^ssl_ca_file = '\/etc\/keel\/ca.crt'$/m);
+    const conninfo = /^primary_conninfo = '(.*)'$/m.exec(conf)?.[1] ?? '';
+    expect(conninfo).toContain('sslmode=verify-full');
+    expect(conninfo).toContain('sslrootcert=/etc/keel/ca.crt');
+    expect(conninfo).toContain('sslcert=/etc/keel/replication.crt');
+    expect(conninfo).toContain('sslkey=/etc/keel/replication.key');
+  });
+
+  it('keeps ssl off and no sslmode without a tls block', () => {
+    const c = config();
+    const conf = buildPostgresqlConf(c, nodeLayout(c), replica, '');
+    expect(conf).toMatch(/^ssl = off$/m);
+    expect(conf).not.toContain('sslmode');
+  });
+
+  it('gives pg_rewind its own role in the password file, and no replication password when a certificate logs in', () => {
+    const lines = buildPgpass(secured(), upstream).split('\n').filter((line) => line && !line.startsWith('#'));
+    expect(lines).toEqual(['10.0.1.5:5432:*:keel_rewind:rewind-secret-0123']);
   });
 });
 
