@@ -70,7 +70,7 @@ describe('failover with the defaults of keel up', () => {
 
   /** Acknowledged rows missing on the server at `port`. */
   async function lostOn(port: number, ids: number[]): Promise<number[]> {
-    const check = await lackedOnLeader(() => connectClient(appConnection('127.0.0.1', port, tc!.password, 10_000)), { rows: { ids, presentSql: presentRowsSql(ackTable) } }, 30_000);
+    const check = await lackedOnLeader(() => connectClient(appConnection('127.0.0.1', port, tc!.login, 10_000)), { rows: { ids, presentSql: presentRowsSql(ackTable) } }, 30_000);
     if (check.error !== null) throw new Error(`could not check the acknowledged writes: ${check.error}`);
     return check.lacked.rows;
   }
@@ -89,7 +89,7 @@ describe('failover with the defaults of keel up', () => {
       const old = leaderOf(before)!;
       // one row per transaction on a fresh connection, as a web request without a pool would; a commit waiting 10 s is given up
       const writer = new Writer({
-        connection: { ...appConnection('127.0.0.1', rwPort, cluster.password, 10_000), connectionTimeoutMillis: 2000 },
+        connection: { ...appConnection('127.0.0.1', rwPort, cluster.login, 10_000), connectionTimeoutMillis: 2000 },
         mode: 'per-transaction',
         writer: 0,
         via: 'router',

@@ -13,6 +13,7 @@
  * Ports 18000-18099.
  */
 import pg from 'pg';
+import { loginConfig, type Login } from '../src/workload/connect.js';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sleep } from '../src/util/clock.js';
 import { describeMembers, settled } from '../src/workload/shape.js';
@@ -27,8 +28,8 @@ const portBase = 18000;
 const writeBoundMs = 60_000;
 
 /** One autocommit INSERT on a fresh connection, refused by a server in recovery. */
-async function write(port: number, password: string): Promise<void> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'app', connectionTimeoutMillis: 1000, query_timeout: 5000 });
+async function write(port: number, login: Login): Promise<void> {
+  const client = new pg.Client({ ...loginConfig(login, '127.0.0.1', port), connectionTimeoutMillis: 1000, query_timeout: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -79,7 +80,7 @@ describe('failover without a controller (lease-bound)', () => {
         while (took === null && Date.now() - killedAtMs < writeBoundMs) {
           for (const port of others) {
             try {
-              await write(port, cluster.password);
+              await write(port, cluster.login);
               took = (Date.now() - killedAtMs) / 1000;
               break;
             } catch {

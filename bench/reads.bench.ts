@@ -82,14 +82,14 @@ function procStat(pid: number): { ppid: number; cpu: number } | null {
   }
 }
 
-const pgUrl = (m: MemberValue) => `postgresql://postgres@${m.pgHost}:${m.pgPort}/app`;
 /** `connections` connections spread round-robin over the given URLs. */
 const spread = (list: string[]) => Array.from({ length: connections }, (_, i) => list[i % list.length]!);
 
 describe('read scaling', () => {
   let tc: TestCluster | undefined;
   let urls: { rw: string; ro: string };
-  const endpoint = (url: string): Endpoint => ({ connectionString: url, password: tc!.password });
+  const endpoint = (url: string): Endpoint => ({ connectionString: url, password: tc!.login.password });
+  const pgUrl = (m: MemberValue) => `postgresql://app@${m.pgHost}:${m.pgPort}/app?sslmode=verify-full&sslrootcert=${encodeURIComponent(tc!.layout.caFiles.cert)}`;
   const reads: Figure[] = [];
   const writes: Figure[] = [];
 

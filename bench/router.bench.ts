@@ -25,6 +25,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { loginConfig } from '../src/workload/connect.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MemberValue } from '../src/model/values.js';
 import { probePostgres } from '../src/postgres/probe.js';
@@ -122,9 +123,9 @@ describe('router', () => {
 
   async function pgbench(port: number): Promise<{ tps: number; transactions: number } | null> {
     try {
-      const { stdout } = await run(`${pgbin}/pgbench`, ['-S', '-c', '8', '-j', '2', '-T', String(seconds), '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'app'], {
+      const { stdout } = await run(`${pgbin}/pgbench`, ['-S', '-c', '8', '-j', '2', '-T', String(seconds), '-h', '127.0.0.1', '-p', String(port), '-U', 'app', 'app'], {
         encoding: 'utf8',
-        env: { ...process.env, PGPASSFILE: tc!.layout.pgpassFile },
+        env: { ...process.env, ...pgTlsEnv() },
         timeout: (seconds + 60) * 1000,
       });
       return { tps: Number(/tps = ([\d.]+)/.exec(stdout)![1]), transactions: Number(/actually processed: (\d+)/.exec(stdout)![1]) };
@@ -149,8 +150,13 @@ describe('router', () => {
     return (JSON.parse(line) as { pid: number }).pid;
   }
 
+  /** libpq's settings for pgbench: the application role over TLS, verify-full */
+  function pgTlsEnv(): Record<string, string> {
+    return { PGPASSFILE: tc!.layout.pgpassFile, PGSSLMODE: 'verify-full', PGSSLROOTCERT: tc!.layout.caFiles.cert };
+  }
+
   function client(port: number, timeoutMs: number): pg.Client {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: tc!.password, database: 'app', connectionTimeoutMillis: timeoutMs });
+    const c = new pg.Client({ ...loginConfig(tc!.login, '127.0.0.1', port), connectionTimeoutMillis: timeoutMs });
     c.on('error', () => undefined);
     return c;
   }
@@ -184,8 +190,8 @@ describe('router', () => {
     tc = await TestCluster.start({ portBase, nodes: 3 });
     const boosted = boostControlPlane();
     const first = await leaderMember();
-    await run(`${pgbin}/pgbench`, ['-i', '-s', '10', '-q', '-h', '127.0.0.1', '-p', String(first.pgPort), '-U', 'postgres', 'app'], {
-      env: { ...process.env, PGPASSFILE: tc.layout.pgpassFile },
+    await run(`${pgbin}/pgbench`, ['-i', '-s', '10', '-q', '-h', '127.0.0.1', '-p', String(first.pgPort), '-U', 'app', 'app'], {
+      env: { ...process.env, ...pgTlsEnv() },
       timeout: 120_000,
     });
     await tc.query(first.pgPort, 'CREATE TABLE bench_router (id bigserial PRIMARY KEY, at timestamptz)');

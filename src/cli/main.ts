@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isKeelError, KeelError, redactSecrets } from '../errors.js';
 import { registerAgent } from './agent.js';
 import { registerAutoscale } from './autoscale.js';
+import { registerCerts } from './certs.js';
 import { registerController } from './controller.js';
 import { registerEvents } from './events.js';
 import { registerGuard } from './guard.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerSpec(program);
   registerEvents(program);
   registerAutoscale(program);
+  registerCerts(program);
   registerDemo(program);
   return program;
 }

@@ -35,7 +35,7 @@ export interface StartOptions {
 
 function target(layout: LocalLayout, file: ClusterFile, startedByDemo: boolean): LocalTarget {
   const urls = connectionStrings(layout, file);
-  const password = layout.readSecrets().superuser;
+  const password = layout.readSecrets().app;
   return { layout, file, startedByDemo, rw: { connectionString: urls.rw, password }, ro: { connectionString: urls.ro, password } };
 }
 

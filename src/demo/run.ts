@@ -93,7 +93,7 @@ async function setUp(options: DemoOptions, screen: Screen): Promise<Setup> {
     const layout = options.dir === null ? null : new LocalLayout(options.dir);
     const file = layout?.readCluster() ?? null;
     // a local cluster's URLs carry no password: its secrets file has it
-    const password = layout !== null ? layout.readSecrets().superuser : undefined;
+    const password = layout !== null ? layout.readSecrets().app : undefined;
     const endpoint = (url: string): Endpoint => (password !== undefined && !/:\/\/[^/@]*:[^/@]*@/.test(url) ? { connectionString: url, password } : { connectionString: url });
     const etcd = layout !== null && file !== null ? { endpoints: [layout.etcdEndpoint(file)], cluster: file.cluster } : options.etcd;
     const dcs = etcd === null ? null : new EtcdDcs({ ...etcd, requestTimeoutMs: 2000, logger: silentLogger() });

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { stringify as toYaml } from 'yaml';
 import type { NodeConfig, TlsFiles } from '../config/schema.js';
-import { ensureCertificate, ensureCertificateAuthority, type CertificatePair } from '../tls/pki.js';
+import { ensureCertificate, ensureCertificateAuthority, type CertificatePair, type CertificateRequest } from '../tls/pki.js';
 import type { FileOwner } from '../util/safe-file.js';
 import { nameSchema } from '../model/names.js';
 import { validate } from '../config/load.js';
@@ -54,6 +54,13 @@ function completeSecrets(existing: Record<string, unknown>): Secrets {
     return typeof value === 'string' && value.length >= min ? value : newSecret(bytes);
   };
   return { superuser: keep('superuser', 16), replication: keep('replication', 16), apiToken: keep('apiToken', 32, 32), app: keep('app', 16), rewind: keep('rewind', 16), etcdRoot: keep('etcdRoot', 16) };
+}
+
+/** One certificate a local cluster keeps, with what it takes to issue it again. */
+export interface LeafCertificate {
+  what: string;
+  pair: CertificatePair;
+  request: CertificateRequest;
 }
 
 /** Secrets for code that only needs the layout's shape (ports, paths), never a password. */
@@ -178,27 +185,41 @@ export class LocalLayout {
     return { cluster, secrets };
   }
 
-  /** The CA, etcd's server pair and the router's, controller's and operator's client pairs; each made once. */
+  /** The cluster's own leaf certificates: etcd's server pair and the router's, controller's and operator's client pairs. */
+  clusterCertificates(cluster: ClusterFile): LeafCertificate[] {
+    const users = etcdUsers(cluster.cluster);
+    return [
+      { what: 'etcd server', pair: this.etcdServerFiles, request: { commonName: `${cluster.cluster}-etcd`, names: localServerNames, usage: 'both' } },
+      ...(['router', 'controller', 'operator'] as const).map((component) => ({
+        what: `${component} client`,
+        pair: this.clientTls(component),
+        request: { commonName: users[component], usage: 'client' as const },
+      })),
+    ];
+  }
+
+  /** Node `name`'s pairs: its own (PostgreSQL, API, etcd client) and its replication client pair; the keys belong to `keyOwner`. */
+  nodeCertificates(cluster: ClusterFile, name: string, replicationUser: string, keyOwner: FileOwner | null): LeafCertificate[] {
+    return [
+      { what: `${name} server`, pair: this.nodeTls(name), request: { commonName: etcdUsers(cluster.cluster).agent, names: localServerNames, usage: 'both', keyOwner } },
+      { what: `${name} replication`, pair: this.nodeReplicationTls(name), request: { commonName: replicationUser, usage: 'client', keyOwner } },
+    ];
+  }
+
+  /** The CA and the cluster's leaf pairs; each made once. */
   async ensureClusterTls(cluster: ClusterFile): Promise<void> {
     await mkdir(this.tlsDir, { recursive: true });
     await chmod(this.tlsDir, 0o755);
     const ca = await ensureCertificateAuthority(this.caFiles, `keel ${cluster.cluster} CA`);
-    await ensureCertificate(ca, this.etcdServerFiles, { commonName: `${cluster.cluster}-etcd`, names: localServerNames, usage: 'both' });
-    const users = etcdUsers(cluster.cluster);
-    for (const component of ['router', 'controller', 'operator'] as const) {
-      await ensureCertificate(ca, this.clientTls(component), { commonName: users[component], usage: 'client' });
-    }
+    for (const leaf of this.clusterCertificates(cluster)) await ensureCertificate(ca, leaf.pair, leaf.request);
   }
 
-  /** Node `name`'s pairs; the keys belong to `keyOwner` (the OS user that runs PostgreSQL), in a directory root keeps. */
+  /** Node `name`'s pairs, in a directory Keel's user keeps. */
   async ensureNodeTls(cluster: ClusterFile, name: string, replicationUser: string, keyOwner: FileOwner | null): Promise<void> {
     const dir = join(this.nodeDir(name), 'tls');
     await mkdir(dir, { recursive: true });
     await chmod(dir, 0o755);
-    const ca = this.caFiles;
-    const node = this.nodeTls(name);
-    await ensureCertificate(ca, node, { commonName: etcdUsers(cluster.cluster).agent, names: localServerNames, usage: 'both', keyOwner });
-    await ensureCertificate(ca, this.nodeReplicationTls(name), { commonName: replicationUser, usage: 'client', keyOwner });
+    for (const leaf of this.nodeCertificates(cluster, name, replicationUser, keyOwner)) await ensureCertificate(this.caFiles, leaf.pair, leaf.request);
   }
 
   etcdEndpoint(cluster: ClusterFile): string {

@@ -3,8 +3,34 @@
  * errors cannot crash the process, one-off queries, and the loop every
  * writer and reader runs on its connection.
  */
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { sleep } from '../util/clock.js';
+
+/** How a client logs in: a role, its password, and the CA the server's certificate must chain to (TLS, verify-full). */
+export interface Login {
+  user: string;
+  password: string;
+  /** PEM; without it the connection is plain TCP */
+  caPem?: string;
+}
+
+/** pg's settings for one server as `login`: TLS verified against the CA and the host name (libpq's verify-full). */
+export function loginConfig(login: Login, host: string, port: number, database = 'app'): pg.ClientConfig {
+  return { host, port, user: login.user, password: login.password, database, ...(login.caPem === undefined ? {} : { ssl: { ca: login.caPem } }) };
+}
+
+/** pg's TLS settings for a URL's sslmode and sslrootcert, as libpq reads them (undefined: pg's own reading of the URL). */
+function sslFromUrl(url: URL): pg.ClientConfig['ssl'] {
+  const mode = url.searchParams.get('sslmode');
+  const root = url.searchParams.get('sslrootcert');
+  if (mode === null || mode === 'disable') return undefined;
+  const ca = root === null ? undefined : readFileSync(root, 'utf8');
+  if (mode === 'verify-full') return { ...(ca === undefined ? {} : { ca }) };
+  // verify-ca: the chain, not the name; require/prefer: encrypted, unverified (libpq's meaning)
+  if (mode === 'verify-ca') return { ...(ca === undefined ? {} : { ca }), checkServerIdentity: () => undefined };
+  return { rejectUnauthorized: false };
+}
 
 export interface Endpoint {
   /** libpq URL; its password (if any) is never printed */
@@ -18,12 +44,14 @@ export function clientConfig(endpoint: Endpoint): pg.ClientConfig {
   if (endpoint.password === undefined) return { connectionString: endpoint.connectionString };
   // pg lets the URL's empty password override an explicit one: take the URL apart instead
   const url = new URL(endpoint.connectionString);
+  const ssl = sslFromUrl(url);
   return {
     host: url.hostname,
     port: Number(url.port || 5432),
     user: decodeURIComponent(url.username) || 'postgres',
     database: decodeURIComponent(url.pathname.slice(1)) || 'postgres',
     password: endpoint.password,
+    ...(ssl === undefined ? {} : { ssl }),
   };
 }
 

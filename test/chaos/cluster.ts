@@ -80,8 +80,8 @@ export class ChaosCluster {
   static async start(options: ChaosClusterOptions, failureLogsDir?: string): Promise<ChaosCluster> {
     const layout = makeClusterDir(`${tempPrefix}${process.pid}-`);
     const dir = layout.dir;
-    const secret = () => randomBytes(18).toString('base64url');
-    const secrets: Secrets = { superuser: secret(), replication: secret(), apiToken: secret() };
+    const secret = () => randomBytes(24).toString('base64url');
+    const secrets: Secrets = { superuser: secret(), replication: secret(), apiToken: secret(), app: secret(), rewind: secret(), etcdRoot: secret() };
     const dynamic: DynamicConfig = {
       ...defaultDynamicConfig,
       ttl: options.ttlSeconds,
@@ -151,7 +151,7 @@ export class ChaosCluster {
 
   /** A direct connection to one node (not through the router). */
   query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], timeoutMs = 10_000): Promise<T[]> {
-    return queryOnce<T>(appConnection(this.provider.address(node), netnsPgPort, this.secrets.superuser, timeoutMs), sql, params);
+    return queryOnce<T>(appConnection(this.provider.address(node), netnsPgPort, { user: 'postgres', password: this.secrets.superuser }, timeoutMs), sql, params);
   }
 
   private async queryLeader(sql: string): Promise<void> {

@@ -158,7 +158,7 @@ describe('controller', () => {
     let loading = true;
     const clients = await Promise.all(
       [1, 2, 3].map(async () => {
-        const client = new pg.Client({ host: '127.0.0.1', port: replica.pgPort, user: 'postgres', password: cluster.password, database: 'app' });
+        const client = new pg.Client(appConnection('127.0.0.1', replica.pgPort, cluster.login));
         await client.connect();
         return client;
       }),

@@ -162,7 +162,8 @@ if (optedOut) {
       KEEL_RO_HOST: ro.host,
       KEEL_RO_PORT: ro.port,
       KEEL_DB_NAME: 'app',
-      KEEL_DB_USER: 'postgres',
+      KEEL_DB_USER: 'app',
+      KEEL_SSLROOTCERT: cluster.layout.caFiles.cert,
       // The password reaches libpq from the cluster's pgpass file, never through settings or argv.
       PGPASSFILE: cluster.layout.pgpassFile,
       KEEL_APP_NAME: appName,

@@ -164,7 +164,7 @@ describe('the fencing guard in a cluster', () => {
     // straight to the old primary, one row per transaction on one connection; after a failure (cut off, refused, read-only) it reconnects
     // and tries again: the old primary must never take a write again
     const writer = new Writer({
-      connection: { ...appConnection('127.0.0.1', old.pgPort, cluster.password), connectionTimeoutMillis: 1000 },
+      connection: { ...appConnection('127.0.0.1', old.pgPort, cluster.login), connectionTimeoutMillis: 1000 },
       mode: 'persistent',
       writer: 0,
       via: 'direct',

@@ -46,9 +46,9 @@ function listeningPorts(pids: number[]): number[] {
   return ports;
 }
 
-async function queryNode(address: string, password: string, sql: string): Promise<pg.QueryResult> {
+async function queryNode(address: string, login: Login, sql: string): Promise<pg.QueryResult> {
   const [host, port] = address.split(':');
-  const client = new pg.Client({ host, port: Number(port), user: 'postgres', password, database: 'app' });
+  const client = new pg.Client(loginConfig(login, host!, Number(port)));
   await client.connect();
   try {
     return await client.query(sql);
@@ -96,7 +96,7 @@ describe('keel up / status / down', () => {
     for (const port of ports) expect(port >= P && port <= P + 99, `port ${port} outside [${P}, ${P + 99}]`).toBe(true);
 
     const leader = json.members.find((m) => m.role === 'leader')!;
-    await queryNode(leader.address, layout.readSecrets().superuser, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')");
+    await queryNode(leader.address, appLogin(layout), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')");
 
     const again = keel(['up', '--dir', dir, '--detach']);
     expect(again.status).toBe(2);
@@ -117,7 +117,7 @@ describe('keel up / status / down', () => {
     for (const m of json.members) expect(readPidFile(layout.guardPidFile(m.name)), `${m.name}'s guard`).toBeGreaterThan(0);
     expect(layout.readCluster()).toEqual(systemIdBefore);
     const leader = json.members.find((m) => m.role === 'leader')!;
-    const rows = await queryNode(leader.address, layout.readSecrets().superuser, 'SELECT v FROM kept');
+    const rows = await queryNode(leader.address, appLogin(layout), 'SELECT v FROM kept');
     expect(rows.rows).toEqual([{ v: 'still here' }]);
     process.kill(readPidFile(layout.supervisorPidFile)!, 'SIGKILL');
     expect(keel(['down', '--dir', dir]).status).toBe(0);

@@ -8,6 +8,7 @@ import { openSync, closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { loginConfig, type Login } from '../../src/workload/connect.js';
 import { sleep } from '../../src/util/clock.js';
 import { isAlive, waitForExit } from '../../src/util/process.js';
 
@@ -92,16 +93,16 @@ export async function waitForLog(router: RouterProcess, pattern: RegExp, timeout
   }
 }
 
-export function pgClient(port: number, password: string, connectTimeoutMs = 30_000): pg.Client {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'app', connectionTimeoutMillis: connectTimeoutMs });
+export function pgClient(port: number, login: Login, connectTimeoutMs = 30_000): pg.Client {
+  const client = new pg.Client({ ...loginConfig(login, '127.0.0.1', port), connectionTimeoutMillis: connectTimeoutMs });
   // an unexpected close is asserted on through the client's state; without a listener it would crash the run
   client.on('error', () => undefined);
   return client;
 }
 
 /** Connects, runs one query, disconnects; the rows. */
-export async function queryOnce<T extends pg.QueryResultRow>(port: number, password: string, sql: string, connectTimeoutMs = 10_000): Promise<T[]> {
-  const client = pgClient(port, password, connectTimeoutMs);
+export async function queryOnce<T extends pg.QueryResultRow>(port: number, login: Login, sql: string, connectTimeoutMs = 10_000): Promise<T[]> {
+  const client = pgClient(port, login, connectTimeoutMs);
   await client.connect();
   try {
     return (await client.query<T>(sql)).rows;
@@ -111,8 +112,8 @@ export async function queryOnce<T extends pg.QueryResultRow>(port: number, passw
 }
 
 /** Where a query through `port` lands: the server's port and whether it is a replica. */
-export async function landing(port: number, password: string, connectTimeoutMs = 10_000): Promise<{ port: number; replica: boolean }> {
-  const [row] = await queryOnce<{ port: number; replica: boolean }>(port, password, 'SELECT inet_server_port() AS port, pg_is_in_recovery() AS replica', connectTimeoutMs);
+export async function landing(port: number, login: Login, connectTimeoutMs = 10_000): Promise<{ port: number; replica: boolean }> {
+  const [row] = await queryOnce<{ port: number; replica: boolean }>(port, login, 'SELECT inet_server_port() AS port, pg_is_in_recovery() AS replica', connectTimeoutMs);
   return row!;
 }
 

@@ -77,7 +77,7 @@ beforeAll(async () => {
   }
   // both endpoints of both routers serve (ro falls back to the leader of a one-node cluster)
   for (const engine of engines) {
-    for (const port of routerPorts[engine]) await queryOnce(port, tc.password, 'SELECT 1', 30_000);
+    for (const port of routerPorts[engine]) await queryOnce(port, tc.login, 'SELECT 1', 30_000);
   }
 });
 
@@ -116,7 +116,7 @@ describe.each(engines)('router limits (%s)', (engine) => {
   });
 
   it('a session that sent its startup in time is not cut by the timeout', async () => {
-    const client = pgClient(routerPorts[engine][0], tc.password);
+    const client = pgClient(routerPorts[engine][0], tc.login);
     await client.connect();
     try {
       await sleep(firstBytesSeconds * 1000 + 1000);
@@ -132,24 +132,24 @@ describe.each(engines)('router limits (%s)', (engine) => {
     expect(await sslOutcome(rwPort)).toBe('answered');
     try {
       for (let i = 0; i < maxConnections; i++) {
-        const client = pgClient(rwPort, tc.password);
+        const client = pgClient(rwPort, tc.login);
         await client.connect();
         await client.query('SELECT 1');
         held.push(client);
       }
       // refused: closed (HAProxy resets it) without PostgreSQL's answer to the SSLRequest
       expect(await sslOutcome(rwPort)).toBe('closed unanswered');
-      const refusedClient = pgClient(rwPort, tc.password, 10_000);
+      const refusedClient = pgClient(rwPort, tc.login, 10_000);
       await expect(refusedClient.connect()).rejects.toThrow();
       await refusedClient.end().catch(() => undefined);
-      expect(await queryOnce(roPort, tc.password, 'SELECT 1 AS n')).toEqual([{ n: 1 }]);
+      expect(await queryOnce(roPort, tc.login, 'SELECT 1 AS n')).toEqual([{ n: 1 }]);
       if (engine === 'builtin') await waitForLog(routers.builtin, /rw: refused \d+ connection\(s\): the endpoint holds 4/, 10_000);
 
       await held.pop()!.end();
       // the router sees the close within moments; bounded retries
       let admitted = false;
       for (let attempt = 0; attempt < 50 && !admitted; attempt++) {
-        admitted = await queryOnce(rwPort, tc.password, 'SELECT 1').then(() => true, () => false);
+        admitted = await queryOnce(rwPort, tc.login, 'SELECT 1').then(() => true, () => false);
         if (!admitted) await sleep(100);
       }
       expect(admitted).toBe(true);

@@ -20,6 +20,7 @@ import { probePostgres } from '../../src/postgres/probe.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { TestCluster } from '../support/cluster.js';
+import type { Login } from '../../src/workload/connect.js';
 import { closedWithin, landing, pgClient, queryOnce, rawConnect, runKeel, startRouter, waitForLog, type RouterProcess } from './router-helpers.js';
 
 const engines = ['builtin', 'haproxy'] as const;
@@ -58,7 +59,7 @@ async function startBlackhole(port: number): Promise<ChildProcess> {
 
 let dir: string;
 let tc: TestCluster;
-let password: string;
+let login: Login;
 const real = {} as Record<Engine, RouterProcess>;
 const scripted = {} as Record<Engine, RouterProcess>;
 let scriptEtcdPid: number | null = null;
@@ -102,7 +103,7 @@ const baseState = () => setScript({ leader: leader.name, members: baseMembers() 
 beforeAll(async () => {
   dir = mkdtempSync('/tmp/keel-router-test-');
   tc = await TestCluster.start({ portBase });
-  password = tc.password;
+  login = tc.login;
   const view = await tc.view();
   const leaderName = view.leader!.value.name;
   leader = { name: leaderName, port: tc.pgPort(leaderName) };
@@ -178,8 +179,8 @@ describe('keel router command line', () => {
 
 describe.each(engines)('%s engine, real cluster', (engine) => {
   it('rw reaches the leader, ro a replica', async () => {
-    expect(await landing(real[engine].rwPort, password)).toEqual({ port: leader.port, replica: false });
-    const ro = await landing(real[engine].roPort, password);
+    expect(await landing(real[engine].rwPort, login)).toEqual({ port: leader.port, replica: false });
+    const ro = await landing(real[engine].roPort, login);
     expect(ro.replica).toBe(true);
     expect(replicas.map((r) => r.port)).toContain(ro.port);
   });
@@ -187,8 +188,8 @@ describe.each(engines)('%s engine, real cluster', (engine) => {
   it('an INSERT through ro fails with PostgreSQL\'s read-only error (25006)', async () => {
     // the table must have reached the replica, or the error would be "no such table"
     for (const r of replicas) await tc.untilWritable(r.port, 'SELECT 1 FROM router_rows', 10_000);
-    await expect(queryOnce(real[engine].roPort, password, 'INSERT INTO router_rows VALUES (1)')).rejects.toMatchObject({ code: '25006' });
-    await queryOnce(real[engine].rwPort, password, 'INSERT INTO router_rows VALUES (1)');
+    await expect(queryOnce(real[engine].roPort, login, 'INSERT INTO router_rows VALUES (1)')).rejects.toMatchObject({ code: '25006' });
+    await queryOnce(real[engine].rwPort, login, 'INSERT INTO router_rows VALUES (1)');
   });
 });
 
@@ -196,7 +197,7 @@ describe.each(engines)('%s engine, cancel requests', (engine) => {
   it('a cancel request through ro reaches the replica that runs the query', async () => {
     const clients = await Promise.all(
       [0, 1, 2, 3].map(async () => {
-        const client = pgClient(real[engine].roPort, password);
+        const client = pgClient(real[engine].roPort, login);
         await client.connect();
         return client;
       }),
@@ -240,7 +241,7 @@ describe('both engines, scripted etcd', () => {
   it('no leader: a new rw connection waits and is forwarded once a leader appears', async () => {
     await setScript({ leader: null, members: baseMembers() }, /"rw":null,"holdRw":true/);
     const waits = engines.map((engine) => {
-      const client = pgClient(scripted[engine].rwPort, password);
+      const client = pgClient(scripted[engine].rwPort, login);
       const started = Date.now();
       let connectedAfterMs: number | null = null;
       const connected = client.connect().then(() => (connectedAfterMs = Date.now() - started));
@@ -263,7 +264,7 @@ describe('both engines, scripted etcd', () => {
       await Promise.all(
         engines.map(async (engine) => {
           const started = Date.now();
-          const client = pgClient(scripted[engine].rwPort, password);
+          const client = pgClient(scripted[engine].rwPort, login);
           await expect(client.connect(), engine).rejects.toMatchObject({ code: '57P03', message: expect.stringMatching(/the cluster has no leader \(waited 3 s\)/) });
           expect(Date.now() - started, engine).toBeGreaterThanOrEqual(2500);
           expect(Date.now() - started, engine).toBeLessThan(20_000);
@@ -278,7 +279,7 @@ describe('both engines, scripted etcd', () => {
     const [next] = replicas as [{ name: string; port: number }];
     const clients = await Promise.all(
       engines.map(async (engine) => {
-        const client = pgClient(scripted[engine].rwPort, password);
+        const client = pgClient(scripted[engine].rwPort, login);
         await client.connect();
         let endedAtMs: number | null = null;
         client.on('end', () => (endedAtMs = Date.now()));
@@ -294,7 +295,7 @@ describe('both engines, scripted etcd', () => {
         for (let i = 0; i < 200 && c.endedAt() === null; i++) await sleep(50);
         expect(c.endedAt(), `${c.engine}: the old connection is closed`).not.toBeNull();
         expect(c.endedAt()! - changedAtMs, c.engine).toBeLessThan(10_000);
-        expect((await landing(scripted[c.engine].rwPort, password)).port, c.engine).toBe(next.port);
+        expect((await landing(scripted[c.engine].rwPort, login)).port, c.engine).toBe(next.port);
       }
     } finally {
       await baseState();
@@ -303,7 +304,7 @@ describe('both engines, scripted etcd', () => {
 
   it('a pending switchover holds new rw connections while open ones go on', async () => {
     const open = await Promise.all(engines.map(async (engine) => {
-      const client = pgClient(scripted[engine].rwPort, password);
+      const client = pgClient(scripted[engine].rwPort, login);
       await client.connect();
       return client;
     }));
@@ -319,7 +320,7 @@ describe('both engines, scripted etcd', () => {
       for (const client of open) await client.end();
     }
     await Promise.all(engines.map((e) => waitForLog(scripted[e], new RegExp(`"rw":"${leader.name}","holdRw":false`), 10_000, marks[0 + engines.indexOf(e)])));
-    for (const engine of engines) expect((await landing(scripted[engine].rwPort, password)).port).toBe(leader.port);
+    for (const engine of engines) expect((await landing(scripted[engine].rwPort, login)).port).toBe(leader.port);
   });
 
   it('an unreachable backend: the client\'s connection is closed promptly, not left hanging', async () => {
@@ -379,7 +380,7 @@ describe('both engines, scripted etcd', () => {
         const garbage = await rawConnect(rwPort);
         garbage.write(Buffer.from('GET / HTTP/1.1\r\nHost: keel\r\n\r\n'));
         expect(await closedWithin(garbage, 5000), `${engine}: PostgreSQL hangs up on garbage`).not.toBeNull();
-        expect(await landing(rwPort, password), engine).toEqual({ port: leader.port, replica: false });
+        expect(await landing(rwPort, login), engine).toEqual({ port: leader.port, replica: false });
       }
       for (let i = 0; i < 50 && sinkSockets.size < 2000; i++) await sleep(100);
       expect(sinkSockets.size).toBeGreaterThanOrEqual(2000);
@@ -392,7 +393,7 @@ describe('both engines, scripted etcd', () => {
 
   it('fails closed when etcd cannot be read for longer than ttl, and opens again when it can', async () => {
     const open = await Promise.all(engines.map(async (engine) => {
-      const client = pgClient(scripted[engine].rwPort, password);
+      const client = pgClient(scripted[engine].rwPort, login);
       await client.connect();
       return client;
     }));
@@ -404,20 +405,20 @@ describe('both engines, scripted etcd', () => {
       for (const [i, engine] of engines.entries()) {
         await expect(open[i]!.query('SELECT 1'), `${engine}: the open rw connection is closed`).rejects.toThrow();
         expect(await probePostgres('127.0.0.1', scripted[engine].rwPort, 1000), `${engine}: a new rw connection is held`).toBe(false);
-        expect((await landing(scripted[engine].roPort, password)).replica, `${engine}: reads go on`).toBe(true);
+        expect((await landing(scripted[engine].roPort, login)).replica, `${engine}: reads go on`).toBe(true);
       }
     } finally {
       process.kill(scriptEtcdPid!, 'SIGCONT');
       for (const client of open) await client.end().catch(() => undefined);
     }
-    for (const engine of engines) expect((await landing(scripted[engine].rwPort, password, 15_000)).port, engine).toBe(leader.port);
+    for (const engine of engines) expect((await landing(scripted[engine].rwPort, login, 15_000)).port, engine).toBe(leader.port);
   });
 });
 
 describe('both engines, real cluster: the leader dies', () => {
   it('rw follows the new leader; connections to the old one are closed', async () => {
     const old = await Promise.all(engines.map(async (engine) => {
-      const client = pgClient(real[engine].rwPort, password);
+      const client = pgClient(real[engine].rwPort, login);
       await client.connect();
       let ended = false;
       client.on('end', () => (ended = true));
@@ -429,7 +430,7 @@ describe('both engines, real cluster: the leader dies', () => {
     // new connections wait for the next leader instead of failing
     const away = new RegExp(`"rw":(null|"(?!${leader.name}")[a-z0-9_]+")`);
     await Promise.all(engines.map((e, i) => waitForLog(real[e], away, 30_000, marks[i])));
-    const next = await Promise.all(engines.map((engine) => landing(real[engine].rwPort, password, 30_000)));
+    const next = await Promise.all(engines.map((engine) => landing(real[engine].rwPort, login, 30_000)));
     const newLeader = await tc.leader();
     expect(newLeader.name).not.toBe(leader.name);
     for (const [i, engine] of engines.entries()) {

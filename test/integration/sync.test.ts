@@ -81,7 +81,7 @@ describe('synchronous replication', () => {
     const replicas = (await cluster.view()).members.filter((m) => m.name !== leader.name).map((m) => m.name);
     for (const name of replicas) await cluster.local.provider.fence(name);
     // The commit waits for a standby that is not there: no answer within 4 s.
-    const client = new pg.Client({ host: '127.0.0.1', port: leader.pgPort, user: 'postgres', password: cluster.password, database: 'app' });
+    const client = new pg.Client(appConnection('127.0.0.1', leader.pgPort, cluster.login));
     await client.connect();
     client.on('error', () => undefined);
     const outcome = await Promise.race([

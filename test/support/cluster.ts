@@ -6,7 +6,8 @@
  * (test/chaos/cluster.ts) builds on the helpers here: its directory, its
  * connections, its wait for readiness.
  */
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type pg from 'pg';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
@@ -17,7 +18,7 @@ import { LocalLayout, portOffsets, type ClusterFile } from '../../src/providers/
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { readPidFile, terminateIfNamed } from '../../src/util/process.js';
-import { queryOnce } from '../../src/workload/connect.js';
+import { loginConfig, queryOnce, type Login } from '../../src/workload/connect.js';
 import { leaderOf } from '../../src/workload/shape.js';
 import { untilView } from '../../src/workload/wait.js';
 
@@ -28,9 +29,19 @@ export function makeClusterDir(prefix: string): LocalLayout {
   return new LocalLayout(dir);
 }
 
-/** The superuser's connection to the `app` database at host:port. */
-export function appConnection(host: string, port: number, password: string, queryTimeoutMs?: number): pg.ClientConfig {
-  return { host, port, user: 'postgres', password, database: 'app', connectionTimeoutMillis: 3000, ...(queryTimeoutMs === undefined ? {} : { query_timeout: queryTimeoutMs }) };
+/** The application role's connection to the `app` database at host:port, over TLS as the cluster's clients connect. */
+export function appConnection(host: string, port: number, login: Login, queryTimeoutMs?: number): pg.ClientConfig {
+  return { ...loginConfig(login, host, port), connectionTimeoutMillis: 3000, ...(queryTimeoutMs === undefined ? {} : { query_timeout: queryTimeoutMs }) };
+}
+
+/** A local cluster's application login: the `app` role over TLS verified against the cluster CA. */
+export function appLogin(layout: LocalLayout): Login {
+  return { user: 'app', password: layout.readSecrets().app, caPem: readFileSync(layout.caFiles.cert, 'utf8') };
+}
+
+/** The superuser over node `name`'s local socket: the only way it may log in (privileged views, fault set-up). */
+export function superuserConnection(layout: LocalLayout, name: string, port: number): pg.ClientConfig {
+  return { host: join(layout.postgresDir(name)), port, user: 'postgres', password: layout.readSecrets().superuser, database: 'app', connectionTimeoutMillis: 3000 };
 }
 
 /** Waits until a leader runs, `nodes` nodes stream from it and the rw endpoint forwards. */
@@ -45,7 +56,7 @@ export class TestCluster {
     readonly layout: LocalLayout,
     readonly file: ClusterFile,
     readonly local: LocalCluster,
-    readonly password: string,
+    readonly login: Login,
   ) {
     this.dcs = local.dcs();
   }
@@ -61,7 +72,7 @@ export class TestCluster {
       await rm(layout.dir, { recursive: true, force: true });
       throw err;
     });
-    const tc = new TestCluster(layout, cluster, local, secrets.superuser);
+    const tc = new TestCluster(layout, cluster, local, appLogin(layout));
     try {
       await local.start();
       await untilReady(() => tc.view(), cluster.nodes, { host: '127.0.0.1', port: cluster.portBase + portOffsets.routerRw }, 120_000, () => `logs in ${layout.dir}`);
@@ -92,7 +103,7 @@ export class TestCluster {
   }
 
   async query<T extends pg.QueryResultRow = pg.QueryResultRow>(port: number, sql: string, params: unknown[] = []): Promise<T[]> {
-    return queryOnce<T>(appConnection('127.0.0.1', port, this.password), sql, params);
+    return queryOnce<T>(appConnection('127.0.0.1', port, this.login), sql, params);
   }
 
   /** Retries `query` until it succeeds; returns the seconds it took. */

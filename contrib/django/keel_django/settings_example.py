@@ -8,8 +8,13 @@ serves laptops (`keel up`) and production:
 
     KEEL_RW_HOST, KEEL_RW_PORT   read-write endpoint (default 127.0.0.1:6402, `keel up`'s router)
     KEEL_RO_HOST, KEEL_RO_PORT   read-only endpoint  (default 127.0.0.1:6403)
-    KEEL_DB_NAME, KEEL_DB_USER   database and role (default app / postgres)
+    KEEL_DB_NAME, KEEL_DB_USER   database and role (default app / app: the application role
+                                 that owns the database; the superuser cannot log in over TCP)
     KEEL_DB_PASSWORD             optional; when unset libpq reads PGPASSFILE or ~/.pgpass
+    KEEL_SSLROOTCERT             the cluster CA (keel up: DIR/tls/ca.crt); connections use
+                                 sslmode=verify-full, so the server proves who it is before
+                                 any password is sent
+    KEEL_SSLMODE                 default verify-full; the nodes accept TLS connections only
     KEEL_APP_NAME                shown as application_name in pg_stat_activity
     KEEL_CONNECT_TIMEOUT         seconds a new connection may take, per host (default 15 for
                                  one address, 3 for a host list; see below)
@@ -76,7 +81,11 @@ def _connection_options(alias: str, host: str, env: Mapping[str, str]) -> Dict[s
         # instead of hanging (Linux only, libpq 12+).
         "tcp_user_timeout": 10_000,
         "application_name": f"{env.get('KEEL_APP_NAME', 'django')}:{alias}",
+        "sslmode": env.get("KEEL_SSLMODE", "verify-full"),
     }
+    root = env.get("KEEL_SSLROOTCERT")
+    if root:
+        options["sslrootcert"] = root
     override = env.get(f"KEEL_{'RW' if alias == 'default' else 'RO'}_TARGET_SESSION_ATTRS")
     if override:
         options["target_session_attrs"] = override
@@ -91,7 +100,7 @@ def _database(alias: str, host: str, port: str, env: Mapping[str, str]) -> Dict[
     database: Dict[str, Any] = {
         "ENGINE": "django.contrib.gis.db.backends.postgis",
         "NAME": env.get("KEEL_DB_NAME", "app"),
-        "USER": env.get("KEEL_DB_USER", "postgres"),
+        "USER": env.get("KEEL_DB_USER", "app"),
         # Empty: libpq looks the password up in PGPASSFILE (or ~/.pgpass), so
         # it never sits in settings or in the process's arguments.
         "PASSWORD": env.get("KEEL_DB_PASSWORD", ""),
