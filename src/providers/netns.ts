@@ -21,7 +21,9 @@ import type { DynamicConfig, NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
 import { verifiedPostmasterPid } from '../postgres/postmaster.js';
 import { isAlive, terminate } from '../util/process.js';
-import type { Secrets } from './local-layout.js';
+import { etcdUsers, type Secrets } from './local-layout.js';
+import { resolveRunAs } from '../postgres/programs.js';
+import { issueCertificate, type CertificatePair } from '../tls/pki.js';
 import { guardBin, keelBin, waitForSocket } from './local.js';
 import { killNamespace, NetnsError, signalNamespace, type NetnsNetwork } from './netns-net.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
@@ -43,6 +45,17 @@ export interface NetnsProviderOptions {
   /** the last octet of the first node's address; the next nodes take the following ones */
   firstOctet?: number;
   logger: Logger;
+  /**
+   * TLS for the nodes: the cluster CA that issues each node's pairs, and the names besides its own address
+   * its certificate carries (where clients reach it through a router, e.g. 127.0.0.1)
+   */
+  tls?: { ca: CertificatePair; serverNames: string[] };
+}
+
+/** A netns node's pairs, in its directory (kept by root; PostgreSQL owns only nodeDir/postgres). */
+function nodePairs(nodeDir: string): { node: CertificatePair; replication: CertificatePair } {
+  const dir = join(nodeDir, 'tls');
+  return { node: { cert: join(dir, 'node.crt'), key: join(dir, 'node.key') }, replication: { cert: join(dir, 'replication.crt'), key: join(dir, 'replication.key') } };
 }
 
 export interface AgentExit {
@@ -75,8 +88,13 @@ export function netnsNodeConfig(options: {
   secrets: Secrets;
   etcdEndpoints: string[];
   dynamic?: DynamicConfig;
+  /** the cluster CA's certificate: with it the node runs TLS with the pairs in nodeDir/tls */
+  caCert?: string;
 }): NodeConfig {
-  const { address, secrets } = options;
+  const { address, secrets, caCert } = options;
+  const pairs = nodePairs(options.nodeDir);
+  const tls = caCert === undefined ? undefined : { ca: caCert, ...pairs.node };
+  const etcdTls = tls !== undefined && options.etcdEndpoints.every((url) => url.startsWith('https:')) ? { tls } : {};
   // the hosts' /24 (netns-net.ts): the cluster and its clients live there
   const netnsRange = `${address.split('.').slice(0, 3).join('.')}.0/24`;
   return {
@@ -84,21 +102,25 @@ export function netnsNodeConfig(options: {
     cluster: options.cluster,
     zone: options.zone,
     tags: { nofailover: false },
-    etcd: { endpoints: options.etcdEndpoints, requestTimeoutMs: 2000 },
+    etcd: { endpoints: options.etcdEndpoints, requestTimeoutMs: 2000, ...etcdTls },
     api: { listen: `${address}:${netnsApiPort}`, connectAddress: `${address}:${netnsApiPort}`, token: secrets.apiToken, readAuth: false },
     postgres: {
-      dataDir: join(options.nodeDir, 'data'),
+      // PostgreSQL's OS user owns nodeDir/postgres alone: node.yml and the keys' directory stay root's
+      dataDir: join(options.nodeDir, 'postgres', 'data'),
       binDir: '/usr/lib/postgresql/15/bin',
       listen: address,
       port: netnsPgPort,
       connectAddress: `${address}:${netnsPgPort}`,
       database: 'app',
       superuser: { username: 'postgres', password: secrets.superuser },
-      replication: { username: 'replicator', password: secrets.replication },
+      replication: tls === undefined ? { username: 'replicator', password: secrets.replication } : { username: 'replicator', ...pairs.replication },
+      ...(tls === undefined ? {} : { rewind: { username: 'keel_rewind', password: secrets.rewind }, app: { username: 'app', password: secrets.app } }),
+      // the router reaches the nodes from the root namespace's address on the same /24
       hba: { cluster: [netnsRange], applications: [netnsRange] },
       extensions: ['postgis'],
     },
     guard: { socket: join(options.nodeDir, 'guard.sock') },
+    ...(tls === undefined ? {} : { tls }),
     bootstrap: { dynamic: options.dynamic },
   };
 }
@@ -133,7 +155,7 @@ export class NetnsProvider implements Provider {
   }
 
   postgresLog(name: string): string {
-    return join(this.nodeDir(name), 'postgres.log');
+    return join(this.nodeDir(name), 'postgres', 'postgres.log');
   }
 
   dataDir(name: string): string {
@@ -185,10 +207,18 @@ export class NetnsProvider implements Provider {
       secrets: this.options.secrets,
       etcdEndpoints: this.options.etcdEndpoints,
       dynamic: this.options.dynamic,
+      ...(this.options.tls === undefined ? {} : { caCert: this.options.tls.ca.cert }),
     });
     await mkdir(nodeDir, { recursive: true });
     // PostgreSQL runs as another user when we are root: it must be able to enter the node directory
     await chmod(nodeDir, 0o755);
+    if (this.options.tls !== undefined) {
+      const { ca, serverNames } = this.options.tls;
+      const pairs = nodePairs(nodeDir);
+      const keyOwner = resolveRunAs(config);
+      await issueCertificate(ca, pairs.node, { commonName: etcdUsers(cluster).agent, names: [host.address, ...serverNames], usage: 'both', keyOwner });
+      await issueCertificate(ca, pairs.replication, { commonName: config.postgres.replication.username, usage: 'client', keyOwner });
+    }
     const configFile = join(nodeDir, 'node.yml');
     const { bootstrap, ...rest } = config;
     await writeFile(configFile, toYaml(bootstrap.dynamic ? config : rest), { mode: 0o600 });

@@ -121,7 +121,8 @@ async function install(scratch: string, target: CertificatePair, keyOwner: FileO
 /** Creates the CA unless both of its files exist; returns its paths. */
 export async function ensureCertificateAuthority(ca: CertificateAuthority, name: string, days = defaultCaDays): Promise<CertificateAuthority> {
   if (existsSync(ca.cert) && existsSync(ca.key)) return ca;
-  await mkdir(dirname(ca.key), { recursive: true, mode: 0o700 });
+  // the directory stays readable: PostgreSQL (another OS user) reads ca.crt beside the key, which is 0600
+  await mkdir(dirname(ca.key), { recursive: true, mode: 0o755 });
   await withScratch(ca.key, async (scratch) => {
     const config = join(scratch, 'req.cnf');
     await writeFile(config, opensslConfig(name, ['basicConstraints = critical,CA:TRUE,pathlen:0', 'keyUsage = critical,keyCertSign,cRLSign', 'subjectKeyIdentifier = hash']), { mode: 0o600 });

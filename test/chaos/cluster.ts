@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
@@ -23,7 +23,8 @@ import { NetnsProvider, netnsPgPort } from '../../src/providers/netns.js';
 import { createLogger, type Logger } from '../../src/util/log.js';
 import { findFreePorts } from '../../src/util/ports.js';
 import { isAlive, readPidFile, terminateIfNamed } from '../../src/util/process.js';
-import { queryOnce } from '../../src/workload/connect.js';
+import { queryOnce, type Login } from '../../src/workload/connect.js';
+import { ensureCertificateAuthority } from '../../src/tls/pki.js';
 import { appConnection, makeClusterDir, untilReady } from '../support/cluster.js';
 import { tableSql } from './workload.js';
 
@@ -76,6 +77,11 @@ export class ChaosCluster {
     this.logger = createLogger({ component: 'chaos' }, 'warn');
   }
 
+  /** The application role over TLS, verified against the cluster CA: how every client of the suite logs in. */
+  get login(): Login {
+    return { user: 'app', password: this.secrets.app, caPem: readFileSync(this.layout.caFiles.cert, 'utf8') };
+  }
+
   /** Builds everything; on failure copies the logs to `failureLogsDir`, removes what it made and rethrows. */
   static async start(options: ChaosClusterOptions, failureLogsDir?: string): Promise<ChaosCluster> {
     const layout = makeClusterDir(`${tempPrefix}${process.pid}-`);
@@ -99,7 +105,11 @@ export class ChaosCluster {
       await etcd.start();
       const logger = createLogger({ component: 'netns' }, 'warn');
       const dcs = new EtcdDcs({ endpoints: etcd.endpoints(), cluster: clusterName, requestTimeoutMs: 2000, logger });
-      const provider = new NetnsProvider({ net, dir, cluster: clusterName, secrets, etcdEndpoints: etcd.endpoints(), dynamic, logger });
+      // TLS on, as everywhere by default: the cluster CA issues each node's pairs; clients reach the nodes
+      // directly and through the router on 127.0.0.1, so the node certificates name both
+      const ca = await ensureCertificateAuthority(layout.caFiles, `keel ${clusterName} CA`);
+      const tls = { ca, serverNames: ['127.0.0.1', 'localhost'] };
+      const provider = new NetnsProvider({ net, dir, cluster: clusterName, secrets, etcdEndpoints: etcd.endpoints(), dynamic, logger, tls });
       cluster = new ChaosCluster(options, layout, net, etcd, provider, dcs, secrets, dynamic);
       // the config key first, so no agent ever runs with other settings
       await dcs.putConfig(dynamic, null);
@@ -151,7 +161,7 @@ export class ChaosCluster {
 
   /** A direct connection to one node (not through the router). */
   query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], timeoutMs = 10_000): Promise<T[]> {
-    return queryOnce<T>(appConnection(this.provider.address(node), netnsPgPort, { user: 'postgres', password: this.secrets.superuser }, timeoutMs), sql, params);
+    return queryOnce<T>(appConnection(this.provider.address(node), netnsPgPort, this.login, timeoutMs), sql, params);
   }
 
   private async queryLeader(sql: string): Promise<void> {

@@ -120,7 +120,7 @@ export async function runFault(ctx: RunContext, fault: Fault, run: number): Prom
   const workload = new Workload({
     rw: { host: '127.0.0.1', port: cluster.rwPort },
     ro: { host: '127.0.0.1', port: cluster.roPort },
-    password: cluster.secrets.superuser,
+    login: cluster.login,
     run,
     persistentWriters: 2,
     perTransactionWriters: 2,

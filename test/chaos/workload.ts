@@ -12,6 +12,7 @@
  * writers and readers are the shared ones (src/workload); the mix is the suite's.
  */
 import type pg from 'pg';
+import { loginConfig, type Login } from '../../src/workload/connect.js';
 import type { ClientKind, WriteRecord } from '../../src/workload/records.js';
 import { Reader } from '../../src/workload/reader.js';
 import { ackRowSteps, ackTableSql, maxWritersPerRun, Writer } from '../../src/workload/writer.js';
@@ -43,7 +44,8 @@ export interface DirectTarget extends Endpoint {
 export interface WorkloadOptions {
   rw: Endpoint;
   ro: Endpoint;
-  password: string;
+  /** the application role over TLS (verify-full), as applications log in */
+  login: Login;
   run: number;
   persistentWriters: number;
   perTransactionWriters: number;
@@ -64,12 +66,8 @@ interface WriterTarget {
   node?: string;
 }
 
-const clientConfig = (endpoint: Endpoint, password: string, via: ClientKind = 'router'): pg.ClientConfig => ({
-  host: endpoint.host,
-  port: endpoint.port,
-  user: 'postgres',
-  password,
-  database: 'app',
+const clientConfig = (endpoint: Endpoint, login: Login, via: ClientKind = 'router'): pg.ClientConfig => ({
+  ...loginConfig(login, endpoint.host, endpoint.port),
   application_name: via === 'router' ? 'keel-chaos' : 'keel-chaos-direct',
   // a router holds new connections while it waits for a leader; a node answers at once or not at all
   connectionTimeoutMillis: via === 'router' ? 10_000 : 3000,
@@ -111,7 +109,7 @@ export class Workload {
 
   private writer(writer: number, mode: WriteRecord['mode'], target: WriterTarget): Writer {
     return new Writer({
-      connection: clientConfig(target.endpoint, this.options.password, target.via),
+      connection: clientConfig(target.endpoint, this.options.login, target.via),
       mode,
       writer,
       via: target.via,
@@ -127,7 +125,7 @@ export class Workload {
 
   private reader(): Reader {
     return new Reader({
-      connection: clientConfig(this.options.ro, this.options.password),
+      connection: clientConfig(this.options.ro, this.options.login),
       read: async (client) => {
         const res = await client.query<{ recovery: boolean }>(readSql, [this.options.run]);
         this.reads.ok += 1;
