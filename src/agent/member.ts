@@ -9,13 +9,18 @@ export function splitHostPort(address: string): { host: string; port: number } {
   return { host: address.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(address.slice(at + 1)) };
 }
 
+/** Where other hosts reach this node's REST API: https when the node has its certificate. */
+export function apiUrl(config: Pick<NodeConfig, 'api' | 'tls'>): string {
+  const { host, port } = splitHostPort(config.api.connectAddress ?? config.api.listen);
+  return `${config.tls === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** The member key this agent publishes, from what it just observed and decided. */
 export function memberValue(config: NodeConfig, snap: Snapshot, state: State, reason: string, agentPid: number, metrics?: MemberMetrics): MemberValue {
   const runtime = snap.pg.runtime;
   const pgAddress = config.postgres.connectAddress
     ? splitHostPort(config.postgres.connectAddress)
     : { host: config.postgres.listen === '0.0.0.0' ? '127.0.0.1' : config.postgres.listen, port: config.postgres.port };
-  const api = splitHostPort(config.api.connectAddress ?? config.api.listen);
   const upstream =
     runtime !== null && runtime.inRecovery && runtime.upstreamHost !== null
       ? (snap.cluster?.members.find((m) => m.pgHost === runtime.upstreamHost && m.pgPort === runtime.upstreamPort)?.name ?? null)
@@ -34,7 +39,7 @@ export function memberValue(config: NodeConfig, snap: Snapshot, state: State, re
     upstream,
     zone: config.zone,
     tags: config.tags,
-    apiUrl: `http://${api.host}:${api.port}`,
+    apiUrl: apiUrl(config),
     pgHost: pgAddress.host,
     pgPort: pgAddress.port,
     reason,

@@ -1,16 +1,17 @@
 /**
  * The endpoints that change something: leader changes (recorded in etcd for
  * the agents to carry out, answered 202) and restart / reinitialize of this
- * node's PostgreSQL. All need the bearer token.
+ * node's PostgreSQL. All need the bearer token (checked before the body is
+ * read, in auth.ts).
  */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { requestLeaderChange } from '../dcs/requests.js';
 import { nameSchema } from '../model/names.js';
-import type { SwitchoverValue } from '../model/values.js';
+import type { ClusterView, SwitchoverValue } from '../model/values.js';
 import { KeelError } from '../errors.js';
-import { requireToken } from './auth.js';
 import type { AgentHandle, ApiOptions } from './handle.js';
+import type { SharedRead } from './read-cache.js';
 
 // Strict: a Patroni option Keel does not implement (scheduled_at...) must be refused, not silently ignored.
 const switchoverBody = z.object({ leader: nameSchema.optional(), candidate: nameSchema.optional() }).strict();
@@ -34,27 +35,27 @@ function accepted(what: string, value: SwitchoverValue) {
   };
 }
 
-export function registerActions(app: FastifyInstance, handle: AgentHandle, options: ApiOptions): void {
-  const guarded = { preHandler: requireToken(options.token) };
-
-  app.post('/switchover', guarded, async (request, reply) => {
+export function registerActions(app: FastifyInstance, handle: AgentHandle, clusterReads: SharedRead<ClusterView>, options: ApiOptions): void {
+  app.post('/switchover', async (request, reply) => {
     const body = parseBody(switchoverBody, request.body);
     const value = await requestLeaderChange(
       options.dcs,
       { failover: false, to: body.candidate ?? null, ...(body.leader !== undefined ? { expectLeader: body.leader } : {}) },
       options.clock.now(),
     );
+    clusterReads.invalidate();
     options.logger.info({ from: value.from, to: value.to }, 'switchover requested through the API');
     return reply.code(202).send(accepted('switchover', value));
   });
 
-  app.post('/failover', guarded, async (request, reply) => {
+  app.post('/failover', async (request, reply) => {
     const body = parseBody(failoverBody, request.body);
     const value = await requestLeaderChange(
       options.dcs,
       { failover: true, to: body.candidate, ...(body.leader !== undefined ? { expectLeader: body.leader } : {}) },
       options.clock.now(),
     );
+    clusterReads.invalidate();
     options.logger.info({ from: value.from, to: value.to }, 'failover requested through the API');
     return reply.code(202).send(accepted('failover', value));
   });
@@ -64,7 +65,7 @@ export function registerActions(app: FastifyInstance, handle: AgentHandle, optio
     reinitialize: 'PostgreSQL stopped and its data removed; the agent clones it again from the leader',
   } as const;
   for (const kind of ['restart', 'reinitialize'] as const) {
-    app.post(`/${kind}`, guarded, async (request, reply) => {
+    app.post(`/${kind}`, async (request, reply) => {
       parseBody(emptyBody, request.body);
       options.logger.info(`${kind} requested through the API`);
       await handle.runManual(kind);

@@ -1,13 +1,14 @@
 /**
- * GET /cluster and GET /history: the cluster as etcd holds it, read afresh
- * (these are for people and tools, not for per-second health checks), in
- * shapes close to Patroni's.
+ * GET /cluster and GET /history: the cluster as etcd holds it, read at most
+ * a moment ago (a shared read: a flood of GETs is not a flood of etcd reads),
+ * in shapes close to Patroni's.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ClusterView, HistoryEntry, MemberValue } from '../model/values.js';
 import { redactSecrets } from '../errors.js';
 import { formatLsn, lagBytes } from '../model/lsn.js';
 import type { ApiOptions } from './handle.js';
+import type { SharedRead } from './read-cache.js';
 
 export interface ClusterMemberJson {
   name: string;
@@ -81,7 +82,7 @@ export function historyJson(entries: HistoryEntry[]): { timeline: number; lsn: n
   }));
 }
 
-export function registerCluster(app: FastifyInstance, options: ApiOptions): void {
-  app.get('/cluster', async () => clusterJson(await options.dcs.readCluster(), options.node.cluster));
-  app.get('/history', async () => historyJson((await options.dcs.readCluster()).history?.value.entries ?? []));
+export function registerCluster(app: FastifyInstance, clusterReads: SharedRead<ClusterView>, options: ApiOptions): void {
+  app.get('/cluster', async () => clusterJson(await clusterReads.get(), options.node.cluster));
+  app.get('/history', async () => historyJson((await clusterReads.get()).history?.value.entries ?? []));
 }

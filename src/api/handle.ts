@@ -30,8 +30,12 @@ export interface AgentHandle {
 export interface ApiOptions {
   /** only the parts of the node config the API needs: never the passwords */
   node: Pick<NodeConfig, 'name' | 'cluster' | 'tags'>;
-  /** bearer token for the write endpoints; without one they are refused */
+  /** this node's bearer token, for every request that may change something; without one those are refused */
   token: string | undefined;
+  /** reads need the token too (health checks included); default false */
+  readAuth?: boolean;
+  /** how long one etcd read serves GET /cluster, /history and /config; default 250 ms, 0 reads every time */
+  readCacheMs?: number;
   /** for /cluster, /history, /config and the leader-change requests */
   dcs: Dcs;
   clock: Clock;

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { LoadMeter } from '../agent/load.js';
 import { splitHostPort } from '../agent/member.js';
-import { startApi } from '../api/server.js';
+import { apiLimits } from '../api/limits.js';
+import { readApiTlsFiles, startApi, type RunningApi } from '../api/server.js';
 import { loadNodeConfig } from '../config/load.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import { LocalPostgres } from '../postgres/local.js';
@@ -21,8 +22,17 @@ export function registerAgent(program: Command): void {
       const config = loadNodeConfig(options.config);
       checkPostgresBinaries(config.postgres.binDir);
       const logger = createLogger({ node: config.name, cluster: config.cluster });
-      // a closed terminal or a reload habit must not kill the agent (SIGHUP's default) and orphan its PostgreSQL
-      process.on('SIGHUP', () => logger.info({ signal: 'SIGHUP' }, 'ignored SIGHUP: the agent reads node.yml only at start'));
+      // A closed terminal or a reload habit must not kill the agent (SIGHUP's default) and orphan its PostgreSQL.
+      // SIGHUP reloads the API's certificate (renewed in place); node.yml itself is read only at start.
+      let api: RunningApi | null = null;
+      process.on('SIGHUP', () => {
+        try {
+          const reloaded = api?.reloadTls() ?? false;
+          logger.info({ signal: 'SIGHUP' }, reloaded ? "reloaded the REST API's certificate; node.yml is read only at start" : 'SIGHUP: nothing to reload (node.yml is read only at start)');
+        } catch (err) {
+          logger.error({ signal: 'SIGHUP', err: describeError(err) }, "kept the REST API's certificate in use");
+        }
+      });
       // Checked before anything starts: failing later would mean stopping a PostgreSQL we just started.
       const apiAddress = splitHostPort(config.api.listen);
       if (!(await isPortFree(apiAddress.host, apiAddress.port))) {
@@ -30,6 +40,7 @@ export function registerAgent(program: Command): void {
           hint: 'stop what listens there (another agent of this node?) or change api.listen in the node config',
         });
       }
+      if (config.tls !== undefined) readApiTlsFiles(config.tls);
       const dcs = new EtcdDcs({
         endpoints: config.etcd.endpoints,
         cluster: config.cluster,
@@ -40,12 +51,22 @@ export function registerAgent(program: Command): void {
       const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock));
       logger.info({ dataDir: config.postgres.dataDir, etcd: config.etcd.endpoints }, 'agent starting');
       await agent.start();
-      const apiOptions = { node: { name: config.name, cluster: config.cluster, tags: config.tags }, token: config.api.token, dcs, clock: systemClock, logger };
-      const api = await startApi(agent, apiOptions, config.api.listen).catch(async (err: unknown) => {
+      const apiOptions = {
+        node: { name: config.name, cluster: config.cluster, tags: config.tags },
+        token: config.api.token,
+        readAuth: config.api.readAuth,
+        dcs,
+        clock: systemClock,
+        logger,
+      };
+      const apiSettings = { listen: config.api.listen, ...(config.tls === undefined ? {} : { tls: config.tls }), limits: apiLimits(config.api) };
+      const running = await startApi(agent, apiOptions, apiSettings).catch(async (err: unknown) => {
         await agent.stop();
         throw err;
       });
-      logger.info({ listen: api.address }, 'REST API listening');
+      api = running;
+      if (config.tls === undefined) logger.warn('the REST API serves plain HTTP: give the node a certificate (node.yml tls) for HTTPS');
+      logger.info({ listen: running.address, scheme: running.scheme, readAuth: config.api.readAuth }, 'REST API listening');
       await new Promise<void>((resolve) => {
         let stopping = false;
         const onSignal = (signal: NodeJS.Signals) => {
@@ -53,7 +74,7 @@ export function registerAgent(program: Command): void {
           stopping = true;
           logger.info({ signal }, 'stopping: the REST API, then PostgreSQL, then the lease');
           // The API goes first so load balancers mark this node down before PostgreSQL stops.
-          void api
+          void running
             .close()
             .catch((err: unknown) => logger.warn({ err: describeError(err) }, 'could not close the REST API'))
             .then(() => agent.stop())

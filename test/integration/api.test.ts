@@ -2,16 +2,18 @@
  * The agents' REST API on a real three-node cluster, and a real HAProxy 2.6
  * using Patroni's reference health-check config in front of it: it must route
  * to the leader, follow a switchover requested through the API, and follow a
- * failover after the leader node is killed.
+ * failover after the leader node is killed. The APIs serve HTTPS with each
+ * node's certificate; each node takes only its own token.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { portOffsets } from '../../src/providers/local-layout.js';
+import { nodeApiToken, portOffsets } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
 import { terminate } from '../../src/util/process.js';
+import { apiRequest } from '../support/api-client.js';
 import { TestCluster } from '../support/cluster.js';
 
 const portBase = 17400;
@@ -20,12 +22,13 @@ const haproxyRoPort = 17481;
 const names = ['node1', 'node2', 'node3'];
 const apiPort = (name: string) => portBase + portOffsets.nodeApi + Number(name.replace('node', '')) - 1;
 
-async function api(name: string, path: string, init: RequestInit = {}): Promise<{ status: number; json: any; text: string; headers: Headers }> {
-  const res = await fetch(`http://127.0.0.1:${apiPort(name)}${path}`, { ...init, signal: AbortSignal.timeout(10_000) });
-  const text = await res.text();
-  let json: unknown = null;
-  try { json = JSON.parse(text); } catch { /* HEAD, metrics */ }
-  return { status: res.status, json, text, headers: res.headers };
+/** The cluster's CA, which every node's certificate chains to; set once the cluster runs. */
+let caFile = '';
+
+async function api(name: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; json: any; text: string; headers: Headers }> {
+  const res = await apiRequest(`https://127.0.0.1:${apiPort(name)}${path}`, { ...init, caFile, timeoutMs: 10_000 });
+  const headers = new Headers(Object.entries(res.headers).flatMap(([k, v]): [string, string][] => (v === undefined ? [] : [[k, Array.isArray(v) ? v.join(', ') : v]])));
+  return { status: res.status, json: res.json, text: res.text, headers };
 }
 
 /** Polls `probe` until it returns true; fails with `what` and the last value seen. */
@@ -44,9 +47,10 @@ async function until(what: string, probe: () => Promise<unknown>, timeoutMs: num
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-/** Patroni's reference HAProxy config: TCP proxying, HTTP checks against each agent's API. */
+/** Patroni's reference HAProxy config: TCP proxying, HTTP checks against each agent's API, over TLS verified against the cluster CA. */
 function haproxyConfig(pgPort: (name: string) => number): string {
-  const servers = names.map((n) => `    server ${n} 127.0.0.1:${pgPort(n)} maxconn 100 check port ${apiPort(n)}`).join('\n');
+  const checkTls = `check-ssl verify required ca-file ${caFile} verifyhost localhost`;
+  const servers = names.map((n) => `    server ${n} 127.0.0.1:${pgPort(n)} maxconn 100 check port ${apiPort(n)} ${checkTls}`).join('\n');
   return `global
     maxconn 200
 defaults
@@ -74,10 +78,10 @@ ${servers}
 
 describe('agent REST API', () => {
   let cluster: TestCluster;
-  let token: string;
+  let tokens: Record<string, string>;
   let tmp: string | null = null;
   let haproxy: ChildProcess | null = null;
-  const bearer = () => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json' });
+  const bearer = (name: string) => ({ authorization: `Bearer ${tokens[name]}`, 'content-type': 'application/json' });
 
   /** Which node a connection through HAProxy reached, and whether it is writable. */
   const through = async (port: number) => {
@@ -96,7 +100,9 @@ describe('agent REST API', () => {
 
   beforeAll(async () => {
     cluster = await TestCluster.start({ portBase });
-    token = cluster.layout.readSecrets().apiToken;
+    const secrets = cluster.layout.readSecrets();
+    tokens = Object.fromEntries(names.map((n) => [n, nodeApiToken(secrets, n)]));
+    caFile = cluster.layout.caFiles.cert;
   });
 
   afterAll(async () => {
@@ -131,7 +137,7 @@ describe('agent REST API', () => {
     expect(res.json.members.map((m: { name: string }) => m.name)).toEqual(names);
     expect(res.json.leader).toBe(leader);
     expect(res.json.members.find((m: { role: string }) => m.role === 'leader').name).toBe(leader);
-    for (const m of res.json.members) expect(m.api_url).toBe(`http://127.0.0.1:${apiPort(m.name)}`);
+    for (const m of res.json.members) expect(m.api_url).toBe(`https://127.0.0.1:${apiPort(m.name)}`);
     expect(Array.isArray((await api('node1', '/history')).json)).toBe(true);
 
     const metrics = await api(leader, '/metrics');
@@ -140,22 +146,22 @@ describe('agent REST API', () => {
       expect(metrics.text).toContain(name);
     }
     expect(metrics.text).toMatch(/keel_role\{role="leader",[^}]*\} 1/);
-    expect(metrics.text).not.toContain(token);
+    for (const n of names) expect(metrics.text).not.toContain(tokens[n]);
   });
 
   it('PATCH /config compare-and-swaps on the etcd key and refuses invalid values with 400', async () => {
     const before = await api('node1', '/config');
     const etag = before.headers.get('etag')!;
-    const patched = await api('node1', '/config', { method: 'PATCH', headers: { ...bearer(), 'if-match': etag }, body: JSON.stringify({ maximum_lag_on_failover: 2 * 1024 * 1024 }) });
+    const patched = await api('node1', '/config', { method: 'PATCH', headers: { ...bearer('node1'), 'if-match': etag }, body: JSON.stringify({ maximum_lag_on_failover: 2 * 1024 * 1024 }) });
     expect(patched.status).toBe(200);
     expect(patched.json.maximum_lag_on_failover).toBe(2 * 1024 * 1024);
     expect((await cluster.view()).config?.value.maximum_lag_on_failover).toBe(2 * 1024 * 1024);
     expect(patched.headers.get('etag')).not.toBe(etag);
     // the same stale revision again: someone (we) changed it meanwhile
-    const stale = await api('node2', '/config', { method: 'PATCH', headers: { ...bearer(), 'if-match': etag }, body: JSON.stringify({ maximum_lag_on_failover: 1 }) });
+    const stale = await api('node2', '/config', { method: 'PATCH', headers: { ...bearer('node2'), 'if-match': etag }, body: JSON.stringify({ maximum_lag_on_failover: 1 }) });
     expect(stale.status).toBe(409);
     expect(stale.json.code).toBe('KEEL_CONFLICT');
-    const invalid = await api('node3', '/config', { method: 'PATCH', headers: bearer(), body: JSON.stringify({ ttl: 1 }) });
+    const invalid = await api('node3', '/config', { method: 'PATCH', headers: bearer('node3'), body: JSON.stringify({ ttl: 1 }) });
     expect(invalid.status).toBe(400);
     expect(invalid.json).toMatchObject({ code: 'KEEL_CONFIG_INVALID' });
     expect(invalid.json.message).toContain('ttl');
@@ -163,11 +169,12 @@ describe('agent REST API', () => {
     expect((await cluster.view()).config?.value).toMatchObject({ ttl: 10, maximum_lag_on_failover: 2 * 1024 * 1024 });
   });
 
-  it('refuses writes without the token (401) or with a wrong one (403), and a failover to an unknown member (412)', async () => {
+  it('refuses writes without the token (401), with a wrong one or another node\'s (403), and a failover to an unknown member (412)', async () => {
     const body = JSON.stringify({ candidate: 'node2' });
     expect((await api('node1', '/switchover', { method: 'POST', body, headers: { 'content-type': 'application/json' } })).status).toBe(401);
-    expect((await api('node1', '/switchover', { method: 'POST', body, headers: { ...bearer(), authorization: `Bearer ${token}-wrong` } })).status).toBe(403);
-    const unknown = await api('node2', '/failover', { method: 'POST', headers: bearer(), body: JSON.stringify({ candidate: 'node9' }) });
+    expect((await api('node1', '/switchover', { method: 'POST', body, headers: { ...bearer('node1'), authorization: `Bearer ${tokens.node1}-wrong` } })).status).toBe(403);
+    expect((await api('node1', '/switchover', { method: 'POST', body, headers: bearer('node2') })).status).toBe(403);
+    const unknown = await api('node2', '/failover', { method: 'POST', headers: bearer('node2'), body: JSON.stringify({ candidate: 'node9' }) });
     expect(unknown.status).toBe(412);
     expect(unknown.json.code).toBe('KEEL_UNKNOWN_MEMBER');
     expect(unknown.json.message).toContain('node9');
@@ -177,7 +184,7 @@ describe('agent REST API', () => {
   it('POST /restart stops a replica\'s PostgreSQL and the agent brings it back streaming', async () => {
     const replica = (await cluster.view()).members.find((m) => m.role === 'replica')!.name;
     expect((await api(replica, '/status')).json.postgres).toBe('running');
-    const res = await api(replica, '/restart', { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const res = await api(replica, '/restart', { method: 'POST', headers: { authorization: `Bearer ${tokens[replica]}` } });
     expect(res.status).toBe(202);
     await until(`${replica} to stream again`, async () => (await api(replica, '/replica')).status === 200, 30_000);
   });
@@ -192,7 +199,7 @@ describe('agent REST API', () => {
     }
     expect(status).toBe(2);
     expect(stderr).toContain('KEEL_PORT_IN_USE');
-    expect(stderr).not.toContain(token);
+    expect(stderr).not.toContain(tokens.node1);
   });
 
   it('HAProxy with Patroni\'s check config routes rw to the leader and ro to a replica', async () => {
@@ -217,7 +224,7 @@ describe('agent REST API', () => {
   it('POST /switchover moves the leader, and HAProxy follows', async () => {
     const old = await cluster.leader();
     const candidate = names.find((n) => n !== old.name)!;
-    const res = await api(candidate, '/switchover', { method: 'POST', headers: bearer(), body: JSON.stringify({ leader: old.name, candidate }) });
+    const res = await api(candidate, '/switchover', { method: 'POST', headers: bearer(candidate), body: JSON.stringify({ leader: old.name, candidate }) });
     expect(res.status).toBe(202);
     expect(res.json).toMatchObject({ from: old.name, to: candidate, failover: false });
     await cluster.waitFor(`${candidate} to lead`, (v) => v.leader?.value.name === candidate && v.members.some((m) => m.name === candidate && m.role === 'primary'), 60_000);

@@ -9,7 +9,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeApiToken, portOffsets } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
+import { apiRequest } from '../support/api-client.js';
 import { TestCluster } from '../support/cluster.js';
 
 const keel = (args: string[]) => spawnSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -70,8 +72,8 @@ describe('a config written by hand with refused parameters', () => {
     }));
     const leader = await cluster.leader();
     // a restart makes the agent write postgresql.conf from the config it read
-    const token = cluster.layout.readSecrets().apiToken;
-    const res = await fetch(`http://127.0.0.1:${portBase + 40}/restart`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const token = nodeApiToken(cluster.layout.readSecrets(), 'node1');
+    const res = await apiRequest(`https://127.0.0.1:${portBase + portOffsets.nodeApi}/restart`, { method: 'POST', token, caFile: cluster.layout.caFiles.cert });
     expect(res.status).toBe(202);
     let workMem = '';
     for (let i = 0; i < 120 && workMem !== '32MB'; i++) {
