@@ -82,6 +82,7 @@ export class LocalPostgres implements Postgres {
     this.runAs = resolveRunAs(config);
     this.programs = new Programs(config.postgres.binDir, this.runAs, this.layout.nodeDir);
     this.logger = logger.child({ component: 'postgres', dataDir: this.dataDir });
+    if (!config.tls) this.logger.warn('TLS is off: node.yml has no tls block, so PostgreSQL accepts scram-sha-256 over plain TCP and connections to other nodes are not verified');
     this.session = new LocalSession(this.localConnection(), this.logger);
   }
 
