@@ -21,7 +21,7 @@ import type { DynamicConfig, NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
 import { verifiedPostmasterPid } from '../postgres/postmaster.js';
 import { isAlive, terminate } from '../util/process.js';
-import { etcdUsers, type Secrets } from './local-layout.js';
+import { etcdUsers, nodeApiToken, type Secrets } from './local-layout.js';
 import { resolveRunAs } from '../postgres/programs.js';
 import { issueCertificate, type CertificatePair } from '../tls/pki.js';
 import { guardBin, keelBin, waitForSocket } from './local.js';
@@ -103,7 +103,7 @@ export function netnsNodeConfig(options: {
     zone: options.zone,
     tags: { nofailover: false },
     etcd: { endpoints: options.etcdEndpoints, requestTimeoutMs: 2000, ...etcdTls },
-    api: { listen: `${address}:${netnsApiPort}`, connectAddress: `${address}:${netnsApiPort}`, token: secrets.apiToken, readAuth: false },
+    api: { listen: `${address}:${netnsApiPort}`, connectAddress: `${address}:${netnsApiPort}`, token: nodeApiToken(secrets, options.name), readAuth: false },
     postgres: {
       // PostgreSQL's OS user owns nodeDir/postgres alone: node.yml and the keys' directory stay root's
       dataDir: join(options.nodeDir, 'postgres', 'data'),
