@@ -72,8 +72,9 @@ describe('router', () => {
 
   async function startRouter(engine: Engine): Promise<ChildProcess> {
     const [rw, ro] = ports[engine];
-    const etcd = tc!.layout.etcdEndpoint(tc!.file);
-    const child = spawnLogged(process.execPath, [keelBin, 'router', '--etcd', etcd, '--cluster', tc!.file.cluster, '--engine', engine, '--rw', `127.0.0.1:${rw}`, '--ro', `127.0.0.1:${ro}`], `router-${engine}.log`);
+    const { etcd, etcdTls } = tc!.etcdAccess('router');
+    const tlsArgs = ['--etcd-cacert', etcdTls.ca, '--etcd-cert', etcdTls.cert, '--etcd-key', etcdTls.key];
+    const child = spawnLogged(process.execPath, [keelBin, 'router', '--etcd', etcd, ...tlsArgs, '--cluster', tc!.file.cluster, '--engine', engine, '--rw', `127.0.0.1:${rw}`, '--ro', `127.0.0.1:${ro}`], `router-${engine}.log`);
     for (let i = 0; i < 200 && !(await probePostgres('127.0.0.1', rw, 500)); i++) await sleep(100);
     return child;
   }

@@ -27,6 +27,11 @@ const catalogue = {
     hint: 'this data directory belongs to another cluster; point the node at an empty directory or at the right cluster',
   },
   KEEL_ETCD_UNREACHABLE: { exitStatus: 1, httpStatus: 503, hint: 'check that etcd runs and that --etcd points at it' },
+  KEEL_ETCD_FORBIDDEN: {
+    exitStatus: 2,
+    httpStatus: 502,
+    hint: "the etcd user (the CN of the client certificate, or etcd.user) lacks a role for this cluster's keys: give this component's own certificate, or run the etcd auth set-up again",
+  },
   KEEL_NO_LEADER: { exitStatus: 1, httpStatus: 503, hint: 'wait for a failover to finish, or look at `keel status` for the reasons' },
   KEEL_UNKNOWN_MEMBER: { exitStatus: 2, httpStatus: 412, hint: 'pick a member listed by `keel status`' },
   KEEL_TARGET_INELIGIBLE: { exitStatus: 1, httpStatus: 412, hint: 'pick a streaming replica within maximum_lag_on_failover, or wait for it to catch up' },

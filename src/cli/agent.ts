@@ -46,6 +46,7 @@ export function registerAgent(program: Command): void {
         cluster: config.cluster,
         requestTimeoutMs: config.etcd.requestTimeoutMs,
         logger,
+        credentials: config.etcd,
       });
       const pg = new LocalPostgres(config, logger);
       const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock));

@@ -76,6 +76,9 @@ export function registerAutoscale(program: Command): void {
     .option('--dir <dir>', targetHelp.dir)
     .option('--etcd <url>', targetHelp.etcd)
     .option('--cluster <name>', targetHelp.cluster)
+    .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+    .option('--etcd-cert <file>', targetHelp.etcdCert)
+    .option('--etcd-key <file>', targetHelp.etcdKey)
     .option('--json', 'as JSON')
     .action(status);
 }

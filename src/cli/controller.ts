@@ -10,7 +10,7 @@ import type { Provider } from '../providers/types.js';
 import { systemClock } from '../util/clock.js';
 import { createLogger } from '../util/log.js';
 import { parseSeconds } from './router.js';
-import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
+import { etcdCredentialsFromFlags, resolveTarget, targetHelp, type TargetOptions } from './target.js';
 
 /** What the local provider holds; the CLI checks specs against it. */
 export const localLimits: ProviderLimits = { maxNodes: maxLocalNodes, instanceClasses: Object.keys(localInstanceClasses) };
@@ -25,15 +25,17 @@ async function run(options: TargetOptions & { name?: string; drainSeconds: strin
   const logger = createLogger({ component: 'controller', cluster: target.cluster, controller: name });
   let provider: Provider | null = null;
   let endpoints = options.etcd?.split(',') ?? [];
+  let credentials = target.layout === null ? etcdCredentialsFromFlags(options, process.env) : {};
   if (target.layout !== null) {
     const cluster = target.layout.readCluster();
     endpoints = [target.layout.etcdEndpoint(cluster)];
+    credentials = { tls: target.layout.clientTls('controller') };
     // agents it creates are supervised here (started again if they die), like `keel up` does for its own
     provider = new LocalProvider(target.layout, cluster, target.layout.readSecrets(), logger, true);
   } else {
     logger.warn('no provider for --etcd/--cluster: a dry run that records what it would do in events');
   }
-  const dcs = new EtcdDcs({ endpoints, cluster: target.cluster, requestTimeoutMs: 2000, logger });
+  const dcs = new EtcdDcs({ endpoints, cluster: target.cluster, requestTimeoutMs: 2000, logger, credentials });
   const local = target.layout !== null;
   const controller = new Controller({
     name,
@@ -63,6 +65,9 @@ export function registerController(program: Command): void {
     .option('--dir <dir>', targetHelp.dir)
     .option('--etcd <url>', `${targetHelp.etcd} (no provider: a dry run)`)
     .option('--cluster <name>', targetHelp.cluster)
+    .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+    .option('--etcd-cert <file>', targetHelp.etcdCert)
+    .option('--etcd-key <file>', targetHelp.etcdKey)
     .option('--name <name>', 'this controller\'s name in etcd (default host-pid)')
     .option('--drain-seconds <n>', 'how long a replica about to be removed keeps serving its open reads, with no new ones', '30')
     .action(run);

@@ -3,6 +3,7 @@ import { defaultDeals, maxDeals, minDeals } from '../demo/dataset.js';
 import { runDemo, type DemoOptions } from '../demo/run.js';
 import { KeelError } from '../errors.js';
 import { maxLocalNodes } from '../providers/local-layout.js';
+import { etcdCredentialsFromFlags, targetHelp } from './target.js';
 
 interface DemoFlags {
   dir?: string;
@@ -13,6 +14,9 @@ interface DemoFlags {
   ro?: string;
   etcd?: string;
   cluster?: string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   deals: string;
   writers: string;
   readers: string;
@@ -62,7 +66,7 @@ export function demoOptions(flags: DemoFlags): DemoOptions {
     sync: flags.sync !== false,
     rw: flags.rw === undefined ? null : dsn(flags.rw, '--rw'),
     ro: flags.ro === undefined ? null : dsn(flags.ro, '--ro'),
-    etcd: flags.etcd === undefined ? null : { endpoints: flags.etcd.split(','), cluster: flags.cluster! },
+    etcd: flags.etcd === undefined ? null : { endpoints: flags.etcd.split(','), cluster: flags.cluster!, credentials: etcdCredentialsFromFlags(flags, process.env) },
     deals: whole(flags.deals, '--deals', minDeals, maxDeals),
     writers,
     readers,
@@ -88,6 +92,9 @@ export function registerDemo(program: Command): void {
     .option('--ro <dsn>', 'read-only endpoint of an existing cluster')
     .option('--etcd <urls>', 'with --rw/--ro: etcd of that cluster, to show its members')
     .option('--cluster <name>', 'with --etcd: the cluster name')
+    .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+    .option('--etcd-cert <file>', targetHelp.etcdCert)
+    .option('--etcd-key <file>', targetHelp.etcdKey)
     .option('--deals <n>', `deals in the dataset, ${minDeals.toLocaleString('en-US')} to ${maxDeals.toLocaleString('en-US')}`, String(defaultDeals))
     .option('--writers <n>', 'connections adding and expiring deals on rw', '2')
     .option('--readers <n>', 'connections searching nearby deals on ro', '4')

@@ -37,8 +37,23 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * grpc-js (under the etcd client) puts the host it connects to into TLS's SNI even when it is an IP
+ * address, as etcd endpoints usually are, and Node reports that once per process (DEP0123). etcd's
+ * certificate is still checked against the address: the warning would only clutter every command's output.
+ */
+function ignoreIpServerNameWarning(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const options = rest[0];
+    const code = typeof options === 'object' && options !== null ? (options as { code?: unknown }).code : rest[1];
+    if (code !== 'DEP0123') emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 /** Runs the CLI; returns the exit status. Usage and configuration errors exit with 2. */
 export async function main(argv: string[]): Promise<number> {
+  ignoreIpServerNameWarning();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { nameSchema } from '../model/names.js';
+import type { EtcdCredentials } from '../dcs/etcd-client.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import { KeelError } from '../errors.js';
 import { parseByteSize } from '../model/size.js';
@@ -10,10 +11,14 @@ import { defaultHaproxyBinary, HaproxyEngine } from '../router/engines/haproxy.j
 import type { EngineOptions, ListenAddress, RouterEngine } from '../router/engines/types.js';
 import { systemClock } from '../util/clock.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { etcdCredentialsFromFlags } from './target.js';
 
 interface RouterFlags {
   etcd: string;
   cluster: string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   rw: string;
   ro: string;
   engine: 'builtin' | 'haproxy';
@@ -29,6 +34,8 @@ interface RouterFlags {
 export interface RouterSettings {
   endpoints: string[];
   cluster: string;
+  /** the router's own client certificate (its etcd user may only read) */
+  credentials: EtcdCredentials;
   engine: 'builtin' | 'haproxy';
   engineOptions: EngineOptions;
   roMaxLagBytes: number;
@@ -72,7 +79,7 @@ function parseCount(text: string, flag: string, min: number, max: number): numbe
   return n;
 }
 
-export function routerSettings(flags: RouterFlags): RouterSettings {
+export function routerSettings(flags: RouterFlags, env: NodeJS.ProcessEnv = process.env): RouterSettings {
   const endpoints = flags.etcd.split(',');
   for (const endpoint of endpoints) {
     if (!/^https?:\/\/[^/\s]+$/.test(endpoint)) {
@@ -88,6 +95,7 @@ export function routerSettings(flags: RouterFlags): RouterSettings {
   return {
     endpoints,
     cluster: flags.cluster,
+    credentials: etcdCredentialsFromFlags(flags, env),
     engine: flags.engine,
     engineOptions: {
       rw,
@@ -115,7 +123,7 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   const died = new Promise<string>((resolve) => (engineDied = resolve));
   const engine = createEngine(settings, logger, (detail) => engineDied(detail));
   await engine.start();
-  const dcs = new EtcdDcs({ endpoints: settings.endpoints, cluster: settings.cluster, requestTimeoutMs: 2000, logger });
+  const dcs = new EtcdDcs({ endpoints: settings.endpoints, cluster: settings.cluster, requestTimeoutMs: 2000, logger, credentials: settings.credentials });
   const control = new RouterControl(dcs, engine, systemClock, logger, {
     route: { roMaxLagBytes: settings.roMaxLagBytes, roFallbackToLeader: settings.roFallbackToLeader },
     rereadMs: 2000,
@@ -145,6 +153,9 @@ export function registerRouter(program: Command): void {
     .description('one read-write and one read-only endpoint that follow the leader published in etcd')
     .requiredOption('--etcd <url>', 'etcd endpoint(s), comma-separated')
     .requiredOption('--cluster <name>', 'cluster name')
+    .option('--etcd-cacert <file>', "the CA of etcd's certificate (https endpoints)")
+    .option('--etcd-cert <file>', "the router's client certificate: its CN is the router's etcd user, which may only read")
+    .option('--etcd-key <file>', "the router's client key (a user and password, if any, come from KEEL_ETCD_USER and KEEL_ETCD_PASSWORD)")
     .requiredOption('--rw <host:port>', 'where the read-write endpoint listens')
     .requiredOption('--ro <host:port>', 'where the read-only endpoint listens')
     .addOption(new Option('--engine <engine>', 'data plane').choices(['builtin', 'haproxy']).default('builtin'))

@@ -137,7 +137,14 @@ async function edit(options: TargetOptions): Promise<void> {
 }
 
 export function registerSpec(program: Command): void {
-  const target = (cmd: Command) => cmd.option('--dir <dir>', targetHelp.dir).option('--etcd <url>', targetHelp.etcd).option('--cluster <name>', targetHelp.cluster);
+  const target = (cmd: Command) =>
+    cmd
+      .option('--dir <dir>', targetHelp.dir)
+      .option('--etcd <url>', targetHelp.etcd)
+      .option('--cluster <name>', targetHelp.cluster)
+      .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+      .option('--etcd-cert <file>', targetHelp.etcdCert)
+      .option('--etcd-key <file>', targetHelp.etcdKey);
   const spec = program.command('spec').description('the declared shape the controller keeps: nodes, zones, instance class, autoscaling');
   target(spec.command('show').description('print the spec (YAML)').option('--json', 'as JSON')).action(show);
   target(

@@ -62,6 +62,9 @@ export function registerStatus(program: Command): void {
     .option('--dir <dir>', targetHelp.dir)
     .option('--etcd <url>', targetHelp.etcd)
     .option('--cluster <name>', targetHelp.cluster)
+    .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+    .option('--etcd-cert <file>', targetHelp.etcdCert)
+    .option('--etcd-key <file>', targetHelp.etcdKey)
     .option('--json', 'machine-readable output')
     .action(async (options: TargetOptions & { json?: boolean }) => {
       const target = resolveTarget(options);

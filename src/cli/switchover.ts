@@ -38,6 +38,9 @@ export function registerSwitchover(program: Command): void {
       .option('--dir <dir>', targetHelp.dir)
       .option('--etcd <url>', targetHelp.etcd)
       .option('--cluster <name>', targetHelp.cluster)
+      .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+      .option('--etcd-cert <file>', targetHelp.etcdCert)
+      .option('--etcd-key <file>', targetHelp.etcdKey)
       .option('--no-wait', 'return once the request is recorded');
   common(
     program

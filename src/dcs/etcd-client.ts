@@ -2,8 +2,52 @@
  * The etcd3 client as Keel configures it. etcd3's defaults suit long-lived
  * services that can wait; Keel's failover budget cannot, so reconnects are
  * quick and a failed endpoint is skipped for one second, not five.
+ *
+ * Credentials: with `tls` the client verifies etcd's certificate against the
+ * given CA and presents its own pair; an etcd started with --client-cert-auth
+ * and auth enabled takes the user from that certificate's CN (no password, no
+ * token to renew). `user`/`password` log in with etcd's password
+ * authentication instead; the token they give wins over the CN.
  */
+import { readFileSync } from 'node:fs';
 import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
+import type { NodeConfig } from '../config/schema.js';
+import { KeelError } from '../errors.js';
+
+/** How a component proves who it is to etcd: node.yml's etcd.tls, etcd.user and etcd.password. */
+export type EtcdCredentials = Pick<NodeConfig['etcd'], 'tls' | 'user' | 'password'>;
+
+/** A problem with the credentials for these endpoints, or null: pure, for a check before anything connects. */
+export function etcdCredentialsProblem(endpoints: string[], credentials: EtcdCredentials): string | null {
+  if ((credentials.user === undefined) !== (credentials.password === undefined)) return 'an etcd user and password go together';
+  const plain = endpoints.filter((endpoint) => endpoint.startsWith('http://'));
+  // etcd3 would speak TLS to every endpoint once given a CA: a plain one would fail on every call
+  if (credentials.tls !== undefined && plain.length > 0) return `TLS files are given but ${plain.join(', ')} ${plain.length > 1 ? 'are' : 'is'} plain http://`;
+  // a password on a plain connection crosses the network in the clear
+  if (credentials.password !== undefined && plain.length > 0) return `an etcd password would be sent in the clear to ${plain.join(', ')}`;
+  return null;
+}
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new KeelError('KEEL_TLS_FAILED', `cannot read the etcd ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** etcd3's credentials and auth options; the files are read now (a renewed pair counts from the next client). */
+function securityOptions(endpoints: string[], credentials: EtcdCredentials): Pick<IOptions, 'credentials' | 'auth'> {
+  const problem = etcdCredentialsProblem(endpoints, credentials);
+  if (problem !== null) throw new KeelError('KEEL_CONFIG_INVALID', problem, { hint: 'use https:// endpoints with etcd.tls (the CA and this client\'s pair), or neither' });
+  const { tls, user, password } = credentials;
+  return {
+    ...(tls === undefined
+      ? {}
+      : { credentials: { rootCertificate: readPem(tls.ca, 'CA'), certChain: readPem(tls.cert, 'client certificate'), privateKey: readPem(tls.key, 'client key') } }),
+    ...(user === undefined || password === undefined ? {} : { auth: { username: user, password } }),
+  };
+}
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
 type HostPolicy = ReturnType<NonNullable<FaultHandling['host']>>;
@@ -61,9 +105,10 @@ function cappedBackoff(durationMs: number, maxMs: number): WatchBackoff {
   return { duration: durationMs, next: () => cappedBackoff(Math.min(durationMs * 2, maxMs), maxMs) };
 }
 
-export function createEtcdClient(endpoints: string[], requestTimeoutMs: number): Etcd3 {
+export function createEtcdClient(endpoints: string[], requestTimeoutMs: number, credentials: EtcdCredentials = {}): Etcd3 {
   return new Etcd3({
     hosts: endpoints,
+    ...securityOptions(endpoints, credentials),
     dialTimeout: requestTimeoutMs,
     // gives up calls that Keel's own timer already abandoned, instead of letting them linger
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + requestTimeoutMs }),

@@ -12,7 +12,7 @@
 import type { Etcd3, ILeaseKeepAliveResponse } from 'etcd3';
 import { describeError, KeelError, redactSecrets } from '../errors.js';
 import type { Logger } from '../util/log.js';
-import { createEtcdClient } from './etcd-client.js';
+import { createEtcdClient, type EtcdCredentials } from './etcd-client.js';
 
 /** EtcdDcs's bounded call: what (for the error), the request, its timeout, and where it goes (for the error). */
 export type BoundedCall = <T>(what: string, run: (signal: AbortSignal) => Promise<T>, timeoutMs: number, where: string) => Promise<T>;
@@ -26,6 +26,7 @@ export class MemberRotation {
 
   constructor(
     private readonly endpoints: string[],
+    private readonly credentials: EtcdCredentials,
     requestTimeoutMs: number,
     private readonly log: Logger,
     private readonly call: BoundedCall,
@@ -39,7 +40,7 @@ export class MemberRotation {
 
   /** The first answer of a member, asking one after the other; KEEL_ETCD_UNREACHABLE when none answered. */
   async run<T>(what: string, request: (client: Etcd3, signal: AbortSignal) => Promise<T>): Promise<T> {
-    this.clients ??= this.endpoints.map((endpoint) => createEtcdClient([endpoint], this.attemptMs * 2));
+    this.clients ??= this.endpoints.map((endpoint) => createEtcdClient([endpoint], this.attemptMs * 2, this.credentials));
     for (let i = 0; i < this.endpoints.length; i++) {
       const index = (this.from + i) % this.endpoints.length;
       const client = this.clients[index]!;

@@ -1,11 +1,16 @@
 /**
  * Runs Debian's etcd as a child process: for `keel up` and integration tests.
  * Tuned for fast failover on one machine or one region, not for WAN links.
+ * Given TLS files, clients and peers speak https and must show a certificate
+ * of the cluster CA (--client-cert-auth): with etcd's auth enabled, the CN of
+ * that certificate is the user.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, closeSync } from 'node:fs';
 import { access, mkdir, readFile } from 'node:fs/promises';
+import { request } from 'node:https';
 import { dirname } from 'node:path';
+import type { TlsFiles } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
 import { isPortFree } from '../util/ports.js';
@@ -21,7 +26,7 @@ export interface StartEtcdOptions {
   host?: string;
   clientPort: number;
   peerPort: number;
-  /** `name=http://host:peerPort,...`; default this member alone */
+  /** `name=https://host:peerPort,...` (http:// without TLS); default this member alone */
   initialCluster?: string;
   initialClusterState?: 'new' | 'existing';
   /** etcd's stdout and stderr are appended here */
@@ -31,21 +36,46 @@ export interface StartEtcdOptions {
   binary?: string;
   /** how long to wait for /health to say true; default 20 s */
   startTimeoutMs?: number;
+  /** https for clients and peers, both verified against the CA; without it, plain http */
+  tls?: EtcdServerTls;
+}
+
+export interface EtcdServerTls {
+  /** the CA that signs etcd's certificate and every client's and peer's */
+  ca: string;
+  /** etcd's own pair, for clients and (as client and server) for its peers: its names must include the host */
+  server: { cert: string; key: string };
+  /** a client pair of the same CA for the health check (any user may read /health) */
+  client: TlsFiles;
 }
 
 export interface RunningEtcd {
   pid: number;
-  /** client URL, e.g. http://127.0.0.1:2379 */
+  /** client URL, e.g. https://127.0.0.1:2379 (http:// without TLS) */
   endpoint: string;
   child: ChildProcess;
 }
 
 const urlHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
+function tlsArgs(tls: EtcdServerTls): string[] {
+  return [
+    '--client-cert-auth',
+    `--trusted-ca-file=${tls.ca}`,
+    `--cert-file=${tls.server.cert}`,
+    `--key-file=${tls.server.key}`,
+    '--peer-client-cert-auth',
+    `--peer-trusted-ca-file=${tls.ca}`,
+    `--peer-cert-file=${tls.server.cert}`,
+    `--peer-key-file=${tls.server.key}`,
+  ];
+}
+
 export function etcdArgs(options: StartEtcdOptions): string[] {
   const host = urlHost(options.host ?? '127.0.0.1');
-  const clientUrl = `http://${host}:${options.clientPort}`;
-  const peerUrl = `http://${host}:${options.peerPort}`;
+  const scheme = options.tls === undefined ? 'http' : 'https';
+  const clientUrl = `${scheme}://${host}:${options.clientPort}`;
+  const peerUrl = `${scheme}://${host}:${options.peerPort}`;
   return [
     `--name=${options.name}`,
     `--data-dir=${options.dataDir}`,
@@ -65,6 +95,7 @@ export function etcdArgs(options: StartEtcdOptions): string[] {
     `--quota-backend-bytes=${1024 * 1024 * 1024}`,
     '--logger=zap',
     '--log-outputs=stderr',
+    ...(options.tls === undefined ? [] : tlsArgs(options.tls)),
   ];
 }
 
@@ -82,11 +113,36 @@ async function lastLines(file: string, count: number): Promise<string> {
   }
 }
 
-async function healthy(endpoint: string): Promise<boolean> {
+const isHealthy = (body: string): boolean => {
+  try {
+    return (JSON.parse(body) as { health?: unknown }).health === 'true';
+  } catch {
+    return false;
+  }
+};
+
+/** GET /health over https, etcd's certificate verified and ours shown: --client-cert-auth refuses anything less. */
+async function healthyOverTls(endpoint: string, tls: TlsFiles): Promise<boolean> {
+  const [ca, cert, key] = await Promise.all([readFile(tls.ca), readFile(tls.cert), readFile(tls.key)]);
+  return new Promise((resolve) => {
+    const req = request(`${endpoint}/health`, { ca, cert, key, timeout: 1000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(isHealthy(body)));
+      res.on('error', () => resolve(false));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+async function healthy(endpoint: string, tls: TlsFiles | undefined): Promise<boolean> {
+  if (tls !== undefined) return healthyOverTls(endpoint, tls);
   try {
     const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) });
-    const body = (await res.json()) as { health?: unknown };
-    return body.health === 'true';
+    return isHealthy(await res.text());
   } catch {
     return false;
   }
@@ -133,9 +189,9 @@ export async function startEtcd(options: StartEtcdOptions): Promise<RunningEtcd>
   child.once('exit', (code, signal) => (exit = `exited (${signal ?? `code ${code}`})`));
   if (options.detached) child.unref();
 
-  const endpoint = `http://${urlHost(host)}:${options.clientPort}`;
+  const endpoint = `${options.tls === undefined ? 'http' : 'https'}://${urlHost(host)}:${options.clientPort}`;
   const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
-  while (!(await healthy(endpoint))) {
+  while (!(await healthy(endpoint, options.tls?.client))) {
     if (exit !== null || child.pid === undefined) {
       const tail = await lastLines(options.logFile, 15);
       throw new KeelError('KEEL_ETCD_UNREACHABLE', `etcd ${options.name} ${exit ?? 'did not start'}; last lines of ${options.logFile}:\n${tail}`, {

@@ -6,6 +6,7 @@
  * KEEL_ETCD_UNREACHABLE as "outcome unknown" and read again before acting.
  */
 import type { Logger } from '../util/log.js';
+import type { EtcdCredentials } from './etcd-client.js';
 import { EtcdKv } from './kv-etcd.js';
 import { StoreDcs } from './store.js';
 
@@ -14,10 +15,13 @@ export interface EtcdDcsOptions {
   cluster: string;
   requestTimeoutMs: number;
   logger: Logger;
+  /** etcd.tls, etcd.user and etcd.password of node.yml; none for a plain etcd */
+  credentials?: EtcdCredentials;
 }
 
 export class EtcdDcs extends StoreDcs {
   constructor(options: EtcdDcsOptions) {
-    super(options.cluster, new EtcdKv({ endpoints: options.endpoints, requestTimeoutMs: options.requestTimeoutMs, logger: options.logger }), options.logger);
+    const { endpoints, requestTimeoutMs, logger, credentials } = options;
+    super(options.cluster, new EtcdKv({ endpoints, requestTimeoutMs, logger, credentials }), logger);
   }
 }

@@ -5,10 +5,10 @@
  * Reads and keep-alives, being idempotent, go member by member when there are
  * several members (etcd-members.ts), so a silent member cannot stall them.
  */
-import { EtcdLeaseInvalidError, type Etcd3, type ICompare, type IRequestOp, type Watcher } from 'etcd3';
+import { EtcdAuthenticationFailedError, EtcdLeaseInvalidError, EtcdPermissionDeniedError, type Etcd3, type ICompare, type IRequestOp, type Watcher } from 'etcd3';
 import { describeError, KeelError, redactSecrets } from '../errors.js';
 import type { Logger } from '../util/log.js';
-import { createEtcdClient } from './etcd-client.js';
+import { createEtcdClient, type EtcdCredentials } from './etcd-client.js';
 import { keepAliveOnce, MemberRotation } from './etcd-members.js';
 import type { KvCompare, KvEntry, KvRange, KvStore, KvWatchHandlers, KvWrite } from './kv.js';
 
@@ -16,6 +16,8 @@ export interface EtcdKvOptions {
   endpoints: string[];
   requestTimeoutMs: number;
   logger: Logger;
+  /** etcd.tls, etcd.user and etcd.password of node.yml; none for a plain etcd */
+  credentials?: EtcdCredentials;
 }
 
 const buf = (text: string): Buffer => Buffer.from(text, 'utf8');
@@ -56,8 +58,9 @@ export class EtcdKv implements KvStore {
     this.where = redactSecrets(options.endpoints.join(','));
     this.timeoutMs = options.requestTimeoutMs;
     this.log = options.logger;
-    this.client = createEtcdClient(options.endpoints, options.requestTimeoutMs);
-    this.members = new MemberRotation(options.endpoints, options.requestTimeoutMs, this.log, (what, run, timeoutMs, where) => this.call(what, run, timeoutMs, where));
+    const credentials = options.credentials ?? {};
+    this.client = createEtcdClient(options.endpoints, options.requestTimeoutMs, credentials);
+    this.members = new MemberRotation(options.endpoints, credentials, options.requestTimeoutMs, this.log, (what, run, timeoutMs, where) => this.call(what, run, timeoutMs, where));
   }
 
   /** Runs one request against etcd, bounded in time; errors become KeelErrors. */
@@ -87,6 +90,10 @@ export class EtcdKv implements KvStore {
 
   private translate(err: unknown, what: string): KeelError {
     if (err instanceof KeelError) return err;
+    // etcd answered: a retry with the same credentials gets the same answer
+    if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError) {
+      return new KeelError('KEEL_ETCD_FORBIDDEN', `etcd refused the ${what} at ${this.where}: ${describeError(err)}`, { cause: err });
+    }
     if (err instanceof EtcdLeaseInvalidError) {
       return new KeelError('KEEL_CONFLICT', `the lease of the ${what} no longer exists (expired or revoked)`, { hint: 'grant a new lease and write the key again', cause: err });
     }

@@ -4,6 +4,7 @@
  * check of every acknowledged write and the summary. Whatever the demo
  * started, it stops, also on Ctrl-C or an error.
  */
+import type { EtcdCredentials } from '../dcs/etcd-client.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import { KeelError, redactSecrets } from '../errors.js';
 import { LocalLayout } from '../providers/local-layout.js';
@@ -28,7 +29,7 @@ export interface DemoOptions {
   sync: boolean;
   rw: string | null;
   ro: string | null;
-  etcd: { endpoints: string[]; cluster: string } | null;
+  etcd: { endpoints: string[]; cluster: string; credentials: EtcdCredentials } | null;
   deals: number;
   writers: number;
   readers: number;
@@ -95,7 +96,7 @@ async function setUp(options: DemoOptions, screen: Screen): Promise<Setup> {
     // a local cluster's URLs carry no password: its secrets file has it
     const password = layout !== null ? layout.readSecrets().app : undefined;
     const endpoint = (url: string): Endpoint => (password !== undefined && !/:\/\/[^/@]*:[^/@]*@/.test(url) ? { connectionString: url, password } : { connectionString: url });
-    const etcd = layout !== null && file !== null ? { endpoints: [layout.etcdEndpoint(file)], cluster: file.cluster } : options.etcd;
+    const etcd = layout !== null && file !== null ? { endpoints: [layout.etcdEndpoint(file)], cluster: file.cluster, credentials: { tls: layout.clientTls('operator') } } : options.etcd;
     const dcs = etcd === null ? null : new EtcdDcs({ ...etcd, requestTimeoutMs: 2000, logger: silentLogger() });
     const where = `rw ${redactSecrets(options.rw)}, ro ${redactSecrets(options.ro)}`;
     return { rw: endpoint(options.rw), ro: endpoint(options.ro), where, local: null, layout, dcs };
@@ -105,7 +106,13 @@ async function setUp(options: DemoOptions, screen: Screen): Promise<Setup> {
     (text) => screen.line(text),
     (text) => (screen.tty ? screen.overwrite(text) : undefined),
   );
-  const dcs = new EtcdDcs({ endpoints: [local.layout.etcdEndpoint(local.file)], cluster: local.file.cluster, requestTimeoutMs: 2000, logger: silentLogger() });
+  const dcs = new EtcdDcs({
+    endpoints: [local.layout.etcdEndpoint(local.file)],
+    cluster: local.file.cluster,
+    requestTimeoutMs: 2000,
+    logger: silentLogger(),
+    credentials: { tls: local.layout.clientTls('operator') },
+  });
   return { rw: local.rw, ro: local.ro, where: `cluster ${local.file.cluster} in ${local.layout.dir}`, local, layout: local.layout, dcs };
 }
 

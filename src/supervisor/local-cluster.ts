@@ -5,6 +5,7 @@
  * restart on the same directory finds a cleanly shut down cluster.
  */
 import { rm, writeFile } from 'node:fs/promises';
+import { setUpEtcdAuth } from '../dcs/etcd-auth.js';
 import { stopEtcd, startEtcd } from '../dcs/etcd-server.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import type { ClusterView } from '../model/values.js';
@@ -14,7 +15,7 @@ import type { Logger } from '../util/log.js';
 import { isPortFree } from '../util/ports.js';
 import { isAlive, readPidFile } from '../util/process.js';
 import { probePostgres } from '../postgres/probe.js';
-import { portOffsets, type ClusterFile, type LocalLayout, type Secrets } from '../providers/local-layout.js';
+import { etcdUsers, portOffsets, type ClusterFile, type LocalLayout, type Secrets } from '../providers/local-layout.js';
 import { keelBin, LocalProvider } from '../providers/local.js';
 import { Supervised } from './supervised.js';
 
@@ -38,7 +39,9 @@ export class LocalCluster {
     this.provider = new LocalProvider(layout, cluster, secrets, logger, options.restartAgents ?? true);
     this.withController = options.controller ?? false;
     const base = cluster.portBase;
+    const routerTls = layout.clientTls('router');
     const routerArgs = ['router', '--etcd', layout.etcdEndpoint(cluster), '--cluster', cluster.cluster];
+    routerArgs.push('--etcd-cacert', routerTls.ca, '--etcd-cert', routerTls.cert, '--etcd-key', routerTls.key);
     routerArgs.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
     const keel = (what: string, args: string[], pidFile: string, logFile: string) =>
       new Supervised({ what, program: process.execPath, args: [keelBin, ...args], pidFile, logFile, logger });
@@ -59,16 +62,19 @@ export class LocalCluster {
     }
   }
 
+  /** The cluster's keys as the operator sees them (the supervisor, the CLI and the tests act for the operator). */
   dcs(): EtcdDcs {
     return new EtcdDcs({
       endpoints: [this.layout.etcdEndpoint(this.cluster)],
       cluster: this.cluster.cluster,
       requestTimeoutMs: 2000,
       logger: this.logger,
+      credentials: { tls: this.layout.clientTls('operator') },
     });
   }
 
   async start(): Promise<void> {
+    const operator = this.layout.clientTls('operator');
     const etcd = await startEtcd({
       name: 'etcd1',
       dataDir: this.layout.etcdDir,
@@ -76,9 +82,19 @@ export class LocalCluster {
       peerPort: this.cluster.portBase + portOffsets.etcdPeer,
       logFile: this.layout.etcdLog,
       detached: true,
+      tls: { ca: this.layout.caFiles.cert, server: this.layout.etcdServerFiles, client: operator },
     });
     this.etcdPid = etcd.pid;
     await writeFile(this.layout.etcdPidFile, `${etcd.pid}\n`);
+    // every start, so a cluster made before etcd had users (or a lost role) is brought in line
+    await setUpEtcdAuth({
+      endpoints: [etcd.endpoint],
+      cluster: this.cluster.cluster,
+      users: etcdUsers(this.cluster.cluster),
+      rootPassword: this.secrets.etcdRoot,
+      tls: operator,
+      logger: this.logger,
+    });
     await this.seedSynchronousMode();
     await this.router.start();
     // a cluster started before is the nodes it has now (a controller may have added, replaced or removed some)

@@ -71,7 +71,9 @@ function checkName(value: string, what: string): string {
 
 function subjectAltNames(names: string[]): string {
   const unique = [...new Set(names)];
-  return unique.map((name) => (isIP(name) ? `IP:${checkName(name, 'address')}` : `DNS:${checkName(name, 'host name')}`)).join(',');
+  // an IPv6 address may begin with ':' (::1); a zone (%eth0) has no place in a certificate
+  const address = (name: string): string => (/^[0-9A-Fa-f:.]+$/.test(name) ? name : checkName(name, 'address'));
+  return unique.map((name) => (isIP(name) ? `IP:${address(name)}` : `DNS:${checkName(name, 'host name')}`)).join(',');
 }
 
 function extensionsFor(request: CertificateRequest): string[] {

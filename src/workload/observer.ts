@@ -13,7 +13,7 @@
  */
 import type { Etcd3, Watcher } from 'etcd3';
 import { keys } from '../dcs/codec.js';
-import { createEtcdClient } from '../dcs/etcd-client.js';
+import { createEtcdClient, type EtcdCredentials } from '../dcs/etcd-client.js';
 import type { EtcdDcs } from '../dcs/etcd.js';
 import type { ClusterView } from '../model/values.js';
 import { sleep } from '../util/clock.js';
@@ -54,8 +54,9 @@ export class Observer {
     private readonly dcs: EtcdDcs,
     endpoints: string[],
     cluster: string,
+    credentials: EtcdCredentials = {},
   ) {
-    this.client = createEtcdClient(endpoints, 2000);
+    this.client = createEtcdClient(endpoints, 2000, credentials);
     this.prefix = keys(cluster).prefix;
     this.leaderKey = keys(cluster).leader;
   }

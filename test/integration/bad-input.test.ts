@@ -7,7 +7,6 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { Etcd3 } from 'etcd3';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../../src/util/clock.js';
@@ -139,7 +138,8 @@ describe('bad state', () => {
     const path = nodeYaml(dir, {
       name: 'stranger',
       cluster: 'test',
-      etcd: { endpoints: [cluster.layout.etcdEndpoint(cluster.file)] },
+      // an agent of the cluster as far as etcd can tell: node1's certificate
+      etcd: { endpoints: [cluster.layout.etcdEndpoint(cluster.file)], tls: cluster.layout.nodeTls('node1') },
       postgres: { dataDir: data, port: 17059, superuser: { password: secrets.superuser }, replication: { password: secrets.replication } },
     });
     const child = spawn(process.execPath, ['bin/keel.js', 'agent', '--config', path], { stdio: 'ignore' });
@@ -158,7 +158,7 @@ describe('bad state', () => {
 
   it('treats malformed and foreign values under the prefix as absent and keeps running', async () => {
     const leader = await cluster.leader();
-    const client = new Etcd3({ hosts: cluster.layout.etcdEndpoint(cluster.file) });
+    const client = cluster.operatorEtcd();
     try {
       await client.put('/keel/test/members/garbage').value('not json at all');
       await client.put('/keel/test/history').value('{"v":99,"entries":"nope"}');

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeApiToken, portOffsets } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
@@ -28,7 +28,7 @@ async function configRevision(): Promise<string | null> {
 
 beforeAll(async () => {
   cluster = await TestCluster.start({ portBase, nodes: 1 });
-  etcd = new Etcd3({ hosts: cluster.layout.etcdEndpoint(cluster.file) });
+  etcd = cluster.operatorEtcd();
 });
 
 afterAll(async () => {

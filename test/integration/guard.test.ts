@@ -67,7 +67,7 @@ async function until<T>(what: string, probe: () => T | Promise<T>, timeoutMs: nu
 
 /** The shared observer: every leader change, by the watch and by a poll, timed as it arrives. */
 async function watchLeader(cluster: TestCluster): Promise<Observer> {
-  const observer = new Observer(cluster.dcs, [cluster.layout.etcdEndpoint(cluster.file)], cluster.file.cluster);
+  const observer = new Observer(cluster.dcs, [cluster.layout.etcdEndpoint(cluster.file)], cluster.file.cluster, { tls: cluster.layout.clientTls('operator') });
   await observer.start();
   return observer;
 }

@@ -1,4 +1,4 @@
-/** The key-value port's contract against a real etcd started here (test/support/kv-contract.ts). */
+/** The key-value port's contract against a real etcd started here (test/support/kv-contract.ts); over TLS with etcd's auth it runs in security-etcd.test.ts. */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';

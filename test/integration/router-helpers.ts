@@ -8,6 +8,7 @@ import { openSync, closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import type { TlsFiles } from '../../src/config/schema.js';
 import { loginConfig, type Login } from '../../src/workload/connect.js';
 import { sleep } from '../../src/util/clock.js';
 import { isAlive, waitForExit } from '../../src/util/process.js';
@@ -28,6 +29,8 @@ export interface RouterProcess {
 export async function startRouter(options: {
   engine: 'builtin' | 'haproxy';
   etcd: string;
+  /** the router's client certificate, for an etcd that speaks TLS */
+  etcdTls?: TlsFiles;
   cluster: string;
   rwPort: number;
   roPort: number;
@@ -35,6 +38,7 @@ export async function startRouter(options: {
   extra?: string[];
 }): Promise<RouterProcess> {
   const args = [keelBin, 'router', '--etcd', options.etcd, '--cluster', options.cluster, '--engine', options.engine];
+  if (options.etcdTls !== undefined) args.push('--etcd-cacert', options.etcdTls.ca, '--etcd-cert', options.etcdTls.cert, '--etcd-key', options.etcdTls.key);
   args.push('--rw', `127.0.0.1:${options.rwPort}`, '--ro', `127.0.0.1:${options.roPort}`, ...(options.extra ?? []));
   const fd = openSync(options.logFile, 'a');
   const child = spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });

@@ -67,11 +67,10 @@ function sslOutcome(port: number): Promise<'answered' | 'closed unanswered' | 'n
 beforeAll(async () => {
   dir = mkdtempSync('/tmp/keel-router-limits-');
   tc = await TestCluster.start({ portBase, nodes: 1 });
-  const etcd = tc.layout.etcdEndpoint(tc.file);
   for (const engine of engines) {
     const [rwPort, roPort] = routerPorts[engine];
     routers[engine] = await startRouter({
-      engine, etcd, cluster: 'test', rwPort, roPort, logFile: join(dir, `router-${engine}.log`),
+      engine, ...tc.etcdAccess('router'), cluster: 'test', rwPort, roPort, logFile: join(dir, `router-${engine}.log`),
       extra: ['--first-bytes-timeout', String(firstBytesSeconds), '--max-connections', String(maxConnections), '--wait-timeout', '5'],
     });
   }

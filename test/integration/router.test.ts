@@ -124,10 +124,9 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => sink.listen({ host: '127.0.0.1', port: sinkPort, backlog: 2048 }, resolve));
 
-  const routerEtcd = `http://127.0.0.1:${portBase}`;
   await Promise.all(
     engines.flatMap((engine) => [
-      startRouter({ engine, etcd: routerEtcd, cluster: 'test', rwPort: realPorts[engine][0], roPort: realPorts[engine][1], logFile: `${dir}/real-${engine}.log` }).then((r) => (real[engine] = r)),
+      startRouter({ engine, ...tc.etcdAccess('router'), cluster: 'test', rwPort: realPorts[engine][0], roPort: realPorts[engine][1], logFile: `${dir}/real-${engine}.log` }).then((r) => (real[engine] = r)),
       startRouter({
         engine, etcd: etcd.endpoint, cluster: 'script', rwPort: scriptPorts[engine][0], roPort: scriptPorts[engine][1],
         // above the 1000 idle connections of the load test

@@ -10,6 +10,9 @@ import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type pg from 'pg';
+import type { Etcd3 } from 'etcd3';
+import type { TlsFiles } from '../../src/config/schema.js';
+import { createEtcdClient } from '../../src/dcs/etcd-client.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView, MemberValue } from '../../src/model/values.js';
 import { probePostgres } from '../../src/postgres/probe.js';
@@ -86,6 +89,16 @@ export class TestCluster {
 
   pgPort(name: string): number {
     return this.file.portBase + portOffsets.nodePg + Number(name.replace('node', '')) - 1;
+  }
+
+  /** The cluster's etcd as a component sees it: its endpoint and that component's client certificate. */
+  etcdAccess(component: 'router' | 'controller' | 'operator'): { etcd: string; etcdTls: TlsFiles } {
+    return { etcd: this.layout.etcdEndpoint(this.file), etcdTls: this.layout.clientTls(component) };
+  }
+
+  /** A raw etcd3 client acting for the operator, for tests that write under the prefix by hand. */
+  operatorEtcd(): Etcd3 {
+    return createEtcdClient([this.layout.etcdEndpoint(this.file)], 3000, { tls: this.layout.clientTls('operator') });
   }
 
   async view(): Promise<ClusterView> {
