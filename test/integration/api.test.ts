@@ -9,6 +9,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeApiToken, portOffsets } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
@@ -200,6 +201,25 @@ describe('agent REST API', () => {
     expect(status).toBe(2);
     expect(stderr).toContain('KEEL_PORT_IN_USE');
     expect(stderr).not.toContain(tokens.node1);
+  });
+
+  it('after keel certs rotate each agent serves its new certificate (SIGHUP), without a restart', async () => {
+    const fingerprint = (name: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port: apiPort(name), ca: readFileSync(caFile) }, () => {
+          resolve(socket.getPeerX509Certificate()!.fingerprint256);
+          socket.destroy();
+        });
+        socket.once('error', reject);
+        socket.setTimeout(10_000, () => socket.destroy(new Error(`no TLS handshake with ${name} within 10 s`)));
+      });
+    const before = await Promise.all(names.map(fingerprint));
+    const agentPids = (await cluster.view()).members.map((m) => m.agentPid);
+    execFileSync(process.execPath, ['bin/keel.js', 'certs', 'rotate', '--dir', cluster.layout.dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    await until('every API to serve its new certificate', async () => (await Promise.all(names.map(fingerprint))).every((print, i) => print !== before[i]), 10_000);
+    for (const n of names) expect(readFileSync(cluster.layout.agentLog(n), 'utf8')).toContain("reloaded the REST API's certificate");
+    expect((await cluster.view()).members.map((m) => m.agentPid)).toEqual(agentPids);
+    expect((await api('node1', '/restart', { method: 'POST', headers: { authorization: `Bearer ${tokens.node2}` } })).status).toBe(403);
   });
 
   it('HAProxy with Patroni\'s check config routes rw to the leader and ro to a replica', async () => {
