@@ -26,7 +26,7 @@ import { startApi, type AgentHandle, type RunningApi } from '../../src/api/serve
 import type { TlsFiles } from '../../src/config/schema.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import { startEtcd, stopEtcd, type RunningEtcd } from '../../src/dcs/etcd-server.js';
-import { nodeApiToken, placeholderSecrets, type Secrets } from '../../src/providers/local-layout.js';
+import { localServerNames, nodeApiToken, placeholderSecrets, type Secrets } from '../../src/providers/local-layout.js';
 import { ensureCertificate, ensureCertificateAuthority, issueCertificate } from '../../src/tls/pki.js';
 import { sleep, systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -42,8 +42,6 @@ const node2Limits: ApiLimits = { requestTimeoutMs: 30_000, headersTimeoutMs: 20_
 const checkSlackMs = 1000 + 1500;
 const firstBytesSeconds = 2;
 const sixtyMegabytes = 60 * 1024 * 1024;
-/** the addresses the APIs are reached at (local clusters' certificates name ::1 as well) */
-const serverNames = ['127.0.0.1', 'localhost'];
 
 let dir: string;
 let etcd: RunningEtcd | null = null;
@@ -171,7 +169,7 @@ beforeAll(async () => {
   nodeFiles = {} as Record<'node1' | 'node2', TlsFiles>;
   for (const name of ['node1', 'node2'] as const) {
     const pair = { cert: join(dir, 'tls', `${name}.crt`), key: join(dir, 'tls', `${name}.key`) };
-    await ensureCertificate(ca, pair, { commonName: 'test-agent', names: serverNames, usage: 'both' });
+    await ensureCertificate(ca, pair, { commonName: 'test-agent', names: localServerNames, usage: 'both' });
     nodeFiles[name] = { ca: ca.cert, ...pair };
   }
   secrets = { ...placeholderSecrets, apiToken: randomBytes(32).toString('base64url') };
@@ -222,7 +220,7 @@ describe('HTTPS', () => {
   it('a certificate issued again is served to new connections after reloadTls, without a restart', async () => {
     const before = await tlsConnect(ports.node1);
     const oldPrint = before.getPeerX509Certificate()!.fingerprint256;
-    await issueCertificate({ cert: caFile, key: join(dir, 'tls', 'ca.key') }, nodeFiles.node1, { commonName: 'test-agent', names: serverNames, usage: 'both' });
+    await issueCertificate({ cert: caFile, key: join(dir, 'tls', 'ca.key') }, nodeFiles.node1, { commonName: 'test-agent', names: localServerNames, usage: 'both' });
     expect(apis.node1.reloadTls()).toBe(true);
     const after = await tlsConnect(ports.node1);
     expect(after.getPeerX509Certificate()!.fingerprint256).not.toBe(oldPrint);
