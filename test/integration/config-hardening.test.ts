@@ -85,7 +85,7 @@ describe('a config written by hand with refused parameters', () => {
     expect(conf).toContain("work_mem = '32MB'");
     expect(conf).not.toContain('archive_command');
     expect(conf).not.toContain('shared_preload_libraries');
-    const [row] = await cluster.query<{ preload: string }>(leader.pgPort, "SELECT current_setting('shared_preload_libraries') AS preload");
+    const [row] = await cluster.superuserQuery<{ preload: string }>(leader.name, "SELECT current_setting('shared_preload_libraries') AS preload");
     expect(row!.preload).toBe('');
     // the agent has read the key every loop since: one line says what it left out
     await sleep(3000);

@@ -119,6 +119,11 @@ export class TestCluster {
     return queryOnce<T>(appConnection('127.0.0.1', port, this.login), sql, params);
   }
 
+  /** One query as the superuser over node `name`'s local socket (for what the application role may not read). */
+  async superuserQuery<T extends pg.QueryResultRow = pg.QueryResultRow>(name: string, sql: string, params: unknown[] = []): Promise<T[]> {
+    return queryOnce<T>(superuserConnection(this.layout, name, this.pgPort(name)), sql, params);
+  }
+
   /** Retries `query` until it succeeds; returns the seconds it took. */
   async untilWritable(port: number | (() => Promise<number>), sql: string, timeoutMs: number): Promise<number> {
     const started = Date.now();
