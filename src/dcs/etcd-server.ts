@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, closeSync } from 'node:fs';
 import { access, mkdir, readFile } from 'node:fs/promises';
-import { request } from 'node:https';
+import { request as httpsRequest } from 'node:https';
 import { dirname } from 'node:path';
 import type { TlsFiles } from '../config/schema.js';
 import { KeelError } from '../errors.js';
@@ -113,36 +113,53 @@ async function lastLines(file: string, count: number): Promise<string> {
   }
 }
 
-const isHealthy = (body: string): boolean => {
-  try {
-    return (JSON.parse(body) as { health?: unknown }).health === 'true';
-  } catch {
-    return false;
-  }
-};
+export interface EtcdHttpRequest {
+  method?: 'GET' | 'POST';
+  body?: string;
+  timeoutMs?: number;
+}
 
-/** GET /health over https, etcd's certificate verified and ours shown: --client-cert-auth refuses anything less. */
-async function healthyOverTls(endpoint: string, tls: TlsFiles): Promise<boolean> {
-  const [ca, cert, key] = await Promise.all([readFile(tls.ca), readFile(tls.cert), readFile(tls.key)]);
+/**
+ * One request to etcd's HTTP side (/health, the gRPC gateway); the answer's body, or null when there was
+ * none. Over https etcd's certificate is verified and the client pair shown: --client-cert-auth refuses
+ * anything less.
+ */
+export async function etcdHttp(url: string, tls: TlsFiles | undefined, request: EtcdHttpRequest = {}): Promise<string | null> {
+  const timeoutMs = request.timeoutMs ?? 1000;
+  if (tls === undefined) {
+    try {
+      const res = await fetch(url, { method: request.method ?? 'GET', body: request.body, signal: AbortSignal.timeout(timeoutMs) });
+      return await res.text();
+    } catch {
+      return null;
+    }
+  }
+  let files: Buffer[];
+  try {
+    files = await Promise.all([readFile(tls.ca), readFile(tls.cert), readFile(tls.key)]);
+  } catch {
+    return null;
+  }
+  const [ca, cert, key] = files;
   return new Promise((resolve) => {
-    const req = request(`${endpoint}/health`, { ca, cert, key, timeout: 1000 }, (res) => {
+    const req = httpsRequest(url, { method: request.method ?? 'GET', ca, cert, key, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve(isHealthy(body)));
-      res.on('error', () => resolve(false));
+      res.on('end', () => resolve(body));
+      res.on('error', () => resolve(null));
     });
     req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-    req.end();
+    req.on('error', () => resolve(null));
+    req.end(request.body);
   });
 }
 
-async function healthy(endpoint: string, tls: TlsFiles | undefined): Promise<boolean> {
-  if (tls !== undefined) return healthyOverTls(endpoint, tls);
+/** Whether etcd's /health says true. */
+export async function etcdHealthy(endpoint: string, tls: TlsFiles | undefined, timeoutMs = 1000): Promise<boolean> {
+  const body = await etcdHttp(`${endpoint}/health`, tls, { timeoutMs });
   try {
-    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) });
-    return isHealthy(await res.text());
+    return body !== null && (JSON.parse(body) as { health?: unknown }).health === 'true';
   } catch {
     return false;
   }
@@ -191,7 +208,7 @@ export async function startEtcd(options: StartEtcdOptions): Promise<RunningEtcd>
 
   const endpoint = `${options.tls === undefined ? 'http' : 'https'}://${urlHost(host)}:${options.clientPort}`;
   const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
-  while (!(await healthy(endpoint, options.tls?.client))) {
+  while (!(await etcdHealthy(endpoint, options.tls?.client))) {
     if (exit !== null || child.pid === undefined) {
       const tail = await lastLines(options.logFile, 15);
       throw new KeelError('KEEL_ETCD_UNREACHABLE', `etcd ${options.name} ${exit ?? 'did not start'}; last lines of ${options.logFile}:\n${tail}`, {

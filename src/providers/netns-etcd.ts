@@ -2,11 +2,16 @@
  * An etcd cluster whose members each live on their own host of a
  * NetnsNetwork: Debian's etcd with Keel's flags (etcdArgs), started inside the
  * member's namespace, so a member can be killed, frozen or cut off alone.
+ * With TLS each member gets a pair for its own address from the given CA and
+ * speaks https to clients and peers, each of which must show a pair of that CA.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultEtcdBinary, etcdArgs, type StartEtcdOptions } from '../dcs/etcd-server.js';
+import type { TlsFiles } from '../config/schema.js';
+import { createEtcdClient } from '../dcs/etcd-client.js';
+import { defaultEtcdBinary, etcdArgs, etcdHealthy, etcdHttp, type StartEtcdOptions } from '../dcs/etcd-server.js';
+import { ensureCertificate, type CertificatePair } from '../tls/pki.js';
 import { sleep } from '../util/clock.js';
 import { isAlive } from '../util/process.js';
 import { killNamespace, NetnsError, type NetnsNetwork } from './netns-net.js';
@@ -19,7 +24,22 @@ interface Member {
   name: string;
   dataDir: string;
   logFile: string;
+  /** its server and peer pair, with TLS */
+  pair: CertificatePair;
   pid: number | null;
+}
+
+export interface NetnsEtcdTls {
+  /** signs each member's pair (made at start for the member's address) */
+  ca: CertificatePair;
+  /** a client pair of the same CA that the health and leader checks show */
+  client: TlsFiles;
+}
+
+export interface NetnsEtcdOptions {
+  binary?: string;
+  /** https with client certificates; plain http without */
+  tls?: NetnsEtcdTls;
 }
 
 /** The environment without ETCD_* variables, which etcd would read as flags. */
@@ -27,29 +47,28 @@ function etcdEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ETCD_')));
 }
 
-async function healthy(endpoint: string, timeoutMs = 1000): Promise<boolean> {
-  try {
-    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(timeoutMs) });
-    const body = (await res.json()) as { health?: unknown };
-    return body.health === 'true';
-  } catch {
-    return false;
-  }
-}
-
 export class NetnsEtcd {
   private readonly members = new Map<string, Member>();
+  private readonly binary: string;
+  readonly tls: NetnsEtcdTls | undefined;
 
   /** Hosts must already exist on `net` (one per member name). */
   constructor(
     private readonly net: NetnsNetwork,
     dir: string,
     names: string[],
-    private readonly binary = defaultEtcdBinary,
+    options: NetnsEtcdOptions = {},
   ) {
+    this.binary = options.binary ?? defaultEtcdBinary;
+    this.tls = options.tls;
     for (const name of names) {
-      this.members.set(name, { name, dataDir: join(dir, name, 'data'), logFile: join(dir, name, 'etcd.log'), pid: null });
+      const pair = { cert: join(dir, name, 'tls', 'etcd.crt'), key: join(dir, name, 'tls', 'etcd.key') };
+      this.members.set(name, { name, dataDir: join(dir, name, 'data'), logFile: join(dir, name, 'etcd.log'), pair, pid: null });
     }
+  }
+
+  private get scheme(): 'http' | 'https' {
+    return this.tls === undefined ? 'http' : 'https';
   }
 
   names(): string[] {
@@ -57,7 +76,7 @@ export class NetnsEtcd {
   }
 
   endpoint(name: string): string {
-    return `http://${this.net.host(name).address}:${etcdClientPort}`;
+    return `${this.scheme}://${this.net.host(name).address}:${etcdClientPort}`;
   }
 
   endpoints(): string[] {
@@ -80,7 +99,7 @@ export class NetnsEtcd {
 
   private options(member: Member, state: 'new' | 'existing'): StartEtcdOptions {
     const initialCluster = this.names()
-      .map((name) => `${name}=http://${this.net.host(name).address}:${etcdPeerPort}`)
+      .map((name) => `${name}=${this.scheme}://${this.net.host(name).address}:${etcdPeerPort}`)
       .join(',');
     return {
       name: member.name,
@@ -91,11 +110,19 @@ export class NetnsEtcd {
       initialCluster,
       initialClusterState: state,
       logFile: member.logFile,
+      ...(this.tls === undefined ? {} : { tls: { ca: this.tls.ca.cert, server: member.pair, client: this.tls.client } }),
     };
   }
 
   /** Starts every member at once (a new cluster needs a quorum to become healthy) and waits for all. */
   async start(timeoutMs = 30_000): Promise<void> {
+    const tls = this.tls;
+    if (tls !== undefined) {
+      for (const member of this.members.values()) {
+        const address = this.net.host(member.name).address;
+        await ensureCertificate(tls.ca, member.pair, { commonName: `etcd-${member.name}`, names: [address], usage: 'both' });
+      }
+    }
     for (const member of this.members.values()) this.spawnMember(member, 'new');
     await Promise.all(this.names().map((name) => this.waitHealthy(name, timeoutMs)));
   }
@@ -121,7 +148,7 @@ export class NetnsEtcd {
 
   async waitHealthy(name: string, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while (!(await healthy(this.endpoint(name)))) {
+    while (!(await etcdHealthy(this.endpoint(name), this.tls?.client))) {
       if (Date.now() > deadline) throw new NetnsError(`etcd member ${name} was not healthy within ${timeoutMs} ms; see ${this.logFile(name)}`);
       await sleep(100);
     }
@@ -147,20 +174,39 @@ export class NetnsEtcd {
     const idToName = new Map<string, string>();
     let leaderId: string | null = null;
     for (const name of this.names()) {
-      try {
-        const res = await fetch(`${this.endpoint(name)}/v3/maintenance/status`, {
-          method: 'POST',
-          body: '{}',
-          signal: AbortSignal.timeout(1000),
-        });
-        const body = (await res.json()) as { header?: { member_id?: string }; leader?: string };
-        if (body.header?.member_id) idToName.set(body.header.member_id, name);
-        if (body.leader && body.leader !== '0') leaderId = body.leader;
-      } catch {
-        // a member that does not answer says nothing about the leader
-      }
+      const status = await this.memberStatus(name);
+      // a member that does not answer says nothing about the leader
+      if (status === null) continue;
+      if (status.memberId) idToName.set(status.memberId, name);
+      if (status.leader && status.leader !== '0') leaderId = status.leader;
     }
     return leaderId === null ? null : (idToName.get(leaderId) ?? null);
+  }
+
+  /**
+   * One member's id and the leader it follows, within a second; null when it does not answer. With TLS
+   * this goes over gRPC: once auth is on, etcd 3.4's HTTP gateway refuses any request with a client certificate.
+   */
+  private async memberStatus(name: string): Promise<{ memberId?: string; leader?: string } | null> {
+    const timeoutMs = 1000;
+    if (this.tls === undefined) {
+      const answer = await etcdHttp(`${this.endpoint(name)}/v3/maintenance/status`, undefined, { method: 'POST', body: '{}', timeoutMs });
+      try {
+        const body = answer === null ? null : (JSON.parse(answer) as { header?: { member_id?: string }; leader?: string });
+        return body === null ? null : { memberId: body.header?.member_id, leader: body.leader };
+      } catch {
+        return null;
+      }
+    }
+    const client = createEtcdClient([this.endpoint(name)], timeoutMs, { tls: this.tls.client });
+    try {
+      const status = await Promise.race([client.maintenance.status(), sleep(timeoutMs).then(() => null)]);
+      return status === null ? null : { memberId: String(status.header.member_id), leader: String(status.leader) };
+    } catch {
+      return null;
+    } finally {
+      client.close();
+    }
   }
 
   async stop(): Promise<void> {
@@ -182,4 +228,3 @@ export class NetnsEtcd {
   }
 }
 
-export { healthy as etcdHealthy };
