@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalLayout } from '../../src/providers/local-layout.js';
+import { loginConfig, type Login } from '../../src/workload/connect.js';
+import { appLogin } from '../support/cluster.js';
 import { isAlive, readPidFile, waitForExit } from '../../src/util/process.js';
 
 const P = 17900;
@@ -86,9 +88,11 @@ describe('keel up / status / down', () => {
       expect(m.agentPid).toBeGreaterThan(0);
       expect(m.postmasterPid).toBeGreaterThan(0);
     }
-    expect(json.connection?.rw).toMatch(/^postgresql:\/\/postgres@127\.0\.0\.1:/);
-    expect(json.connection?.ro).toMatch(/^postgresql:\/\//);
-    expect(JSON.stringify(json)).not.toContain(layout.readSecrets().superuser);
+    // the application role, over TLS with the server verified against the cluster CA
+    expect(json.connection?.rw).toMatch(/^postgresql:\/\/app@127\.0\.0\.1:\d+\/app\?sslmode=verify-full&sslrootcert=/);
+    expect(json.connection?.ro).toMatch(/^postgresql:\/\/app@.*sslmode=verify-full/);
+    expect(decodeURIComponent(json.connection!.rw.split('sslrootcert=')[1]!)).toBe(layout.caFiles.cert);
+    for (const secret of Object.values(layout.readSecrets())) expect(JSON.stringify(json)).not.toContain(secret);
 
     const pids = clusterPids(layout, json);
     const ports = listeningPorts(pids);

@@ -6,7 +6,7 @@
  * pending switchover, an unreachable backend and a stopped etcd happen
  * exactly when the test says, without waiting for agents.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -263,12 +263,29 @@ describe('both engines, scripted etcd', () => {
       await Promise.all(
         engines.map(async (engine) => {
           const started = Date.now();
-          const client = pgClient(scripted[engine].rwPort, login);
+          // a client that opens without TLS reads the error as a server's answer to its start-up packet
+          const client = pgClient(scripted[engine].rwPort, { user: login.user, password: login.password });
           await expect(client.connect(), engine).rejects.toMatchObject({ code: '57P03', message: expect.stringMatching(/the cluster has no leader \(waited 3 s\)/) });
           expect(Date.now() - started, engine).toBeGreaterThanOrEqual(2500);
           expect(Date.now() - started, engine).toBeLessThan(20_000);
         }),
       );
+    } finally {
+      await baseState();
+    }
+  });
+
+  it('a TLS client (libpq, verify-full) waiting past the timeout is refused with an error in place of the TLS answer, not left hanging', async () => {
+    await setScript({ leader: null, members: baseMembers() }, /"rw":null,"holdRw":true/);
+    try {
+      const psql = spawnSync('/usr/lib/postgresql/15/bin/psql', ['-XAtq', '-d', `host=127.0.0.1 port=${scripted.builtin.rwPort} user=app dbname=app sslmode=verify-full sslrootcert=${tc.layout.caFiles.cert}`, '-c', 'SELECT 1'], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH ?? '/usr/bin', PGPASSWORD: login.password, PGCONNECT_TIMEOUT: '30' },
+        timeout: 40_000,
+      });
+      expect(psql.status).not.toBe(0);
+      // libpq drops the text of an error sent during the TLS exchange (it could come from anyone in the middle)
+      expect(psql.stderr).toMatch(/server sent an error response during SSL exchange/);
     } finally {
       await baseState();
     }

@@ -289,8 +289,11 @@ export class BuiltinEngine implements RouterEngine {
     this.unhold(endpoint, waiter);
     const client = waiter.client;
     const seconds = Math.round((Date.now() - waiter.sinceMs) / 1000);
-    // Only a client that sent a StartupMessage expects a protocol answer; anyone else just sees the close.
-    if (firstMessageKind(Buffer.concat(waiter.chunks)) !== 'startup') {
+    // A StartupMessage expects a protocol answer, and so does an SSLRequest: libpq reports an ErrorResponse
+    // sent in place of the one-byte TLS answer (PostgreSQL's own way to refuse before TLS). Anyone else just
+    // sees the close.
+    const kind = firstMessageKind(Buffer.concat(waiter.chunks));
+    if (kind !== 'startup' && kind !== 'ssl') {
       client.destroy();
       return;
     }
