@@ -36,6 +36,8 @@ export interface ApiOptions {
   readAuth?: boolean;
   /** how long one etcd read serves GET /cluster, /history and /config; default 250 ms, 0 reads every time */
   readCacheMs?: number;
+  /** the node's certificate (node.yml tls.cert), whose expiry /metrics shows */
+  certificateFile?: string;
   /** for /cluster, /history, /config and the leader-change requests */
   dcs: Dcs;
   clock: Clock;

@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { readCertificate } from '../tls/pki.js';
 import type { AgentHandle, ApiOptions } from './handle.js';
 import { nodeRoles, observeNode } from './status.js';
 
@@ -55,6 +56,21 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
       this.set(facts().postgresRunning ? 1 : 0);
     },
   });
+  if (options.certificateFile !== undefined) {
+    const file = options.certificateFile;
+    new Gauge({
+      name: 'keel_tls_certificate_expiry_seconds',
+      help: "seconds until this node's certificate (PostgreSQL, API, etcd client) expires, read from the file at each scrape (NaN when unreadable)",
+      registers: [registry],
+      collect() {
+        try {
+          this.set((readCertificate(file).notAfter.getTime() - options.clock.now()) / 1000);
+        } catch {
+          this.set(Number.NaN);
+        }
+      },
+    });
+  }
   // Counters kept by the agent: the scrape copies them (reset, then add the running total).
   const copied = (name: string, help: string, read: () => number) =>
     new Counter({

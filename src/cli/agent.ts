@@ -55,6 +55,7 @@ export function registerAgent(program: Command): void {
       const apiOptions = {
         node: { name: config.name, cluster: config.cluster, tags: config.tags },
         token: config.api.token,
+        ...(config.tls === undefined ? {} : { certificateFile: config.tls.cert }),
         readAuth: config.api.readAuth,
         dcs,
         clock: systemClock,

@@ -147,6 +147,10 @@ describe('agent REST API', () => {
       expect(metrics.text).toContain(name);
     }
     expect(metrics.text).toMatch(/keel_role\{role="leader",[^}]*\} 1/);
+    // the node certificate keel up issued lasts a year
+    const expiry = Number(/keel_tls_certificate_expiry_seconds\{[^}]*\} (\S+)/.exec(metrics.text)?.[1]);
+    expect(expiry / 86_400).toBeGreaterThan(360);
+    expect(expiry / 86_400).toBeLessThanOrEqual(366);
     for (const n of names) expect(metrics.text).not.toContain(tokens[n]);
   });
 

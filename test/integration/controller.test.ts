@@ -15,7 +15,7 @@ import type { ClusterView, EventValue } from '../../src/model/values.js';
 import { sleep } from '../../src/util/clock.js';
 import { readPidFile } from '../../src/util/process.js';
 import { shapeIs } from '../../src/workload/shape.js';
-import { TestCluster } from '../support/cluster.js';
+import { appConnection, TestCluster } from '../support/cluster.js';
 import { localController } from '../support/controller.js';
 
 const keel = (args: string[], env: Record<string, string> = {}) => {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSynchronousStandbyNames } from '../../src/agent/sync.js';
-import { TestCluster } from '../support/cluster.js';
+import { appConnection, TestCluster } from '../support/cluster.js';
 
 const keel = (args: string[]) => spawnSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', timeout: 60_000 });
 

@@ -19,7 +19,7 @@ const mayImport: Record<string, string[]> = {
   guard: ['config', 'postgres', 'util'],
   providers: ['dcs', 'postgres', 'tls', 'model', 'config', 'util'],
   agent: ['dcs', 'postgres', 'guard', 'model', 'config', 'util'],
-  api: ['agent', 'dcs', 'model', 'config', 'util'],
+  api: ['agent', 'dcs', 'tls', 'model', 'config', 'util'],
   router: ['dcs', 'postgres', 'model', 'config', 'util'],
   controller: ['dcs', 'providers', 'model', 'config', 'util'],
   supervisor: ['providers', 'dcs', 'postgres', 'model', 'config', 'util'],
