@@ -9,6 +9,7 @@ packages=(
   etcd-server etcd-client
   haproxy
   iproute2 iptables
+  systemd   # systemd-analyze checks deploy/systemd's units (test/unit/systemd-units.test.ts)
 )
 if [ "${KEEL_SETUP_PYTHON:-1}" = 1 ]; then
   packages+=(python3 python3-django python3-psycopg2 gdal-bin libgdal32 libgeos-c1v5 libproj25)
