@@ -51,6 +51,9 @@ const catalogue = {
   KEEL_DEMO_CLUSTER_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at DIR/supervisor.log and DIR/nodes/*/agent.log' },
   KEEL_DEMO_LOAD_FAILED: { exitStatus: 1, httpStatus: 503, hint: 'run the demo again: it loads only the deals still missing (look at `keel status` if it keeps failing)' },
   KEEL_TLS_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'check the certificate files named in the message (`keel certs show`)' },
+  KEEL_AWS_FAILED: { exitStatus: 1, httpStatus: 502, hint: 'EC2 refused or failed the call named in the message; the SDK already retried it (throttling, transient errors); see the AWS code in the message' },
+  KEEL_AWS_FORBIDDEN: { exitStatus: 2, httpStatus: 502, hint: 'allow the named action in the policy of the role Keel runs with (deploy/aws/iam-policy.json lists every one it calls)' },
+  KEEL_AWS_CAPACITY: { exitStatus: 1, httpStatus: 503, hint: 'no zone had capacity for that instance type: try again later, choose another instance type for the class, or give the provider subnets in more zones' },
   KEEL_DEMO_LOST_WRITES: { exitStatus: 1, httpStatus: 500, hint: 'the ids are listed above; look at the agents\' logs and `keel events` around the failovers' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -4,6 +4,12 @@ export interface NodeSpec {
   name: string;
   zone: string;
   instanceClass?: string;
+  /**
+   * One creation of this node, the same for every retry of it: a provider
+   * whose API makes creations idempotent (EC2's ClientToken) keys them on it.
+   * Without it a provider keys each call on its own.
+   */
+  creationId?: string;
 }
 
 export interface NodeInfo {
