@@ -178,7 +178,11 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
   // PostgreSQL picks one past the newest timeline it knows of, which a standby that stopped streaming
   // may know from a history file while its own reported timeline still lags.
-  const nextTimeline = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline)) + 1;
+  // Nor may it take a timeline another node already started (a promotion this node never streamed, e.g.
+  // while the cluster was stopped): two histories under one number make pg_rewind and streaming go wrong.
+  const recorded = snap.cluster?.history?.value.entries ?? [];
+  const nextTimeline = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline), ...recorded.map((e) => e.timeline)) + 1;
+  await ctx.pg.reserveTimelines(nextTimeline, recorded);
   await ctx.dcs.appendHistory({
     timeline: nextTimeline,
     switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0),

@@ -25,6 +25,7 @@ import {
   type NodeLayout,
 } from './conf.js';
 import { parseControlData } from './controldata.js';
+import { historyFileName, historyFileText } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster } from './datadir.js';
 import { instanceClassParameters } from './instance-class.js';
 import {
@@ -281,6 +282,16 @@ export class LocalPostgres implements Postgres {
 
   async newestTimeline(): Promise<number> {
     return Math.max((await this.controlData())?.timeline ?? 1, await newestHistoryTimeline(this.dataDir));
+  }
+
+  async reserveTimelines(next: number, known: readonly { timeline: number; switchLsn: number }[]): Promise<void> {
+    const own = await this.newestTimeline();
+    for (let timeline = own + 1; timeline < next; timeline++) {
+      const path = join(this.dataDir, 'pg_wal', historyFileName(timeline));
+      if (existsSync(path)) continue;
+      this.logger.info({ timeline }, 'writing the history file of a timeline another node started, so this promotion takes a new one');
+      await writeOwnedFile(path, historyFileText(timeline, known), 0o600, this.runAs);
+    }
   }
 
   async follow(options: StartOptions): Promise<void> {

@@ -102,6 +102,12 @@ export interface Postgres {
   promote(): Promise<void>;
   /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */
   newestTimeline(): Promise<number>;
+  /**
+   * Makes the next promotion start timeline `next` or later: PostgreSQL takes one past the newest
+   * history file it finds, so the history files of timelines the cluster used elsewhere (`known`,
+   * from the `history` key) are written into pg_wal where they are missing.
+   */
+  reserveTimelines(next: number, known: readonly { timeline: number; switchLsn: number }[]): Promise<void>;
   /** Rewrites primary_conninfo / primary_slot_name / parameters and reloads (no restart). */
   follow(options: StartOptions): Promise<void>;
 

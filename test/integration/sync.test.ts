@@ -29,7 +29,8 @@ describe('synchronous replication', () => {
     const view = await cluster.waitFor('the sync key', (v) => (v.sync?.value.members.length ?? 0) === 2, 60_000);
     expect(view.sync!.value).toMatchObject({ leader: leader.name, quorum: 1 });
     expect(await ssnOf(leader.pgPort)).toEqual({ members: view.sync!.value.members, quorum: 1 });
-    const [row] = await cluster.query<{ n: string }>(leader.pgPort, "SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'quorum'");
+    // pg_stat_replication's sync_state is for privileged roles: the superuser over the local socket
+    const [row] = await cluster.superuserQuery<{ n: string }>(leader.name, "SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'quorum'");
     expect(Number(row!.n)).toBe(2);
     const status = keel(['status', '--dir', cluster.layout.dir]);
     expect(status.stdout.match(/ yes /g)?.length).toBe(2);

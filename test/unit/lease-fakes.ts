@@ -120,6 +120,10 @@ export class FakePostgres implements Postgres {
     this.promotedAtMs = Date.now();
   }
 
+  async reserveTimelines(): Promise<void> {
+    // the fake numbers no timelines
+  }
+
   async newestTimeline(): Promise<number> {
     return this.timeline;
   }
