@@ -15,7 +15,7 @@ import type pg from 'pg';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView } from '../../src/model/values.js';
-import { LocalLayout, type Secrets } from '../../src/providers/local-layout.js';
+import { etcdUsers, LocalLayout, type Secrets } from '../../src/providers/local-layout.js';
 import { keelBin } from '../../src/providers/local.js';
 import { NetnsEtcd } from '../../src/providers/netns-etcd.js';
 import { NetnsNetwork, removeStaleNamespaces } from '../../src/providers/netns-net.js';
@@ -24,7 +24,7 @@ import { createLogger, type Logger } from '../../src/util/log.js';
 import { findFreePorts } from '../../src/util/ports.js';
 import { isAlive, readPidFile, terminateIfNamed } from '../../src/util/process.js';
 import { queryOnce, type Login } from '../../src/workload/connect.js';
-import { ensureCertificateAuthority } from '../../src/tls/pki.js';
+import { setUpEtcdAuth } from '../../src/dcs/etcd-auth.js';
 import { appConnection, makeClusterDir, untilReady } from '../support/cluster.js';
 import { tableSql } from './workload.js';
 
@@ -100,15 +100,18 @@ export class ChaosCluster {
       net = await NetnsNetwork.create({ subnet: process.env.CHAOS_SUBNET });
       const etcdNames = ['etcd1', 'etcd2', 'etcd3'];
       for (const [i, name] of etcdNames.entries()) await net.addHost(name, 11 + i);
-      const etcd = new NetnsEtcd(net, layout.etcdDir, etcdNames);
+      // TLS on, as everywhere by default: the cluster CA issues etcd's, each node's and each component's
+      // pairs; clients reach the nodes directly and through the router on 127.0.0.1, so node certificates
+      // name both. etcd checks client certificates and gives each component only its own rights.
+      await layout.ensureClusterTls({ v: 1, cluster: clusterName, portBase: 16500, nodes: options.nodes, synchronousMode: options.synchronousMode });
+      const ca = layout.caFiles;
+      const tls = { ca, serverNames: ['127.0.0.1', 'localhost'] };
+      const etcd = new NetnsEtcd(net, layout.etcdDir, etcdNames, { tls: { ca, client: layout.clientTls('operator') } });
       for (const name of etcdNames) mkdirSync(join(layout.etcdDir, name), { recursive: true });
       await etcd.start();
       const logger = createLogger({ component: 'netns' }, 'warn');
-      const dcs = new EtcdDcs({ endpoints: etcd.endpoints(), cluster: clusterName, requestTimeoutMs: 2000, logger });
-      // TLS on, as everywhere by default: the cluster CA issues each node's pairs; clients reach the nodes
-      // directly and through the router on 127.0.0.1, so the node certificates name both
-      const ca = await ensureCertificateAuthority(layout.caFiles, `keel ${clusterName} CA`);
-      const tls = { ca, serverNames: ['127.0.0.1', 'localhost'] };
+      await setUpEtcdAuth({ endpoints: etcd.endpoints(), cluster: clusterName, users: etcdUsers(clusterName), rootPassword: secrets.etcdRoot, tls: layout.clientTls('operator'), logger });
+      const dcs = new EtcdDcs({ endpoints: etcd.endpoints(), cluster: clusterName, requestTimeoutMs: 2000, logger, credentials: { tls: layout.clientTls('operator') } });
       const provider = new NetnsProvider({ net, dir, cluster: clusterName, secrets, etcdEndpoints: etcd.endpoints(), dynamic, logger, tls });
       cluster = new ChaosCluster(options, layout, net, etcd, provider, dcs, secrets, dynamic);
       // the config key first, so no agent ever runs with other settings
@@ -136,7 +139,9 @@ export class ChaosCluster {
   private async startRouter(): Promise<void> {
     [this.rwPort, this.roPort] = (await findFreePorts('127.0.0.1', 16500, 2)) as [number, number];
     const log = openSync(this.layout.routerLog, 'a');
+    const routerTls = this.layout.clientTls('router');
     const args = ['router', '--etcd', this.etcd.endpoints().join(','), '--cluster', clusterName];
+    args.push('--etcd-cacert', routerTls.ca, '--etcd-cert', routerTls.cert, '--etcd-key', routerTls.key);
     args.push('--rw', `127.0.0.1:${this.rwPort}`, '--ro', `127.0.0.1:${this.roPort}`, '--engine', 'builtin', '--wait-timeout', '20');
     try {
       const child = spawn(process.execPath, [keelBin, ...args], { detached: true, stdio: ['ignore', log, log] });

@@ -76,7 +76,7 @@ for (const modePlan of plan.modes) {
     const settings = { synchronousMode: mode, ttlSeconds: plan.ttlSeconds, loopWaitSeconds: plan.loopWaitSeconds, nodes: 3 };
     const cluster = await ChaosCluster.start(settings, join(resultsDir, `logs-${mode}-start`));
     running.cluster = cluster;
-    const observer = new Observer(cluster.dcs, cluster.etcd.endpoints(), clusterName);
+    const observer = new Observer(cluster.dcs, cluster.etcd.endpoints(), clusterName, { tls: cluster.layout.clientTls('operator') });
     running.observer = observer;
     await observer.start();
     const mine: RunResult[] = [];
