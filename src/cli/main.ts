@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isKeelError, KeelError, redactSecrets } from '../errors.js';
 import { registerAgent } from './agent.js';
 import { registerAutoscale } from './autoscale.js';
+import { registerAws } from './aws.js';
 import { registerCerts } from './certs.js';
 import { registerController } from './controller.js';
 import { registerEvents } from './events.js';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerEvents(program);
   registerAutoscale(program);
   registerCerts(program);
+  registerAws(program);
   registerDemo(program);
   return program;
 }
