@@ -10,6 +10,7 @@ packages=(
   haproxy
   iproute2 iptables
   systemd   # systemd-analyze checks deploy/systemd's units (test/unit/systemd-units.test.ts)
+  shellcheck   # checks the EC2 user data script (test/unit/aws-userdata.test.ts)
 )
 if [ "${KEEL_SETUP_PYTHON:-1}" = 1 ]; then
   packages+=(python3 python3-django python3-psycopg2 gdal-bin libgdal32 libgeos-c1v5 libproj25)
