@@ -25,6 +25,7 @@ export function registerAgent(program: Command): void {
       // A closed terminal or a reload habit must not kill the agent (SIGHUP's default) and orphan its PostgreSQL.
       // SIGHUP reloads the API's certificate (renewed in place); node.yml itself is read only at start.
       let api: RunningApi | null = null;
+      let reloadEtcd: (() => Promise<void>) | null = null;
       process.on('SIGHUP', () => {
         try {
           const reloaded = api?.reloadTls() ?? false;
@@ -32,6 +33,10 @@ export function registerAgent(program: Command): void {
         } catch (err) {
           logger.error({ signal: 'SIGHUP', err: describeError(err) }, "kept the REST API's certificate in use");
         }
+        reloadEtcd?.().then(
+          () => logger.info({ signal: 'SIGHUP' }, "etcd client certificate read again: new connections use it"),
+          (err: unknown) => logger.error({ signal: 'SIGHUP', err: describeError(err) }, 'kept the etcd client certificate in use'),
+        );
       });
       // Checked before anything starts: failing later would mean stopping a PostgreSQL we just started.
       const apiAddress = splitHostPort(config.api.listen);
@@ -48,6 +53,7 @@ export function registerAgent(program: Command): void {
         logger,
         credentials: config.etcd,
       });
+      if (config.etcd.tls !== undefined) reloadEtcd = () => dcs.reloadCredentials();
       const pg = new LocalPostgres(config, logger);
       const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock));
       logger.info({ dataDir: config.postgres.dataDir, etcd: config.etcd.endpoints }, 'agent starting');

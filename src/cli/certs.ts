@@ -60,12 +60,14 @@ export interface RotationResult {
   reissued: number;
   agentsReloaded: string[];
   postgresReloaded: string[];
+  othersReloaded: string[];
 }
 
 /**
- * New keys and certificates for every leaf, then the holders reload: each agent (its API) and each
- * PostgreSQL by SIGHUP (PostgreSQL reads its certificate again on reload); etcd reads its files on every
- * new handshake. Nothing restarts and no connection is closed.
+ * New keys and certificates for every leaf, then the holders reload by SIGHUP: each agent (its API and
+ * its etcd client), each PostgreSQL (which reads its certificate again on reload), the router and the
+ * controller (their etcd clients); etcd reads its own files on every new handshake. Nothing restarts and
+ * no connection is closed.
  */
 export async function rotateCertificates(layout: LocalLayout): Promise<RotationResult> {
   if (!existsSync(layout.caFiles.key)) {
@@ -75,7 +77,10 @@ export async function rotateCertificates(layout: LocalLayout): Promise<RotationR
   }
   const all = leaves(layout);
   for (const leaf of all) await issueCertificate(layout.caFiles, leaf.pair, leaf.request);
-  const result: RotationResult = { reissued: all.length, agentsReloaded: [], postgresReloaded: [] };
+  const result: RotationResult = { reissued: all.length, agentsReloaded: [], postgresReloaded: [], othersReloaded: [] };
+  // the router and the controller read their etcd client pair again
+  if (hangUp(readPidFile(layout.routerPidFile), 'router')) result.othersReloaded.push('router');
+  if (hangUp(readPidFile(layout.controllerPidFile), 'controller')) result.othersReloaded.push('controller');
   for (const name of layout.nodeNames()) {
     if (hangUp(readPidFile(layout.agentPidFile(name)), layout.nodeConfigFile(name))) result.agentsReloaded.push(name);
     const postmaster = verifiedPostmasterPid(layout.dataDir(name));
@@ -111,7 +116,8 @@ export function registerCerts(program: Command): void {
       const result = await rotateCertificates(layout);
       process.stdout.write(
         `reissued ${result.reissued} certificates from ${join(layout.tlsDir, 'ca.crt')}; ` +
-          `reloaded agents: ${result.agentsReloaded.join(', ') || '(none running)'}; PostgreSQL: ${result.postgresReloaded.join(', ') || '(none running)'}\n`,
+          `reloaded agents: ${result.agentsReloaded.join(', ') || '(none running)'}; PostgreSQL: ${result.postgresReloaded.join(', ') || '(none running)'}; ` +
+          `also: ${result.othersReloaded.join(', ') || '(no router or controller running)'}\n`,
       );
     });
 }

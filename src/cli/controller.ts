@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { Controller } from '../controller/controller.js';
 import { localZones, type ProviderLimits } from '../controller/spec.js';
 import { EtcdDcs } from '../dcs/etcd.js';
+import { reloadEtcdOnHangUp } from './hangup.js';
 import { defaultLocalInstanceClass, localInstanceClasses } from '../postgres/instance-class.js';
 import { maxLocalNodes } from '../providers/local-layout.js';
 import { LocalProvider } from '../providers/local.js';
@@ -36,6 +37,7 @@ async function run(options: TargetOptions & { name?: string; drainSeconds: strin
     logger.warn('no provider for --etcd/--cluster: a dry run that records what it would do in events');
   }
   const dcs = new EtcdDcs({ endpoints, cluster: target.cluster, requestTimeoutMs: 2000, logger, credentials });
+  reloadEtcdOnHangUp(dcs, logger, credentials?.tls !== undefined);
   const local = target.layout !== null;
   const controller = new Controller({
     name,

@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import { nameSchema } from '../model/names.js';
 import type { EtcdCredentials } from '../dcs/etcd-client.js';
 import { EtcdDcs } from '../dcs/etcd.js';
+import { reloadEtcdOnHangUp } from './hangup.js';
 import { KeelError } from '../errors.js';
 import { parseByteSize } from '../model/size.js';
 import { RouterControl } from '../router/control.js';
@@ -124,6 +125,7 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   const engine = createEngine(settings, logger, (detail) => engineDied(detail));
   await engine.start();
   const dcs = new EtcdDcs({ endpoints: settings.endpoints, cluster: settings.cluster, requestTimeoutMs: 2000, logger, credentials: settings.credentials });
+  reloadEtcdOnHangUp(dcs, logger, settings.credentials?.tls !== undefined);
   const control = new RouterControl(dcs, engine, systemClock, logger, {
     route: { roMaxLagBytes: settings.roMaxLagBytes, roFallbackToLeader: settings.roFallbackToLeader },
     rereadMs: 2000,

@@ -26,7 +26,7 @@ export class MemberRotation {
 
   constructor(
     private readonly endpoints: string[],
-    private readonly credentials: EtcdCredentials,
+    private credentials: EtcdCredentials,
     requestTimeoutMs: number,
     private readonly log: Logger,
     private readonly call: BoundedCall,
@@ -62,6 +62,14 @@ export class MemberRotation {
 
   close(): void {
     for (const client of this.clients ?? []) client.close();
+  }
+
+  /** Drops the member clients; the next call makes new ones with `credentials` (files read again). */
+  renew(credentials: EtcdCredentials): Etcd3[] {
+    const old = this.clients ?? [];
+    this.clients = null;
+    this.credentials = credentials;
+    return old;
   }
 }
 

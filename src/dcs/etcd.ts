@@ -20,8 +20,17 @@ export interface EtcdDcsOptions {
 }
 
 export class EtcdDcs extends StoreDcs {
+  private readonly etcd: EtcdKv;
+
   constructor(options: EtcdDcsOptions) {
     const { endpoints, requestTimeoutMs, logger, credentials } = options;
-    super(options.cluster, new EtcdKv({ endpoints, requestTimeoutMs, logger, credentials }), logger);
+    const etcd = new EtcdKv({ endpoints, requestTimeoutMs, logger, credentials });
+    super(options.cluster, etcd, logger);
+    this.etcd = etcd;
+  }
+
+  /** The client certificate renewed in place (keel certs rotate): used from the next call on, watches included. */
+  reloadCredentials(): Promise<void> {
+    return this.etcd.reloadCredentials();
   }
 }

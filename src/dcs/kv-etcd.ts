@@ -48,17 +48,23 @@ function toRangeOp(r: KvRange): IRequestOp {
 
 export class EtcdKv implements KvStore {
   readonly where: string;
-  private readonly client: Etcd3;
+  private client: Etcd3;
+  private readonly endpoints: string[];
+  private readonly credentials: EtcdCredentials;
   private readonly timeoutMs: number;
   private readonly log: Logger;
   private readonly members: MemberRotation;
   private readonly stops = new Set<() => Promise<void>>();
+  /** each live watch, started again on a new client */
+  private readonly restarts = new Set<() => Promise<void>>();
 
   constructor(options: EtcdKvOptions) {
     this.where = redactSecrets(options.endpoints.join(','));
+    this.endpoints = options.endpoints;
     this.timeoutMs = options.requestTimeoutMs;
     this.log = options.logger;
     const credentials = options.credentials ?? {};
+    this.credentials = credentials;
     this.client = createEtcdClient(options.endpoints, options.requestTimeoutMs, credentials);
     this.members = new MemberRotation(options.endpoints, credentials, options.requestTimeoutMs, this.log, (what, run, timeoutMs, where) => this.call(what, run, timeoutMs, where));
   }
@@ -186,9 +192,23 @@ export class EtcdKv implements KvStore {
       });
     };
 
+    // on a new client (renewed credentials): the new watch first, then the old one cancelled, then a read
+    const restart = async (): Promise<void> => {
+      const old = current;
+      try {
+        await this.call(`${what} restart`, start);
+      } catch (err) {
+        this.log.warn({ err: describeError(err) }, `could not restart the etcd ${what} on renewed credentials; the old one goes on`);
+        return;
+      }
+      if (old !== null) void old.cancel().catch(() => undefined);
+      resync();
+    };
+
     const stop = async (): Promise<void> => {
       stopped = true;
       this.stops.delete(stop);
+      this.restarts.delete(restart);
       const watcher = current;
       if (!watcher) return;
       await this.call(`${what} cancel`, () => watcher.cancel()).catch((err: unknown) => this.log.debug({ err: describeError(err) }, `etcd ${what} cancel did not complete`));
@@ -202,7 +222,25 @@ export class EtcdKv implements KvStore {
       throw err;
     }
     this.stops.add(stop);
+    this.restarts.add(restart);
     return stop;
+  }
+
+  /**
+   * Reads the certificate files again (renewed in place by `keel certs rotate`) into a new client; calls
+   * from now on and every live watch (started again, then resynced) use it. A pair that cannot be read
+   * throws and leaves the current client in use. The old client closes once calls made on it are over.
+   */
+  async reloadCredentials(): Promise<void> {
+    const next = createEtcdClient(this.endpoints, this.timeoutMs, this.credentials);
+    const old = this.client;
+    this.client = next;
+    const oldMembers = this.members.renew(this.credentials);
+    await Promise.all([...this.restarts].map((restart) => restart()));
+    setTimeout(() => {
+      old.close();
+      for (const client of oldMembers) client.close();
+    }, 2 * this.timeoutMs).unref();
   }
 
   async close(): Promise<void> {

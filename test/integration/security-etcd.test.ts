@@ -17,7 +17,7 @@ import { EtcdDcs } from '../../src/dcs/etcd.js';
 import { startEtcd, stopEtcd, type RunningEtcd } from '../../src/dcs/etcd-server.js';
 import { EtcdKv } from '../../src/dcs/kv-etcd.js';
 import { etcdUsers, localServerNames } from '../../src/providers/local-layout.js';
-import { ensureCertificate, ensureCertificateAuthority } from '../../src/tls/pki.js';
+import { ensureCertificate, ensureCertificateAuthority, issueCertificate, readCertificate } from '../../src/tls/pki.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { kvContract } from '../support/kv-contract.js';
@@ -178,6 +178,25 @@ describe('etcd over TLS with a certificate per component', () => {
 
   it('refuses the set-up with a wrong root password', async () => {
     await expect(setUp('alpha', alpha, 'not-the-root-password')).rejects.toMatchObject({ code: 'KEEL_ETCD_FORBIDDEN' });
+  });
+
+  it('reads a pair renewed in place on reload: calls and a live watch go on over the new client', async () => {
+    const files = { ...pair(alpha.agent), cert: join(tlsDir, 'renewed-agent.crt'), key: join(tlsDir, 'renewed-agent.key') };
+    await issueCertificate(ca, files, { commonName: alpha.agent, usage: 'client' });
+    const agent = kvAs(files);
+    const seen: string[] = [];
+    await agent.watch('renewal watch', '/keel/alpha/renewal/', { onChange: (change) => seen.push(change.key), onResync: () => undefined });
+    const before = readCertificate(files.cert).fingerprint;
+    await issueCertificate(ca, files, { commonName: alpha.agent, usage: 'client' });
+    expect(readCertificate(files.cert).fingerprint).not.toBe(before);
+    await agent.reloadCredentials();
+    expect(await agent.txn('put', [], [{ put: '/keel/alpha/renewal/after', value: 'x' }])).toBe(true);
+    for (let i = 0; i < 50 && !seen.includes('/keel/alpha/renewal/after'); i++) await sleep(100);
+    expect(seen).toContain('/keel/alpha/renewal/after');
+    // a pair that cannot be read leaves the client in use
+    rmSync(files.key);
+    await expect(agent.reloadCredentials()).rejects.toThrow();
+    expect(await agent.txn('put', [], [{ put: '/keel/alpha/renewal/still', value: 'x' }])).toBe(true);
   });
 });
 
