@@ -85,6 +85,12 @@ export class Ec2NetnsBacking implements Ec2Lifecycle {
     await chmod(this.options.dir, 0o755);
     await chmod(instanceDir, 0o755);
     await chmod(root, 0o755);
+    // the image's own directories, as open as on Debian: the user data runs under umask 077, and what it
+    // creates on the way to /var/lib/keel/postgres would otherwise be closed to PostgreSQL's user
+    for (const dir of ['var', 'var/lib', 'etc', 'opt']) {
+      await mkdir(join(root, dir), { recursive: true });
+      await chmod(join(root, dir), 0o755);
+    }
     const host = await net.addHost(`vm${this.nextHost++}`, octet);
     const record: Ec2NetnsHost = {
       instanceId: instance.instanceId,
