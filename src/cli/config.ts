@@ -3,18 +3,12 @@ import { stringify as toYaml } from 'yaml';
 import { applyConfigPatch, patchFromAssignments } from '../config/patch.js';
 import { defaultDynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
-import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
+import { resolveTarget, withTargetOptions, type TargetOptions } from './target.js';
 
 export function registerConfig(program: Command): void {
   const config = program.command('config').description('the cluster-wide dynamic settings kept in etcd');
   const withTarget = (cmd: Command) =>
-    cmd
-      .option('--dir <dir>', targetHelp.dir)
-      .option('--etcd <url>', targetHelp.etcd)
-      .option('--cluster <name>', targetHelp.cluster)
-      .option('--etcd-cacert <file>', targetHelp.etcdCacert)
-      .option('--etcd-cert <file>', targetHelp.etcdCert)
-      .option('--etcd-key <file>', targetHelp.etcdKey);
+    withTargetOptions(cmd);
 
   withTarget(config.command('show').description('print the settings (defaults where unset)').option('--json', 'JSON instead of YAML')).action(
     async (options: TargetOptions & { json?: boolean }) => {

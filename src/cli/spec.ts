@@ -14,7 +14,7 @@ import type { SpecValue, Versioned } from '../model/values.js';
 import { KeelError } from '../errors.js';
 import { defaultLocalInstanceClass } from '../postgres/instance-class.js';
 import { localLimits, unknownLimits } from './controller.js';
-import { resolveTarget, targetHelp, type Target, type TargetOptions } from './target.js';
+import { resolveTarget, withTargetOptions, type Target, type TargetOptions } from './target.js';
 
 const casAttempts = 5;
 
@@ -138,13 +138,7 @@ async function edit(options: TargetOptions): Promise<void> {
 
 export function registerSpec(program: Command): void {
   const target = (cmd: Command) =>
-    cmd
-      .option('--dir <dir>', targetHelp.dir)
-      .option('--etcd <url>', targetHelp.etcd)
-      .option('--cluster <name>', targetHelp.cluster)
-      .option('--etcd-cacert <file>', targetHelp.etcdCacert)
-      .option('--etcd-cert <file>', targetHelp.etcdCert)
-      .option('--etcd-key <file>', targetHelp.etcdKey);
+    withTargetOptions(cmd);
   const spec = program.command('spec').description('the declared shape the controller keeps: nodes, zones, instance class, autoscaling');
   target(spec.command('show').description('print the spec (YAML)').option('--json', 'as JSON')).action(show);
   target(

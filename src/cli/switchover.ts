@@ -3,7 +3,7 @@ import { requestLeaderChange } from '../dcs/requests.js';
 import type { Dcs } from '../dcs/types.js';
 import { KeelError } from '../errors.js';
 import { sleep } from '../util/clock.js';
-import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
+import { resolveTarget, withTargetOptions, type TargetOptions } from './target.js';
 
 async function waitForLeader(dcs: Dcs, accept: (leader: string) => boolean, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
@@ -34,13 +34,7 @@ async function request(options: TargetOptions & { to?: string; wait: boolean }, 
 
 export function registerSwitchover(program: Command): void {
   const common = (cmd: Command) =>
-    cmd
-      .option('--dir <dir>', targetHelp.dir)
-      .option('--etcd <url>', targetHelp.etcd)
-      .option('--cluster <name>', targetHelp.cluster)
-      .option('--etcd-cacert <file>', targetHelp.etcdCacert)
-      .option('--etcd-cert <file>', targetHelp.etcdCert)
-      .option('--etcd-key <file>', targetHelp.etcdKey)
+    withTargetOptions(cmd)
       .option('--no-wait', 'return once the request is recorded');
   common(
     program

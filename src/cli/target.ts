@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import type { EtcdCredentials } from '../dcs/etcd-client.js';
 import { EtcdDcs } from '../dcs/etcd.js';
@@ -75,6 +76,17 @@ export function resolveTarget(options: TargetOptions): Target {
     cluster: file.cluster,
     layout,
   };
+}
+
+/** The flags that name a cluster: --dir, or --etcd with --cluster and the etcd client pair. */
+export function withTargetOptions(cmd: Command): Command {
+  return cmd
+    .option('--dir <dir>', targetHelp.dir)
+    .option('--etcd <url>', targetHelp.etcd)
+    .option('--cluster <name>', targetHelp.cluster)
+    .option('--etcd-cacert <file>', targetHelp.etcdCacert)
+    .option('--etcd-cert <file>', targetHelp.etcdCert)
+    .option('--etcd-key <file>', targetHelp.etcdKey);
 }
 
 export const targetHelp = {
