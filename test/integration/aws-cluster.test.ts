@@ -30,7 +30,7 @@ import { setUpEtcdAuth } from '../../src/dcs/etcd-auth.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView } from '../../src/model/values.js';
 import { AwsProvider, awsTags, type AwsUserDataNodeOptions } from '../../src/providers/aws.js';
-import { awsControllerDefaults, awsProviderLimits, awsProviderOptions } from '../../src/providers/aws-controller.js';
+import { awsControllerDefaults, awsProviderLimits, awsProviderOptions } from '../../src/controller/aws.js';
 import { parseAwsDeployment, type AwsDeployment } from '../../src/providers/aws-deployment.js';
 import { parseAwsNodeOptions, secretParameters } from '../../src/providers/aws-userdata.js';
 import { etcdUsers, LocalLayout } from '../../src/providers/local-layout.js';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KeelError } from '../../src/errors.js';
 import { AwsProvider, type AwsUserDataNodeOptions } from '../../src/providers/aws.js';
-import { awsControllerDefaults, awsProviderLimits, awsProviderOptions } from '../../src/providers/aws-controller.js';
+import { awsControllerDefaults, awsProviderLimits, awsProviderOptions } from '../../src/controller/aws.js';
 import { parseAwsDeploymentText } from '../../src/providers/aws-deployment.js';
 import { buildUserData } from '../../src/providers/aws-userdata.js';
 

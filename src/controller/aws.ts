@@ -5,12 +5,12 @@
  * hold (the ids of what was created by hand, where nodes get Keel) in, values
  * out; no AWS call.
  */
-import type { ProviderLimits } from '../controller/spec.js';
+import type { ProviderLimits } from './spec.js';
 import { KeelError } from '../errors.js';
-import type { AwsDeployment } from './aws-deployment.js';
-import { parameterPrefixOf } from './aws-deployment.js';
-import { names, ports } from './aws-plan.js';
-import type { AwsProviderOptions, AwsUserDataNodeOptions } from './aws.js';
+import type { AwsDeployment } from '../providers/aws-deployment.js';
+import { parameterPrefixOf } from '../providers/aws-deployment.js';
+import { names, ports } from '../providers/aws-plan.js';
+import type { AwsProviderOptions, AwsUserDataNodeOptions } from '../providers/aws.js';
 
 /** What keel-aws.yml does not say: created by hand (the plan's step 4) or chosen by whoever starts the controller. */
 export interface AwsControllerLaunch {
