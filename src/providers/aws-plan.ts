@@ -61,8 +61,11 @@ export const ports = { postgres: 5432, api: 8008, etcdClient: 2379, etcdPeer: 23
 /** The aws provider's tags (aws.ts's awsTags, which a test holds this to): not imported, so the plan loads no AWS SDK. */
 export const nodeTags = { cluster: 'keel:cluster', node: 'keel:node', zone: 'keel:zone', instanceClass: 'keel:class' } as const;
 
-/** Which instances read a parameter at boot; `operator` ones no instance role may read. */
-export type ParameterReader = 'nodes' | 'etcd' | 'operator';
+/**
+ * Which instances read a parameter: the nodes at boot, the etcd members at boot, or the controller (which runs
+ * on the etcd members, so their role) when it launches a node and issues that node's certificate and token.
+ */
+export type ParameterReader = 'nodes' | 'etcd' | 'controller';
 
 /** The zone of the i-th database node (0-based): round-robin over the zones in keel-aws.yml's order. */
 export function zoneOfNode(d: AwsDeployment, index: number): string {
@@ -107,7 +110,10 @@ function nodeParameterNames(d: AwsDeployment, node: string): { clusterWide: stri
   return { clusterWide: all.filter((n) => !n.startsWith(own)), own: all.filter((n) => n.startsWith(own)) };
 }
 
-/** Parameters of the whole cluster: what the nodes read, what etcd and the controller read, and the operator's own. */
+/**
+ * Parameters of the whole cluster: what the nodes read, what etcd reads, and what the controller reads to give a
+ * node it launches its certificate (the CA's key) and its API token (the key tokens derive from). No node reads those.
+ */
 export function clusterParameters(d: AwsDeployment): ParameterSpec[] {
   const prefix = parameterPrefixOf(d);
   const forNodes = nodeParameterNames(d, 'node1').clusterWide.map((name) => ({ name, readBy: 'nodes' as const, holds: holdsOf(name) }));
@@ -120,8 +126,8 @@ export function clusterParameters(d: AwsDeployment): ParameterSpec[] {
       { name: `${prefix}/etcd/${m.name}/tls/server.crt`, readBy: 'etcd' as const, holds: `${m.name}'s server and peer certificate (names ${m.address})` },
       { name: `${prefix}/etcd/${m.name}/tls/server.key`, readBy: 'etcd' as const, holds: `${m.name}'s key` },
     ]),
-    { name: `${prefix}/api-key`, readBy: 'operator', holds: "the key each node's API token is derived from" },
-    { name: `${prefix}/tls/ca.key`, readBy: 'operator', holds: "the cluster CA's key: issues every certificate" },
+    { name: `${prefix}/api-key`, readBy: 'controller', holds: "the key each node's API token is derived from" },
+    { name: `${prefix}/tls/ca.key`, readBy: 'controller', holds: "the cluster CA's key: issues every certificate" },
   ];
 }
 
@@ -197,7 +203,7 @@ export function nodePolicy(d: AwsDeployment): PolicyDocument {
 /** The etcd members' role (they run the controller too): etcd's and the controller's parameters. */
 export function etcdPolicy(d: AwsDeployment): PolicyDocument {
   const prefix = parameterPrefixOf(d);
-  const readable = [`${prefix}/tls/ca.crt`, ...clusterParameters(d).filter((p) => p.readBy === 'etcd').map((p) => p.name)];
+  const readable = [`${prefix}/tls/ca.crt`, ...clusterParameters(d).filter((p) => p.readBy === 'etcd' || p.readBy === 'controller').map((p) => p.name)];
   return {
     Version: '2012-10-17',
     Statement: [{ Sid: 'ReadEtcdAndControllerParameters', Effect: 'Allow', Action: 'ssm:GetParameter', Resource: readable.map((n) => parameterArn(d, n)) }, ...decryptStatement(d)],

@@ -223,15 +223,16 @@ describe('the plan', () => {
     expect(text).toContain('ESTIMATE');
   });
 
-  it("the nodes' role reads the nodes' parameters only; the operator's secrets no instance reads", () => {
+  it("the nodes' role reads the nodes' parameters only; the CA's key and the token key only the controller's role reads", () => {
     const d = deployment();
     const nodeResources = nodePolicy(d).Statement.filter((s) => s.Action === 'ssm:GetParameter').flatMap((s) => s.Resource as string[]);
     const etcdResources = etcdPolicy(d).Statement.flatMap((s) => s.Resource as string[]);
     for (const arn of [...nodeResources, ...etcdResources]) expect(arn).toMatch(/^arn:aws:ssm:eu-west-1:\*:parameter\/keel\/main\//);
     expect(nodeResources).toContain('arn:aws:ssm:eu-west-1:*:parameter/keel/main/nodes/*');
     expect(nodeResources).not.toContain('arn:aws:ssm:eu-west-1:*:parameter/keel/main/*');
-    for (const operatorOnly of ['tls/ca.key', 'api-key']) {
-      expect([...nodeResources, ...etcdResources].some((arn) => arn.endsWith(`/keel/main/${operatorOnly}`))).toBe(false);
+    for (const controllerOnly of ['tls/ca.key', 'api-key']) {
+      expect(nodeResources.some((arn) => arn.endsWith(`/keel/main/${controllerOnly}`))).toBe(false);
+      expect(etcdResources).toContain(`arn:aws:ssm:eu-west-1:*:parameter/keel/main/${controllerOnly}`);
     }
     expect(nodeResources.some((arn) => arn.includes('etcd-root-password') || arn.includes('/etcd/') || arn.includes('/controller/'))).toBe(false);
     expect(etcdResources.some((arn) => arn.includes('/nodes/'))).toBe(false);
