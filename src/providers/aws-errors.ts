@@ -26,9 +26,9 @@ export function isZoneCapacityError(err: unknown): boolean {
   return code !== null && zoneErrors.has(code);
 }
 
-/** `ec2:RunInstances` for the SDK's RunInstancesCommand: the IAM action a command needs. */
-export function iamActionOf(commandName: string): string {
-  return `ec2:${commandName.replace(/Command$/, '')}`;
+/** `ec2:RunInstances` for the SDK's RunInstancesCommand (`ssm:PutParameter` with service 'ssm'): the IAM action a command needs. */
+export function iamActionOf(commandName: string, service: 'ec2' | 'ssm' | 'iam' | 'elasticloadbalancing' = 'ec2'): string {
+  return `${service}:${commandName.replace(/Command$/, '')}`;
 }
 
 function messageOf(err: unknown): string {
