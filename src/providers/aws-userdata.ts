@@ -23,6 +23,7 @@ import { KeelError } from '../errors.js';
 import { describeIssues } from '../config/load.js';
 import { dynamicConfigSchema, nodeConfigSchema, type NodeConfig } from '../config/schema.js';
 import { nameSchema } from '../model/names.js';
+import { nodeBootBody } from './aws-userdata-body.js';
 
 /** Where Keel puts things on a node (before the test harness's root prefix, if any). */
 export const awsPaths = {
@@ -74,7 +75,7 @@ const cidrSchema = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4
 const portSchema = z.number().int().min(1).max(65535);
 
 /** Where the node gets Keel: a release tarball (one top directory holding bin/, dist/, node_modules/, deploy/). */
-const keelSourceSchema = z.discriminatedUnion('kind', [
+export const keelSourceSchema = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.literal('url'),
@@ -156,6 +157,11 @@ export function secretParameters(options: AwsNodeOptions): Partial<Record<Secret
     parameters['router.key'] = `${prefix}/router/tls/router.key`;
   }
   return parameters;
+}
+
+/** The parameter a node's user data waits on: it names the instance the node's other parameters are for (aws-credentials.ts writes it last). */
+export function instanceIdParameter(parameterPrefix: string, node: string): string {
+  return `${parameterPrefix}/nodes/${node}/instance-id`;
 }
 
 /** The files a node's TLS lives in, under an optional root prefix (the test harness's). */
@@ -269,7 +275,8 @@ export function buildUserData(input: AwsNodeOptionsInput | AwsNodeOptions): stri
     `# Keel node ${options.name} of cluster ${options.cluster} in ${options.zone}: EC2 user data made by buildUserData().`,
     '# It holds no secret: only the names of SSM parameters, read at boot through the instance role.',
     '# A test host may set KEEL_BOOT_ROOT (a prefix for every path), KEEL_BOOT_SECRETS_DIR (files named like the',
-    "# parameters instead of SSM), KEEL_BOOT_ADDRESS (instead of IMDS) and KEEL_BOOT_SYSTEMD=0 (start no unit).",
+    '# parameters instead of SSM), KEEL_BOOT_ADDRESS and KEEL_BOOT_INSTANCE_ID (instead of IMDS), KEEL_BOOT_DATA_DEVICE',
+    '# (the data volume; none under KEEL_BOOT_ROOT without it) and KEEL_BOOT_SYSTEMD=0 (start no unit).',
     'set -euo pipefail',
     'umask 077',
     '',
@@ -283,6 +290,7 @@ export function buildUserData(input: AwsNodeOptionsInput | AwsNodeOptions): stri
     `keel_source_sha256=${shellQuote(source.kind === 'path' ? '' : (source.sha256 ?? ''))}`,
     `keel_router=${options.router === undefined ? '0' : '1'}`,
     `keel_instance=${shellQuote(awsPaths.unitInstance)}`,
+    `instance_id_parameter=${shellQuote(instanceIdParameter(options.parameterPrefix ?? `/keel/${options.cluster}`, options.name))}`,
     '',
     '# secret key, then the SSM parameter it comes from',
     'secret_parameters=(',
@@ -295,7 +303,7 @@ export function buildUserData(input: AwsNodeOptionsInput | AwsNodeOptions): stri
     'KEEL_OPTIONS_EOF',
     '',
   ];
-  const script = `${header.join('\n')}${bootBody}`;
+  const script = `${header.join('\n')}${nodeBootBody}`;
   if (Buffer.byteLength(script) > maxUserDataBytes) {
     throw new KeelError('KEEL_CONFIG_INVALID', `the user data is ${Buffer.byteLength(script)} bytes; EC2 takes at most ${maxUserDataBytes}`, {
       hint: 'use fewer etcd endpoints or address ranges, or shorter names',
@@ -303,176 +311,3 @@ export function buildUserData(input: AwsNodeOptionsInput | AwsNodeOptions): stri
   }
   return script;
 }
-
-/**
- * The steps every node runs, the same for each (what differs is in the variables above it). Each step skips
- * what is already there, so running it again, or on a host that has the packages, does only what is missing.
- */
-const bootBody = `
-log() { printf 'keel-boot: %s\\n' "$*" >&2; }
-fail() { log "$*"; exit 1; }
-
-root="\${KEEL_BOOT_ROOT:-}"
-secrets_dir="\${KEEL_BOOT_SECRETS_DIR:-}"
-address="\${KEEL_BOOT_ADDRESS:-}"
-use_systemd="\${KEEL_BOOT_SYSTEMD:-1}"
-
-[ "$(id -u)" -eq 0 ] || fail "run as root (cloud-init does)"
-case "$root" in ''|/*) ;; *) fail "KEEL_BOOT_ROOT must be an absolute path" ;; esac
-case "$secrets_dir" in ''|/*) ;; *) fail "KEEL_BOOT_SECRETS_DIR must be an absolute path" ;; esac
-if [ -n "$root" ] && [ "$use_systemd" = 1 ]; then fail "KEEL_BOOT_ROOT needs KEEL_BOOT_SYSTEMD=0: the units name /etc/keel"; fi
-
-# ---- packages (only the missing ones) ----
-apt_updated=0
-missing_packages() {
-  local p
-  for p in "$@"; do
-    dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf '%s\\n' "$p"
-  done
-}
-apt_install() {
-  local missing=()
-  mapfile -t missing < <(missing_packages "$@")
-  [ "\${#missing[@]}" -eq 0 ] && return 0
-  log "installing \${missing[*]}"
-  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "\${missing[@]}"
-}
-
-if ! dpkg-query -W -f='\${Status}' postgresql-common 2>/dev/null | grep -q 'install ok installed'; then
-  # Debian would create and start its own cluster on 5432; Keel's agent makes and runs the node's PostgreSQL
-  mkdir -p /etc/postgresql-common/createcluster.d
-  printf 'create_main_cluster = false\\n' > /etc/postgresql-common/createcluster.d/keel.conf
-  chmod 0644 /etc/postgresql-common/createcluster.d/keel.conf
-fi
-apt_install ca-certificates curl postgresql-15 postgresql-15-postgis-3 postgresql-client-15
-if [ -z "$secrets_dir" ] || [ "$keel_source_kind" = s3 ]; then
-  command -v aws >/dev/null || apt_install awscli
-fi
-
-node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
-if [ "$(node_major)" -lt 20 ]; then
-  [ "$keel_nodejs" = nodesource ] || fail "Node.js 20 or later is missing (nodejs: present)"
-  log "installing Node.js 20 from NodeSource"
-  apt_install gnupg
-  curl -fsSL --proto '=https' https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key | gpg --dearmor --yes -o /usr/share/keyrings/nodesource.gpg
-  chmod 0644 /usr/share/keyrings/nodesource.gpg
-  printf 'deb [signed-by=/usr/share/keyrings/nodesource.gpg] https://deb.nodesource.com/node_20.x nodistro main\\n' > /etc/apt/sources.list.d/nodesource.list
-  chmod 0644 /etc/apt/sources.list.d/nodesource.list
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs
-  [ "$(node_major)" -ge 20 ] || fail "Node.js 20 did not install"
-fi
-
-# ---- Keel itself ----
-keel_home="$root/opt/keel"
-staging=$(mktemp -d /run/keel-boot.XXXXXX)
-trap 'rm -rf -- "$staging"' EXIT
-case "$keel_source_kind" in
-  path)
-    [ -f "$keel_source/bin/keel.js" ] || fail "no Keel at $keel_source (bin/keel.js is missing)"
-    if [ "$keel_source" != "$keel_home" ]; then
-      mkdir -p "$root/opt"
-      [ ! -e "$keel_home" ] || [ -L "$keel_home" ] || fail "$keel_home exists and is not a link to $keel_source"
-      ln -sfn "$keel_source" "$keel_home"
-    fi
-    ;;
-  url|s3)
-    stamp="$keel_home/.keel-source"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$keel_source $keel_source_sha256" ]; then
-      log "installing Keel from $keel_source"
-      if [ "$keel_source_kind" = url ]; then
-        curl -fsSL --proto '=https' --retry 5 -o "$staging/keel.tar.gz" "$keel_source"
-      else
-        aws s3 cp --region "$keel_region" --only-show-errors "$keel_source" "$staging/keel.tar.gz"
-      fi
-      if [ -n "$keel_source_sha256" ]; then
-        printf '%s  %s\\n' "$keel_source_sha256" "$staging/keel.tar.gz" | sha256sum -c --quiet - || fail "the Keel tarball does not match its sha256"
-      fi
-      rm -rf -- "$keel_home.new"
-      mkdir -p "$keel_home.new"
-      tar -xzf "$staging/keel.tar.gz" -C "$keel_home.new" --strip-components=1 --no-same-owner
-      if [ ! -f "$keel_home.new/bin/keel.js" ] || [ ! -d "$keel_home.new/node_modules" ]; then
-        fail "the Keel tarball holds no bin/keel.js or node_modules/"
-      fi
-      chmod -R go-w "$keel_home.new"
-      printf '%s %s\\n' "$keel_source" "$keel_source_sha256" > "$keel_home.new/.keel-source"
-      rm -rf -- "$keel_home.old"
-      if [ -e "$keel_home" ]; then mv -- "$keel_home" "$keel_home.old"; fi
-      mv -- "$keel_home.new" "$keel_home"
-      rm -rf -- "$keel_home.old"
-    fi
-    ;;
-  *) fail "unknown Keel source kind $keel_source_kind" ;;
-esac
-[ -f "$keel_home/dist/providers/aws-boot.js" ] || fail "$keel_home has no dist/providers/aws-boot.js (an unbuilt Keel?)"
-if [ "$use_systemd" = 1 ]; then
-  printf '#!/bin/sh\\nexec /usr/bin/node /opt/keel/bin/keel.js "$@"\\n' > /usr/local/bin/keel
-  chmod 0755 /usr/local/bin/keel
-fi
-
-# ---- the node's address, from the instance metadata (IMDSv2) ----
-imds() {
-  local token
-  token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token) || return 1
-  curl -fsS -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
-}
-if [ -z "$address" ]; then
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    address=$(imds local-ipv4) && break
-    log "instance metadata not answering (attempt $attempt)"
-    sleep 3
-  done
-  zone=$(imds placement/availability-zone) || fail "no availability zone from the instance metadata"
-  [ "$zone" = "$keel_zone" ] || fail "this instance is in $zone, its options say $keel_zone"
-fi
-[[ "$address" =~ ^[0-9]{1,3}(\\.[0-9]{1,3}){3}$ ]] || fail "no private IPv4 address (got '$address')"
-
-# ---- secrets and certificates, by name, into a root-only staging directory on tmpfs ----
-fetch_secret() {
-  local key=$1 parameter=$2 attempt
-  if [ -n "$secrets_dir" ]; then
-    cat -- "$secrets_dir$parameter" > "$staging/$key" || fail "no $secrets_dir$parameter"
-    return 0
-  fi
-  for attempt in 1 2 3 4 5; do
-    if aws ssm get-parameter --region "$keel_region" --with-decryption --name "$parameter" \\
-        --query Parameter.Value --output text > "$staging/$key"; then
-      return 0
-    fi
-    log "cannot read SSM parameter $parameter yet (attempt $attempt)"
-    sleep $((attempt * 2))
-  done
-  fail "cannot read SSM parameter $parameter: does the instance role allow ssm:GetParameter and kms:Decrypt on it?"
-}
-for ((i = 0; i < \${#secret_parameters[@]}; i += 2)); do
-  fetch_secret "\${secret_parameters[i]}" "\${secret_parameters[i + 1]}"
-done
-
-# ---- /etc/keel, /var/lib/keel: written by Keel's own code (modes and owners set on the descriptor) ----
-mkdir -p "$root/etc/keel"
-chmod 0755 "$root/etc/keel"
-printf '%s\\n' "$keel_options" > "$root/etc/keel/aws-node.json"
-chmod 0644 "$root/etc/keel/aws-node.json"
-/usr/bin/env node "$keel_home/dist/providers/aws-boot.js" --options "$root/etc/keel/aws-node.json" \\
-  --staging "$staging" --address "$address" --root "$root"
-[ -f "$root/etc/keel/node.yml" ] || fail "aws-boot.js wrote no $root/etc/keel/node.yml"
-
-# ---- the units: the guard before the agent, then the router ----
-if [ "$use_systemd" != 1 ]; then
-  log "node $keel_node of $keel_cluster is ready in '$root'; not starting units (KEEL_BOOT_SYSTEMD=$use_systemd)"
-  exit 0
-fi
-[ -x /usr/bin/node ] || fail "the units run /usr/bin/node, which is missing"
-install -m 0644 "$keel_home/deploy/systemd/keel-guard@.service" "$keel_home/deploy/systemd/keel-agent@.service" \\
-  "$keel_home/deploy/systemd/keel-router.service" /etc/systemd/system/
-systemctl daemon-reload
-# Debian's umbrella unit for its own clusters: Keel's agent runs the node's PostgreSQL
-systemctl disable --now postgresql.service >/dev/null 2>&1 || true
-systemctl enable --now "keel-guard@$keel_instance.service"
-systemctl enable --now "keel-agent@$keel_instance.service"
-if [ "$keel_router" = 1 ]; then
-  systemctl enable --now keel-router.service
-fi
-log "node $keel_node of $keel_cluster started (guard, agent$([ "$keel_router" = 1 ] && echo ', router'))"
-`;
