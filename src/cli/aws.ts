@@ -35,7 +35,7 @@ function details(r: PlannedResource): string {
 const usd = (n: number): string => `$${n.toFixed(2)}`;
 
 export function renderPlan(plan: AwsPlan): string {
-  const rows = plan.resources.map((r, i) => [String(i + 1), r.kind, r.name, r.zone ?? '-', details(r)]);
+  const rows = plan.resources.map((r, i) => [String(i + 1), r.kind, r.name, r.zone ?? '-', r.createdBy, details(r)]);
   const c = plan.cost;
   const costRows = c.lines.map((l) => [l.item, String(l.quantity), l.unit, `$${l.unitPriceUsd}`, usd(l.monthlyUsd)]);
   const counts = new Map<string, number>();
@@ -43,7 +43,7 @@ export function renderPlan(plan: AwsPlan): string {
   return [
     `keel aws plan: cluster ${plan.cluster} in ${plan.region}; a dry run, no AWS API was called`,
     '',
-    table(['#', 'kind', 'name', 'zone', 'details'], rows),
+    table(['#', 'kind', 'name', 'zone', 'by', 'details'], rows),
     `${plan.resources.length} resources: ${[...counts].map(([kind, n]) => `${n} ${kind}`).join(', ')}`,
     '',
     `Monthly cost ESTIMATE (on-demand list prices of ${c.pricesOf}, ${c.asOf}; ${c.hoursPerMonth} hours a month):`,

@@ -9,8 +9,14 @@
  * certificates (which name the members' fixed addresses) before the members;
  * the load balancer before the database nodes, whose certificates name its DNS
  * name as well as the node's own address, which EC2 gives at launch.
+ *
+ * `keel aws up` makes what is marked `up`; the database nodes, their own
+ * parameters (their certificates name the address EC2 gives each) and their
+ * registration in the target groups are the controller's, which runs on the
+ * etcd members and launches the nodes itself. They stay in the plan: the
+ * estimate counts them, and they are what the cluster is made of.
  */
-import { secretParameters, type AwsNodeOptions } from './aws-userdata.js';
+import { clusterParameters, holdsOf, nodeParameterNames, secure, type ParameterSpec } from './aws-parameters.js';
 import { loadBalancerBaseName, parameterPrefixOf, type AwsDeployment } from './aws-deployment.js';
 import { estimateMonthlyCost, type CostEstimate } from './aws-prices.js';
 
@@ -35,9 +41,13 @@ export interface PolicyDocument {
   Statement: { Sid: string; Effect: 'Allow' | 'Deny'; Action: string | string[]; Resource?: string | string[]; Principal?: { Service: string }; Condition?: Record<string, Record<string, string>> }[];
 }
 
+/** Who creates a resource: `keel aws up`, or the controller once it runs on the etcd members. */
+export type CreatedBy = 'up' | 'controller';
+
 export interface PlannedResource {
   kind: AwsResourceKind;
   name: string;
+  createdBy: CreatedBy;
   /** the availability zone, for what lives in one */
   zone: string | null;
   /** the AWS call `keel aws up` would make for it */
@@ -56,16 +66,12 @@ export interface AwsPlan {
   notes: string[];
 }
 
+export { clusterParameters, type ParameterReader, type ParameterSpec } from './aws-parameters.js';
+
 export const ports = { postgres: 5432, api: 8008, etcdClient: 2379, etcdPeer: 2380 } as const;
 
 /** The aws provider's tags (aws.ts's awsTags, which a test holds this to): not imported, so the plan loads no AWS SDK. */
 export const nodeTags = { cluster: 'keel:cluster', node: 'keel:node', zone: 'keel:zone', instanceClass: 'keel:class' } as const;
-
-/**
- * Which instances read a parameter: the nodes at boot, the etcd members at boot, or the controller (which runs
- * on the etcd members, so their role) when it launches a node and issues that node's certificate and token.
- */
-export type ParameterReader = 'nodes' | 'etcd' | 'controller';
 
 /** The zone of the i-th database node (0-based): round-robin over the zones in keel-aws.yml's order. */
 export function zoneOfNode(d: AwsDeployment, index: number): string {
@@ -93,65 +99,12 @@ export function names(d: AwsDeployment) {
   };
 }
 
-const secure = (name: string) => /(password|token|key)$/.test(name);
-
-interface ParameterSpec {
-  name: string;
-  readBy: ParameterReader;
-  holds: string;
-}
-
-/** The node's own parameters, by the names its user data reads (aws-userdata.ts). */
-function nodeParameterNames(d: AwsDeployment, node: string): { clusterWide: string[]; own: string[] } {
-  // secretParameters reads only the prefix, cluster, name and router of the options
-  const byKey = secretParameters({ parameterPrefix: parameterPrefixOf(d), cluster: d.cluster, name: node } as AwsNodeOptions);
-  const all = Object.values(byKey);
-  const own = `${parameterPrefixOf(d)}/nodes/${node}/`;
-  return { clusterWide: all.filter((n) => !n.startsWith(own)), own: all.filter((n) => n.startsWith(own)) };
-}
-
-/**
- * Parameters of the whole cluster: what the nodes read, what etcd reads, and what the controller reads to give a
- * node it launches its certificate (the CA's key) and its API token (the key tokens derive from). No node reads those.
- */
-export function clusterParameters(d: AwsDeployment): ParameterSpec[] {
-  const prefix = parameterPrefixOf(d);
-  const forNodes = nodeParameterNames(d, 'node1').clusterWide.map((name) => ({ name, readBy: 'nodes' as const, holds: holdsOf(name) }));
-  return [
-    ...forNodes,
-    { name: `${prefix}/etcd-root-password`, readBy: 'etcd', holds: "etcd's root user (the auth set-up)" },
-    { name: `${prefix}/controller/tls/controller.crt`, readBy: 'etcd', holds: "the controller's etcd client certificate" },
-    { name: `${prefix}/controller/tls/controller.key`, readBy: 'etcd', holds: "the controller's etcd client key" },
-    ...d.etcd.members.flatMap((m) => [
-      { name: `${prefix}/etcd/${m.name}/tls/server.crt`, readBy: 'etcd' as const, holds: `${m.name}'s server and peer certificate (names ${m.address})` },
-      { name: `${prefix}/etcd/${m.name}/tls/server.key`, readBy: 'etcd' as const, holds: `${m.name}'s key` },
-    ]),
-    { name: `${prefix}/api-key`, readBy: 'controller', holds: "the key each node's API token is derived from" },
-    { name: `${prefix}/tls/ca.key`, readBy: 'controller', holds: "the cluster CA's key: issues every certificate" },
-  ];
-}
-
-function holdsOf(name: string): string {
-  const last = name.slice(name.lastIndexOf('/') + 1);
-  const known: Record<string, string> = {
-    'superuser-password': "the postgres superuser's password",
-    'rewind-password': "pg_rewind's role's password",
-    'app-password': "the application role's password",
-    'ca.crt': "the cluster CA's certificate",
-    'api-token': "the node's REST API token",
-    'node.crt': "the node's certificate (its address and the NLB's name)",
-    'node.key': "the node's key",
-    'replication.crt': 'the replication client certificate (replication logs in by certificate, no password)',
-    'replication.key': 'the replication client key',
-  };
-  return known[last] ?? last;
-}
-
-function parameterResource(d: AwsDeployment, p: ParameterSpec): PlannedResource {
+function parameterResource(d: AwsDeployment, p: Pick<ParameterSpec, 'name' | 'readBy' | 'holds'>, createdBy: CreatedBy): PlannedResource {
   const type = secure(p.name) ? 'SecureString' : 'String';
   return {
     kind: 'ssm-parameter',
     name: p.name,
+    createdBy,
     zone: null,
     call: 'ssm:PutParameter',
     properties: { type, tier: 'Standard', ...(type === 'SecureString' ? { kmsKeyId: d.ssm.kmsKeyId } : {}), readBy: p.readBy, holds: p.holds },
@@ -214,6 +167,7 @@ function ingress(group: string, port: number, source: string, why: string): Plan
   return {
     kind: 'security-group-rule',
     name: `${group} tcp/${port} from ${source}`,
+    createdBy: 'up',
     zone: null,
     call: 'ec2:AuthorizeSecurityGroupIngress',
     properties: { group, direction: 'ingress', protocol: 'tcp', port, source, why },
@@ -226,6 +180,7 @@ function securityGroups(d: AwsDeployment): PlannedResource[] {
   const group = (name: string, description: string): PlannedResource => ({
     kind: 'security-group',
     name,
+    createdBy: 'up',
     zone: null,
     call: 'ec2:CreateSecurityGroup',
     // no SSH rule anywhere: nothing in Keel needs it, and an open port 22 is the usual way in
@@ -250,17 +205,18 @@ function securityGroups(d: AwsDeployment): PlannedResource[] {
 
 function iam(d: AwsDeployment): PlannedResource[] {
   const n = names(d);
-  const role = (name: string, why: string): PlannedResource => ({ kind: 'iam-role', name, zone: null, call: 'iam:CreateRole', properties: { assumedBy: 'ec2.amazonaws.com', why }, document: ec2Trust });
-  const profile = (name: string): PlannedResource => ({ kind: 'iam-instance-profile', name, zone: null, call: 'iam:CreateInstanceProfile + iam:AddRoleToInstanceProfile', properties: { role: name } });
+  const role = (name: string, why: string): PlannedResource => ({ kind: 'iam-role', name, createdBy: 'up', zone: null, call: 'iam:CreateRole', properties: { assumedBy: 'ec2.amazonaws.com', why }, document: ec2Trust });
+  const profile = (name: string): PlannedResource => ({ kind: 'iam-instance-profile', name, createdBy: 'up', zone: null, call: 'iam:CreateInstanceProfile + iam:AddRoleToInstanceProfile', properties: { role: name } });
   return [
     role(n.nodeRole, 'the database nodes: read their parameters at boot'),
-    { kind: 'iam-policy', name: `${n.nodeRole}-boot`, zone: null, call: 'iam:PutRolePolicy', properties: { role: n.nodeRole, scope: `ssm:GetParameter on the nodes' parameters under ${parameterPrefixOf(d)}, ec2:Describe*` }, document: nodePolicy(d) },
+    { kind: 'iam-policy', name: `${n.nodeRole}-boot`, createdBy: 'up', zone: null, call: 'iam:PutRolePolicy', properties: { role: n.nodeRole, scope: `ssm:GetParameter on the nodes' parameters under ${parameterPrefixOf(d)}, ec2:Describe*` }, document: nodePolicy(d) },
     profile(n.nodeRole),
     role(n.etcdRole, 'the etcd members, which run the controller too'),
-    { kind: 'iam-policy', name: `${n.etcdRole}-boot`, zone: null, call: 'iam:PutRolePolicy', properties: { role: n.etcdRole, scope: `ssm:GetParameter on etcd's and the controller's parameters under ${parameterPrefixOf(d)}` }, document: etcdPolicy(d) },
+    { kind: 'iam-policy', name: `${n.etcdRole}-boot`, createdBy: 'up', zone: null, call: 'iam:PutRolePolicy', properties: { role: n.etcdRole, scope: `ssm:GetParameter on etcd's and the controller's parameters under ${parameterPrefixOf(d)}` }, document: etcdPolicy(d) },
     {
       kind: 'iam-policy',
       name: n.controllerPolicy,
+      createdBy: 'up',
       zone: null,
       call: 'iam:CreatePolicy + iam:AttachRolePolicy',
       properties: { role: n.etcdRole, scope: `the controller: launch, stop and terminate keel:cluster instances, pass ${n.nodeRole}` },
@@ -276,6 +232,7 @@ function etcdMembers(d: AwsDeployment): PlannedResource[] {
   const interfaces = d.etcd.members.map((m): PlannedResource => ({
     kind: 'network-interface',
     name: `${d.cluster}-${m.name}`,
+    createdBy: 'up',
     zone: m.zone,
     call: 'ec2:CreateNetworkInterface',
     // kept when its instance goes: a replacement member gets the same address, the one every client and certificate names
@@ -284,6 +241,7 @@ function etcdMembers(d: AwsDeployment): PlannedResource[] {
   const instances = d.etcd.members.map((m): PlannedResource => ({
     kind: 'instance',
     name: `${d.cluster}-${m.name}`,
+    createdBy: 'up',
     zone: m.zone,
     call: 'ec2:RunInstances',
     properties: {
@@ -297,7 +255,7 @@ function etcdMembers(d: AwsDeployment): PlannedResource[] {
       publicIp: false,
       // not keel:cluster: the controller may stop and terminate keel:cluster instances, and must never reach etcd
       tags: [`keel:etcd=${d.cluster}`, `keel:member=${m.name}`],
-      userData: 'none yet: etcd and the controller are set up by hand (README "On AWS")',
+      userData: 'buildEtcdUserData() (src/providers/aws-etcd-userdata.ts): etcd, then the controller',
     },
   }));
   return [...interfaces, ...instances];
@@ -310,6 +268,7 @@ function loadBalancer(d: AwsDeployment): PlannedResource[] {
   const targetGroup = (name: string, path: '/primary' | '/replica', why: string): PlannedResource => ({
     kind: 'target-group',
     name,
+    createdBy: 'up',
     zone: null,
     call: 'elasticloadbalancing:CreateTargetGroup',
     properties: {
@@ -330,6 +289,7 @@ function loadBalancer(d: AwsDeployment): PlannedResource[] {
   const listener = (port: number, target: string): PlannedResource => ({
     kind: 'listener',
     name: `${n.loadBalancer} tcp/${port}`,
+    createdBy: 'up',
     zone: null,
     call: 'elasticloadbalancing:CreateListener',
     properties: { loadBalancer: n.loadBalancer, protocol: 'TCP', port, forwardTo: target },
@@ -338,6 +298,7 @@ function loadBalancer(d: AwsDeployment): PlannedResource[] {
     {
       kind: 'load-balancer',
       name: n.loadBalancer,
+      createdBy: 'up',
       zone: null,
       call: 'elasticloadbalancing:CreateLoadBalancer',
       properties: {
@@ -365,6 +326,8 @@ function databaseNodes(d: AwsDeployment): PlannedResource[] {
       kind: 'instance',
       // the Name tag the aws provider gives the nodes it launches (aws.ts)
       name: `${d.cluster}-${node}`,
+      // the controller launches them (the aws provider) and gives each its certificate once EC2 gave it an address
+      createdBy: 'controller',
       zone,
       call: 'ec2:RunInstances',
       properties: {
@@ -387,7 +350,7 @@ function databaseNodes(d: AwsDeployment): PlannedResource[] {
 }
 
 function nodeParameters(d: AwsDeployment): PlannedResource[] {
-  return nodeNames(d).flatMap((node) => nodeParameterNames(d, node).own.map((name) => parameterResource(d, { name, readBy: 'nodes', holds: holdsOf(name) })));
+  return nodeNames(d).flatMap((node) => nodeParameterNames(d, node).own.map((name) => parameterResource(d, { name, readBy: 'nodes', holds: holdsOf(name) }, 'controller')));
 }
 
 function targetRegistrations(d: AwsDeployment): PlannedResource[] {
@@ -397,6 +360,7 @@ function targetRegistrations(d: AwsDeployment): PlannedResource[] {
   return [n.rwTargetGroup, n.roTargetGroup].map((group) => ({
     kind: 'target-registration' as const,
     name: `${group} targets`,
+    createdBy: 'controller' as const,
     zone: null,
     call: 'elasticloadbalancing:RegisterTargets',
     properties: { targetGroup: group, targets, port: ports.postgres },
@@ -408,7 +372,7 @@ export function planAwsDeployment(d: AwsDeployment): AwsPlan {
   const resources = [
     ...securityGroups(d),
     ...iam(d),
-    ...clusterParameters(d).map((p) => parameterResource(d, p)),
+    ...clusterParameters(d).map((p) => parameterResource(d, p, 'up')),
     ...etcdMembers(d),
     ...loadBalancer(d),
     ...databaseNodes(d),
@@ -427,9 +391,8 @@ export function planAwsDeployment(d: AwsDeployment): AwsPlan {
     resources,
     cost,
     notes: [
-      "a node's certificate names the address EC2 gives it at launch: its parameters are written once the instance has one, and its user data must find them there",
-      'parameters are listed by name: their values are generated by `keel aws up` (or by hand) and never printed',
-      ...(d.loadBalancer === undefined ? [] : ['nodes the controller adds later must be registered in both target groups: the aws provider does not do it yet']),
+      "`keel aws up` makes what is marked up; the controller, once it runs on the etcd members, launches the database nodes, writes each node's parameters (its certificate names the address EC2 gives it at launch) and registers it in the target groups",
+      'parameters are listed by name: `keel aws up` generates the values of the cluster-wide ones, keeps those that exist, and never prints one',
     ],
   };
 }

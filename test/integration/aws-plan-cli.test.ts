@@ -32,7 +32,10 @@ describe('keel aws plan', () => {
     expect(run.status).toBe(0);
     expect(run.stdout).toContain('a dry run, no AWS API was called');
     expect(run.stdout).toMatch(/instance\s+main-node3\s+eu-west-1c/);
-    expect(run.stdout).toContain('63 resources');
+    // 65: the router's pair joined the cluster's parameters
+    expect(run.stdout).toContain('65 resources');
+    expect(run.stdout).toMatch(/instance\s+main-node3\s+eu-west-1c\s+controller\s/);
+    expect(run.stdout).toMatch(/instance\s+main-etcd3\s+eu-west-1c\s+up\s/);
     expect(run.stdout).toContain('Monthly cost ESTIMATE');
     expect(run.stdout).toContain('estimated total: $340.83 a month');
   });

@@ -172,6 +172,34 @@ describe('the plan', () => {
     expect(plan.resources.at(-1)!.kind).toBe('target-registration');
   });
 
+  it('up makes all but the database nodes, their own parameters and their registrations, which the controller makes', () => {
+    const plan = planAwsDeployment(deployment());
+    const byController = plan.resources.filter((r) => r.createdBy === 'controller');
+    expect(new Set(byController.map((r) => r.kind))).toEqual(new Set(['instance', 'ssm-parameter', 'target-registration']));
+    expect(byController.filter((r) => r.kind === 'instance')).toEqual(databaseNodes(plan));
+    expect(byController.filter((r) => r.kind === 'ssm-parameter').every((r) => r.name.startsWith('/keel/main/nodes/'))).toBe(true);
+    const byUp = plan.resources.filter((r) => r.createdBy === 'up');
+    expect(byUp.filter((r) => r.kind === 'ssm-parameter').some((r) => r.name.startsWith('/keel/main/nodes/'))).toBe(false);
+    expect(byUp.filter((r) => r.kind === 'instance').map((r) => r.name)).toEqual(['main-etcd1', 'main-etcd2', 'main-etcd3']);
+    // the estimate still counts the nodes
+    expect(plan.cost.lines.find((l) => l.item === 'm6i.large instances')!.quantity).toBe(3);
+  });
+
+  it('writes every key before its certificate, the CA\'s first; the router\'s pair is for the nodes', () => {
+    const d = deployment();
+    const plan = planAwsDeployment(d);
+    const names = ofKind(plan, 'ssm-parameter').map((r) => r.name);
+    expect(names[0]).toBe('/keel/main/tls/ca.key');
+    for (const cert of names.filter((n) => n.endsWith('.crt') && !n.includes('/nodes/'))) {
+      const key = cert === '/keel/main/tls/ca.crt' ? '/keel/main/tls/ca.key' : cert.replace(/\.crt$/, '.key');
+      expect(names.indexOf(key), cert).toBeGreaterThanOrEqual(0);
+      expect(names.indexOf(key), cert).toBeLessThan(names.indexOf(cert));
+    }
+    const routerKey = 'arn:aws:ssm:eu-west-1:*:parameter/keel/main/router/tls/router.key';
+    expect(nodePolicy(d).Statement.flatMap((s) => s.Resource ?? [])).toContain(routerKey);
+    expect(etcdPolicy(d).Statement.flatMap((s) => s.Resource ?? [])).not.toContain(routerKey);
+  });
+
   it('the NLB follows the REST API: /primary for rw, /replica for ro, over HTTPS 8008, internal', () => {
     const plan = planAwsDeployment(deployment());
     expect(ofKind(plan, 'load-balancer')[0]!.properties).toMatchObject({ type: 'network', scheme: 'internal', crossZone: true });
