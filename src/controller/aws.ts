@@ -1,9 +1,9 @@
 /**
  * What a controller needs to run with the aws provider, read from
  * keel-aws.yml (aws-deployment.ts): the provider's options, its limits and
- * the spec's defaults. Pure: a checked deployment and what the file does not
- * hold (the ids of what was created by hand, where nodes get Keel) in, values
- * out; no AWS call.
+ * the spec's defaults, and how it gives new nodes their credentials. Pure: a
+ * checked deployment and what the file does not hold (aws-launch.json: the
+ * nodes' group id, where nodes get Keel) in, values out; no AWS call.
  */
 import type { ProviderLimits } from './spec.js';
 import { KeelError } from '../errors.js';
@@ -11,18 +11,11 @@ import type { AwsDeployment } from '../providers/aws-deployment.js';
 import { parameterPrefixOf } from '../providers/aws-deployment.js';
 import { names, ports } from '../providers/aws-plan.js';
 import type { AwsProviderOptions, AwsUserDataNodeOptions } from '../providers/aws.js';
+import type { AwsNodeCredentialsOptions } from '../providers/aws-credentials.js';
+import type { AwsControllerLaunchFile } from '../providers/aws-launch.js';
 
-/** What keel-aws.yml does not say: created by hand (the plan's step 4) or chosen by whoever starts the controller. */
-export interface AwsControllerLaunch {
-  /** the nodes' security group (the plan's keel-<cluster>-db), by id: EC2 launches into ids */
-  securityGroupIds: string[];
-  /** where a node gets Keel (a release tarball with its sha256, an S3 object, or a path on the AMI) */
-  keel: AwsUserDataNodeOptions['keel'];
-  /** the nodes' instance profile; default the plan's keel-<cluster>-node */
-  instanceProfileName?: string;
-  nodejs?: AwsUserDataNodeOptions['nodejs'];
-  /** an EC2-compatible endpoint (tests); AWS's own by default */
-  endpoint?: string;
+/** What keel-aws.yml does not say (aws-launch.json, which `keel aws up` writes), and for tests the provider's waits. */
+export interface AwsControllerLaunch extends AwsControllerLaunchFile {
   /** more for the provider: waits, retries (tests shorten them) */
   provider?: Partial<Pick<AwsProviderOptions, 'maxAttempts' | 'fenceWaitSeconds' | 'destroyWaitSeconds' | 'waiterDelaySeconds' | 'pgPort' | 'apiPort'>>;
 }
@@ -52,8 +45,23 @@ export function awsProviderOptions(d: AwsDeployment, launch: AwsControllerLaunch
     instanceProfileName: launch.instanceProfileName ?? names(d).nodeRole,
     dataVolume: { sizeGiB: d.dataVolumeGiB },
     userData: { nodeOptions },
-    ...(launch.endpoint === undefined ? {} : { endpoint: launch.endpoint }),
+    ...(launch.endpoints?.ec2 === undefined ? {} : { endpoint: launch.endpoints.ec2 }),
+    // every node is a target of both groups; their health checks (/primary, /replica) pick who serves
+    ...(d.loadBalancer === undefined ? {} : { targetGroups: { names: [names(d).rwTargetGroup, names(d).roTargetGroup], ...(launch.endpoints?.elb === undefined ? {} : { endpoint: launch.endpoints.elb }) } }),
     ...launch.provider,
+  };
+}
+
+/** How the controller gives each node it launches its certificate and token (aws-credentials.ts). */
+export function awsNodeCredentialsOptions(d: AwsDeployment, launch: AwsControllerLaunch): AwsNodeCredentialsOptions {
+  return {
+    region: d.region,
+    cluster: d.cluster,
+    parameterPrefix: parameterPrefixOf(d),
+    kmsKeyId: d.ssm.kmsKeyId,
+    serverNames: launch.loadBalancerDnsName === undefined ? [] : [launch.loadBalancerDnsName],
+    ...(launch.endpoints?.ssm === undefined ? {} : { endpoint: launch.endpoints.ssm }),
+    ...(launch.provider?.maxAttempts === undefined ? {} : { maxAttempts: launch.provider.maxAttempts }),
   };
 }
 

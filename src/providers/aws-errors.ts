@@ -27,8 +27,19 @@ export function isZoneCapacityError(err: unknown): boolean {
 }
 
 /** `ec2:RunInstances` for the SDK's RunInstancesCommand (`ssm:PutParameter` with service 'ssm'): the IAM action a command needs. */
-export function iamActionOf(commandName: string, service: 'ec2' | 'ssm' | 'iam' | 'elasticloadbalancing' = 'ec2'): string {
+export function iamActionOf(commandName: string, service: AwsService = 'ec2'): string {
   return `${service}:${commandName.replace(/Command$/, '')}`;
+}
+
+export type AwsService = 'ec2' | 'ssm' | 'iam' | 'elasticloadbalancing';
+
+/** One call to an AWS service; what it throws becomes a KeelError naming the command's IAM action. */
+export async function callAws<C extends object, T>(service: AwsService, command: C, send: (command: C) => Promise<T>): Promise<T> {
+  try {
+    return await send(command);
+  } catch (err) {
+    throw awsError(err, iamActionOf(command.constructor.name, service));
+  }
 }
 
 function messageOf(err: unknown): string {

@@ -19,6 +19,7 @@ import {
   RunInstancesCommand,
   StopInstancesCommand,
   TerminateInstancesCommand,
+  waitUntilInstanceRunning,
   waitUntilInstanceStopped,
   waitUntilInstanceTerminated,
   type Instance,
@@ -27,7 +28,9 @@ import {
   type Tag,
 } from '@aws-sdk/client-ec2';
 import { KeelError } from '../errors.js';
-import { awsError, awsErrorCode, iamActionOf, isZoneCapacityError } from './aws-errors.js';
+import type { NodeCredentials } from './aws-credentials.js';
+import { awsError, awsErrorCode, callAws, iamActionOf, isZoneCapacityError } from './aws-errors.js';
+import { AwsTargetGroups } from './aws-targets.js';
 import { buildUserData, type AwsNodeOptionsInput } from './aws-userdata.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 
@@ -76,6 +79,13 @@ export interface AwsProviderOptions {
   waiterDelaySeconds?: { min: number; max: number };
   /** the nonce of a creation without `creationId` (tests inject it) */
   randomId?: () => string;
+  /**
+   * gives each launched node its certificate and token, which name the address EC2 picked
+   * (aws-credentials.ts); without it the nodes' parameters are written by someone else
+   */
+  credentials?: NodeCredentials;
+  /** the NLB's target groups (by name) every node is registered in once running; health checks pick who serves */
+  targetGroups?: { names: string[]; endpoint?: string };
 }
 
 /** What buildUserData() needs that the provider does not know itself. */
@@ -118,6 +128,7 @@ export class AwsProvider implements Provider {
   private readonly pgPort: number;
   private readonly apiPort: number;
   private readonly waiterDelay: { minDelay: number; maxDelay: number };
+  private readonly targets: AwsTargetGroups | null;
 
   constructor(private readonly o: AwsProviderOptions) {
     const problems: string[] = [];
@@ -135,6 +146,7 @@ export class AwsProvider implements Provider {
       maxAttempts: o.maxAttempts ?? 5,
       ...(o.endpoint === undefined ? {} : { endpoint: o.endpoint }),
     });
+    this.targets = o.targetGroups === undefined || o.targetGroups.names.length === 0 ? null : new AwsTargetGroups({ region: o.region, names: o.targetGroups.names, maxAttempts: o.maxAttempts, endpoint: o.targetGroups.endpoint });
   }
 
   async list(cluster: string): Promise<NodeInfo[]> {
@@ -162,6 +174,7 @@ export class AwsProvider implements Provider {
         const out = await this.call(new RunInstancesCommand(this.runInput(spec, zone, nonce)), (c) => this.client.send(c));
         const instance = out.Instances?.[0];
         if (instance === undefined) throw new KeelError('KEEL_AWS_FAILED', `ec2:RunInstances returned no instance for ${spec.name}`);
+        await this.afterLaunch(spec.name, instance);
         return this.launched(spec.name, zone, instance);
       } catch (err) {
         // another zone may have capacity for this type; anything else is not a zone's problem
@@ -176,16 +189,45 @@ export class AwsProvider implements Provider {
     const ids = (await this.instances([{ Name: `tag:${awsTags.node}`, Values: [name] }])).flatMap((i) => (i.InstanceId === undefined ? [] : [i.InstanceId]));
     // nothing left: destroyed already
     if (ids.length === 0) return;
+    // out of the NLB first, so no new connection is sent to a node on its way out
+    await this.targets?.deregister(ids, this.pgPort);
     await this.call(new TerminateInstancesCommand({ InstanceIds: ids }), (c) => this.client.send(c));
     const maxWaitTime = this.o.destroyWaitSeconds ?? 600;
     try {
       await waitUntilInstanceTerminated({ client: this.client, maxWaitTime, ...this.waiterDelay }, { InstanceIds: ids });
     } catch {
       const states = await this.statesOf(ids);
-      if (states.every((s) => s.state === 'terminated' || s.state === 'absent')) return;
-      throw new KeelError('KEEL_AWS_FAILED', `${name} (${describeStates(states)}) is not terminated ${maxWaitTime} s after ec2:TerminateInstances`, {
-        hint: 'look at the instance in the EC2 console; destroy it again, or terminate it there',
-      });
+      if (!states.every((s) => s.state === 'terminated' || s.state === 'absent')) {
+        throw new KeelError('KEEL_AWS_FAILED', `${name} (${describeStates(states)}) is not terminated ${maxWaitTime} s after ec2:TerminateInstances`, {
+          hint: 'look at the instance in the EC2 console; destroy it again, or terminate it there',
+        });
+      }
+    }
+    await this.o.credentials?.forget(name, ids);
+  }
+
+  /**
+   * A launched instance gets its credentials, then joins the NLB once running. If it cannot get them it
+   * is terminated: it would wait at boot for parameters that never come.
+   */
+  private async afterLaunch(name: string, instance: Instance): Promise<void> {
+    const id = instance.InstanceId;
+    if (id === undefined) throw new KeelError('KEEL_AWS_FAILED', `ec2:RunInstances returned an instance without an id for ${name}`);
+    const credentials = this.o.credentials;
+    if (credentials !== undefined) {
+      try {
+        const address = instance.PrivateIpAddress;
+        if (address === undefined) throw new KeelError('KEEL_AWS_FAILED', `ec2:RunInstances returned ${id} without a private address`);
+        await credentials.issue({ name, instanceId: id, address });
+      } catch (err) {
+        await this.call(new TerminateInstancesCommand({ InstanceIds: [id] }), (c) => this.client.send(c)).catch(() => undefined);
+        throw err;
+      }
+    }
+    if (this.targets !== null) {
+      // an NLB takes only running instances as targets
+      await waitUntilInstanceRunning({ client: this.client, maxWaitTime: this.o.destroyWaitSeconds ?? 600, ...this.waiterDelay }, { InstanceIds: [id] }).catch(() => undefined);
+      await this.targets.register([id], this.pgPort);
     }
   }
 
@@ -330,12 +372,8 @@ export class AwsProvider implements Provider {
   }
 
   /** One EC2 call; what it throws becomes a KeelError naming the command's IAM action. */
-  private async call<C extends object, T>(command: C, send: (command: C) => Promise<T>): Promise<T> {
-    try {
-      return await send(command);
-    } catch (err) {
-      throw awsError(err, iamActionOf(command.constructor.name));
-    }
+  private call<C extends object, T>(command: C, send: (command: C) => Promise<T>): Promise<T> {
+    return callAws('ec2', command, send);
   }
 }
 

@@ -68,7 +68,12 @@ export const placeholderSecrets: Secrets = { superuser: 'x'.repeat(16), replicat
 
 /** Node `name`'s API token: 32 bytes derived from the cluster's key, so each node has its own and the CLI can find any of them. */
 export function nodeApiToken(secrets: Secrets, name: string): string {
-  return createHmac('sha256', secrets.apiToken).update(`keel api token:${name}`).digest('base64url');
+  return apiTokenFromKey(secrets.apiToken, name);
+}
+
+/** The same derivation from the key alone (on AWS the controller holds the key, not the other secrets). */
+export function apiTokenFromKey(key: string, name: string): string {
+  return createHmac('sha256', key).update(`keel api token:${name}`).digest('base64url');
 }
 
 /** The etcd users (the CN of each component's client certificate) of a cluster. */

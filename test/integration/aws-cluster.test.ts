@@ -8,6 +8,11 @@
  * component; a router runs in the root namespace on 127.0.0.1. Nothing
  * reaches AWS.
  *
+ * Each node gets its certificate and token from the provider, as on AWS: the
+ * controller issues them once EC2 has given the instance its address and
+ * writes them to SSM (a loopback SSM endpoint, whose parameters are the files
+ * the booting host reads), the instance id last; the host waits for that.
+ *
  * The first node is launched by hand (as the On AWS walk-through does); the
  * controller brings the cluster to three nodes, one per zone, replaces the
  * leader's instance when it is terminated through the EC2 API, and places a
@@ -18,9 +23,9 @@
  * 19750-19752; the namespaces' /24 is 10.81.0.0.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { EC2Client, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Controller } from '../../src/controller/controller.js';
@@ -29,15 +34,15 @@ import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { setUpEtcdAuth } from '../../src/dcs/etcd-auth.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView } from '../../src/model/values.js';
-import { AwsProvider, awsTags, type AwsUserDataNodeOptions } from '../../src/providers/aws.js';
-import { awsControllerDefaults, awsProviderLimits, awsProviderOptions } from '../../src/controller/aws.js';
-import { parseAwsDeployment, type AwsDeployment } from '../../src/providers/aws-deployment.js';
-import { parseAwsNodeOptions, secretParameters } from '../../src/providers/aws-userdata.js';
+import { AwsProvider, awsTags } from '../../src/providers/aws.js';
+import { awsControllerDefaults, awsNodeCredentialsOptions, awsProviderLimits, awsProviderOptions, type AwsControllerLaunch } from '../../src/controller/aws.js';
+import { SsmNodeCredentials } from '../../src/providers/aws-credentials.js';
+import { parameterPrefixOf, parseAwsDeployment, type AwsDeployment } from '../../src/providers/aws-deployment.js';
+import { instanceIdParameter, secretParameters, type AwsNodeOptions } from '../../src/providers/aws-userdata.js';
 import { etcdUsers, LocalLayout } from '../../src/providers/local-layout.js';
 import { keelBin } from '../../src/providers/local.js';
 import { NetnsEtcd } from '../../src/providers/netns-etcd.js';
 import { NetnsNetwork, removeStaleNamespaces } from '../../src/providers/netns-net.js';
-import { issueCertificate } from '../../src/tls/pki.js';
 import { isReady } from '../../src/supervisor/local-cluster.js';
 import { silentLogger } from '../../src/util/log.js';
 import { terminateIfNamed } from '../../src/util/process.js';
@@ -47,6 +52,7 @@ import { localController } from '../support/controller.js';
 import { Ec2Endpoint, ec2EndpointCredentials } from '../support/ec2-endpoint.js';
 import type { Ec2Instance } from '../support/ec2-fleet.js';
 import { Ec2NetnsBacking } from '../support/ec2-netns.js';
+import { SsmEndpoint } from '../support/ssm-endpoint.js';
 
 const repo = join(import.meta.dirname, '../..');
 const isRoot = process.getuid?.() === 0;
@@ -77,7 +83,7 @@ const deployment: AwsDeployment = parseAwsDeployment({
 });
 
 const secret = () => randomBytes(24).toString('base64url');
-const passwords: Record<string, string> = { 'superuser-password': secret(), 'rewind-password': secret(), 'app-password': secret(), 'api-token': secret() };
+const passwords: Record<string, string> = { 'superuser-password': secret(), 'rewind-password': secret(), 'app-password': secret() };
 const etcdRootPassword = secret();
 
 const layout: LocalLayout = makeClusterDir('/tmp/keel-aws-cluster-');
@@ -86,6 +92,8 @@ const savedEnv = { ...process.env };
 let net: NetnsNetwork | null = null;
 let etcd: NetnsEtcd | null = null;
 let endpoint: Ec2Endpoint | null = null;
+let ssm: SsmEndpoint | null = null;
+let credentials: SsmNodeCredentials | null = null;
 let backing: Ec2NetnsBacking | null = null;
 let dcs: EtcdDcs | null = null;
 let controllerDcs: EtcdDcs | null = null;
@@ -93,7 +101,6 @@ let controller: Controller | null = null;
 let provider: AwsProvider | null = null;
 let ec2: EC2Client | null = null;
 let routerPid: number | null = null;
-let nodeOptions: AwsUserDataNodeOptions;
 let failed = false;
 const login = (): Login => ({ user: 'app', password: passwords['app-password']!, caPem: readFileSync(layout.caFiles.cert, 'utf8') });
 
@@ -101,20 +108,20 @@ function tagOf(instance: Readonly<Ec2Instance>, key: string): string {
   return instance.tags.find((t) => t.key === key)?.value ?? '';
 }
 
-/** The instance's parameters as SSM would hold them; its certificate names its address (and 127.0.0.1, the router's). */
-async function prepareSecrets(instance: Readonly<Ec2Instance>): Promise<void> {
-  const options = parseAwsNodeOptions({ ...nodeOptions, name: tagOf(instance, awsTags.node), cluster: CLUSTER, region: REGION, zone: instance.zone });
-  const parameters = secretParameters(options);
-  const file = (key: keyof typeof parameters): string => {
-    const path = join(secretsDir, parameters[key]!);
-    mkdirSync(dirname(path), { recursive: true });
-    return path;
-  };
-  for (const [key, value] of Object.entries(passwords)) writeFileSync(file(key as keyof typeof parameters), `${value}\n`, { mode: 0o600 });
-  const ca = layout.caFiles;
-  await issueCertificate(ca, { cert: file('node.crt'), key: file('node.key') }, { commonName: etcdUsers(CLUSTER).agent, names: [instance.privateIpAddress, '127.0.0.1'], usage: 'both' });
-  await issueCertificate(ca, { cert: file('replication.crt'), key: file('replication.key') }, { commonName: 'replicator', usage: 'client' });
-  writeFileSync(file('ca.crt'), readFileSync(ca.cert));
+/** What `keel aws up` puts in SSM for the whole cluster: the passwords, the CA (its key for the controller), the key tokens derive from. */
+async function seedClusterParameters(): Promise<void> {
+  const prefix = parameterPrefixOf(deployment);
+  for (const [key, value] of Object.entries(passwords)) await ssm!.seed(`${prefix}/${key}`, value, 'SecureString');
+  await ssm!.seed(`${prefix}/tls/ca.crt`, readFileSync(layout.caFiles.cert, 'utf8'), 'String');
+  await ssm!.seed(`${prefix}/tls/ca.key`, readFileSync(layout.caFiles.key, 'utf8'), 'SecureString');
+  await ssm!.seed(`${prefix}/api-key`, secret(), 'SecureString');
+}
+
+/** A node's own parameters, as the provider's credentials wrote them (null when absent). */
+async function nodeParameter(node: string, key: 'instance-id' | 'node.crt' | 'api-token'): Promise<string | null> {
+  const prefix = parameterPrefixOf(deployment);
+  if (key === 'instance-id') return ssm!.value(instanceIdParameter(prefix, node));
+  return ssm!.value(secretParameters({ parameterPrefix: prefix, cluster: CLUSTER, name: node } as AwsNodeOptions)[key]!);
 }
 
 function startRouter(): void {
@@ -152,15 +159,19 @@ beforeAll(async () => {
   await dcs.putConfig({ ...defaultDynamicConfig }, null);
   startRouter();
 
-  const options = awsProviderOptions(deployment, {
+  ssm = await SsmEndpoint.start({ dir: secretsDir, region: REGION, credentials: ec2EndpointCredentials });
+  await seedClusterParameters();
+  const launch: AwsControllerLaunch = {
     securityGroupIds: ['sg-0123456789abcdef0'],
     keel: { kind: 'path', path: repo },
     nodejs: 'present',
-    endpoint: `http://127.0.0.1:${endpointPort}`,
+    endpoints: { ec2: `http://127.0.0.1:${endpointPort}`, ssm: ssm.url },
     provider: { maxAttempts: 2, waiterDelaySeconds: { min: 0.25, max: 1 }, fenceWaitSeconds: 30, destroyWaitSeconds: 30 },
-  });
-  nodeOptions = (options.userData as { nodeOptions: AwsUserDataNodeOptions }).nodeOptions;
-  backing = new Ec2NetnsBacking({ net, dir: join(layout.dir, 'instances'), secretsDir, prepareSecrets });
+  };
+  credentials = new SsmNodeCredentials(awsNodeCredentialsOptions(deployment, launch));
+  const options = { ...awsProviderOptions(deployment, launch), credentials };
+  // no prepareSecrets: the provider's credentials write each node's parameters, the host waits for them
+  backing = new Ec2NetnsBacking({ net, dir: join(layout.dir, 'instances'), secretsDir });
   endpoint = await Ec2Endpoint.start({
     port: endpointPort,
     region: REGION,
@@ -210,6 +221,8 @@ afterAll(async () => {
   await step('controller', () => controller?.stop());
   await step('router', () => (routerPid === null ? undefined : terminateIfNamed(routerPid, ['router', `--cluster ${CLUSTER}`], 5000)));
   await step('endpoint', () => endpoint?.close());
+  await step('ssm', () => ssm?.close());
+  credentials?.client.destroy();
   await step('instances', () => backing?.close());
   ec2?.destroy();
   provider?.client.destroy();
@@ -315,6 +328,17 @@ describe('Keel on the loopback EC2 endpoint', () => {
       expect(endpoint!.hookErrors).toEqual([]);
       const created = endpoint!.calls('RunInstances').filter((r) => r.code === null).length;
       expect(created).toBe(3);
+      // each node's parameters are its own instance's: its id, a certificate naming its address, a token of its own
+      const tokens = new Set<string>();
+      for (const node of await provider!.list(CLUSTER)) {
+        expect(await nodeParameter(node.name, 'instance-id')).toBe(liveInstanceOf(node.name).instanceId);
+        const certificate = new X509Certificate((await nodeParameter(node.name, 'node.crt'))!);
+        expect(certificate.subjectAltName).toContain(`IP Address:${node.pgAddress.split(':')[0]}`);
+        expect(certificate.checkIssued(new X509Certificate(readFileSync(layout.caFiles.cert)))).toBe(true);
+        tokens.add((await nodeParameter(node.name, 'api-token'))!);
+      }
+      expect(tokens.size).toBe(3);
+      expect(ssm!.typeOf(`${parameterPrefixOf(deployment)}/nodes/node1/tls/node.key`)).toBe('SecureString');
     } catch (err) {
       failed = true;
       throw err;
@@ -347,6 +371,7 @@ describe('Keel on the loopback EC2 endpoint', () => {
       console.log(`AWS: ${oldLeader}'s replacement ${replacement} streams in ${zone}: ${replacedSeconds.toFixed(1)} s after the termination`);
       // a new instance (the name may be the freed one: the controller takes the first free name)
       expect(liveInstanceOf(replacement).instanceId).not.toBe(instance.instanceId);
+      expect(await nodeParameter(replacement, 'instance-id')).toBe(liveInstanceOf(replacement).instanceId);
       expect(endpoint!.instance(instance.instanceId)?.state).toBe('terminated');
       expect(endpoint!.hookErrors).toEqual([]);
     } catch (err) {

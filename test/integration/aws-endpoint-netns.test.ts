@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNodeConfig } from '../../src/config/load.js';
 import { AwsProvider, awsTags, type AwsUserDataNodeOptions } from '../../src/providers/aws.js';
-import { parseAwsNodeOptions, secretParameters } from '../../src/providers/aws-userdata.js';
+import { instanceIdParameter, parseAwsNodeOptions, secretParameters } from '../../src/providers/aws-userdata.js';
 import { namespacePids, NetnsNetwork, removeStaleNamespaces } from '../../src/providers/netns-net.js';
 import { ensureCertificateAuthority, issueCertificate, type CertificateAuthority } from '../../src/tls/pki.js';
 import { commandLine, isAlive } from '../../src/util/process.js';
@@ -70,6 +70,9 @@ async function prepareSecrets(instance: Readonly<Ec2Instance>): Promise<void> {
   await issueCertificate(ca, { cert: file('node.crt'), key: file('node.key') }, { commonName: `${CLUSTER}-agent`, names: [instance.privateIpAddress], usage: 'both' });
   await issueCertificate(ca, { cert: file('replication.crt'), key: file('replication.key') }, { commonName: 'replicator', usage: 'client' });
   writeFileSync(file('ca.crt'), readFileSync(ca.cert));
+  // last, as the controller does: the user data reads nothing before this names its instance
+  const holder = join(secretsDir, instanceIdParameter(options.parameterPrefix ?? `/keel/${CLUSTER}`, options.name));
+  writeFileSync(holder, instance.instanceId, { mode: 0o600 });
 }
 
 beforeAll(async () => {

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNodeConfig } from '../../src/config/load.js';
-import { buildUserData, parseAwsNodeOptions, secretParameters, type AwsNodeOptionsInput } from '../../src/providers/aws-userdata.js';
+import { buildUserData, instanceIdParameter, parseAwsNodeOptions, secretParameters, type AwsNodeOptionsInput } from '../../src/providers/aws-userdata.js';
 import { ensureCertificateAuthority, issueCertificate } from '../../src/tls/pki.js';
 
 const repo = join(import.meta.dirname, '../..');
@@ -42,6 +42,10 @@ const work = mkdtempSync('/tmp/keel-boot-');
 const secretsDir = join(work, 'ssm');
 const script = join(work, 'user-data.sh');
 let inNamespace = false;
+const instanceId = 'i-0b00700000000000a';
+/** loop devices standing for EBS data volumes, detached in afterAll */
+const loopDevices: string[] = [];
+const mounts: string[] = [];
 
 function postgresIds(): { uid: number; gid: number } {
   const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'))!;
@@ -49,9 +53,11 @@ function postgresIds(): { uid: number; gid: number } {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
-function run(root: string, address: string): { status: number | null; output: string } {
-  const env = { ...process.env, KEEL_BOOT_ROOT: root, KEEL_BOOT_SECRETS_DIR: secretsDir, KEEL_BOOT_ADDRESS: address, KEEL_BOOT_SYSTEMD: '0' };
-  const command = inNamespace ? ['ip', ['netns', 'exec', namespace, 'bash', script]] as const : ['bash', [script]] as const;
+function run(root: string, address: string, more: { dataDevice?: string; instanceId?: string } = {}): { status: number | null; output: string } {
+  const env: NodeJS.ProcessEnv = { ...process.env, KEEL_BOOT_ROOT: root, KEEL_BOOT_SECRETS_DIR: secretsDir, KEEL_BOOT_ADDRESS: address, KEEL_BOOT_INSTANCE_ID: more.instanceId ?? instanceId, KEEL_BOOT_SYSTEMD: '0' };
+  if (more.dataDevice !== undefined) env.KEEL_BOOT_DATA_DEVICE = more.dataDevice;
+  // a mount made inside `ip netns exec` (its own mount namespace) would be gone when the script ends
+  const command = inNamespace && more.dataDevice === undefined ? ['ip', ['netns', 'exec', namespace, 'bash', script]] as const : ['bash', [script]] as const;
   const result = spawnSync(command[0], [...command[1]], { env, encoding: 'utf8', timeout: 60_000 });
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
 }
@@ -74,10 +80,29 @@ beforeAll(async () => {
   await issueCertificate(ca, { cert: file('replication.crt'), key: file('replication.key') }, { commonName: 'replicator', usage: 'client' });
   await issueCertificate(ca, { cert: file('router.crt'), key: file('router.key') }, { commonName: 'main-router', usage: 'client' });
   writeFileSync(file('ca.crt'), readFileSync(ca.cert));
+  // what the controller writes last once the rest is there: the instance these parameters are for
+  writeFileSync(join(secretsDir, instanceIdParameter(parsed.parameterPrefix ?? '/keel/main', parsed.name)), instanceId, { mode: 0o600 });
   writeFileSync(script, buildUserData(options), { mode: 0o700 });
 });
 
+/** A blank 64 MiB block device, as a new EBS volume is. */
+function blankDevice(name: string): string {
+  const image = join(work, `${name}.img`);
+  writeFileSync(image, '');
+  spawnSync('truncate', ['-s', '64M', image]);
+  const attached = spawnSync('losetup', ['-f', '--show', image], { encoding: 'utf8' });
+  if (attached.status !== 0) throw new Error(`losetup failed: ${attached.stderr}`);
+  const device = attached.stdout.trim();
+  loopDevices.push(device);
+  return device;
+}
+
+const findmnt = (path: string): string => spawnSync('findmnt', ['-n', '-r', '-o', 'SOURCE,FSTYPE,LABEL', '-M', path], { encoding: 'utf8' }).stdout.trim();
+
 afterAll(() => {
+  // unmounted before the directory holding them goes, then detached
+  for (const mount of mounts.reverse()) spawnSync('umount', [mount]);
+  for (const device of loopDevices) spawnSync('losetup', ['-d', device]);
   if (inNamespace) spawnSync('ip', ['netns', 'delete', namespace]);
   rmSync(work, { recursive: true, force: true });
 });
@@ -122,6 +147,52 @@ describe('the user data on a test host', () => {
     const again = run(root, '10.0.1.21');
     expect(again.status).toBe(0);
     expect(loadNodeConfig(join(root, 'etc/keel/node.yml')).name).toBe('node1');
+  });
+
+  it('waits for the parameters of its own instance: those of another instance of the same name are not read', () => {
+    const other = join(work, 'host-stale');
+    const started = Date.now();
+    const stale = spawnSync('bash', [script], {
+      env: { ...process.env, KEEL_BOOT_ROOT: other, KEEL_BOOT_SECRETS_DIR: secretsDir, KEEL_BOOT_ADDRESS: '10.0.1.21', KEEL_BOOT_INSTANCE_ID: 'i-0ffff00000000000b', KEEL_BOOT_SYSTEMD: '0' },
+      encoding: 'utf8',
+      timeout: 4000,
+    });
+    // still waiting when stopped: it had read no secret and written no node.yml
+    expect(stale.signal).toBe('SIGTERM');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(3900);
+    expect(`${stale.stdout}${stale.stderr}`).toContain('waiting for the credentials of i-0ffff00000000000b');
+    expect(existsSync(join(other, 'etc/keel/node.yml'))).toBe(false);
+  });
+
+  it('formats a blank data volume as ext4 keel-data, mounts it on /var/lib/keel, and never formats it again', () => {
+    const hostRoot = join(work, 'host-volume');
+    const device = blankDevice('data');
+    mounts.push(join(hostRoot, 'var/lib/keel'));
+    const first = run(hostRoot, '10.0.1.21', { dataDevice: device });
+    expect(first.status, first.output).toBe(0);
+    expect(first.output).toContain(`formatting the data volume ${device}`);
+    expect(findmnt(join(hostRoot, 'var/lib/keel'))).toBe(`${device} ext4 keel-data`);
+    // PostgreSQL's directory is on it
+    expect(spawnSync('findmnt', ['-n', '-o', 'SOURCE', '-T', join(hostRoot, 'var/lib/keel/postgres')], { encoding: 'utf8' }).stdout.trim()).toBe(device);
+    writeFileSync(join(hostRoot, 'var/lib/keel/marker'), 'kept');
+    spawnSync('umount', [join(hostRoot, 'var/lib/keel')]);
+
+    const again = run(hostRoot, '10.0.1.21', { dataDevice: device });
+    expect(again.status, again.output).toBe(0);
+    expect(again.output).not.toContain('formatting');
+    expect(readFileSync(join(hostRoot, 'var/lib/keel/marker'), 'utf8')).toBe('kept');
+  });
+
+  it('refuses a data volume that holds another file system, and leaves it as it was', () => {
+    const hostRoot = join(work, 'host-foreign');
+    const device = blankDevice('foreign');
+    expect(spawnSync('mkfs.ext4', ['-q', '-L', 'someone-else', device]).status).toBe(0);
+    const result = run(hostRoot, '10.0.1.21', { dataDevice: device });
+    expect(result.status).not.toBe(0);
+    expect(result.output).toContain("not Keel's ext4 keel-data: not touching it");
+    expect(spawnSync('blkid', ['-o', 'value', '-s', 'LABEL', device], { encoding: 'utf8' }).stdout.trim()).toBe('someone-else');
+    expect(findmnt(join(hostRoot, 'var/lib/keel'))).toBe('');
+    expect(existsSync(join(hostRoot, 'etc/keel/node.yml'))).toBe(false);
   });
 
   it('refuses a node certificate that does not name the address, and writes no node.yml', () => {

@@ -32,8 +32,10 @@ export interface Ec2NetnsOptions {
   /** KEEL_BOOT_SECRETS_DIR: files at <secretsDir><parameter name> */
   secretsDir: string;
   /**
-   * Puts the instance's secrets under secretsDir before its user data runs:
-   * its certificate must name the address the endpoint gave it
+   * Puts the instance's secrets under secretsDir before its user data runs (its
+   * certificate must name the address the endpoint gave it), the instance-id
+   * parameter last; without it, someone else does (the provider's credentials
+   * through a loopback SSM), and the user data waits for them
    */
   prepareSecrets?: (instance: Readonly<Ec2Instance>) => Promise<void>;
   /** how long the user data may run; default 120 s */
@@ -54,8 +56,8 @@ export interface Ec2NetnsHost {
 }
 
 /** The user data's test hooks (aws-userdata.ts) for one instance. */
-export function bootEnvironment(root: string, secretsDir: string, address: string): Record<string, string> {
-  return { KEEL_BOOT_ROOT: root, KEEL_BOOT_SECRETS_DIR: secretsDir, KEEL_BOOT_ADDRESS: address, KEEL_BOOT_SYSTEMD: '0' };
+export function bootEnvironment(root: string, secretsDir: string, address: string, instanceId: string): Record<string, string> {
+  return { KEEL_BOOT_ROOT: root, KEEL_BOOT_SECRETS_DIR: secretsDir, KEEL_BOOT_ADDRESS: address, KEEL_BOOT_INSTANCE_ID: instanceId, KEEL_BOOT_SYSTEMD: '0' };
 }
 
 export class Ec2NetnsBacking implements Ec2Lifecycle {
@@ -150,7 +152,7 @@ export class Ec2NetnsBacking implements Ec2Lifecycle {
   }
 
   private runUserData(record: Ec2NetnsHost, script: string): Promise<void> {
-    const env = { ...process.env, ...bootEnvironment(record.root, this.options.secretsDir, record.host.address) };
+    const env = { ...process.env, ...bootEnvironment(record.root, this.options.secretsDir, record.host.address, record.instanceId) };
     const timeout = this.options.bootTimeoutMs ?? 120_000;
     return new Promise((resolve, reject) => {
       execFile('ip', ['netns', 'exec', record.host.namespace, 'bash', script], { env, timeout, encoding: 'utf8', maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {

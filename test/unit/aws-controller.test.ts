@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KeelError } from '../../src/errors.js';
 import { AwsProvider, type AwsUserDataNodeOptions } from '../../src/providers/aws.js';
-import { awsControllerDefaults, awsProviderLimits, awsProviderOptions } from '../../src/controller/aws.js';
+import { awsControllerDefaults, awsNodeCredentialsOptions, awsProviderLimits, awsProviderOptions } from '../../src/controller/aws.js';
+import { parseAwsControllerLaunch } from '../../src/providers/aws-launch.js';
 import { parseAwsDeploymentText } from '../../src/providers/aws-deployment.js';
 import { buildUserData } from '../../src/providers/aws-userdata.js';
 
@@ -43,8 +44,32 @@ describe('the aws provider of keel-aws.yml', () => {
   });
 
   it('passes an endpoint, a profile and the provider\'s waits when given', () => {
-    const options = awsProviderOptions(example, { ...launch, instanceProfileName: 'keel-other', endpoint: 'http://127.0.0.1:9', provider: { fenceWaitSeconds: 30, maxAttempts: 2 } });
+    const options = awsProviderOptions(example, { ...launch, instanceProfileName: 'keel-other', endpoints: { ec2: 'http://127.0.0.1:9' }, provider: { fenceWaitSeconds: 30, maxAttempts: 2 } });
     expect(options).toMatchObject({ instanceProfileName: 'keel-other', endpoint: 'http://127.0.0.1:9', fenceWaitSeconds: 30, maxAttempts: 2 });
+  });
+
+  it('registers nodes in the NLB\'s two target groups when the file has one, and in none without', () => {
+    expect(awsProviderOptions(example, launch).targetGroups).toEqual({ names: ['keel-main-rw', 'keel-main-ro'] });
+    const withoutNlb = parseAwsDeploymentText(readFileSync(join(import.meta.dirname, '../../deploy/aws/keel-aws.yml'), 'utf8').replace(/^loadBalancer:[\s\S]*$/m, ''));
+    expect(awsProviderOptions(withoutNlb, launch).targetGroups).toBeUndefined();
+  });
+
+  it('gives new nodes credentials from the file\'s SSM prefix and key, naming the NLB', () => {
+    expect(awsNodeCredentialsOptions(example, { ...launch, loadBalancerDnsName: 'keel-main-0123.elb.eu-west-1.amazonaws.com' })).toEqual({
+      region: 'eu-west-1',
+      cluster: 'main',
+      parameterPrefix: '/keel/main',
+      kmsKeyId: 'alias/aws/ssm',
+      serverNames: ['keel-main-0123.elb.eu-west-1.amazonaws.com'],
+    });
+  });
+
+  it('reads aws-launch.json, refusing unknown keys and bad ids with KEEL_CONFIG_INVALID', () => {
+    expect(parseAwsControllerLaunch(JSON.stringify(launch))).toEqual(launch);
+    for (const bad of [{ ...launch, password: 'x' }, { ...launch, securityGroupIds: ['default'] }, { ...launch, keel: { kind: 'url', url: 'http://plain.example/k.tgz', sha256: 'a'.repeat(64) } }]) {
+      expect(() => parseAwsControllerLaunch(JSON.stringify(bad))).toThrow(expect.objectContaining({ code: 'KEEL_CONFIG_INVALID' }) as Error);
+    }
+    expect(() => parseAwsControllerLaunch('{')).toThrow(expect.objectContaining({ code: 'KEEL_CONFIG_UNREADABLE' }) as Error);
   });
 
   it('refuses a launch without the nodes\' security group, naming the plan\'s group', () => {
