@@ -1,6 +1,13 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
+import { awsControllerDefaults, awsNodeCredentialsOptions, awsProviderLimits, awsProviderOptions } from '../controller/aws.js';
 import { Controller } from '../controller/controller.js';
+import { KeelError } from '../errors.js';
+import { AwsProvider } from '../providers/aws.js';
+import { SsmNodeCredentials } from '../providers/aws-credentials.js';
+import { parseAwsDeploymentText } from '../providers/aws-deployment.js';
+import { parseAwsControllerLaunch } from '../providers/aws-launch.js';
 import { localZones, type ProviderLimits } from '../controller/spec.js';
 import { EtcdDcs } from '../dcs/etcd.js';
 import { reloadEtcdOnHangUp } from './hangup.js';
@@ -18,9 +25,45 @@ export const localLimits: ProviderLimits = { maxNodes: maxLocalNodes, instanceCl
 /** Without a provider Keel knows no limits but its own. */
 export const unknownLimits: ProviderLimits = { maxNodes: 100, instanceClasses: null };
 
-async function run(options: TargetOptions & { name?: string; drainSeconds: string }): Promise<void> {
+interface ControllerOptions extends TargetOptions {
+  name?: string;
+  drainSeconds: string;
+  awsConfig?: string;
+  awsLaunch?: string;
+}
+
+/** The aws provider of keel-aws.yml and aws-launch.json, giving new nodes their credentials; its limits and first spec. */
+function awsSetup(options: ControllerOptions): { provider: Provider; limits: ProviderLimits; defaults: { zones: string[]; instanceClass: string; nodes: number }; cluster: string } {
+  if (options.awsConfig === undefined || options.awsLaunch === undefined) {
+    throw new KeelError('KEEL_USAGE', '--aws-config and --aws-launch go together', { hint: 'give keel-aws.yml and the aws-launch.json `keel aws up` wrote' });
+  }
+  const deployment = parseAwsDeploymentText(readText(options.awsConfig), options.awsConfig);
+  const launch = parseAwsControllerLaunch(readText(options.awsLaunch), options.awsLaunch);
+  if (options.cluster !== undefined && options.cluster !== deployment.cluster) {
+    throw new KeelError('KEEL_CONFIG_INVALID', `--cluster ${options.cluster} is not ${options.awsConfig}'s cluster ${deployment.cluster}`, { hint: 'leave --cluster out: keel-aws.yml names it' });
+  }
+  const credentials = new SsmNodeCredentials(awsNodeCredentialsOptions(deployment, launch));
+  return {
+    provider: new AwsProvider({ ...awsProviderOptions(deployment, launch), credentials }),
+    limits: awsProviderLimits(deployment),
+    defaults: awsControllerDefaults(deployment),
+    cluster: deployment.cluster,
+  };
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new KeelError('KEEL_CONFIG_UNREADABLE', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { hint: 'give the path of the file `keel aws up` wrote' });
+  }
+}
+
+async function run(options: ControllerOptions): Promise<void> {
   const drainMs = parseSeconds(options.drainSeconds, '--drain-seconds', 0, 3600) * 1000;
-  const target = resolveTarget(options);
+  const aws = options.awsConfig !== undefined || options.awsLaunch !== undefined ? awsSetup(options) : null;
+  if (aws !== null && options.dir !== undefined) throw new KeelError('KEEL_USAGE', '--aws-config runs the AWS provider; --dir the local one: give one', { hint: 'on AWS: --aws-config, --aws-launch and --etcd' });
+  const target = resolveTarget(aws === null ? options : { ...options, cluster: aws.cluster });
   await target.dcs.close();
   const name = options.name ?? `${hostname()}-${process.pid}`;
   const logger = createLogger({ component: 'controller', cluster: target.cluster, controller: name });
@@ -33,6 +76,8 @@ async function run(options: TargetOptions & { name?: string; drainSeconds: strin
     credentials = { tls: target.layout.clientTls('controller') };
     // agents it creates are supervised here (started again if they die), like `keel up` does for its own
     provider = new LocalProvider(target.layout, cluster, target.layout.readSecrets(), logger, true);
+  } else if (aws !== null) {
+    provider = aws.provider;
   } else {
     logger.warn('no provider for --etcd/--cluster: a dry run that records what it would do in events');
   }
@@ -43,14 +88,14 @@ async function run(options: TargetOptions & { name?: string; drainSeconds: strin
     name,
     dcs,
     provider,
-    limits: local ? localLimits : unknownLimits,
-    defaults: { zones: local ? localZones : null, instanceClass: local ? defaultLocalInstanceClass : 'default' },
+    limits: local ? localLimits : (aws?.limits ?? unknownLimits),
+    defaults: local ? { zones: localZones, instanceClass: defaultLocalInstanceClass } : (aws?.defaults ?? { zones: null, instanceClass: 'default' }),
     clock: systemClock,
     logger,
     drainMs,
   });
   await controller.start();
-  logger.info({ provider: local ? 'local' : 'none' }, 'controller started');
+  logger.info({ provider: local ? 'local' : aws !== null ? 'aws' : 'none' }, 'controller started');
   await new Promise<void>((resolve) => {
     const onSignal = () => void controller.stop().finally(resolve);
     process.once('SIGTERM', onSignal);
@@ -72,5 +117,7 @@ export function registerController(program: Command): void {
     .option('--etcd-key <file>', targetHelp.etcdKey)
     .option('--name <name>', 'this controller\'s name in etcd (default host-pid)')
     .option('--drain-seconds <n>', 'how long a replica about to be removed keeps serving its open reads, with no new ones', '30')
+    .option('--aws-config <file>', 'run the AWS provider for the cluster of this keel-aws.yml (with --aws-launch and --etcd)')
+    .option('--aws-launch <file>', 'the aws-launch.json `keel aws up` wrote: the nodes\' security group, where nodes get Keel')
     .action(run);
 }

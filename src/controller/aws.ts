@@ -70,7 +70,7 @@ export function awsProviderLimits(d: AwsDeployment): ProviderLimits {
   return { maxNodes: 20, instanceClasses: Object.keys(d.instanceTypes) };
 }
 
-/** The spec a controller writes first: the deployment's zones and class. */
-export function awsControllerDefaults(d: AwsDeployment): { zones: string[]; instanceClass: string } {
-  return { zones: d.zones.map((z) => z.name), instanceClass: d.instanceClass };
+/** The spec a controller writes first: the deployment's zones, class and number of nodes (it launches them all). */
+export function awsControllerDefaults(d: AwsDeployment): { zones: string[]; instanceClass: string; nodes: number } {
+  return { zones: d.zones.map((z) => z.name), instanceClass: d.instanceClass, nodes: d.nodes };
 }

@@ -30,8 +30,11 @@ export interface ControllerOptions {
   /** null: a dry run that records what it would do and does nothing */
   provider: Provider | null;
   limits: ProviderLimits;
-  /** for a spec written the first time; zones null: the zones the nodes are in */
-  defaults: { zones: string[] | null; instanceClass: string };
+  /**
+   * for a spec written the first time; zones null: the zones the nodes are in; nodes: how many a cluster
+   * that has none yet starts with (a cloud cluster the controller builds itself), else as many as exist
+   */
+  defaults: { zones: string[] | null; instanceClass: string; nodes?: number };
   clock: Clock;
   logger: Logger;
   /** the slowest pace of the loop; etcd changes wake it sooner */
@@ -297,10 +300,12 @@ export class Controller {
   }
 
   private async writeFirstSpec(inventory: NodeInfo[]): Promise<void> {
-    // no nodes yet (a provider still creating them): a spec of 1 would remove what is coming
-    if (inventory.length === 0) return;
+    // no nodes yet and no number to start with (a provider still creating them): a spec of 1 would remove what is coming
+    const nodes = Math.max(inventory.length, this.o.defaults.nodes ?? 0);
+    if (nodes === 0) return;
     const zones = this.o.defaults.zones ?? [...new Set(inventory.map((n) => n.zone))].sort();
-    const spec = defaultSpec({ nodes: inventory.length, zones, instanceClass: this.o.defaults.instanceClass });
+    if (zones.length === 0) return;
+    const spec = defaultSpec({ nodes, zones, instanceClass: this.o.defaults.instanceClass });
     if (await this.o.dcs.putSpec(spec, null)) {
       this.event('spec', `wrote the first spec: ${spec.nodes} nodes over ${spec.zones.join(', ')}, class ${spec.instanceClass}, autoscaling off`);
     }

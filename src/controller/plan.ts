@@ -212,7 +212,19 @@ export function plan(
   const health = assess(view, inventory, nowMs, memory, options);
   const done = (actions: PlanAction[], reason: string): Plan => ({ actions, reason, health, memory });
 
-  if (view.initialize?.value.systemId == null) return done([], 'waiting for the cluster to bootstrap');
+  if (view.initialize?.value.systemId == null) {
+    // No node at all, none on its way, and nobody bootstrapping (a cloud cluster the controller builds):
+    // its first node bootstraps it; the others follow once it has, as replicas.
+    const zone = spec.zones[0];
+    if (view.initialize === null && inventory.length === 0 && view.creations.length === 0 && spec.nodes > 0 && zone !== undefined) {
+      const [name] = freeNames(1, new Set(view.members.map((m) => m.name)), options.maxNodes);
+      if (name !== undefined) {
+        const reason = `no node yet: creating ${name} in ${zone} to bootstrap the cluster`;
+        return done([{ kind: 'create', node: name, zone, instanceClass: spec.instanceClass, replaces: null, reason }], reason);
+      }
+    }
+    return done([], 'waiting for the cluster to bootstrap');
+  }
 
   const actions: PlanAction[] = [];
   const notes: string[] = [];

@@ -13,8 +13,8 @@
  * writes them to SSM (a loopback SSM endpoint, whose parameters are the files
  * the booting host reads), the instance id last; the host waits for that.
  *
- * The first node is launched by hand (as the On AWS walk-through does); the
- * controller brings the cluster to three nodes, one per zone, replaces the
+ * The controller starts from no node at all: it launches the first, which
+ * bootstraps the cluster, then brings it to three nodes, one per zone, replaces the
  * leader's instance when it is terminated through the EC2 API, and places a
  * replacement in another zone while one has no capacity, moving it back when
  * capacity returns.
@@ -313,8 +313,8 @@ function liveInstanceOf(name: string): Ec2Instance {
 describe('Keel on the loopback EC2 endpoint', () => {
   it('keeps 3 nodes over 3 zones, one per zone, streaming', async () => {
     try {
-      // the first node by hand, as the On AWS walk-through launches it; the controller makes the rest
-      await provider!.create(CLUSTER, { name: 'node1', zone: zones[0]!, instanceClass: 'medium' });
+      // no node yet: the controller launches the first, which bootstraps the cluster, then the two others
+      expect(await provider!.list(CLUSTER)).toEqual([]);
       await controller!.start();
       const leader = await until('a leader', async () => (await dcs!.readCluster()).leader?.value.name, 90_000);
       const leaderAddress = (await provider!.list(CLUSTER)).find((n) => n.name === leader)!.pgAddress.split(':')[0]!;

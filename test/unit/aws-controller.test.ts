@@ -88,6 +88,6 @@ describe('the aws provider of keel-aws.yml', () => {
 
   it('limits specs to the file\'s classes, and first specs to its zones and class', () => {
     expect(awsProviderLimits(example)).toEqual({ maxNodes: 20, instanceClasses: ['small', 'medium', 'large'] });
-    expect(awsControllerDefaults(example)).toEqual({ zones: ['eu-west-1a', 'eu-west-1b', 'eu-west-1c'], instanceClass: 'medium' });
+    expect(awsControllerDefaults(example)).toEqual({ zones: ['eu-west-1a', 'eu-west-1b', 'eu-west-1c'], instanceClass: 'medium', nodes: 3 });
   });
 });

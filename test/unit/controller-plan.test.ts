@@ -342,6 +342,18 @@ describe('plan', () => {
     expect(plan(spec({ nodes: 5 }), view, inventory, NOW, seenLongAgo([])).actions).toEqual([]);
   });
 
+  it('creates the first node of a cluster that has none, in the first zone, and no more until it has bootstrapped', () => {
+    const empty = world([], { initialize: null, leader: null });
+    const first = plan(spec({ nodes: 3 }), empty.view, empty.inventory, NOW, seenLongAgo([]));
+    expect(short(first.actions)).toEqual(['create node1@a']);
+    expect(first.reason).toContain('to bootstrap the cluster');
+    // on its way, or being bootstrapped: nothing more
+    const onItsWay = world([], { initialize: null, leader: null, creations: [{ v: 1, name: 'node1', zone: 'a', instanceClass: 'm', replaces: null, sinceMs: NOW - 1000, by: 'c' }] });
+    expect(plan(spec({ nodes: 3 }), onItsWay.view, onItsWay.inventory, NOW, seenLongAgo([])).actions).toEqual([]);
+    const booting = world([{ name: 'node1', zone: 'a', noKey: true }], { initialize: null, leader: null });
+    expect(plan(spec({ nodes: 3 }), booting.view, booting.inventory, NOW, seenLongAgo([])).actions).toEqual([]);
+  });
+
   it('stops at the provider limit', () => {
     const { view, inventory } = world(three);
     const out = plan(spec({ nodes: 6 }), view, inventory, NOW, seenLongAgo(names(three)), { maxNodes: 4, bootGraceMs: 1 });

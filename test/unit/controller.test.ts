@@ -114,6 +114,31 @@ describe('controller loop', () => {
     expect((await dcs.listEvents(10)).map((e) => e.kind)).toEqual(expect.arrayContaining(['controller', 'spec']));
   });
 
+  it('builds a cluster that has no node yet from the number it is given: the first spec, then one node per zone', async () => {
+    const now = { ms: 1_000_000 };
+    const clock = { now: () => now.ms };
+    const dcs = new MemoryDcs({ cluster: 'c', clock });
+    const provider = new FakeProvider();
+    const make = (nodes?: number) =>
+      new Controller({ name: 'a', dcs, provider, limits: { maxNodes: 20, instanceClasses: null }, defaults: { zones: ['z1', 'z2', 'z3'], instanceClass: 'm', ...(nodes === undefined ? {} : { nodes }) }, clock, logger: silentLogger() });
+    // without a number it waits for nodes: a spec of what exists (none) would be no cluster
+    const waiting = make();
+    await waiting.tick();
+    await waiting.tick();
+    await settle();
+    expect(await dcs.readSpec()).toBeNull();
+    await waiting.stop();
+    const building = make(3);
+    for (let i = 0; i < 4; i++) {
+      now.ms += 1000;
+      await building.tick();
+      await settle();
+    }
+    expect((await dcs.readSpec())?.value).toMatchObject({ nodes: 3, zones: ['z1', 'z2', 'z3'] });
+    expect(creates(provider).length).toBeGreaterThanOrEqual(1);
+    expect(creates(provider)[0]).toMatch(/^create node1@z1$/);
+  });
+
   it('publishes its plan and its autoscaler decision in its key, the answer `keel autoscale status` shows', async () => {
     const now = { ms: 1_000_000 };
     const { dcs, make } = await world(now);
