@@ -11,6 +11,8 @@ packages=(
   iproute2 iptables
   systemd   # systemd-analyze checks deploy/systemd's units (test/unit/systemd-units.test.ts)
   shellcheck   # checks the EC2 user data script (test/unit/aws-userdata.test.ts)
+  chromium     # the dashboard's browser tests (playwright-core drives it by its path)
+  prometheus   # promtool checks the metrics and alert rules (test/integration/metrics.test.ts)
 )
 if [ "${KEEL_SETUP_PYTHON:-1}" = 1 ]; then
   packages+=(python3 python3-django python3-psycopg2 gdal-bin libgdal32 libgeos-c1v5 libproj25)
