@@ -7,8 +7,9 @@
  * The order follows what each step needs: groups before their rules and
  * instances; roles before the instance profiles that carry them; etcd's
  * certificates (which name the members' fixed addresses) before the members;
- * the load balancer before the database nodes, whose certificates name its DNS
- * name as well as the node's own address, which EC2 gives at launch.
+ * the load balancer before the etcd members, whose controller gives each
+ * database node a certificate that names the NLB's DNS name as well as the
+ * node's own address, which EC2 gives at launch.
  *
  * `keel aws up` makes what is marked `up`; the database nodes, their own
  * parameters (their certificates name the address EC2 gives each) and their
@@ -373,8 +374,9 @@ export function planAwsDeployment(d: AwsDeployment): AwsPlan {
     ...securityGroups(d),
     ...iam(d),
     ...clusterParameters(d).map((p) => parameterResource(d, p, 'up')),
-    ...etcdMembers(d),
+    // the NLB before the etcd members: the controller they run names its DNS name in every node's certificate
     ...loadBalancer(d),
+    ...etcdMembers(d),
     ...databaseNodes(d),
     ...nodeParameters(d),
     ...targetRegistrations(d),

@@ -120,15 +120,36 @@ async function install(scratch: string, target: CertificatePair, keyOwner: FileO
   await writeFileNoFollow(target.cert, readFileSync(join(scratch, 'cert.pem')), 0o644, null);
 }
 
+/** A new key in the scratch directory, or a copy of the one at `existing`, which keeps its place. */
+async function keyInto(scratch: string, existing: string | null, what: string): Promise<void> {
+  if (existing === null) {
+    await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(scratch, 'key.pem')], `making the key of ${what}`);
+    return;
+  }
+  await writeFile(join(scratch, 'key.pem'), readFileSync(existing), { mode: 0o600 });
+}
+
 /** Creates the CA unless both of its files exist; returns its paths. */
 export async function ensureCertificateAuthority(ca: CertificateAuthority, name: string, days = defaultCaDays): Promise<CertificateAuthority> {
   if (existsSync(ca.cert) && existsSync(ca.key)) return ca;
+  return makeCertificateAuthority(ca, name, days, null);
+}
+
+/**
+ * The CA's certificate for the key already at `ca.key` (one whose certificate was lost): certificates that key
+ * signed under the same name verify against the new one.
+ */
+export async function certificateAuthorityForKey(ca: CertificateAuthority, name: string, days = defaultCaDays): Promise<CertificateAuthority> {
+  return makeCertificateAuthority(ca, name, days, ca.key);
+}
+
+async function makeCertificateAuthority(ca: CertificateAuthority, name: string, days: number, existingKey: string | null): Promise<CertificateAuthority> {
   // the directory stays readable: PostgreSQL (another OS user) reads ca.crt beside the key, which is 0600
   await mkdir(dirname(ca.key), { recursive: true, mode: 0o755 });
   await withScratch(ca.key, async (scratch) => {
     const config = join(scratch, 'req.cnf');
     await writeFile(config, opensslConfig(name, ['basicConstraints = critical,CA:TRUE,pathlen:0', 'keyUsage = critical,keyCertSign,cRLSign', 'subjectKeyIdentifier = hash']), { mode: 0o600 });
-    await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(scratch, 'key.pem')], 'making the CA key');
+    await keyInto(scratch, existingKey, 'the CA');
     await openssl(
       ['req', '-new', '-x509', '-config', config, '-extensions', 'ext', '-key', join(scratch, 'key.pem'), '-days', String(days), '-out', join(scratch, 'cert.pem')],
       'making the CA certificate',
@@ -140,6 +161,15 @@ export async function ensureCertificateAuthority(ca: CertificateAuthority, name:
 
 /** Issues a new key and certificate signed by the CA, replacing any pair at `target`. */
 export async function issueCertificate(ca: CertificateAuthority, target: CertificatePair, request: CertificateRequest): Promise<CertificatePair> {
+  return issue(ca, target, request, null);
+}
+
+/** Issues a certificate signed by the CA for the key already at `target.key`, which stays as it is. */
+export async function issueCertificateForKey(ca: CertificateAuthority, target: CertificatePair, request: CertificateRequest): Promise<CertificatePair> {
+  return issue(ca, target, request, target.key);
+}
+
+async function issue(ca: CertificateAuthority, target: CertificatePair, request: CertificateRequest, existingKey: string | null): Promise<CertificatePair> {
   if (!existsSync(ca.cert) || !existsSync(ca.key)) {
     throw new KeelError('KEEL_TLS_FAILED', `no CA at ${ca.cert}`, { hint: 'create the cluster (keel up) or give the CA files' });
   }
@@ -148,7 +178,7 @@ export async function issueCertificate(ca: CertificateAuthority, target: Certifi
   await withScratch(target.key, async (scratch) => {
     const config = join(scratch, 'req.cnf');
     await writeFile(config, opensslConfig(request.commonName, extensions), { mode: 0o600 });
-    await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(scratch, 'key.pem')], `making the key of ${request.commonName}`);
+    await keyInto(scratch, existingKey, request.commonName);
     await openssl(
       ['req', '-new', '-x509', '-config', config, '-extensions', 'ext', '-key', join(scratch, 'key.pem'), '-CA', ca.cert, '-CAkey', ca.key,
         '-days', String(request.days ?? defaultCertificateDays), '-out', join(scratch, 'cert.pem')],

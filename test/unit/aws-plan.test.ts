@@ -166,6 +166,8 @@ describe('the plan', () => {
     expect(at('network-interface', 'main-etcd1')).toBeLessThan(at('instance', 'main-etcd1'));
     expect(at('instance', 'main-etcd3')).toBeLessThan(at('instance', 'main-node1'));
     expect(at('load-balancer', 'keel-main')).toBeLessThan(at('target-group', 'keel-main-rw'));
+    // the etcd members' user data carries the NLB's DNS name to the controller
+    expect(at('load-balancer', 'keel-main')).toBeLessThan(at('instance', 'main-etcd1'));
     expect(at('target-group', 'keel-main-rw')).toBeLessThan(at('listener', 'keel-main tcp/5432'));
     expect(at('load-balancer', 'keel-main')).toBeLessThan(at('ssm-parameter', '/keel/main/nodes/node1/tls/node.crt'));
     expect(at('instance', 'main-node1')).toBeLessThan(at('ssm-parameter', '/keel/main/nodes/node1/tls/node.crt'));
