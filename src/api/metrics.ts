@@ -5,9 +5,11 @@
  * the process (and break tests that build several APIs).
  */
 import type { FastifyInstance } from 'fastify';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { readCertificate } from '../tls/pki.js';
+import { collectProcessMetrics } from '../util/metrics.js';
 import type { AgentHandle, ApiOptions } from './handle.js';
+import { buildPatroniRegistry } from './patroni-metrics.js';
 import { nodeRoles, observeNode } from './status.js';
 
 /** `replica:` (a decision with no action) reads better as `replica:none`. */
@@ -18,7 +20,7 @@ function decisionLabel(key: string): string {
 export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ cluster: options.node.cluster, member: options.node.name });
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const facts = () => observeNode(handle, options.node, options.clock.now());
 
   new Gauge({
@@ -100,8 +102,10 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
 
 export function registerMetrics(app: FastifyInstance, handle: AgentHandle, options: ApiOptions): void {
   const registry = buildRegistry(handle, options);
+  // Patroni's names carry Patroni's labels (scope, name): a registry of their own, served after keel_*
+  const patroni = buildPatroniRegistry(handle, options);
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', registry.contentType);
-    return registry.metrics();
+    return (await registry.metrics()) + (await patroni.metrics());
   });
 }

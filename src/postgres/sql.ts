@@ -212,7 +212,11 @@ SELECT
      FROM pg_replication_slots WHERE slot_type = 'physical') AS slots,
   current_setting('primary_conninfo') AS primary_conninfo,
   current_setting('primary_slot_name') AS primary_slot_name,
-  current_setting('synchronous_standby_names') AS synchronous_standby_names
+  current_setting('synchronous_standby_names') AS synchronous_standby_names,
+  current_setting('server_version_num')::int AS server_version_num,
+  extract(epoch FROM pg_postmaster_start_time())::float8 AS postmaster_start_seconds,
+  CASE WHEN r.in_recovery THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
+  CASE WHEN r.in_recovery THEN extract(epoch FROM pg_last_xact_replay_timestamp())::float8 END AS replayed_xact_seconds
 FROM (SELECT pg_is_in_recovery() AS in_recovery) r
 LEFT JOIN pg_stat_wal_receiver w ON true`;
 
@@ -232,6 +236,10 @@ export interface RuntimeRow {
   primary_conninfo: string;
   primary_slot_name: string;
   synchronous_standby_names: string;
+  server_version_num: number;
+  postmaster_start_seconds: number;
+  replay_paused: boolean;
+  replayed_xact_seconds: number | null;
 }
 
 export function toRuntimeState(row: RuntimeRow): RuntimeState {
@@ -256,5 +264,9 @@ export function toRuntimeState(row: RuntimeRow): RuntimeState {
     primaryConninfo: row.primary_conninfo,
     primarySlotName: row.primary_slot_name,
     synchronousStandbyNames: row.synchronous_standby_names,
+    serverVersionNum: row.server_version_num,
+    postmasterStartSeconds: row.postmaster_start_seconds,
+    replayPaused: row.replay_paused,
+    replayedXactSeconds: row.replayed_xact_seconds,
   };
 }

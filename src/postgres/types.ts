@@ -46,6 +46,14 @@ export interface RuntimeState {
   primaryConninfo: string;
   primarySlotName: string;
   synchronousStandbyNames: string;
+  /** server_version_num, e.g. 150012 (for /metrics; absent in fakes) */
+  serverVersionNum?: number;
+  /** pg_postmaster_start_time() in Unix seconds */
+  postmasterStartSeconds?: number;
+  /** replica: pg_is_wal_replay_paused() */
+  replayPaused?: boolean;
+  /** replica: pg_last_xact_replay_timestamp() in Unix seconds; null before the first replayed transaction */
+  replayedXactSeconds?: number | null;
 }
 
 /** Where a replica streams from. Secrets come from the passfile, never from this struct's printing. */

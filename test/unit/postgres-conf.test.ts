@@ -325,7 +325,15 @@ describe('toRuntimeState', () => {
     primary_conninfo: 'host=10.0.1.5',
     primary_slot_name: 'node2',
     synchronous_standby_names: '',
+    server_version_num: 150012,
+    postmaster_start_seconds: 1724873966.35,
+    replay_paused: false,
+    replayed_xact_seconds: null,
   };
+
+  it('carries what /metrics shows of the server: its version, start time, whether replay is paused', () => {
+    expect(toRuntimeState(row)).toMatchObject({ serverVersionNum: 150012, postmasterStartSeconds: 1724873966.35, replayPaused: false, replayedXactSeconds: null });
+  });
 
   it('takes a replica’s timeline from its WAL receiver, else from its last checkpoint', () => {
     expect(toRuntimeState(row)).toMatchObject({ timeline: 2, streaming: true, receivedLsn: 0x5000000, upstreamPort: 5432 });
