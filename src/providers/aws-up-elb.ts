@@ -100,6 +100,8 @@ export async function ensureTargetGroup(s: UpState, r: PlannedResource): Promise
         HealthCheckPath: r.name === n.rwTargetGroup ? '/primary' : '/replica',
         Matcher: { HttpCode: '200' },
         HealthCheckIntervalSeconds: Number(p.healthCheckIntervalSeconds),
+        // below the interval, which ELB requires (its default for HTTPS, 10 s, is above the plan's 5)
+        HealthCheckTimeoutSeconds: Math.max(2, Number(p.healthCheckIntervalSeconds) - 1),
         HealthyThresholdCount: Number(p.healthyThreshold),
         UnhealthyThresholdCount: Number(p.unhealthyThreshold),
         Tags: tags(s, r.name),

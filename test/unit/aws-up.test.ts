@@ -92,6 +92,7 @@ describe('keel aws up', () => {
     expect(lb.subnets).toHaveLength(3);
     const rw = a.targetGroups.get('keel-main-rw')!;
     expect(rw.input).toMatchObject({ Protocol: 'TCP', Port: 5432, HealthCheckProtocol: 'HTTPS', HealthCheckPort: '8008', HealthCheckPath: '/primary', Matcher: { HttpCode: '200' } });
+    expect(rw.input.HealthCheckTimeoutSeconds).toBeLessThan(rw.input.HealthCheckIntervalSeconds);
     expect(a.targetGroups.get('keel-main-ro')!.input.HealthCheckPath).toBe('/replica');
     expect(rw.attributes).toMatchObject({ 'deregistration_delay.timeout_seconds': '10', 'target_health_state.unhealthy.connection_termination.enabled': 'true' });
     expect([...a.listeners.values()].map((l) => [l.port, l.targetGroupArn])).toEqual([[5432, rw.arn], [5433, a.targetGroups.get('keel-main-ro')!.arn]]);
