@@ -122,13 +122,13 @@ const ec2Trust: PolicyDocument = {
 };
 
 /** With the AWS-managed aws/ssm key, its key policy lets SSM decrypt for the account; a key of one's own needs kms:Decrypt. */
-function decryptStatement(d: AwsDeployment): PolicyDocument['Statement'] {
+function decryptStatement(d: AwsDeployment, alsoEncrypt = false): PolicyDocument['Statement'] {
   if (d.ssm.kmsKeyId === 'alias/aws/ssm') return [];
   return [
     {
-      Sid: 'DecryptTheSecureStringsThroughSsm',
+      Sid: alsoEncrypt ? 'EncryptAndDecryptTheSecureStringsThroughSsm' : 'DecryptTheSecureStringsThroughSsm',
       Effect: 'Allow',
-      Action: 'kms:Decrypt',
+      Action: alsoEncrypt ? ['kms:Decrypt', 'kms:Encrypt'] : 'kms:Decrypt',
       Resource: d.ssm.kmsKeyId.startsWith('arn:') && d.ssm.kmsKeyId.includes(':key/') ? d.ssm.kmsKeyId : '*',
       Condition: { StringEquals: { 'kms:ViaService': `ssm.${d.region}.amazonaws.com` } },
     },
@@ -160,7 +160,8 @@ export function etcdPolicy(d: AwsDeployment): PolicyDocument {
   const readable = [`${prefix}/tls/ca.crt`, ...clusterParameters(d).filter((p) => p.readBy === 'etcd' || p.readBy === 'controller').map((p) => p.name)];
   return {
     Version: '2012-10-17',
-    Statement: [{ Sid: 'ReadEtcdAndControllerParameters', Effect: 'Allow', Action: 'ssm:GetParameter', Resource: readable.map((n) => parameterArn(d, n)) }, ...decryptStatement(d)],
+    // the controller writes each node's SecureStrings (its key, its token) with the deployment's key
+    Statement: [{ Sid: 'ReadEtcdAndControllerParameters', Effect: 'Allow', Action: 'ssm:GetParameter', Resource: readable.map((n) => parameterArn(d, n)) }, ...decryptStatement(d, true)],
   };
 }
 

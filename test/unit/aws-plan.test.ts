@@ -274,6 +274,9 @@ describe('the plan', () => {
       Resource: 'arn:aws:kms:eu-west-1:123456789012:key/abcd-1234',
       Condition: { StringEquals: { 'kms:ViaService': 'ssm.eu-west-1.amazonaws.com' } },
     });
+    // the controller, on the etcd members, writes each node's SecureStrings with that key
+    expect(etcdPolicy(own).Statement.find((s) => String(s.Action).includes('kms:'))).toMatchObject({ Action: ['kms:Decrypt', 'kms:Encrypt'], Resource: 'arn:aws:kms:eu-west-1:123456789012:key/abcd-1234' });
+    expect(nodePolicy(own).Statement.find((s) => String(s.Action).includes('kms:'))!.Action).toBe('kms:Decrypt');
   });
 
   it("attaches the controller's policy (deploy/aws/iam-policy.json), which may pass the nodes' role", () => {
