@@ -5,6 +5,7 @@ import { registerAutoscale } from './autoscale.js';
 import { registerAws } from './aws.js';
 import { registerCerts } from './certs.js';
 import { registerController } from './controller.js';
+import { addControllerMetrics } from './controller-metrics.js';
 import { registerEvents } from './events.js';
 import { registerGuard } from './guard.js';
 import { registerSpec } from './spec.js';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerGuard(program);
   registerRouter(program);
   registerController(program);
+  addControllerMetrics(program);
   registerSpec(program);
   registerEvents(program);
   registerAutoscale(program);

@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
+import type { Registry } from 'prom-client';
 import { nameSchema } from '../model/names.js';
 import type { EtcdCredentials } from '../dcs/etcd-client.js';
 import { EtcdDcs } from '../dcs/etcd.js';
@@ -12,6 +14,8 @@ import { defaultHaproxyBinary, HaproxyEngine } from '../router/engines/haproxy.j
 import type { EngineOptions, ListenAddress, RouterEngine } from '../router/engines/types.js';
 import { systemClock } from '../util/clock.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { serveMetrics, type JsonRoutes, type MetricsListen, type MetricsServer } from '../util/metrics.js';
+import { RouterMetrics } from '../router/metrics.js';
 import { etcdCredentialsFromFlags } from './target.js';
 
 interface RouterFlags {
@@ -30,6 +34,9 @@ interface RouterFlags {
   firstBytesTimeout: string;
   maxConnections: string;
   haproxy: string;
+  metrics?: string;
+  metricsCert?: string;
+  metricsKey?: string;
 }
 
 export interface RouterSettings {
@@ -42,6 +49,8 @@ export interface RouterSettings {
   roMaxLagBytes: number;
   roFallbackToLeader: boolean;
   haproxyBinary: string;
+  /** where GET /metrics and /status listen; null for nowhere */
+  metrics: MetricsListen | null;
 }
 
 /** `host:port`, the host possibly in brackets (IPv6). */
@@ -109,7 +118,44 @@ export function routerSettings(flags: RouterFlags, env: NodeJS.ProcessEnv = proc
     roMaxLagBytes: parseBytes(flags.roMaxLag, '--ro-max-lag'),
     roFallbackToLeader: flags.roFallback,
     haproxyBinary: flags.haproxy,
+    metrics: metricsListen(flags),
   };
+}
+
+/** --metrics host:port, with --metrics-cert and --metrics-key for HTTPS. */
+export function metricsListen(flags: { metrics?: string; metricsCert?: string; metricsKey?: string }): MetricsListen | null {
+  if ((flags.metricsCert === undefined) !== (flags.metricsKey === undefined)) {
+    throw new KeelError('KEEL_USAGE', '--metrics-cert and --metrics-key go together', { hint: 'the server certificate and key /metrics is served with over HTTPS' });
+  }
+  if (flags.metrics === undefined) {
+    if (flags.metricsCert !== undefined) throw new KeelError('KEEL_USAGE', '--metrics-cert needs --metrics host:port');
+    return null;
+  }
+  const address = parseListenAddress(flags.metrics, '--metrics');
+  return { ...address, ...(flags.metricsCert === undefined || flags.metricsKey === undefined ? {} : { tls: { cert: resolve(flags.metricsCert), key: resolve(flags.metricsKey) } }) };
+}
+
+/** Listens for /metrics (and the JSON routes); a port in use is KEEL_PORT_IN_USE, unreadable TLS files KEEL_TLS_FAILED. */
+export async function startMetricsServer(registries: Registry[], listen: MetricsListen, json: JsonRoutes, logger: Logger): Promise<MetricsServer> {
+  let server: MetricsServer;
+  try {
+    server = await serveMetrics(registries, listen, json);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `${listen.host}:${listen.port}`;
+    if (code === 'EADDRINUSE') throw new KeelError('KEEL_PORT_IN_USE', `/metrics cannot listen on ${where}: the port is in use`, { hint: 'give --metrics another host:port' });
+    if (code === 'ENOENT' || code === 'EACCES') throw new KeelError('KEEL_TLS_FAILED', `/metrics cannot read its certificate or key: ${(err as Error).message}`);
+    throw new KeelError('KEEL_CONFIG_INVALID', `/metrics cannot listen on ${where}: ${(err as Error).message}`, { hint: 'give --metrics an address of this host' });
+  }
+  process.on('SIGHUP', () => {
+    try {
+      if (server.reloadTls()) logger.info({ signal: 'SIGHUP' }, '/metrics certificate read again');
+    } catch (err) {
+      logger.error({ signal: 'SIGHUP', err: (err as Error).message }, "kept /metrics' certificate in use");
+    }
+  });
+  logger.info({ metrics: `${server.scheme}://${server.address}/metrics` }, 'metrics listening');
+  return server;
 }
 
 function createEngine(settings: RouterSettings, logger: Logger, onExit: (detail: string) => void): RouterEngine {
@@ -138,8 +184,19 @@ async function runRouter(flags: RouterFlags): Promise<void> {
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   await control.start();
+  let metricsServer: MetricsServer | null = null;
+  if (settings.metrics !== null) {
+    const metrics = new RouterMetrics(engine, control, settings.cluster);
+    metricsServer = await startMetricsServer([metrics.registry], settings.metrics, { '/status': () => metrics.status() }, logger).catch(async (err: unknown) => {
+      await control.stop();
+      await engine.stop();
+      await dcs.close();
+      throw err;
+    });
+  }
   const why = await Promise.race([stopSignal, died.then((detail) => `engine: ${detail}`)]);
   logger.info({ why }, 'router stopping');
+  await metricsServer?.close();
   // listeners and connections go first; etcd may be slow to say goodbye
   const controlStopped = control.stop();
   await engine.stop();
@@ -168,5 +225,8 @@ export function registerRouter(program: Command): void {
     .option('--first-bytes-timeout <seconds>', "how long a new client may take to send its first message (startup or SSLRequest) before it is closed", '10')
     .option('--max-connections <n>', 'connections each endpoint (rw, ro) holds at most; new ones beyond are closed at once', '1000')
     .option('--haproxy <path>', 'the HAProxy binary, with --engine haproxy', defaultHaproxyBinary)
+    .option('--metrics <host:port>', 'serve GET /metrics (Prometheus) and GET /status (routes and connections, JSON) there')
+    .option('--metrics-cert <file>', 'with --metrics: serve HTTPS with this certificate')
+    .option('--metrics-key <file>', 'with --metrics: the key of --metrics-cert')
     .action(runRouter);
 }

@@ -21,6 +21,7 @@ import { leaseMarginMs } from '../model/lease.js';
 import { autoscale, autoscaleSummary, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
 import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
 import { Creations } from './creations.js';
+import { noCounts, runningControllers, type ControllerCounts } from './counts.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
 
 export interface ControllerOptions {
@@ -55,6 +56,10 @@ export class Controller {
   active = false;
   lastPlan: Plan | null = null;
   lastAutoscale: AutoscaleDecision | null = null;
+  /** the spec the last tick planned with */
+  lastSpec: SpecValue | null = null;
+  /** what it did since it started, for /metrics */
+  readonly counts: ControllerCounts = noCounts();
   /** nodes being created or destroyed beside the loop */
   private readonly inFlight = new Map<string, Promise<void>>();
   /** node creations, recorded before the provider is asked (creations.ts) */
@@ -100,6 +105,7 @@ export class Controller {
 
   async start(): Promise<void> {
     this.started = true;
+    runningControllers.add(this);
     this.stopWatch = await this.o.dcs.watch(() => this.wake()).catch((err: unknown) => {
       this.o.logger.warn({ err: describeError(err) }, 'cannot watch etcd; relying on the timer');
       return null;
@@ -117,6 +123,7 @@ export class Controller {
   /** Stops acting and hands the key over at once (a standby need not wait for the lease). */
   async stop(): Promise<void> {
     this.stopped = true;
+    runningControllers.delete(this);
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
     if (this.stopWatch) await this.stopWatch().catch(() => undefined);
@@ -216,6 +223,7 @@ export class Controller {
     const inventory = await this.inventory(view);
     if (stored === null) return this.writeFirstSpec(inventory);
     const spec = stored.value;
+    this.lastSpec = spec;
 
     const p = plan(spec, view, inventory, this.o.clock.now(), this.memory, {
       maxNodes: this.o.limits.maxNodes,
@@ -290,6 +298,7 @@ export class Controller {
   }
 
   private failed(action: PlanAction, err: unknown): void {
+    this.counts.failedActions += 1;
     this.event('action-failed', `${action.kind} ${'node' in action ? action.node : action.to} failed: ${describeError(err)}`);
   }
 
@@ -333,6 +342,7 @@ export class Controller {
       const next = { ...spec, scaling: { ...spec.scaling, added: [...spec.scaling.added, ...names], lastScaleOutAtMs: now } };
       if (this.o.provider === null) return false;
       const ok = await this.putSpec(next, modRevision, `scale-out: ${decision.reason}; reserving ${names.join(', ')}`);
+      if (ok) this.counts.scaleOuts += 1;
       if (ok) this.event('autoscale-out', decision.reason);
       return ok;
     }
@@ -343,6 +353,7 @@ export class Controller {
       await this.o.dcs.putDraining({ v: 1, name: decision.remove, sinceMs: now, reason: `scale-in: ${decision.reason}` });
       const next = { ...spec, scaling: { ...spec.scaling, added: spec.scaling.added.filter((n) => n !== decision.remove), lastScaleInAtMs: now } };
       if (!(await this.putSpec(next, modRevision, `scale-in: ${decision.reason}`))) return false;
+      this.counts.scaleIns += 1;
       this.event('autoscale-in', `${decision.reason}: draining ${decision.remove} for ${Math.round(this.o.drainMs / 1000)} s before removing it`);
       return true;
     }
@@ -361,11 +372,13 @@ export class Controller {
         return this.fenceLeader(provider, action);
       case 'fence': {
         const result = await provider.fence(action.node);
+        this.counts[result.confirmed ? 'fencings' : 'unconfirmedFencings'] += 1;
         this.event('fence', `${action.reason}: ${result.confirmed ? 'confirmed' : 'NOT confirmed'} (${result.detail})`);
         return result.confirmed ? { kind: 'fenced', node: action.node } : null;
       }
       case 'destroy':
         await provider.destroy(action.node);
+        this.counts.destructions += 1;
         this.event('destroy', action.reason);
         if (view.draining.some((d) => d.name === action.node)) await this.o.dcs.deleteDraining(action.node);
         return null;
@@ -394,6 +407,8 @@ export class Controller {
       // while the record stands, no plan takes the autoscaler's replica for missing and creates it again
       if (replaces !== null && spec.scaling.added.includes(replaces)) await this.handOver(replaces, name);
     });
+    this.counts.creations += 1;
+    if (replaces !== null) this.counts.replacements += 1;
     return { kind: 'created', node: name, atMs };
   }
 
@@ -409,6 +424,7 @@ export class Controller {
 
   private async fenceLeader(provider: Provider, action: Extract<PlanAction, { kind: 'fenceLeader' }>): Promise<PlanOutcome | null> {
     const result = await provider.fence(action.node);
+    this.counts[result.confirmed ? 'fencings' : 'unconfirmedFencings'] += 1;
     if (!result.confirmed) {
       this.tell(`fence:${action.node}`, 'fence', `${action.reason}: the provider did NOT confirm (${result.detail}); its lease is left to expire`);
       return null;
@@ -422,6 +438,7 @@ export class Controller {
     }
     if (!this.acting()) return fenced;
     await this.o.dcs.revokeLease(action.leaseId);
+    this.counts.leasesEnded += 1;
     this.event('lease-ended', `${action.reason}: fence confirmed (${result.detail}); ended its lease so a replica promotes now`);
     return fenced;
   }

@@ -60,6 +60,16 @@ export class RouterControl {
     this.lastGoodReadMs = clock.now();
   }
 
+  /** when etcd was last read in time (the clock's milliseconds) */
+  get lastReadAtMs(): number {
+    return this.lastGoodReadMs;
+  }
+
+  /** true while no read succeeded for longer than ttl: every rw connection is refused */
+  get failingClosed(): boolean {
+    return this.closedBecauseStale;
+  }
+
   async start(): Promise<void> {
     void this.keepWatching();
     this.timers.push(setInterval(() => this.refresh(), this.options.rereadMs));

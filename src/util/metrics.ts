@@ -34,6 +34,8 @@ export interface MetricsServer {
   scheme: 'https' | 'http';
   /** Reads the certificate and key again for new connections; false without TLS. Throws when they cannot be used (the old pair stays). */
   reloadTls(): boolean;
+  /** Lets the process end while it still listens (for a listener started beside a command's own work). */
+  unref(): void;
   close(): Promise<void>;
 }
 
@@ -91,6 +93,7 @@ export function serveMetrics(registries: Registry[], listen: MetricsListen, json
           (server as https.Server).setSecureContext({ ...readPair(listen.tls), minVersion: 'TLSv1.2' });
           return true;
         },
+        unref: () => void server.unref(),
         close: () =>
           new Promise<void>((done) => {
             server.close(() => done());

@@ -16,7 +16,7 @@ import { KeelError } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import { noRoutes, type Backend, type Routes } from '../route.js';
 import { cancelRequestBytes, errorResponse, firstMessageComplete, firstMessageKind, noLeaderError } from './pg-wire.js';
-import type { EngineOptions, ListenAddress, RouterEngine } from './types.js';
+import type { EndpointStats, EngineOptions, ListenAddress, RouterEngine } from './types.js';
 
 /** A waiting client that sends more than this is paused (TCP pushes back) until it can be forwarded. */
 const maxHeldBytes = 64 * 1024;
@@ -57,6 +57,13 @@ class Endpoint {
   refusalLoggedAtMs = 0;
   /** connections closed because their first message did not come within firstBytesTimeoutMs */
   firstBytesTimeouts = 0;
+  accepted = 0;
+  /** connections that waited for a backend, and those whose wait ended without one */
+  held = 0;
+  holdTimeouts = 0;
+  /** bytes of the connections already closed; open ones are read off their sockets */
+  closedReceivedBytes = 0;
+  closedSentBytes = 0;
   constructor(readonly kind: Kind) {}
 
   connectionsTo(backend: string): number {
@@ -112,9 +119,29 @@ export class BuiltinEngine implements RouterEngine {
     });
   }
 
-  /** Connection counts, for logs and tests. */
-  stats(): Record<Kind, { forwarded: number; waiting: number; refused: number; firstBytesTimeouts: number }> {
-    const of = (e: Endpoint) => ({ forwarded: e.links.size, waiting: e.waiting.size, refused: e.refused, firstBytesTimeouts: e.firstBytesTimeouts });
+  async stats(): Promise<Record<Kind, EndpointStats>> {
+    const of = (e: Endpoint): EndpointStats => {
+      const connections: Record<string, number> = {};
+      let receivedBytesTotal = e.closedReceivedBytes;
+      let sentBytesTotal = e.closedSentBytes;
+      for (const link of e.links) {
+        const name = link.backend.slice(0, link.backend.indexOf('@'));
+        connections[name] = (connections[name] ?? 0) + 1;
+        receivedBytesTotal += link.client.bytesRead;
+        sentBytesTotal += link.client.bytesWritten;
+      }
+      return {
+        connections,
+        waiting: e.waiting.size + e.sniffing.size,
+        acceptedTotal: e.accepted,
+        heldTotal: e.held,
+        holdTimeoutsTotal: e.holdTimeouts,
+        refusedTotal: e.refused,
+        firstBytesTimeoutsTotal: e.firstBytesTimeouts,
+        receivedBytesTotal,
+        sentBytesTotal,
+      };
+    };
     return { rw: of(this.rw), ro: of(this.ro) };
   }
 
@@ -181,6 +208,7 @@ export class BuiltinEngine implements RouterEngine {
   private accept(endpoint: Endpoint, client: Socket): void {
     // a client's error always ends in 'close', where the link is cleaned up
     client.on('error', noop);
+    endpoint.accepted += 1;
     this.readFirstMessage(endpoint, client);
   }
 
@@ -261,6 +289,7 @@ export class BuiltinEngine implements RouterEngine {
       },
     };
     endpoint.waiting.add(waiter);
+    endpoint.held += 1;
     client.on('data', waiter.onData);
     client.once('close', waiter.onClose);
     // a client whose first bytes were looked at is paused
@@ -287,6 +316,7 @@ export class BuiltinEngine implements RouterEngine {
 
   private giveUp(endpoint: Endpoint, waiter: Waiter): void {
     this.unhold(endpoint, waiter);
+    endpoint.holdTimeouts += 1;
     const client = waiter.client;
     const seconds = Math.round((Date.now() - waiter.sinceMs) / 1000);
     // A StartupMessage expects a protocol answer, and so does an SSLRequest: libpq reports an ErrorResponse
@@ -317,6 +347,8 @@ export class BuiltinEngine implements RouterEngine {
       closed = true;
       clearTimeout(connectTimer);
       endpoint.links.delete(link);
+      endpoint.closedReceivedBytes += client.bytesRead;
+      endpoint.closedSentBytes += client.bytesWritten;
       client.destroy();
       server.destroy();
     };

@@ -19,7 +19,8 @@ import { terminate } from '../../util/process.js';
 import type { Routes } from '../route.js';
 import { haproxyConfig, holdLua, roBackend, rwBackend } from './haproxy-config.js';
 import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
-import type { EngineOptions, RouterEngine } from './types.js';
+import { endpointStats, parseStat } from './haproxy-stats.js';
+import type { EndpointStats, EngineOptions, RouterEngine } from './types.js';
 
 export const defaultHaproxyBinary = '/usr/sbin/haproxy';
 const commandTimeoutMs = 2000;
@@ -218,6 +219,12 @@ export class HaproxyEngine implements RouterEngine {
       }
     }
     this.tables = { rw: plans.rw.next, ro: plans.ro.next };
+  }
+
+  /** From HAProxy's own counters (`show stat`); it keeps no count of holds. */
+  async stats(): Promise<Record<'rw' | 'ro', EndpointStats>> {
+    const rows = parseStat(await runtimeCommand(this.socketPath, 'show stat'));
+    return { rw: endpointStats(rows, 'fe_rw', this.tables.rw), ro: endpointStats(rows, 'fe_ro', this.tables.ro) };
   }
 
   async stop(): Promise<void> {

@@ -18,6 +18,28 @@ export interface RouterEngine {
   apply(routes: Routes): Promise<void>;
   /** Stops listening and closes every connection. */
   stop(): Promise<void>;
+  /** What each endpoint carries now and has carried since start, for /metrics and the dashboard. */
+  stats(): Promise<Record<'rw' | 'ro', EndpointStats>>;
+}
+
+/** One endpoint's connections; a count an engine cannot know is absent. */
+export interface EndpointStats {
+  /** connections forwarded now, by member name */
+  connections: Record<string, number>;
+  /** connections accepted and not yet forwarded: waiting for a backend, or for their first message */
+  waiting: number;
+  acceptedTotal: number;
+  /** connections that had to wait for a backend (no leader, a switchover, no replica) */
+  heldTotal?: number;
+  /** waits that ended without a backend: the client was told so and closed */
+  holdTimeoutsTotal?: number;
+  /** connections closed at once because the endpoint held its maximum */
+  refusedTotal: number;
+  /** connections closed because their first message did not come in time */
+  firstBytesTimeoutsTotal?: number;
+  /** bytes from clients and to clients */
+  receivedBytesTotal: number;
+  sentBytesTotal: number;
 }
 
 export interface EngineOptions {
