@@ -23,6 +23,7 @@ import type { TlsFiles } from '../config/schema.js';
 import { KeelError, describeError } from '../errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { isMainModule } from '../util/main-module.js';
+import { isAlive, readPidFile } from '../util/process.js';
 import { ensureDirNoFollow } from '../util/safe-dir.js';
 import { writeFileNoFollow, type FileOwner } from '../util/safe-file.js';
 import { changeMembership, observeRunningCluster, setUpEtcdAuthWithRetries, waitForQuorum } from './aws-etcd-cluster.js';
@@ -140,7 +141,10 @@ export async function prepareController(request: AwsEtcdBootRequest, waitMs: num
 
   const tls = etcdTlsFiles(root);
   const own = clientUrlOf(options.member.address);
-  await waitForQuorum(own, tls, waitMs);
+  // a test host's etcd is a process of the boot's: if it died, waiting on is pointless (a unit is restarted by systemd)
+  const pid = readPidFile(`${root}${awsEtcdPaths.etcdPidFile}`);
+  const exited = (): string | null => (pid !== null && !isAlive(pid) ? `exited (pid ${pid}); see ${root}${awsEtcdPaths.etcdLog}` : null);
+  await waitForQuorum(own, tls, waitMs, exited);
   // through this member alone: it has just shown a quorum, where another may still be starting
   const steps = await setUpEtcdAuthWithRetries({ endpoints: [own], cluster: options.cluster, users, rootPassword: oneLine(rootPassword), tls, logger: request.logger });
 
