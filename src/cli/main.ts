@@ -3,6 +3,7 @@ import { isKeelError, KeelError, redactSecrets } from '../errors.js';
 import { registerAgent } from './agent.js';
 import { registerAutoscale } from './autoscale.js';
 import { registerAws } from './aws.js';
+import { registerBackup } from './backup.js';
 import { registerCerts } from './certs.js';
 import { registerController } from './controller.js';
 import { addControllerMetrics } from './controller-metrics.js';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerEvents(program);
   registerAutoscale(program);
   registerCerts(program);
+  registerBackup(program);
   registerAws(program);
   registerDemo(program);
   return program;
@@ -58,6 +60,8 @@ function ignoreIpServerNameWarning(): void {
 /** Runs the CLI; returns the exit status. Usage and configuration errors exit with 2. */
 export async function main(argv: string[]): Promise<number> {
   ignoreIpServerNameWarning();
+  // Keel pins an AWS SDK that supports the Node.js it runs on: the SDK's notice about its future majors is not the operator's to act on
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
