@@ -11,6 +11,7 @@ packages=(
   iproute2 iptables
   systemd   # systemd-analyze checks deploy/systemd's units (test/unit/systemd-units.test.ts)
   shellcheck   # checks the EC2 user data script (test/unit/aws-userdata.test.ts)
+  pgbackrest   # backups, WAL archiving and point-in-time recovery (Debian's 2.45)
   chromium     # the dashboard's browser tests (playwright-core drives it by its path)
   prometheus   # promtool checks the metrics and alert rules (test/integration/metrics.test.ts)
 )

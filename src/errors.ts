@@ -54,6 +54,15 @@ const catalogue = {
   KEEL_AWS_FAILED: { exitStatus: 1, httpStatus: 502, hint: 'EC2 refused or failed the call named in the message; the SDK already retried it (throttling, transient errors); see the AWS code in the message' },
   KEEL_AWS_FORBIDDEN: { exitStatus: 2, httpStatus: 502, hint: 'allow the named action in the policy of the role Keel runs with (deploy/aws/iam-policy.json lists every one it calls)' },
   KEEL_AWS_CAPACITY: { exitStatus: 1, httpStatus: 503, hint: 'no zone had capacity for that instance type: try again later, choose another instance type for the class, or give the provider subnets in more zones' },
+  KEEL_BACKUP_UNCONFIGURED: { exitStatus: 2, httpStatus: 409, hint: 'give the nodes a backup block in node.yml (`keel up` clusters have one: start the cluster again with this Keel)' },
+  KEEL_BACKUP_BUSY: { exitStatus: 1, httpStatus: 409, hint: 'another backup runs now (`keel backup list` shows the finished ones): wait for it, then try again' },
+  KEEL_BACKUP_FAILED: { exitStatus: 1, httpStatus: 500, hint: "pgBackRest's own log is in the node's postgres/pgbackrest/log directory" },
+  KEEL_BACKUP_NONE: { exitStatus: 2, httpStatus: 404, hint: 'take one first: `keel backup now --dir DIR`' },
+  KEEL_BACKUP_KEY_MISSING: { exitStatus: 2, httpStatus: 400, hint: "the repository is encrypted: give its cluster's directory (--from DIR, whose secrets.json holds backupCipher) or --key-file FILE" },
+  KEEL_BACKUP_FOREIGN_REPO: { exitStatus: 2, httpStatus: 400, hint: "point at the repository of the cluster you restore (the cluster's DIR/backup), with that cluster's key" },
+  KEEL_RESTORE_TARGET_INVALID: { exitStatus: 2, httpStatus: 400, hint: '`keel backup list` shows what can be restored: a time or LSN from the end of the oldest backup on, or --latest' },
+  KEEL_RESTORE_DIR_TAKEN: { exitStatus: 2, httpStatus: 409, hint: 'give --dir a new (or empty) directory: a restore never writes over a cluster' },
+  KEEL_RESTORE_FAILED: { exitStatus: 1, httpStatus: 500, hint: "look at the restored node's postgres.log and pgbackrest/log; the directory given to --dir was removed again" },
   KEEL_DEMO_LOST_WRITES: { exitStatus: 1, httpStatus: 500, hint: 'the ids are listed above; look at the agents\' logs and `keel events` around the failovers' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -1,5 +1,5 @@
 import { defaultDynamicConfig, type DynamicConfig, type NodeConfig } from '../config/schema.js';
-import type { ClusterView } from '../model/values.js';
+import type { ClusterView, MemberArchive } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { Postgres } from '../postgres/types.js';
@@ -61,6 +61,8 @@ export class Agent {
     private readonly logger: Logger,
     /** load metrics for the autoscaler; absent in tests that do not need them */
     private readonly load?: LoadMeter,
+    /** WAL archiving on this node when it is primary (backup/archive-monitor.ts); absent without a repository */
+    readonly archive?: { current(): MemberArchive | undefined },
   ) {
     this.lastConfig = config.bootstrap.dynamic ?? defaultDynamicConfig;
     this.lease = new LeaseKeeper({
@@ -347,9 +349,11 @@ export class Agent {
    */
   private async publish(snap: Snapshot, reason: string): Promise<void> {
     if (snap.cluster === null || this.lease.id === null) return;
-    const value = memberValue(this.config, snap, this.state, reason, process.pid, this.load?.current());
+    const value = memberValue(this.config, snap, this.state, reason, process.pid, this.load?.current(), this.archive?.current());
     // metrics change every sample: like WAL positions, they ride along with the periodic put
-    const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, ...essential } = value;
+    const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, archive, ...rest } = value;
+    // a change of archiving state is published at once; its figures ride along with the periodic put
+    const essential = { ...rest, archiveState: archive?.state ?? null };
     const essentialJson = JSON.stringify(essential);
     const due = snap.nowMs - this.lastPublish.atMs >= this.lastConfig.loop_wait * 900;
     if (essentialJson === this.lastPublish.essentialJson && !due && this.lastPublish.leaseId === this.lease.id) return;

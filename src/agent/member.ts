@@ -1,5 +1,5 @@
 import type { NodeConfig } from '../config/schema.js';
-import type { MemberMetrics, MemberValue } from '../model/values.js';
+import type { MemberArchive, MemberMetrics, MemberValue } from '../model/values.js';
 import type { State } from './states.js';
 import type { Snapshot } from './snapshot.js';
 
@@ -16,7 +16,7 @@ export function apiUrl(config: Pick<NodeConfig, 'api' | 'tls'>): string {
 }
 
 /** The member key this agent publishes, from what it just observed and decided. */
-export function memberValue(config: NodeConfig, snap: Snapshot, state: State, reason: string, agentPid: number, metrics?: MemberMetrics): MemberValue {
+export function memberValue(config: NodeConfig, snap: Snapshot, state: State, reason: string, agentPid: number, metrics?: MemberMetrics, archive?: MemberArchive): MemberValue {
   const runtime = snap.pg.runtime;
   const pgAddress = config.postgres.connectAddress
     ? splitHostPort(config.postgres.connectAddress)
@@ -49,5 +49,7 @@ export function memberValue(config: NodeConfig, snap: Snapshot, state: State, re
     dataDir: config.postgres.dataDir,
     updatedAtMs: snap.nowMs,
     ...(metrics === undefined ? {} : { metrics }),
+    // only while PostgreSQL runs as primary: a replica's archiver is idle
+    ...(archive === undefined || runtime === null || runtime.inRecovery ? {} : { archive }),
   };
 }

@@ -1,6 +1,7 @@
 import type { Snapshot } from '../agent/snapshot.js';
 import type { NodeConfig } from '../config/schema.js';
 import type { Dcs } from '../dcs/types.js';
+import type { MemberArchive } from '../model/values.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 
@@ -24,6 +25,8 @@ export interface AgentHandle {
   };
   readonly decisionCounts: ReadonlyMap<string, number>;
   readonly promotions: number;
+  /** WAL archiving while this node is primary; absent when the node has no backup repository */
+  readonly archive?: { current(): MemberArchive | undefined };
   runManual(kind: 'restart' | 'reinitialize'): Promise<void>;
 }
 

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { readCertificate } from '../tls/pki.js';
 import { collectProcessMetrics } from '../util/metrics.js';
+import type { MemberArchive } from '../model/values.js';
 import type { AgentHandle, ApiOptions } from './handle.js';
 import { buildPatroniRegistry } from './patroni-metrics.js';
 import { nodeRoles, observeNode } from './status.js';
@@ -87,6 +88,7 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
   copied('keel_lease_renewals_total', 'lease keep-alives etcd acknowledged', () => handle.lease.renewals);
   copied('keel_lease_renewal_failures_total', 'lease keep-alives that failed (etcd unreachable or slow)', () => handle.lease.renewalFailures);
   copied('keel_failovers_total', 'promotions this node carried out (failovers and switchovers to it)', () => handle.promotions);
+  if (handle.archive !== undefined) registerArchiveMetrics(registry, handle.archive);
   new Counter({
     name: 'keel_decisions_total',
     help: 'loop decisions, by next state and actions (`state:action,action`)',
@@ -98,6 +100,37 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
     },
   });
   return registry;
+}
+
+/** WAL archiving, while this node is primary (NaN, or 0 for the counters, while it is not). */
+function registerArchiveMetrics(registry: Registry, archive: NonNullable<AgentHandle['archive']>): void {
+  const gauge = (name: string, help: string, read: (a: MemberArchive) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const current = archive.current();
+        this.set(current === undefined ? Number.NaN : (read(current) ?? Number.NaN));
+      },
+    });
+  const counter = (name: string, help: string, read: (a: MemberArchive) => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const current = archive.current();
+        this.inc(current === undefined ? 0 : read(current));
+      },
+    });
+  counter('keel_archive_failed_total', "WAL archiving attempts that failed on this primary (pg_stat_archiver's failed_count)", (a) => a.failedCount);
+  counter('keel_archive_archived_total', "WAL files this primary archived (pg_stat_archiver's archived_count)", (a) => a.archivedCount);
+  gauge('keel_archive_last_success_timestamp_seconds', 'when the last WAL file reached the repository (Unix time)', (a) => (a.lastArchivedAtMs === null ? null : a.lastArchivedAtMs / 1000));
+  gauge('keel_archive_failing', '1 while the last archiving attempt failed after the last success', (a) => (a.state === 'failing' ? 1 : 0));
+  gauge('keel_archive_lag_bytes', 'WAL written but not yet in the repository: the segment being written and those waiting', (a) => a.lagBytes);
+  gauge('keel_archive_lag_seconds', 'seconds since the last WAL file reached the repository while WAL waits (0 when none waits)', (a) => a.lagSeconds);
 }
 
 export function registerMetrics(app: FastifyInstance, handle: AgentHandle, options: ApiOptions): void {

@@ -3,6 +3,8 @@ import { Agent } from '../agent/agent.js';
 import { LoadMeter } from '../agent/load.js';
 import { splitHostPort } from '../agent/member.js';
 import { apiLimits } from '../api/limits.js';
+import { ArchiveMonitor } from '../backup/archive-monitor.js';
+import { writeBackupFiles } from '../backup/files.js';
 import { readApiTlsFiles, startApi, type RunningApi } from '../api/server.js';
 import { loadNodeConfig } from '../config/load.js';
 import { EtcdDcs } from '../dcs/etcd.js';
@@ -55,9 +57,13 @@ export function registerAgent(program: Command): void {
       });
       if (config.etcd.tls !== undefined) reloadEtcd = () => dcs.reloadCredentials();
       const pg = new LocalPostgres(config, logger);
-      const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock));
+      // archive_command names pgBackRest's files: they exist before PostgreSQL starts
+      if (config.backup !== undefined) await writeBackupFiles(config);
+      const archive = config.backup === undefined ? undefined : new ArchiveMonitor(config, dcs, systemClock, logger);
+      const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock), archive);
       logger.info({ dataDir: config.postgres.dataDir, etcd: config.etcd.endpoints }, 'agent starting');
       await agent.start();
+      archive?.start();
       const apiOptions = {
         node: { name: config.name, cluster: config.cluster, tags: config.tags },
         token: config.api.token,
@@ -85,6 +91,7 @@ export function registerAgent(program: Command): void {
           void running
             .close()
             .catch((err: unknown) => logger.warn({ err: describeError(err) }, 'could not close the REST API'))
+            .then(() => archive?.stop())
             .then(() => agent.stop())
             .finally(resolve);
         };

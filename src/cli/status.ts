@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { lagBytes } from '../model/lsn.js';
 import { defaultDynamicConfig } from '../config/schema.js';
-import type { ClusterView, MemberValue } from '../model/values.js';
+import type { ClusterView, MemberArchive, MemberValue } from '../model/values.js';
+import { archiveSummary } from '../backup/archive-status.js';
 import { KeelError } from '../errors.js';
 import { connectionStrings } from '../providers/local-layout.js';
 import { certificateRows } from './certs.js';
@@ -25,6 +26,8 @@ export interface MemberRow {
   dataDir: string;
   agentPid: number | null;
   postmasterPid: number | null;
+  /** WAL archiving, on the primary of a cluster with a backup repository */
+  archive: MemberArchive | null;
 }
 
 /** Lag of each replica behind the leader's last published WAL position. */
@@ -52,6 +55,7 @@ export function memberRows(view: ClusterView): MemberRow[] {
       dataDir: m.dataDir,
       agentPid: m.agentPid,
       postmasterPid: m.postmasterPid,
+      archive: m.archive ?? null,
     }));
 }
 
@@ -95,8 +99,8 @@ export function registerStatus(program: Command): void {
         if (soonest !== null) process.stdout.write(`TLS on; first certificate to expire: ${soonest.what}, in ${soonest.daysLeft} days (keel certs show)\n`);
         process.stdout.write(
           table(
-            ['member', 'address', 'role', 'state', 'tl', 'lag bytes', 'sync', 'reason'],
-            rows.map((r) => [r.name, r.address, r.role, r.state, String(r.timeline ?? ''), r.lagBytes === null ? '' : String(r.lagBytes), r.sync ? 'yes' : '', r.draining ? `draining; ${r.reason}` : r.reason]),
+            ['member', 'address', 'role', 'state', 'tl', 'lag bytes', 'sync', 'archive', 'reason'],
+            rows.map((r) => [r.name, r.address, r.role, r.state, String(r.timeline ?? ''), r.lagBytes === null ? '' : String(r.lagBytes), r.sync ? 'yes' : '', archiveSummary(r.archive ?? undefined), r.draining ? `draining; ${r.reason}` : r.reason]),
           ),
         );
       }

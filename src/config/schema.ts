@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { nameSchema } from '../model/names.js';
+import { archivingParameters, backupConfigSchema } from './backup.js';
 import { clusterParameterProblem, nodeParameterProblem } from '../model/parameters.js';
 
 const parameterValueSchema = z.union([z.string(), z.number(), z.boolean()]);
@@ -205,7 +206,17 @@ export const nodeConfigSchema = z
     tls: tlsFilesSchema.optional(),
     /** settings written to the `config` key when this node bootstraps the cluster */
     bootstrap: z.object({ dynamic: dynamicConfigSchema.optional() }).strict().default({}),
+    /** pgBackRest: the repository, its key and WAL archiving (config/backup.ts) */
+    backup: backupConfigSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.backup === undefined) return;
+    for (const name of archivingParameters) {
+      if (c.postgres.parameters?.[name] !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['postgres', 'parameters', name], message: 'set by the backup block: remove it here' });
+      }
+    }
+  });
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;

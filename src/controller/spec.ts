@@ -3,7 +3,7 @@
  * settings, the editable YAML form, and the provider's limits. Pure.
  */
 import { buildSpecSchema, describeIssues } from '../dcs/codec.js';
-import type { AutoscalePolicy, SpecValue } from '../model/values.js';
+import type { AutoscalePolicy, BackupPolicy, SpecValue } from '../model/values.js';
 import { KeelError } from '../errors.js';
 
 export const localZones = ['local-a', 'local-b', 'local-c'];
@@ -18,6 +18,9 @@ export const defaultAutoscale: AutoscalePolicy = {
   scaleInCooldownSeconds: 300,
   scaleInEnabled: true,
 };
+
+/** No scheduled backup until one is set (`keel spec set backup.full=7d backup.incr=24h`); replicas from backups when there are some. */
+export const defaultBackupPolicy: BackupPolicy = { full: null, diff: null, incr: null, retentionFull: 2, replicaSource: 'backup' };
 
 /** What a provider can hold; the CLI and the controller refuse specs beyond it. */
 export interface ProviderLimits {
@@ -80,6 +83,8 @@ const boolean: Parser = (text, key) => {
 };
 const string: Parser = (text) => text;
 const list: Parser = (text) => text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+/** a schedule, or `off` for none (checked by the spec's schema) */
+const schedule: Parser = (text) => (['off', 'none', ''].includes(text.trim()) ? null : text.trim());
 
 /** Every key `keel spec set` accepts, with how its text becomes a value. */
 export const settableKeys: Record<string, Parser> = {
@@ -96,6 +101,11 @@ export const settableKeys: Record<string, Parser> = {
   'autoscale.scaleOutCooldownSeconds': number,
   'autoscale.scaleInCooldownSeconds': number,
   'autoscale.scaleInEnabled': boolean,
+  'backup.full': schedule,
+  'backup.diff': schedule,
+  'backup.incr': schedule,
+  'backup.retentionFull': integer,
+  'backup.replicaSource': string,
 };
 
 /** Applies `key=value` settings in order; `replicas=N` means N+1 nodes. */
@@ -114,6 +124,7 @@ export function applySettings(current: SpecValue, settings: string[], limits: Pr
     const value = parse(setting.slice(eq + 1), key);
     if (key === 'replicas') next.nodes = (value as number) + 1;
     else if (key.startsWith('autoscale.')) (next.autoscale as unknown as Record<string, unknown>)[key.slice('autoscale.'.length)] = value;
+    else if (key.startsWith('backup.')) next.backup = { ...(next.backup ?? defaultBackupPolicy), [key.slice('backup.'.length)]: value };
     else (next as unknown as Record<string, unknown>)[key] = value;
   }
   return validateSpec(next, limits);

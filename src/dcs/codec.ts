@@ -6,8 +6,9 @@ import { z } from 'zod';
 import { dynamicConfigSchema, type DynamicConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { nameSchema } from '../model/names.js';
+import { parseSchedule } from '../model/schedule.js';
 import { screenClusterParameters, type ParameterValue } from '../model/parameters.js';
-import type { AutoscalePolicy, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, LeaderValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue } from '../model/values.js';
+import type { AutoscalePolicy, BackupLockValue, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, LeaderValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue } from '../model/values.js';
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 
@@ -58,6 +59,20 @@ export const memberSchema: z.ZodType<MemberValue> = z.object({
   metrics: z
     .object({ cpuPercent: z.number().min(0), connections: z.number().int().min(0), roQueriesPerSecond: z.number().min(0) })
     .optional(),
+  archive: z
+    .object({
+      state: z.enum(['ok', 'failing']),
+      archivedCount: z.number().int().min(0),
+      failedCount: z.number().int().min(0),
+      lastArchivedWal: z.string().nullable(),
+      lastArchivedAtMs: epochMs.nullable(),
+      lastFailedWal: z.string().nullable(),
+      lastFailedAtMs: epochMs.nullable(),
+      lagBytes: z.number().min(0),
+      lagSeconds: z.number().min(0).nullable(),
+      atMs: epochMs,
+    })
+    .optional(),
 });
 
 export const statusSchema: z.ZodType<StatusValue> = z.object({
@@ -98,6 +113,14 @@ export const creationSchema: z.ZodType<CreationValue> = z.object({
   replaces: memberName.nullable(),
   sinceMs: epochMs,
   by: z.string().min(1),
+});
+
+export const backupLockSchema: z.ZodType<BackupLockValue> = z.object({
+  v: version,
+  by: z.string().min(1),
+  type: z.enum(['full', 'diff', 'incr']),
+  source: memberName,
+  startedAtMs: epochMs,
 });
 
 const historyEntrySchema: z.ZodType<HistoryEntry> = z.object({
@@ -180,6 +203,21 @@ export function buildSpecSchema(strict: boolean): z.ZodType<SpecValue> {
     scaleInCooldownSeconds: z.number().min(0).max(86_400).default(300),
     scaleInEnabled: z.boolean().default(true),
   }).refine((a: AutoscalePolicy) => a.minReplicas <= a.maxReplicas, { message: 'minReplicas must not exceed maxReplicas', path: ['minReplicas'] });
+  const schedule = z
+    .string()
+    .nullable()
+    .default(null)
+    .superRefine((text, ctx) => {
+      const parsed = text === null ? null : parseSchedule(text);
+      if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    });
+  const backup = object({
+    full: schedule,
+    diff: schedule,
+    incr: schedule,
+    retentionFull: z.number().int().min(1).max(100).default(2),
+    replicaSource: z.enum(['backup', 'leader']).default('backup'),
+  });
   const scaling = object({
     added: z.array(memberName).default([]),
     lastScaleOutAtMs: epochMs.nullable().default(null),
@@ -196,6 +234,7 @@ export function buildSpecSchema(strict: boolean): z.ZodType<SpecValue> {
     replaceAfterSeconds: z.number().min(1).max(86_400).default(30),
     autoscale: autoscale.prefault({}),
     scaling: scaling.prefault({}),
+    backup: backup.optional(),
   }) as unknown as z.ZodType<SpecValue>;
 }
 
@@ -259,6 +298,7 @@ export const decodeSpec = (text: string): Decoded<SpecValue> => decode(specSchem
 export const decodeController = (text: string): Decoded<ControllerValue> => decode(controllerSchema, text);
 export const decodeDraining = (text: string): Decoded<DrainingValue> => decode(drainingSchema, text);
 export const decodeCreation = (text: string): Decoded<CreationValue> => decode(creationSchema, text);
+export const decodeBackupLock = (text: string): Decoded<BackupLockValue> => decode(backupLockSchema, text);
 
 type StoredValue =
   | InitializeValue
@@ -271,7 +311,8 @@ type StoredValue =
   | EventValue
   | ControllerValue
   | DrainingValue
-  | CreationValue;
+  | CreationValue
+  | BackupLockValue;
 
 export function encode(value: StoredValue): string {
   return JSON.stringify(value);
@@ -319,6 +360,8 @@ export interface ClusterKeys {
   history: string;
   spec: string;
   controller: string;
+  /** the backup being taken now (bound to its runner's lease) */
+  backup: string;
   draining(name: string): string;
   drainingPrefix: string;
   creation(name: string): string;
@@ -354,6 +397,7 @@ export function keys(cluster: string): ClusterKeys {
     history: `${prefix}history`,
     spec: `${prefix}spec`,
     controller: `${prefix}controller`,
+    backup: `${prefix}backup`,
     draining: (name) => `${drainingPrefix}${name}`,
     drainingPrefix,
     creation: (name) => `${creationsPrefix}${name}`,

@@ -9,6 +9,7 @@ import type { DynamicConfig } from '../config/schema.js';
 import { describeError, KeelError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import {
+  decodeBackupLock,
   decodeController,
   decodeEvent,
   decodeHistory,
@@ -24,7 +25,7 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
-import type { ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 import type { Dcs, LeaseMove } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
@@ -235,6 +236,23 @@ export class StoreDcs implements Dcs {
     const entry = await this.one('controller read', this.k.controller);
     if (entry === null) return null;
     const value = this.decoded(entry, decodeController);
+    return value === null ? null : { value, modRevision: entry.modRevision, leaseId: entry.lease };
+  }
+
+  claimBackup(value: BackupLockValue, leaseId: string): Promise<boolean> {
+    const k = this.k.backup;
+    return this.kv.txn('backup claim', [absent(k)], [put(k, encode(value), leaseId)]);
+  }
+
+  releaseBackup(value: BackupLockValue): Promise<boolean> {
+    const k = this.k.backup;
+    return this.kv.txn('backup release', [{ key: k, value: encode(value) }], [del(k)]);
+  }
+
+  async readBackup(): Promise<(Versioned<BackupLockValue> & { leaseId: string }) | null> {
+    const entry = await this.one('backup read', this.k.backup);
+    if (entry === null) return null;
+    const value = this.decoded(entry, decodeBackupLock);
     return value === null ? null : { value, modRevision: entry.modRevision, leaseId: entry.lease };
   }
 

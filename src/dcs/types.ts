@@ -4,7 +4,7 @@
  * shared value types, in model/values.ts.
  */
 import type { DynamicConfig } from '../config/schema.js';
-import type { ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 
 export interface LeaseMove {
   name: string;
@@ -114,6 +114,13 @@ export interface Dcs {
   releaseController(name: string): Promise<boolean>;
   /** The active controller, with the lease its key is bound to; null when none. */
   readController(): Promise<(Versioned<ControllerValue> & { leaseId: string }) | null>;
+
+  /** Create-if-absent `backup`, bound to the lease, in one transaction: true when this runner may take a backup now. */
+  claimBackup(value: BackupLockValue, leaseId: string): Promise<boolean>;
+  /** Deletes `backup` only if it is still this runner's (same value, one transaction). */
+  releaseBackup(value: BackupLockValue): Promise<boolean>;
+  /** The backup being taken now, with the lease its key is bound to; null when none. */
+  readBackup(): Promise<(Versioned<BackupLockValue> & { leaseId: string }) | null>;
 
   /** Calls `onEvent` for each event added from now on. Resolves once the watch is live. Returns a stop function. */
   watchEvents(onEvent: (event: EventValue) => void): Promise<() => Promise<void>>;

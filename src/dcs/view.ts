@@ -91,7 +91,8 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
         continue;
       case k.spec:
       case k.controller:
-        // the controller's keys: read elsewhere, not part of the agents' view
+      case k.backup:
+        // the controller's and the backups' keys: read elsewhere, not part of the agents' view
         continue;
     }
     if (kv.key.startsWith(k.eventsPrefix)) continue;

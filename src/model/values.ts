@@ -56,6 +56,26 @@ export interface MemberValue {
   updatedAtMs: number;
   /** load the agent measured (agent/load.ts); absent until it has two samples */
   metrics?: MemberMetrics;
+  /** WAL archiving as the primary's pg_stat_archiver shows it (backup/archive-monitor.ts); absent on replicas and without a repository */
+  archive?: MemberArchive;
+}
+
+/** WAL archiving on a primary: what reached the repository, what failed, what waits. */
+export interface MemberArchive {
+  /** failing: the last attempt failed after the last success */
+  state: 'ok' | 'failing';
+  archivedCount: number;
+  failedCount: number;
+  lastArchivedWal: string | null;
+  lastArchivedAtMs: number | null;
+  lastFailedWal: string | null;
+  lastFailedAtMs: number | null;
+  /** WAL written but not yet in the repository: the current segment's part and the segments waiting */
+  lagBytes: number;
+  /** seconds since the last success while WAL waits (0 when nothing waits; null before any success) */
+  lagSeconds: number | null;
+  /** when the agent read it */
+  atMs: number;
 }
 
 export interface MemberMetrics {
@@ -125,6 +145,20 @@ export interface CreationValue {
   by: string;
 }
 
+/**
+ * `backup`: the backup being taken now, bound to its runner's lease (the controller's scheduler, or
+ * `keel backup now`): one at a time in a cluster, and the key goes with a runner that dies.
+ */
+export interface BackupLockValue {
+  v: 1;
+  /** who runs it: `controller <name>`, `cli <host>-<pid>` */
+  by: string;
+  type: 'full' | 'diff' | 'incr';
+  /** the member it is taken from (a streaming replica, else the leader) */
+  source: string;
+  startedAtMs: number;
+}
+
 export interface HistoryEntry {
   /** the timeline the new leader started */
   timeline: number;
@@ -189,6 +223,22 @@ export interface SpecValue {
   autoscale: AutoscalePolicy;
   /** written by the controller, not by people */
   scaling: ScalingState;
+  /** scheduled backups and where new replicas get their data (absent in specs written before backups existed) */
+  backup?: BackupPolicy;
+}
+
+/** The backups the controller takes, and what it keeps. */
+export interface BackupPolicy {
+  /** when each kind is due: a cron line in UTC (`0 3 * * 0`) or an interval (`6h`, `7d`), model/schedule.ts; null: never */
+  full: string | null;
+  /** changes since the last full backup */
+  diff: string | null;
+  /** changes since the last backup of any kind */
+  incr: string | null;
+  /** full backups kept; older ones go, with the WAL only they needed */
+  retentionFull: number;
+  /** a new replica's data: the newest backup then the WAL archive, falling back to the leader; or pg_basebackup from the leader */
+  replicaSource: 'backup' | 'leader';
 }
 
 /** `controller`: bound to the active controller's lease; its existence is the right to act. */

@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { nodeParameterProblem } from '../model/parameters.js';
+import { archiveParameters } from './archiving.js';
 import type { StartOptions, UpstreamTarget } from './types.js';
 
 export interface NodeLayout {
@@ -234,6 +235,7 @@ export function buildPostgresqlConf(
     line('primary_slot_name', upstream ? options.slotName : ''),
     line('synchronous_standby_names', synchronousStandbyNames),
     ...sslLines(config).map(([name, value]) => line(name, value)),
+    ...archiveParameters(config, layout).map(([name, value]) => line(name, value)),
     '',
   ];
   return lines.join('\n');

@@ -58,6 +58,10 @@ export interface RunOptions {
   detached?: boolean;
   /** resolve with the result instead of throwing on a non-zero exit */
   allowFailure?: boolean;
+  /** each chunk of output as it comes (progress) */
+  onOutput?: (text: string) => void;
+  /** ends the program (SIGTERM) when aborted */
+  signal?: AbortSignal;
 }
 
 export interface RunResult {
@@ -102,10 +106,13 @@ export class Programs {
         detached: options.detached ?? false,
         stdio: ['ignore', 'pipe', 'pipe'],
         ...(this.runAs ? { uid: this.runAs.uid, gid: this.runAs.gid } : {}),
+        ...(options.signal ? { signal: options.signal, killSignal: 'SIGTERM' as const } : {}),
       });
       let output = '';
       const collect = (chunk: Buffer): void => {
-        output = (output + chunk.toString('utf8')).slice(-maxOutputChars);
+        const text = chunk.toString('utf8');
+        output = (output + text).slice(-maxOutputChars);
+        options.onOutput?.(text);
       };
       child.stdout.on('data', collect);
       child.stderr.on('data', collect);

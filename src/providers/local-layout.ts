@@ -41,6 +41,8 @@ const secretsSchema = z
     app: z.string().min(16),
     rewind: z.string().min(16),
     etcdRoot: z.string().min(16),
+    /** the backup repository's key (pgBackRest's repo1-cipher-pass); never printed */
+    backupCipher: z.string().min(32).optional(),
   })
   .strict();
 export type Secrets = z.infer<typeof secretsSchema>;
@@ -53,7 +55,15 @@ function completeSecrets(existing: Record<string, unknown>): Secrets {
     const value = existing[name];
     return typeof value === 'string' && value.length >= min ? value : newSecret(bytes);
   };
-  return { superuser: keep('superuser', 16), replication: keep('replication', 16), apiToken: keep('apiToken', 32, 32), app: keep('app', 16), rewind: keep('rewind', 16), etcdRoot: keep('etcdRoot', 16) };
+  return {
+    superuser: keep('superuser', 16),
+    replication: keep('replication', 16),
+    apiToken: keep('apiToken', 32, 32),
+    app: keep('app', 16),
+    rewind: keep('rewind', 16),
+    etcdRoot: keep('etcdRoot', 16),
+    backupCipher: keep('backupCipher', 32, 48),
+  };
 }
 
 /** One certificate a local cluster keeps, with what it takes to issue it again. */
@@ -64,7 +74,7 @@ export interface LeafCertificate {
 }
 
 /** Secrets for code that only needs the layout's shape (ports, paths), never a password. */
-export const placeholderSecrets: Secrets = { superuser: 'x'.repeat(16), replication: 'x'.repeat(16), apiToken: 'x'.repeat(32), app: 'x'.repeat(16), rewind: 'x'.repeat(16), etcdRoot: 'x'.repeat(16) };
+export const placeholderSecrets: Secrets = { superuser: 'x'.repeat(16), replication: 'x'.repeat(16), apiToken: 'x'.repeat(32), app: 'x'.repeat(16), rewind: 'x'.repeat(16), etcdRoot: 'x'.repeat(16), backupCipher: 'x'.repeat(32) };
 
 /** Node `name`'s API token: 32 bytes derived from the cluster's key, so each node has its own and the CLI can find any of them. */
 export function nodeApiToken(secrets: Secrets, name: string): string {
@@ -104,6 +114,8 @@ export class LocalLayout {
   get routerLog(): string { return join(this.dir, 'router.log'); }
   get controllerPidFile(): string { return join(this.dir, 'controller.pid'); }
   get controllerLog(): string { return join(this.dir, 'controller.log'); }
+  /** the cluster's backup repository (pgBackRest, posix): PostgreSQL's OS user owns it, 0700 */
+  get backupDir(): string { return join(this.dir, 'backup'); }
   /** present while a node is fenced: no supervisor may start its agent again */
   fencedMarker(name: string): string { return join(this.nodeDir(name), 'fenced'); }
   /** the cluster's certificates: the CA (its key 0600), etcd's server pair and the clients' pairs */
@@ -177,6 +189,7 @@ export class LocalLayout {
     await chmod(this.dir, 0o755);
     if (!this.exists()) await writeFile(this.clusterFile, `${JSON.stringify(file, null, 2)}\n`);
     const existing = existsSync(this.secretsFile) ? (JSON.parse(readFileSync(this.secretsFile, 'utf8')) as Record<string, unknown>) : {};
+    this.refuseLostBackupKey(existing);
     const completed = completeSecrets(existing);
     if (JSON.stringify(completed) !== JSON.stringify(existing)) {
       await writeFileNoFollow(this.secretsFile, `${JSON.stringify(completed)}\n`, 0o600, null);
@@ -188,6 +201,21 @@ export class LocalLayout {
     await writeFileNoFollow(this.pgpassFile, `127.0.0.1:*:*:${app}:${secrets.app}\nlocalhost:*:*:${app}:${secrets.app}\n`, 0o600, null);
     await this.ensureClusterTls(cluster);
     return { cluster, secrets };
+  }
+
+  /** A repository that holds backups but whose key is gone from secrets.json: a new key would not open it. */
+  private refuseLostBackupKey(secrets: Record<string, unknown>): void {
+    if (secrets.backupCipher !== undefined) return;
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(this.backupDir);
+    } catch {
+      return;
+    }
+    if (entries.length === 0) return;
+    throw new KeelError('KEEL_BACKUP_KEY_MISSING', `${this.backupDir} holds a backup repository but ${this.secretsFile} has no backupCipher, its key`, {
+      hint: 'put the key back in secrets.json (backupCipher), or move the repository away to start a new one',
+    });
   }
 
   /** The cluster's own leaf certificates: etcd's server pair and the router's, controller's and operator's client pairs. */
@@ -261,6 +289,10 @@ export class LocalLayout {
       // secure by default: no primary without a live fencing guard beside it
       guard: { socket: this.guardSocket(name) },
       bootstrap: { dynamic: undefined },
+      // WAL archiving and backups into the cluster's own repository, encrypted with its key
+      ...(secrets.backupCipher === undefined
+        ? {}
+        : { backup: { repo: { type: 'posix' as const, path: this.backupDir }, cipher: 'aes-256-cbc' as const, cipherPass: secrets.backupCipher, archiveTimeoutSeconds: 60, processMax: 2, binary: '/usr/bin/pgbackrest' } }),
     };
   }
 

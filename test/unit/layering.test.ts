@@ -17,6 +17,7 @@ const mayImport: Record<string, string[]> = {
   dcs: ['model', 'config', 'util'],
   postgres: ['model', 'config', 'util'],
   guard: ['config', 'postgres', 'util'],
+  backup: ['dcs', 'postgres', 'model', 'config', 'util'],
   providers: ['dcs', 'postgres', 'tls', 'model', 'config', 'util'],
   agent: ['dcs', 'postgres', 'guard', 'model', 'config', 'util'],
   api: ['agent', 'dcs', 'tls', 'model', 'config', 'util'],
@@ -29,7 +30,7 @@ const mayImport: Record<string, string[]> = {
 };
 
 /** Files that decide and must stay free of I/O. */
-const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|router\/route|workload\/(records|acks|split-brain|shape)|model\/[^/]+)\.ts$/;
+const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|router\/route|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status)|postgres\/archiving|model\/[^/]+)\.ts$/;
 const io = /^(node:)?(child_process|fs|fs\/promises|net|http|https|dgram)$|^(etcd3|pg|fastify)$/;
 
 function files(dir: string): string[] {

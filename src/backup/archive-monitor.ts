@@ -1,0 +1,195 @@
+/**
+ * The agent's eye on WAL archiving. On its own timer (the loop must stay
+ * quick), while this node's PostgreSQL runs as primary, it makes sure the
+ * stanza exists in the repository (after a bootstrap, and after each
+ * promotion: creating it again is a check), reads pg_stat_archiver, and turns
+ * a failure into an event; the agent publishes the status in its member key
+ * and the REST API's /metrics shows it.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NodeConfig } from '../config/schema.js';
+import type { Dcs } from '../dcs/types.js';
+import { describeError } from '../errors.js';
+import type { MemberArchive } from '../model/values.js';
+import { parseLsn } from '../model/lsn.js';
+import { nodeLayout } from '../postgres/conf.js';
+import { LocalSession, Unreachable } from '../postgres/sql.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { archiveStatus, archiveTransition, type ArchiverReading } from './archive-status.js';
+import { Pgbackrest } from './pgbackrest.js';
+
+const archiverQuery = `
+SELECT pg_is_in_recovery() AS in_recovery,
+       a.archived_count::text AS archived_count, a.last_archived_wal,
+       (extract(epoch FROM a.last_archived_time) * 1000)::bigint::text AS last_archived_ms,
+       a.failed_count::text AS failed_count, a.last_failed_wal,
+       (extract(epoch FROM a.last_failed_time) * 1000)::bigint::text AS last_failed_ms,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+       (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}\\.ready$')::int AS ready_segments,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')::text AS segment_bytes
+FROM pg_stat_archiver a`;
+
+interface ArchiverRow {
+  in_recovery: boolean;
+  archived_count: string;
+  last_archived_wal: string | null;
+  last_archived_ms: string | null;
+  failed_count: string;
+  last_failed_wal: string | null;
+  last_failed_ms: string | null;
+  current_lsn: string | null;
+  ready_segments: number;
+  segment_bytes: string;
+}
+
+const stanzaRetryMs = 30_000;
+
+export class ArchiveMonitor {
+  private readonly session: LocalSession;
+  private readonly pgbackrest: Pgbackrest;
+  private latest: MemberArchive | undefined;
+  private timer: NodeJS.Timeout | null = null;
+  private sampling = false;
+  /** the stanza was created or confirmed since this node last became primary */
+  private stanzaReady = false;
+  /** failures before this were pushes made before the stanza existed */
+  private stanzaReadyAtMs = 0;
+  private stanzaBusy = false;
+  private nextStanzaAttemptMs = 0;
+  private lastStanzaError = '';
+  /** the last archive event said archiving fails */
+  private reportedFailing = false;
+
+  constructor(
+    private readonly config: NodeConfig,
+    private readonly dcs: Pick<Dcs, 'addEvent'>,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    private readonly intervalMs = 2000,
+  ) {
+    const layout = nodeLayout(config);
+    const { superuser } = config.postgres;
+    this.session = new LocalSession({ host: layout.socketDir, port: config.postgres.port, user: superuser.username, password: superuser.password }, logger);
+    this.pgbackrest = Pgbackrest.forNode(config);
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.sample(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.session.close();
+  }
+
+  /** The last reading, while this node is primary and the reading is recent. */
+  current(): MemberArchive | undefined {
+    if (this.latest === undefined || this.clock.now() - this.latest.atMs > 3 * this.intervalMs) return undefined;
+    return this.latest;
+  }
+
+  async sample(): Promise<void> {
+    if (this.sampling) return;
+    this.sampling = true;
+    try {
+      const reading = await this.read();
+      if (reading === null) {
+        // a replica (or a stopped node): a promotion makes sure of the stanza again
+        this.latest = undefined;
+        this.stanzaReady = false;
+        return;
+      }
+      const next = archiveStatus(reading, this.clock.now());
+      this.latest = next;
+      if (!this.stanzaReady) {
+        // pushes fail until the stanza exists (right after a bootstrap): that is stanza-create's to report
+        this.ensureStanza();
+        return;
+      }
+      // PostgreSQL retries a push that failed before the stanza existed within a minute: not news
+      if (next.state === 'failing' && (next.lastFailedAtMs ?? 0) < this.stanzaReadyAtMs) return;
+      const detail = next.state === 'failing' && !this.reportedFailing ? await this.failureDetail(next.lastFailedWal) : null;
+      const event = archiveTransition(this.config.name, this.reportedFailing, next, detail);
+      if (event !== null) {
+        this.reportedFailing = event.kind === 'archive-failed';
+        this.logger.warn({ kind: event.kind }, event.message);
+        await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: event.kind, message: event.message });
+      }
+    } catch (err) {
+      this.logger.warn({ err: describeError(err) }, 'could not read the WAL archiver');
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /** null when PostgreSQL does not run as primary. */
+  private async read(): Promise<ArchiverReading | null> {
+    let row: ArchiverRow | undefined;
+    try {
+      [row] = await this.session.query<ArchiverRow>(archiverQuery);
+    } catch (err) {
+      if (err instanceof Unreachable) return null;
+      throw err;
+    }
+    if (row === undefined || row.in_recovery || row.current_lsn === null) return null;
+    const ms = (text: string | null) => (text === null ? null : Number(text));
+    return {
+      archivedCount: Number(row.archived_count),
+      lastArchivedWal: row.last_archived_wal,
+      lastArchivedAtMs: ms(row.last_archived_ms),
+      failedCount: Number(row.failed_count),
+      lastFailedWal: row.last_failed_wal,
+      lastFailedAtMs: ms(row.last_failed_ms),
+      currentLsn: parseLsn(row.current_lsn),
+      readySegments: row.ready_segments,
+      segmentBytes: Number(row.segment_bytes),
+    };
+  }
+
+  /** stanza-create in the background: the repository learns of this database (or confirms it knows it). */
+  private ensureStanza(): void {
+    if (this.stanzaBusy || this.clock.now() < this.nextStanzaAttemptMs) return;
+    this.stanzaBusy = true;
+    void this.pgbackrest
+      .stanzaCreate()
+      .then(async () => {
+        this.stanzaReady = true;
+        this.stanzaReadyAtMs = this.clock.now();
+        this.lastStanzaError = '';
+        this.logger.info({ stanza: this.pgbackrest.stanza }, 'the stanza is ready in the repository: WAL archiving can run');
+        await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'stanza', message: `${this.config.name} is primary: stanza ${this.pgbackrest.stanza} is ready in the repository` });
+      })
+      .catch(async (err: unknown) => {
+        this.nextStanzaAttemptMs = this.clock.now() + stanzaRetryMs;
+        const message = describeError(err);
+        this.logger.warn({ err: message }, 'stanza-create failed; trying again in 30 s');
+        if (message === this.lastStanzaError) return;
+        this.lastStanzaError = message;
+        await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'stanza-failed', message: `${this.config.name} cannot create the stanza: ${message}` });
+      })
+      .finally(() => {
+        this.stanzaBusy = false;
+      });
+  }
+
+  /** pgBackRest's reason for a failed push, from the status file its asynchronous push leaves. */
+  private async failureDetail(wal: string | null): Promise<string | null> {
+    if (this.pgbackrest.paths === null) return null;
+    const out = join(this.pgbackrest.paths.spool, 'archive', this.pgbackrest.stanza, 'out');
+    // an error of one WAL file, or one of the whole push (the repository unreachable)
+    let text: string | null = null;
+    for (const name of [...(wal === null ? [] : [`${wal}.error`]), 'global.error']) {
+      text ??= await readFile(join(out, name), 'utf8').catch(() => null);
+    }
+    if (text === null) return null;
+    // first line: the error code; then the message, its most precise cause last, then hints
+    const lines = text.split('\n').slice(1).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('HINT:'));
+    if (lines.length === 0) return null;
+    const said = lines.length === 1 ? lines[0]! : `${lines[0]} ... ${lines[lines.length - 1]}`;
+    return said.slice(0, 400);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Running pgBackRest as PostgreSQL's OS user, either with a node's own
+ * configuration (files.ts wrote it) or, for a repository alone, with no
+ * configuration file and the key in the environment (never on a command line,
+ * which every user of the machine can read).
+ */
+import { basename, dirname } from 'node:path';
+import type { BackupRepo } from '../config/backup.js';
+import type { NodeConfig } from '../config/schema.js';
+import { KeelError } from '../errors.js';
+import { pgbackrestPaths, stanzaOf, type PgbackrestPaths } from '../postgres/archiving.js';
+import { nodeLayout } from '../postgres/conf.js';
+import { Programs, resolveRunAs, type RunAs } from '../postgres/programs.js';
+import { repoOptions } from './conf.js';
+import { parseInfo, pgbackrestErrors, type StanzaInfo } from './info.js';
+
+export interface PgbackrestRunOptions {
+  /** each chunk of output as it comes */
+  onOutput?: (text: string) => void;
+  /** stops pgBackRest (SIGTERM): it ends its backup and removes its lock */
+  signal?: AbortSignal;
+}
+
+/** What runs pgBackRest: where its configuration comes from and which OS user it runs as. */
+interface Invocation {
+  programs: Programs;
+  program: string;
+  /** the options every command gets first */
+  head: string[];
+  env: Record<string, string>;
+}
+
+export class Pgbackrest {
+  private constructor(
+    private readonly invocation: Invocation,
+    readonly stanza: string,
+    /** the node's files, when it runs with a node's configuration */
+    readonly paths: PgbackrestPaths | null,
+  ) {}
+
+  /** With node `config`'s pgbackrest.conf: its repository and key, the node as pg1. */
+  static forNode(config: NodeConfig): Pgbackrest {
+    const backup = config.backup;
+    if (backup === undefined) {
+      throw new KeelError('KEEL_BACKUP_UNCONFIGURED', `node ${config.name} of cluster ${config.cluster} has no backup block in its node.yml`);
+    }
+    const layout = nodeLayout(config);
+    const paths = pgbackrestPaths(layout);
+    const invocation: Invocation = {
+      programs: new Programs(dirname(backup.binary), resolveRunAs(config), layout.nodeDir),
+      program: basename(backup.binary),
+      head: [`--config-path=${paths.dir}`, `--stanza=${stanzaOf(config)}`],
+      env: { PGPASSFILE: paths.pgpass },
+    };
+    return new Pgbackrest(invocation, stanzaOf(config), paths);
+  }
+
+  /**
+   * A repository alone, read-only use (info, restore): no configuration file, the key in the
+   * environment; `scratch` is a directory the OS user may write its lock and spool in.
+   */
+  static forRepository(options: { repo: BackupRepo; cipherPass: string | null; stanza: string; runAs: RunAs | null; scratch: string; binary?: string }): Pgbackrest {
+    const binary = options.binary ?? '/usr/bin/pgbackrest';
+    const head = ['--no-config', ...repoOptions(options.repo).map(([name, value]) => `--${name}=${value}`)];
+    head.push(`--lock-path=${options.scratch}`, `--spool-path=${options.scratch}`, `--log-path=${options.scratch}`, '--log-level-file=off', `--stanza=${options.stanza}`);
+    // an S3 repository's key and secret are secrets too: they go to the environment
+    const secretNames = new Set(['repo1-s3-key', 'repo1-s3-key-secret']);
+    const env: Record<string, string> = {};
+    for (const [name, value] of repoOptions(options.repo)) {
+      if (secretNames.has(name)) env[`PGBACKREST_${name.toUpperCase().replace(/-/g, '_')}`] = String(value);
+    }
+    const visible = head.filter((word) => ![...secretNames].some((name) => word.startsWith(`--${name}=`)));
+    env.PGBACKREST_REPO1_CIPHER_TYPE = options.cipherPass === null ? 'none' : 'aes-256-cbc';
+    if (options.cipherPass !== null) env.PGBACKREST_REPO1_CIPHER_PASS = options.cipherPass;
+    const invocation: Invocation = { programs: new Programs(dirname(binary), options.runAs, options.scratch), program: basename(binary), head: visible, env };
+    return new Pgbackrest(invocation, options.stanza, null);
+  }
+
+  /** Runs one command; throws KEEL_BACKUP_FAILED with pgBackRest's own error lines. */
+  async run(command: string, args: string[] = [], options: PgbackrestRunOptions = {}): Promise<string> {
+    const { programs, program, head, env } = this.invocation;
+    const result = await programs.run(program, [...head, ...args, command], { env, allowFailure: true, onOutput: options.onOutput, signal: options.signal }).catch((err: unknown) => {
+      if (options.signal?.aborted) return { exitCode: null, output: '' };
+      throw err;
+    });
+    if (options.signal?.aborted) throw new KeelError('KEEL_BACKUP_FAILED', `pgbackrest ${command} was stopped`);
+    if (result.exitCode !== 0) {
+      const errors = pgbackrestErrors(result.output) || result.output.trim().split('\n').slice(-3).join('\n');
+      throw new KeelError('KEEL_BACKUP_FAILED', `pgbackrest ${command} failed (exit status ${result.exitCode}):\n${errors}`);
+    }
+    return result.output;
+  }
+
+  /** The stanza as the repository knows it (status, backups, archive range). */
+  async info(): Promise<StanzaInfo> {
+    const output = await this.run('info', ['--output=json']);
+    const stanza = parseInfo(output).find((s) => s.name === this.stanza);
+    if (stanza === undefined) throw new KeelError('KEEL_BACKUP_FAILED', `pgbackrest info said nothing of stanza ${this.stanza}`);
+    return stanza;
+  }
+
+  /** Creates the stanza, or checks that the one there belongs to this database; safe to run again. */
+  async stanzaCreate(): Promise<void> {
+    await this.run('stanza-create');
+  }
+
+  /** Checks the repository and that a WAL switch reaches it through archive_command (on a primary). */
+  async check(): Promise<void> {
+    await this.run('check');
+  }
+}
