@@ -1,7 +1,7 @@
 /**
  * Steps of an instance's bash user data that every kind of Keel instance
  * runs the same way: the test hooks, installing missing Debian packages,
- * Node.js 20, Keel itself, the instance metadata (IMDSv2) and fetching a
+ * Node.js 20, Keel itself, the instance's address from its metadata (IMDSv2) and fetching a
  * secret by SSM parameter name. Pure text; each fragment expects the
  * variables the user data's header sets (keel_region, keel_nodejs,
  * keel_source_kind, keel_source, keel_source_sha256) and nothing else.
@@ -114,13 +114,26 @@ fi
 `;
 }
 
-/** imds PATH: one instance metadata value through an IMDSv2 session token. */
-export const imdsShell = `
+/**
+ * imds PATH: one instance metadata value through an IMDSv2 session token. Then $address: the instance's private
+ * IPv4 address from the metadata, whose zone must be $keel_zone, unless a test host gave KEEL_BOOT_ADDRESS.
+ */
+export const instanceAddressShell = `
 imds() {
   local token
   token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token) || return 1
   curl -fsS -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
 }
+if [ -z "$address" ]; then
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    address=$(imds local-ipv4) && break
+    log "instance metadata not answering (attempt $attempt)"
+    sleep 3
+  done
+  zone=$(imds placement/availability-zone) || fail "no availability zone from the instance metadata"
+  [ "$zone" = "$keel_zone" ] || fail "this instance is in $zone, its options say $keel_zone"
+fi
+[[ "$address" =~ ^[0-9]{1,3}(\\.[0-9]{1,3}){3}$ ]] || fail "no private IPv4 address (got '$address')"
 `;
 
 /**

@@ -23,6 +23,7 @@ import type { TlsFiles } from '../config/schema.js';
 import { KeelError, describeError } from '../errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { isMainModule } from '../util/main-module.js';
+import { systemUser } from '../util/os-user.js';
 import { isAlive, readPidFile } from '../util/process.js';
 import { ensureDirNoFollow } from '../util/safe-dir.js';
 import { writeFileNoFollow, type FileOwner } from '../util/safe-file.js';
@@ -165,12 +166,9 @@ export async function prepareController(request: AwsEtcdBootRequest, waitMs: num
 async function etcdOwner(root: string): Promise<FileOwner | null> {
   // a test host runs etcd as a root process; an instance as the etcd user of Debian's etcd-server
   if (root !== '') return null;
-  const passwd = await readFile('/etc/passwd', 'utf8');
-  for (const line of passwd.split('\n')) {
-    const [name, , uid, gid] = line.split(':');
-    if (name === 'etcd' && uid && gid) return { uid: Number(uid), gid: Number(gid) };
-  }
-  throw new KeelError('KEEL_BINARY_MISSING', 'there is no etcd OS user: is etcd-server installed?');
+  const owner = await systemUser('etcd');
+  if (owner === null) throw new KeelError('KEEL_BINARY_MISSING', 'there is no etcd OS user: is etcd-server installed?');
+  return owner;
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -22,7 +22,7 @@ import { nameSchema } from '../model/names.js';
 import { awsNodeOptionsSchema, maxUserDataBytes, shellQuote, type AwsNodeOptionsInput } from './aws-userdata.js';
 import { parameterPrefixOf, parseAwsDeploymentText } from './aws-deployment.js';
 import { awsControllerLaunchSchema } from './aws-launch.js';
-import { aptShell, bootPreludeShell, fetchSecretShell, imdsShell, keelInstallShell, nodejsShell } from './aws-boot-shell.js';
+import { aptShell, bootPreludeShell, fetchSecretShell, instanceAddressShell, keelInstallShell, nodejsShell } from './aws-boot-shell.js';
 import { ports } from './aws-plan.js';
 
 /** Where an etcd member keeps things (before the test harness's root prefix, if any). */
@@ -197,17 +197,7 @@ ${nodejsShell}
 # ---- Keel itself ----
 ${keelInstallShell(bootHelper)}
 # ---- the member's fixed address (its network interface): the instance metadata must agree ----
-${imdsShell}
-if [ -z "$address" ]; then
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    address=$(imds local-ipv4) && break
-    log "instance metadata not answering (attempt $attempt)"
-    sleep 3
-  done
-  zone=$(imds placement/availability-zone) || fail "no availability zone from the instance metadata"
-  [ "$zone" = "$keel_zone" ] || fail "this instance is in $zone, member $keel_member's options say $keel_zone"
-fi
-[ "$address" = "$keel_address" ] || fail "this instance's address is '$address', member $keel_member's is $keel_address: launch it on the member's network interface"
+${instanceAddressShell}[ "$address" = "$keel_address" ] || fail "this instance's address is '$address', member $keel_member's is $keel_address: launch it on the member's network interface"
 
 # ---- secrets and certificates, by name, into a root-only staging directory on tmpfs ----
 ${fetchSecretShell}
@@ -232,7 +222,8 @@ if [ "$use_systemd" = 1 ]; then
 else
   pid_file="$root${awsEtcdPaths.etcdPidFile}"
   mkdir -p "$(dirname "$pid_file")" "$(dirname "$root${awsEtcdPaths.etcdLog}")"
-  if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+  # a live etcd, not a PID reused since nor a zombie waiting to be reaped (neither has this executable)
+  if [ -f "$pid_file" ] && [ "$(readlink "/proc/$(cat "$pid_file")/exe" 2>/dev/null)" = /usr/bin/etcd ]; then
     log "etcd runs already (pid $(cat "$pid_file"))"
   else
     # the variables as they are, never evaluated by a shell
