@@ -185,8 +185,10 @@ const bootHelper = 'providers/aws-etcd-boot.js';
 const etcdBootBody = `${bootPreludeShell}
 # ---- packages (only the missing ones) ----
 ${aptShell}
-if [ "$use_systemd" = 1 ] && ! dpkg-query -W -f='\${Status}' etcd-server 2>/dev/null | grep -q 'install ok installed'; then
-  # Debian would start its own single-member etcd on installing it: keel-etcd.service runs this member
+if [ "$use_systemd" = 1 ]; then
+  # Debian's etcd.service runs a single-member etcd of its own (started on installing, enabled at boot), on the
+  # ports this member needs: masked before the package comes, stopped if it came with the image
+  systemctl stop etcd.service >/dev/null 2>&1 || true
   systemctl mask etcd.service >/dev/null
 fi
 apt_install ca-certificates curl etcd-server etcd-client
