@@ -1,45 +1,16 @@
 /**
  * The bash body of a database node's user data (aws-userdata.ts puts the
- * node's own variables above it). Kept apart from the TypeScript that fills
- * those in: it is a script, checked by shellcheck in the tests.
+ * node's own variables above it): the steps every Keel instance shares
+ * (aws-boot-shell.ts), then a node's own: PostgreSQL's packages, its data
+ * volume, waiting for the credentials the controller writes for this
+ * instance, node.yml and the units. Each step skips what is already there, so
+ * running it again, or on a host that has the packages, does only what is
+ * missing. Checked by shellcheck in the tests.
  */
-/**
- * The steps every node runs, the same for each (what differs is in the variables above it). Each step skips
- * what is already there, so running it again, or on a host that has the packages, does only what is missing.
- */
-export const nodeBootBody = `
-log() { printf 'keel-boot: %s\\n' "$*" >&2; }
-fail() { log "$*"; exit 1; }
+import { aptShell, bootPreludeShell, fetchSecretShell, instanceAddressShell, keelInstallShell, nodejsShell } from './aws-boot-shell.js';
 
-root="\${KEEL_BOOT_ROOT:-}"
-secrets_dir="\${KEEL_BOOT_SECRETS_DIR:-}"
-address="\${KEEL_BOOT_ADDRESS:-}"
-instance_id="\${KEEL_BOOT_INSTANCE_ID:-}"
-data_device="\${KEEL_BOOT_DATA_DEVICE:-}"
-use_systemd="\${KEEL_BOOT_SYSTEMD:-1}"
-
-[ "$(id -u)" -eq 0 ] || fail "run as root (cloud-init does)"
-case "$root" in ''|/*) ;; *) fail "KEEL_BOOT_ROOT must be an absolute path" ;; esac
-case "$secrets_dir" in ''|/*) ;; *) fail "KEEL_BOOT_SECRETS_DIR must be an absolute path" ;; esac
-if [ -n "$root" ] && [ "$use_systemd" = 1 ]; then fail "KEEL_BOOT_ROOT needs KEEL_BOOT_SYSTEMD=0: the units name /etc/keel"; fi
-
-# ---- packages (only the missing ones) ----
-apt_updated=0
-missing_packages() {
-  local p
-  for p in "$@"; do
-    dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf '%s\\n' "$p"
-  done
-}
-apt_install() {
-  local missing=()
-  mapfile -t missing < <(missing_packages "$@")
-  [ "\${#missing[@]}" -eq 0 ] && return 0
-  log "installing \${missing[*]}"
-  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "\${missing[@]}"
-}
-
+/** PostgreSQL 15 with PostGIS, without Debian's own cluster; the AWS CLI where SSM or S3 is read. */
+const packagesShell = `
 if ! dpkg-query -W -f='\${Status}' postgresql-common 2>/dev/null | grep -q 'install ok installed'; then
   # Debian would create and start its own cluster on 5432; Keel's agent makes and runs the node's PostgreSQL
   mkdir -p /etc/postgresql-common/createcluster.d
@@ -50,85 +21,15 @@ apt_install ca-certificates curl postgresql-15 postgresql-15-postgis-3 postgresq
 if [ -z "$secrets_dir" ] || [ "$keel_source_kind" = s3 ]; then
   command -v aws >/dev/null || apt_install awscli
 fi
+`;
 
-node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
-if [ "$(node_major)" -lt 20 ]; then
-  [ "$keel_nodejs" = nodesource ] || fail "Node.js 20 or later is missing (nodejs: present)"
-  log "installing Node.js 20 from NodeSource"
-  apt_install gnupg
-  curl -fsSL --proto '=https' https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key | gpg --dearmor --yes -o /usr/share/keyrings/nodesource.gpg
-  chmod 0644 /usr/share/keyrings/nodesource.gpg
-  printf 'deb [signed-by=/usr/share/keyrings/nodesource.gpg] https://deb.nodesource.com/node_20.x nodistro main\\n' > /etc/apt/sources.list.d/nodesource.list
-  chmod 0644 /etc/apt/sources.list.d/nodesource.list
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs
-  [ "$(node_major)" -ge 20 ] || fail "Node.js 20 did not install"
-fi
-
-# ---- Keel itself ----
-keel_home="$root/opt/keel"
-staging=$(mktemp -d /run/keel-boot.XXXXXX)
-trap 'rm -rf -- "$staging"' EXIT
-case "$keel_source_kind" in
-  path)
-    [ -f "$keel_source/bin/keel.js" ] || fail "no Keel at $keel_source (bin/keel.js is missing)"
-    if [ "$keel_source" != "$keel_home" ]; then
-      mkdir -p "$root/opt"
-      [ ! -e "$keel_home" ] || [ -L "$keel_home" ] || fail "$keel_home exists and is not a link to $keel_source"
-      ln -sfn "$keel_source" "$keel_home"
-    fi
-    ;;
-  url|s3)
-    stamp="$keel_home/.keel-source"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$keel_source $keel_source_sha256" ]; then
-      log "installing Keel from $keel_source"
-      if [ "$keel_source_kind" = url ]; then
-        curl -fsSL --proto '=https' --retry 5 -o "$staging/keel.tar.gz" "$keel_source"
-      else
-        aws s3 cp --region "$keel_region" --only-show-errors "$keel_source" "$staging/keel.tar.gz"
-      fi
-      if [ -n "$keel_source_sha256" ]; then
-        printf '%s  %s\\n' "$keel_source_sha256" "$staging/keel.tar.gz" | sha256sum -c --quiet - || fail "the Keel tarball does not match its sha256"
-      fi
-      rm -rf -- "$keel_home.new"
-      mkdir -p "$keel_home.new"
-      tar -xzf "$staging/keel.tar.gz" -C "$keel_home.new" --strip-components=1 --no-same-owner
-      if [ ! -f "$keel_home.new/bin/keel.js" ] || [ ! -d "$keel_home.new/node_modules" ]; then
-        fail "the Keel tarball holds no bin/keel.js or node_modules/"
-      fi
-      chmod -R go-w "$keel_home.new"
-      printf '%s %s\\n' "$keel_source" "$keel_source_sha256" > "$keel_home.new/.keel-source"
-      rm -rf -- "$keel_home.old"
-      if [ -e "$keel_home" ]; then mv -- "$keel_home" "$keel_home.old"; fi
-      mv -- "$keel_home.new" "$keel_home"
-      rm -rf -- "$keel_home.old"
-    fi
-    ;;
-  *) fail "unknown Keel source kind $keel_source_kind" ;;
-esac
-[ -f "$keel_home/dist/providers/aws-boot.js" ] || fail "$keel_home has no dist/providers/aws-boot.js (an unbuilt Keel?)"
-if [ "$use_systemd" = 1 ]; then
-  printf '#!/bin/sh\\nexec /usr/bin/node /opt/keel/bin/keel.js "$@"\\n' > /usr/local/bin/keel
-  chmod 0755 /usr/local/bin/keel
-fi
-
-# ---- the node's address, from the instance metadata (IMDSv2) ----
-imds() {
-  local token
-  token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token) || return 1
-  curl -fsS -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
-}
-if [ -z "$address" ]; then
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    address=$(imds local-ipv4) && break
-    log "instance metadata not answering (attempt $attempt)"
-    sleep 3
-  done
-  zone=$(imds placement/availability-zone) || fail "no availability zone from the instance metadata"
-  [ "$zone" = "$keel_zone" ] || fail "this instance is in $zone, its options say $keel_zone"
-fi
-[[ "$address" =~ ^[0-9]{1,3}(\\.[0-9]{1,3}){3}$ ]] || fail "no private IPv4 address (got '$address')"
-
+/**
+ * The instance id (IMDSv2, or KEEL_BOOT_INSTANCE_ID), the data volume, then waiting until the controller has
+ * written this instance's credentials: it writes the instance id last.
+ */
+const volumeAndCredentialsShell = `
+instance_id="\${KEEL_BOOT_INSTANCE_ID:-}"
+data_device="\${KEEL_BOOT_DATA_DEVICE:-}"
 if [ -z "$instance_id" ]; then
   instance_id=$(imds instance-id) || fail "no instance id from the instance metadata"
 fi
@@ -183,28 +84,10 @@ for ((attempt = 1; attempt <= 300; attempt++)); do
   sleep 1
 done
 [ "$holder" = "$instance_id" ] || fail "no credentials for $instance_id after 300 s: $instance_id_parameter names '\${holder:-nothing}'"
+`;
 
-# ---- secrets and certificates, by name, into a root-only staging directory on tmpfs ----
-fetch_secret() {
-  local key=$1 parameter=$2 attempt
-  if [ -n "$secrets_dir" ]; then
-    cat -- "$secrets_dir$parameter" > "$staging/$key" || fail "no $secrets_dir$parameter"
-    return 0
-  fi
-  for attempt in 1 2 3 4 5; do
-    if aws ssm get-parameter --region "$keel_region" --with-decryption --name "$parameter" \\
-        --query Parameter.Value --output text > "$staging/$key"; then
-      return 0
-    fi
-    log "cannot read SSM parameter $parameter yet (attempt $attempt)"
-    sleep $((attempt * 2))
-  done
-  fail "cannot read SSM parameter $parameter: does the instance role allow ssm:GetParameter and kms:Decrypt on it?"
-}
-for ((i = 0; i < \${#secret_parameters[@]}; i += 2)); do
-  fetch_secret "\${secret_parameters[i]}" "\${secret_parameters[i + 1]}"
-done
-
+/** node.yml and the keys by aws-boot.js, then the guard, the agent and the router's units. */
+const nodeFilesAndUnitsShell = `
 # ---- /etc/keel, /var/lib/keel: written by Keel's own code (modes and owners set on the descriptor) ----
 mkdir -p "$root/etc/keel"
 chmod 0755 "$root/etc/keel"
@@ -232,3 +115,19 @@ if [ "$keel_router" = 1 ]; then
 fi
 log "node $keel_node of $keel_cluster started (guard, agent$([ "$keel_router" = 1 ] && echo ', router'))"
 `;
+
+export const nodeBootBody = [
+  bootPreludeShell,
+  '\n# ---- packages (only the missing ones) ----',
+  aptShell,
+  packagesShell,
+  nodejsShell,
+  '\n# ---- Keel itself ----',
+  keelInstallShell('providers/aws-boot.js'),
+  '\n# ---- the node\'s address, from the instance metadata (IMDSv2) ----',
+  instanceAddressShell,
+  volumeAndCredentialsShell,
+  '\n# ---- secrets and certificates, by name, into a root-only staging directory on tmpfs ----',
+  fetchSecretShell,
+  nodeFilesAndUnitsShell,
+].join('');
