@@ -15,13 +15,14 @@
  * certificate's: verify-full would refuse the node later, with less to go on.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { lstat, mkdir, open, readFile } from 'node:fs/promises';
-import { constants, realpathSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { KeelError, describeError } from '../errors.js';
+import { isMainModule } from '../util/main-module.js';
+import { systemUser } from '../util/os-user.js';
+import { ensureDirNoFollow } from '../util/safe-dir.js';
 import { writeFileNoFollow, type FileOwner } from '../util/safe-file.js';
 import { awsNodeConfig, awsPaths, awsRouterEnv, awsTlsFiles, parseAwsNodeOptions, secretParameters, type SecretKey } from './aws-userdata.js';
 
@@ -69,20 +70,6 @@ export function checkNodeCertificate(certPem: string, keyPem: string, address: s
   }
 }
 
-/** A directory that exists as a real directory (never a link), with this mode and owner. */
-async function ensureDir(path: string, mode: number, owner: FileOwner | null): Promise<void> {
-  await mkdir(path, { recursive: true, mode });
-  const info = await lstat(path);
-  if (!info.isDirectory()) throw new KeelError('KEEL_DIR_UNUSABLE', `${path} is not a directory (a link?)`);
-  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-  try {
-    await handle.chmod(mode);
-    if (owner !== null) await handle.chown(owner.uid, owner.gid);
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Writes the node's files; returns the path of node.yml. */
 export async function installAwsNodeFiles(request: AwsBootRequest): Promise<string> {
   const { root, stagingDir: dir } = request;
@@ -104,8 +91,8 @@ export async function installAwsNodeFiles(request: AwsBootRequest): Promise<stri
 
   const rootOwner: FileOwner = { uid: 0, gid: 0 };
   const asRoot = process.getuid?.() === 0 ? rootOwner : null;
-  await ensureDir(`${root}${awsPaths.configDir}`, 0o755, asRoot);
-  await ensureDir(`${root}${awsPaths.tlsDir}`, 0o755, asRoot);
+  await ensureDirNoFollow(`${root}${awsPaths.configDir}`, 0o755, asRoot);
+  await ensureDirNoFollow(`${root}${awsPaths.tlsDir}`, 0o755, asRoot);
   const files = awsTlsFiles(root);
   await writeFileNoFollow(files.ca, get('ca.crt'), 0o644, asRoot);
   await writeFileNoFollow(files.nodeCert, get('node.crt'), 0o644, asRoot);
@@ -127,18 +114,15 @@ export async function installAwsNodeFiles(request: AwsBootRequest): Promise<stri
   await writeFileNoFollow(nodeYml, `# written at boot by aws-boot.js from ${awsPaths.bootOptions} and SSM; it holds passwords (0600)\n${toYaml(doc)}`, 0o600, asRoot);
 
   // /var/lib/keel stays root's (the guard's socket); PostgreSQL owns its own directory, where initdb makes data/
-  await ensureDir(`${root}${awsPaths.stateDir}`, 0o755, asRoot);
-  await ensureDir(`${root}${awsPaths.postgresDir}`, 0o700, request.postgresOwner);
+  await ensureDirNoFollow(`${root}${awsPaths.stateDir}`, 0o755, asRoot);
+  await ensureDirNoFollow(`${root}${awsPaths.postgresDir}`, 0o700, request.postgresOwner);
   return nodeYml;
 }
 
 async function postgresOwner(): Promise<FileOwner> {
-  const passwd = await readFile('/etc/passwd', 'utf8');
-  for (const line of passwd.split('\n')) {
-    const [name, , uid, gid] = line.split(':');
-    if (name === 'postgres' && uid && gid) return { uid: Number(uid), gid: Number(gid) };
-  }
-  throw new KeelError('KEEL_BINARY_MISSING', 'there is no postgres OS user: is postgresql-15 installed?');
+  const owner = await systemUser('postgres');
+  if (owner === null) throw new KeelError('KEEL_BINARY_MISSING', 'there is no postgres OS user: is postgresql-15 installed?');
+  return owner;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -160,18 +144,8 @@ async function main(argv: string[]): Promise<void> {
   process.stderr.write(`keel-boot: wrote ${path} and the node's certificates\n`);
 }
 
-/** Run as a program (the user data's `node .../aws-boot.js`, possibly through the /opt/keel link), not imported. */
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(script)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+// run as a program (the user data's `node .../aws-boot.js`, possibly through the /opt/keel link), not imported
+if (isMainModule(import.meta.url)) {
   main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(err instanceof KeelError ? `${err.render()}\n` : `${describeError(err)}\n`);
     process.exitCode = err instanceof KeelError ? err.exitStatus : 1;

@@ -8,38 +8,18 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { directive, directiveWords, parseUnitFile } from '../support/systemd-unit.js';
 
 const unitsDir = join(import.meta.dirname, '../../deploy/systemd');
 const unitFiles = ['keel-guard@.service', 'keel-agent@.service', 'keel-router.service'];
 
-/** A unit file's directives: section -> key -> every value given (in order). */
-function parseUnit(text: string): Map<string, Map<string, string[]>> {
-  const sections = new Map<string, Map<string, string[]>>();
-  let current: Map<string, string[]> | null = null;
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
-    const header = /^\[(.+)\]$/.exec(line);
-    if (header) {
-      current = new Map();
-      sections.set(header[1]!, current);
-      continue;
-    }
-    const eq = line.indexOf('=');
-    if (current === null || eq < 0) throw new Error(`not a directive: ${line}`);
-    const key = line.slice(0, eq).trim();
-    current.set(key, [...(current.get(key) ?? []), line.slice(eq + 1).trim()]);
-  }
-  return sections;
-}
-
-const units = Object.fromEntries(unitFiles.map((file) => [file, parseUnit(readFileSync(join(unitsDir, file), 'utf8'))]));
+const units = Object.fromEntries(unitFiles.map((file) => [file, parseUnitFile(readFileSync(join(unitsDir, file), 'utf8'))]));
 
 function get(file: string, section: string, key: string): string | undefined {
-  return units[file]!.get(section)?.get(key)?.at(-1);
+  return directive(units[file]!, section, key);
 }
 function words(file: string, section: string, key: string): string[] {
-  return (units[file]!.get(section)?.get(key) ?? []).flatMap((v) => v.split(/\s+/)).filter((w) => w !== '');
+  return directiveWords(units[file]!, section, key);
 }
 
 const hasAnalyze = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).status === 0;
