@@ -3,10 +3,10 @@
  * shellcheck, no secret in it, the SSM names aws-plan.ts gives etcd, bad options refused with
  * KEEL_CONFIG_INVALID, and it fits in EC2's user data.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { scriptFile as writeScript, expectCleanShell, refusalOf } from '../support/user-data.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KeelError } from '../../src/errors.js';
 import { parseAwsDeploymentText } from '../../src/providers/aws-deployment.js';
@@ -32,21 +32,9 @@ const base: AwsEtcdMemberOptions = {
 const dir = mkdtempSync(join(tmpdir(), 'keel-etcd-userdata-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function scriptFile(text: string): string {
-  const path = join(dir, `user-data-${Math.random().toString(36).slice(2)}.sh`);
-  writeFileSync(path, text);
-  return path;
-}
+const scriptFile = (text: string): string => writeScript(dir, text);
 
-function refusal(input: unknown): KeelError {
-  try {
-    buildEtcdUserData(input as AwsEtcdMemberOptions);
-  } catch (err) {
-    expect(err).toBeInstanceOf(KeelError);
-    return err as KeelError;
-  }
-  throw new Error(`accepted ${JSON.stringify(input).slice(0, 200)}`);
-}
+const refusal = (input: unknown): KeelError => refusalOf(buildEtcdUserData, input);
 
 describe('buildEtcdUserData', () => {
   const script = buildEtcdUserData(base);
@@ -58,15 +46,7 @@ describe('buildEtcdUserData', () => {
   });
 
   it('passes bash -n and shellcheck', () => {
-    const syntax = spawnSync('bash', ['-n', scriptFile(script)], { encoding: 'utf8' });
-    expect(syntax.stderr).toBe('');
-    expect(syntax.status).toBe(0);
-    const which = spawnSync('sh', ['-c', 'command -v shellcheck'], { encoding: 'utf8' });
-    // no quiet skip: `make setup` installs shellcheck
-    expect(which.status, 'shellcheck is not installed: run make setup (apt-get install shellcheck)').toBe(0);
-    const result = spawnSync('shellcheck', [scriptFile(script)], { encoding: 'utf8' });
-    expect(result.stdout).toBe('');
-    expect(result.status).toBe(0);
+    expectCleanShell(dir, script);
   });
 
   it("reads the member's parameters by the names the plan gives etcd", () => {

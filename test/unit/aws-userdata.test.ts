@@ -3,10 +3,11 @@
  * become shell, is valid bash (and clean for shellcheck when it is installed), and starts the guard before
  * the agent. The node.yml it leads to is a valid, secure node config.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { scriptFile as writeScript, expectCleanShell, refusalOf } from '../support/user-data.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KeelError } from '../../src/errors.js';
 import {
@@ -41,21 +42,9 @@ const secrets = {
 const dir = mkdtempSync(join(tmpdir(), 'keel-userdata-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function scriptFile(text: string): string {
-  const path = join(dir, `user-data-${Math.random().toString(36).slice(2)}.sh`);
-  writeFileSync(path, text);
-  return path;
-}
+const scriptFile = (text: string): string => writeScript(dir, text);
 
-function refusal(input: unknown): KeelError {
-  try {
-    buildUserData(input as AwsNodeOptionsInput);
-  } catch (err) {
-    expect(err).toBeInstanceOf(KeelError);
-    return err as KeelError;
-  }
-  throw new Error(`accepted ${JSON.stringify(input)}`);
-}
+const refusal = (input: unknown): KeelError => refusalOf(buildUserData, input);
 
 describe('buildUserData', () => {
   const script = buildUserData(base);
@@ -80,19 +69,8 @@ describe('buildUserData', () => {
     expect(err.message).not.toContain(secrets.superuserPassword);
   });
 
-  it('passes bash -n', () => {
-    const result = spawnSync('bash', ['-n', scriptFile(script)], { encoding: 'utf8' });
-    expect(result.stderr).toBe('');
-    expect(result.status).toBe(0);
-  });
-
-  it('passes shellcheck', () => {
-    const which = spawnSync('sh', ['-c', 'command -v shellcheck'], { encoding: 'utf8' });
-    // no quiet skip: `make setup` installs shellcheck
-    expect(which.status, 'shellcheck is not installed: run make setup (apt-get install shellcheck)').toBe(0);
-    const result = spawnSync('shellcheck', [scriptFile(script)], { encoding: 'utf8' });
-    expect(result.stdout).toBe('');
-    expect(result.status).toBe(0);
+  it('passes bash -n and shellcheck', () => {
+    expectCleanShell(dir, script);
   });
 
   it('enables the guard, then the agent, then the router', () => {
