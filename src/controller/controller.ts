@@ -23,6 +23,7 @@ import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Pla
 import { Creations } from './creations.js';
 import { noCounts, runningControllers, type ControllerCounts } from './counts.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
+import { backupScheduler, type BackupScheduler } from './backups.js';
 
 export interface ControllerOptions {
   /** unique among controllers of the cluster, e.g. host and PID */
@@ -80,6 +81,7 @@ export class Controller {
   private key: ControllerValue | null = null;
   private reported = '';
   private readonly o: Required<ControllerOptions>;
+  private readonly backups: BackupScheduler | null;
 
   constructor(options: ControllerOptions) {
     this.o = { tickMs: 500, leaseTtlSeconds: 10, bootGraceMs: 60_000, drainMs: defaultPlanOptions.drainMs, ...options };
@@ -91,6 +93,7 @@ export class Controller {
       marginMs: (ttlSeconds) => leaseMarginMs(ttlSeconds, this.o.tickMs),
       onLost: () => this.loseLease('the controller lease expired'),
     });
+    this.backups = backupScheduler(this.o); // the spec's backup schedule, where the nodes' files are on this machine
   }
 
   private get leaseId(): string | null {
@@ -128,7 +131,7 @@ export class Controller {
     this.timers = [];
     if (this.stopWatch) await this.stopWatch().catch(() => undefined);
     while (this.ticking) await new Promise((r) => setTimeout(r, 50));
-    await Promise.allSettled([...this.inFlight.values()]);
+    await Promise.allSettled([...this.inFlight.values(), this.backups?.abort()]);
     if (this.active) await this.o.dcs.releaseController(this.o.name).catch(() => undefined);
     await this.lease.revoke().catch(() => undefined);
     this.active = false;
@@ -242,6 +245,7 @@ export class Controller {
     this.tell('autoscale', 'autoscale', decision.reason);
     if (p.actions.length === 0 && decision.kind !== 'hold' && (await this.scale(decision, spec, stored.modRevision, view))) return this.wake();
 
+    this.backups?.tick(spec.backup, view.members.map((m) => m.name));
     // each action says its own reason in its event
     if (p.actions.length === 0) this.tell('plan', 'plan', p.reason);
     let ranHere = false;

@@ -296,6 +296,14 @@ export class LocalProvider implements Provider {
       : { confirmed: false, detail: `${name}: processes ${alive.join(', ')} still alive` };
   }
 
+  localNodeConfig(name: string): NodeConfig | null {
+    try {
+      return loadNodeConfig(this.layout.nodeConfigFile(name));
+    } catch {
+      return null;
+    }
+  }
+
   /** The PID of the node's guard, when it runs (tests, benchmarks). */
   guardPid(name: string): number | null {
     const node = this.nodes.get(name);

@@ -1,4 +1,5 @@
 /** Where nodes live (DESIGN.md, Controller and providers). */
+import type { NodeConfig } from '../config/schema.js';
 
 export interface NodeSpec {
   name: string;
@@ -37,4 +38,9 @@ export interface Provider {
   destroy(name: string): Promise<void>;
   /** Stops the node for good, keeping its files; says whether that is confirmed. */
   fence(name: string): Promise<FenceResult>;
+  /**
+   * The node.yml of a node whose files are on this machine (the local provider); absent where nodes
+   * live elsewhere. Backups run next to those files (pgBackRest reaches PostgreSQL over its local socket).
+   */
+  localNodeConfig?(name: string): NodeConfig | null;
 }

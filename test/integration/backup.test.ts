@@ -5,7 +5,6 @@
  * `keel backup now|list|check` from a standby, one backup at a time, and an
  * archiving failure as an event, a metric and a `keel status` column.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,13 +14,9 @@ import { resolveRunAs } from '../../src/postgres/programs.js';
 import { sleep } from '../../src/util/clock.js';
 import { apiRequest } from '../support/api-client.js';
 import { TestCluster } from '../support/cluster.js';
+import { keelCli } from '../support/keel-cli.js';
 
 const P = 20000;
-
-export function keelCli(args: string[], timeoutMs = 120_000): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', timeout: timeoutMs });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
 
 describe('WAL archiving and backups with pgBackRest', () => {
   let tc: TestCluster;

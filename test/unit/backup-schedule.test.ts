@@ -3,7 +3,9 @@
  * policy as `keel spec set` changes it.
  */
 import { describe, expect, it } from 'vitest';
+import { dueBackup, retryDelayMs } from '../../src/controller/backup-plan.js';
 import { applySettings, defaultSpec } from '../../src/controller/spec.js';
+import type { BackupPolicy } from '../../src/model/values.js';
 import { nextRun, parseSchedule, type Schedule } from '../../src/model/schedule.js';
 
 const at = (iso: string) => Date.parse(iso);
@@ -64,5 +66,40 @@ describe('the backup policy in the spec', () => {
     expect(() => applySettings(spec, ['backup.full=sometimes'], null)).toThrow(/backup\.full: a cron line/);
     expect(() => applySettings(spec, ['backup.retentionFull=0'], null)).toThrow(/backup\.retentionFull/);
     expect(() => applySettings(spec, ['backup.replicaSource=s3'], null)).toThrow(/backup\.replicaSource/);
+  });
+});
+
+describe('which scheduled backup is due', () => {
+  const policy = (over: Partial<BackupPolicy> = {}): BackupPolicy => ({ full: null, diff: null, incr: null, retentionFull: 2, replicaSource: 'backup', ...over });
+  const sunday3am = at('2026-03-01T03:00:00Z');
+
+  it('takes nothing without a schedule, even with no backup at all', () => {
+    expect(dueBackup(policy(), [], sunday3am)).toBeNull();
+  });
+
+  it('starts with a full backup whatever is scheduled', () => {
+    expect(dueBackup(policy({ incr: '1h' }), [{ type: 'incr', startMs: sunday3am }], sunday3am)).toEqual({ type: 'full', reason: 'no full backup in the repository yet' });
+  });
+
+  it('takes a kind once its schedule fired since the last backup that covers it', () => {
+    const p = policy({ full: '0 3 * * 0', incr: '6h' });
+    const taken = [{ type: 'full' as const, startMs: sunday3am }];
+    expect(dueBackup(p, taken, sunday3am + 5 * 3_600_000)).toBeNull();
+    expect(dueBackup(p, taken, sunday3am + 6 * 3_600_000)?.type).toBe('incr');
+    // an incremental since then moves the next one on
+    expect(dueBackup(p, [...taken, { type: 'incr', startMs: sunday3am + 6 * 3_600_000 }], sunday3am + 7 * 3_600_000)).toBeNull();
+    // a week on, the full is due and goes before the incremental
+    expect(dueBackup(p, taken, at('2026-03-08T03:00:00Z'))).toMatchObject({ type: 'full', reason: expect.stringContaining('due since 2026-03-08T03:00:00.000Z') });
+  });
+
+  it('counts a full backup as a differential and a differential as an incremental', () => {
+    const p = policy({ full: '7d', diff: '1d', incr: '1h' });
+    const taken = [{ type: 'full' as const, startMs: sunday3am }, { type: 'diff' as const, startMs: sunday3am + 86_400_000 }];
+    expect(dueBackup(p, taken, sunday3am + 86_400_000 + 30 * 60_000)).toBeNull();
+    expect(dueBackup(p, taken, sunday3am + 2 * 86_400_000)?.type).toBe('diff');
+  });
+
+  it('waits longer after each failure in a row, up to 10 minutes', () => {
+    expect([1, 2, 3, 6, 20].map(retryDelayMs)).toEqual([30_000, 60_000, 120_000, 600_000, 600_000]);
   });
 });

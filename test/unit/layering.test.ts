@@ -22,7 +22,7 @@ const mayImport: Record<string, string[]> = {
   agent: ['dcs', 'postgres', 'guard', 'model', 'config', 'util'],
   api: ['agent', 'dcs', 'tls', 'model', 'config', 'util'],
   router: ['dcs', 'postgres', 'model', 'config', 'util'],
-  controller: ['dcs', 'providers', 'model', 'config', 'util'],
+  controller: ['dcs', 'providers', 'backup', 'model', 'config', 'util'],
   supervisor: ['providers', 'dcs', 'postgres', 'model', 'config', 'util'],
   workload: ['dcs', 'postgres', 'model', 'config', 'util'],
   demo: ['supervisor', 'providers', 'workload', 'dcs', 'postgres', 'model', 'config', 'util'],
@@ -30,7 +30,7 @@ const mayImport: Record<string, string[]> = {
 };
 
 /** Files that decide and must stay free of I/O. */
-const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|router\/route|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status)|postgres\/archiving|model\/[^/]+)\.ts$/;
+const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|controller\/backup-plan|router\/route|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status)|postgres\/archiving|model\/[^/]+)\.ts$/;
 const io = /^(node:)?(child_process|fs|fs\/promises|net|http|https|dgram)$|^(etcd3|pg|fastify)$/;
 
 function files(dir: string): string[] {
