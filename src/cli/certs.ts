@@ -81,6 +81,7 @@ export async function rotateCertificates(layout: LocalLayout): Promise<RotationR
   // the router and the controller read their etcd client pair again
   if (hangUp(readPidFile(layout.routerPidFile), 'router')) result.othersReloaded.push('router');
   if (hangUp(readPidFile(layout.controllerPidFile), 'controller')) result.othersReloaded.push('controller');
+  if (hangUp(readPidFile(layout.dashboardPidFile), 'dashboard')) result.othersReloaded.push('dashboard');
   for (const name of layout.nodeNames()) {
     if (hangUp(readPidFile(layout.agentPidFile(name)), layout.nodeConfigFile(name))) result.agentsReloaded.push(name);
     const postmaster = verifiedPostmasterPid(layout.dataDir(name));

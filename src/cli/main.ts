@@ -5,6 +5,7 @@ import { registerAutoscale } from './autoscale.js';
 import { registerAws } from './aws.js';
 import { registerBackup } from './backup.js';
 import { registerCerts } from './certs.js';
+import { registerDashboard } from './dashboard.js';
 import { registerController } from './controller.js';
 import { addControllerMetrics } from './controller-metrics.js';
 import { registerEvents } from './events.js';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerSpec(program);
   registerEvents(program);
   registerAutoscale(program);
+  registerDashboard(program);
   registerCerts(program);
   registerBackup(program);
   registerAws(program);

@@ -4,7 +4,7 @@ import { defaultDynamicConfig } from '../config/schema.js';
 import type { ClusterView, MemberArchive, MemberValue } from '../model/values.js';
 import { archiveSummary } from '../backup/archive-status.js';
 import { KeelError } from '../errors.js';
-import { connectionStrings } from '../providers/local-layout.js';
+import { connectionStrings, dashboardUrl } from '../providers/local-layout.js';
 import { certificateRows } from './certs.js';
 import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
 import { table } from './table.js';
@@ -82,6 +82,8 @@ export function registerStatus(program: Command): void {
       const leader = view.leader?.value.name ?? null;
       const certificates = target.layout?.exists() ? certificateRows(target.layout) : [];
       const soonest = certificates[0] ?? null;
+      // the page `keel up` serves (keel dashboard --dir); another cluster's dashboard is wherever its operator runs it
+      const dashboard = target.layout?.exists() ? dashboardUrl(target.layout.readCluster()) : null;
       if (options.json) {
         const local = target.layout?.exists() ? connectionStrings(target.layout, target.layout.readCluster()) : null;
         const out = {
@@ -91,12 +93,14 @@ export function registerStatus(program: Command): void {
           synchronousMode: view.config?.value.synchronous_mode ?? defaultDynamicConfig.synchronous_mode,
           members: rows,
           connection: local ? { rw: local.rw, ro: local.ro, nodes: local.nodes, passfile: target.layout!.pgpassFile, sslrootcert: target.layout!.caFiles.cert } : null,
+          dashboard,
           certificates: soonest === null ? null : { soonest: { what: soonest.what, expires: soonest.expires, daysLeft: soonest.daysLeft }, count: certificates.length },
         };
         process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       } else {
         process.stdout.write(`cluster ${target.cluster}, leader ${leader ?? '(none)'}\n`);
         if (soonest !== null) process.stdout.write(`TLS on; first certificate to expire: ${soonest.what}, in ${soonest.daysLeft} days (keel certs show)\n`);
+        if (dashboard !== null) process.stdout.write(`dashboard ${dashboard}\n`);
         process.stdout.write(
           table(
             ['member', 'address', 'role', 'state', 'tl', 'lag bytes', 'sync', 'archive', 'reason'],

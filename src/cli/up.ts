@@ -8,10 +8,10 @@ import { checkPostgresBinaries } from '../postgres/binaries.js';
 import { terminatePostmaster } from '../postgres/postmaster.js';
 import { resolveRunAs } from '../postgres/programs.js';
 import { LocalCluster } from '../supervisor/local-cluster.js';
-import { connectionStrings, LocalLayout, maxLocalNodes, type ClusterFile, placeholderSecrets } from '../providers/local-layout.js';
+import { connectionStrings, dashboardUrl, LocalLayout, maxLocalNodes, type ClusterFile, placeholderSecrets } from '../providers/local-layout.js';
 import { isGuardProcess, keelBin } from '../providers/local.js';
 import { createLogger, silentLogger } from '../util/log.js';
-import { isAlive, readPidFile, terminate } from '../util/process.js';
+import { isAlive, readPidFile, terminate, terminateIfNamed } from '../util/process.js';
 import { defaultDir } from './target.js';
 import { openLogFile } from '../util/log-file.js';
 
@@ -66,6 +66,7 @@ function summary(layout: LocalLayout, cluster: ClusterFile, leader: string): str
     `  password:   export PGPASSFILE=${layout.pgpassFile}`,
     `  try:        PGPASSFILE=${layout.pgpassFile} psql "${dsn.rw}" -c 'SELECT postgis_full_version()'`,
     `  status:     npx keel status --dir ${layout.dir}`,
+    `  dashboard:  ${dashboardUrl(cluster)} (the CA is ${layout.caFiles.cert}; actions need the token in ${layout.dashboardTokenFile})`,
     `  stop:       Ctrl-C, or npx keel down --dir ${layout.dir}`,
     '',
   ].join('\n');
@@ -123,7 +124,7 @@ async function up(options: UpOptions): Promise<void> {
   }
 
   const logger = createLogger({ component: 'supervisor', dir: layout.dir });
-  const local = new LocalCluster(layout, cluster, secrets, logger, { controller: true });
+  const local = new LocalCluster(layout, cluster, secrets, logger, { controller: true, dashboard: true });
   await writeFile(layout.supervisorPidFile, `${process.pid}\n`);
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= local.stop().finally(() => rm(layout.supervisorPidFile, { force: true })));
@@ -156,6 +157,9 @@ async function down(options: { dir: string }): Promise<void> {
   const supervisor = readPidFile(layout.supervisorPidFile);
   if (supervisor !== null && isAlive(supervisor)) await terminate(supervisor, 180_000);
   // Whatever a killed supervisor left behind, stopped by the PIDs it recorded; the controller first, or it replaces what stops.
+  const dashboard = readPidFile(layout.dashboardPidFile);
+  if (dashboard !== null) await terminateIfNamed(dashboard, ['dashboard'], 10_000);
+  await rm(layout.dashboardPidFile, { force: true });
   const controller = readPidFile(layout.controllerPidFile);
   if (controller !== null) await terminate(controller, 10_000);
   await rm(layout.controllerPidFile, { force: true });

@@ -94,8 +94,8 @@ export function etcdUsers(cluster: string): { agent: string; router: string; con
 /** The names a local cluster's servers answer to. */
 export const localServerNames = ['127.0.0.1', 'localhost', '::1'];
 
-/** Port offsets from the base; every port lies in [P, P+99]. */
-export const portOffsets = { etcdClient: 0, etcdPeer: 1, routerRw: 2, routerRo: 3, routerApi: 4, nodePg: 10, nodeApi: 40 } as const;
+/** Port offsets from the base; every port lies in [P, P+99]. routerApi: the router's /metrics and /status. */
+export const portOffsets = { etcdClient: 0, etcdPeer: 1, routerRw: 2, routerRo: 3, routerApi: 4, dashboard: 5, controllerMetrics: 6, nodePg: 10, nodeApi: 40 } as const;
 
 export class LocalLayout {
   readonly dir: string;
@@ -114,6 +114,10 @@ export class LocalLayout {
   get routerLog(): string { return join(this.dir, 'router.log'); }
   get controllerPidFile(): string { return join(this.dir, 'controller.pid'); }
   get controllerLog(): string { return join(this.dir, 'controller.log'); }
+  get dashboardPidFile(): string { return join(this.dir, 'dashboard.pid'); }
+  get dashboardLog(): string { return join(this.dir, 'dashboard.log'); }
+  /** the dashboard's token for actions (0600), derived from the cluster's key */
+  get dashboardTokenFile(): string { return join(this.dir, 'dashboard-token'); }
   /** the cluster's backup repository (pgBackRest, posix): PostgreSQL's OS user owns it, 0700 */
   get backupDir(): string { return join(this.dir, 'backup'); }
   /** present while a node is fenced: no supervisor may start its agent again */
@@ -122,6 +126,8 @@ export class LocalLayout {
   get tlsDir(): string { return join(this.dir, 'tls'); }
   get caFiles(): CertificatePair { return { cert: join(this.tlsDir, 'ca.crt'), key: join(this.tlsDir, 'ca.key') }; }
   get etcdServerFiles(): CertificatePair { return { cert: join(this.tlsDir, 'etcd.crt'), key: join(this.tlsDir, 'etcd.key') }; }
+  /** the HTTPS pair of the dashboard and of the router's and controller's /metrics */
+  get webServerFiles(): CertificatePair { return { cert: join(this.tlsDir, 'web.crt'), key: join(this.tlsDir, 'web.key') }; }
   /** a client pair for a component that is not a node (router, controller, operator) */
   clientTls(component: 'router' | 'controller' | 'operator'): TlsFiles {
     return { ca: this.caFiles.cert, cert: join(this.tlsDir, `${component}.crt`), key: join(this.tlsDir, `${component}.key`) };
@@ -223,6 +229,7 @@ export class LocalLayout {
     const users = etcdUsers(cluster.cluster);
     return [
       { what: 'etcd server', pair: this.etcdServerFiles, request: { commonName: `${cluster.cluster}-etcd`, names: localServerNames, usage: 'both' } },
+      { what: 'web server', pair: this.webServerFiles, request: { commonName: `${cluster.cluster}-web`, names: localServerNames, usage: 'server' } },
       ...(['router', 'controller', 'operator'] as const).map((component) => ({
         what: `${component} client`,
         pair: this.clientTls(component),
@@ -314,10 +321,15 @@ export class LocalLayout {
   /** Every port the cluster uses, for a check before anything starts. */
   ports(cluster: ClusterFile): number[] {
     const base = cluster.portBase;
-    const fixed = [portOffsets.etcdClient, portOffsets.etcdPeer, portOffsets.routerRw, portOffsets.routerRo, portOffsets.routerApi];
+    const fixed = [portOffsets.etcdClient, portOffsets.etcdPeer, portOffsets.routerRw, portOffsets.routerRo, portOffsets.routerApi, portOffsets.dashboard, portOffsets.controllerMetrics];
     const nodes = Array.from({ length: cluster.nodes }, (_, i) => [portOffsets.nodePg + i, portOffsets.nodeApi + i]).flat();
     return [...fixed, ...nodes].map((offset) => base + offset);
   }
+}
+
+/** Where `keel dashboard --dir` serves the cluster's page (HTTPS with the web pair). */
+export function dashboardUrl(cluster: ClusterFile): string {
+  return `https://127.0.0.1:${cluster.portBase + portOffsets.dashboard}/`;
 }
 
 /** libpq URLs of the cluster's endpoints: rw and ro through the router, and each node directly. */

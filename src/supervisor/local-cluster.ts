@@ -27,26 +27,34 @@ export class LocalCluster {
   /** one `keel controller` for this directory */
   private readonly controller: Supervised;
   private readonly withController: boolean;
+  /** `keel dashboard --dir`: the web page on P+5 */
+  private readonly dashboard: Supervised;
+  private readonly withDashboard: boolean;
 
   constructor(
     readonly layout: LocalLayout,
     readonly cluster: ClusterFile,
     readonly secrets: Secrets,
     private readonly logger: Logger,
-    /** controller: also run a `keel controller` (keel up does; tests that kill nodes by hand do not) */
-    options: { restartAgents?: boolean; controller?: boolean } = {},
+    /** controller: also run a `keel controller` (keel up does; tests that kill nodes by hand do not); dashboard: also `keel dashboard` */
+    options: { restartAgents?: boolean; controller?: boolean; dashboard?: boolean } = {},
   ) {
     this.provider = new LocalProvider(layout, cluster, secrets, logger, options.restartAgents ?? true);
     this.withController = options.controller ?? false;
+    this.withDashboard = options.dashboard ?? false;
     const base = cluster.portBase;
+    // the router's and the controller's /metrics, over HTTPS with the cluster's web pair
+    const metrics = (offset: number) => ['--metrics', `127.0.0.1:${base + offset}`, '--metrics-cert', layout.webServerFiles.cert, '--metrics-key', layout.webServerFiles.key];
     const routerTls = layout.clientTls('router');
     const routerArgs = ['router', '--etcd', layout.etcdEndpoint(cluster), '--cluster', cluster.cluster];
     routerArgs.push('--etcd-cacert', routerTls.ca, '--etcd-cert', routerTls.cert, '--etcd-key', routerTls.key);
     routerArgs.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
+    routerArgs.push(...metrics(portOffsets.routerApi));
     const keel = (what: string, args: string[], pidFile: string, logFile: string) =>
       new Supervised({ what, program: process.execPath, args: [keelBin, ...args], pidFile, logFile, logger });
     this.router = keel('router', routerArgs, layout.routerPidFile, layout.routerLog);
-    this.controller = keel('controller', ['controller', '--dir', layout.dir], layout.controllerPidFile, layout.controllerLog);
+    this.controller = keel('controller', ['controller', '--dir', layout.dir, ...metrics(portOffsets.controllerMetrics)], layout.controllerPidFile, layout.controllerLog);
+    this.dashboard = keel('dashboard', ['dashboard', '--dir', layout.dir], layout.dashboardPidFile, layout.dashboardLog);
   }
 
   /** Fails with KEEL_PORT_IN_USE before anything starts. Ports held by our own leftovers do not count. */
@@ -97,6 +105,8 @@ export class LocalCluster {
     });
     await this.seedSynchronousMode();
     await this.router.start();
+    // before the nodes: the page shows the cluster coming up
+    if (this.withDashboard) await this.dashboard.start();
     // a cluster started before is the nodes it has now (a controller may have added, replaced or removed some)
     const existing = this.layout.nodeNames();
     if (existing.length > 0) {
@@ -152,8 +162,9 @@ export class LocalCluster {
     }
   }
 
-  /** The controller (it would replace nodes being stopped), the router, then replicas, then the leader, then etcd. */
+  /** The dashboard, the controller (it would replace nodes being stopped), the router, then replicas, then the leader, then etcd. */
   async stop(): Promise<void> {
+    await this.dashboard.stop();
     await this.controller.stop();
     await this.router.stop();
     let leader: string | null = null;

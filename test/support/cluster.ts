@@ -64,12 +64,12 @@ export class TestCluster {
     this.dcs = local.dcs();
   }
 
-  /** controller: also run a `keel controller` process beside the cluster, as `keel up` does */
-  static async start(options: { nodes?: number; portBase: number; synchronousMode?: 'off' | 'on' | 'strict'; controller?: boolean }): Promise<TestCluster> {
+  /** controller, dashboard: also run a `keel controller`, a `keel dashboard` process beside the cluster, as `keel up` does */
+  static async start(options: { nodes?: number; portBase: number; synchronousMode?: 'off' | 'on' | 'strict'; controller?: boolean; dashboard?: boolean }): Promise<TestCluster> {
     const layout = makeClusterDir('/tmp/keel-test-');
     const file: ClusterFile = { v: 1, cluster: 'test', portBase: options.portBase, nodes: options.nodes ?? 3, synchronousMode: options.synchronousMode ?? 'on' };
     const { cluster, secrets } = await layout.create(file);
-    const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false, controller: options.controller ?? false });
+    const local = new LocalCluster(layout, cluster, secrets, silentLogger(), { restartAgents: false, controller: options.controller ?? false, dashboard: options.dashboard ?? false });
     // nothing started yet: only the directory to remove
     await local.checkPorts().catch(async (err: unknown) => {
       await rm(layout.dir, { recursive: true, force: true });

@@ -26,11 +26,12 @@ const mayImport: Record<string, string[]> = {
   supervisor: ['providers', 'dcs', 'postgres', 'model', 'config', 'util'],
   workload: ['dcs', 'postgres', 'model', 'config', 'util'],
   demo: ['supervisor', 'providers', 'workload', 'dcs', 'postgres', 'model', 'config', 'util'],
+  dashboard: ['api', 'controller', 'router', 'dcs', 'model', 'config', 'util'],
   cli: ['*'],
 };
 
 /** Files that decide and must stay free of I/O. */
-const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|controller\/backup-plan|router\/route|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status)|postgres\/archiving|model\/[^/]+)\.ts$/;
+const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|controller\/backup-plan|router\/route|dashboard\/(model|series)|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status)|postgres\/archiving|model\/[^/]+)\.ts$/;
 const io = /^(node:)?(child_process|fs|fs\/promises|net|http|https|dgram)$|^(etcd3|pg|fastify)$/;
 
 function files(dir: string): string[] {
