@@ -52,6 +52,14 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
     },
   });
   new Gauge({
+    name: 'keel_maximum_lag_on_failover_bytes',
+    help: 'the most a replica may lag behind the leader and still be promoted (maximum_lag_on_failover; NaN before the first loop)',
+    registers: [registry],
+    collect() {
+      this.set(handle.lastSnapshot?.config.maximum_lag_on_failover ?? Number.NaN);
+    },
+  });
+  new Gauge({
     name: 'keel_postgres_running',
     help: '1 when PostgreSQL accepted connections at the last loop',
     registers: [registry],
