@@ -13,6 +13,7 @@ import type { Dcs } from '../dcs/types.js';
 import { describeError } from '../errors.js';
 import type { MemberArchive } from '../model/values.js';
 import { parseLsn } from '../model/lsn.js';
+import { stanzaOf } from '../postgres/archiving.js';
 import { nodeLayout } from '../postgres/conf.js';
 import { LocalSession, Unreachable } from '../postgres/sql.js';
 import type { Clock } from '../util/clock.js';
@@ -179,7 +180,7 @@ export class ArchiveMonitor {
   /** pgBackRest's reason for a failed push, from the status file its asynchronous push leaves. */
   private async failureDetail(wal: string | null): Promise<string | null> {
     if (this.pgbackrest.paths === null) return null;
-    const out = join(this.pgbackrest.paths.spool, 'archive', this.pgbackrest.stanza, 'out');
+    const out = join(this.pgbackrest.paths.spool, 'archive', stanzaOf(this.config), 'out');
     // an error of one WAL file, or one of the whole push (the repository unreachable)
     let text: string | null = null;
     for (const name of [...(wal === null ? [] : [`${wal}.error`]), 'global.error']) {

@@ -12,7 +12,8 @@ import type { NodeLayout } from '../postgres/conf.js';
 /** Full backups kept when the spec says nothing (the spec's retentionFull goes on each backup's command line). */
 export const defaultRetentionFull = 2;
 
-function option(name: string, value: string | number): string {
+/** One line of pgbackrest.conf; a line break would smuggle in another option. */
+export function confOption(name: string, value: string | number): string {
   const text = String(value);
   if (/[\r\n]/.test(text)) throw new KeelError('KEEL_CONFIG_INVALID', `pgBackRest option ${name} holds a line break`);
   return `${name}=${text}`;
@@ -68,14 +69,14 @@ export function buildPgbackrestConf(config: NodeConfig, layout: NodeLayout): str
   return [
     `# Written by Keel for node ${config.name} of cluster ${config.cluster}; Keel rewrites this file when the agent starts.`,
     '[global]',
-    ...global.map(([name, value]) => option(name, value)),
+    ...global.map(([name, value]) => confOption(name, value)),
     '',
     // archive-push returns as soon as the WAL is queued in the spool; a background process sends it
     '[global:archive-push]',
-    option('archive-async', 'y'),
+    confOption('archive-async', 'y'),
     '',
     `[${stanzaOf(config)}]`,
-    ...pgOptions(config, layout, 1).map(([name, value]) => option(name, value)),
+    ...pgOptions(config, layout, 1).map(([name, value]) => confOption(name, value)),
     '',
   ].join('\n');
 }

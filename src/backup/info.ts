@@ -58,14 +58,19 @@ const backupSchema = z.object({
 const stanzaSchema = z.object({
   name: z.string(),
   status: z.object({ code: z.number(), message: z.string(), lock: z.object({ backup: z.object({ held: z.boolean() }) }).optional() }),
+  repo: z.array(z.object({ status: z.object({ code: z.number(), message: z.string() }) })).default([]),
   db: z.array(z.object({ id: z.number(), 'system-id': z.string() })).default([]),
   backup: z.array(backupSchema).default([]),
   archive: z.array(z.object({ database: z.object({ id: z.number() }), min: z.string().nullable(), max: z.string().nullable() })).default([]),
 });
 
-/** system-id is a 64-bit number: JSON.parse would round it, so it is made a string first. */
+/**
+ * system-id is a 64-bit number: JSON.parse would round it, so it is made a string first. An info file
+ * the key cannot decrypt is quoted raw in a message: its control characters would break JSON.parse.
+ */
 function quoteSystemIds(text: string): string {
-  return text.replace(/"system-id":(\d+)/g, '"system-id":"$1"');
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, '?').replace(/"system-id":(\d+)/g, '"system-id":"$1"');
 }
 
 /** The stanzas of an info answer; throws a plain Error for text that is not one. */
@@ -77,7 +82,8 @@ export function parseInfo(text: string): StanzaInfo[] {
     return {
       name: stanza.name,
       statusCode: stanza.status.code,
-      statusMessage: stanza.status.message,
+      // `other` says nothing: the repository's own status says what went wrong
+      statusMessage: stanza.status.message === 'other' ? (stanza.repo[0]?.status.message ?? 'other') : stanza.status.message,
       backupRunning: stanza.status.lock?.backup.held ?? false,
       systemId: currentDb?.['system-id'] ?? null,
       backups: stanza.backup.map((b) => ({

@@ -4,14 +4,14 @@
  * configuration file and the key in the environment (never on a command line,
  * which every user of the machine can read).
  */
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { BackupRepo } from '../config/backup.js';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
 import { pgbackrestPaths, stanzaOf, type PgbackrestPaths } from '../postgres/archiving.js';
 import { nodeLayout } from '../postgres/conf.js';
-import { Programs, resolveRunAs, type RunAs } from '../postgres/programs.js';
-import { repoOptions } from './conf.js';
+import { Programs, resolveRunAs, writeOwnedFile, type RunAs } from '../postgres/programs.js';
+import { confOption, repoOptions } from './conf.js';
 import { parseInfo, pgbackrestErrors, type StanzaInfo } from './info.js';
 
 export interface PgbackrestRunOptions {
@@ -33,7 +33,8 @@ interface Invocation {
 export class Pgbackrest {
   private constructor(
     private readonly invocation: Invocation,
-    readonly stanza: string,
+    /** null: commands that span the repository's stanzas (info of them all) */
+    readonly stanza: string | null,
     /** the node's files, when it runs with a node's configuration */
     readonly paths: PgbackrestPaths | null,
   ) {}
@@ -49,37 +50,38 @@ export class Pgbackrest {
     const invocation: Invocation = {
       programs: new Programs(dirname(backup.binary), resolveRunAs(config), layout.nodeDir),
       program: basename(backup.binary),
-      head: [`--config-path=${paths.dir}`, `--stanza=${stanzaOf(config)}`],
+      head: [`--config-path=${paths.dir}`],
       env: { PGPASSFILE: paths.pgpass },
     };
     return new Pgbackrest(invocation, stanzaOf(config), paths);
   }
 
   /**
-   * A repository alone, read-only use (info, restore): no configuration file, the key in the
-   * environment; `scratch` is a directory the OS user may write its lock and spool in.
+   * A repository alone (info, restore): its options and key in a configuration file of its own, 0600
+   * in `scratch`, a directory of PostgreSQL's OS user that also holds pgBackRest's lock, spool and
+   * log. A restore names that file in the restore_command it writes: `scratch` lives until the
+   * recovery is over.
    */
-  static forRepository(options: { repo: BackupRepo; cipherPass: string | null; stanza: string; runAs: RunAs | null; scratch: string; binary?: string }): Pgbackrest {
+  static async forRepository(options: { repo: BackupRepo; cipherPass: string | null; stanza: string | null; runAs: RunAs | null; scratch: string; binary?: string }): Promise<Pgbackrest> {
     const binary = options.binary ?? '/usr/bin/pgbackrest';
-    const head = ['--no-config', ...repoOptions(options.repo).map(([name, value]) => `--${name}=${value}`)];
-    head.push(`--lock-path=${options.scratch}`, `--spool-path=${options.scratch}`, `--log-path=${options.scratch}`, '--log-level-file=off', `--stanza=${options.stanza}`);
-    // an S3 repository's key and secret are secrets too: they go to the environment
-    const secretNames = new Set(['repo1-s3-key', 'repo1-s3-key-secret']);
-    const env: Record<string, string> = {};
-    for (const [name, value] of repoOptions(options.repo)) {
-      if (secretNames.has(name)) env[`PGBACKREST_${name.toUpperCase().replace(/-/g, '_')}`] = String(value);
-    }
-    const visible = head.filter((word) => ![...secretNames].some((name) => word.startsWith(`--${name}=`)));
-    env.PGBACKREST_REPO1_CIPHER_TYPE = options.cipherPass === null ? 'none' : 'aes-256-cbc';
-    if (options.cipherPass !== null) env.PGBACKREST_REPO1_CIPHER_PASS = options.cipherPass;
-    const invocation: Invocation = { programs: new Programs(dirname(binary), options.runAs, options.scratch), program: basename(binary), head: visible, env };
+    const conf = join(options.scratch, 'pgbackrest.conf');
+    const cipher: [string, string][] = options.cipherPass === null ? [['repo1-cipher-type', 'none']] : [['repo1-cipher-type', 'aes-256-cbc'], ['repo1-cipher-pass', options.cipherPass]];
+    const lines: [string, string | number][] = [...repoOptions(options.repo), ...cipher, ['lock-path', options.scratch], ['spool-path', options.scratch], ['log-path', options.scratch], ['log-level-file', 'off']];
+    await writeOwnedFile(conf, `${['[global]', ...lines.map(([name, value]) => confOption(name, value))].join('\n')}\n`, 0o600, options.runAs);
+    const invocation: Invocation = {
+      programs: new Programs(dirname(binary), options.runAs, options.scratch),
+      program: basename(binary),
+      head: [`--config=${conf}`],
+      env: {},
+    };
     return new Pgbackrest(invocation, options.stanza, null);
   }
 
   /** Runs one command; throws KEEL_BACKUP_FAILED with pgBackRest's own error lines. */
   async run(command: string, args: string[] = [], options: PgbackrestRunOptions = {}): Promise<string> {
     const { programs, program, head, env } = this.invocation;
-    const result = await programs.run(program, [...head, ...args, command], { env, allowFailure: true, onOutput: options.onOutput, signal: options.signal }).catch((err: unknown) => {
+    const stanza = this.stanza === null ? [] : [`--stanza=${this.stanza}`];
+    const result = await programs.run(program, [...head, ...stanza, ...args, command], { env, allowFailure: true, onOutput: options.onOutput, signal: options.signal }).catch((err: unknown) => {
       if (options.signal?.aborted) return { exitCode: null, output: '' };
       throw err;
     });
@@ -97,6 +99,11 @@ export class Pgbackrest {
     const stanza = parseInfo(output).find((s) => s.name === this.stanza);
     if (stanza === undefined) throw new KeelError('KEEL_BACKUP_FAILED', `pgbackrest info said nothing of stanza ${this.stanza}`);
     return stanza;
+  }
+
+  /** Every stanza the repository holds (a repository used without a stanza). */
+  async stanzas(): Promise<StanzaInfo[]> {
+    return parseInfo(await this.run('info', ['--output=json']));
   }
 
   /** Creates the stanza, or checks that the one there belongs to this database; safe to run again. */

@@ -4,6 +4,7 @@ import { registerAgent } from './agent.js';
 import { registerAutoscale } from './autoscale.js';
 import { registerAws } from './aws.js';
 import { registerBackup } from './backup.js';
+import { registerRestore } from './restore.js';
 import { registerCerts } from './certs.js';
 import { registerDashboard } from './dashboard.js';
 import { registerController } from './controller.js';
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerDashboard(program);
   registerCerts(program);
   registerBackup(program);
+  registerRestore(program);
   registerAws(program);
   registerDemo(program);
   return program;

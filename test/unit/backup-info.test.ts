@@ -118,3 +118,10 @@ describe('where a backup is taken from', () => {
     expect(backupMembers(cluster({ leader: leaderKey('node1'), members: [member('node1'), member('node2')] }))).toBeNull();
   });
 });
+
+describe('an info answer quoting an undecryptable file', () => {
+  it('still parses, the raw bytes made harmless', () => {
+    const text = '[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"keel","repo":[],"status":{"code":99,"lock":{"backup":{"held":false}},"message":"[FormatError] at line 1: Salted__\u0001\u001b\u007f"}}]\n';
+    expect(parseInfo(text)[0]).toMatchObject({ name: 'keel', statusCode: 99, statusMessage: expect.stringContaining('Salted__???') });
+  });
+});

@@ -31,7 +31,7 @@ const mayImport: Record<string, string[]> = {
 };
 
 /** Files that decide and must stay free of I/O. */
-const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|controller\/backup-plan|router\/route|dashboard\/(model|series)|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status)|postgres\/archiving|model\/[^/]+)\.ts$/;
+const pure = /^(agent\/decide[^/]*|agent\/memory|agent\/divergence|agent\/sync|controller\/plan|controller\/autoscale|controller\/backup-plan|router\/route|dashboard\/(model|series)|workload\/(records|acks|split-brain|shape)|backup\/(conf|info|archive-status|restore-target)|postgres\/archiving|model\/[^/]+)\.ts$/;
 const io = /^(node:)?(child_process|fs|fs\/promises|net|http|https|dgram)$|^(etcd3|pg|fastify)$/;
 
 function files(dir: string): string[] {
