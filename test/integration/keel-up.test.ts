@@ -22,6 +22,7 @@ interface StatusJson {
   synchronousMode: string;
   members: { name: string; role: string; dataDir: string; agentPid: number | null; postmasterPid: number | null; address: string }[];
   connection: { rw: string; ro: string; nodes: string[]; passfile: string } | null;
+  dashboard: string | null;
 }
 
 function status(dir: string): { code: number | null; json: StatusJson } {
@@ -30,7 +31,7 @@ function status(dir: string): { code: number | null; json: StatusJson } {
 }
 
 function clusterPids(layout: LocalLayout, json: StatusJson): number[] {
-  const pids = [readPidFile(layout.etcdPidFile), readPidFile(layout.supervisorPidFile), readPidFile(layout.routerPidFile), readPidFile(layout.controllerPidFile)];
+  const pids = [readPidFile(layout.etcdPidFile), readPidFile(layout.supervisorPidFile), readPidFile(layout.routerPidFile), readPidFile(layout.controllerPidFile), readPidFile(layout.dashboardPidFile)];
   for (const m of json.members) pids.push(m.agentPid, m.postmasterPid, readPidFile(layout.guardPidFile(m.name)));
   return pids.filter((p): p is number => p !== null);
 }
@@ -92,11 +93,14 @@ describe('keel up / status / down', () => {
     expect(json.connection?.rw).toMatch(/^postgresql:\/\/app@127\.0\.0\.1:\d+\/app\?sslmode=verify-full&sslrootcert=/);
     expect(json.connection?.ro).toMatch(/^postgresql:\/\/app@.*sslmode=verify-full/);
     expect(decodeURIComponent(json.connection!.rw.split('sslrootcert=')[1]!)).toBe(layout.caFiles.cert);
+    // the dashboard keel up runs, and the router's and controller's /metrics, in the same range
+    expect(json.dashboard).toBe(`https://127.0.0.1:${P + 5}/`);
+    expect(readPidFile(layout.dashboardPidFile)).toBeGreaterThan(0);
     for (const secret of Object.values(layout.readSecrets())) expect(JSON.stringify(json)).not.toContain(secret);
 
     const pids = clusterPids(layout, json);
     const ports = listeningPorts(pids);
-    expect(ports.length).toBeGreaterThanOrEqual(5);
+    expect(ports.length).toBeGreaterThanOrEqual(8);
     for (const port of ports) expect(port >= P && port <= P + 99, `port ${port} outside [${P}, ${P + 99}]`).toBe(true);
 
     const leader = json.members.find((m) => m.role === 'leader')!;
