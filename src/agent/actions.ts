@@ -17,6 +17,8 @@ export interface ActionContext {
   now: () => number;
   /** told when PostgreSQL may accept writes (true) or surely does not (false) */
   setWritable: (writable: boolean) => void;
+  /** a new replica's data from the cluster's newest backup (backup/replica.ts); false: clone from the leader */
+  replicaFromBackup?: (systemId: string | null, leader: string) => Promise<boolean>;
 }
 
 class ActionFailed extends Error {}
@@ -69,6 +71,7 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       await ctx.dcs.releaseLeader(me);
       return;
     case 'clone':
+      if (await ctx.replicaFromBackup?.(snap.cluster?.initialize?.value.systemId ?? null, action.from.name)) return;
       return withReachability(action.from, () => ctx.pg.basebackup(action.from));
     case 'rewind':
       return withReachability(action.from, () => ctx.pg.rewind(action.from));

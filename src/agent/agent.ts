@@ -63,6 +63,8 @@ export class Agent {
     private readonly load?: LoadMeter,
     /** WAL archiving on this node when it is primary (backup/archive-monitor.ts); absent without a repository */
     readonly archive?: { current(): MemberArchive | undefined },
+    /** a clone from the cluster's newest backup rather than the leader (backup/replica.ts) */
+    private readonly replicaFromBackup?: ActionContext['replicaFromBackup'],
   ) {
     this.lastConfig = config.bootstrap.dynamic ?? defaultDynamicConfig;
     this.lease = new LeaseKeeper({
@@ -313,6 +315,7 @@ export class Agent {
       setWritable: (writable) => {
         if (writable) this.mayAcceptWrites = true;
       },
+      ...(this.replicaFromBackup === undefined ? {} : { replicaFromBackup: this.replicaFromBackup }),
     };
     void (async () => {
       let failed: { kind: Decision['actions'][number]['kind']; error: string } | null = null;

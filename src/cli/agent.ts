@@ -5,6 +5,7 @@ import { splitHostPort } from '../agent/member.js';
 import { apiLimits } from '../api/limits.js';
 import { ArchiveMonitor } from '../backup/archive-monitor.js';
 import { writeBackupFiles } from '../backup/files.js';
+import { ReplicaFromBackup } from '../backup/replica.js';
 import { readApiTlsFiles, startApi, type RunningApi } from '../api/server.js';
 import { loadNodeConfig } from '../config/load.js';
 import { EtcdDcs } from '../dcs/etcd.js';
@@ -60,7 +61,8 @@ export function registerAgent(program: Command): void {
       // archive_command names pgBackRest's files: they exist before PostgreSQL starts
       if (config.backup !== undefined) await writeBackupFiles(config);
       const archive = config.backup === undefined ? undefined : new ArchiveMonitor(config, dcs, systemClock, logger);
-      const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock), archive);
+      const fromBackup = config.backup === undefined ? undefined : new ReplicaFromBackup(config, dcs, systemClock, logger);
+      const agent = new Agent(config, dcs, pg, systemClock, logger, new LoadMeter(pg, systemClock), archive, fromBackup && ((systemId, leader) => fromBackup.restore(systemId, leader)));
       logger.info({ dataDir: config.postgres.dataDir, etcd: config.etcd.endpoints }, 'agent starting');
       await agent.start();
       archive?.start();
