@@ -11,6 +11,7 @@ import { describeError } from '../errors.js';
 import type { ClusterView, ControllerValue, EventValue, SpecValue } from '../model/values.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
+import { SerialRuns } from '../util/serial.js';
 import { buildState, departedMembers, memberCards, type BackupSection, type BackupSource, type DashboardState, type MemberCard, type RouterPanel } from './model.js';
 import { readRouterStatus } from './router-client.js';
 import { Series, type Mark, type Sample } from './series.js';
@@ -69,8 +70,7 @@ export class ClusterFeed {
   /** every card last shown, those of departed members included */
   private shown: MemberCard[] = [];
   private published = { signature: '', atMs: 0 };
-  private reading: Promise<void> | null = null;
-  private readAgain = false;
+  private readonly reads = new SerialRuns(() => this.readSoon(), () => this.stopped);
   private lastReadMs = 0;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
@@ -105,7 +105,7 @@ export class ClusterFeed {
     this.timers = [];
     await Promise.all(this.stops.map((stop) => stop().catch(() => undefined)));
     this.stops = [];
-    await this.reading;
+    await this.reads.inFlight;
   }
 
   private emit(message: FeedMessage): void {
@@ -144,28 +144,17 @@ export class ClusterFeed {
     this.emit({ type: 'event', event });
   }
 
-  /** One read now, or one more after the read in flight; reads keep minReadGapMs apart. */
+  /** One read now, or one more after the read in flight. */
   refresh(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    if (this.reading !== null) {
-      this.readAgain = true;
-      return this.reading;
-    }
-    const loop = async (): Promise<void> => {
-      try {
-        do {
-          this.readAgain = false;
-          const waitMs = this.lastReadMs + this.timing.minReadGapMs - this.o.clock.now();
-          if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
-          this.lastReadMs = this.o.clock.now();
-          await this.readOnce();
-        } while (this.readAgain && !this.stopped);
-      } finally {
-        this.reading = null;
-      }
-    };
-    this.reading = loop();
-    return this.reading;
+    return this.reads.run();
+  }
+
+  /** Reads keep minReadGapMs apart: every member's write wakes the watch. */
+  private async readSoon(): Promise<void> {
+    const waitMs = this.lastReadMs + this.timing.minReadGapMs - this.o.clock.now();
+    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
+    this.lastReadMs = this.o.clock.now();
+    await this.readOnce();
   }
 
   private async readOnce(): Promise<void> {

@@ -9,6 +9,7 @@ import type { Dcs } from '../dcs/types.js';
 import { describeError } from '../errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
+import { SerialRuns } from '../util/serial.js';
 import { computeRoutes, defaultRouteOptions, failClosed, noRoutes, sameRoutes, type RouteOptions, type Routes } from './route.js';
 
 /** The two things the router needs from the store: one consistent read and a watch. */
@@ -36,8 +37,7 @@ export class RouterControl {
   private lastGoodReadMs: number;
   private closedBecauseStale = false;
   /** the reads in flight, ending once no further read was asked for */
-  private reading: Promise<void> | null = null;
-  private readAgain = false;
+  private readonly reads = new SerialRuns(() => this.readOnce(), () => this.stopped);
   private stopped = false;
   private stopWatch: (() => Promise<void>) | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -105,23 +105,7 @@ export class RouterControl {
    * routes; resolves when a read that started after this call is done.
    */
   refresh(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    if (this.reading !== null) {
-      this.readAgain = true;
-      return this.reading;
-    }
-    const loop = async (): Promise<void> => {
-      try {
-        do {
-          this.readAgain = false;
-          await this.readOnce();
-        } while (this.readAgain && !this.stopped);
-      } finally {
-        this.reading = null;
-      }
-    };
-    this.reading = loop();
-    return this.reading;
+    return this.reads.run();
   }
 
   private async readOnce(): Promise<void> {

@@ -7,7 +7,9 @@
  * SIGKILL of the leader node the page shows the new leader within 2 s of etcd
  * naming it, without a reload. Screenshots go to test/artifacts/.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import https from 'node:https';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dashboardUrl } from '../../src/providers/local-layout.js';
@@ -19,6 +21,19 @@ import { launchChromium, screenshot } from '../support/browser.js';
 import { TestCluster } from '../support/cluster.js';
 
 const portBase = 20200;
+
+/** POST /api/session over TLS with a client certificate; the status and body. */
+function signInWith(url: string, ca: string, pair: { cert: string; key: string }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = https.request(`${url}api/session`, { method: 'POST', ca: readFileSync(ca), cert: readFileSync(pair.cert), key: readFileSync(pair.key), agent: false, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    request.on('error', reject);
+    request.end();
+  });
+}
 
 describe('keel dashboard in Chromium', () => {
   let cluster: TestCluster;
@@ -119,6 +134,25 @@ describe('keel dashboard in Chromium', () => {
     await screenshot(page, 'dashboard-switchover');
     // the old leader back as a streaming replica before the next test kills the new one
     await cluster.waitFor('all three streaming from the new leader', (v) => isReady(v, 3), 60_000);
+  });
+
+  it("the operator's certificate signs in; another certificate of the cluster CA does not", async () => {
+    const ca = cluster.layout.caFiles.cert;
+    const operator = await signInWith(url, ca, cluster.layout.clientTls('operator'));
+    expect(operator.status, operator.body).toBe(200);
+    expect(JSON.parse(operator.body)).toMatchObject({ signedIn: true, via: 'certificate' });
+    const router = await signInWith(url, ca, cluster.layout.clientTls('router'));
+    expect(router.status).toBe(401);
+  });
+
+  it('keel dashboard refuses flags that do not go together, before it starts anything (exit 2)', () => {
+    const keel = (args: string[]) => spawnSync(process.execPath, ['bin/keel.js', 'dashboard', ...args], { encoding: 'utf8', timeout: 30_000 });
+    const mixed = keel(['--dir', cluster.layout.dir, '--tls-cert', '/tmp/x.crt']);
+    expect(mixed.status).toBe(2);
+    expect(mixed.stderr).toContain('--tls-cert goes with --etcd');
+    const plain = keel(['--etcd', 'https://127.0.0.1:1', '--cluster', 'test', '--listen', '127.0.0.1:20299']);
+    expect(plain.status).toBe(2);
+    expect(plain.stderr).toContain('serves HTTPS only');
   });
 
   it('after SIGKILL of the leader node the page shows the new leader within 2 s of etcd naming it, without a reload', async () => {
