@@ -205,6 +205,8 @@
   async function act(path, body) {
     try {
       const answer = await call('POST', path, body);
+      // a dashboard that restarted forgot its sessions: sign in again
+      if (answer.status === 401) showSession({ signedIn: false });
       if (answer.ok) showResult(true, answer.json.message);
       else showResult(false, answer.json ? `${answer.json.code}: ${answer.json.message}` : `refused (${answer.status})`);
     } catch (err) {

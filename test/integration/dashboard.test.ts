@@ -118,6 +118,7 @@ describe('keel dashboard in Chromium', () => {
     await page.fill('#token-input', token);
     await page.click('#sign-in-button');
     await page.waitForSelector('#signed-in:not([hidden])');
+    expect(await page.isHidden('#sign-in-form')).toBe(true);
     // the session cookie alone does not act: the page's own requests carry the CSRF token
     const bare = await page.evaluate(() => fetch('/api/switchover', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.status));
     expect(bare).toBe(403);

@@ -12,6 +12,7 @@ import { portOffsets } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
 import { apiRequest } from '../support/api-client.js';
 import { appConnection, TestCluster } from '../support/cluster.js';
+import { startRouter, type RouterProcess } from './router-helpers.js';
 
 const portBase = 20300;
 
@@ -90,6 +91,42 @@ describe('metrics of the agents, the router and the controller', () => {
     const status = (await scrape(portBase + portOffsets.routerApi, '/status')).json;
     expect(status.routes.rw).toBe(leader);
     expect(status.endpoints.rw.connections[leader]).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a router on HAProxy: the connections by member from HAProxy's own counters", async () => {
+    const leader = (await cluster.view()).leader!.value.name;
+    const port = portBase + 82;
+    const web = cluster.layout.webServerFiles;
+    const { etcd, etcdTls } = cluster.etcdAccess('router');
+    let router: RouterProcess | null = null;
+    const haproxyClient = new pg.Client(appConnection('127.0.0.1', portBase + 80, cluster.login));
+    try {
+      router = await startRouter({
+        engine: 'haproxy',
+        etcd,
+        etcdTls,
+        cluster: 'test',
+        rwPort: portBase + 80,
+        roPort: portBase + 81,
+        logFile: `${cluster.layout.dir}/router-haproxy.log`,
+        extra: ['--metrics', `127.0.0.1:${port}`, '--metrics-cert', web.cert, '--metrics-key', web.key],
+      });
+      await haproxyClient.connect();
+      await haproxyClient.query("SELECT repeat('x', 10000)");
+      const text = (await scrape(port)).text;
+      expect(value(text, `keel_router_connections{endpoint="rw",member="${leader}",cluster="test"} `)).toBeGreaterThanOrEqual(1);
+      // HAProxy keeps no count of holds: the series is left out rather than made up
+      expect(text).not.toMatch(/^keel_router_holds_total\{endpoint="rw"/m);
+      promtool(text);
+      // HAProxy adds a connection's bytes to its counters once the connection ends
+      await haproxyClient.end();
+      let sent = 0;
+      for (let i = 0; i < 40 && sent <= 10000; i++, await sleep(100)) sent = value((await scrape(port)).text, 'keel_router_sent_bytes_total{endpoint="rw",cluster="test"} ');
+      expect(sent).toBeGreaterThan(10000);
+    } finally {
+      await haproxyClient.end().catch(() => undefined);
+      await router?.stop();
+    }
   });
 
   it('the controller: nodes per zone as its plan sees them, and the autoscaler against its target', async () => {
