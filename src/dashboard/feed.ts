@@ -160,6 +160,8 @@ export class ClusterFeed {
   private async readOnce(): Promise<void> {
     try {
       const [view, controller, spec] = await Promise.all([this.o.dcs.readCluster(), this.o.dcs.readController(), this.o.dcs.readSpec()]);
+      // a new leader moves the router's rw at once: show that without waiting for its next read
+      if (this.view !== null && view.leader?.value.name !== this.view.leader?.value.name) setTimeout(() => void this.readRouter(), 300).unref();
       this.view = view;
       this.controller = controller?.value ?? null;
       this.spec = spec?.value ?? null;
