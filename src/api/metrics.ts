@@ -96,7 +96,7 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
   copied('keel_lease_renewals_total', 'lease keep-alives etcd acknowledged', () => handle.lease.renewals);
   copied('keel_lease_renewal_failures_total', 'lease keep-alives that failed (etcd unreachable or slow)', () => handle.lease.renewalFailures);
   copied('keel_failovers_total', 'promotions this node carried out (failovers and switchovers to it)', () => handle.promotions);
-  if (handle.archive !== undefined) registerArchiveMetrics(registry, handle.archive);
+  if (handle.archive !== undefined) registerArchiveMetrics(registry, handle.archive, copied);
   new Counter({
     name: 'keel_decisions_total',
     help: 'loop decisions, by next state and actions (`state:action,action`)',
@@ -111,7 +111,7 @@ export function buildRegistry(handle: AgentHandle, options: ApiOptions): Registr
 }
 
 /** WAL archiving, while this node is primary (NaN, or 0 for the counters, while it is not). */
-function registerArchiveMetrics(registry: Registry, archive: NonNullable<AgentHandle['archive']>): void {
+function registerArchiveMetrics(registry: Registry, archive: NonNullable<AgentHandle['archive']>, copied: (name: string, help: string, read: () => number) => Counter): void {
   const gauge = (name: string, help: string, read: (a: MemberArchive) => number | null) =>
     new Gauge({
       name,
@@ -122,17 +122,10 @@ function registerArchiveMetrics(registry: Registry, archive: NonNullable<AgentHa
         this.set(current === undefined ? Number.NaN : (read(current) ?? Number.NaN));
       },
     });
-  const counter = (name: string, help: string, read: (a: MemberArchive) => number) =>
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        const current = archive.current();
-        this.inc(current === undefined ? 0 : read(current));
-      },
-    });
+  const counter = (name: string, help: string, read: (a: MemberArchive) => number) => copied(name, help, () => {
+    const current = archive.current();
+    return current === undefined ? 0 : read(current);
+  });
   counter('keel_archive_failed_total', "WAL archiving attempts that failed on this primary (pg_stat_archiver's failed_count)", (a) => a.failedCount);
   counter('keel_archive_archived_total', "WAL files this primary archived (pg_stat_archiver's archived_count)", (a) => a.archivedCount);
   gauge('keel_archive_last_success_timestamp_seconds', 'when the last WAL file reached the repository (Unix time)', (a) => (a.lastArchivedAtMs === null ? null : a.lastArchivedAtMs / 1000));

@@ -18,6 +18,7 @@ import { nodeLayout } from '../postgres/conf.js';
 import { LocalSession, Unreachable } from '../postgres/sql.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
+import { fillArchiveGap } from './archive-gap.js';
 import { archiveStatus, archiveTransition, type ArchiverReading } from './archive-status.js';
 import { Pgbackrest } from './pgbackrest.js';
 
@@ -163,10 +164,11 @@ export class ArchiveMonitor {
         this.lastStanzaError = '';
         this.logger.info({ stanza: this.pgbackrest.stanza }, 'the stanza is ready in the repository: WAL archiving can run');
         await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'stanza', message: `${this.config.name} is primary: stanza ${this.pgbackrest.stanza} is ready in the repository` });
+        await this.fillGap();
       })
       .catch(async (err: unknown) => {
         this.nextStanzaAttemptMs = this.clock.now() + stanzaRetryMs;
-        const message = describeError(err);
+        const message = describeError(err).replace(/\s*\n\s*/g, '; ');
         this.logger.warn({ err: message }, 'stanza-create failed; trying again in 30 s');
         if (message === this.lastStanzaError) return;
         this.lastStanzaError = message;
@@ -175,6 +177,24 @@ export class ArchiveMonitor {
       .finally(() => {
         this.stanzaBusy = false;
       });
+  }
+
+  /** After a promotion: the segments of the previous timeline the old leader had not archived (archive-gap.ts). */
+  private async fillGap(): Promise<void> {
+    try {
+      const [row] = await this.session.query<{ tli: number }>("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli");
+      const outcome = row === undefined ? null : await fillArchiveGap(nodeLayout(this.config).dataDir, row.tli, this.pgbackrest);
+      if (outcome === null) return;
+      this.logger.info({ timeline: outcome.timeline, pushed: outcome.pushed.length, present: outcome.present }, 'previous timeline checked against the archive');
+      if (outcome.pushed.length === 0) return;
+      const range = outcome.pushed.length === 1 ? outcome.pushed[0] : `${outcome.pushed[0]} to ${outcome.pushed[outcome.pushed.length - 1]}`;
+      const message = `${this.config.name} archived ${outcome.pushed.length} segment(s) of timeline ${outcome.timeline} that the old leader had not (${range})`;
+      await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'archive-gap', message });
+    } catch (err) {
+      const message = `${this.config.name} could not archive what the old leader had not: ${describeError(err).replace(/\s*\n\s*/g, '; ')}`;
+      this.logger.warn(message);
+      await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'archive-gap-failed', message });
+    }
   }
 
   /** pgBackRest's reason for a failed push, from the status file its asynchronous push leaves. */

@@ -19,6 +19,8 @@ export interface PgbackrestRunOptions {
   onOutput?: (text: string) => void;
   /** stops pgBackRest (SIGTERM): it ends its backup and removes its lock */
   signal?: AbortSignal;
+  /** the command's own parameters, after its name (archive-push's WAL file) */
+  parameters?: string[];
 }
 
 /** What runs pgBackRest: where its configuration comes from and which OS user it runs as. */
@@ -81,7 +83,7 @@ export class Pgbackrest {
   async run(command: string, args: string[] = [], options: PgbackrestRunOptions = {}): Promise<string> {
     const { programs, program, head, env } = this.invocation;
     const stanza = this.stanza === null ? [] : [`--stanza=${this.stanza}`];
-    const result = await programs.run(program, [...head, ...stanza, ...args, command], { env, allowFailure: true, onOutput: options.onOutput, signal: options.signal }).catch((err: unknown) => {
+    const result = await programs.run(program, [...head, ...stanza, ...args, command, ...(options.parameters ?? [])], { env, allowFailure: true, onOutput: options.onOutput, signal: options.signal }).catch((err: unknown) => {
       if (options.signal?.aborted) return { exitCode: null, output: '' };
       throw err;
     });

@@ -17,8 +17,10 @@ export interface RepositorySource {
   cipherPass: string | null;
   /** the stanza expected (the cluster restored); null: the repository's only one */
   stanza: string | null;
-  /** whose repository it should be, for messages: `cluster keel (DIR)`, `the repository given` */
-  owner: string;
+  /** whose repository it should be, for messages (`cluster keel (DIR)`); null for a repository alone */
+  owner: string | null;
+  /** where the key comes from, for messages: `cluster keel's key (DIR/secrets.json)`, `the key in FILE` */
+  keySource: string;
   runAs: RunAs | null;
   /** a directory of PostgreSQL's OS user for pgBackRest's configuration, lock and spool */
   scratch: string;
@@ -49,14 +51,15 @@ export async function openRepository(source: RepositorySource): Promise<OpenedRe
     if (stanzas.length > 1) throw new KeelError('KEEL_USAGE', `${where} holds several clusters (${names.join(', ')}): give --stanza NAME`);
     name = names[0]!;
   } else if (!names.includes(name)) {
-    throw new KeelError('KEEL_BACKUP_FOREIGN_REPO', `${where} holds stanza ${names.join(', ')}, not ${name}: it is the repository of another cluster than ${source.owner}`);
+    const whose = source.owner === null ? '' : `: it is the repository of another cluster than ${source.owner}`;
+    throw new KeelError('KEEL_BACKUP_FOREIGN_REPO', `${where} holds stanza ${names.join(', ')}, not ${name}${whose}`);
   }
   const stanza = stanzas.find((s) => s.name === name)!;
   if (unreadable(stanza)) {
     if (source.cipherPass === null) {
       throw new KeelError('KEEL_BACKUP_KEY_MISSING', `${where} is encrypted and no key was given to open it`);
     }
-    throw new KeelError('KEEL_BACKUP_FOREIGN_REPO', `the key of ${source.owner} does not open ${where}: the repository belongs to another cluster (or the key is not its own)`);
+    throw new KeelError('KEEL_BACKUP_FOREIGN_REPO', `${source.keySource} does not open ${where}: the repository belongs to another cluster (or the key is not its own)`);
   }
   if (stanza.statusCode !== 0 && stanza.backups.length === 0) {
     const code = stanza.statusCode === 2 ? 'KEEL_BACKUP_NONE' : 'KEEL_BACKUP_FAILED';

@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatBytes } from '../backup/info.js';
 import { recoverInto } from '../backup/recovery.js';
@@ -55,12 +55,24 @@ function whole(value: string, flag: string, min: number, max: number): number {
   return n;
 }
 
+function keyFromFile(path: string): string {
+  let key: string;
+  try {
+    key = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new KeelError('KEEL_BACKUP_KEY_MISSING', `cannot read the key file ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (key === '') throw new KeelError('KEEL_BACKUP_KEY_MISSING', `the key file ${path} is empty`);
+  return key;
+}
+
 function sourceOf(flags: RestoreFlags): Source {
   const repoPath: BackupRepo | null = flags.repo === undefined ? null : { type: 'posix', path: resolve(flags.repo) };
-  const givenKey = flags.keyFile === undefined ? null : readFileSync(flags.keyFile, 'utf8').trim();
+  const givenKey = flags.keyFile === undefined ? null : keyFromFile(flags.keyFile);
+  const keyFileSource = `the key in ${flags.keyFile}`;
   if (flags.from === undefined) {
     if (repoPath === null) throw new KeelError('KEEL_USAGE', 'give --from DIR (a cluster made by `keel up`) or --repo PATH (a repository alone)');
-    return { repo: repoPath, cipherPass: givenKey, stanza: flags.stanza ?? null, owner: 'the cluster whose key was given', cluster: null, dir: null };
+    return { repo: repoPath, cipherPass: givenKey, stanza: flags.stanza ?? null, owner: null, keySource: keyFileSource, cluster: null, dir: null };
   }
   const layout = new LocalLayout(flags.from);
   let cluster: ClusterFile;
@@ -90,6 +102,7 @@ function sourceOf(flags: RestoreFlags): Source {
     cipherPass: configured?.cipher === 'none' ? null : key,
     stanza: flags.stanza ?? configured?.stanza ?? cluster.cluster,
     owner: `cluster ${cluster.cluster} (${layout.dir})`,
+    keySource: givenKey === null ? `the key of cluster ${cluster.cluster} (${layout.secretsFile})` : keyFileSource,
     cluster,
     dir: layout.dir,
   };
@@ -108,6 +121,15 @@ function newName(flags: RestoreFlags, old: string): string {
   // its own etcd prefix: the restored system identifier never sits under the old cluster's keys
   if (name === old) throw new KeelError('KEEL_USAGE', `the restored cluster needs a name of its own, not ${old}'s`, { hint: 'give --name NAME, or leave it out for <old name>_restored' });
   return name;
+}
+
+/** PostgreSQL's OS user must be able to enter NEW, which is made in its nearest existing parent. */
+function refuseUnreachable(dir: string, runAs: ReturnType<typeof resolveRunAs>): void {
+  if (runAs === null) return;
+  let existing = dir;
+  while (!existsSync(existing)) existing = dirname(existing);
+  const result = spawnSync('test', ['-x', existing], { uid: runAs.uid, gid: runAs.gid, cwd: '/' });
+  if (result.status !== 0) throw new KeelError('KEEL_DIR_UNUSABLE', `OS user ${runAs.user} cannot enter ${existing}, where ${dir} would be made`);
 }
 
 /** Grows the new cluster to `nodes` through its spec (its controller creates them), and waits until they stream. */
@@ -148,6 +170,7 @@ async function restore(flags: RestoreFlags): Promise<void> {
   };
   const nodes = flags.nodes === undefined ? (source.cluster?.nodes ?? 3) : whole(flags.nodes, '--nodes', 1, 20);
   const runAs = resolveRunAs(layout.nodeConfig(file, placeholderSecrets, 0));
+  refuseUnreachable(layout.dir, runAs);
   const scratch = mkdtempSync('/tmp/keel-restore-');
   if (runAs !== null) chownSync(scratch, runAs.uid, runAs.gid);
   const existed = existsSync(layout.dir);
@@ -156,7 +179,7 @@ async function restore(flags: RestoreFlags): Promise<void> {
     const { pgbackrest, info } = await openRepository({ ...source, runAs, scratch });
     const backup = chooseBackup(info.backups, target);
     await new LocalCluster(layout, file, placeholderSecrets, silentLogger()).checkPorts();
-    process.stdout.write(`restoring ${source.owner === 'the cluster whose key was given' ? `stanza ${info.name}` : source.owner} from ${describeRepo(source.repo)}\n`);
+    process.stdout.write(`restoring ${source.owner ?? `stanza ${info.name}`} from ${describeRepo(source.repo)}\n`);
     process.stdout.write(`  backup ${backup.label} (${backup.type}, ended ${new Date(backup.stopMs).toISOString()}, ${formatBytes(backup.sizeBytes)}), then WAL to ${describeTarget(target)}\n`);
     made = true;
     const { cluster, secrets } = await layout.create(file);
@@ -168,7 +191,7 @@ async function restore(flags: RestoreFlags): Promise<void> {
     const up = spawnSync(process.execPath, [keelBin, 'up', '--dir', layout.dir, '--detach', '--timeout', String(Math.round(timeoutMs / 1000))], { encoding: 'utf8' });
     if (up.status !== 0) throw new KeelError('KEEL_RESTORE_FAILED', `the restored cluster did not start:\n${(up.stderr || up.stdout).trim()}`);
     if (nodes > 1) await grow(layout, nodes, timeoutMs);
-    process.stdout.write(`cluster ${cluster.cluster} is up in ${layout.dir} with ${nodes} node(s), on port base ${cluster.portBase}; ${source.owner} was only read\n`);
+    process.stdout.write(`cluster ${cluster.cluster} is up in ${layout.dir} with ${nodes} node(s), on port base ${cluster.portBase}; ${source.owner ?? describeRepo(source.repo)} was only read\n`);
     process.stdout.write(`  status: keel status --dir ${layout.dir}\n  stop:   keel down --dir ${layout.dir}\n`);
   } catch (err) {
     if (made) {

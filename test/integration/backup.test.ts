@@ -39,7 +39,7 @@ describe('WAL archiving and backups with pgBackRest', () => {
     for (;;) {
       const value = await probe().catch(() => null);
       if (value !== null && value !== undefined && value !== false) return value;
-      if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+      if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}; events: ${(await eventKinds()).slice(-12).map((e) => `${e.source} ${e.kind}: ${e.message}`).join(' | ')}`);
       await sleep(300);
     }
   }
@@ -162,10 +162,23 @@ describe('WAL archiving and backups with pgBackRest', () => {
     expect(await metrics()).toMatch(/keel_archive_failing\{[^}]*\} 0/);
   });
 
-  it('goes on archiving from the new leader after a failover, its timeline history first', async () => {
+  it('goes on archiving from the new leader after a failover, its timeline history first, with what the old one had not archived', async () => {
     const old = await tc.leader();
-    const fenced = await tc.local.provider.fence(old.name);
-    expect(fenced.confirmed).toBe(true);
+    // the old leader cannot archive its last segments; its replica streams them
+    const unarchived: string[] = [];
+    const { chmodSync } = await import('node:fs');
+    chmodSync(tc.layout.backupDir, 0o000);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const [row] = await tc.superuserQuery<{ wal: string }>(old.name, 'SELECT pg_walfile_name(pg_current_wal_lsn()) AS wal');
+        unarchived.push(row!.wal);
+        await writeAndSwitch(old.name);
+      }
+      const fenced = await tc.local.provider.fence(old.name);
+      expect(fenced.confirmed).toBe(true);
+    } finally {
+      chmodSync(tc.layout.backupDir, 0o700);
+    }
     const next = await until('a new leader on a new timeline', async () => {
       const leader = (await tc.view()).members.find((m) => m.role === 'primary' && m.name !== old.name);
       return leader !== undefined && (leader.timeline ?? 0) > old.timeline! && leader;
@@ -181,6 +194,11 @@ describe('WAL archiving and backups with pgBackRest', () => {
     const [db] = readdirSync(archiveDir).filter((name) => /^15-\d+$/.test(name));
     expect(existsSync(join(archiveDir, db!, `${timelineHex}.history`))).toBe(true);
     await until('the new leader to confirm the stanza', async () => (await eventKinds()).some((e) => e.kind === 'stanza' && e.source === next.name), 30_000);
+    const gap = await until('the new leader to archive what the old one had not', async () => (await eventKinds()).find((e) => e.kind === 'archive-gap' && e.source === next.name), 30_000);
+    expect(gap.message).toContain(`of timeline ${old.timeline}`);
+    const oldTimelineDir = join(archiveDir, db!, unarchived[0]!.slice(0, 16));
+    const archivedNames = readdirSync(oldTimelineDir).map((name) => name.slice(0, 24));
+    for (const segment of unarchived) expect(archivedNames, `${segment} in the archive`).toContain(segment);
     // a backup goes on from the new leader, the only node left running
     const backup = keelCli(['backup', 'now', '--dir', dir, '--type', 'diff']);
     expect(backup.stderr).toBe('');

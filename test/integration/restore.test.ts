@@ -135,6 +135,7 @@ describe('keel restore', () => {
     refused(['--repo', tc.layout.backupDir, '--key-file', wrongKey, '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /does not open/);
     // a missing key
     refused(['--repo', tc.layout.backupDir, '--latest'], 'KEEL_BACKUP_KEY_MISSING', /is encrypted and no key was given/);
+    refused(['--repo', tc.layout.backupDir, '--key-file', join(work, 'no-such.key'), '--latest'], 'KEEL_BACKUP_KEY_MISSING', /cannot read the key file/);
     // a directory that holds a cluster, and the source itself
     const taken = keelCli(['restore', '--from', tc.layout.dir, '--latest', '--dir', join(work, 'at-lsn'), '--port-base', String(Q)]);
     expect(taken.status).toBe(2);

@@ -1,0 +1,26 @@
+/** Which segments a new leader pushes for the old one: the parent timeline's, before the switch. */
+import { describe, expect, it } from 'vitest';
+import { gapSegments, parentOf } from '../../src/backup/archive-gap.js';
+
+describe('the archive gap after a failover', () => {
+  it("reads the parent timeline and the switch point from the new timeline's history file", () => {
+    expect(parentOf('1\t0/5000000\tno recovery target specified\n2\t0/9A000D8\tno recovery target specified\n')).toEqual({ timeline: 2, switchLsn: 0x9a000d8 });
+    expect(parentOf('')).toBeNull();
+    expect(parentOf('1\tnot-an-lsn\n')).toBeNull();
+  });
+
+  it('takes the complete segments of the parent timeline before the switch, not later names (recycled files)', () => {
+    const files = [
+      '000000010000000000000006', '000000010000000000000007', '000000010000000000000008',
+      // the switch lies in segment 9: it is on the new timeline now, and its old copy is .partial
+      '000000010000000000000009.partial', '00000001000000000000000A', '00000001000000000000000B',
+      '000000020000000000000009', '00000002.history', 'archive_status',
+    ];
+    expect(gapSegments(files, { timeline: 1, switchLsn: 0x90000d8 })).toEqual(['000000010000000000000006', '000000010000000000000007', '000000010000000000000008']);
+  });
+
+  it('counts segments across log files', () => {
+    // 0x100 segments of 16 MiB make one 4 GiB log file
+    expect(gapSegments(['0000000100000000000000FF', '000000010000000100000000', '000000010000000100000001'], { timeline: 1, switchLsn: 2 ** 32 + 0x1000000 + 5 })).toEqual(['0000000100000000000000FF', '000000010000000100000000']);
+  });
+});
