@@ -83,7 +83,10 @@ describe('a config written by hand with refused parameters', () => {
     expect(workMem).toBe('32MB');
     const conf = readFileSync(join(cluster.layout.dataDir(leader.name), 'postgresql.conf'), 'utf8');
     expect(conf).toContain("work_mem = '32MB'");
-    expect(conf).not.toContain('archive_command');
+    // the node archives with Keel's own command (node.yml's backup block), never the one from etcd
+    expect(conf).not.toContain('keel-pwned');
+    const [archive] = await cluster.superuserQuery<{ command: string }>(leader.name, "SELECT current_setting('archive_command') AS command");
+    expect(archive!.command).toMatch(/^\/usr\/bin\/pgbackrest .* archive-push "%p"$/);
     expect(conf).not.toContain('shared_preload_libraries');
     const [row] = await cluster.superuserQuery<{ preload: string }>(leader.name, "SELECT current_setting('shared_preload_libraries') AS preload");
     expect(row!.preload).toBe('');
