@@ -241,11 +241,15 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
     if (s.pg.dataDir !== 'present' || s.pg.control === null) return stay(s, 'no leader to clone from: waiting');
     const control = s.pg.control;
     const status = cluster.status?.value ?? null;
+    // A timeline another node started since (a promotion the status key never saw) is in the WAL archive:
+    // resuming an older one would make every standby that follows the archive's newest timeline stray.
+    const newestTimeline = Math.max(0, ...(cluster.history?.value.entries ?? []).map((e) => e.timeline));
     if (
       control.clusterState === 'shut down' &&
       status !== null &&
       status.leader === s.me.name &&
       control.checkpointLsn >= status.walLsn &&
+      control.timeline >= newestTimeline &&
       pendingTarget === null &&
       !steppedDown
     ) {

@@ -229,6 +229,15 @@ const cases: Case[] = [
     to: 'primary', actions: ['acquireLeader', 'startPostgres'], reason: /last leader and shut down cleanly/,
   },
   {
+    name: 'last leader, shut down cleanly, but another node started a newer timeline since: a replica first, to be promoted past it',
+    snap: snapshot({
+      state: 'starting',
+      cluster: noLeader({ status: { value: { v: 1, leader: 'node2', timeline: 1, walLsn: 900, updatedAtMs: NOW - 60000 }, modRevision: '8' }, history: history(2, 900) }),
+      pg: { ...stoppedPg, control: control({ clusterState: 'shut down', checkpointLsn: 900 }) },
+    }),
+    to: 'replica', actions: ['startPostgres'], reason: /starting PostgreSQL as a replica/,
+  },
+  {
     name: 'found a running primary while another leads: stop it at once',
     snap: snapshot({ state: 'starting', pg: { runtime: primaryRuntime() } }),
     to: 'stopped', actions: ['stopPostgres'], reason: /node1 holds the leader key: stopping my primary/,
