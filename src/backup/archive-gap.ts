@@ -11,7 +11,8 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseLsn } from '../model/lsn.js';
-import type { Pgbackrest } from './pgbackrest.js';
+import { sleep } from '../util/clock.js';
+import { isLockBusy, type Pgbackrest } from './pgbackrest.js';
 
 const segmentBytes = 16 * 1024 * 1024;
 
@@ -44,6 +45,18 @@ export function gapSegments(walFiles: readonly string[], parent: { timeline: num
     .sort();
 }
 
+/** One segment, waiting (a few seconds at most) while the asynchronous push that runs after a promotion holds the lock. */
+async function pushOne(pgbackrest: Pgbackrest, path: string): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await pgbackrest.run('archive-push', ['--no-archive-async'], { parameters: [path] });
+    } catch (err) {
+      if (attempt >= 10 || !isLockBusy((err as Error).message)) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
 export interface GapOutcome {
   timeline: number;
   pushed: string[];
@@ -59,7 +72,7 @@ export async function fillArchiveGap(dataDir: string, timeline: number, pgbackre
   const segments = gapSegments(await readdir(join(dataDir, 'pg_wal')), parent);
   const outcome: GapOutcome = { timeline: parent.timeline, pushed: [], present: 0 };
   for (const segment of segments) {
-    const output = await pgbackrest.run('archive-push', ['--no-archive-async'], { parameters: [join(dataDir, 'pg_wal', segment)] });
+    const output = await pushOne(pgbackrest, join(dataDir, 'pg_wal', segment));
     if (/already exists in the (repo\d+ )?archive/i.test(output)) outcome.present += 1;
     else outcome.pushed.push(segment);
   }

@@ -20,7 +20,7 @@ import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { fillArchiveGap } from './archive-gap.js';
 import { archiveStatus, archiveTransition, type ArchiverReading } from './archive-status.js';
-import { Pgbackrest } from './pgbackrest.js';
+import { isLockBusy, Pgbackrest } from './pgbackrest.js';
 
 const archiverQuery = `
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -47,6 +47,8 @@ interface ArchiverRow {
 }
 
 const stanzaRetryMs = 30_000;
+/** the lock of the archiving already under way after a promotion: taken again shortly, not news */
+const lockedRetryMs = 2000;
 
 export class ArchiveMonitor {
   private readonly session: LocalSession;
@@ -167,8 +169,13 @@ export class ArchiveMonitor {
         await this.fillGap();
       })
       .catch(async (err: unknown) => {
-        this.nextStanzaAttemptMs = this.clock.now() + stanzaRetryMs;
         const message = describeError(err).replace(/\s*\n\s*/g, '; ');
+        if (isLockBusy(message)) {
+          this.nextStanzaAttemptMs = this.clock.now() + lockedRetryMs;
+          this.logger.info('stanza-create waits for the archiving under way (its lock)');
+          return;
+        }
+        this.nextStanzaAttemptMs = this.clock.now() + stanzaRetryMs;
         this.logger.warn({ err: message }, 'stanza-create failed; trying again in 30 s');
         if (message === this.lastStanzaError) return;
         this.lastStanzaError = message;

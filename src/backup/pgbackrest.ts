@@ -32,6 +32,11 @@ interface Invocation {
   env: Record<string, string>;
 }
 
+/** pgBackRest could not take its lock: another of its processes (the asynchronous push) holds it for now. */
+export function isLockBusy(message: string): boolean {
+  return /unable to acquire lock/.test(message);
+}
+
 export class Pgbackrest {
   private constructor(
     private readonly invocation: Invocation,

@@ -47,7 +47,7 @@ describe('replicas from backups', () => {
     const seconds = await streaming('node3', 90_000);
     const events = await tc.dcs.listEvents(1000);
     const restored = events.find((e) => e.kind === 'replica-from-backup' && e.source === 'node3');
-    expect(restored?.message).toMatch(/^node3 restored backup \d{8}-\d{6}F \(.+\) in [\d.]+ s; it replays the archived WAL, then streams from node1$/);
+    expect(restored?.message).toMatch(new RegExp(`^node3 restored backup \\d{8}-\\d{6}F \\(.+\\) in [\\d.]+ s; it replays the archived WAL, then streams from ${(await tc.leader()).name}$`));
     expect(await rowsOn('node3')).toBe(400);
     process.stdout.write(`replica from the backup: streaming ${seconds} s after its creation\n`);
   });
