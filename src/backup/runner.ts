@@ -10,12 +10,12 @@ import { describeError, KeelError } from '../errors.js';
 import type { ClusterView, MemberValue } from '../model/values.js';
 import { nodeLayout } from '../postgres/conf.js';
 import { checkpointIfTimelineLags, type Connection } from '../postgres/sql.js';
-import type { Clock } from '../util/clock.js';
+import { sleep, type Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { pgOptions } from './conf.js';
 import { formatBytes, lastProgressPercent, type BackupSet, type BackupType } from './info.js';
 import { claimBackupLock } from './lock.js';
-import { Pgbackrest } from './pgbackrest.js';
+import { isLockBusy, Pgbackrest } from './pgbackrest.js';
 
 /** The members a backup is taken with: the leader, and the replica the files come from (null: the leader's own). */
 export interface BackupMembers {
@@ -51,6 +51,22 @@ function optionWords(options: [string, string | number][]): string[] {
   return options.map(([name, value]) => `--${name}=${value}`);
 }
 
+/** pgBackRest's info status of a repository without the stanza */
+const missingStanza = 1;
+
+/** stanza-create, waiting a little while the asynchronous push of the first WAL holds pgBackRest's lock. */
+async function stanzaCreate(pgbackrest: Pgbackrest, hosts: string[], signal: AbortSignal | undefined): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pgbackrest.run('stanza-create', hosts, { signal });
+      return;
+    } catch (err) {
+      if (attempt >= 10 || signal?.aborted || !isLockBusy((err as Error).message)) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
 /** The superuser over the node's local socket. */
 export function localSuperuser(config: NodeConfig): Connection {
   const { superuser } = config.postgres;
@@ -63,8 +79,8 @@ export async function takeBackup(primary: NodeConfig, standby: NodeConfig | null
   // right after a promotion pg_control still names the old timeline, which pgBackRest refuses
   await checkpointIfTimelineLags(localSuperuser(primary), logger);
   const hosts = standby === null ? [] : [...optionWords(pgOptions(primary, nodeLayout(primary), 1)), ...optionWords(pgOptions(standby, nodeLayout(standby), 2))];
-  // a stanza not made yet (a backup right after the bootstrap) is made here; otherwise a check
-  await pgbackrest.run('stanza-create', hosts, { signal: options.signal });
+  // a stanza not made yet (a backup right after the bootstrap, before the leader's agent made it) is made here
+  if ((await pgbackrest.info()).statusCode === missingStanza) await stanzaCreate(pgbackrest, hosts, options.signal);
   const args = [`--type=${options.type}`, '--log-level-console=detail', ...hosts, ...(standby === null ? [] : ['--backup-standby'])];
   if (options.retentionFull !== undefined) args.push(`--repo1-retention-full=${options.retentionFull}`);
   let partial = '';

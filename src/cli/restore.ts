@@ -6,8 +6,8 @@
  * gets its KEEL_* error before anything is made; a failure later removes what
  * was made.
  */
-import { spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -132,6 +132,19 @@ function refuseUnreachable(dir: string, runAs: ReturnType<typeof resolveRunAs>):
   if (result.status !== 0) throw new KeelError('KEEL_DIR_UNUSABLE', `OS user ${runAs.user} cannot enter ${existing}, where ${dir} would be made`);
 }
 
+/** `keel ARGS` beside this process (not blocking it: an interruption must be heard meanwhile). */
+function keel(args: string[]): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [keelBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const collect = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-8192));
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    child.on('error', (err) => resolve({ status: null, output: err.message }));
+    child.on('close', (status) => resolve({ status, output }));
+  });
+}
+
 /** Grows the new cluster to `nodes` through its spec (its controller creates them), and waits until they stream. */
 async function grow(layout: LocalLayout, nodes: number, timeoutMs: number): Promise<void> {
   const target = resolveTarget({ dir: layout.dir });
@@ -173,6 +186,14 @@ async function restore(flags: RestoreFlags): Promise<void> {
   refuseUnreachable(layout.dir, runAs);
   const scratch = mkdtempSync('/tmp/keel-restore-');
   if (runAs !== null) chownSync(scratch, runAs.uid, runAs.gid);
+  // the scratch directory holds the old repository's key: it goes even when the restore is interrupted
+  const interrupted = (signal: NodeJS.Signals) => {
+    rmSync(scratch, { recursive: true, force: true });
+    process.stderr.write(`keel restore: ${signal}: stopped; ${layout.dir} may hold a part of the new cluster (keel down --dir ${layout.dir}, then remove it)\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   const existed = existsSync(layout.dir);
   let made = false;
   try {
@@ -188,8 +209,8 @@ async function restore(flags: RestoreFlags): Promise<void> {
     const recovered = await recoverInto(config, pgbackrest, backup, target, silentLogger(), timeoutMs);
     const replayed = recovered.redoEndLsn === null ? '(not logged)' : formatLsn(recovered.redoEndLsn);
     process.stdout.write(`  recovered in ${recovered.seconds} s: replay ended at ${replayed}, last transaction replayed ${recovered.lastTransactionAt ?? '(none logged)'}, promoted on timeline ${recovered.timeline}\n`);
-    const up = spawnSync(process.execPath, [keelBin, 'up', '--dir', layout.dir, '--detach', '--timeout', String(Math.round(timeoutMs / 1000))], { encoding: 'utf8' });
-    if (up.status !== 0) throw new KeelError('KEEL_RESTORE_FAILED', `the restored cluster did not start:\n${(up.stderr || up.stdout).trim()}`);
+    const up = await keel(['up', '--dir', layout.dir, '--detach', '--timeout', String(Math.round(timeoutMs / 1000))]);
+    if (up.status !== 0) throw new KeelError('KEEL_RESTORE_FAILED', `the restored cluster did not start:\n${up.output.trim()}`);
     if (nodes > 1) await grow(layout, nodes, timeoutMs);
     process.stdout.write(`cluster ${cluster.cluster} is up in ${layout.dir} with ${nodes} node(s), on port base ${cluster.portBase}; ${source.owner ?? describeRepo(source.repo)} was only read\n`);
     process.stdout.write(`  status: keel status --dir ${layout.dir}\n  stop:   keel down --dir ${layout.dir}\n`);
@@ -202,6 +223,8 @@ async function restore(flags: RestoreFlags): Promise<void> {
     if (isKeelError(err)) throw err;
     throw new KeelError('KEEL_RESTORE_FAILED', `the restore failed: ${(err as Error).message}`, { cause: err });
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     await rm(scratch, { recursive: true, force: true });
   }
 }
