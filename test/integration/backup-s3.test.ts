@@ -62,9 +62,20 @@ describe('an S3 repository over TLS', () => {
     if (layout) await rm(layout.dir, { recursive: true, force: true });
   });
 
+  /** the leader's PostgreSQL, whichever node won the bootstrap */
+  async function leaderPort(): Promise<number> {
+    const dcs = local.dcs();
+    try {
+      const view = await dcs.readCluster();
+      return view.members.find((m) => m.name === view.leader?.value.name)!.pgPort;
+    } finally {
+      await dcs.close();
+    }
+  }
+
   it('archives WAL and takes a backup into the bucket, encrypted', async () => {
     const login = appLogin(layout);
-    await queryOnce(appConnection('127.0.0.1', P + portOffsets.nodePg, login), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before the backup')");
+    await queryOnce(appConnection('127.0.0.1', await leaderPort(), login), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before the backup')");
     const backup = keelCli(['backup', 'now', '--dir', layout.dir]);
     expect(backup.stderr).toBe('');
     expect(backup.status).toBe(0);
@@ -80,7 +91,7 @@ describe('an S3 repository over TLS', () => {
     expect(info, stored.slice(0, 10).join('\n')).toBeDefined();
     expect(readFileSync(info!).subarray(0, 8).toString('latin1')).toBe('Salted__');
     expect(stored.some((f) => /archive\/s3test\/15-1\/0000000100000000\/[0-9A-F]{24}-[0-9a-f]{40}\.lz4\._S3rver_object$/.test(f))).toBe(true);
-    await queryOnce(appConnection('127.0.0.1', P + portOffsets.nodePg, login), "INSERT INTO kept VALUES ('after the backup')");
+    await queryOnce(appConnection('127.0.0.1', await leaderPort(), login), "INSERT INTO kept VALUES ('after the backup')");
     const check = keelCli(['backup', 'check', '--dir', layout.dir]);
     expect(check.status, check.stderr).toBe(0);
   });
