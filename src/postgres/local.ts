@@ -1,10 +1,10 @@
 /**
  * The agent's handle on the PostgreSQL of this node: runs PostgreSQL's
- * programs as the cluster's OS user, owns the conf files, and reads state
+ * programs as the cluster's OS user, keeps its conf files (node-files.ts), and reads state
  * over one local superuser connection.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { readFile, rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
@@ -12,22 +12,17 @@ import type { Logger } from '../util/log.js';
 import { sleep } from '../util/clock.js';
 import {
   buildConninfo,
-  buildPgHba,
-  buildPgpass,
-  buildPostgresqlConf,
   nodeLayout,
   primaryConninfo,
-  readSynchronousStandbyNames,
   tlsConninfo,
   tlsEnvironment,
   socketPath,
-  withSynchronousStandbyNames,
   type NodeLayout,
 } from './conf.js';
 import { parseControlData } from './controldata.js';
 import { historyFileName, historyFileText } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster } from './datadir.js';
-import { instanceClassParameters } from './instance-class.js';
+import { NodeFiles } from './node-files.js';
 import {
   ensureOwnedDir,
   lastLines,
@@ -72,6 +67,7 @@ export class LocalPostgres implements Postgres {
   private readonly programs: Programs;
   private readonly session: LocalSession;
   private readonly logger: Logger;
+  private readonly files: NodeFiles;
   private dirsReady = false;
 
   constructor(
@@ -82,6 +78,7 @@ export class LocalPostgres implements Postgres {
     this.dataDir = this.layout.dataDir;
     this.runAs = resolveRunAs(config);
     this.programs = new Programs(config.postgres.binDir, this.runAs, this.layout.nodeDir);
+    this.files = new NodeFiles(config, this.layout, this.runAs);
     this.logger = logger.child({ component: 'postgres', dataDir: this.dataDir });
     if (!config.tls) this.logger.warn('TLS is off: node.yml has no tls block, so PostgreSQL accepts scram-sha-256 over plain TCP and connections to other nodes are not verified');
     this.session = new LocalSession(this.localConnection(), this.logger);
@@ -151,14 +148,13 @@ export class LocalPostgres implements Postgres {
     } finally {
       await rm(pwfile, { force: true });
     }
-    await this.adoptCopiedConf();
-    await this.writeConfFiles(this.placeholderOptions(null), '');
+    await this.files.adopt(null);
   }
 
   async basebackup(from: UpstreamTarget): Promise<void> {
     await this.requireNoData('pg_basebackup');
     await this.prepareDirs();
-    await this.writePgpass(from);
+    await this.files.writePgpass(from);
     await ensureOwnedDir(this.dataDir, 0o700, this.runAs);
     this.logger.info({ upstream: from.name, host: from.host, port: from.port }, 'pg_basebackup');
     try {
@@ -173,16 +169,15 @@ export class LocalPostgres implements Postgres {
       await rm(this.dataDir, { recursive: true, force: true });
       throw err;
     }
-    await this.adoptCopiedConf();
-    // The upstream's synchronous_standby_names came along with its conf; it is not ours.
-    await this.writeConfFiles(this.placeholderOptions(from), '');
+    // the upstream's conf (and its synchronous_standby_names) came along: it is not ours
+    await this.files.adopt(from);
   }
 
   async rewind(from: UpstreamTarget): Promise<void> {
     const pid = await this.postmasterPid();
     if (pid !== null) throw new KeelError('KEEL_POSTGRES_FAILED', `pg_rewind needs a stopped instance, but postmaster ${pid} runs`);
     await this.prepareDirs();
-    await this.writePgpass(from);
+    await this.files.writePgpass(from);
     const sourceRole = this.rewindSource(from);
     const source = buildConninfo([
       ['host', from.host],
@@ -201,8 +196,7 @@ export class LocalPostgres implements Postgres {
     this.logger.info({ upstream: from.name, host: from.host, port: from.port }, 'pg_rewind');
     await this.programs.run('pg_rewind', ['-D', this.dataDir, `--source-server=${source}`]);
     // pg_rewind copied the source's conf files; make them this node's again.
-    await this.adoptCopiedConf();
-    await this.writeConfFiles(this.placeholderOptions(from), '');
+    await this.files.adopt(from);
   }
 
   async removeDataDir(): Promise<void> {
@@ -224,7 +218,7 @@ export class LocalPostgres implements Postgres {
       const state = await this.runtimeState().catch(() => null);
       if (state && state.inRecovery === options.replica) {
         this.logger.info({ pid: running }, 'already running in the wanted role: rewriting conf and reloading');
-        await this.writeRoleFiles(options);
+        await this.files.writeRole(options);
         await this.reload();
         return;
       }
@@ -232,7 +226,7 @@ export class LocalPostgres implements Postgres {
       this.logger.warn({ pid: running, inRecovery: state?.inRecovery ?? null }, 'running in another role: restarting');
       await this.stop('fast');
     }
-    await this.writeRoleFiles(options);
+    await this.files.writeRole(options);
     await removeLocksOfZombiePostmaster(this.dataDir, `${socketPath(this.layout.socketDir, this.config.postgres.port)}.lock`, this.logger);
     this.logger.info({ replica: options.replica, upstream: options.upstream?.name ?? null }, 'pg_ctl start');
     // Detached: the postmaster must outlive the agent and not see the terminal's Ctrl-C.
@@ -299,7 +293,7 @@ export class LocalPostgres implements Postgres {
       throw new KeelError('KEEL_POSTGRES_FAILED', `cannot follow: ${this.dataDir} holds no data directory`);
     }
     await this.prepareDirs();
-    await this.writeRoleFiles(options);
+    await this.files.writeRole(options);
     if ((await this.postmasterPid()) === null) return;
     const expected = options.replica && options.upstream ? primaryConninfo(this.config, this.layout, options.upstream) : '';
     this.logger.info({ upstream: options.upstream?.name ?? null }, 'following: reloading conf');
@@ -346,9 +340,7 @@ export class LocalPostgres implements Postgres {
   }
 
   async setSynchronousStandbyNames(value: string): Promise<void> {
-    const path = join(this.dataDir, 'postgresql.conf');
-    const text = await readFile(path, 'utf8');
-    await writeOwnedFile(path, withSynchronousStandbyNames(text, value), 0o600, this.runAs);
+    await this.files.writeSynchronousStandbyNames(value);
     if ((await this.postmasterPid()) === null) return;
     this.logger.info({ synchronousStandbyNames: value }, 'setting synchronous_standby_names');
     await this.reload(async () => {
@@ -422,46 +414,6 @@ export class LocalPostgres implements Postgres {
     if (this.dirsReady) return;
     await prepareNodeDirs(this.layout, this.runAs);
     this.dirsReady = true;
-  }
-
-  /** Keeps the conf a copy or initdb brought as the base that Keel's conf includes. */
-  private async adoptCopiedConf(): Promise<void> {
-    const conf = join(this.dataDir, 'postgresql.conf');
-    const base = join(this.dataDir, 'postgresql.base.conf');
-    if (!existsSync(base) && existsSync(conf)) await rename(conf, base);
-  }
-
-  private placeholderOptions(upstream: UpstreamTarget | null): StartOptions {
-    return { replica: upstream !== null, upstream, slotName: this.config.name, parameters: {} };
-  }
-
-  private async writeConfFiles(options: StartOptions, synchronousStandbyNames?: string): Promise<void> {
-    const confPath = join(this.dataDir, 'postgresql.conf');
-    let sync = synchronousStandbyNames;
-    if (sync === undefined) {
-      const current = await readFile(confPath, 'utf8').catch(() => '');
-      sync = readSynchronousStandbyNames(current) ?? '';
-    }
-    // the node's instance class first: the cluster's explicit parameters win over it
-    const parameters = { ...instanceClassParameters(this.config.tags), ...options.parameters };
-    const text = buildPostgresqlConf(this.config, this.layout, { ...options, parameters }, sync);
-    await writeOwnedFile(confPath, text, 0o600, this.runAs);
-    await writeOwnedFile(join(this.dataDir, 'pg_hba.conf'), buildPgHba(this.config), 0o600, this.runAs);
-    await this.writePgpass(options.replica ? options.upstream : null);
-  }
-
-  /** Conf files plus the signal file that decides whether the next start is a standby. */
-  private async writeRoleFiles(options: StartOptions): Promise<void> {
-    await this.writeConfFiles(options);
-    const standbySignal = join(this.dataDir, 'standby.signal');
-    if (options.replica) await writeOwnedFile(standbySignal, '', 0o600, this.runAs);
-    else await rm(standbySignal, { force: true });
-    // Keel never does targeted recovery; a stray recovery.signal would promote at the end of WAL.
-    await rm(join(this.dataDir, 'recovery.signal'), { force: true });
-  }
-
-  private async writePgpass(upstream: UpstreamTarget | null): Promise<void> {
-    await writeOwnedFile(this.layout.pgpassPath, buildPgpass(this.config, upstream), 0o600, this.runAs);
   }
 
   private logTail(): Promise<string> {

@@ -1,0 +1,73 @@
+/**
+ * The files Keel writes into a node's data directory and beside it:
+ * postgresql.conf (including the base conf an initdb or a copy brought),
+ * pg_hba.conf, the signal files that decide how the next start goes, and the
+ * pgpass file of connections to the upstream. Owned by PostgreSQL's OS user,
+ * 0600.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NodeConfig } from '../config/schema.js';
+import { buildPgHba, buildPgpass, buildPostgresqlConf, readSynchronousStandbyNames, withSynchronousStandbyNames, type NodeLayout } from './conf.js';
+import { instanceClassParameters } from './instance-class.js';
+import { writeOwnedFile, type RunAs } from './programs.js';
+import type { StartOptions, UpstreamTarget } from './types.js';
+
+export class NodeFiles {
+  private readonly confPath: string;
+
+  constructor(
+    private readonly config: NodeConfig,
+    private readonly layout: NodeLayout,
+    private readonly runAs: RunAs | null,
+  ) {
+    this.confPath = join(layout.dataDir, 'postgresql.conf');
+  }
+
+  /**
+   * A data directory just made (initdb) or copied (pg_basebackup, pg_rewind): the conf it brought is kept as
+   * the base Keel's includes, and Keel's is written for a start from `upstream` (null: a primary), with no
+   * synchronous_standby_names (a copied one is the upstream's, not this node's).
+   */
+  async adopt(upstream: UpstreamTarget | null): Promise<void> {
+    const base = join(this.layout.dataDir, 'postgresql.base.conf');
+    if (!existsSync(base) && existsSync(this.confPath)) await rename(this.confPath, base);
+    await this.writeConf({ replica: upstream !== null, upstream, slotName: this.config.name, parameters: {} }, '');
+  }
+
+  /** Conf files plus the signal file that decides whether the next start is a standby. */
+  async writeRole(options: StartOptions): Promise<void> {
+    await this.writeConf(options);
+    const standbySignal = join(this.layout.dataDir, 'standby.signal');
+    if (options.replica) await writeOwnedFile(standbySignal, '', 0o600, this.runAs);
+    else await rm(standbySignal, { force: true });
+    // Keel never does targeted recovery; a stray recovery.signal would promote at the end of WAL.
+    await rm(join(this.layout.dataDir, 'recovery.signal'), { force: true });
+  }
+
+  /** postgresql.conf with synchronous_standby_names set to `value`, the rest as it is. */
+  async writeSynchronousStandbyNames(value: string): Promise<void> {
+    const text = await readFile(this.confPath, 'utf8');
+    await writeOwnedFile(this.confPath, withSynchronousStandbyNames(text, value), 0o600, this.runAs);
+  }
+
+  async writePgpass(upstream: UpstreamTarget | null): Promise<void> {
+    await writeOwnedFile(this.layout.pgpassPath, buildPgpass(this.config, upstream), 0o600, this.runAs);
+  }
+
+  /** postgresql.conf, pg_hba.conf and pgpass; synchronous_standby_names kept from the conf unless given. */
+  private async writeConf(options: StartOptions, synchronousStandbyNames?: string): Promise<void> {
+    let sync = synchronousStandbyNames;
+    if (sync === undefined) {
+      const current = await readFile(this.confPath, 'utf8').catch(() => '');
+      sync = readSynchronousStandbyNames(current) ?? '';
+    }
+    // the node's instance class first: the cluster's explicit parameters win over it
+    const parameters = { ...instanceClassParameters(this.config.tags), ...options.parameters };
+    const text = buildPostgresqlConf(this.config, this.layout, { ...options, parameters }, sync);
+    await writeOwnedFile(this.confPath, text, 0o600, this.runAs);
+    await writeOwnedFile(join(this.layout.dataDir, 'pg_hba.conf'), buildPgHba(this.config), 0o600, this.runAs);
+    await this.writePgpass(options.replica ? options.upstream : null);
+  }
+}
