@@ -19,7 +19,7 @@ import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { leaseMarginMs } from '../model/lease.js';
 import { autoscale, autoscaleSummary, moveRecordOffLeader, type AutoscaleDecision } from './autoscale.js';
-import { defaultPlanOptions, emptyMemory, freeNames, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
+import { defaultPlanOptions, emptyMemory, freeNames, namesInUse, plan, withOutcome, type Plan, type PlanAction, type PlanMemory, type PlanOutcome } from './plan.js';
 import { Creations } from './creations.js';
 import { noCounts, runningControllers, type ControllerCounts } from './counts.js';
 import { defaultSpec, type ProviderLimits } from './spec.js';
@@ -94,10 +94,6 @@ export class Controller {
       onLost: () => this.loseLease('the controller lease expired'),
     });
     this.backups = backupScheduler(this.o); // the spec's backup schedule, where the nodes' files are on this machine
-  }
-
-  private get leaseId(): string | null {
-    return this.lease.id;
   }
 
   /** Active, and the lease's deadline has not come: the only state in which the controller acts. */
@@ -287,7 +283,7 @@ export class Controller {
 
   /** Publishes the plan's sentence and the autoscaler's decision in the controller key when their gist changed. */
   private async report(p: Plan, decision: AutoscaleDecision): Promise<void> {
-    const leaseId = this.leaseId;
+    const leaseId = this.lease.id;
     if (this.key === null || leaseId === null) return;
     const autoscale = autoscaleSummary(decision);
     const said = gist(`${p.reason}|${autoscale.decision}|${autoscale.reason}`);
@@ -335,12 +331,7 @@ export class Controller {
   private async scale(decision: AutoscaleDecision, spec: SpecValue, modRevision: string, view: ClusterView): Promise<boolean> {
     const now = this.o.clock.now();
     if (decision.kind === 'out') {
-      const used = new Set([
-        ...view.members.map((m) => m.name),
-        ...view.creations.map((c) => c.name),
-        ...spec.scaling.added,
-        ...(this.lastPlan?.health.map((n) => n.name) ?? []),
-      ]);
+      const used = new Set([...namesInUse(view), ...spec.scaling.added, ...(this.lastPlan?.health.map((n) => n.name) ?? [])]);
       const names = freeNames(decision.add, used, this.o.limits.maxNodes);
       if (names.length === 0) return false;
       const next = { ...spec, scaling: { ...spec.scaling, added: [...spec.scaling.added, ...names], lastScaleOutAtMs: now } };
@@ -378,7 +369,10 @@ export class Controller {
         const result = await provider.fence(action.node);
         this.counts[result.confirmed ? 'fencings' : 'unconfirmedFencings'] += 1;
         this.event('fence', `${action.reason}: ${result.confirmed ? 'confirmed' : 'NOT confirmed'} (${result.detail})`);
-        return result.confirmed ? { kind: 'fenced', node: action.node } : null;
+        if (!result.confirmed) return null;
+        // a fenced node acknowledges nothing more: its member key goes now, not at its lease's end, so the leader drops it from the synchronous set before a replacement joins
+        if (this.acting()) await this.o.dcs.deleteMember(action.node);
+        return { kind: 'fenced', node: action.node };
       }
       case 'destroy':
         await provider.destroy(action.node);
@@ -406,7 +400,7 @@ export class Controller {
 
   private async createNode(provider: Provider, action: Extract<PlanAction, { kind: 'create' }>, spec: SpecValue): Promise<PlanOutcome> {
     const { node: name, replaces } = action;
-    const atMs = await this.creations.create(provider, action, this.leaseId, async () => {
+    const atMs = await this.creations.create(provider, action, this.lease.id, async () => {
       this.event('create', `${action.reason} (class ${action.instanceClass})`);
       // while the record stands, no plan takes the autoscaler's replica for missing and creates it again
       if (replaces !== null && spec.scaling.added.includes(replaces)) await this.handOver(replaces, name);

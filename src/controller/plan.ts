@@ -161,6 +161,15 @@ export function zonesBalanced(zones: string[], nodes: { zone: string }[]): boole
 }
 
 /** The first free `node<N>` names: not a node, not a member key, not being created, not reserved by the autoscaler. */
+/**
+ * Names a new node may not take: members, creations, and the synchronous set's
+ * standbys (a new node under a dead standby's name would stand in the key for
+ * commits only the dead one acknowledged).
+ */
+export function namesInUse(view: ClusterView): string[] {
+  return [...view.members.map((m) => m.name), ...view.creations.map((c) => c.name), ...(view.sync?.value.members ?? [])];
+}
+
 export function freeNames(count: number, used: Set<string>, maxNodes: number): string[] {
   const names: string[] = [];
   for (let i = 1; i <= maxNodes && names.length < count; i++) {
@@ -242,7 +251,7 @@ export function plan(
   const pending = view.creations.filter((c) => !names.has(c.name));
   // every record, listed or not: until it goes, the autoscaler's record may not have followed its replacement yet
   const replacements = new Map(view.creations.flatMap((c) => (c.replaces === null ? [] : [[c.replaces, c.name] as const])));
-  const used = new Set([...names, ...view.members.map((m) => m.name), ...spec.scaling.added, ...pending.map((c) => c.name)]);
+  const used = new Set([...names, ...namesInUse(view), ...spec.scaling.added]);
   const take = (): string | null => {
     const [name] = freeNames(1, used, options.maxNodes);
     if (name === undefined) return null;

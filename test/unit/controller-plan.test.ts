@@ -376,4 +376,14 @@ describe('zone helpers', () => {
     expect(freeNames(2, new Set(['node1', 'node3']), 20)).toEqual(['node2', 'node4']);
     expect(freeNames(2, new Set(['node1']), 2)).toEqual(['node2']);
   });
+
+  it("a replacement does not take the name of a standby still in the synchronous set, even once its member key is gone", () => {
+    // node3 destroyed (no member key, not listed); the leader has not yet dropped it from the sync key
+    const nodes = three.slice(0, 2);
+    const sync = { value: { v: 1 as const, leader: 'node1', members: ['node2', 'node3'], quorum: 1 }, modRevision: '1' };
+    const { view, inventory } = world(nodes, { sync });
+    expect(short(plan(spec(), view, inventory, NOW, seenLongAgo(names(nodes))).actions)).toEqual(['create node4@c']);
+    const { view: settled } = world(nodes, { sync: { ...sync, value: { ...sync.value, members: ['node2'] } } });
+    expect(short(plan(spec(), settled, inventory, NOW, seenLongAgo(names(nodes))).actions)).toEqual(['create node3@c']);
+  });
 });

@@ -50,6 +50,7 @@ async function world(now: { ms: number }) {
     await dcs.putMember({ ...value, updatedAtMs: now.ms, zone: `z${name.slice(-1)}` }, leases[name]!);
   }
   await dcs.acquireLeader('node1', leases.node1!);
+  expect(await dcs.putSync({ v: 1, leader: 'node1', members: ['node2', 'node3'], quorum: 1 }, leases.node1!)).toBe(true);
   const provider = new FakeProvider();
   provider.nodes = ['node1', 'node2', 'node3'].map((name) => ({ name, zone: `z${name.slice(-1)}`, state: 'running', agentPid: 1, pgAddress: '', apiAddress: '' }));
   const make = (name: string, over: Partial<ControllerOptions> = {}) =>
@@ -304,6 +305,20 @@ describe('controller loop', () => {
     const fenceEvent = (await dcs.listEvents(20)).find((e) => e.kind === 'fence');
     expect(fenceEvent?.message).toMatch(/did NOT confirm.*left to expire/);
     expect(provider.calls.some((call) => call.startsWith('destroy'))).toBe(false);
+  });
+
+  it("a replica's confirmed fence removes its member key, so the leader drops it from the synchronous set at once; an unconfirmed one leaves it", async () => {
+    for (const confirmed of [true, false]) {
+      const now = { ms: 1_000_000 };
+      const { dcs, provider, c, step } = await replacing(now);
+      provider.fenceResult = { confirmed, detail: confirmed ? 'gone' : 'no answer' };
+      await step(6_000);
+      expect(provider.calls).toContain('fence node3');
+      const names = (await dcs.readCluster()).members.map((m) => m.name);
+      if (confirmed) expect(names).not.toContain('node3');
+      else expect(names).toContain('node3');
+      await c.stop();
+    }
   });
 
   it('a standby does nothing, and takes over once the active one stops', async () => {
