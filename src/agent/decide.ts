@@ -183,7 +183,7 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   const missing = others.filter((name) => !runtime.slots.includes(name));
   const surplus = runtime.slots.filter((name) => !others.includes(name));
   const actions: Action[] = missing.length > 0 || surplus.length > 0 ? [{ kind: 'syncSlots', names: others }] : [];
-  actions.push(...nextSyncStep(s.config, cluster, runtime, s.me.name, s.nowMs));
+  actions.push(...nextSyncStep(s.config, cluster, runtime, s.me.name, s.nowMs, s.memory.syncBarrier));
   const streaming = runtime.replicas.filter((r) => r.state === 'streaming').length;
   const sync = cluster.sync?.value;
   const syncNote = s.config.synchronous_mode === 'off' ? '' : sync && sync.members.length > 0 ? `, synchronous: ANY ${sync.quorum} of ${sync.members.join(', ')}` : ', no synchronous standby';

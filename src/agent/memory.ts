@@ -21,9 +21,14 @@ export interface AgentMemory {
   lastSeenMs: Record<string, number>;
   /** seq of the last job already taken into account */
   jobSeen: number | null;
+  /**
+   * A primary's WAL position when it first saw PostgreSQL apply synchronous_standby_names
+   * `names`: every commit acknowledged under the names before lies at or below it (sync.ts).
+   */
+  syncBarrier: { names: string; lsn: number } | null;
 }
 
-export const emptyAgentMemory = (): AgentMemory => ({ notStreamingSinceMs: null, formerPrimary: null, lastSeenMs: {}, jobSeen: null });
+export const emptyAgentMemory = (): AgentMemory => ({ notStreamingSinceMs: null, formerPrimary: null, lastSeenMs: {}, jobSeen: null, syncBarrier: null });
 
 /** Actions after which the node's old WAL is gone: rewound over, or replaced by a clone. */
 const replacingData: ReadonlySet<ActionKind> = new Set(['rewind', 'removeDataDir', 'clone']);
@@ -51,7 +56,13 @@ export function remember(input: MemoryInput): AgentMemory {
   notStreamingSinceMs = stuck ? (notStreamingSinceMs ?? nowMs) : null;
   if (runtime !== null && !runtime.inRecovery && runtime.walLsn !== null) formerPrimary = { timeline: runtime.timeline, walLsn: runtime.walLsn };
   if (runtime?.streaming) formerPrimary = null;
-  return { notStreamingSinceMs, formerPrimary, lastSeenMs: seen(input), jobSeen };
+  return { notStreamingSinceMs, formerPrimary, lastSeenMs: seen(input), jobSeen, syncBarrier: syncBarrier(input) };
+}
+
+function syncBarrier({ memory, runtime }: MemoryInput): AgentMemory['syncBarrier'] {
+  if (runtime === null || runtime.inRecovery || runtime.walLsn === null) return null;
+  const names = runtime.synchronousStandbyNames;
+  return memory.syncBarrier?.names === names ? memory.syncBarrier : { names, lsn: runtime.walLsn };
 }
 
 /** Members seen now, and those gone for less than member_slots_ttl (when etcd could not be read: all kept). */

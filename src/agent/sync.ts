@@ -6,13 +6,16 @@
  *
  * The key must never claim less than PostgreSQL relies on. Every change goes
  * through a widened key first (the union of old and new sets with the smaller
- * k), then the new synchronous_standby_names, then the exact key.
+ * k), then the new synchronous_standby_names, then the exact key; a key that
+ * drops standbys waits until k of the new set have flushed past where the new
+ * names took effect (a commit only a dropped standby acknowledged is below it).
  */
 import type { DynamicConfig } from '../config/schema.js';
 import type { ClusterView, MemberValue } from '../model/values.js';
 import type { RuntimeState } from '../postgres/types.js';
 import { isFreshReplica } from '../model/member.js';
 import type { Action } from './snapshot.js';
+import type { AgentMemory } from './memory.js';
 
 export interface SyncSet {
   members: string[];
@@ -69,15 +72,34 @@ export function desiredSyncSet(config: DynamicConfig, cluster: ClusterView, runt
   return { members, quorum: Math.min(config.synchronous_node_count, members.length) };
 }
 
-/** One step toward the desired set, or null when PostgreSQL and the key already agree with it. */
-export function nextSyncStep(config: DynamicConfig, cluster: ClusterView, runtime: RuntimeState, me: string, nowMs: number): Action[] {
+/**
+ * Whether a key may stop naming standbys PostgreSQL no longer waits for: a
+ * commit acknowledged only by a dropped standby lies at or below `barrier`
+ * (the WAL position when the new names took effect), so once `quorum` of the
+ * new set have flushed past it, any group the narrower key lets promote holds it.
+ */
+function caughtUp(set: SyncSet, runtime: RuntimeState, barrier: SyncBarrier | null): boolean {
+  if (barrier === null || barrier.names !== runtime.synchronousStandbyNames) return false;
+  const past = runtime.replicas.filter((r) => set.members.includes(r.applicationName) && r.flushLsn !== null && r.flushLsn >= barrier.lsn);
+  return past.length >= set.quorum;
+}
+
+export type SyncBarrier = AgentMemory['syncBarrier'];
+
+/**
+ * One step toward the desired set, or none when PostgreSQL and the key already
+ * agree with it (or a narrower key waits for the new set to catch up).
+ */
+export function nextSyncStep(config: DynamicConfig, cluster: ClusterView, runtime: RuntimeState, me: string, nowMs: number, barrier: SyncBarrier): Action[] {
   const applied = parseSynchronousStandbyNames(runtime.synchronousStandbyNames) ?? empty;
   const keyValue = cluster.sync?.value;
   const key: SyncSet = keyValue ? { members: [...keyValue.members].sort(), quorum: keyValue.quorum } : empty;
   const desired = desiredSyncSet(config, cluster, runtime, me, nowMs, applied);
   if (same(applied, desired)) {
     const settled = same(key, desired) && (keyValue?.leader === me || desired.members.length === 0);
-    return settled ? [] : [{ kind: 'putSync', set: desired }];
+    if (settled) return [];
+    const narrower = key.members.some((m) => !desired.members.includes(m));
+    return narrower && !caughtUp(desired, runtime, barrier) ? [] : [{ kind: 'putSync', set: desired }];
   }
   const union = [...new Set([...key.members, ...applied.members, ...desired.members])].sort();
   const quorums = [key, applied, desired].filter((s) => s.members.length > 0).map((s) => s.quorum);

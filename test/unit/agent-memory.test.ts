@@ -61,6 +61,21 @@ const rows: { name: string; input: MemoryInput; expect: Partial<AgentMemory> }[]
     expect: { lastSeenMs: { node1: NOW, node2: NOW, node3: NOW - 60_000 } },
   },
   {
+    name: 'a primary records its WAL position when it first sees synchronous_standby_names take a value',
+    input: base({ runtime: primaryRuntime({ walLsn: 5000, synchronousStandbyNames: 'ANY 1 ("node2")' }), memory: { syncBarrier: { names: 'ANY 1 ("node2","node3")', lsn: 100 } } }),
+    expect: { syncBarrier: { names: 'ANY 1 ("node2")', lsn: 5000 } },
+  },
+  {
+    name: 'the position stays while the names stay, however far the primary writes',
+    input: base({ runtime: primaryRuntime({ walLsn: 9000, synchronousStandbyNames: 'ANY 1 ("node2")' }), memory: { syncBarrier: { names: 'ANY 1 ("node2")', lsn: 5000 } } }),
+    expect: { syncBarrier: { names: 'ANY 1 ("node2")', lsn: 5000 } },
+  },
+  {
+    name: 'a replica has no synchronous barrier',
+    input: base({ memory: { syncBarrier: { names: 'ANY 1 ("node2")', lsn: 5000 } } }),
+    expect: { syncBarrier: null },
+  },
+  {
     name: 'without a read of etcd every sighting is kept as it was',
     input: base({ cluster: null, memory: { lastSeenMs: { node1: NOW - 5000, node4: NOW - 1_800_000 } } }),
     expect: { lastSeenMs: { node1: NOW - 5000, node4: NOW - 1_800_000 } },

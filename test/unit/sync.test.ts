@@ -62,6 +62,18 @@ describe('nextSyncStep (leader)', () => {
       expected: [{ kind: 'putSync', set: { members: ['node2'], quorum: 1 } }],
     },
     {
+      name: 'on, PostgreSQL dropped it but the standby left has not flushed past where that took effect: the key waits',
+      config: on, ssn: 'ANY 1 ("node2")', key: syncKey(['node2', 'node3'], 1), replicas: streaming('node2').map((r) => ({ ...r, flushLsn: 900 })),
+      members: [primaryMember('node1'), member('node2')],
+      expected: [],
+    },
+    {
+      name: 'on, PostgreSQL dropped it, the barrier recorded under other names: the key waits for a barrier of these names',
+      config: on, ssn: 'ANY 1 ("node2")', key: syncKey(['node2', 'node3'], 1), replicas: streaming('node2'),
+      members: [primaryMember('node1'), member('node2')], barrier: { names: 'ANY 1 ("node2","node3")', lsn: 500 },
+      expected: [],
+    },
+    {
       name: 'on, no standby left: go asynchronous and say so',
       config: on, ssn: 'ANY 1 ("node2")', key: syncKey(['node2'], 1), replicas: [],
       members: [primaryMember('node1')],
@@ -82,10 +94,12 @@ describe('nextSyncStep (leader)', () => {
       expected: [{ kind: 'putSync', set: { members: ['node3'], quorum: 1 } }],
     },
   ];
-  it.each(cases)('$name', ({ config, ssn, key, replicas, members, expected }) => {
+  it.each(cases)('$name', ({ config, ssn, key, replicas, members, expected, ...row }) => {
     const c = view({ sync: key, ...(members ? { members } : {}) });
     const runtime = primaryRuntime({ synchronousStandbyNames: ssn, replicas });
-    expect(nextSyncStep(config, c, runtime, 'node1', NOW)).toEqual(expected);
+    // unless a row says otherwise, the names took effect at the leader's position of 1000
+    const barrier = 'barrier' in row ? (row.barrier as { names: string; lsn: number }) : { names: ssn, lsn: 1000 };
+    expect(nextSyncStep(config, c, runtime, 'node1', NOW, barrier)).toEqual(expected);
   });
 });
 
