@@ -8,6 +8,7 @@ packages=(
   postgresql-15 postgresql-15-postgis-3 postgresql-client-15
   etcd-server etcd-client
   haproxy
+  pgbouncer    # the router's pooled rw endpoint (Debian's 1.18, transaction mode)
   iproute2 iptables
   systemd   # systemd-analyze checks deploy/systemd's units (test/unit/systemd-units.test.ts)
   shellcheck   # checks the EC2 user data script (test/unit/aws-userdata.test.ts)

@@ -18,7 +18,7 @@ const catalogue = {
   KEEL_BINARY_MISSING: {
     exitStatus: 2,
     httpStatus: 500,
-    hint: 'install it: apt-get install -y postgresql-15 postgresql-15-postgis-3 etcd-server etcd-client haproxy (or run `make setup`)',
+    hint: 'install it: apt-get install -y postgresql-15 postgresql-15-postgis-3 etcd-server etcd-client haproxy pgbouncer (or run `make setup`)',
   },
   KEEL_DIR_UNUSABLE: { exitStatus: 2, httpStatus: 500, hint: 'choose a directory the postgres user can reach, e.g. --dir /var/tmp/keel' },
   KEEL_FOREIGN_DATA_DIR: {
@@ -46,6 +46,7 @@ const catalogue = {
   KEEL_SPEC_INVALID: { exitStatus: 2, httpStatus: 400, hint: 'fix the named field; `keel spec show` prints the current spec' },
   KEEL_EDITOR_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'set $EDITOR to an editor that exits 0 after saving, or use `keel spec set key=value`' },
   KEEL_ROUTER_ENGINE_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at the router log (HAProxy\'s own messages are in it with --engine haproxy)' },
+  KEEL_POOL_FAILED: { exitStatus: 1, httpStatus: 500, hint: "look at the router log: PgBouncer's own messages are in it" },
   KEEL_ENDPOINT_UNREACHABLE: { exitStatus: 1, httpStatus: 503, hint: 'check the DSN, that the cluster runs (`keel status`) and that the password is in PGPASSFILE or the URL' },
   KEEL_DEMO_SCHEMA_CONFLICT: { exitStatus: 2, httpStatus: 409, hint: 'the demo needs its own "deals" table: point it at another database, or drop or rename the existing table' },
   KEEL_DEMO_CLUSTER_FAILED: { exitStatus: 1, httpStatus: 500, hint: 'look at DIR/supervisor.log and DIR/nodes/*/agent.log' },

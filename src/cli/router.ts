@@ -9,16 +9,17 @@ import { KeelError } from '../errors.js';
 import { parseByteSize } from '../model/size.js';
 import { RouterControl } from '../router/control.js';
 import { defaultRouteOptions } from '../router/route.js';
-import { BuiltinEngine } from '../router/engines/builtin.js';
-import { defaultHaproxyBinary, HaproxyEngine } from '../router/engines/haproxy.js';
-import type { EngineOptions, ListenAddress, RouterEngine } from '../router/engines/types.js';
+import { defaultHaproxyBinary } from '../router/engines/haproxy.js';
+import type { EngineOptions, ListenAddress } from '../router/engines/types.js';
+import { engineFlags, startEngine, type EngineFlag } from './router-engine.js';
 import { systemClock } from '../util/clock.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { serveMetrics, type JsonRoutes, type MetricsListen, type MetricsServer } from '../util/metrics.js';
 import { RouterMetrics } from '../router/metrics.js';
 import { etcdCredentialsFromFlags } from './target.js';
+import { addPoolOptions, poolSettings, startPool, withPool, type PoolFlags, type PoolSettings, type RunningPool } from './router-pool.js';
 
-interface RouterFlags {
+interface RouterFlags extends PoolFlags {
   etcd: string;
   cluster: string;
   etcdCacert?: string;
@@ -26,7 +27,7 @@ interface RouterFlags {
   etcdKey?: string;
   rw: string;
   ro: string;
-  engine: 'builtin' | 'haproxy';
+  engine: EngineFlag;
   roMaxLag: string;
   roFallback: boolean;
   waitTimeout: string;
@@ -44,13 +45,16 @@ export interface RouterSettings {
   cluster: string;
   /** the router's own client certificate (its etcd user may only read) */
   credentials: EtcdCredentials;
-  engine: 'builtin' | 'haproxy';
+  /** auto: HAProxy where its binary is installed, builtin elsewhere */
+  engine: EngineFlag;
   engineOptions: EngineOptions;
   roMaxLagBytes: number;
   roFallbackToLeader: boolean;
   haproxyBinary: string;
   /** where GET /metrics and /status listen; null for nowhere */
   metrics: MetricsListen | null;
+  /** the pooled rw endpoint (PgBouncer); null without --pool */
+  pool: PoolSettings | null;
 }
 
 /** `host:port`, the host possibly in brackets (IPv6). */
@@ -119,6 +123,7 @@ export function routerSettings(flags: RouterFlags, env: NodeJS.ProcessEnv = proc
     roFallbackToLeader: flags.roFallback,
     haproxyBinary: flags.haproxy,
     metrics: metricsListen(flags),
+    pool: poolSettings(flags),
   };
 }
 
@@ -158,21 +163,26 @@ export async function startMetricsServer(registries: Registry[], listen: Metrics
   return server;
 }
 
-function createEngine(settings: RouterSettings, logger: Logger, onExit: (detail: string) => void): RouterEngine {
-  if (settings.engine === 'builtin') return new BuiltinEngine(settings.engineOptions, logger);
-  return new HaproxyEngine({ ...settings.engineOptions, binary: settings.haproxyBinary, slotsPerBackend: 16, onExit }, logger);
-}
-
 async function runRouter(flags: RouterFlags): Promise<void> {
   const settings = routerSettings(flags);
-  const logger = createLogger({ component: 'router', cluster: settings.cluster, engine: settings.engine });
   let engineDied: (detail: string) => void = () => undefined;
   const died = new Promise<string>((resolve) => (engineDied = resolve));
-  const engine = createEngine(settings, logger, (detail) => engineDied(detail));
-  await engine.start();
+  const started = await startEngine(
+    { requested: settings.engine, haproxyBinary: settings.haproxyBinary, engineOptions: settings.engineOptions, onExit: (detail) => engineDied(detail) },
+    createLogger({ component: 'router', cluster: settings.cluster }),
+  );
+  const { engine } = started;
+  const logger = createLogger({ component: 'router', cluster: settings.cluster, engine: engine.name });
+  let pool: RunningPool | null = null;
+  if (settings.pool !== null) {
+    pool = await startPool(settings.pool, settings.engineOptions, logger, (detail) => engineDied(`pool: ${detail}`)).catch(async (err: unknown) => {
+      await engine.stop();
+      throw err;
+    });
+  }
   const dcs = new EtcdDcs({ endpoints: settings.endpoints, cluster: settings.cluster, requestTimeoutMs: 2000, logger, credentials: settings.credentials });
   reloadEtcdOnHangUp(dcs, logger, settings.credentials?.tls !== undefined);
-  const control = new RouterControl(dcs, engine, systemClock, logger, {
+  const control = new RouterControl(dcs, withPool(engine, pool), systemClock, logger, {
     route: { roMaxLagBytes: settings.roMaxLagBytes, roFallbackToLeader: settings.roFallbackToLeader },
     rereadMs: 2000,
     freshnessCheckMs: 250,
@@ -186,9 +196,10 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   await control.start();
   let metricsServer: MetricsServer | null = null;
   if (settings.metrics !== null) {
-    const metrics = new RouterMetrics(engine, control, settings.cluster);
+    const metrics = new RouterMetrics(engine, control, settings.cluster, started.why);
     metricsServer = await startMetricsServer([metrics.registry], settings.metrics, { '/status': () => metrics.status() }, logger).catch(async (err: unknown) => {
       await control.stop();
+      await pool?.stop();
       await engine.stop();
       await dcs.close();
       throw err;
@@ -199,6 +210,7 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   await metricsServer?.close();
   // listeners and connections go first; etcd may be slow to say goodbye
   const controlStopped = control.stop();
+  await pool?.stop();
   await engine.stop();
   await controlStopped;
   await dcs.close();
@@ -207,7 +219,7 @@ async function runRouter(flags: RouterFlags): Promise<void> {
 }
 
 export function registerRouter(program: Command): void {
-  program
+  const command = program
     .command('router')
     .description('one read-write and one read-only endpoint that follow the leader published in etcd')
     .requiredOption('--etcd <url>', 'etcd endpoint(s), comma-separated')
@@ -217,16 +229,16 @@ export function registerRouter(program: Command): void {
     .option('--etcd-key <file>', "the router's client key (a user and password, if any, come from KEEL_ETCD_USER and KEEL_ETCD_PASSWORD)")
     .requiredOption('--rw <host:port>', 'where the read-write endpoint listens')
     .requiredOption('--ro <host:port>', 'where the read-only endpoint listens')
-    .addOption(new Option('--engine <engine>', 'data plane').choices(['builtin', 'haproxy']).default('builtin'))
+    .addOption(new Option('--engine <engine>', 'data plane: auto takes HAProxy where it is installed, builtin elsewhere').choices([...engineFlags]).default('auto'))
     .option('--ro-max-lag <bytes>', 'replicas further behind the leader serve no reads (kB, MB, GB accepted)', `${defaultRouteOptions.roMaxLagBytes / 1024 / 1024}MB`)
     .option('--no-ro-fallback', 'do not send reads to the leader when no replica qualifies')
     .option('--wait-timeout <seconds>', 'how long a new connection waits for a backend (no leader, switchover) before it is closed', '30')
     .option('--connect-timeout <seconds>', 'how long connecting to a backend may take', '3')
     .option('--first-bytes-timeout <seconds>', "how long a new client may take to send its first message (startup or SSLRequest) before it is closed", '10')
     .option('--max-connections <n>', 'connections each endpoint (rw, ro) holds at most; new ones beyond are closed at once', '1000')
-    .option('--haproxy <path>', 'the HAProxy binary, with --engine haproxy', defaultHaproxyBinary)
+    .option('--haproxy <path>', 'the HAProxy binary, with --engine haproxy or auto', defaultHaproxyBinary)
     .option('--metrics <host:port>', 'serve GET /metrics (Prometheus) and GET /status (routes and connections, JSON) there')
     .option('--metrics-cert <file>', 'with --metrics: serve HTTPS with this certificate')
-    .option('--metrics-key <file>', 'with --metrics: the key of --metrics-cert')
-    .action(runRouter);
+    .option('--metrics-key <file>', 'with --metrics: the key of --metrics-cert');
+  addPoolOptions(command).action(runRouter);
 }

@@ -6,6 +6,7 @@ import { archiveSummary } from '../backup/archive-status.js';
 import { KeelError } from '../errors.js';
 import { connectionStrings, dashboardUrl } from '../providers/local-layout.js';
 import { certificateRows } from './certs.js';
+import { localRouterSummary, routerLine } from './status-router.js';
 import { resolveTarget, targetHelp, type TargetOptions } from './target.js';
 import { table } from './table.js';
 
@@ -84,6 +85,8 @@ export function registerStatus(program: Command): void {
       const soonest = certificates[0] ?? null;
       // the page `keel up` serves (keel dashboard --dir); another cluster's dashboard is wherever its operator runs it
       const dashboard = target.layout?.exists() ? dashboardUrl(target.layout.readCluster()) : null;
+      // which engine serves rw and ro: only a local cluster's router is known by address
+      const router = target.layout?.exists() ? await localRouterSummary(target.layout, target.layout.readCluster()) : null;
       if (options.json) {
         const local = target.layout?.exists() ? connectionStrings(target.layout, target.layout.readCluster()) : null;
         const out = {
@@ -92,8 +95,9 @@ export function registerStatus(program: Command): void {
           timeline: rows.find((r) => r.leader)?.timeline ?? null,
           synchronousMode: view.config?.value.synchronous_mode ?? defaultDynamicConfig.synchronous_mode,
           members: rows,
-          connection: local ? { rw: local.rw, ro: local.ro, nodes: local.nodes, passfile: target.layout!.pgpassFile, sslrootcert: target.layout!.caFiles.cert } : null,
+          connection: local ? { rw: local.rw, ro: local.ro, pooled: local.pooled, nodes: local.nodes, passfile: target.layout!.pgpassFile, sslrootcert: target.layout!.caFiles.cert } : null,
           dashboard,
+          router,
           certificates: soonest === null ? null : { soonest: { what: soonest.what, expires: soonest.expires, daysLeft: soonest.daysLeft }, count: certificates.length },
         };
         process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
@@ -101,6 +105,8 @@ export function registerStatus(program: Command): void {
         process.stdout.write(`cluster ${target.cluster}, leader ${leader ?? '(none)'}\n`);
         if (soonest !== null) process.stdout.write(`TLS on; first certificate to expire: ${soonest.what}, in ${soonest.daysLeft} days (keel certs show)\n`);
         if (dashboard !== null) process.stdout.write(`dashboard ${dashboard}\n`);
+        if (router !== null) process.stdout.write(`${routerLine(router)}\n`);
+        if (target.layout?.exists()) process.stdout.write(`pooled rw ${connectionStrings(target.layout, target.layout.readCluster()).pooled}\n`);
         process.stdout.write(
           table(
             ['member', 'address', 'role', 'state', 'tl', 'lag bytes', 'sync', 'archive', 'reason'],

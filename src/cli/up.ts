@@ -63,6 +63,7 @@ function summary(layout: LocalLayout, cluster: ClusterFile, leader: string): str
     `Keel cluster "${cluster.cluster}" is up: ${cluster.nodes} node(s), leader ${leader}, PostGIS in database "app".`,
     `  read-write: ${dsn.rw}`,
     `  read-only:  ${dsn.ro}`,
+    `  pooled rw:  ${dsn.pooled} (PgBouncer, transaction pooling)`,
     `  password:   export PGPASSFILE=${layout.pgpassFile}`,
     `  try:        PGPASSFILE=${layout.pgpassFile} psql "${dsn.rw}" -c 'SELECT postgis_full_version()'`,
     `  status:     npx keel status --dir ${layout.dir}`,

@@ -94,8 +94,8 @@ export function etcdUsers(cluster: string): { agent: string; router: string; con
 /** The names a local cluster's servers answer to. */
 export const localServerNames = ['127.0.0.1', 'localhost', '::1'];
 
-/** Port offsets from the base; every port lies in [P, P+99]. routerApi: the router's /metrics and /status. */
-export const portOffsets = { etcdClient: 0, etcdPeer: 1, routerRw: 2, routerRo: 3, routerApi: 4, dashboard: 5, controllerMetrics: 6, nodePg: 10, nodeApi: 40 } as const;
+/** Port offsets from the base; every port lies in [P, P+99]. routerApi: the router's /metrics and /status; routerPool: its pooled rw endpoint (PgBouncer). */
+export const portOffsets = { etcdClient: 0, etcdPeer: 1, routerRw: 2, routerRo: 3, routerApi: 4, dashboard: 5, controllerMetrics: 6, routerPool: 7, nodePg: 10, nodeApi: 40 } as const;
 
 export class LocalLayout {
   readonly dir: string;
@@ -321,7 +321,7 @@ export class LocalLayout {
   /** Every port the cluster uses, for a check before anything starts. */
   ports(cluster: ClusterFile): number[] {
     const base = cluster.portBase;
-    const fixed = [portOffsets.etcdClient, portOffsets.etcdPeer, portOffsets.routerRw, portOffsets.routerRo, portOffsets.routerApi, portOffsets.dashboard, portOffsets.controllerMetrics];
+    const fixed = [portOffsets.etcdClient, portOffsets.etcdPeer, portOffsets.routerRw, portOffsets.routerRo, portOffsets.routerApi, portOffsets.dashboard, portOffsets.controllerMetrics, portOffsets.routerPool];
     const nodes = Array.from({ length: cluster.nodes }, (_, i) => [portOffsets.nodePg + i, portOffsets.nodeApi + i]).flat();
     return [...fixed, ...nodes].map((offset) => base + offset);
   }
@@ -332,13 +332,14 @@ export function dashboardUrl(cluster: ClusterFile): string {
   return `https://127.0.0.1:${cluster.portBase + portOffsets.dashboard}/`;
 }
 
-/** libpq URLs of the cluster's endpoints: rw and ro through the router, and each node directly. */
-export function connectionStrings(layout: LocalLayout, cluster: ClusterFile): { rw: string; ro: string; nodes: string[] } {
+/** libpq URLs of the cluster's endpoints: rw and ro through the router, rw through its pool (PgBouncer), and each node directly. */
+export function connectionStrings(layout: LocalLayout, cluster: ClusterFile): { rw: string; ro: string; pooled: string; nodes: string[] } {
   const tls = `?sslmode=verify-full&sslrootcert=${encodeURIComponent(layout.caFiles.cert)}`;
   const hosts = Array.from({ length: cluster.nodes }, (_, i) => `127.0.0.1:${cluster.portBase + portOffsets.nodePg + i}`);
   return {
     rw: `postgresql://app@127.0.0.1:${cluster.portBase + portOffsets.routerRw}/app${tls}`,
     ro: `postgresql://app@127.0.0.1:${cluster.portBase + portOffsets.routerRo}/app${tls}`,
+    pooled: `postgresql://app@127.0.0.1:${cluster.portBase + portOffsets.routerPool}/app${tls}`,
     nodes: hosts.map((h) => `postgresql://app@${h}/app${tls}`),
   };
 }

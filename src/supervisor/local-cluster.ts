@@ -22,7 +22,7 @@ import { Supervised } from './supervised.js';
 export class LocalCluster {
   readonly provider: LocalProvider;
   private etcdPid: number | null = null;
-  /** the router on P+2 (rw) and P+3 (ro), restarted like an agent: applications lose their endpoints while it is down */
+  /** the router on P+2 (rw), P+3 (ro) and P+7 (pooled rw), restarted like an agent: applications lose their endpoints while it is down */
   private readonly router: Supervised;
   /** one `keel controller` for this directory */
   private readonly controller: Supervised;
@@ -50,6 +50,9 @@ export class LocalCluster {
     routerArgs.push('--etcd-cacert', routerTls.ca, '--etcd-cert', routerTls.cert, '--etcd-key', routerTls.key);
     routerArgs.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
     routerArgs.push(...metrics(portOffsets.routerApi));
+    // the pooled rw endpoint: TLS with the web pair, PostgreSQL checked against the cluster CA, the application's login
+    routerArgs.push('--pool', `127.0.0.1:${base + portOffsets.routerPool}`, '--pool-cert', layout.webServerFiles.cert, '--pool-key', layout.webServerFiles.key);
+    routerArgs.push('--pool-cacert', layout.caFiles.cert, '--pool-passfile', layout.pgpassFile);
     const keel = (what: string, args: string[], pidFile: string, logFile: string) =>
       new Supervised({ what, program: process.execPath, args: [keelBin, ...args], pidFile, logFile, logger });
     this.router = keel('router', routerArgs, layout.routerPidFile, layout.routerLog);

@@ -1,0 +1,126 @@
+/**
+ * The pooled rw endpoint: PgBouncer in transaction mode, following the rw
+ * route. While the router holds rw (a switchover pending, no leader, etcd
+ * unreadable) the pool is PAUSEd: transactions in flight finish, PgBouncer lets
+ * go of its server connections and new queries wait in it. Once rw names the
+ * new leader, pgbouncer.ini is rewritten, RELOADed and RESUMEd, so a client
+ * that keeps its connection to the pool sees a pause, never an error.
+ */
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../util/log.js';
+import { SerialRuns } from '../../util/serial.js';
+import { sameBackend, type Backend, type Routes } from '../route.js';
+import type { Pgbouncer } from './pgbouncer.js';
+
+/** What the pool needs from PgBouncer (a fake in unit tests). */
+export type PoolProcess = Pick<Pgbouncer, 'writeIni' | 'admin'>;
+
+export interface PoolTimings {
+  /** how long a PAUSE may wait for transactions in flight; past it the pool moves anyway (the old leader ends them) */
+  pauseTimeoutMs: number;
+  /** every other admin command */
+  commandTimeoutMs: number;
+  /** after a failed step, the next try */
+  retryMs: number;
+}
+
+export const defaultPoolTimings: PoolTimings = { pauseTimeoutMs: 5000, commandTimeoutMs: 3000, retryMs: 500 };
+
+/** PgBouncer's refusal of a PAUSE or RESUME it is already in (a step cut short before): done all the same. */
+const already =
+  (answer: RegExp) =>
+  (err: unknown): 'done' => {
+    if (err instanceof Error && answer.test(err.message)) return 'done';
+    throw err;
+  };
+
+export interface PoolStatus {
+  target: string | null;
+  paused: boolean;
+  moves: number;
+  pauses: number;
+  pauseTimeouts: number;
+}
+
+export class PooledEndpoint {
+  private wanted: { target: Backend | null; hold: boolean } = { target: null, hold: true };
+  /** the rw target pgbouncer.ini names now (null: none yet) */
+  private configured: Backend | null = null;
+  /** PgBouncer starts without a database: nothing to pause until the first leader */
+  private paused = false;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly runs = new SerialRuns(() => this.reconcile(), () => this.stopped);
+  private readonly counts = { moves: 0, pauses: 0, pauseTimeouts: 0 };
+
+  constructor(
+    private readonly bouncer: PoolProcess,
+    private readonly logger: Logger,
+    private readonly timings: PoolTimings = defaultPoolTimings,
+  ) {}
+
+  /** Takes the newest routes; the pool catches up in the background, one step at a time. */
+  follow(routes: Routes): Promise<void> {
+    this.wanted = { target: routes.rw, hold: routes.holdRw };
+    return this.runs.run();
+  }
+
+  status(): PoolStatus {
+    return { target: this.configured === null ? null : `${this.configured.name} ${this.configured.host}:${this.configured.port}`, paused: this.paused, ...this.counts };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    await this.runs.inFlight?.catch(() => undefined);
+  }
+
+  private async reconcile(): Promise<void> {
+    try {
+      await this.step();
+    } catch (err) {
+      this.logger.error({ err: describeError(err), retryInMs: this.timings.retryMs }, 'the pool could not follow the rw route; retrying');
+      if (this.retryTimer === null && !this.stopped) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          void this.runs.run();
+        }, this.timings.retryMs);
+      }
+    }
+  }
+
+  /** PAUSE, then move, then RESUME, each only when needed; a newer route met midway is taken on the next run. */
+  private async step(): Promise<void> {
+    const { target, hold } = this.wanted;
+    // before the first leader there is nothing to pause; with one known, a pause finds no server connection
+    if (hold && !this.paused && (this.configured !== null || target !== null)) {
+      const startedMs = Date.now();
+      this.counts.pauses++;
+      const outcome = await this.bouncer.admin(['PAUSE'], this.timings.pauseTimeoutMs).catch(already(/already suspended\/paused/));
+      // a PAUSE cut short still holds new queries; transactions left on the old leader end with it
+      if (outcome === 'timeout') this.counts.pauseTimeouts++;
+      this.paused = true;
+      this.logger.info({ outcome, tookMs: Date.now() - startedMs, from: this.configured?.name ?? null }, 'pool paused: queries wait for the rw route');
+    }
+    // a hold that came meanwhile pauses first (follow() asked for the run after this one)
+    if (this.wanted.hold && !hold) return;
+    if (target !== null && !sameBackend(target, this.configured)) {
+      await this.bouncer.writeIni(target);
+      // RECONNECT: server connections to the old target close as soon as they are released (none while paused)
+      const commands = this.configured === null ? ['RELOAD'] : ['RELOAD', 'RECONNECT'];
+      await this.bouncer.admin(commands, this.timings.commandTimeoutMs).then((o) => this.failOnTimeout(o, commands));
+      this.logger.info({ from: this.configured?.name ?? null, to: target.name }, `pool -> ${target.name} (${target.host}:${target.port})`);
+      this.configured = target;
+      this.counts.moves++;
+    }
+    if (!hold && this.paused && target !== null) {
+      await this.bouncer.admin(['RESUME'], this.timings.commandTimeoutMs).catch(already(/not paused\/suspended/)).then((o) => this.failOnTimeout(o, ['RESUME']));
+      this.paused = false;
+      this.logger.info({ to: target.name }, 'pool resumed');
+    }
+  }
+
+  private failOnTimeout(outcome: 'done' | 'timeout', commands: string[]): void {
+    if (outcome === 'timeout') throw new Error(`PgBouncer did not answer ${commands.join('; ')} within ${this.timings.commandTimeoutMs} ms`);
+  }
+}
