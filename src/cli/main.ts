@@ -1,49 +1,44 @@
 import { Command, CommanderError } from 'commander';
 import { isKeelError, KeelError, redactSecrets } from '../errors.js';
-import { registerAgent } from './agent.js';
-import { registerAutoscale } from './autoscale.js';
-import { registerAws } from './aws.js';
-import { registerBackup } from './backup.js';
-import { registerRestore } from './restore.js';
-import { registerCerts } from './certs.js';
-import { registerDashboard } from './dashboard.js';
-import { registerController } from './controller.js';
-import { addControllerMetrics } from './controller-metrics.js';
-import { registerEvents } from './events.js';
-import { registerGuard } from './guard.js';
-import { registerSpec } from './spec.js';
-import { registerDemo } from './demo.js';
-import { registerConfig } from './config.js';
-import { registerRouter } from './router.js';
-import { registerDown, registerUp } from './up.js';
-import { registerStatus } from './status.js';
-import { registerSwitchover } from './switchover.js';
+type Register = (program: Command) => void;
 
-export function buildProgram(): Command {
+/**
+ * Each top-level command and the module that registers it, loaded only when
+ * needed: a daemon (`keel agent`, `keel router`) then holds its own code in
+ * memory, not the AWS SDK, the dashboard or the restore tooling.
+ */
+const commandModules: [names: string[], load: () => Promise<Register[]>][] = [
+  [['up'], async () => [(await import('./up.js')).registerUp]],
+  [['down'], async () => [(await import('./up.js')).registerDown]],
+  [['status'], async () => [(await import('./status.js')).registerStatus]],
+  [['switchover', 'failover'], async () => [(await import('./switchover.js')).registerSwitchover]],
+  [['config'], async () => [(await import('./config.js')).registerConfig]],
+  [['agent'], async () => [(await import('./agent.js')).registerAgent]],
+  [['guard'], async () => [(await import('./guard.js')).registerGuard]],
+  [['router'], async () => [(await import('./router.js')).registerRouter]],
+  [['controller'], async () => [(await import('./controller.js')).registerController, (await import('./controller-metrics.js')).addControllerMetrics]],
+  [['spec', 'scale'], async () => [(await import('./spec.js')).registerSpec]],
+  [['events'], async () => [(await import('./events.js')).registerEvents]],
+  [['autoscale'], async () => [(await import('./autoscale.js')).registerAutoscale]],
+  [['dashboard'], async () => [(await import('./dashboard.js')).registerDashboard]],
+  [['certs'], async () => [(await import('./certs.js')).registerCerts]],
+  [['backup'], async () => [(await import('./backup.js')).registerBackup]],
+  [['restore'], async () => [(await import('./restore.js')).registerRestore]],
+  [['aws'], async () => [(await import('./aws.js')).registerAws]],
+  [['demo'], async () => [(await import('./demo.js')).registerDemo]],
+];
+
+/** The program with every command, or with only `command`'s when it names one (help and unknown commands get them all). */
+export async function buildProgram(command?: string): Promise<Command> {
   const program = new Command('keel')
     .description('PostgreSQL + PostGIS clusters that heal themselves, coordinated by etcd')
     .exitOverride()
     // Errors are printed once, with their KEEL_* code, by main().
     .configureOutput({ outputError: () => undefined });
-  registerUp(program);
-  registerDown(program);
-  registerStatus(program);
-  registerSwitchover(program);
-  registerConfig(program);
-  registerAgent(program);
-  registerGuard(program);
-  registerRouter(program);
-  registerController(program);
-  addControllerMetrics(program);
-  registerSpec(program);
-  registerEvents(program);
-  registerAutoscale(program);
-  registerDashboard(program);
-  registerCerts(program);
-  registerBackup(program);
-  registerRestore(program);
-  registerAws(program);
-  registerDemo(program);
+  const only = commandModules.find(([names]) => command !== undefined && names.includes(command));
+  for (const [, load] of only === undefined ? commandModules : [only]) {
+    for (const register of await load()) register(program);
+  }
   return program;
 }
 
@@ -66,8 +61,8 @@ export async function main(argv: string[]): Promise<number> {
   ignoreIpServerNameWarning();
   // Keel pins an AWS SDK that supports the Node.js it runs on: the SDK's notice about its future majors is not the operator's to act on
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const program = buildProgram();
   try {
+    const program = await buildProgram(argv[2]);
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
