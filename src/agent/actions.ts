@@ -17,6 +17,8 @@ export interface ActionContext {
   now: () => number;
   /** told when PostgreSQL may accept writes (true) or surely does not (false) */
   setWritable: (writable: boolean) => void;
+  /** looks at PostgreSQL and publishes the member key at once, even while this job runs */
+  observeNow?: () => void;
   /** a new replica's data from the cluster's newest backup (backup/replica.ts); false: clone from the leader */
   replicaFromBackup?: (systemId: string | null, leader: string) => Promise<boolean>;
 }
@@ -142,17 +144,24 @@ async function putSync(value: SyncValue, ctx: ActionContext): Promise<void> {
  * the switchover key); wait, bounded, for statements and transactions in
  * flight to finish so that clients see a pause rather than an error.
  */
-const routerHoldGraceMs = 500;
+const routerHoldGraceMs = 250;
 
 async function drainClients(timeoutMs: number, ctx: ActionContext): Promise<void> {
-  const deadline = ctx.now() + timeoutMs;
-  // Routers react to the same switchover key: give them a moment to start holding new connections.
-  await new Promise((resolve) => setTimeout(resolve, routerHoldGraceMs));
-  // A checkpoint now leaves little for the shutdown checkpoint to write: a shorter pause.
-  await ctx.pg.checkpoint().catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'checkpoint before switchover failed'));
+  const startedAt = ctx.now();
+  const deadline = startedAt + timeoutMs;
+  await Promise.all([
+    // Routers react to the same switchover key: give them a moment to start holding new connections.
+    new Promise((resolve) => setTimeout(resolve, routerHoldGraceMs)),
+    // Meanwhile a checkpoint leaves little for the shutdown checkpoint to write: a shorter pause.
+    ctx.pg.checkpoint().catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'checkpoint before switchover failed')),
+  ]);
+  const checkpointedAt = ctx.now();
   while (ctx.now() < deadline) {
     const busy = await ctx.pg.busyClientCount().catch(() => 0);
-    if (busy === 0) return;
+    if (busy === 0) {
+      ctx.logger.info({ checkpointMs: checkpointedAt - startedAt, drainMs: ctx.now() - checkpointedAt }, 'switchover drain done');
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   ctx.logger.warn({ timeoutMs }, 'sessions still busy after the drain period: shutting down anyway');
@@ -184,8 +193,9 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   // Nor may it take a timeline another node already started (a promotion this node never streamed, e.g.
   // while the cluster was stopped): two histories under one number make pg_rewind and streaming go wrong.
   const recorded = snap.cluster?.history?.value.entries ?? [];
-  const nextTimeline = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline), ...recorded.map((e) => e.timeline)) + 1;
-  await ctx.pg.reserveTimelines(nextTimeline, recorded);
+  const own = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline));
+  const nextTimeline = Math.max(own, ...recorded.map((e) => e.timeline)) + 1;
+  if (nextTimeline > own + 1) await ctx.pg.reserveTimelines(nextTimeline, recorded);
   await ctx.dcs.appendHistory({
     timeline: nextTimeline,
     switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0),
@@ -200,6 +210,8 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   }
   ctx.setWritable(true);
   await ctx.pg.promote();
+  // routers follow the member key: publish it as primary now, not after the bookkeeping below
+  ctx.observeNow?.();
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);

@@ -315,6 +315,7 @@ export class Agent {
       setWritable: (writable) => {
         if (writable) this.mayAcceptWrites = true;
       },
+      observeNow: () => this.wake(),
       ...(this.replicaFromBackup === undefined ? {} : { replicaFromBackup: this.replicaFromBackup }),
     };
     void (async () => {

@@ -198,7 +198,7 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
   let refusal = to !== null && candidates.length === 0 ? `${to} is not a member` : 'no replica is eligible';
   for (const candidate of candidates.sort((a, b) => memberLsn(b) - memberLsn(a))) {
     const lagBytes = myLsn - memberLsn(candidate);
-    const verdict = promotionVerdict(candidate, cluster, s.config, s.nowMs, { ignoreOthers: true });
+    const verdict = promotionVerdict(candidate, cluster, s.config, s.nowMs, { ignoreOthers: true, handover: true });
     if (!verdict.ok) refusal = verdict.why;
     else if (!candidate.streaming) refusal = `${candidate.name} is not streaming`;
     else if (lagBytes > s.config.maximum_lag_on_failover) refusal = `${candidate.name} lags ${lagBytes} bytes`;

@@ -10,15 +10,18 @@ import { KeelError } from '../errors.js';
 import { promotionVerdict } from '../model/promotion.js';
 import { memberLsn } from '../model/lsn.js';
 
-/** Throws KEEL_UNKNOWN_MEMBER or KEEL_TARGET_INELIGIBLE when `to` may not be promoted now. */
-export function checkTarget(view: ClusterView, to: string, nowMs: number): void {
+/**
+ * Throws KEEL_UNKNOWN_MEMBER or KEEL_TARGET_INELIGIBLE when `to` may not be
+ * promoted now; `handover`: a planned switchover from the running leader.
+ */
+export function checkTarget(view: ClusterView, to: string, nowMs: number, handover = false): void {
   const member = view.members.find((m) => m.name === to);
   if (member === undefined) {
     throw new KeelError('KEEL_UNKNOWN_MEMBER', `${to} is not a member of the cluster (members: ${view.members.map((m) => m.name).join(', ') || 'none'})`);
   }
   if (view.leader?.value.name === to) throw new KeelError('KEEL_TARGET_INELIGIBLE', `${to} already leads`);
   const config = view.config?.value ?? defaultDynamicConfig;
-  const verdict = promotionVerdict(member, view, config, nowMs, { ignoreOthers: true });
+  const verdict = promotionVerdict(member, view, config, nowMs, { ignoreOthers: true, handover });
   if (!verdict.ok) throw new KeelError('KEEL_TARGET_INELIGIBLE', `cannot promote ${to}: ${verdict.why}`);
   const leader = view.members.find((m) => m.name === view.leader?.value.name);
   if (leader?.walLsn != null) {
@@ -68,8 +71,9 @@ export async function requestLeaderChange(dcs: Dcs, request: LeaderChangeRequest
       hint: 'read the cluster again and name the current leader',
     });
   }
-  if (request.to !== null) checkTarget(view, request.to, nowMs);
-  else checkSomeoneEligible(view, nowMs);
+  const handover = !request.failover && from !== null;
+  if (request.to !== null) checkTarget(view, request.to, nowMs, handover);
+  else checkSomeoneEligible(view, nowMs, handover);
   const value: SwitchoverValue = { v: 1, from, to: request.to, failover: request.failover, requestedAtMs: nowMs };
   if (!(await dcs.requestSwitchover(value))) {
     throw new KeelError('KEEL_CONFLICT', 'another switchover or failover is pending', { hint: 'wait for it to finish (see `keel status`)' });
@@ -78,12 +82,12 @@ export async function requestLeaderChange(dcs: Dcs, request: LeaderChangeRequest
 }
 
 /** A switchover without a named target still needs one replica the leader would hand over to. */
-function checkSomeoneEligible(view: ClusterView, nowMs: number): void {
+function checkSomeoneEligible(view: ClusterView, nowMs: number, handover: boolean): void {
   const refusals: string[] = [];
   for (const member of view.members) {
     if (member.name === view.leader?.value.name) continue;
     try {
-      checkTarget(view, member.name, nowMs);
+      checkTarget(view, member.name, nowMs, handover);
       return;
     } catch (err) {
       refusals.push(err instanceof Error ? err.message : String(err));

@@ -25,7 +25,7 @@ export function promotionVerdict(
   cluster: ClusterView,
   config: DynamicConfig,
   nowMs: number,
-  options: { ignoreOthers: boolean },
+  options: { ignoreOthers: boolean; handover?: boolean },
 ): Verdict {
   if (candidate.tags.nofailover === true) return { ok: false, why: `${candidate.name} is tagged nofailover` };
   if (!candidate.running || candidate.role !== 'replica') {
@@ -39,7 +39,7 @@ export function promotionVerdict(
       why: `${candidate.name} is ${leaderLsn - lsn} bytes behind the last known leader position (maximum_lag_on_failover ${config.maximum_lag_on_failover})`,
     };
   }
-  const sync = syncVerdict(candidate, cluster, config, nowMs);
+  const sync = syncVerdict(candidate, cluster, config, nowMs, options.handover === true);
   if (!sync.ok) return sync;
   if (options.ignoreOthers) return { ok: true };
   for (const other of cluster.members) {
@@ -54,9 +54,13 @@ export function promotionVerdict(
 
 /**
  * Synchronous-mode part of safety rule 3: in the key, enough of the key's
- * members visible, and none of them further ahead.
+ * members visible, and none of them further ahead. `handover`: a running
+ * leader hands over (a planned switchover): it shuts down cleanly and first
+ * sends all it wrote to every standby streaming from it, the candidate among
+ * them, so a standby of the set ahead at this moment holds nothing the
+ * candidate will not have; under writes one always is, for a moment.
  */
-export function syncVerdict(candidate: MemberValue, cluster: ClusterView, config: DynamicConfig, nowMs: number): Verdict {
+export function syncVerdict(candidate: MemberValue, cluster: ClusterView, config: DynamicConfig, nowMs: number, handover = false): Verdict {
   const key = cluster.sync?.value;
   if (config.synchronous_mode === 'off' || key === undefined || key.members.length === 0) return { ok: true };
   if (!key.members.includes(candidate.name)) {
@@ -69,6 +73,6 @@ export function syncVerdict(candidate: MemberValue, cluster: ClusterView, config
   if (visible.length < needed) {
     return { ok: false, why: `only ${visible.length} of the synchronous set are visible, ${needed} needed to be sure no commit is lost` };
   }
-  const ahead = visible.find((m) => memberLsn(m) > memberLsn(candidate));
+  const ahead = handover ? undefined : visible.find((m) => memberLsn(m) > memberLsn(candidate));
   return ahead ? { ok: false, why: `${ahead.name} of the synchronous set is further ahead` } : { ok: true };
 }

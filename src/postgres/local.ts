@@ -47,6 +47,9 @@ import {
 import type { ControlData, DataDirState, Postgres, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
 
 const waitSeconds = '60';
+/** how long a stop may take, and how often the waits below look again */
+const stopWaitMs = 65_000;
+const pollMs = 20;
 /**
  * A standby is ready once consistent, which needs its upstream; while that
  * is unreachable the start would block the agent for the whole wait. The
@@ -249,10 +252,9 @@ export class LocalPostgres implements Postgres {
     const pid = await this.postmasterPid();
     if (pid === null) return;
     this.logger.info({ pid, mode }, 'pg_ctl stop');
-    const result = await this.programs.run('pg_ctl', ['stop', '-D', this.dataDir, '-m', mode, '-w', '-t', waitSeconds], {
-      allowFailure: true,
-    });
-    if (!(await this.waitFor(() => !isPostmasterAlive(pid), 5000))) {
+    // -W, and the wait below: pg_ctl looks every 100 ms, this every few ms (a switchover waits on it)
+    const result = await this.programs.run('pg_ctl', ['stop', '-D', this.dataDir, '-m', mode, '-W'], { allowFailure: true });
+    if (!(await this.waitFor(() => !isPostmasterAlive(pid), stopWaitMs))) {
       throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs after pg_ctl stop -m ${mode}:\n${lastLines(result.output)}`);
     }
   }
@@ -400,7 +402,7 @@ export class LocalPostgres implements Postgres {
         // not yet answerable: keep waiting
       }
       if (Date.now() >= deadline) return false;
-      await sleep(100);
+      await sleep(pollMs);
     }
   }
 

@@ -189,8 +189,16 @@ export class LocalSession {
 }
 
 /** Client sessions in a statement or transaction, this one aside. */
-export const busyClientsQuery =
-  "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'";
+/**
+ * Client sessions a planned shutdown waits for: in a statement or a
+ * transaction, still logging in, or connected a moment ago and yet to send
+ * their first statement (a client that opens a connection per transaction,
+ * routed just before the routers held new ones).
+ */
+export const busyClientsQuery = `
+SELECT count(*)::int AS n FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND (state IS DISTINCT FROM 'idle' OR (query = '' AND backend_start > clock_timestamp() - interval '2 seconds'))`;
 
 export const physicalSlotsQuery = "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'";
 

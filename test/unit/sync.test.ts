@@ -157,6 +157,13 @@ describe('syncVerdict (promotion in synchronous mode)', () => {
     const v = syncVerdict(member('node3', { receivedLsn: 900, replayedLsn: 900 }), noLeader(), on, NOW);
     expect(v).toMatchObject({ ok: false, why: expect.stringMatching(/node2 of the synchronous set is further ahead/) });
   });
+  it('a leader handing over (planned switchover) may pick a member of the set that is behind for now: its clean shutdown sends it everything', () => {
+    const behind = member('node3', { receivedLsn: 900, replayedLsn: 900 });
+    expect(syncVerdict(behind, noLeader(), on, NOW, true)).toEqual({ ok: true });
+    // but not one outside the set, nor with too few of the set visible
+    expect(syncVerdict(behind, noLeader(undefined, syncKey(['node2'], 1)), on, NOW, true)).toMatchObject({ ok: false });
+    expect(syncVerdict(member('node2'), noLeader([member('node2')]), on, NOW, true)).toMatchObject({ ok: false });
+  });
   it('with ANY 2 of 2 either member alone suffices', () => {
     const v = syncVerdict(member('node2'), noLeader([member('node2')], syncKey(['node2', 'node3'], 2)), on, NOW);
     expect(v).toEqual({ ok: true });
