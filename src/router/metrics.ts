@@ -20,7 +20,9 @@ export type RouterStats = Record<'rw' | 'ro', EndpointStats>;
 
 /** The router's state as GET /status answers it (the dashboard reads it). */
 export interface RouterStatus {
+  /** the engine that serves rw and ro, and why it was chosen (--engine auto) */
   engine: string;
+  engineWhy: string;
   routes: { rw: string | null; holdRw: boolean; ro: string[]; roDraining: string[]; reason: string };
   failingClosed: boolean;
   lastReadAtMs: number;
@@ -39,6 +41,7 @@ export class RouterMetrics {
     private readonly engine: Pick<RouterEngine, 'name' | 'stats'>,
     private readonly routes: RoutesView,
     cluster: string,
+    private readonly engineWhy = '',
   ) {
     this.registry.setDefaultLabels({ cluster });
     collectProcessMetrics(this.registry);
@@ -55,6 +58,7 @@ export class RouterMetrics {
     const r = this.routes.current;
     return {
       engine: this.engine.name,
+      engineWhy: this.engineWhy,
       routes: { rw: r.rw?.name ?? null, holdRw: r.holdRw, ro: r.ro.map((b) => b.name), roDraining: r.roDraining.map((b) => b.name), reason: r.reason },
       failingClosed: this.routes.failingClosed,
       lastReadAtMs: this.routes.lastReadAtMs,

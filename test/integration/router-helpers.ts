@@ -27,7 +27,8 @@ export interface RouterProcess {
 }
 
 export async function startRouter(options: {
-  engine: 'builtin' | 'haproxy';
+  /** auto: no --engine flag, the router's default */
+  engine: 'builtin' | 'haproxy' | 'auto';
   etcd: string;
   /** the router's client certificate, for an etcd that speaks TLS */
   etcdTls?: TlsFiles;
@@ -37,7 +38,7 @@ export async function startRouter(options: {
   logFile: string;
   extra?: string[];
 }): Promise<RouterProcess> {
-  const args = [keelBin, 'router', '--etcd', options.etcd, '--cluster', options.cluster, '--engine', options.engine];
+  const args = [keelBin, 'router', '--etcd', options.etcd, '--cluster', options.cluster, ...(options.engine === 'auto' ? [] : ['--engine', options.engine])];
   if (options.etcdTls !== undefined) args.push('--etcd-cacert', options.etcdTls.ca, '--etcd-cert', options.etcdTls.cert, '--etcd-key', options.etcdTls.key);
   args.push('--rw', `127.0.0.1:${options.rwPort}`, '--ro', `127.0.0.1:${options.roPort}`, ...(options.extra ?? []));
   const fd = openSync(options.logFile, 'a');
