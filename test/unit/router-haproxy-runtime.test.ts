@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { haproxyConfig, holdLua } from '../../src/router/engines/haproxy-config.js';
+import { haproxyConfig, haproxyThreads, holdLua } from '../../src/router/engines/haproxy-config.js';
 import { checkAnswer, emptyTable, isIpAddress, markDirty, parseServersState, planSlots, splitAnswers, type Wanted } from '../../src/router/engines/haproxy-runtime.js';
 import { errorResponse, firstMessageComplete, firstMessageKind } from '../../src/router/engines/pg-wire.js';
 import type { Backend } from '../../src/router/route.js';
@@ -156,7 +156,7 @@ describe('parseServersState', () => {
 });
 
 describe('haproxy configuration', () => {
-  const config = haproxyConfig({
+  const input = {
     rw: { host: '127.0.0.1', port: 6402 },
     ro: { host: '127.0.0.1', port: 6403 },
     socketPath: '/run/k/admin.sock',
@@ -166,6 +166,13 @@ describe('haproxy configuration', () => {
     connectTimeoutMs: 3000,
     firstBytesTimeoutMs: 10_000,
     maxConnections: 1000,
+  };
+  const config = haproxyConfig(input);
+
+  it('runs half as many HAProxy threads as there are CPUs, at least one', () => {
+    expect([1, 2, 3, 4, 16].map(haproxyThreads)).toEqual([1, 1, 1, 2, 8]);
+    expect(config).not.toContain('nbthread');
+    expect(haproxyConfig({ ...input, threads: 2 })).toMatch(/^global\n(  .*\n)*  nbthread 2\n/m);
   });
 
   it('declares slots in maintenance, an admin socket and the hold action', () => {

@@ -1,7 +1,8 @@
 /**
  * The builtin engine: a TCP proxy in this process. Bytes are never parsed on
- * the hot path (pipe() both ways, Nagle off), so anything a client sends,
- * PostgreSQL's protocol or not, is just forwarded. The only bytes it looks at
+ * the hot path (pipe() from the client, the server's replies read into a
+ * buffer of the link's own and written on; Nagle off both ways), so anything a
+ * client sends, PostgreSQL's protocol or not, is just forwarded. The only bytes it looks at
  * are a connection's first message (to bound how long a client may take to
  * send it, and to tell a cancel request apart) and those of a connection that
  * waited in vain, to answer it in PostgreSQL's own words.
@@ -22,6 +23,8 @@ import type { EndpointStats, EngineOptions, ListenAddress, RouterEngine } from '
 const maxHeldBytes = 64 * 1024;
 /** A cut client gets this long to take the bytes already on their way before its socket is destroyed. */
 const clientFlushMs = 1000;
+/** What one read from a server takes at most (as much as node's own reads). */
+const replyBufferBytes = 64 * 1024;
 /** Dead peers on idle connections are found by TCP keep-alive, not by us. */
 const keepAliveDelayMs = 30_000;
 /** Refusals at the connection cap come in floods: logged at most this often, with the count since. */
@@ -334,7 +337,25 @@ export class BuiltinEngine implements RouterEngine {
 
   private forward(endpoint: Endpoint, client: Socket, backend: Backend, pending: Buffer[]): void {
     if (client.destroyed) return;
-    const server = net.connect({ host: backend.host, port: backend.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs });
+    // The server's replies are read into one buffer of this link and written to the client from there: no
+    // allocation and no stream events per reply. A write the client did not take at once still holds the
+    // buffer, so the next read gets a new one; a full client pauses the server until it drains.
+    let replies = Buffer.allocUnsafe(replyBufferBytes);
+    const onReply = (bytes: number, buffer: Buffer): boolean => {
+      const flushed = client.write(buffer.subarray(0, bytes));
+      if (client.writableLength > 0) replies = Buffer.allocUnsafe(replyBufferBytes);
+      if (flushed) return true;
+      client.once('drain', () => server.resume());
+      return false;
+    };
+    const server = net.connect({
+      host: backend.host,
+      port: backend.port,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: keepAliveDelayMs,
+      onread: { buffer: () => replies, callback: onReply },
+    });
     const link: Link = { client, server, backend: keyOf(backend) };
     endpoint.links.add(link);
     const connectTimer = setTimeout(() => {
@@ -362,9 +383,10 @@ export class BuiltinEngine implements RouterEngine {
     });
     client.once('close', close);
     server.once('close', close);
+    // the server's end ends the client's side once what was read reaches it
+    server.once('end', () => client.end());
     for (const chunk of pending) server.write(chunk);
     client.pipe(server);
-    server.pipe(client);
   }
 
   async stop(): Promise<void> {

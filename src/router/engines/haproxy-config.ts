@@ -41,6 +41,18 @@ export interface HaproxyConfigInput {
   connectTimeoutMs: number;
   firstBytesTimeoutMs: number;
   maxConnections: number;
+  /** HAProxy's threads (nbthread); haproxyThreads() gives the engine's choice */
+  threads?: number;
+}
+
+/**
+ * Threads for HAProxy on a machine with `cpus` CPUs: half of them, at least
+ * one. A router mostly shares its machine with PostgreSQL and the clients;
+ * on 2 CPUs a second HAProxy thread cost more CPU per query than it gained
+ * (README, Router throughput), while a large machine still gets several.
+ */
+export function haproxyThreads(cpus: number): number {
+  return Math.max(1, Math.floor(cpus / 2));
 }
 
 export const slotName = (index: number): string => `s${index}`;
@@ -90,6 +102,7 @@ export function haproxyConfig(input: HaproxyConfigInput): string {
       `stats socket ${input.socketPath} mode 600 level admin`,
       'stats timeout 10s',
       `lua-load ${input.luaPath}`,
+      ...(input.threads === undefined ? [] : [`nbthread ${input.threads}`]),
       // startup alerts still reach stderr (the router's log); the slot changes the router makes are logged by the router itself
       'quiet',
     ]),

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { KeelError } from '../../errors.js';
@@ -17,7 +17,7 @@ import type { Logger } from '../../util/log.js';
 import { isPortFree } from '../../util/ports.js';
 import { terminate } from '../../util/process.js';
 import type { Routes } from '../route.js';
-import { haproxyConfig, holdLua, roBackend, rwBackend } from './haproxy-config.js';
+import { haproxyConfig, haproxyThreads, holdLua, roBackend, rwBackend } from './haproxy-config.js';
 import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
 import { endpointStats, parseStat } from './haproxy-stats.js';
 import type { EndpointStats, EngineOptions, RouterEngine } from './types.js';
@@ -131,6 +131,7 @@ export class HaproxyEngine implements RouterEngine {
         connectTimeoutMs: this.options.connectTimeoutMs,
         firstBytesTimeoutMs: this.options.firstBytesTimeoutMs,
         maxConnections: this.options.maxConnections,
+        threads: haproxyThreads(availableParallelism()),
       }),
     );
     try {
