@@ -83,9 +83,12 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       if (!action.replica) ctx.setWritable(true);
       return ctx.pg.start(startOptions(action.replica, action.upstream));
     case 'stopPostgres':
+      if (action.handover === true) return stepDown(me, ctx);
       await ctx.pg.stop(action.mode);
       ctx.setWritable(false);
       return;
+    case 'awaitReplayed':
+      return awaitReplayed(action.afterLsn, action.timeoutMs, ctx);
     case 'drainClients':
       return drainClients(action.timeoutMs, ctx);
     case 'promote':
@@ -165,6 +168,37 @@ async function drainClients(timeoutMs: number, ctx: ActionContext): Promise<void
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   ctx.logger.warn({ timeoutMs }, 'sessions still busy after the drain period: shutting down anyway');
+}
+
+/**
+ * Replayed, not only received: the replay position is the end of the last
+ * whole record, so past the start of the old leader's shutdown checkpoint
+ * means that record is here in full and the new timeline forks after it (the
+ * old leader then follows without a rewind).
+ */
+async function awaitReplayed(afterLsn: number, timeoutMs: number, ctx: ActionContext): Promise<void> {
+  const deadline = ctx.now() + timeoutMs;
+  for (;;) {
+    const replayed = (await ctx.pg.runtimeState().catch(() => null))?.replayedLsn ?? 0;
+    if (replayed > afterLsn) return;
+    if (ctx.now() >= deadline) throw new ActionFailed(`replayed WAL up to ${replayed} only, not past the old leader's shutdown checkpoint at ${afterLsn}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
+ * A leader handing over stops as soon as its shutdown checkpoint is written
+ * (no WAL can follow it), not when the postmaster is gone: that may wait for
+ * the archiver, and the new leader archives what is left. Where the
+ * checkpoint starts goes into the status key for the candidate to wait for.
+ */
+async function stepDown(me: string, ctx: ActionContext): Promise<void> {
+  await ctx.pg.stop('fast', { untilCheckpointed: true });
+  ctx.setWritable(false);
+  const control = await ctx.pg.controlData();
+  if (control?.clusterState !== 'shut down') return;
+  const lsn = control.checkpointLsn;
+  await ctx.dcs.putStatus({ v: 1, leader: me, timeline: control.timeline, walLsn: lsn, updatedAtMs: ctx.now(), shutdownCheckpointLsn: lsn });
 }
 
 async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {

@@ -17,6 +17,8 @@ export const switchoverWaitSeconds = 30;
 
 /** Seconds a switching-over leader waits for statements in flight before it shuts down. */
 export const switchoverDrainSeconds = 5;
+/** how long a switchover's target waits for the old leader's last WAL before it gives up this try */
+const handoverWaitMs = 10_000;
 
 /** A decision with the memory the next one starts from. */
 export type DecisionWithMemory = Decision & { memory: AgentMemory };
@@ -209,7 +211,7 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
         actions: [
           { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000 },
           // A fast shutdown sends every WAL record, the shutdown checkpoint included, to connected replicas first.
-          { kind: 'stopPostgres', mode: 'fast' },
+          { kind: 'stopPostgres', mode: 'fast', handover: true },
           { kind: 'releaseLeader' },
           { kind: 'event', eventKind: 'switchover', message: `${s.me.name} stepped down for ${candidate.name}` },
         ],
@@ -275,8 +277,20 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   return {
     to: 'primary',
     reason: `no leader; ${why}: taking the leader key and promoting`,
-    actions: [{ kind: 'acquireLeader' }, promoteAction(s, cluster, why)],
+    actions: [...awaitHandover(s, cluster, pendingTarget), { kind: 'acquireLeader' }, promoteAction(s, cluster, why)],
   };
+}
+
+/**
+ * The target of a switchover whose old leader recorded its shutdown
+ * checkpoint first replays WAL past it (the old leader's WAL senders send it
+ * as it stops), so the new timeline forks after all of the old one's WAL.
+ */
+function awaitHandover(s: Snapshot, cluster: ClusterView, pendingTarget: string | null): Action[] {
+  const status = cluster.status?.value;
+  const lsn = status?.shutdownCheckpointLsn;
+  if (pendingTarget !== s.me.name || lsn === undefined || status?.leader !== cluster.switchover?.value.from) return [];
+  return [{ kind: 'awaitReplayed', afterLsn: lsn, timeoutMs: handoverWaitMs }];
 }
 
 function promoteAction(s: Snapshot, cluster: ClusterView, reason: string): Action {

@@ -54,7 +54,10 @@ export type Action =
   | { kind: 'rewind'; from: UpstreamTarget }
   | { kind: 'removeDataDir' }
   | { kind: 'startPostgres'; replica: boolean; upstream: UpstreamTarget | null }
-  | { kind: 'stopPostgres'; mode: 'fast' | 'immediate' }
+  /** waits until this standby has replayed WAL past afterLsn; fails after timeoutMs */
+  | { kind: 'awaitReplayed'; afterLsn: number; timeoutMs: number }
+  /** handover: a leader stepping down for a switchover, which records where its shutdown checkpoint starts */
+  | { kind: 'stopPostgres'; mode: 'fast' | 'immediate'; handover?: boolean }
   | { kind: 'drainClients'; timeoutMs: number }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
   | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null }

@@ -81,6 +81,7 @@ export const statusSchema: z.ZodType<StatusValue> = z.object({
   timeline,
   walLsn: lsn,
   updatedAtMs: epochMs,
+  shutdownCheckpointLsn: lsn.optional(),
 });
 
 export const syncSchema: z.ZodType<SyncValue> = z.object({

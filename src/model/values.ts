@@ -94,6 +94,12 @@ export interface StatusValue {
   timeline: number;
   walLsn: number;
   updatedAtMs: number;
+  /**
+   * Written by a leader that shut down cleanly to hand over: where its shutdown
+   * checkpoint record starts. The switchover's candidate promotes only once it
+   * has received WAL past it, so it holds every commit the old leader made.
+   */
+  shutdownCheckpointLsn?: number;
 }
 
 /** `sync`: the standbys the leader made synchronous; only those may be promoted in synchronous mode. */

@@ -247,14 +247,15 @@ export class LocalPostgres implements Postgres {
     this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
   }
 
-  async stop(mode: StopMode): Promise<void> {
+  async stop(mode: StopMode, options: { untilCheckpointed?: boolean } = {}): Promise<void> {
     await this.session.close();
     const pid = await this.postmasterPid();
     if (pid === null) return;
     this.logger.info({ pid, mode }, 'pg_ctl stop');
     // -W, and the wait below: pg_ctl looks every 100 ms, this every few ms (a switchover waits on it)
     const result = await this.programs.run('pg_ctl', ['stop', '-D', this.dataDir, '-m', mode, '-W'], { allowFailure: true });
-    if (!(await this.waitFor(() => !isPostmasterAlive(pid), stopWaitMs))) {
+    const checkpointed = async () => options.untilCheckpointed === true && (await this.controlData())?.clusterState === 'shut down';
+    if (!(await this.waitFor(async () => !isPostmasterAlive(pid) || (await checkpointed()), stopWaitMs))) {
       throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs after pg_ctl stop -m ${mode}:\n${lastLines(result.output)}`);
     }
   }

@@ -105,7 +105,12 @@ export interface Postgres {
 
   /** Writes the conf files for this role and starts; resolves once it accepts connections. */
   start(options: StartOptions): Promise<void>;
-  stop(mode: StopMode): Promise<void>;
+  /**
+   * Stops PostgreSQL. untilCheckpointed: returns once the control file says
+   * "shut down" (no more WAL can be written) even if the postmaster still
+   * waits for its archiver and WAL senders to finish.
+   */
+  stop(mode: StopMode, options?: { untilCheckpointed?: boolean }): Promise<void>;
   /** Promotes a running standby and waits until it accepts writes. */
   promote(): Promise<void>;
   /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSynchronousStandbyNames } from '../../src/agent/sync.js';
+import { sleep } from '../../src/util/clock.js';
 import { appConnection, TestCluster } from '../support/cluster.js';
 
 const keel = (args: string[]) => spawnSync(process.execPath, ['bin/keel.js', ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -28,6 +29,9 @@ describe('synchronous replication', () => {
     const leader = await cluster.leader();
     const view = await cluster.waitFor('the sync key', (v) => (v.sync?.value.members.length ?? 0) === 2, 60_000);
     expect(view.sync!.value).toMatchObject({ leader: leader.name, quorum: 1 });
+    // the key is widened before PostgreSQL is told: the setting follows within a moment
+    const deadline = Date.now() + 10_000;
+    while ((await ssnOf(leader.pgPort))?.members.length !== 2 && Date.now() < deadline) await sleep(100);
     expect(await ssnOf(leader.pgPort)).toEqual({ members: view.sync!.value.members, quorum: 1 });
     // pg_stat_replication's sync_state is for privileged roles: the superuser over the local socket
     const [row] = await cluster.superuserQuery<{ n: string }>(leader.name, "SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'quorum'");

@@ -418,6 +418,26 @@ const cases: Case[] = [
     to: 'primary', actions: ['acquireLeader', 'promote'], reason: /requested switchover target/,
   },
   {
+    name: "no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote",
+    snap: snapshot({
+      cluster: noLeader({
+        status: { value: { v: 1, leader: 'node1', timeline: 1, walLsn: 1500, updatedAtMs: NOW - 100, shutdownCheckpointLsn: 1500 }, modRevision: '7' },
+        switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
+      }),
+    }),
+    to: 'primary', actions: ['awaitReplayed', 'acquireLeader', 'promote'], reason: /requested switchover target/,
+  },
+  {
+    name: 'no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it',
+    snap: snapshot({
+      cluster: noLeader({
+        status: { value: { v: 1, leader: 'node3', timeline: 1, walLsn: 900, updatedAtMs: NOW - 100, shutdownCheckpointLsn: 900 }, modRevision: '7' },
+        switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
+      }),
+    }),
+    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /requested switchover target/,
+  },
+  {
     name: 'no leader, stale switchover request is ignored',
     snap: snapshot({ cluster: noLeader({ switchover: { value: { v: 1, from: 'node1', to: 'node3', failover: false, requestedAtMs: NOW - 60000 }, modRevision: '6' } }) }),
     to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest/,
@@ -698,6 +718,11 @@ describe('decide', () => {
     expect(decision.to).toBe(to);
     expect(decision.actions.map((a) => a.kind)).toEqual(actions);
     expect(isAllowed(snap.state, decision.to)).toBe(true);
+  });
+
+  it('a leader stepping down for a switchover stops as a handover (it records where its shutdown checkpoint starts)', () => {
+    const row = cases.find((c) => c.name === 'switchover to a streaming, caught-up replica: step down cleanly')!;
+    expect(decide(row.snap).actions.find((a) => a.kind === 'stopPostgres')).toEqual({ kind: 'stopPostgres', mode: 'fast', handover: true });
   });
 
   it('a move to a changed ttl names the new ttl, and the leader key only for the leader', () => {
