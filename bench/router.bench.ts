@@ -1,9 +1,12 @@
 /**
  * The router's figures, from one fresh 3-node cluster:
- *   1. throughput: pgbench -S -c 8 -j 2 -T BENCH_SECONDS directly to the leader,
- *      through the builtin engine, through the haproxy engine and through a plain
- *      HAProxy with a static config, alternating in BENCH_ROUNDS rounds; each with
- *      its ratio to direct and the proxy's CPU per transaction;
+ *   1. throughput: pgbench -c 8 -j 2 -T BENCH_SECONDS, read-only (-S) and a write
+ *      mix (-N), each with persistent clients and with a connection per
+ *      transaction (-C), directly to the leader, through the builtin engine,
+ *      through the haproxy engine and through a plain HAProxy with a static config
+ *      (and -S through each engine's ro), alternating in BENCH_ROUNDS rounds; each
+ *      with its share of direct and the proxy's CPU per 1,000 queries
+ *      (bench/router-load.ts);
  *   2. endpoint switching after the leader dies (agent + postmaster SIGKILLed):
  *      from the new leader key in etcd to the first write through each rw
  *      endpoint, and the router's own share (new leader published as primary ->
@@ -15,14 +18,15 @@
  * in the default replication mode (synchronous).
  *
  * Environment:
- *   BENCH_SECONDS  seconds of each pgbench run (default 15)
- *   BENCH_ROUNDS   throughput rounds (default 2)
+ *   BENCH_SECONDS  seconds of each pgbench run (default 10)
+ *   BENCH_ROUNDS   throughput rounds (default 3)
  *   BENCH_KEEP     1 keeps the cluster directory and the routers' logs
  * Only the switching figures: npx vitest run --config bench/vitest.config.ts bench/router.bench.ts -t 'switch'
  * Ports 18400-18499.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { loginConfig } from '../src/workload/connect.js';
@@ -37,11 +41,13 @@ import { leaderOf } from '../src/workload/shape.js';
 import { TestCluster } from '../test/support/cluster.js';
 import { stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
-import { fixed, machine, mean, printTable, seconds as secondsText, type Cell } from './report.js';
+import { haproxyThreads } from '../src/router/engines/haproxy-config.js';
+import { LoadTable, workloads, type Target } from './router-load.js';
+import { machine, printTable, seconds as secondsText, type Cell } from './report.js';
 
 const portBase = 18400;
-const seconds = envInteger('BENCH_SECONDS', 15, 1, 600);
-const rounds = envInteger('BENCH_ROUNDS', 2, 1, 20);
+const seconds = envInteger('BENCH_SECONDS', 10, 1, 600);
+const rounds = envInteger('BENCH_ROUNDS', 3, 1, 20);
 const pgbin = '/usr/lib/postgresql/15/bin';
 const engines = ['builtin', 'haproxy'] as const;
 type Engine = (typeof engines)[number];
@@ -122,28 +128,6 @@ describe('router', () => {
     throw new Error(`no leader within ${timeoutMs / 1000} s`);
   }
 
-  async function pgbench(port: number): Promise<{ tps: number; transactions: number } | null> {
-    try {
-      const { stdout } = await run(`${pgbin}/pgbench`, ['-S', '-c', '8', '-j', '2', '-T', String(seconds), '-h', '127.0.0.1', '-p', String(port), '-U', 'app', 'app'], {
-        encoding: 'utf8',
-        env: { ...process.env, ...pgTlsEnv() },
-        timeout: (seconds + 60) * 1000,
-      });
-      return { tps: Number(/tps = ([\d.]+)/.exec(stdout)![1]), transactions: Number(/actually processed: (\d+)/.exec(stdout)![1]) };
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      console.log(`    pgbench on ${port} failed: ${String(e.stderr ?? e.message).trim().split('\n').pop()}`);
-      return null;
-    }
-  }
-
-  /** CPU seconds (user + system) a process has used; clock ticks of 1/100 s, as on Linux. */
-  function cpuSeconds(pid: number): number {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  }
-
   /** HAProxy's PID under the haproxy engine, from the router's log. */
   function enginePid(): number {
     const line = readFileSync(`${dir()}/router-haproxy.log`, 'utf8').split('\n').find((l) => l.includes('"msg":"HAProxy started"'));
@@ -206,51 +190,38 @@ describe('router', () => {
     await stopCluster(tc);
   });
 
-  it(`throughput: pgbench -S -c 8 -j 2 -T ${seconds}, ${rounds} alternating round(s)`, async () => {
-    const names = ['direct', 'builtin', 'haproxy engine', 'plain haproxy'] as const;
-    type Target = (typeof names)[number];
-    const targets: Record<Target, number | null> = { direct: null, builtin: ports.builtin[0], 'haproxy engine': ports.haproxy[0], 'plain haproxy': ports.plain };
-    const tps = Object.fromEntries(names.map((k) => [k, [] as (number | null)[]])) as Record<Target, (number | null)[]>;
-    // what each proxy costs in CPU per transaction: steadier than tps when other work shares the machine
-    const cpuPerTx = Object.fromEntries(names.map((k) => [k, [] as number[]])) as Record<Target, number[]>;
-    const proxyPid: Record<Target, number | null> = { direct: null, builtin: routerPids.builtin ?? null, 'haproxy engine': enginePid(), 'plain haproxy': null };
+  it(`throughput: ${workloads.map((w) => w.name).join(', ')}, -c 8 -j 2 -T ${seconds}, ${rounds} alternating round(s)`, async () => {
     let plain: ChildProcess | null = null;
+    let leaderPort: number | null = null;
+    const haproxyPids = [enginePid(), routerPids.haproxy!];
+    const targets = (): Target[] => [
+      { name: 'direct', port: leaderPort!, pids: [] },
+      { name: 'builtin', port: ports.builtin[0], pids: [routerPids.builtin!] },
+      { name: 'haproxy engine', port: ports.haproxy[0], pids: haproxyPids },
+      { name: 'plain haproxy', port: ports.plain, pids: plain?.pid === undefined ? [] : [plain.pid] },
+      { name: 'builtin ro', port: ports.builtin[1], pids: [routerPids.builtin!], readOnly: true },
+      { name: 'haproxy engine ro', port: ports.haproxy[1], pids: haproxyPids, readOnly: true },
+    ];
+    const table = new LoadTable(targets, seconds, pgTlsEnv);
     for (let round = 1; round <= rounds; round++) {
       // direct and the static HAProxy must aim at the leader of the moment
       const leader = await leaderMember();
-      if (targets.direct !== leader.pgPort) {
+      if (leaderPort !== leader.pgPort) {
         if (plain !== null && plain.pid !== undefined) {
           console.log(`  the leader is now ${leader.name}: direct and plain HAProxy follow it`);
           await terminate(plain.pid, 5000);
         }
-        targets.direct = leader.pgPort;
+        leaderPort = leader.pgPort;
         plain = startPlainHaproxy(leader.pgPort);
-        proxyPid['plain haproxy'] = plain.pid ?? null;
         await sleep(500);
       }
-      for (const name of names) {
-        const pid = proxyPid[name];
-        const before = pid !== null ? cpuSeconds(pid) : 0;
-        const result = await pgbench(targets[name]!);
-        tps[name].push(result?.tps ?? null);
-        if (pid !== null && result !== null) cpuPerTx[name].push(((cpuSeconds(pid) - before) / result.transactions) * 1e6);
-      }
-      console.log(`  round ${round}: ${names.map((k) => `${k} ${fixed(tps[k].at(-1))}`).join(', ')}`);
+      await table.round(round);
     }
     if (plain?.pid !== undefined) await terminate(plain.pid, 5000);
-    const meanTps = (name: Target) => mean(tps[name].filter((x): x is number => x !== null));
-    const direct = meanTps('direct');
-    printTable(
-      `throughput, pgbench -S -c 8 -j 2 -T ${seconds}, mean of ${rounds} alternating round(s)`,
-      ['target', 'tps', 'ratio to direct', 'proxy CPU us/transaction'],
-      names.map((name): Cell[] => [name, fixed(meanTps(name)), direct === null ? '-' : fixed((meanTps(name) ?? NaN) / direct, 2), fixed(mean(cpuPerTx[name]), 1)]),
-      [
-        `haproxy engine / plain haproxy: ${fixed((meanTps('haproxy engine') ?? NaN) / (meanTps('plain haproxy') ?? NaN), 3)}`,
-        `machine: ${machine()} (other work shares it: figures are noisy)`,
-      ],
-    );
-    const failed = names.filter((name) => tps[name].some((x) => x === null));
-    expect(failed, 'targets where pgbench failed').toEqual([]);
+    table.print(rounds, [
+      `proxy CPU: the builtin router's process; the haproxy engine's HAProxy (${haproxyThreads(availableParallelism())} thread(s)) and its router; plain haproxy: HAProxy's defaults (${availableParallelism()} threads here), no Lua, no inspection`,
+    ]);
+    expect(table.failures(), 'runs where pgbench failed').toEqual([]);
   });
 
   it('endpoint switching after SIGKILL of the leader node', async () => {
