@@ -48,7 +48,8 @@ export class LocalCluster {
     const routerTls = layout.clientTls('router');
     const routerArgs = ['router', '--etcd', layout.etcdEndpoint(cluster), '--cluster', cluster.cluster];
     routerArgs.push('--etcd-cacert', routerTls.ca, '--etcd-cert', routerTls.cert, '--etcd-key', routerTls.key);
-    routerArgs.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`, '--engine', 'builtin');
+    // no --engine: HAProxy where setup installed it, the builtin engine elsewhere (keel status says which)
+    routerArgs.push('--rw', `127.0.0.1:${base + portOffsets.routerRw}`, '--ro', `127.0.0.1:${base + portOffsets.routerRo}`);
     routerArgs.push(...metrics(portOffsets.routerApi));
     // the pooled rw endpoint: TLS with the web pair, PostgreSQL checked against the cluster CA, the application's login
     routerArgs.push('--pool', `127.0.0.1:${base + portOffsets.routerPool}`, '--pool-cert', layout.webServerFiles.cert, '--pool-key', layout.webServerFiles.key);

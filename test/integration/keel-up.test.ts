@@ -23,6 +23,7 @@ interface StatusJson {
   members: { name: string; role: string; dataDir: string; agentPid: number | null; postmasterPid: number | null; address: string }[];
   connection: { rw: string; ro: string; nodes: string[]; passfile: string } | null;
   dashboard: string | null;
+  router: { engine: string | null; why: string | null; endpoints: { rw: { address: string; engine: string | null }; ro: { address: string; engine: string | null } } } | null;
 }
 
 function status(dir: string): { code: number | null; json: StatusJson } {
@@ -96,6 +97,10 @@ describe('keel up / status / down', () => {
     // the dashboard keel up runs, and the router's and controller's /metrics, in the same range
     expect(json.dashboard).toBe(`https://127.0.0.1:${P + 5}/`);
     expect(readPidFile(layout.dashboardPidFile)).toBeGreaterThan(0);
+    // keel up gives the router no --engine: HAProxy, which setup installs, serves both endpoints
+    expect(json.router?.engine, JSON.stringify(json.router)).toBe('haproxy');
+    expect(json.router?.why).toBe('--engine auto: HAProxy is installed at /usr/sbin/haproxy');
+    expect(json.router?.endpoints).toEqual({ rw: { address: `127.0.0.1:${P + 2}`, engine: 'haproxy' }, ro: { address: `127.0.0.1:${P + 3}`, engine: 'haproxy' } });
     for (const secret of Object.values(layout.readSecrets())) expect(JSON.stringify(json)).not.toContain(secret);
 
     const pids = clusterPids(layout, json);
