@@ -28,6 +28,23 @@ const commandModules: [names: string[], load: () => Promise<Register[]>][] = [
   [['demo'], async () => [(await import('./demo.js')).registerDemo]],
 ];
 
+/**
+ * node-postgres probes for Cloudflare's runtime when it loads by constructing a
+ * `Response`, and on Node 20 that global loads undici and compiles its HTTP
+ * parser to WebAssembly: 3-7 MB of resident memory in every process, for a
+ * fetch no daemon makes. The global is hidden only while commands load.
+ */
+async function withoutResponseGlobal<T>(load: () => Promise<T>): Promise<T> {
+  const descriptor = Object.getOwnPropertyDescriptor(globalThis, 'Response');
+  if (descriptor?.configurable !== true) return load();
+  delete (globalThis as { Response?: unknown }).Response;
+  try {
+    return await load();
+  } finally {
+    Object.defineProperty(globalThis, 'Response', descriptor);
+  }
+}
+
 /** The program with every command, or with only `command`'s when it names one (help and unknown commands get them all). */
 export async function buildProgram(command?: string): Promise<Command> {
   const program = new Command('keel')
@@ -37,7 +54,7 @@ export async function buildProgram(command?: string): Promise<Command> {
     .configureOutput({ outputError: () => undefined });
   const only = commandModules.find(([names]) => command !== undefined && names.includes(command));
   for (const [, load] of only === undefined ? commandModules : [only]) {
-    for (const register of await load()) register(program);
+    for (const register of await withoutResponseGlobal(load)) register(program);
   }
   return program;
 }

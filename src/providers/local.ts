@@ -21,6 +21,7 @@ import { resolveRunAs } from '../postgres/programs.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 import { openLogFile } from '../util/log-file.js';
 import { socketAnswers } from '../util/unix-socket.js';
+import { agentEnvironment, agentNodeFlags } from './agent-process.js';
 
 export const keelBin = fileURLToPath(new URL('../../bin/keel.js', import.meta.url));
 /** the guard's own entry: it loads none of the CLI's other commands, so the process stays small */
@@ -217,7 +218,8 @@ export class LocalProvider implements Provider {
     await this.ensureGuard(node);
     if (!node.wanted || existsSync(this.layout.fencedMarker(name))) return;
     const log = openLogFile(this.layout.agentLog(name));
-    const child = spawn(process.execPath, [keelBin, 'agent', '--config', this.layout.nodeConfigFile(name)], {
+    const child = spawn(process.execPath, [...agentNodeFlags(), keelBin, 'agent', '--config', this.layout.nodeConfigFile(name)], {
+      env: agentEnvironment(),
       // Own process group: Ctrl-C on `keel up` reaches the supervisor, which stops agents in order.
       detached: true,
       stdio: ['ignore', log, log],

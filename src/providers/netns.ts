@@ -28,6 +28,7 @@ import { guardBin, keelBin, waitForSocket } from './local.js';
 import { killNamespace, NetnsError, signalNamespace, type NetnsNetwork } from './netns-net.js';
 import type { FenceResult, NodeInfo, NodeSpec, Provider } from './types.js';
 import { openLogFile } from '../util/log-file.js';
+import { agentEnvironment, agentNodeFlags } from './agent-process.js';
 
 export const netnsPgPort = 5432;
 export const netnsApiPort = 8008;
@@ -264,7 +265,8 @@ export class NetnsProvider implements Provider {
     const log = openLogFile(this.agentLog(name));
     try {
       // `ip netns exec` execs the program itself: the child's pid is the agent's
-      const child = spawn('ip', [...this.net.execArgs(name), process.execPath, keelBin, 'agent', '--config', node.configFile], {
+      const child = spawn('ip', [...this.net.execArgs(name), process.execPath, ...agentNodeFlags(), keelBin, 'agent', '--config', node.configFile], {
+        env: agentEnvironment(),
         detached: true,
         stdio: ['ignore', log, log],
       });

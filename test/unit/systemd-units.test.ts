@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { directive, directiveWords, parseUnitFile } from '../support/systemd-unit.js';
+import { defaultAgentNodeFlags } from '../../src/providers/agent-process.js';
 
 const unitsDir = join(import.meta.dirname, '../../deploy/systemd');
 const unitFiles = ['keel-guard@.service', 'keel-agent@.service', 'keel-router.service'];
@@ -81,7 +82,9 @@ describe('the agent', () => {
     expect(Number.parseInt(get(file, 'Service', 'TimeoutStopSec') ?? '0', 10)).toBeGreaterThanOrEqual(120);
   });
   it('runs as root, restarts always within limits, logs to the journal', () => {
-    expect(get(file, 'Service', 'ExecStart')).toBe('/usr/bin/node /opt/keel/bin/keel.js agent --config /etc/keel/%i.yml');
+    // the V8 flags every provider starts an agent with, and one malloc arena
+    expect(get(file, 'Service', 'ExecStart')).toBe(`/usr/bin/node ${defaultAgentNodeFlags.join(' ')} /opt/keel/bin/keel.js agent --config /etc/keel/%i.yml`);
+    expect(get(file, 'Service', 'Environment')).toBe('MALLOC_ARENA_MAX=1');
     expect(get(file, 'Service', 'User')).toBe('root');
     expect(get(file, 'Service', 'Restart')).toBe('always');
     expect(Number(get(file, 'Unit', 'StartLimitBurst'))).toBeGreaterThan(1);
