@@ -198,6 +198,7 @@ async function stepDown(me: string, ctx: ActionContext): Promise<void> {
   const control = await ctx.pg.controlData();
   if (control?.clusterState !== 'shut down') return;
   const lsn = control.checkpointLsn;
+  ctx.logger.info({ timeline: control.timeline, shutdownCheckpointLsn: lsn }, 'shut down to hand over');
   await ctx.dcs.putStatus({ v: 1, leader: me, timeline: control.timeline, walLsn: lsn, updatedAtMs: ctx.now(), shutdownCheckpointLsn: lsn });
 }
 
@@ -219,7 +220,8 @@ async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
 
 async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
   const reason = action.reason;
-  const runtime = snap.pg.runtime;
+  // read again: WAL may have come since the snapshot (a switchover's target waits for the old leader's last)
+  const runtime = (await ctx.pg.runtimeState().catch(() => null)) ?? snap.pg.runtime;
   if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
   // PostgreSQL picks one past the newest timeline it knows of, which a standby that stopped streaming
@@ -230,9 +232,11 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   const own = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline));
   const nextTimeline = Math.max(own, ...recorded.map((e) => e.timeline)) + 1;
   if (nextTimeline > own + 1) await ctx.pg.reserveTimelines(nextTimeline, recorded);
+  const switchLsn = Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0);
+  ctx.logger.info({ timeline: nextTimeline, switchLsn, receivedLsn: runtime.receivedLsn, replayedLsn: runtime.replayedLsn }, 'promoting: history entry');
   await ctx.dcs.appendHistory({
     timeline: nextTimeline,
-    switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0),
+    switchLsn,
     leader: ctx.config.name,
     atMs: ctx.now(),
     reason,

@@ -42,7 +42,8 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
     return { to: 'stopped', reason: `${leaderName} holds the leader key: stopping my primary at once`, actions: [{ kind: 'stopPostgres', mode: 'immediate' }] };
   }
   const leaderMember = cluster.members.find((m) => m.name === leaderName);
-  if (leaderMember === undefined || !leaderMember.running || leaderMember.timeline === null) {
+  // a leader still promoting publishes its replica timeline: nothing is compared against that
+  if (leaderMember === undefined || !leaderMember.running || leaderMember.role !== 'primary' || leaderMember.timeline === null) {
     return stay(s, `waiting for leader ${leaderName} to publish a running primary`);
   }
   const upstream = upstreamOf(leaderMember);
@@ -79,7 +80,10 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
     const diverged =
       position === 'crashed-primary' ||
       (position !== 'standby' && divergence(position.timeline, position.lsn, leaderMember.timeline, history) === 'diverged');
-    if (diverged) return rewindOrReclone(s, leaderName, upstream, []);
+    if (diverged) {
+      const where = position === 'crashed-primary' ? 'a primary that did not shut down cleanly' : `timeline ${position.timeline} up to ${position.lsn}`;
+      return rewindOrReclone(s, leaderName, upstream, [], `${where}; leader on timeline ${leaderMember.timeline}`);
+    }
     return { to: 'replica', reason: `starting as a replica of leader ${leaderName}`, actions: [startReplica(upstream)] };
   }
 
@@ -127,13 +131,13 @@ export function conninfoTarget(conninfo: string): { host: string; port: number }
   return host === null || !Number.isInteger(port) ? null : { host, port };
 }
 
-function rewindOrReclone(s: Snapshot, leaderName: string, upstream: ReturnType<typeof upstreamOf>, before: Action[]): Decision {
+function rewindOrReclone(s: Snapshot, leaderName: string, upstream: ReturnType<typeof upstreamOf>, before: Action[], detail?: string): Decision {
   if (!s.config.use_rewind) {
     return { to: 'stopped', reason: `my WAL diverged from leader ${leaderName} and use_rewind is off: re-cloning`, actions: [...before, { kind: 'removeDataDir' }] };
   }
   return {
     to: 'rewinding',
-    reason: `my WAL diverged from leader ${leaderName}'s timeline: rewinding`,
+    reason: `my WAL diverged from leader ${leaderName}'s timeline${detail === undefined ? '' : ` (${detail})`}: rewinding`,
     actions: [...before, { kind: 'rewind', from: upstream }],
   };
 }

@@ -309,6 +309,15 @@ const cases: Case[] = [
     to: 'rewinding', actions: ['stopPostgres', 'rewind'], reason: /diverged .* rewinding/,
   },
   {
+    name: 'old leader shut down on timeline 2, the new leader holds the key but still publishes itself as a replica: wait, compare nothing yet',
+    snap: snapshot({
+      state: 'stopped',
+      cluster: cluster({ leader: leaderKey('node1'), members: [member('node1', { timeline: 1 })], history: history(3, 700) }),
+      pg: { runtime: null, postmasterPid: null, control: control({ clusterState: 'shut down', timeline: 2, checkpointLsn: 600 }) },
+    }),
+    to: 'stopped', actions: [], reason: /waiting for leader node1 to publish a running primary/,
+  },
+  {
     name: 'former primary that stopped at the switch point (switchover): follow, no rewind',
     snap: snapshot({
       state: 'replica',
