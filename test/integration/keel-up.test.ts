@@ -21,7 +21,7 @@ interface StatusJson {
   leader: string | null;
   synchronousMode: string;
   members: { name: string; role: string; dataDir: string; agentPid: number | null; postmasterPid: number | null; address: string }[];
-  connection: { rw: string; ro: string; nodes: string[]; passfile: string } | null;
+  connection: { rw: string; ro: string; pooled: string; nodes: string[]; passfile: string } | null;
   dashboard: string | null;
   router: { engine: string | null; why: string | null; endpoints: { rw: { address: string; engine: string | null }; ro: { address: string; engine: string | null } } } | null;
 }
@@ -35,6 +35,12 @@ function clusterPids(layout: LocalLayout, json: StatusJson): number[] {
   const pids = [readPidFile(layout.etcdPidFile), readPidFile(layout.supervisorPidFile), readPidFile(layout.routerPidFile), readPidFile(layout.controllerPidFile), readPidFile(layout.dashboardPidFile)];
   for (const m of json.members) pids.push(m.agentPid, m.postmasterPid, readPidFile(layout.guardPidFile(m.name)));
   return pids.filter((p): p is number => p !== null);
+}
+
+/** The processes listening on a TCP port, from `ss`. */
+function listenerPids(port: number): number[] {
+  const out = execFileSync('ss', ['-ltnpH', `sport = :${port}`], { encoding: 'utf8' });
+  return [...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
 }
 
 /** Listening TCP ports of the given processes, from `ss`. */
@@ -103,7 +109,12 @@ describe('keel up / status / down', () => {
     expect(json.router?.endpoints).toEqual({ rw: { address: `127.0.0.1:${P + 2}`, engine: 'haproxy' }, ro: { address: `127.0.0.1:${P + 3}`, engine: 'haproxy' } });
     for (const secret of Object.values(layout.readSecrets())) expect(JSON.stringify(json)).not.toContain(secret);
 
-    const pids = clusterPids(layout, json);
+    // the router's pooled rw endpoint: PgBouncer on P+7, its DSN without a password
+    expect(up.stdout).toContain('pooled rw:');
+    expect(json.connection?.pooled).toMatch(new RegExp(`^postgresql://app@127\\.0\\.0\\.1:${P + 7}/app\\?sslmode=verify-full&sslrootcert=`));
+    const pool = listenerPids(P + 7);
+    expect(pool.length).toBeGreaterThan(0);
+    const pids = [...clusterPids(layout, json), ...pool];
     const ports = listeningPorts(pids);
     expect(ports.length).toBeGreaterThanOrEqual(8);
     for (const port of ports) expect(port >= P && port <= P + 99, `port ${port} outside [${P}, ${P + 99}]`).toBe(true);

@@ -38,7 +38,15 @@ function keelAsync(args: string[], timeoutMs = 120_000): Promise<{ status: numbe
 
 interface Tally {
   acked: number[];
+  /** when each acknowledgement came (ms), for the longest pause */
+  ackedAtMs: number[];
   errors: string[];
+}
+
+/** The longest time without any acknowledged write, in seconds. */
+function longestPause(tally: Tally): number {
+  const times = [...tally.ackedAtMs].sort((a, b) => a - b);
+  return times.slice(1).reduce((longest, t, i) => Math.max(longest, t - times[i]!), 0) / 1000;
 }
 
 /**
@@ -46,7 +54,7 @@ interface Tally {
  * BEGIN, INSERT, INSERT, COMMIT in four round trips. After an error a writer connects again.
  */
 function startWriters(tc: TestCluster, count: number, firstId: number): { tally: Tally; stop: () => Promise<void> } {
-  const tally: Tally = { acked: [], errors: [] };
+  const tally: Tally = { acked: [], ackedAtMs: [], errors: [] };
   let stopped = false;
   const deadline = Date.now() + 180_000;
   const run = async (writer: number): Promise<void> => {
@@ -68,6 +76,7 @@ function startWriters(tc: TestCluster, count: number, firstId: number): { tally:
           await client.query('COMMIT');
         }
         tally.acked.push(...ids);
+        tally.ackedAtMs.push(Date.now());
       } catch (err) {
         tally.errors.push(`writer ${writer}: ${(err as Error).message}`);
         await client?.end().catch(() => undefined);
@@ -143,6 +152,7 @@ describe('pooled rw endpoint (PgBouncer)', () => {
     const afterSwitch = writers.tally.acked.length;
     await sleep(2000);
     await writers.stop();
+    console.log(`switchover through the pool: ${writers.tally.errors.length} client error(s), ${writers.tally.acked.length} writes, longest pause ${longestPause(writers.tally).toFixed(2)} s`);
     expect(writers.tally.errors).toEqual([]);
     expect(writers.tally.acked.length).toBeGreaterThan(afterSwitch);
     expect(before).toBeGreaterThan(0);
@@ -170,6 +180,6 @@ describe('pooled rw endpoint (PgBouncer)', () => {
     await writers.stop();
     expect(writers.tally.acked.length, `writes after the failover to ${next.leader!.value.name}`).toBeGreaterThan(killedAt + 20);
     expect(await lost(tc, writers.tally)).toEqual([]);
-    console.log(`unplanned failover through the pool: ${writers.tally.errors.length} client error(s)`, writers.tally.errors.slice(0, 5));
+    console.log(`unplanned failover through the pool: ${writers.tally.errors.length} client error(s), longest pause ${longestPause(writers.tally).toFixed(2)} s`, writers.tally.errors.slice(0, 3));
   }, 180_000);
 });
