@@ -234,28 +234,26 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   if (nextTimeline > own + 1) await ctx.pg.reserveTimelines(nextTimeline, recorded);
   const switchLsn = Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0);
   ctx.logger.info({ timeline: nextTimeline, switchLsn, receivedLsn: runtime.receivedLsn, replayedLsn: runtime.replayedLsn }, 'promoting: history entry');
-  await ctx.dcs.appendHistory({
-    timeline: nextTimeline,
-    switchLsn,
-    leader: ctx.config.name,
-    atMs: ctx.now(),
-    reason,
-  });
-  // in synchronous mode the new primary names its standbys before it can take a single write
-  if (action.sync !== null) {
-    await putSync({ v: 1, leader: ctx.config.name, ...action.sync.key }, ctx);
-    await ctx.pg.setSynchronousStandbyNames(action.sync.standbyNames);
-  }
+  const sync = action.sync;
+  await Promise.all([
+    ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }),
+    // in synchronous mode the new primary names its standbys before it can take a single write
+    sync !== null &&
+      (async () => {
+        await putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx);
+        await ctx.pg.setSynchronousStandbyNames(sync.standbyNames);
+      })(),
+  ]);
   ctx.setWritable(true);
   await ctx.pg.promote();
-  // routers follow the member key: publish it as primary now, not after the bookkeeping below
-  ctx.observeNow?.();
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);
   if (promoted !== null && !promoted.inRecovery && promoted.timeline !== nextTimeline) {
-    await ctx.dcs.appendHistory({ timeline: promoted.timeline, switchLsn: Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0), leader: ctx.config.name, atMs: ctx.now(), reason });
+    await ctx.dcs.appendHistory({ timeline: promoted.timeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason });
   }
+  // routers follow the member key: publish it as primary now (its timeline has its history entry), not after the rest
+  ctx.observeNow?.();
   const switchover = snap.cluster?.switchover;
   if (switchover) await ctx.dcs.clearSwitchover();
   await ctx.dcs.addEvent({ atMs: ctx.now(), source: ctx.config.name, kind: 'promoted', message: `${ctx.config.name} promoted: ${reason}` });

@@ -265,9 +265,9 @@ export class LocalPostgres implements Postgres {
     if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!state.inRecovery) return;
     const pid = await this.postmasterPid();
-    this.logger.info('pg_ctl promote');
-    // No -w: pg_ctl would keep waiting after a fence stopped the postmaster; the wait below notices that at once.
-    await this.programs.run('pg_ctl', ['promote', '-D', this.dataDir, '-W']);
+    this.logger.info('promoting');
+    // Not waiting here (the wait below notices a fence that stopped the postmaster at once), nor a pg_ctl process to start.
+    await this.sql('SELECT pg_promote(false)', [], 'promoting');
     let gone = false;
     const done = await this.waitFor(async () => {
       gone = pid === null || !isPostmasterAlive(pid);
