@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { KeelError } from '../errors.js';
+import { describeError, KeelError } from '../errors.js';
 import type { RouteSink } from '../router/control.js';
 import type { RouterEngine } from '../router/engines/types.js';
 import { loginsFromPassfile } from '../router/pool/config.js';
@@ -111,6 +111,13 @@ export async function startPool(settings: PoolSettings, limits: { maxConnections
     logger.child({ pool: 'pgbouncer' }),
   );
   await bouncer.start();
+  // keel certs rotate renews --pool-cert in place and sends SIGHUP
+  process.on('SIGHUP', () => {
+    bouncer.reloadTls().then(
+      () => logger.info({ signal: 'SIGHUP' }, "the pool's certificate read again: new connections use it"),
+      (err: unknown) => logger.error({ signal: 'SIGHUP', err: describeError(err) }, "kept the pool's certificate in use"),
+    );
+  });
   const endpoint = new PooledEndpoint(bouncer, logger.child({ pool: 'rw' }));
   logger.info({ pool: `${settings.listen.host}:${settings.listen.port}`, databases: settings.databases }, 'pooled rw endpoint listening (PgBouncer, transaction mode)');
   return {

@@ -8,7 +8,10 @@
  * Ports 20500-20549.
  */
 import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { portOffsets } from '../../src/providers/local-layout.js';
@@ -32,6 +35,25 @@ function keelAsync(args: string[], timeoutMs = 120_000): Promise<{ status: numbe
     child.once('exit', (status) => {
       clearTimeout(timer);
       resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** The SHA-256 fingerprint of the certificate the pool presents, after PostgreSQL's SSLRequest, verified against the CA. */
+function servedFingerprint(ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(poolPort, '127.0.0.1');
+    const timer = setTimeout(() => socket.destroy(new Error('no TLS answer within 5 s')), 5000);
+    socket.once('error', reject);
+    socket.once('connect', () => socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])));
+    socket.once('data', (answer) => {
+      if (answer.toString() !== 'S') return reject(new Error(`the pool answered ${JSON.stringify(answer.toString())} to SSLRequest`));
+      const secure = tls.connect({ socket, ca: readFileSync(ca), servername: 'localhost' }, () => {
+        clearTimeout(timer);
+        resolve(secure.getPeerX509Certificate()!.fingerprint256);
+        secure.destroy();
+      });
+      secure.once('error', reject);
     });
   });
 }
@@ -165,6 +187,28 @@ describe('pooled rw endpoint (PgBouncer)', () => {
     expect(router).toContain(`pool -> ${to}`);
     expect(router).toMatch(/pool resumed/);
   }, 180_000);
+
+  it('serves a renewed certificate after keel certs rotate, without a restart', async () => {
+    const fingerprint = () => new X509Certificate(readFileSync(tc.layout.webServerFiles.cert)).fingerprint256;
+    const before = fingerprint();
+    expect(await servedFingerprint(tc.layout.caFiles.cert)).toBe(before);
+    const client = new pg.Client({ ...loginConfig(tc.login, '127.0.0.1', poolPort), connectionTimeoutMillis: 5000 });
+    client.on('error', () => undefined);
+    await client.connect();
+    const rotate = await keelAsync(['certs', 'rotate', '--dir', tc.layout.dir]);
+    expect(rotate.status, rotate.stderr).toBe(0);
+    expect(fingerprint()).not.toBe(before);
+    const deadline = Date.now() + 10_000;
+    let served = await servedFingerprint(tc.layout.caFiles.cert);
+    while (served !== fingerprint() && Date.now() < deadline) {
+      await sleep(200);
+      served = await servedFingerprint(tc.layout.caFiles.cert);
+    }
+    expect(served).toBe(fingerprint());
+    // a connection made before goes on
+    expect((await client.query<{ one: number }>('SELECT 1 AS one')).rows[0]!.one).toBe(1);
+    await client.end();
+  });
 
   it('follows an unplanned failover: writes come back through the pool, none acknowledged is lost', async () => {
     const dead = await tc.leader();

@@ -93,13 +93,7 @@ export class Pgbouncer {
     this.dir = await mkdtemp(join(tmpdir(), 'keel-pgbouncer-'));
     try {
       await ensureDirNoFollow(this.dir, 0o700, this.options.runAs);
-      // copies PgBouncer's user may read: the originals stay Keel's
-      for (const [name, from] of [['server.crt', this.options.tls.cert], ['server.key', this.options.tls.key], ['ca.crt', this.options.tls.ca]] as const) {
-        const data = await readFile(from).catch((err: NodeJS.ErrnoException) => {
-          throw new KeelError('KEEL_TLS_FAILED', `the pool cannot read ${from}: ${err.code ?? err.message}`);
-        });
-        await writeFileNoFollow(this.file(name), data, 0o600, this.options.runAs);
-      }
+      await this.copyTlsFiles();
       await writeFileNoFollow(this.file('userlist.txt'), userlist(this.options.logins, this.adminPassword), 0o600, this.options.runAs);
       await this.writeIni(null);
       await this.spawnAndWait();
@@ -107,6 +101,26 @@ export class Pgbouncer {
       await this.stop();
       throw err;
     }
+  }
+
+  /** Copies the certificate, key and CA where PgBouncer's user may read them: the originals stay Keel's. */
+  private async copyTlsFiles(): Promise<void> {
+    const files = [['server.crt', this.options.tls.cert], ['server.key', this.options.tls.key], ['ca.crt', this.options.tls.ca]] as const;
+    // all read before any is replaced: a half-renewed pair is never put in place
+    const data = await Promise.all(
+      files.map(([, from]) =>
+        readFile(from).catch((err: NodeJS.ErrnoException) => {
+          throw new KeelError('KEEL_TLS_FAILED', `the pool cannot read ${from}: ${err.code ?? err.message}`);
+        }),
+      ),
+    );
+    for (const [i, [name]] of files.entries()) await writeFileNoFollow(this.file(name), data[i]!, 0o600, this.options.runAs);
+  }
+
+  /** The certificate renewed in place (keel certs rotate): copied again and RELOADed; open connections keep theirs. */
+  async reloadTls(): Promise<void> {
+    await this.copyTlsFiles();
+    if ((await this.admin(['RELOAD'], 3000)) === 'timeout') throw new KeelError('KEEL_POOL_FAILED', 'PgBouncer did not answer RELOAD within 3000 ms');
   }
 
   /** Writes pgbouncer.ini for this rw target (null: no database yet); RELOAD makes it current. */
