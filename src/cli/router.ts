@@ -197,7 +197,7 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   let metricsServer: MetricsServer | null = null;
   if (settings.metrics !== null) {
     const metrics = new RouterMetrics(engine, control, settings.cluster, started.why);
-    metricsServer = await startMetricsServer([metrics.registry], settings.metrics, { '/status': () => metrics.status() }, logger).catch(async (err: unknown) => {
+    metricsServer = await startMetricsServer([metrics.registry], settings.metrics, { '/status': async () => ({ ...(await metrics.status()), pool: pool?.endpoint.status() ?? null }) }, logger).catch(async (err: unknown) => {
       await control.stop();
       await pool?.stop();
       await engine.stop();

@@ -18,6 +18,7 @@ import { portOffsets } from '../../src/providers/local-layout.js';
 import { sleep } from '../../src/util/clock.js';
 import { isPortFree } from '../../src/util/ports.js';
 import { loginConfig } from '../../src/workload/connect.js';
+import { apiRequest } from '../support/api-client.js';
 import { TestCluster } from '../support/cluster.js';
 
 const portBase = 20500;
@@ -186,6 +187,10 @@ describe('pooled rw endpoint (PgBouncer)', () => {
     expect(router).toMatch(/pool paused/);
     expect(router).toContain(`pool -> ${to}`);
     expect(router).toMatch(/pool resumed/);
+    // the router's GET /status says where the pool points and that it is no longer paused
+    const status = await apiRequest(`https://127.0.0.1:${portBase + portOffsets.routerApi}/status`, { caFile: tc.layout.caFiles.cert, timeoutMs: 5000 });
+    expect(status.json.pool).toMatchObject({ paused: false, target: expect.stringContaining(to) });
+    expect(status.json.pool.pauses).toBeGreaterThan(0);
   }, 180_000);
 
   it('serves a renewed certificate after keel certs rotate, without a restart', async () => {
