@@ -141,3 +141,20 @@ describe('the pool follows the rw route', () => {
     expect(pool.status()).toMatchObject({ pauseTimeouts: 1, paused: false });
   });
 });
+
+describe('the pool retries a step PgBouncer refused', () => {
+  it('tries again by itself until PgBouncer answers, then carries on from where it was', async () => {
+    const bouncer = new FakeBouncer();
+    let refusals = 2;
+    const admin = bouncer.admin.bind(bouncer);
+    bouncer.admin = async (commands: string[]) => {
+      if (commands.includes('RELOAD') && refusals-- > 0) throw new Error('refused');
+      return admin(commands);
+    };
+    const pool = new PooledEndpoint(bouncer, silentLogger(), { pauseTimeoutMs: 100, commandTimeoutMs: 100, retryMs: 5 });
+    await pool.follow(routes(node1, false));
+    for (let i = 0; i < 100 && pool.status().moves === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(pool.status()).toMatchObject({ moves: 1, target: 'node1 127.0.0.1:20510' });
+    await pool.stop();
+  });
+});

@@ -52,6 +52,8 @@ export class PooledEndpoint {
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly runs = new SerialRuns(() => this.reconcile(), () => this.stopped);
   private readonly counts = { moves: 0, pauses: 0, pauseTimeouts: 0 };
+  /** failed steps in a row, for the retry's back-off */
+  private failures = 0;
 
   constructor(
     private readonly bouncer: PoolProcess,
@@ -78,13 +80,17 @@ export class PooledEndpoint {
   private async reconcile(): Promise<void> {
     try {
       await this.step();
+      this.failures = 0;
     } catch (err) {
-      this.logger.error({ err: describeError(err), retryInMs: this.timings.retryMs }, 'the pool could not follow the rw route; retrying');
+      // doubling up to 5 s: a PgBouncer that keeps refusing does not flood the log
+      const retryInMs = Math.min(this.timings.retryMs * 2 ** this.failures, 5000);
+      this.failures++;
+      this.logger.error({ err: describeError(err), retryInMs }, 'the pool could not follow the rw route; retrying');
       if (this.retryTimer === null && !this.stopped) {
         this.retryTimer = setTimeout(() => {
           this.retryTimer = null;
           void this.runs.run();
-        }, this.timings.retryMs);
+        }, retryInMs);
       }
     }
   }
