@@ -8,6 +8,7 @@
  *      that keeps its connection (and reconnects after an error): the longest
  *      pause between commits and the client errors, with where the pause went
  *      (from the agents' and the router's logs);
+ *      and a third that keeps its connection to the pooled rw endpoint (PgBouncer);
  *   3. each agent's resident memory, idle.
  * Every process is a child of the cluster harness, stopped by PID; every loop
  * is bounded in time.
@@ -34,6 +35,14 @@ import { machine, max, median, min, printTable, seconds, type Cell } from './rep
 const runs = envInteger('BENCH_RUNS', 4, 1, 20);
 const portBase = 20600;
 const rwPort = portBase + portOffsets.routerRw;
+const poolPort = portBase + portOffsets.routerPool;
+
+type Mode = 'per-transaction' | 'persistent' | 'pooled';
+const modeText: Record<Mode, string> = {
+  'per-transaction': 'connection per transaction',
+  persistent: 'persistent connection',
+  pooled: 'persistent connection through the pooled rw endpoint',
+};
 
 interface Writer {
   commits: number;
@@ -45,7 +54,7 @@ interface Writer {
 }
 
 /** A client writing rows through `port` until stopped: a new connection per transaction, or one kept. */
-function startWriter(tc: TestCluster, port: number, mode: 'per-transaction' | 'persistent'): Writer {
+function startWriter(tc: TestCluster, port: number, mode: Mode): Writer {
   const config = { ...loginConfig(tc.login, '127.0.0.1', port), connectionTimeoutMillis: 2000, query_timeout: 10_000 };
   const w: Writer = { commits: 0, errors: [], times: [], acked: [], stop: async () => undefined };
   let stopping = false;
@@ -161,21 +170,26 @@ describe('switchover and failover, side by side', () => {
     }
 
     // 2. planned switchovers
-    const pauses: Record<'per-transaction' | 'persistent', number[]> = { 'per-transaction': [], persistent: [] };
-    const errors: Record<'per-transaction' | 'persistent', number[]> = { 'per-transaction': [], persistent: [] };
+    const modes: Mode[] = ['per-transaction', 'persistent', 'pooled'];
+    const pauses: Record<Mode, number[]> = { 'per-transaction': [], persistent: [], pooled: [] };
+    const errors: Record<Mode, number[]> = { 'per-transaction': [], persistent: [], pooled: [] };
     const samples: string[] = [];
     for (let run = 1; run <= runs; run++) {
       const view = await cluster.waitFor('a settled cluster', (v) => settled(v, 2) && v.sync !== null && v.sync.value.members.length === 2, 120_000);
       const old = leaderOf(view)!;
       const target = view.members.find((m) => m.name !== old.name)!.name;
-      const writers = { 'per-transaction': startWriter(cluster, rwPort, 'per-transaction'), persistent: startWriter(cluster, rwPort, 'persistent') };
+      const writers: Record<Mode, Writer> = {
+        'per-transaction': startWriter(cluster, rwPort, 'per-transaction'),
+        persistent: startWriter(cluster, rwPort, 'persistent'),
+        pooled: startWriter(cluster, poolPort, 'pooled'),
+      };
       await sleep(2000);
       const requestedAt = Date.now();
       await requestLeaderChange(cluster.dcs, { failover: false, to: target, expectLeader: old.name }, requestedAt);
       await cluster.waitFor(`${target} leading`, (v) => leaderOf(v)?.name === target && leaderOf(v)?.role === 'primary', 30_000);
       await sleep(2000);
       for (const w of Object.values(writers)) await w.stop();
-      for (const mode of ['per-transaction', 'persistent'] as const) {
+      for (const mode of modes) {
         pauses[mode].push(longestPauseMs(writers[mode], requestedAt - 1000));
         errors[mode].push(writers[mode].errors.length);
         samples.push(...writers[mode].errors.slice(0, 2));
@@ -195,9 +209,9 @@ describe('switchover and failover, side by side', () => {
         ms(back === undefined ? null : back - requestedAt),
       ]);
     }
-    for (const mode of ['per-transaction', 'persistent'] as const) {
+    for (const mode of modes) {
       const p = pauses[mode].map((x) => x / 1000);
-      rows.push([`planned switchover, ${mode === 'persistent' ? 'persistent connection' : 'connection per transaction'}: longest write pause (median, min-max)`, `${seconds(median(p))} (${seconds(min(p))} - ${seconds(max(p))})`]);
+      rows.push([`planned switchover, ${modeText[mode]}: longest write pause (median, min-max)`, `${seconds(median(p))} (${seconds(min(p))} - ${seconds(max(p))})`]);
       rows.push([`  client errors per switchover`, errors[mode].join(', ')]);
     }
     errorsSeen.push(...new Set(samples));
