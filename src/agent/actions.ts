@@ -229,7 +229,7 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   // Nor may it take a timeline another node already started (a promotion this node never streamed, e.g.
   // while the cluster was stopped): two histories under one number make pg_rewind and streaming go wrong.
   const recorded = snap.cluster?.history?.value.entries ?? [];
-  const own = Math.max(runtime.timeline, await ctx.pg.newestTimeline().catch(() => runtime.timeline));
+  const own = Math.max(runtime.timeline, await ctx.pg.newestTimeline(snap.pg.control?.timeline).catch(() => runtime.timeline));
   const nextTimeline = Math.max(own, ...recorded.map((e) => e.timeline)) + 1;
   if (nextTimeline > own + 1) await ctx.pg.reserveTimelines(nextTimeline, recorded);
   const switchLsn = Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0);

@@ -277,8 +277,9 @@ export class LocalPostgres implements Postgres {
     if (!done) throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
   }
 
-  async newestTimeline(): Promise<number> {
-    return Math.max((await this.controlData())?.timeline ?? 1, await newestHistoryTimeline(this.dataDir));
+  /** controlTimeline: the control file's timeline, when just read (saves running pg_controldata again) */
+  async newestTimeline(controlTimeline?: number): Promise<number> {
+    return Math.max(controlTimeline ?? (await this.controlData())?.timeline ?? 1, await newestHistoryTimeline(this.dataDir));
   }
 
   async reserveTimelines(next: number, known: readonly { timeline: number; switchLsn: number }[]): Promise<void> {

@@ -114,7 +114,7 @@ export interface Postgres {
   /** Promotes a running standby and waits until it accepts writes. */
   promote(): Promise<void>;
   /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */
-  newestTimeline(): Promise<number>;
+  newestTimeline(controlTimeline?: number): Promise<number>;
   /**
    * Makes the next promotion start timeline `next` or later: PostgreSQL takes one past the newest
    * history file it finds, so the history files of timelines the cluster used elsewhere (`known`,
