@@ -10,9 +10,9 @@ import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { KeelError } from '../../errors.js';
 import { sleep } from '../../util/clock.js';
+import { watchChild } from '../../util/child-watch.js';
 import type { Logger } from '../../util/log.js';
 import { isPortFree } from '../../util/ports.js';
 import { terminate } from '../../util/process.js';
@@ -85,7 +85,6 @@ export class HaproxyEngine implements RouterEngine {
   private haproxyPid: number | null = null;
   private stopping = false;
   private tables: Record<'rw' | 'ro', SlotTable>;
-  private readonly stderrTail: string[] = [];
 
   constructor(
     private readonly options: HaproxyEngineOptions,
@@ -149,26 +148,21 @@ export class HaproxyEngine implements RouterEngine {
       env: { ...process.env, KEEL_RUN_DIR: this.dir ?? '' },
     });
     this.child = child;
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        this.stderrTail.push(line);
-        if (this.stderrTail.length > 20) this.stderrTail.shift();
+    child.once('exit', () => (this.child = null));
+    const watch = watchChild(child, {
+      onLine: (line) => {
         const level = ownDoing.test(line) ? 'debug' : /ALERT/.test(line) ? 'error' : /WARNING/.test(line) ? 'warn' : 'info';
         this.logger[level]({ haproxy: line }, 'haproxy says');
-      });
-    }
-    let exited: string | null = null;
-    child.once('error', (err) => (exited = err.message));
-    child.once('exit', (code, signal) => {
-      exited = `exit code ${code ?? ''}${signal ?? ''}`;
-      this.child = null;
-      if (!this.stopping) this.options.onExit(`HAProxy stopped on its own (${exited})`);
+      },
+      onExit: (how) => this.options.onExit(`HAProxy stopped on its own (${how})`),
+      stopping: () => this.stopping,
     });
     const deadline = Date.now() + startTimeoutMs;
     for (;;) {
+      const exited = watch.exited;
       if (exited !== null) {
         await sleep(50); // the last stderr lines explain why
-        const tail = this.stderrTail.join('\n');
+        const tail = watch.tail();
         if (/cannot bind socket|Address already in use/i.test(tail)) {
           throw new KeelError('KEEL_PORT_IN_USE', `HAProxy cannot listen on ${this.options.rw.port} or ${this.options.ro.port}:\n${tail}`);
         }

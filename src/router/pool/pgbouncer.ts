@@ -11,10 +11,10 @@ import { constants } from 'node:fs';
 import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { KeelError, redactSecrets } from '../../errors.js';
 import { sleep } from '../../util/clock.js';
+import { watchChild } from '../../util/child-watch.js';
 import type { Logger } from '../../util/log.js';
 import { isPortFree } from '../../util/ports.js';
 import { readPidFile, terminate } from '../../util/process.js';
@@ -62,7 +62,6 @@ export class Pgbouncer {
   private pid: number | null = null;
   private stopping = false;
   private readonly adminPassword = randomBytes(24).toString('base64url');
-  private readonly outputTail: string[] = [];
 
   constructor(
     private readonly options: PgbouncerOptions,
@@ -150,27 +149,22 @@ export class Pgbouncer {
       ...(runAs === null ? {} : { uid: runAs.uid, gid: runAs.gid }),
     });
     this.child = child;
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (raw) => {
-        const line = redactSecrets(raw);
-        this.outputTail.push(line);
-        if (this.outputTail.length > 20) this.outputTail.shift();
+    child.once('exit', () => (this.child = null));
+    const watch = watchChild(child, {
+      clean: redactSecrets,
+      onLine: (line) => {
         const level = /\b(FATAL|ERROR)\b/.test(line) ? 'error' : /\bWARNING\b/.test(line) ? 'warn' : /\bstats:|\bLOG\b.*(login attempt|closing because)/.test(line) ? 'debug' : 'info';
         this.logger[level]({ pgbouncer: line }, 'pgbouncer says');
-      });
-    }
-    let exited: string | null = null;
-    child.once('error', (err) => (exited = err.message));
-    child.once('exit', (code, signal) => {
-      exited = `exit code ${code ?? ''}${signal ?? ''}`;
-      this.child = null;
-      if (!this.stopping) this.options.onExit(`PgBouncer stopped on its own (${exited})`);
+      },
+      onExit: (how) => this.options.onExit(`PgBouncer stopped on its own (${how})`),
+      stopping: () => this.stopping,
     });
     const deadline = Date.now() + startTimeoutMs;
     for (;;) {
+      const exited = watch.exited;
       if (exited !== null) {
         await sleep(50); // the last lines explain why
-        const tail = this.outputTail.join('\n');
+        const tail = watch.tail();
         if (/Address already in use|bind\(\) failed/i.test(tail)) throw new KeelError('KEEL_PORT_IN_USE', `PgBouncer cannot listen on ${this.options.listen.port}:\n${tail}`);
         throw new KeelError('KEEL_POOL_FAILED', `PgBouncer did not start (${exited}):\n${tail}`);
       }
