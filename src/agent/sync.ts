@@ -14,33 +14,10 @@ import type { DynamicConfig } from '../config/schema.js';
 import type { ClusterView, MemberValue } from '../model/values.js';
 import type { RuntimeState } from '../postgres/types.js';
 import { isFreshReplica } from '../model/member.js';
+import { formatSynchronousStandbyNames, noSyncSet, parseSynchronousStandbyNames, type SyncSet } from '../postgres/standby-names.js';
 import type { Action } from './snapshot.js';
 import type { AgentMemory } from './memory.js';
 
-export interface SyncSet {
-  members: string[];
-  quorum: number;
-}
-
-const empty: SyncSet = { members: [], quorum: 0 };
-
-/** Reads the value Keel writes (`ANY 2 ("a","b")`); '' is no synchronous standby. Anything else: null. */
-export function parseSynchronousStandbyNames(value: string): SyncSet | null {
-  const text = value.trim();
-  if (text === '') return empty;
-  const match = /^ANY\s+(\d+)\s*\((.*)\)$/i.exec(text);
-  if (match === null) return null;
-  const members = match[2]!
-    .split(',')
-    .map((name) => name.trim().replace(/^"|"$/g, ''))
-    .filter((name) => name !== '');
-  return { members: [...members].sort(), quorum: Number(match[1]) };
-}
-
-export function formatSynchronousStandbyNames(set: SyncSet): string {
-  if (set.members.length === 0) return '';
-  return `ANY ${set.quorum} (${[...set.members].sort().map((m) => `"${m}"`).join(',')})`;
-}
 
 function same(a: SyncSet, b: SyncSet): boolean {
   return a.quorum === b.quorum && a.members.length === b.members.length && a.members.every((m, i) => m === [...b.members].sort()[i]);
@@ -59,7 +36,7 @@ function coversSafely(key: SyncSet, other: SyncSet): boolean {
  * re-pointing after a failover is not dropped for a second of silence).
  */
 export function desiredSyncSet(config: DynamicConfig, cluster: ClusterView, runtime: RuntimeState, me: string, nowMs: number, current: SyncSet): SyncSet {
-  if (config.synchronous_mode === 'off') return empty;
+  if (config.synchronous_mode === 'off') return noSyncSet;
   const fresh = new Map<string, MemberValue>();
   for (const m of cluster.members) if (m.name !== me && m.tags.nofailover !== true && isFreshReplica(m, nowMs, config.ttl)) fresh.set(m.name, m);
   const streaming = new Set(runtime.replicas.filter((r) => r.state === 'streaming').map((r) => r.applicationName));
@@ -91,9 +68,9 @@ export type SyncBarrier = AgentMemory['syncBarrier'];
  * agree with it (or a narrower key waits for the new set to catch up).
  */
 export function nextSyncStep(config: DynamicConfig, cluster: ClusterView, runtime: RuntimeState, me: string, nowMs: number, barrier: SyncBarrier): Action[] {
-  const applied = parseSynchronousStandbyNames(runtime.synchronousStandbyNames) ?? empty;
+  const applied = parseSynchronousStandbyNames(runtime.synchronousStandbyNames) ?? noSyncSet;
   const keyValue = cluster.sync?.value;
-  const key: SyncSet = keyValue ? { members: [...keyValue.members].sort(), quorum: keyValue.quorum } : empty;
+  const key: SyncSet = keyValue ? { members: [...keyValue.members].sort(), quorum: keyValue.quorum } : noSyncSet;
   const desired = desiredSyncSet(config, cluster, runtime, me, nowMs, applied);
   if (same(applied, desired)) {
     const settled = same(key, desired) && (keyValue?.leader === me || desired.members.length === 0);

@@ -2,6 +2,7 @@
  * The end of a demo run: every acknowledged write checked against the final
  * leader through rw, and the summary a person reads (and a test parses).
  */
+import { parseSynchronousStandbyNames } from '../postgres/standby-names.js';
 import type pg from 'pg';
 import { describeError } from '../errors.js';
 import { insertKind, presentRowsSql, type AckLog } from '../workload/acks.js';
@@ -40,17 +41,20 @@ export async function verifyAcknowledged(rw: Endpoint, acked: AckLog, timeoutMs:
   return { checked: acked.count, lostInserts: check.lacked.inserts, lostExpirations: check.lacked.expirations, error: check.error };
 }
 
-/** "synchronous (node2)" or "asynchronous", as the leader reports it now. */
+/**
+ * "synchronous (ANY 1 of node2, node3)" or "asynchronous", from the standbys
+ * the leader waits for now (pg_stat_replication's sync_state is for privileged
+ * roles, not the application's).
+ */
 export async function replicationMode(rw: Endpoint): Promise<string> {
   let client: pg.Client | null = null;
   try {
     client = await connect(rw, 'keel-demo-check');
-    const { rows } = await client.query<{ names: string; sync: string | null }>(
-      "SELECT current_setting('synchronous_standby_names') AS names, (SELECT string_agg(application_name, ', ' ORDER BY application_name) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) AS sync",
-    );
-    const row = rows[0]!;
-    if (row.sync !== null) return `synchronous (${row.sync})`;
-    return row.names === '' ? 'asynchronous' : 'synchronous, no standby in sync yet';
+    const { rows } = await client.query<{ names: string }>("SELECT current_setting('synchronous_standby_names') AS names");
+    const names = rows[0]!.names;
+    const set = parseSynchronousStandbyNames(names);
+    if (set === null) return `synchronous (${names})`;
+    return set.members.length === 0 ? 'asynchronous' : `synchronous (ANY ${set.quorum} of ${set.members.join(', ')})`;
   } catch (err) {
     return `unknown (${describeError(err)})`;
   } finally {

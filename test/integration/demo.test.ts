@@ -136,6 +136,8 @@ describe('keel demo', () => {
     expect(out).not.toContain('\x1b[');
     expect(out).toMatch(/loading .* 100%\s+5,000 \/ 5,000 deals/);
     expect(out).toMatch(/replication: synchronous/);
+    // the standbys the leader waits for, read from synchronous_standby_names
+    expect(out, context).toMatch(/synchronous \(ANY \d of node\d/);
     expect(out, context).toMatch(/event .*chaos\s+killed leader node\d/);
     expect(out, context).toMatch(/event .*FAILOVER: node\d leads now/);
     expect(Number(/operations: (\d+)/.exec(out)?.[1])).toBeGreaterThan(0);

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseSynchronousStandbyNames } from '../../src/agent/sync.js';
+import { parseSynchronousStandbyNames } from '../../src/postgres/standby-names.js';
 import { sleep } from '../../src/util/clock.js';
 import { appConnection, TestCluster } from '../support/cluster.js';
 

@@ -1,10 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  formatSynchronousStandbyNames,
-  nextSyncStep,
-  parseSynchronousStandbyNames,
-  promotionSyncSet,
-} from '../../src/agent/sync.js';
+import { nextSyncStep, promotionSyncSet } from '../../src/agent/sync.js';
+import { formatSynchronousStandbyNames, parseSynchronousStandbyNames } from '../../src/postgres/standby-names.js';
 import { syncVerdict } from '../../src/model/promotion.js';
 import { decide } from '../../src/agent/decide.js';
 import { defaultDynamicConfig, type DynamicConfig } from '../../src/config/schema.js';
