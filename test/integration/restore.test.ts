@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import { LocalLayout, portOffsets } from '../../src/providers/local-layout.js';
 import { silentLogger } from '../../src/util/log.js';
+import { sleep } from '../../src/util/clock.js';
 import { queryOnce } from '../../src/workload/connect.js';
 import { appConnection, appLogin, TestCluster } from '../support/cluster.js';
 import { keelCli } from '../support/keel-cli.js';
@@ -122,26 +123,35 @@ describe('keel restore', () => {
   });
 
   it('refuses bad input before making anything', async () => {
-    // a target before the end of the oldest backup
-    refused(['--from', tc.layout.dir, '--to-time', new Date(firstBackupAtMs - 60_000).toISOString()], 'KEEL_RESTORE_TARGET_INVALID', /before the end of the oldest backup/);
-    refused(['--from', tc.layout.dir, '--to-lsn', '0/100'], 'KEEL_RESTORE_TARGET_INVALID', /before the end of the oldest backup/);
-    refused(['--from', tc.layout.dir, '--to-time', '2999-01-01T00:00:00Z'], 'KEEL_RESTORE_TARGET_INVALID', /in the future/);
-    // the repository of another cluster: the one restored above has its own stanza and key
-    const other = join(work, 'at-lsn', 'backup');
-    refused(['--from', tc.layout.dir, '--repo', other, '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /holds stanza test_restored, not test/);
-    refused(['--from', tc.layout.dir, '--repo', other, '--stanza', 'test_restored', '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /does not open/);
-    const wrongKey = join(work, 'wrong.key');
-    writeFileSync(wrongKey, 'k'.repeat(48), { mode: 0o600 });
-    refused(['--repo', tc.layout.backupDir, '--key-file', wrongKey, '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /does not open/);
-    // a missing key
-    refused(['--repo', tc.layout.backupDir, '--latest'], 'KEEL_BACKUP_KEY_MISSING', /is encrypted and no key was given/);
-    refused(['--repo', tc.layout.backupDir, '--key-file', join(work, 'no-such.key'), '--latest'], 'KEEL_BACKUP_KEY_MISSING', /cannot read the key file/);
-    // a directory that holds a cluster, and the source itself
-    const taken = keelCli(['restore', '--from', tc.layout.dir, '--latest', '--dir', join(work, 'at-lsn'), '--port-base', String(Q)]);
-    expect(taken.status).toBe(2);
-    expect(taken.stderr).toContain('KEEL_RESTORE_DIR_TAKEN');
-    expect(keelCli(['restore', '--from', tc.layout.dir, '--latest', '--dir', tc.layout.dir]).stderr).toContain('KEEL_RESTORE_DIR_TAKEN');
-    expect(keelCli(['down', '--dir', join(work, 'at-lsn')]).status).toBe(0);
+    // whatever fails here, the cluster restored above stops, so the next restore has its ports
+    let down: ReturnType<typeof keelCli> | null = null;
+    try {
+      // a target before the end of the oldest backup
+      refused(['--from', tc.layout.dir, '--to-time', new Date(firstBackupAtMs - 60_000).toISOString()], 'KEEL_RESTORE_TARGET_INVALID', /before the end of the oldest backup/);
+      refused(['--from', tc.layout.dir, '--to-lsn', '0/100'], 'KEEL_RESTORE_TARGET_INVALID', /before the end of the oldest backup/);
+      refused(['--from', tc.layout.dir, '--to-time', '2999-01-01T00:00:00Z'], 'KEEL_RESTORE_TARGET_INVALID', /in the future/);
+      // the repository of another cluster: the one restored above has its own stanza and key, which its
+      // leader makes once it runs (bounded wait)
+      const other = join(work, 'at-lsn', 'backup');
+      const deadline = Date.now() + 60_000;
+      while (!existsSync(join(other, 'backup', 'test_restored', 'backup.info')) && Date.now() < deadline) await sleep(250);
+      refused(['--from', tc.layout.dir, '--repo', other, '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /holds stanza test_restored, not test/);
+      refused(['--from', tc.layout.dir, '--repo', other, '--stanza', 'test_restored', '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /does not open/);
+      const wrongKey = join(work, 'wrong.key');
+      writeFileSync(wrongKey, 'k'.repeat(48), { mode: 0o600 });
+      refused(['--repo', tc.layout.backupDir, '--key-file', wrongKey, '--latest'], 'KEEL_BACKUP_FOREIGN_REPO', /does not open/);
+      // a missing key
+      refused(['--repo', tc.layout.backupDir, '--latest'], 'KEEL_BACKUP_KEY_MISSING', /is encrypted and no key was given/);
+      refused(['--repo', tc.layout.backupDir, '--key-file', join(work, 'no-such.key'), '--latest'], 'KEEL_BACKUP_KEY_MISSING', /cannot read the key file/);
+      // a directory that holds a cluster, and the source itself
+      const taken = keelCli(['restore', '--from', tc.layout.dir, '--latest', '--dir', join(work, 'at-lsn'), '--port-base', String(Q)]);
+      expect(taken.status).toBe(2);
+      expect(taken.stderr).toContain('KEEL_RESTORE_DIR_TAKEN');
+      expect(keelCli(['restore', '--from', tc.layout.dir, '--latest', '--dir', tc.layout.dir]).stderr).toContain('KEEL_RESTORE_DIR_TAKEN');
+    } finally {
+      down = keelCli(['down', '--dir', join(work, 'at-lsn')]);
+    }
+    expect(down?.status).toBe(0);
   });
 
   it('recovers everything the archive holds with --latest', async () => {
