@@ -6,6 +6,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { terminate } from './process.js';
 
 export interface ChildWatch {
   /** how it ended ("exit code 1", a spawn error...), null while it runs */
@@ -49,4 +50,14 @@ export function watchChild(
     },
     tail: () => lines.join('\n'),
   };
+}
+
+/**
+ * Stops a program run under a guard shell (the shell that stops the program
+ * if Keel dies): SIGTERM to the program, then the guard, each given 5 s.
+ */
+export async function stopGuarded(programPid: number | null, guard: ChildProcess | null): Promise<void> {
+  if (programPid !== null) await terminate(programPid, 5000);
+  guard?.stdin?.end();
+  if (guard?.pid !== undefined) await terminate(guard.pid, 5000);
 }

@@ -12,10 +12,9 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeelError } from '../../errors.js';
 import { sleep } from '../../util/clock.js';
-import { watchChild } from '../../util/child-watch.js';
+import { stopGuarded, watchChild } from '../../util/child-watch.js';
 import type { Logger } from '../../util/log.js';
 import { isPortFree } from '../../util/ports.js';
-import { terminate } from '../../util/process.js';
 import type { Routes } from '../route.js';
 import { haproxyConfig, haproxyThreads, holdLua, roBackend, rwBackend } from './haproxy-config.js';
 import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
@@ -225,12 +224,10 @@ export class HaproxyEngine implements RouterEngine {
   async stop(): Promise<void> {
     this.stopping = true;
     // SIGTERM is HAProxy's hard stop: every connection is closed at once
-    if (this.haproxyPid !== null) await terminate(this.haproxyPid, 5000);
+    const [pid, guard] = [this.haproxyPid, this.child];
     this.haproxyPid = null;
-    const guard = this.child;
     this.child = null;
-    guard?.stdin?.end();
-    if (guard?.pid !== undefined) await terminate(guard.pid, 5000);
+    await stopGuarded(pid, guard);
     if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
     this.dir = null;
   }

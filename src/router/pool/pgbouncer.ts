@@ -14,10 +14,10 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { KeelError, redactSecrets } from '../../errors.js';
 import { sleep } from '../../util/clock.js';
-import { watchChild } from '../../util/child-watch.js';
+import { stopGuarded, watchChild } from '../../util/child-watch.js';
 import type { Logger } from '../../util/log.js';
 import { isPortFree } from '../../util/ports.js';
-import { readPidFile, terminate } from '../../util/process.js';
+import { readPidFile } from '../../util/process.js';
 import { ensureDirNoFollow } from '../../util/safe-dir.js';
 import { writeFileNoFollow, type FileOwner } from '../../util/safe-file.js';
 import type { Backend } from '../route.js';
@@ -209,12 +209,10 @@ export class Pgbouncer {
   async stop(): Promise<void> {
     this.stopping = true;
     // SIGTERM is PgBouncer 1.18's immediate shutdown: every connection is closed at once
-    if (this.pid !== null) await terminate(this.pid, 5000);
+    const [pid, guard] = [this.pid, this.child];
     this.pid = null;
-    const guard = this.child;
     this.child = null;
-    guard?.stdin?.end();
-    if (guard?.pid !== undefined) await terminate(guard.pid, 5000);
+    await stopGuarded(pid, guard);
     if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
     this.dir = null;
   }
