@@ -108,6 +108,8 @@ function longestPauseMs(w: Writer, fromMs: number): number {
 interface LogLine {
   time: number;
   msg: string;
+  /** a state change's new state */
+  to?: string;
 }
 
 function logLines(path: string, sinceMs: number): LogLine[] {
@@ -121,8 +123,8 @@ function logLines(path: string, sinceMs: number): LogLine[] {
 }
 
 /** Milliseconds from `fromMs` to the first line from `sinceMs` on that matches. */
-function firstAt(lines: LogLine[], pattern: RegExp, fromMs: number): number | null {
-  const line = lines.find((l) => pattern.test(l.msg));
+function firstAt(lines: LogLine[], pattern: RegExp, fromMs: number, to?: string): number | null {
+  const line = lines.find((l) => pattern.test(l.msg) && (to === undefined || l.to === to));
   return line === undefined ? null : line.time - fromMs;
 }
 
@@ -203,8 +205,8 @@ describe('switchover and failover, side by side', () => {
         ms(firstAt(router, /routes:.*switchover from/, requestedAt)),
         ms(firstAt(oldAgent, /^switchover to /, requestedAt)),
         ms(firstAt(oldAgent, /^switchover drain/, requestedAt)),
-        ms(firstAt(oldAgent, /^state change$/, requestedAt)),
-        ms(firstAt(newAgent, /promoted|^state change$/, requestedAt)),
+        ms(firstAt(oldAgent, /^state change$/, requestedAt, 'stopped')),
+        ms(firstAt(newAgent, /^state change$/, requestedAt, 'primary')),
         ms(firstAt(router, new RegExp(`routes:.*rw -> ${target}`), requestedAt)),
         ms(back === undefined ? null : back - requestedAt),
       ]);

@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
-import type { SyncValue } from '../model/values.js';
+import type { RouterValue, SyncValue } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
 import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
@@ -90,11 +90,11 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
     case 'awaitReplayed':
       return awaitReplayed(action.afterLsn, action.timeoutMs, ctx);
     case 'drainClients':
-      return drainClients(action.timeoutMs, ctx);
+      return drainClients(action.timeoutMs, snap.cluster?.switchover?.value.requestedAtMs ?? null, ctx);
     case 'promote':
       return promote(action, snap, ctx);
     case 'follow':
-      return ctx.pg.follow(startOptions(true, action.upstream));
+      return ctx.pg.follow({ ...startOptions(true, action.upstream), shortRetry: action.shortRetry === true });
     case 'syncSlots':
       return ctx.pg.syncSlots(action.names);
     case 'putSync':
@@ -143,18 +143,45 @@ async function putSync(value: SyncValue, ctx: ActionContext): Promise<void> {
 }
 
 /**
- * Before a planned shutdown: routers already hold new connections (they watch
- * the switchover key); wait, bounded, for statements and transactions in
- * flight to finish so that clients see a pause rather than an error.
+ * Before a planned shutdown: routers hold new connections once they see the
+ * switchover key, and each says so in its `routers/<id>` key. Wait until all
+ * of them hold (at most routerHoldGraceMs: a router that cannot write, or
+ * none registered at all, costs that whole wait), then, bounded, for
+ * statements and transactions in flight, so that clients see a pause rather
+ * than an error.
  */
-const routerHoldGraceMs = 250;
+export const routerHoldGraceMs = 250;
 
-async function drainClients(timeoutMs: number, ctx: ActionContext): Promise<void> {
+/** True once every router registered in etcd holds for the switchover requested at `requestedAtMs`; false with none registered. */
+export function routersHolding(routers: readonly RouterValue[], requestedAtMs: number | null): boolean {
+  return requestedAtMs !== null && routers.length > 0 && routers.every((r) => r.holding === requestedAtMs);
+}
+
+/**
+ * After the last router holds: a connection it sent a moment before may still
+ * be in its TLS handshake and authentication, where pg_stat_activity does not
+ * show it yet (the drain below would miss it).
+ */
+const routerSettleMs = 60;
+
+async function awaitRouters(requestedAtMs: number | null, ctx: ActionContext): Promise<void> {
+  const deadline = ctx.now() + routerHoldGraceMs;
+  while (ctx.now() < deadline) {
+    const view = await ctx.dcs.readCluster().catch(() => null);
+    if (view !== null && routersHolding(view.routers, requestedAtMs)) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(routerSettleMs, Math.max(0, deadline - ctx.now()))));
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function drainClients(timeoutMs: number, requestedAtMs: number | null, ctx: ActionContext): Promise<void> {
   const startedAt = ctx.now();
   const deadline = startedAt + timeoutMs;
+  let routersMs = 0;
   await Promise.all([
-    // Routers react to the same switchover key: give them a moment to start holding new connections.
-    new Promise((resolve) => setTimeout(resolve, routerHoldGraceMs)),
+    awaitRouters(requestedAtMs, ctx).then(() => (routersMs = ctx.now() - startedAt)),
     // Meanwhile a checkpoint leaves little for the shutdown checkpoint to write: a shorter pause.
     ctx.pg.checkpoint().catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'checkpoint before switchover failed')),
   ]);
@@ -162,10 +189,10 @@ async function drainClients(timeoutMs: number, ctx: ActionContext): Promise<void
   while (ctx.now() < deadline) {
     const busy = await ctx.pg.busyClientCount().catch(() => 0);
     if (busy === 0) {
-      ctx.logger.info({ checkpointMs: checkpointedAt - startedAt, drainMs: ctx.now() - checkpointedAt }, 'switchover drain done');
+      ctx.logger.info({ routersMs, checkpointMs: checkpointedAt - startedAt, drainMs: ctx.now() - checkpointedAt }, 'switchover drain done');
       return;
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
   ctx.logger.warn({ timeoutMs }, 'sessions still busy after the drain period: shutting down anyway');
 }

@@ -2,6 +2,9 @@
 import { leaseDeadlineMs, ttlChange } from '../model/lease.js';
 import type { Action, Decision, Snapshot, upstreamOf } from './snapshot.js';
 
+/** Seconds a switchover request may hold back an election before it is ignored. */
+export const switchoverWaitSeconds = 30;
+
 /** Seconds to wait after a failed background job before trying it again. */
 export const retryAfterFailureSeconds = 5;
 

@@ -3,10 +3,11 @@
  * or find out that this node's WAL diverged from it and rewind or re-clone
  * (safety rule 4). Pure.
  */
-import type { ClusterView, HistoryEntry } from '../model/values.js';
+import type { ClusterView, HistoryEntry, MemberValue } from '../model/values.js';
+import { shortRetryMs } from '../postgres/conf.js';
 import type { ControlData } from '../postgres/types.js';
 import { divergence } from './divergence.js';
-import { moveToNewTtl, primaryControlStates, recentFailure, startReplica, stay } from './decide-common.js';
+import { moveToNewTtl, primaryControlStates, recentFailure, startReplica, stay, switchoverWaitSeconds } from './decide-common.js';
 import { upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
 
 /** Seconds a replica may fail to stream from the leader before its WAL is checked for divergence. */
@@ -103,14 +104,73 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
     // restarts the count above; while streaming, its timeline is the received one and exact.
     (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history));
   if (runningDiverged) return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
+  const via = switchoverTargetToStreamFrom(s, cluster, leaderName);
+  const wanted = via === null ? upstream : upstreamOf(via);
   const target = conninfoTarget(runtime.primaryConninfo);
-  const following = target !== null && target.host === upstream.host && target.port === upstream.port;
-  if (!following || runtime.primarySlotName !== s.me.name) {
-    return { to: 'replica', reason: `re-pointing replication to leader ${leaderName}`, actions: [{ kind: 'follow', upstream }] };
+  const following = target !== null && target.host === wanted.host && target.port === wanted.port;
+  if (!following || runtime.primarySlotName !== s.me.name || (runtime.walRetrieveRetryMs === shortRetryMs) !== (via !== null)) {
+    const reason =
+      via !== null
+        ? `a switchover from ${leaderName} to ${via.name} is pending: streaming from ${via.name} already (it holds my slot), so it has a standby the moment it is promoted`
+        : following
+          ? `following leader ${leaderName}: back to retrying it once a second`
+          : `re-pointing replication to leader ${leaderName}`;
+    return { to: 'replica', reason, actions: [{ kind: 'follow', upstream: wanted, shortRetry: via !== null }] };
+  }
+  const slots = handoverSlots(s, cluster, leaderName);
+  const missingSlots = slots.filter((name) => !runtime.slots.includes(name));
+  const surplusSlots = runtime.slots.filter((name) => !slots.includes(name));
+  if (missingSlots.length > 0 || surplusSlots.length > 0) {
+    const reason =
+      missingSlots.length > 0
+        ? `a switchover from ${leaderName} to me is pending: making slots for ${missingSlots.join(', ')}, so they can stream from me before I am promoted`
+        : `dropping replication slots a replica does not need (${surplusSlots.join(', ')}; active ones stay until their standby leaves)`;
+    return { to: 'replica', reason, actions: [{ kind: 'syncSlots', names: slots }] };
   }
   const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
   const steady = `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`;
   return moveToNewTtl(s, false, steady) ?? stay(s, steady);
+}
+
+/** The switchover from the leader that is pending now, with a named target; null when none (or a stale request). */
+function pendingHandover(s: Snapshot, cluster: ClusterView, leaderName: string): { to: string } | null {
+  const request = cluster.switchover?.value;
+  if (request === undefined || request.failover || request.to === null || request.to === leaderName) return null;
+  if (request.from !== null && request.from !== leaderName) return null;
+  if (s.nowMs - request.requestedAtMs >= switchoverWaitSeconds * 1000) return null;
+  return { to: request.to };
+}
+
+/**
+ * The slots a replica should hold: none (a demoted primary's old ones go too,
+ * or they would keep its WAL), except on a switchover's target, which makes
+ * one for every other member so that they can stream from it before it is
+ * promoted (and then need not re-point once it is).
+ */
+function handoverSlots(s: Snapshot, cluster: ClusterView, leaderName: string): string[] {
+  if (pendingHandover(s, cluster, leaderName)?.to !== s.me.name) return [];
+  return cluster.members.map((m) => m.name).filter((name) => name !== s.me.name);
+}
+
+/**
+ * While a switchover from the leader to another replica is pending, stream
+ * from that target once it holds a slot for me: its promotion then ends my
+ * stream's timeline and I go on with the new one, instead of re-pointing
+ * after it (a newly promoted synchronous primary waits for a standby before
+ * its first commit). Not when my leaving would hold up the leader's commits
+ * in flight: in synchronous mode the target alone must then satisfy the
+ * leader's quorum.
+ */
+function switchoverTargetToStreamFrom(s: Snapshot, cluster: ClusterView, leaderName: string): MemberValue | null {
+  const handover = pendingHandover(s, cluster, leaderName);
+  if (handover === null || handover.to === s.me.name) return null;
+  const target = cluster.members.find((m) => m.name === handover.to);
+  if (target === undefined || target.role !== 'replica' || !target.running || !target.streaming || !(target.slots ?? []).includes(s.me.name)) return null;
+  const sync = cluster.sync?.value;
+  if (s.config.synchronous_mode !== 'off' && sync !== undefined && sync.members.includes(s.me.name) && !(sync.quorum <= 1 && sync.members.includes(target.name))) {
+    return null;
+  }
+  return target;
 }
 
 /** On an older timeline than the leader, with WAL replayed past the point where the next timeline forked off it. */

@@ -9,11 +9,8 @@ import { recentlyGone, remember, type AgentMemory } from './memory.js';
 import { nextSyncStep, promotionSyncSet } from './sync.js';
 import { memberLsn } from '../model/lsn.js';
 import type { Action, Decision, Snapshot } from './snapshot.js';
-import { leaseStale, moveToNewTtl, primaryControlStates, startReplica, stay } from './decide-common.js';
+import { leaseStale, moveToNewTtl, primaryControlStates, startReplica, stay, switchoverWaitSeconds } from './decide-common.js';
 import { decideAsFollower } from './decide-follower.js';
-
-/** Seconds a switchover request may hold back an election before it is ignored. */
-export const switchoverWaitSeconds = 30;
 
 /** Seconds a switching-over leader waits for statements in flight before it shuts down. */
 export const switchoverDrainSeconds = 5;

@@ -37,6 +37,7 @@ export function memberValue(config: NodeConfig, snap: Snapshot, state: State, re
     receivedLsn: runtime?.receivedLsn ?? null,
     replayedLsn: runtime?.replayedLsn ?? null,
     upstream,
+    ...(runtime !== null && runtime.inRecovery && runtime.slots.length > 0 ? { slots: runtime.slots } : {}),
     zone: config.zone,
     tags: config.tags,
     apiUrl: apiUrl(config),

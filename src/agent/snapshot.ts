@@ -61,7 +61,8 @@ export type Action =
   | { kind: 'drainClients'; timeoutMs: number }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
   | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null }
-  | { kind: 'follow'; upstream: UpstreamTarget }
+  /** shortRetry: retry the upstream every few ms (a standby streaming from a switchover's target; conf.ts promotionRetryLine) */
+  | { kind: 'follow'; upstream: UpstreamTarget; shortRetry?: boolean }
   | { kind: 'syncSlots'; names: string[] }
   | { kind: 'clearSwitchover'; expectModRevision: string }
   | { kind: 'putSync'; set: { members: string[]; quorum: number } }

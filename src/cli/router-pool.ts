@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { describeError, KeelError } from '../errors.js';
 import type { RouteSink } from '../router/control.js';
 import type { RouterEngine } from '../router/engines/types.js';
+import type { Routes } from '../router/route.js';
 import { loginsFromPassfile } from '../router/pool/config.js';
 import { defaultPgbouncerBinary, Pgbouncer } from '../router/pool/pgbouncer.js';
 import { PooledEndpoint } from '../router/pool/pool.js';
@@ -137,6 +138,23 @@ export function withPool(engine: RouterEngine, pool: RunningPool | null): RouteS
       void pool.endpoint.follow(routes);
       await engine.apply(routes);
     },
+  };
+}
+
+/**
+ * What the router's key reports after each apply: with a pool, a hold counts
+ * only once PgBouncer is paused as well (new queries wait there too). A report
+ * overtaken by a newer apply is dropped, so an old hold never overwrites a
+ * newer state.
+ */
+export function holdReporter(pool: RunningPool | null, report: (holding: number | null) => void): (routes: Routes) => void {
+  let latest = 0;
+  return (routes) => {
+    const seq = ++latest;
+    const ready = routes.holdingFor !== null && pool !== null ? pool.endpoint.follow(routes).catch(() => undefined) : Promise.resolve();
+    void ready.then(() => {
+      if (seq === latest) report(routes.holdingFor);
+    });
   };
 }
 

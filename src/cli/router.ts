@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import { nameSchema } from '../model/names.js';
 import type { EtcdCredentials } from '../dcs/etcd-client.js';
 import { EtcdDcs } from '../dcs/etcd.js';
+import { defaultRouterId, RouterPresence } from '../router/presence.js';
 import { reloadEtcdOnHangUp } from './hangup.js';
 import { KeelError } from '../errors.js';
 import { parseByteSize } from '../model/size.js';
@@ -17,7 +18,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import { serveMetrics, type JsonRoutes, type MetricsListen, type MetricsServer } from '../util/metrics.js';
 import { RouterMetrics } from '../router/metrics.js';
 import { etcdCredentialsFromFlags } from './target.js';
-import { addPoolOptions, poolSettings, startPool, withPool, type PoolFlags, type PoolSettings, type RunningPool } from './router-pool.js';
+import { addPoolOptions, holdReporter, poolSettings, startPool, withPool, type PoolFlags, type PoolSettings, type RunningPool } from './router-pool.js';
 
 interface RouterFlags extends PoolFlags {
   etcd: string;
@@ -182,23 +183,27 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   }
   const dcs = new EtcdDcs({ endpoints: settings.endpoints, cluster: settings.cluster, requestTimeoutMs: 2000, logger, credentials: settings.credentials });
   reloadEtcdOnHangUp(dcs, logger, settings.credentials?.tls !== undefined);
+  const { rw, ro } = settings.engineOptions;
+  const presence = new RouterPresence(dcs, defaultRouterId(rw.port), systemClock, logger);
   const control = new RouterControl(dcs, withPool(engine, pool), systemClock, logger, {
     route: { roMaxLagBytes: settings.roMaxLagBytes, roFallbackToLeader: settings.roFallbackToLeader },
     rereadMs: 2000,
     freshnessCheckMs: 250,
+    onApplied: holdReporter(pool, (holding) => void presence.report(holding)),
   });
-  const { rw, ro } = settings.engineOptions;
   logger.info({ rw: `${rw.host}:${rw.port}`, ro: `${ro.host}:${ro.port}`, etcd: settings.endpoints, pid: process.pid }, 'router listening');
   const stopSignal = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   await control.start();
+  void presence.start();
   let metricsServer: MetricsServer | null = null;
   if (settings.metrics !== null) {
     const metrics = new RouterMetrics(engine, control, settings.cluster, started.why);
     metricsServer = await startMetricsServer([metrics.registry], settings.metrics, { '/status': async () => ({ ...(await metrics.status()), pool: pool?.endpoint.status() ?? null }) }, logger).catch(async (err: unknown) => {
       await control.stop();
+      await presence.stop();
       await pool?.stop();
       await engine.stop();
       await dcs.close();
@@ -213,6 +218,7 @@ async function runRouter(flags: RouterFlags): Promise<void> {
   await pool?.stop();
   await engine.stop();
   await controlStopped;
+  await presence.stop();
   await dcs.close();
   if (why.startsWith('engine')) throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', why);
   logger.info('router stopped');

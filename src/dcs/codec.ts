@@ -8,7 +8,7 @@ import { KeelError } from '../errors.js';
 import { nameSchema } from '../model/names.js';
 import { parseSchedule } from '../model/schedule.js';
 import { screenClusterParameters, type ParameterValue } from '../model/parameters.js';
-import type { AutoscalePolicy, BackupLockValue, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, LeaderValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue } from '../model/values.js';
+import type { AutoscalePolicy, BackupLockValue, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, LeaderValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue } from '../model/values.js';
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 
@@ -45,6 +45,7 @@ export const memberSchema: z.ZodType<MemberValue> = z.object({
   receivedLsn: lsn.nullable(),
   replayedLsn: lsn.nullable(),
   upstream: memberName.nullable(),
+  slots: z.array(memberName).optional(),
   zone: z.string(),
   tags: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   apiUrl: z.string(),
@@ -105,6 +106,10 @@ export const drainingSchema: z.ZodType<DrainingValue> = z.object({
   sinceMs: epochMs,
   reason: z.string(),
 });
+
+/** A router's id: its key's last part (letters, digits and _ . : -). */
+export const routerIdSchema = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'letters, digits and _ . : - only');
+export const routerSchema: z.ZodType<RouterValue> = z.object({ v: version, id: routerIdSchema, holding: epochMs.nullable(), atMs: epochMs });
 
 export const creationSchema: z.ZodType<CreationValue> = z.object({
   v: version,
@@ -299,6 +304,7 @@ export const decodeSpec = (text: string): Decoded<SpecValue> => decode(specSchem
 export const decodeController = (text: string): Decoded<ControllerValue> => decode(controllerSchema, text);
 export const decodeDraining = (text: string): Decoded<DrainingValue> => decode(drainingSchema, text);
 export const decodeCreation = (text: string): Decoded<CreationValue> => decode(creationSchema, text);
+export const decodeRouter = (text: string): Decoded<RouterValue> => decode(routerSchema, text);
 export const decodeBackupLock = (text: string): Decoded<BackupLockValue> => decode(backupLockSchema, text);
 
 type StoredValue =
@@ -313,6 +319,7 @@ type StoredValue =
   | ControllerValue
   | DrainingValue
   | CreationValue
+  | RouterValue
   | BackupLockValue;
 
 export function encode(value: StoredValue): string {
@@ -367,6 +374,8 @@ export interface ClusterKeys {
   drainingPrefix: string;
   creation(name: string): string;
   creationsPrefix: string;
+  router(id: string): string;
+  routersPrefix: string;
   eventsPrefix: string;
   /** the first key after every key of `events/` */
   eventsEnd: string;
@@ -384,6 +393,7 @@ export function keys(cluster: string): ClusterKeys {
   const eventsPrefix = `${prefix}events/`;
   const drainingPrefix = `${prefix}draining/`;
   const creationsPrefix = `${prefix}creations/`;
+  const routersPrefix = `${prefix}routers/`;
   return {
     prefix,
     prefixEnd: rangeEndOf(prefix),
@@ -403,6 +413,8 @@ export function keys(cluster: string): ClusterKeys {
     drainingPrefix,
     creation: (name) => `${creationsPrefix}${name}`,
     creationsPrefix,
+    router: (id) => `${routersPrefix}${id}`,
+    routersPrefix,
     eventsPrefix,
     eventsEnd: rangeEndOf(eventsPrefix),
   };

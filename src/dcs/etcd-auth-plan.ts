@@ -4,11 +4,12 @@
  * in test/unit/etcd-auth.test.ts. Each component has a user (the CN of its
  * client certificate) holding a role of the same name that reaches the
  * cluster's own prefix (`/keel/<cluster>/`) and nothing else: the router
- * reads, the others read and write. The root user holds the root role, which
+ * reads (and writes only under `routers/`, its own key), the others read and
+ * write. The root user holds the root role, which
  * etcd requires before it enables auth.
  */
 import { KeelError } from '../errors.js';
-import { keys } from './codec.js';
+import { keys, rangeEndOf } from './codec.js';
 
 export type EtcdComponent = 'agent' | 'router' | 'controller' | 'operator';
 /** The etcd user (and role) of each component, e.g. `main-router`. */
@@ -58,7 +59,10 @@ export function etcdAuthPlan(cluster: string, users: EtcdUsers): EtcdAuthPlan {
   for (const component of Object.keys(componentAccess) as EtcdComponent[]) {
     const name = users[component];
     if (name === rootUser) throw new KeelError('KEEL_CONFIG_INVALID', `the etcd user of the ${component} cannot be ${rootUser}`);
-    roles.set(name, [{ permission: componentAccess[component], key: k.prefix, end: k.prefixEnd }]);
+    const permissions: KeyPermission[] = [{ permission: componentAccess[component], key: k.prefix, end: k.prefixEnd }];
+    // a router writes one key of its own: which switchover it already holds for (router/presence.ts)
+    if (component === 'router') permissions.push({ permission: 'Readwrite', key: k.routersPrefix, end: rangeEndOf(k.routersPrefix) });
+    roles.set(name, permissions);
     holders.set(name, [name]);
   }
   return { roles, users: holders };

@@ -25,7 +25,7 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
-import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 import type { Dcs, LeaseMove } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
@@ -184,6 +184,10 @@ export class StoreDcs implements Dcs {
   async clearSwitchover(expectModRevision?: string): Promise<void> {
     const k = this.k.switchover;
     await this.kv.txn('switchover clear', expectModRevision === undefined ? [] : [at(k, expectModRevision)], [del(k)]);
+  }
+
+  async putRouter(value: RouterValue, leaseId: string): Promise<void> {
+    await this.kv.txn('router write', [], [put(this.k.router(value.id), encode(value), leaseId)]);
   }
 
   async putDraining(value: DrainingValue): Promise<void> {

@@ -4,7 +4,7 @@
  * shared value types, in model/values.ts.
  */
 import type { DynamicConfig } from '../config/schema.js';
-import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 
 export interface LeaseMove {
   name: string;
@@ -85,6 +85,9 @@ export interface Dcs {
   requestSwitchover(value: SwitchoverValue): Promise<boolean>;
   /** Deletes `switchover` (only at that revision when given). */
   clearSwitchover(expectModRevision?: string): Promise<void>;
+
+  /** Puts `routers/<id>` bound to the router's lease. */
+  putRouter(value: RouterValue, leaseId: string): Promise<void>;
 
   /** Writes `draining/<name>` (no compare: the controller alone writes it). */
   putDraining(value: DrainingValue): Promise<void>;

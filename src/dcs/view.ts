@@ -11,6 +11,7 @@ import {
   decodeInitialize,
   decodeLeader,
   decodeMember,
+  decodeRouter,
   decodeStatus,
   decodeSwitchover,
   decodeSync,
@@ -45,6 +46,7 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
     history: null,
     draining: [],
     creations: [],
+    routers: [],
   };
 
   function versioned<T>(kv: RawKv, decoded: Decoded<T>): Versioned<T> | null {
@@ -106,6 +108,12 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
       if (creation !== null) view.creations.push(creation);
       continue;
     }
+    if (kv.key.startsWith(k.routersPrefix)) {
+      const router = versioned(kv, decodeRouter(kv.value))?.value ?? null;
+      if (router !== null && router.id === kv.key.slice(k.routersPrefix.length)) view.routers.push(router);
+      else if (router !== null) onInvalid(kv.key, kv.modRevision, `names router "${router.id}" under another id`);
+      continue;
+    }
     if (kv.key.startsWith(k.membersPrefix)) {
       // agents write their member key with their lease; one without could outlive its agent and
       // keep a replication slot (and the leader's WAL) for a node that is gone
@@ -129,6 +137,7 @@ export function buildClusterView(cluster: string, revision: string, kvs: RawKv[]
   view.members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   view.draining.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   view.creations.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  view.routers.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return view;
 }
 

@@ -42,6 +42,8 @@ export interface MemberValue {
   replayedLsn: number | null;
   /** name of the member this replica streams from, if any */
   upstream: string | null;
+  /** a replica's physical slots: a switchover's target makes them for the others before it is promoted */
+  slots?: string[];
   zone: string;
   tags: Record<string, string | number | boolean>;
   apiUrl: string;
@@ -131,6 +133,20 @@ export interface DrainingValue {
   name: string;
   sinceMs: number;
   reason: string;
+}
+
+/**
+ * `routers/<id>`: a router that is running, bound to its own lease. It says
+ * which switchover request it already holds new rw connections for, so a
+ * leader handing over stops as soon as every router holds, not after a fixed
+ * wait.
+ */
+export interface RouterValue {
+  v: 1;
+  id: string;
+  /** requestedAtMs of the switchover whose hold the router applied; null when it holds for none */
+  holding: number | null;
+  atMs: number;
 }
 
 /**
@@ -294,4 +310,6 @@ export interface ClusterView {
   draining: DrainingValue[];
   /** nodes the active controller is creating, by name */
   creations: CreationValue[];
+  /** the routers running now, by id */
+  routers: RouterValue[];
 }

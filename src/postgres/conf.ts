@@ -236,6 +236,7 @@ export function buildPostgresqlConf(
     line('synchronous_standby_names', synchronousStandbyNames),
     ...sslLines(config).map(([name, value]) => line(name, value)),
     ...archiveParameters(config, layout).map(([name, value]) => line(name, value)),
+    ...(options.shortRetry === true && upstream !== null ? [promotionRetryLine] : []),
     '',
   ];
   return lines.join('\n');
@@ -248,6 +249,29 @@ export function readSynchronousStandbyNames(confText: string): string | null {
   if (!confText.startsWith(confMarker)) return null;
   const match = syncLine.exec(confText);
   return match ? unquoteConfString(match[1]!) : null;
+}
+
+/**
+ * A standby told to promote right after its stream ended may first sleep out
+ * the rest of wal_retrieve_retry_interval (PostgreSQL notices the request
+ * while streaming, then waits before it looks at the archive and pg_wal
+ * again): with 1 s that was up to a second of a switchover's pause. The same
+ * sleep delays a standby streaming from a switchover's target when that
+ * target is promoted and its timeline ends. Those two reload with this line
+ * at the end of their conf (the last setting wins); every other standby keeps
+ * 1 s, so an upstream that is away costs one retry (and one restore_command)
+ * a second, not fifty. The odd value tells the agent the line is in force.
+ */
+export const shortRetryMs = 17;
+export const promotionRetryLine = `wal_retrieve_retry_interval = '${shortRetryMs}ms' # promoting or following a switchover's target`;
+
+/** The same file with the promotion line added at the end (on) or removed (off). */
+export function withPromotionRetry(confText: string, on: boolean): string {
+  const without = confText
+    .split('\n')
+    .filter((l) => l !== promotionRetryLine)
+    .join('\n');
+  return on ? `${without.replace(/\n*$/, '\n')}${promotionRetryLine}\n` : without;
 }
 
 /** The same file with only synchronous_standby_names changed. */

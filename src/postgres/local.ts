@@ -266,6 +266,9 @@ export class LocalPostgres implements Postgres {
     if (!state.inRecovery) return;
     const pid = await this.postmasterPid();
     this.logger.info('promoting');
+    // The short retry interval reaches the startup process before the request does (conf.ts, promotionRetryLine).
+    await this.files.writePromotionRetry(true);
+    await this.sql('SELECT pg_reload_conf()', [], 'reloading the configuration');
     // Not waiting here (the wait below notices a fence that stopped the postmaster at once), nor a pg_ctl process to start.
     await this.sql('SELECT pg_promote(false)', [], 'promoting');
     let gone = false;
@@ -274,7 +277,11 @@ export class LocalPostgres implements Postgres {
       return gone || (await this.runtimeState())?.inRecovery === false;
     }, 60_000);
     if (gone) throw new KeelError('KEEL_POSTGRES_FAILED', `the postmaster stopped during promotion:\n${await this.logTail()}`);
-    if (!done) throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
+    if (!done) {
+      // a standby it stays: back to retrying its sources once a second
+      await this.files.writePromotionRetry(false).then(() => this.reload()).catch(() => undefined);
+      throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
+    }
   }
 
   /** controlTimeline: the control file's timeline, when just read (saves running pg_controldata again) */

@@ -9,7 +9,15 @@ import { existsSync } from 'node:fs';
 import { readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
-import { buildPgHba, buildPgpass, buildPostgresqlConf, readSynchronousStandbyNames, withSynchronousStandbyNames, type NodeLayout } from './conf.js';
+import {
+  buildPgHba,
+  buildPgpass,
+  buildPostgresqlConf,
+  readSynchronousStandbyNames,
+  withPromotionRetry,
+  withSynchronousStandbyNames,
+  type NodeLayout,
+} from './conf.js';
 import { instanceClassParameters } from './instance-class.js';
 import { writeOwnedFile, type RunAs } from './programs.js';
 import type { StartOptions, UpstreamTarget } from './types.js';
@@ -50,6 +58,12 @@ export class NodeFiles {
   async writeSynchronousStandbyNames(value: string): Promise<void> {
     const text = await readFile(this.confPath, 'utf8');
     await writeOwnedFile(this.confPath, withSynchronousStandbyNames(text, value), 0o600, this.runAs);
+  }
+
+  /** postgresql.conf with the promotion's short retry interval added or removed (conf.ts, promotionRetryLine). */
+  async writePromotionRetry(on: boolean): Promise<void> {
+    const text = await readFile(this.confPath, 'utf8');
+    await writeOwnedFile(this.confPath, withPromotionRetry(text, on), 0o600, this.runAs);
   }
 
   async writePgpass(upstream: UpstreamTarget | null): Promise<void> {

@@ -221,6 +221,7 @@ SELECT
   current_setting('primary_conninfo') AS primary_conninfo,
   current_setting('primary_slot_name') AS primary_slot_name,
   current_setting('synchronous_standby_names') AS synchronous_standby_names,
+  (SELECT setting::int FROM pg_settings WHERE name = 'wal_retrieve_retry_interval') AS retry_interval_ms,
   current_setting('server_version_num')::int AS server_version_num,
   extract(epoch FROM pg_postmaster_start_time())::float8 AS postmaster_start_seconds,
   CASE WHEN r.in_recovery THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
@@ -244,6 +245,7 @@ export interface RuntimeRow {
   primary_conninfo: string;
   primary_slot_name: string;
   synchronous_standby_names: string;
+  retry_interval_ms: number;
   server_version_num: number;
   postmaster_start_seconds: number;
   replay_paused: boolean;
@@ -272,6 +274,7 @@ export function toRuntimeState(row: RuntimeRow): RuntimeState {
     primaryConninfo: row.primary_conninfo,
     primarySlotName: row.primary_slot_name,
     synchronousStandbyNames: row.synchronous_standby_names,
+    walRetrieveRetryMs: row.retry_interval_ms,
     serverVersionNum: row.server_version_num,
     postmasterStartSeconds: row.postmaster_start_seconds,
     replayPaused: row.replay_paused,

@@ -46,6 +46,8 @@ export interface RuntimeState {
   primaryConninfo: string;
   primarySlotName: string;
   synchronousStandbyNames: string;
+  /** wal_retrieve_retry_interval in ms: 1000 normally, short while a standby is promoted or cascades through a switchover's target */
+  walRetrieveRetryMs: number;
   /** server_version_num, e.g. 150012 (for /metrics; absent in fakes) */
   serverVersionNum?: number;
   /** pg_postmaster_start_time() in Unix seconds */
@@ -72,6 +74,8 @@ export interface StartOptions {
   slotName: string;
   /** extra postgresql.conf parameters from the dynamic config */
   parameters: Record<string, string | number | boolean>;
+  /** retry the upstream every few ms, not every second (conf.ts, promotionRetryLine): a standby streaming from a switchover's target */
+  shortRetry?: boolean;
 }
 
 export type StopMode = 'smart' | 'fast' | 'immediate';

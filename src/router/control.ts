@@ -25,6 +25,8 @@ export interface ControlOptions {
   rereadMs: number;
   /** how often the age of the last good read is checked against ttl */
   freshnessCheckMs: number;
+  /** told each time the engine applied new routes (the router's key reports the hold) */
+  onApplied?: (routes: Routes) => void;
 }
 
 export const defaultControlOptions: ControlOptions = { route: {}, rereadMs: 2000, freshnessCheckMs: 250 };
@@ -156,6 +158,7 @@ export class RouterControl {
       if (generation !== this.generation || this.stopped) return;
       try {
         await this.engine.apply(routes);
+        this.options.onApplied?.(routes);
         this.logger.info(
           {
             rw: routes.rw?.name ?? null,

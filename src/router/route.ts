@@ -22,6 +22,8 @@ export interface Routes {
   roDraining: Backend[];
   /** new rw connections wait even though rw is set (a switchover is pending); existing ones drain */
   holdRw: boolean;
+  /** requestedAtMs of the pending switchover this hold is for (the router reports it in `routers/<id>`); null otherwise */
+  holdingFor: number | null;
   /** one sentence for the log */
   reason: string;
 }
@@ -44,7 +46,7 @@ export const defaultRouteOptions: RouteOptions = {
   switchoverHoldMs: 30_000,
 };
 
-export const noRoutes: Routes = { rw: null, ro: [], roDraining: [], holdRw: true, reason: 'no view of the cluster yet' };
+export const noRoutes: Routes = { rw: null, ro: [], roDraining: [], holdRw: true, holdingFor: null, reason: 'no view of the cluster yet' };
 
 const backendOf = (m: MemberValue): Backend => ({ name: m.name, host: m.pgHost, port: m.pgPort });
 
@@ -93,7 +95,14 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
   if (roDraining.length > 0) notes.push(`draining (no new reads): ${roDraining.map((b) => b.name).join(', ')}`);
   if (excluded.length > 0) notes.push(`not serving reads: ${excluded.join('; ')}`);
 
-  return { rw, ro, roDraining, holdRw: rw === null || switchoverPending, reason: notes.join('; ') };
+  return {
+    rw,
+    ro,
+    roDraining,
+    holdRw: rw === null || switchoverPending,
+    holdingFor: switchoverPending ? switchover!.requestedAtMs : null,
+    reason: notes.join('; '),
+  };
 }
 
 /** Why a member may not serve reads, or null when it may. */
@@ -112,7 +121,7 @@ function replicaProblem(m: MemberValue, referenceLsn: number | null, nowMs: numb
 
 /** What the router serves when it cannot trust its view of etcd: no writes; reads go on from the last view. */
 export function failClosed(last: Routes, why: string): Routes {
-  return { rw: null, ro: last.ro, roDraining: last.roDraining, holdRw: true, reason: `${why}: failing closed, holding new rw connections` };
+  return { rw: null, ro: last.ro, roDraining: last.roDraining, holdRw: true, holdingFor: null, reason: `${why}: failing closed, holding new rw connections` };
 }
 
 export const sameBackend = (a: Backend | null, b: Backend | null): boolean =>
@@ -124,6 +133,7 @@ const sameBackends = (a: Backend[], b: Backend[]): boolean => a.length === b.len
 export function sameRoutes(a: Routes, b: Routes): boolean {
   return (
     a.holdRw === b.holdRw &&
+    a.holdingFor === b.holdingFor &&
     sameBackend(a.rw, b.rw) &&
     sameBackends(a.ro, b.ro) &&
     sameBackends(a.roDraining, b.roDraining)

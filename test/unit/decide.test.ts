@@ -762,6 +762,58 @@ describe('decide', () => {
   });
 });
 
+describe('a switchover prepared on the replicas', () => {
+  const request = (to: string) => ({ value: { v: 1 as const, from: 'node1', to, failover: false, requestedAtMs: NOW - 100 }, modRevision: '6' });
+  const view = (to: string, over: Parameters<typeof cluster>[0] = {}) =>
+    cluster({ leader: leaderKey('node1'), members: [primaryMember('node1'), member('node2'), member('node3', { slots: ['node1', 'node2'] })], switchover: request(to), ...over });
+  /** node2's runtime once it streams from node3 (port 5503) with the short retry */
+  const viaNode3 = replicaRuntime({ upstreamPort: 5503, primaryConninfo: 'host=127.0.0.1 port=5503 user=replicator', walRetrieveRetryMs: 17 });
+
+  it("the target makes a slot for every other member before it is promoted", () => {
+    const decision = decide(snapshot({ cluster: view('node2') }));
+    expect(decision.reason).toMatch(/switchover from node1 to me is pending: making slots for node1, node3/);
+    expect(decision.actions).toEqual([{ kind: 'syncSlots', names: ['node1', 'node3'] }]);
+  });
+
+  it('another replica streams from the target once the target holds its slot, retrying every few ms', () => {
+    const decision = decide(snapshot({ cluster: view('node3') }));
+    expect(decision.reason).toMatch(/streaming from node3 already/);
+    expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: true }]);
+    // and stays there, nothing more to do
+    expect(decide(snapshot({ cluster: view('node3'), pg: { runtime: viaNode3 } })).actions).toEqual([]);
+  });
+
+  it('stays on the leader while the target holds no slot for it, or the request is stale or a failover', () => {
+    const noSlot = view('node3', { members: [primaryMember('node1'), member('node2'), member('node3')] });
+    expect(decide(snapshot({ cluster: noSlot })).actions).toEqual([]);
+    const stale = view('node3', { switchover: { ...request('node3'), value: { ...request('node3').value, requestedAtMs: NOW - 31_000 } } });
+    expect(decide(snapshot({ cluster: stale })).actions).toEqual([]);
+    const failover = view('node3', { switchover: { ...request('node3'), value: { ...request('node3').value, failover: true } } });
+    expect(decide(snapshot({ cluster: failover })).actions).toEqual([]);
+  });
+
+  it("stays on the leader when its synchronous commits in flight would need it: the target alone must meet the quorum", () => {
+    const sync = (members: string[], quorum: number) => ({ value: { v: 1 as const, leader: 'node1', members, quorum }, modRevision: '8' });
+    const on = { ...defaultDynamicConfig, synchronous_mode: 'on' as const };
+    expect(decide(snapshot({ config: on, cluster: view('node3', { sync: sync(['node2', 'node3'], 2) }) })).actions).toEqual([]);
+    expect(decide(snapshot({ config: on, cluster: view('node3', { sync: sync(['node2'], 1) }) })).actions).toEqual([]);
+    expect(decide(snapshot({ config: on, cluster: view('node3', { sync: sync(['node2', 'node3'], 1) }) })).actions.map((a) => a.kind)).toEqual(['follow']);
+  });
+
+  it('once the target leads, the replica that streams from it goes back to retrying once a second, without re-pointing', () => {
+    const promoted = cluster({ leader: leaderKey('node3'), members: [member('node1'), member('node2'), primaryMember('node3')] });
+    const decision = decide(snapshot({ cluster: promoted, pg: { runtime: viaNode3 } }));
+    expect(decision.reason).toMatch(/following leader node3: back to retrying it once a second/);
+    expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: false }]);
+  });
+
+  it("a replica drops the slots it does not need (a demoted primary's, a target's after the switchover)", () => {
+    const decision = decide(snapshot({ pg: { runtime: replicaRuntime({ slots: ['node3'] }) } }));
+    expect(decision.reason).toMatch(/dropping replication slots a replica does not need \(node3/);
+    expect(decision.actions).toEqual([{ kind: 'syncSlots', names: [] }]);
+  });
+});
+
 describe('conninfoTarget', () => {
   it('reads host and port, quoted or not', () => {
     expect(conninfoTarget("host=10.0.0.1 port=5433 passfile='/x y/p'")).toEqual({ host: '10.0.0.1', port: 5433 });

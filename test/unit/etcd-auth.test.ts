@@ -10,6 +10,7 @@ import { etcdUsers } from '../../src/providers/local-layout.js';
 const users = etcdUsers('main');
 const plan = etcdAuthPlan('main', users);
 const prefix = (permission: KeyPermission['permission']): KeyPermission => ({ permission, key: '/keel/main/', end: '/keel/main0' });
+const routerKeys: KeyPermission = { permission: 'Readwrite', key: '/keel/main/routers/', end: '/keel/main/routers0' };
 
 /** What etcd holds once the plan is carried out, auth on. */
 function done(): EtcdAuthState {
@@ -17,11 +18,11 @@ function done(): EtcdAuthState {
 }
 
 describe('etcdAuthPlan', () => {
-  it("gives each component a role of its own name on the cluster's prefix: the router reads, the others read and write", () => {
+  it("gives each component a role of its own name on the cluster's prefix: the router reads (and writes only routers/), the others read and write", () => {
     expect(Object.fromEntries(plan.roles)).toEqual({
       root: [],
       'main-agent': [prefix('Readwrite')],
-      'main-router': [prefix('Read')],
+      'main-router': [prefix('Read'), routerKeys],
       'main-controller': [prefix('Readwrite')],
       'main-operator': [prefix('Readwrite')],
     });
@@ -57,6 +58,7 @@ describe('etcdAuthSteps', () => {
         'grant Readwrite on [/keel/main/, /keel/main0) to role main-agent',
         'add role main-router',
         'grant Read on [/keel/main/, /keel/main0) to role main-router',
+        'grant Readwrite on [/keel/main/routers/, /keel/main/routers0) to role main-router',
         'add role main-controller',
         'grant Readwrite on [/keel/main/, /keel/main0) to role main-controller',
         'add role main-operator',
@@ -81,10 +83,19 @@ describe('etcdAuthSteps', () => {
       steps: ['set the password of root before auth goes on', 'enable auth'],
     },
     {
+      name: 'a router role from before routers/ existed: it gets write on its own keys only',
+      state: () => {
+        const s = done();
+        s.roles.set('main-router', [prefix('Read')]);
+        return s;
+      },
+      steps: ['grant Readwrite on [/keel/main/routers/, /keel/main/routers0) to role main-router'],
+    },
+    {
       name: 'a router role that was given write: the write is taken back',
       state: () => {
         const s = done();
-        s.roles.set('main-router', [prefix('Readwrite')]);
+        s.roles.set('main-router', [prefix('Readwrite'), routerKeys]);
         return s;
       },
       steps: ['revoke Readwrite on [/keel/main/, /keel/main0) from role main-router', 'grant Read on [/keel/main/, /keel/main0) to role main-router'],

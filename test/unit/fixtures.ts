@@ -52,6 +52,8 @@ export function cluster(over: Partial<ClusterView> = {}): ClusterView {
     switchover: null,
     history: null,
     draining: [],
+    creations: [],
+    routers: [],
     ...over,
   };
 }
@@ -88,6 +90,7 @@ export function replicaRuntime(over: Partial<RuntimeState> = {}): RuntimeState {
     primaryConninfo: "host=127.0.0.1 port=5501 user=replicator application_name=node2 passfile='/d/pgpass'",
     primarySlotName: 'node2',
     synchronousStandbyNames: '',
+    walRetrieveRetryMs: 1000,
     ...over,
   };
 }

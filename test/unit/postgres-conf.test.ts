@@ -12,6 +12,8 @@ import {
   socketPath,
   unquoteConfString,
   validateParameters,
+  withPromotionRetry,
+  promotionRetryLine,
   withSynchronousStandbyNames,
 } from '../../src/postgres/conf.js';
 import type { StartOptions } from '../../src/postgres/types.js';
@@ -194,6 +196,17 @@ describe('postgresql.conf', () => {
     expect(changed.replace(/^synchronous_standby_names = .*$/m, '')).toBe(text.replace(/^synchronous_standby_names = .*$/m, ''));
     expect(readSynchronousStandbyNames("synchronous_standby_names = 'x'\n")).toBeNull(); // not Keel's file
     expect(withSynchronousStandbyNames('# other\n', 'a')).toBe("# other\nsynchronous_standby_names = 'a'\n");
+  });
+
+  it('puts the promotion retry interval last, where it wins, and takes it out again', () => {
+    const on = withPromotionRetry(text, true);
+    const lines = on.trimEnd().split('\n');
+    expect(lines.at(-1)).toBe(promotionRetryLine);
+    // the default stays in place above it: the later line wins in PostgreSQL
+    expect(lines.filter((l) => l.startsWith('wal_retrieve_retry_interval')).length).toBe(2);
+    expect(withPromotionRetry(on, true)).toBe(on);
+    expect(withPromotionRetry(on, false)).toBe(text.replace(/\n*$/, '\n'));
+    expect(withPromotionRetry(text, false)).toBe(text);
   });
 });
 
