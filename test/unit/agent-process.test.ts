@@ -1,4 +1,5 @@
 /** The V8 flags every provider starts `keel agent` with, and the override a measurement uses. */
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { agentEnvironment, agentNodeFlags, defaultAgentNodeFlags } from '../../src/providers/agent-process.js';
 
@@ -8,6 +9,19 @@ describe('agent node flags', () => {
     expect(defaultAgentNodeFlags.some((flag) => flag.startsWith('--max-semi-space-size='))).toBe(true);
     expect(agentNodeFlags({ KEEL_AGENT_NODE_FLAGS: '' })).toEqual([]);
     expect(agentNodeFlags({ KEEL_AGENT_NODE_FLAGS: ' --max-semi-space-size=2  --optimize-for-size ' })).toEqual(['--max-semi-space-size=2', '--optimize-for-size']);
+  });
+});
+
+describe('the agent under its flags', () => {
+  it('loads everything `keel agent` imports without WebAssembly (lite mode has none) and reports a bad config as usual', () => {
+    const result = spawnSync(process.execPath, [...defaultAgentNodeFlags, 'bin/keel.js', 'agent', '--config', '/nonexistent/node.yml'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: agentEnvironment(process.env),
+    });
+    expect(result.stderr).not.toMatch(/WebAssembly|wasm/);
+    expect(result.stderr).toMatch(/KEEL_CONFIG/);
+    expect(result.status).toBe(2);
   });
 });
 
