@@ -29,7 +29,9 @@ test-integration: setup
 # controller), router throughput and switching, read scaling, controller, the fencing guard (memory, CPU, time
 # from a missed deadline to PostgreSQL stopped). One of them: make bench BENCH=router
 # (bench/router.bench.ts); options are environment variables listed at the top of each file (BENCH_RUNS=5 ...).
+# The switchover bench also runs Patroni beside Keel: scripts/setup-bench.sh installs Debian's patroni.
 bench: setup
+	@bash scripts/setup-bench.sh
 	npx vitest run --config bench/vitest.config.ts $(if $(BENCH),bench/$(BENCH).bench.ts)
 
 # Fault-injection suite over network-namespace hosts (root, iproute2, iptables):

@@ -1,108 +1,130 @@
 /**
- * Keel's figures side by side, from one 3-node cluster in synchronous mode
- * (the default) with its router, clients writing one row per transaction:
- *   1. SIGKILL of the leader node: seconds until writes are back through rw,
- *      client errors, acknowledged rows lost;
+ * Patroni's figures and Keel's side by side, each from one 3-node cluster in
+ * synchronous mode with the endpoint its users write through (Patroni:
+ * HAProxy checking OPTIONS /primary on each node's REST API; Keel: its
+ * router's rw), clients writing one row per transaction:
+ *   1. SIGKILL of the leader node: seconds until writes are back through the
+ *      endpoint, client errors, acknowledged rows lost;
  *   2. planned switchovers, each with a client that opens a connection per
  *      transaction (connect timeout 2 s, as Django with CONN_MAX_AGE 0) and one
  *      that keeps its connection (and reconnects after an error): the longest
- *      pause between commits and the client errors, with where the pause went
- *      (from the agents' and the router's logs);
- *      and a third that keeps its connection to the pooled rw endpoint (PgBouncer);
- *   3. each agent's resident memory, idle.
- * Every process is a child of the cluster harness, stopped by PID; every loop
- * is bounded in time.
+ *      pause between commits and the client errors; for Keel also where the
+ *      pause went (from the agents' and the router's logs), and a third client
+ *      that keeps its connection to the pooled rw endpoint (PgBouncer);
+ *   3. each node's manager process's resident memory, idle (Patroni's python
+ *      process, Keel's agent).
+ * Patroni runs first (Debian's 3.0.2, set up in bench/patroni.ts: ttl 10,
+ * loop_wait 1, retry_timeout 5, synchronous_mode, use_pg_rewind), then Keel;
+ * both use the same writers (bench/writers.ts). Every process is a child of
+ * this one, stopped by PID; every loop is bounded in time.
  *
  * Environment:
- *   BENCH_RUNS  switchovers (default 4)
- *   BENCH_KEEP  1 keeps the cluster directory and its logs
- * Ports 20600-20699.
+ *   BENCH_RUNS     switchovers, for each of the two clusters (default 4)
+ *   BENCH_KEEP     1 keeps the clusters' directories and their logs
+ *   BENCH_PATRONI  0 skips Patroni's part (it is also skipped, with a line saying
+ *                  so, when /usr/bin/patroni is missing)
+ * Ports (127.0.0.1): Keel 20600-20699; Patroni 20700-20799 (etcd 20700-20701,
+ * HAProxy 20702, PostgreSQL 20710-20712, REST API 20720-20722).
  */
-import { readFileSync } from 'node:fs';
-import pg from 'pg';
+import { existsSync, readFileSync } from 'node:fs';
+import type pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requestLeaderChange } from '../src/dcs/requests.js';
 import { portOffsets } from '../src/providers/local-layout.js';
 import { sleep } from '../src/util/clock.js';
 import { readPidFile } from '../src/util/process.js';
-import { loginConfig } from '../src/workload/connect.js';
+import { loginConfig, queryOnce } from '../src/workload/connect.js';
 import { leaderOf, settled } from '../src/workload/shape.js';
 import { TestCluster } from '../test/support/cluster.js';
 import { killNode, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
+import { patroniBinary, patroniVersion, startPatroniCluster, until, type PatroniCluster } from './patroni.js';
 import { machine, max, median, min, printTable, seconds, type Cell } from './report.js';
+import { longestPauseMs, startWriter, type Writer, type WriterConnection } from './writers.js';
 
 const runs = envInteger('BENCH_RUNS', 4, 1, 20);
+const patroniOff = ['0', 'false', 'no', 'off'].includes((process.env.BENCH_PATRONI ?? '').trim().toLowerCase());
 const portBase = 20600;
 const rwPort = portBase + portOffsets.routerRw;
 const poolPort = portBase + portOffsets.routerPool;
 
 type Mode = 'per-transaction' | 'persistent' | 'pooled';
+const modes: Mode[] = ['per-transaction', 'persistent', 'pooled'];
 const modeText: Record<Mode, string> = {
   'per-transaction': 'connection per transaction',
   persistent: 'persistent connection',
   pooled: 'persistent connection through the pooled rw endpoint',
 };
+// the pooled client is a persistent one whose endpoint is PgBouncer
+const connectionOf = (mode: Mode): WriterConnection => (mode === 'per-transaction' ? 'per-transaction' : 'persistent');
 
-interface Writer {
-  commits: number;
-  errors: string[];
-  /** commit times (ms), acknowledged ids */
-  times: number[];
-  acked: number[];
-  stop: () => Promise<void>;
+/** What one cluster's part measured; a mode a cluster has no endpoint for is absent. */
+interface Figures {
+  killBackS: number | null;
+  killErrors: number;
+  killLost: number;
+  pausesMs: Partial<Record<Mode, number[]>>;
+  errors: Partial<Record<Mode, number[]>>;
+  rssMb: number[];
 }
 
-/** A client writing rows through `port` until stopped: a new connection per transaction, or one kept. */
-function startWriter(tc: TestCluster, port: number, mode: Mode): Writer {
-  const config = { ...loginConfig(tc.login, '127.0.0.1', port), connectionTimeoutMillis: 2000, query_timeout: 10_000 };
-  const w: Writer = { commits: 0, errors: [], times: [], acked: [], stop: async () => undefined };
-  let stopping = false;
-  let client: pg.Client | null = null;
-  const open = async (): Promise<pg.Client> => {
-    const c = new pg.Client(config);
-    c.on('error', () => undefined);
-    await c.connect();
-    return c;
-  };
-  const loop = (async () => {
-    while (!stopping) {
-      try {
-        client ??= await open();
-        const row = await client.query<{ id: string }>('INSERT INTO bench_switch DEFAULT VALUES RETURNING id');
-        w.times.push(Date.now());
-        w.acked.push(Number(row.rows[0]!.id));
-        w.commits += 1;
-      } catch (err) {
-        w.errors.push((err as Error).message);
-        await client?.end().catch(() => undefined);
-        client = null;
-        await sleep(50);
-      }
-      if (mode === 'per-transaction' && client !== null) {
-        await client.end().catch(() => undefined);
-        client = null;
-      }
-    }
-    await client?.end().catch(() => undefined);
-  })();
-  w.stop = async () => {
-    stopping = true;
-    await loop;
-  };
-  return w;
+/**
+ * A client writing through `server` while `kill` takes the leader node down:
+ * seconds until its writes are back, its errors, and how many of its
+ * acknowledged rows `countPresent` does not find afterwards.
+ */
+async function measureKill(server: pg.ClientConfig, kill: () => Promise<number>, countPresent: (ids: number[]) => Promise<number>): Promise<Pick<Figures, 'killBackS' | 'killErrors' | 'killLost'>> {
+  const writer = startWriter(server, 'per-transaction');
+  await sleep(2000);
+  const killedAt = await kill();
+  const deadline = Date.now() + 60_000;
+  while (!writer.times.some((t) => t > killedAt + 50) && Date.now() < deadline) await sleep(20);
+  await sleep(1000);
+  await writer.stop();
+  const back = writer.times.find((t) => t > killedAt + 50);
+  const present = await countPresent(writer.acked);
+  return { killBackS: back === undefined ? null : (back - killedAt) / 1000, killErrors: writer.errors.length, killLost: writer.acked.length - present };
 }
 
-/** The longest gap between commits from `fromMs` on (the first commit after it closes the first gap). */
-function longestPauseMs(w: Writer, fromMs: number): number {
-  let last = fromMs;
-  let longest = 0;
-  for (const t of w.times) {
-    if (t < fromMs) continue;
-    longest = Math.max(longest, t - last);
-    last = t;
+/** Patroni's part: the same three measurements through HAProxy, switchovers by its REST API. */
+async function patroniFigures(p: PatroniCluster, samples: string[]): Promise<Figures> {
+  let killed = '';
+  const kill = await measureKill(
+    p.appConnection(),
+    async () => {
+      const k = await p.killLeader();
+      killed = k.name;
+      return k.atMs;
+    },
+    // through HAProxy, i.e. on the new leader; retried while HAProxy's checks catch up
+    (ids) => until('count of acknowledged rows', async () => (await queryOnce({ ...p.appConnection(), connectionTimeoutMillis: 2000 }, 'SELECT id FROM bench_switch WHERE id = ANY($1::bigint[])', [ids])).length, 30_000, 500),
+  );
+  p.restart(killed);
+
+  const used: Mode[] = ['per-transaction', 'persistent'];
+  const pausesMs: Figures['pausesMs'] = { 'per-transaction': [], persistent: [] };
+  const errors: Figures['errors'] = { 'per-transaction': [], persistent: [] };
+  for (let run = 1; run <= runs; run++) {
+    await p.untilHealthy(180_000);
+    const writers = used.map((mode) => startWriter(p.appConnection(), connectionOf(mode)));
+    await sleep(2000);
+    const { to, requestedAtMs } = await p.switchover();
+    await until(`${to} leading`, async () => ((await p.leaderName()) === to ? true : undefined), 60_000);
+    const ledAtMs = Date.now();
+    // HAProxy sends new connections to the new leader only once its checks mark it up (rise 2, inter 3 s)
+    await until('writes through HAProxy again', async () => (writers.every((w) => w.times.some((t) => t > ledAtMs)) ? true : undefined), 60_000);
+    await sleep(2000);
+    for (const w of writers) await w.stop();
+    used.forEach((mode, i) => {
+      pausesMs[mode]!.push(longestPauseMs(writers[i]!, requestedAtMs - 1000));
+      errors[mode]!.push(writers[i]!.errors.length);
+      samples.push(...writers[i]!.errors.slice(0, 2));
+    });
   }
-  return longest;
+
+  await p.untilHealthy(180_000);
+  await sleep(3000);
+  return { ...kill, pausesMs, errors, rssMb: p.rssMb() };
 }
 
 interface LogLine {
@@ -130,60 +152,94 @@ function firstAt(lines: LogLine[], pattern: RegExp, fromMs: number, to?: string)
 
 const ms = (value: number | null): Cell => (value === null ? '-' : Math.round(value));
 
-describe('switchover and failover, side by side', () => {
+/** The side-by-side rows: one figure per line, '-' where a cluster has no such figure (or did not run). */
+function comparisonRows(patroni: Figures | null, keel: Figures | null): Cell[][] {
+  const row = (figure: string, cell: (f: Figures) => string | null): Cell[] => [figure, patroni === null ? '-' : cell(patroni), keel === null ? '-' : cell(keel)];
+  const pause = (values: number[] | undefined) => {
+    if (values === undefined) return null;
+    const s = values.map((x) => x / 1000);
+    return `${seconds(median(s))} (${seconds(min(s))} - ${seconds(max(s))})`;
+  };
+  return [
+    row('SIGKILL of the leader node: writes back through the endpoint', (f) => seconds(f.killBackS)),
+    row('  client errors / acknowledged rows lost', (f) => `${f.killErrors} / ${f.killLost}`),
+    ...modes.flatMap((mode) => [
+      row(`planned switchover, ${modeText[mode]}: longest write pause (median, min-max)`, (f) => pause(f.pausesMs[mode])),
+      row('  client errors per switchover', (f) => f.errors[mode]?.join(', ') ?? null),
+    ]),
+    row('manager process resident memory, idle (MB, each node)', (f) => f.rssMb.map((r) => r.toFixed(0)).join(', ')),
+  ];
+}
+
+describe('switchover and failover, Patroni and Keel side by side', () => {
   let tc: TestCluster | undefined;
-  const rows: Cell[][] = [];
+  let patroni: Figures | null = null;
+  let keel: Figures | null = null;
+  const patroniNotes: string[] = [];
   const stages: Cell[][] = [];
-  const errorsSeen: string[] = [];
+  const errorsSeen = { Patroni: [] as string[], Keel: [] as string[] };
   afterAll(async () => {
-    printTable('Keel, 3 nodes in synchronous mode, one row per transaction through rw', ['figure', 'value'], rows, [
-      ...(errorsSeen.length > 0 ? [`client errors seen: ${errorsSeen.slice(0, 4).join(' | ')}`] : []),
+    printTable('Patroni and Keel, 3 nodes in synchronous mode, one row per transaction (Patroni through HAProxy, Keel through rw)', ['figure', 'Patroni', 'Keel'], comparisonRows(patroni, keel), [
+      ...patroniNotes,
+      ...Object.entries(errorsSeen).flatMap(([who, seen]) => (seen.length > 0 ? [`${who}: client errors seen: ${[...new Set(seen)].slice(0, 4).join(' | ')}`] : [])),
+      'manager process: Patroni (python), Keel agent',
       `machine: ${machine()} (other work shares it: figures are noisy)`,
     ]);
     printTable(
-      'where a switchover pause goes (ms from the request written into etcd)',
+      'Keel: where a switchover pause goes (ms from the request written into etcd)',
       ['run', 'router holds', 'old leader decides', 'drained', 'old leader stopped + key released', 'new leader promoted', 'router routes to it', 'writes back'],
       stages,
     );
     await stopCluster(tc);
   });
 
-  it(`SIGKILL of the leader, then ${runs} switchover(s), then the agents' memory`, async () => {
+  it(`Patroni: SIGKILL of the leader, then ${runs} switchover(s), then its memory`, async () => {
+    if (patroniOff) {
+      patroniNotes.push('Patroni: skipped (BENCH_PATRONI=0)');
+      return;
+    }
+    if (!existsSync(patroniBinary)) {
+      const line = `Patroni: skipped, ${patroniBinary} is missing (make bench installs Debian's patroni package)`;
+      console.log(line);
+      patroniNotes.push(line);
+      return;
+    }
+    patroniNotes.push(`Patroni: ${patroniVersion()}, etcd v3 API, ttl 10, loop_wait 1, retry_timeout 5, synchronous_mode, use_pg_rewind; HAProxy inter 3s fall 3 rise 2`);
+    const cluster = await startPatroniCluster();
+    try {
+      patroni = await patroniFigures(cluster, errorsSeen.Patroni);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it(`Keel: SIGKILL of the leader, then ${runs} switchover(s), then the agents' memory`, async () => {
     // with a controller, as `keel up` runs: it fences a dead leader and ends its lease
     tc = await TestCluster.start({ portBase, nodes: 3, synchronousMode: 'on', controller: true });
     const cluster = tc;
     await cluster.query((await cluster.leader()).pgPort, 'CREATE TABLE bench_switch (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())');
+    const server = (port: number) => loginConfig(cluster.login, '127.0.0.1', port);
 
     // 1. SIGKILL of the leader node
-    {
-      const old = await cluster.leader();
-      const writer = startWriter(cluster, rwPort, 'per-transaction');
-      await sleep(2000);
-      const killedAt = await killNode(cluster, old.name);
-      const deadline = Date.now() + 60_000;
-      while (!writer.times.some((t) => t > killedAt + 50) && Date.now() < deadline) await sleep(20);
-      await sleep(1000);
-      await writer.stop();
-      const back = writer.times.find((t) => t > killedAt + 50);
-      const present = await cluster.query<{ id: string }>((await cluster.leader()).pgPort, 'SELECT id FROM bench_switch WHERE id = ANY($1::bigint[])', [writer.acked]);
-      rows.push(['SIGKILL of the leader node: writes back through rw', seconds(back === undefined ? null : (back - killedAt) / 1000)]);
-      rows.push(['  client errors / acknowledged rows lost', `${writer.errors.length} / ${writer.acked.length - present.length}`]);
-      await cluster.local.provider.start(old.name);
-    }
+    const old = await cluster.leader();
+    const kill = await measureKill(
+      server(rwPort),
+      () => killNode(cluster, old.name),
+      async (ids) => (await cluster.query((await cluster.leader()).pgPort, 'SELECT id FROM bench_switch WHERE id = ANY($1::bigint[])', [ids])).length,
+    );
+    await cluster.local.provider.start(old.name);
 
     // 2. planned switchovers
-    const modes: Mode[] = ['per-transaction', 'persistent', 'pooled'];
-    const pauses: Record<Mode, number[]> = { 'per-transaction': [], persistent: [], pooled: [] };
+    const pausesMs: Record<Mode, number[]> = { 'per-transaction': [], persistent: [], pooled: [] };
     const errors: Record<Mode, number[]> = { 'per-transaction': [], persistent: [], pooled: [] };
-    const samples: string[] = [];
     for (let run = 1; run <= runs; run++) {
       const view = await cluster.waitFor('a settled cluster', (v) => settled(v, 2) && v.sync !== null && v.sync.value.members.length === 2, 120_000);
       const old = leaderOf(view)!;
       const target = view.members.find((m) => m.name !== old.name)!.name;
       const writers: Record<Mode, Writer> = {
-        'per-transaction': startWriter(cluster, rwPort, 'per-transaction'),
-        persistent: startWriter(cluster, rwPort, 'persistent'),
-        pooled: startWriter(cluster, poolPort, 'pooled'),
+        'per-transaction': startWriter(server(rwPort), connectionOf('per-transaction')),
+        persistent: startWriter(server(rwPort), connectionOf('persistent')),
+        pooled: startWriter(server(poolPort), connectionOf('pooled')),
       };
       await sleep(2000);
       const requestedAt = Date.now();
@@ -192,9 +248,9 @@ describe('switchover and failover, side by side', () => {
       await sleep(2000);
       for (const w of Object.values(writers)) await w.stop();
       for (const mode of modes) {
-        pauses[mode].push(longestPauseMs(writers[mode], requestedAt - 1000));
+        pausesMs[mode].push(longestPauseMs(writers[mode], requestedAt - 1000));
         errors[mode].push(writers[mode].errors.length);
-        samples.push(...writers[mode].errors.slice(0, 2));
+        errorsSeen.Keel.push(...writers[mode].errors.slice(0, 2));
       }
       const router = logLines(cluster.layout.routerLog, requestedAt);
       const oldAgent = logLines(cluster.layout.agentLog(old.name), requestedAt);
@@ -211,22 +267,16 @@ describe('switchover and failover, side by side', () => {
         ms(back === undefined ? null : back - requestedAt),
       ]);
     }
-    for (const mode of modes) {
-      const p = pauses[mode].map((x) => x / 1000);
-      rows.push([`planned switchover, ${modeText[mode]}: longest write pause (median, min-max)`, `${seconds(median(p))} (${seconds(min(p))} - ${seconds(max(p))})`]);
-      rows.push([`  client errors per switchover`, errors[mode].join(', ')]);
-    }
-    errorsSeen.push(...new Set(samples));
 
     // 3. agents' memory, idle
     await cluster.waitFor('a settled cluster', (v) => settled(v, 2), 120_000);
     await sleep(3000);
-    const rss = (await cluster.view()).members.map((m) => {
+    const rssMb = (await cluster.view()).members.map((m) => {
       const pid = readPidFile(cluster.layout.agentPidFile(m.name));
       const status = pid === null ? '' : readFileSync(`/proc/${pid}/status`, 'utf8');
       return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
     });
-    rows.push(['agent resident memory, idle (MB, each)', rss.map((r) => r.toFixed(0)).join(', ')]);
-    expect(pauses['per-transaction'].length).toBe(runs);
+    keel = { ...kill, pausesMs, errors, rssMb };
+    expect(pausesMs['per-transaction'].length).toBe(runs);
   });
 });

@@ -1,0 +1,74 @@
+/**
+ * The clients of the switchover bench: each writes one row per transaction
+ * into `bench_switch (id bigserial primary key, ...)` until stopped, and keeps
+ * the time of every commit and the id it acknowledged. The same code writes
+ * through Keel's router and through Patroni's HAProxy, so that both columns
+ * of the bench measure the same client.
+ */
+import pg from 'pg';
+import { sleep } from '../src/util/clock.js';
+
+/** A new connection for every transaction (as Django with CONN_MAX_AGE 0), or one kept until an error. */
+export type WriterConnection = 'per-transaction' | 'persistent';
+
+export interface Writer {
+  commits: number;
+  errors: string[];
+  /** commit times (ms), acknowledged ids */
+  times: number[];
+  acked: number[];
+  stop: () => Promise<void>;
+}
+
+/** A client writing rows as `server` says (host, port, role, database) until stopped. */
+export function startWriter(server: pg.ClientConfig, connection: WriterConnection): Writer {
+  // a connect timeout of 2 s, as an application would set; the query timeout only ends a statement stuck on a dead server
+  const config = { ...server, connectionTimeoutMillis: 2000, query_timeout: 10_000 };
+  const w: Writer = { commits: 0, errors: [], times: [], acked: [], stop: async () => undefined };
+  let stopping = false;
+  let client: pg.Client | null = null;
+  const open = async (): Promise<pg.Client> => {
+    const c = new pg.Client(config);
+    c.on('error', () => undefined);
+    await c.connect();
+    return c;
+  };
+  const loop = (async () => {
+    while (!stopping) {
+      try {
+        client ??= await open();
+        const row = await client.query<{ id: string }>('INSERT INTO bench_switch DEFAULT VALUES RETURNING id');
+        w.times.push(Date.now());
+        w.acked.push(Number(row.rows[0]!.id));
+        w.commits += 1;
+      } catch (err) {
+        w.errors.push((err as Error).message);
+        await client?.end().catch(() => undefined);
+        client = null;
+        await sleep(50);
+      }
+      if (connection === 'per-transaction' && client !== null) {
+        await client.end().catch(() => undefined);
+        client = null;
+      }
+    }
+    await client?.end().catch(() => undefined);
+  })();
+  w.stop = async () => {
+    stopping = true;
+    await loop;
+  };
+  return w;
+}
+
+/** The longest gap between commits from `fromMs` on (the first commit after it closes the first gap). */
+export function longestPauseMs(w: Writer, fromMs: number): number {
+  let last = fromMs;
+  let longest = 0;
+  for (const t of w.times) {
+    if (t < fromMs) continue;
+    longest = Math.max(longest, t - last);
+    last = t;
+  }
+  return longest;
+}
