@@ -3,6 +3,7 @@
  * keeps the directory and its logs) and kill a node the way a dead machine
  * goes. When the cluster is back to its declared shape is src/workload/shape.ts.
  */
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { TestCluster } from '../test/support/cluster.js';
 import { envFlag } from './options.js';
@@ -13,6 +14,33 @@ export async function stopCluster(tc: TestCluster | undefined): Promise<void> {
   const keepDir = envFlag('BENCH_KEEP');
   await tc.stop({ keepDir });
   if (keepDir) console.log(`kept ${tc.layout.dir} (BENCH_KEEP)`);
+}
+
+/** A process's resident memory now (MB, from /proc); NaN when it is gone. */
+export function rssMbOf(pid: number | null): number {
+  if (pid === null) return NaN;
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Idle resident memory of each process: the median of one sample a second
+ * over `seconds` (a single sample right after a burst of work catches the
+ * heap before V8's idle collections give memory back).
+ */
+export async function idleRssMb(pids: (number | null)[], seconds: number): Promise<number[]> {
+  const samples: number[][] = pids.map(() => []);
+  for (let i = 0; i < seconds; i++) {
+    pids.forEach((pid, j) => samples[j]!.push(rssMbOf(pid)));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  return samples.map((values) => {
+    const sorted = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
+    return sorted.length === 0 ? NaN : sorted[Math.floor(sorted.length / 2)]!;
+  });
 }
 
 /** Removes a directory the bench made, unless BENCH_KEEP is set. */

@@ -342,13 +342,9 @@ export class PatroniCluster {
     return { from, to, requestedAtMs };
   }
 
-  /** Each Patroni process's resident memory (MB), in node order. */
-  rssMb(): number[] {
-    return this.nodes.map((n) => {
-      if (n.pid === null) return NaN;
-      const status = readFileSync(`/proc/${n.pid}/status`, 'utf8');
-      return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
-    });
+  /** Each Patroni process's PID, in node order (null while a node is down). */
+  pids(): (number | null)[] {
+    return this.nodes.map((n) => n.pid);
   }
 
   /** Stops Patroni (which stops PostgreSQL), then HAProxy and etcd, each by PID; removes the directory unless BENCH_KEEP is set. */

@@ -35,6 +35,10 @@ export interface Target {
   pids: number[];
   /** the workloads this target runs (ro takes the read-only ones) */
   readOnly?: boolean;
+  /** a baseline others refer to (direct to the leader, direct to a replica): its share is 1 */
+  baseline?: boolean;
+  /** the baseline whose tps in the same round this target's share refers to (default direct) */
+  reference?: string;
 }
 
 export interface PgbenchResult {
@@ -90,10 +94,10 @@ export class LoadTable {
     return cell;
   }
 
-  /** One round: every workload, and within it every target in turn (direct first: the others' ratios refer to it). */
+  /** One round: every workload, and within it every target in turn (baselines first: the others' ratios refer to them). */
   async round(index: number): Promise<void> {
     for (const workload of workloads) {
-      let direct: number | null = null;
+      const baselines = new Map<string, number>();
       const line: string[] = [];
       for (const target of this.targets()) {
         if (target.readOnly === true && workload.name.startsWith('-N')) continue;
@@ -108,9 +112,10 @@ export class LoadTable {
           const cpu = target.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - before;
           cell.cpuMsPer1000.push((cpu * 1000 * 1000) / (result.transactions * workload.statements));
         }
-        if (target.name === 'direct') direct = result.tps;
+        if (target.baseline === true) baselines.set(target.name, result.tps);
         cell.tps.push(result.tps);
-        if (direct !== null) cell.ratio.push(result.tps / direct);
+        const reference = baselines.get(target.reference ?? 'direct');
+        if (reference !== undefined) cell.ratio.push(result.tps / reference);
         line.push(`${target.name} ${fixed(result.tps)}`);
       }
       console.log(`  round ${index}, ${workload.name}: ${line.join(', ')}`);
@@ -134,7 +139,7 @@ export class LoadTable {
           target.name,
           fixed(mean(cell.tps)),
           range(cell.tps, 0),
-          target.name === 'direct' ? '1.00' : range(cell.ratio, 2),
+          target.baseline === true ? '1.00' : range(cell.ratio, 2),
           target.pids.length === 0 ? '-' : `${fixed(mean(cell.cpuMsPer1000), 1)} (${range(cell.cpuMsPer1000, 1)})`,
         ]);
       }
@@ -145,7 +150,7 @@ export class LoadTable {
       rows,
       [
         '-C: a new connection (and TLS handshake) per transaction; -N: BEGIN, UPDATE, SELECT, INSERT, END (5 queries) in synchronous replication',
-        'share of direct: tps over the direct run of the same workload in the same round; ro rows are read-only and go to replicas',
+        'share of direct: tps over the direct run of the same workload in the same round; ro rows are read-only, go to replicas and refer to direct replica (one replica, straight)',
         ...notes,
         `machine: ${machine()} (other work shares it: figures are noisy)`,
       ],

@@ -193,19 +193,22 @@ describe('router', () => {
   it(`throughput: ${workloads.map((w) => w.name).join(', ')}, -c 8 -j 2 -T ${seconds}, ${rounds} alternating round(s)`, async () => {
     let plain: ChildProcess | null = null;
     let leaderPort: number | null = null;
+    let replicaPort: number | null = null;
     const haproxyPids = [enginePid(), routerPids.haproxy!];
     const targets = (): Target[] => [
-      { name: 'direct', port: leaderPort!, pids: [] },
+      { name: 'direct', port: leaderPort!, pids: [], baseline: true },
       { name: 'builtin', port: ports.builtin[0], pids: [routerPids.builtin!] },
       { name: 'haproxy engine', port: ports.haproxy[0], pids: haproxyPids },
       { name: 'plain haproxy', port: ports.plain, pids: plain?.pid === undefined ? [] : [plain.pid] },
-      { name: 'builtin ro', port: ports.builtin[1], pids: [routerPids.builtin!], readOnly: true },
-      { name: 'haproxy engine ro', port: ports.haproxy[1], pids: haproxyPids, readOnly: true },
+      { name: 'direct replica', port: replicaPort!, pids: [], readOnly: true, baseline: true },
+      { name: 'builtin ro', port: ports.builtin[1], pids: [routerPids.builtin!], readOnly: true, reference: 'direct replica' },
+      { name: 'haproxy engine ro', port: ports.haproxy[1], pids: haproxyPids, readOnly: true, reference: 'direct replica' },
     ];
     const table = new LoadTable(targets, seconds, pgTlsEnv);
     for (let round = 1; round <= rounds; round++) {
       // direct and the static HAProxy must aim at the leader of the moment
       const leader = await leaderMember();
+      replicaPort = (await tc!.view()).members.find((m) => m.name !== leader.name && m.role === 'replica' && m.streaming)?.pgPort ?? leader.pgPort;
       if (leaderPort !== leader.pgPort) {
         if (plain !== null && plain.pid !== undefined) {
           console.log(`  the leader is now ${leader.name}: direct and plain HAProxy follow it`);

@@ -12,7 +12,7 @@
  *      pause went (from the agents' and the router's logs), and a third client
  *      that keeps its connection to the pooled rw endpoint (PgBouncer);
  *   3. each node's manager process's resident memory, idle (Patroni's python
- *      process, Keel's agent).
+ *      process, Keel's agent): the median of a sample a second over 20 s.
  * Patroni runs first (Debian's 3.0.2, set up in bench/patroni.ts: ttl 10,
  * loop_wait 1, retry_timeout 5, synchronous_mode, use_pg_rewind), then Keel;
  * both use the same writers (bench/writers.ts). Every process is a child of
@@ -36,13 +36,15 @@ import { readPidFile } from '../src/util/process.js';
 import { loginConfig, queryOnce } from '../src/workload/connect.js';
 import { leaderOf, settled } from '../src/workload/shape.js';
 import { TestCluster } from '../test/support/cluster.js';
-import { killNode, stopCluster } from './cluster.js';
+import { idleRssMb, killNode, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { patroniBinary, patroniVersion, startPatroniCluster, until, type PatroniCluster } from './patroni.js';
 import { machine, max, median, min, printTable, seconds, type Cell } from './report.js';
-import { longestPauseMs, startWriter, type Writer, type WriterConnection } from './writers.js';
+import { longestPause, longestPauseMs, startWriter, type Writer, type WriterConnection } from './writers.js';
 
 const runs = envInteger('BENCH_RUNS', 4, 1, 20);
+/** seconds over which idle memory is sampled (the median counts) */
+const idleSeconds = 20;
 const patroniOff = ['0', 'false', 'no', 'off'].includes((process.env.BENCH_PATRONI ?? '').trim().toLowerCase());
 const portBase = 20600;
 const rwPort = portBase + portOffsets.routerRw;
@@ -124,7 +126,7 @@ async function patroniFigures(p: PatroniCluster, samples: string[]): Promise<Fig
 
   await p.untilHealthy(180_000);
   await sleep(3000);
-  return { ...kill, pausesMs, errors, rssMb: p.rssMb() };
+  return { ...kill, pausesMs, errors, rssMb: await idleRssMb(p.pids(), idleSeconds) };
 }
 
 interface LogLine {
@@ -255,7 +257,8 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
       const router = logLines(cluster.layout.routerLog, requestedAt);
       const oldAgent = logLines(cluster.layout.agentLog(old.name), requestedAt);
       const newAgent = logLines(cluster.layout.agentLog(target), requestedAt);
-      const back = writers['per-transaction'].times.find((t) => t > requestedAt + 50);
+      // the commit that ended the longest pause: writes back on the new leader
+      const back = longestPause(writers['per-transaction'], requestedAt - 1000).endsAtMs;
       stages.push([
         run,
         ms(firstAt(router, /routes:.*switchover from/, requestedAt)),
@@ -264,18 +267,14 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
         ms(firstAt(oldAgent, /^state change$/, requestedAt, 'stopped')),
         ms(firstAt(newAgent, /^state change$/, requestedAt, 'primary')),
         ms(firstAt(router, new RegExp(`routes:.*rw -> ${target}`), requestedAt)),
-        ms(back === undefined ? null : back - requestedAt),
+        ms(back === null ? null : back - requestedAt),
       ]);
     }
 
     // 3. agents' memory, idle
     await cluster.waitFor('a settled cluster', (v) => settled(v, 2), 120_000);
     await sleep(3000);
-    const rssMb = (await cluster.view()).members.map((m) => {
-      const pid = readPidFile(cluster.layout.agentPidFile(m.name));
-      const status = pid === null ? '' : readFileSync(`/proc/${pid}/status`, 'utf8');
-      return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
-    });
+    const rssMb = await idleRssMb((await cluster.view()).members.map((m) => readPidFile(cluster.layout.agentPidFile(m.name))), idleSeconds);
     keel = { ...kill, pausesMs, errors, rssMb };
     expect(pausesMs['per-transaction'].length).toBe(runs);
   });

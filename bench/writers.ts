@@ -63,11 +63,16 @@ export function startWriter(server: pg.ClientConfig, connection: WriterConnectio
 
 /** The longest gap between commits from `fromMs` on (the first commit after it closes the first gap). */
 export function longestPauseMs(w: Writer, fromMs: number): number {
+  return longestPause(w, fromMs).ms;
+}
+
+/** The longest gap between commits from `fromMs` on, and when the commit that ended it came (null: none came). */
+export function longestPause(w: Writer, fromMs: number): { ms: number; endsAtMs: number | null } {
   let last = fromMs;
-  let longest = 0;
+  let longest = { ms: 0, endsAtMs: null as number | null };
   for (const t of w.times) {
     if (t < fromMs) continue;
-    longest = Math.max(longest, t - last);
+    if (t - last > longest.ms) longest = { ms: t - last, endsAtMs: t };
     last = t;
   }
   return longest;

@@ -16,6 +16,7 @@ import { memberValue } from './member.js';
 import { emptyAgentMemory, type AgentMemory } from './memory.js';
 import type { Decision, Snapshot } from './snapshot.js';
 import { isAllowed, type State } from './states.js';
+import { exposedGc, IdleCollector } from './idle-gc.js';
 
 const watchdogIntervalMs = 100;
 
@@ -44,6 +45,8 @@ export class Agent {
   /** what the last decision remembered (agent/memory.ts): decide() computes it, the agent only keeps it */
   private memory: AgentMemory = emptyAgentMemory();
   private jobSeq = 0;
+  /** gives back the memory of a burst of work once the agent is quiet again (agent/idle-gc.ts) */
+  private readonly idleGc: IdleCollector;
   readonly lease: LeaseKeeper;
   /** the link to the node's fencing guard (src/guard), fed on every lease change; null without a guard block */
   readonly guard: GuardLink | null;
@@ -67,6 +70,7 @@ export class Agent {
     private readonly replicaFromBackup?: ActionContext['replicaFromBackup'],
   ) {
     this.lastConfig = config.bootstrap.dynamic ?? defaultDynamicConfig;
+    this.idleGc = new IdleCollector(exposedGc(), () => clock.now());
     this.lease = new LeaseKeeper({
       dcs,
       clock,
@@ -277,6 +281,7 @@ export class Agent {
     if (decision.actions.length === 0) this.setState(decision.to, decision.reason);
     else this.startJob(decision, snap);
     await this.publish(snap, decision.reason);
+    if (this.job === null) this.idleGc.maybeCollect();
   }
 
   /**
@@ -305,6 +310,7 @@ export class Agent {
   private startJob(decision: Decision, snap: Snapshot): void {
     const startedAtMs = this.clock.now();
     this.job = { decision, startedAtMs };
+    this.idleGc.worked();
     const ctx: ActionContext = {
       config: this.config,
       dcs: this.dcs,
@@ -341,6 +347,7 @@ export class Agent {
         this.logger.warn({ action: failed.kind, err: failed.error }, `action failed: ${decision.reason}`);
       }
       this.job = null;
+      this.idleGc.worked();
       for (const resolve of this.jobWaiters.splice(0)) resolve();
       this.wake();
     })();

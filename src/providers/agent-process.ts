@@ -14,6 +14,9 @@
  *   WebAssembly off, so nothing the agent loads may reach Node's fetch (its
  *   parser is WebAssembly): main.ts keeps node-postgres from probing it, and
  *   test/unit/agent-process.test.ts starts the agent's command with these flags;
+ * - --expose-gc: an idle agent allocates too little for V8 to collect its old
+ *   generation, so a burst of work (a promotion) stayed resident; the agent
+ *   collects once, 10 s after the burst (agent/idle-gc.ts);
  * - MALLOC_ARENA_MAX=1: one glibc arena instead of one per thread that mallocs.
  */
 export const defaultAgentNodeFlags: readonly string[] = [
@@ -25,6 +28,8 @@ export const defaultAgentNodeFlags: readonly string[] = [
   // lite mode turns WebAssembly off anyway; said outright, V8 does not warn about it at every start
   '--no-expose-wasm',
   '--bytecode-old-age=1',
+  // one full collection once the agent is quiet after a burst of work (agent/idle-gc.ts)
+  '--expose-gc',
 ];
 
 /** The flags, or KEEL_AGENT_NODE_FLAGS (space-separated, empty for none) for a measurement. */

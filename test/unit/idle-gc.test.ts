@@ -1,0 +1,33 @@
+/** When the agent collects its garbage (src/agent/idle-gc.ts): once quiet after work, then at most every half minute. */
+import { describe, expect, it } from 'vitest';
+import { IdleCollector } from '../../src/agent/idle-gc.js';
+
+describe('IdleCollector', () => {
+  it('collects 10 s after the last work, then every 30 s while steady, and again 10 s after new work', () => {
+    let now = 0;
+    let collections = 0;
+    const c = new IdleCollector(() => (collections += 1), () => now);
+    now = 9_999;
+    expect(c.maybeCollect()).toBe(false); // start-up counts as work
+    now = 10_000;
+    expect(c.maybeCollect()).toBe(true);
+    now = 39_999;
+    expect(c.maybeCollect()).toBe(false);
+    now = 40_000;
+    expect(c.maybeCollect()).toBe(true);
+    now = 41_000;
+    c.worked();
+    now = 50_000;
+    expect(c.maybeCollect()).toBe(false);
+    now = 51_000;
+    expect(c.maybeCollect()).toBe(true);
+    expect(collections).toBe(3);
+  });
+
+  it('does nothing without --expose-gc', () => {
+    let now = 0;
+    const c = new IdleCollector(undefined, () => now);
+    now = 100_000;
+    expect(c.maybeCollect()).toBe(false);
+  });
+});
