@@ -20,18 +20,7 @@ if [ "${KEEL_SETUP_PYTHON:-1}" = 1 ]; then
   packages+=(python3 python3-django python3-psycopg2 gdal-bin libgdal32 libgeos-c1v5 libproj25)
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "setup: installing ${missing[*]}"
-  $sudo apt-get update -qq
-  # Debian's packages start their own default services where they can; Keel runs its own.
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh setup "${packages[@]}"
 
 # npm ci only when the lock file changed since the last install.
 stamp=node_modules/.keel-lock-hash
