@@ -150,7 +150,7 @@ async function putSync(value: SyncValue, ctx: ActionContext): Promise<void> {
  * statements and transactions in flight, so that clients see a pause rather
  * than an error.
  */
-export const routerHoldGraceMs = 250;
+const routerHoldGraceMs = 250;
 
 /** True once every router registered in etcd holds for the switchover requested at `requestedAtMs`; false with none registered. */
 export function routersHolding(routers: readonly RouterValue[], requestedAtMs: number | null): boolean {
@@ -179,17 +179,20 @@ async function awaitRouters(requestedAtMs: number | null, ctx: ActionContext): P
 async function drainClients(timeoutMs: number, requestedAtMs: number | null, ctx: ActionContext): Promise<void> {
   const startedAt = ctx.now();
   const deadline = startedAt + timeoutMs;
-  let routersMs = 0;
+  const took = { routersMs: 0, checkpointMs: 0 };
   await Promise.all([
-    awaitRouters(requestedAtMs, ctx).then(() => (routersMs = ctx.now() - startedAt)),
+    awaitRouters(requestedAtMs, ctx).then(() => (took.routersMs = ctx.now() - startedAt)),
     // Meanwhile a checkpoint leaves little for the shutdown checkpoint to write: a shorter pause.
-    ctx.pg.checkpoint().catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'checkpoint before switchover failed')),
+    ctx.pg
+      .checkpoint()
+      .catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'checkpoint before switchover failed'))
+      .then(() => (took.checkpointMs = ctx.now() - startedAt)),
   ]);
-  const checkpointedAt = ctx.now();
+  const readyAt = ctx.now();
   while (ctx.now() < deadline) {
     const busy = await ctx.pg.busyClientCount().catch(() => 0);
     if (busy === 0) {
-      ctx.logger.info({ routersMs, checkpointMs: checkpointedAt - startedAt, drainMs: ctx.now() - checkpointedAt }, 'switchover drain done');
+      ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt }, 'switchover drain done');
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
