@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { KeelError } from '../errors.js';
 import { parseLsn } from '../model/lsn.js';
 import type { ControlData } from './types.js';
@@ -48,4 +49,44 @@ export function parseControlData(text: string): Omit<ControlData, 'backupLabel'>
     minRecoveryLsn: lsnField('Minimum recovery ending location'),
     dataChecksums: field('Data page checksum version') !== '0',
   };
+}
+
+/** How long pg_control must have been left alone before a reading of it is reused. */
+const settledMs = 100;
+
+/**
+ * pg_controldata, run again only when pg_control changed: the agent reads it
+ * on every loop, and a process per read cost CPU and time on the path of
+ * every reaction. The file's inode, size and modification time say whether it
+ * changed; but two writes within the file system's timestamp granularity (a
+ * few ms) can leave the same time, so a reading is reused only when the file
+ * had been left alone for a while before it was read.
+ */
+export class ControlDataCache {
+  private cached: { key: string; data: Omit<ControlData, 'backupLabel'> } | null = null;
+
+  constructor(
+    private readonly path: string,
+    /** pg_controldata's output */
+    private readonly run: () => Promise<string>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The parsed control file; null when there is none. */
+  async read(): Promise<Omit<ControlData, 'backupLabel'> | null> {
+    let key: string;
+    let mtimeMs: number;
+    try {
+      const st = await stat(this.path, { bigint: true });
+      key = `${st.ino}:${st.size}:${st.mtimeNs}`;
+      mtimeMs = Number(st.mtimeNs / 1_000_000n);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    if (this.cached?.key === key) return this.cached.data;
+    const data = parseControlData(await this.run());
+    this.cached = this.now() - mtimeMs >= settledMs ? { key, data } : null;
+    return data;
+  }
 }

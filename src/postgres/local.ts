@@ -19,7 +19,7 @@ import {
   socketPath,
   type NodeLayout,
 } from './conf.js';
-import { parseControlData } from './controldata.js';
+import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster } from './datadir.js';
 import { NodeFiles } from './node-files.js';
@@ -72,6 +72,7 @@ export class LocalPostgres implements Postgres {
   private readonly logger: Logger;
   private readonly files: NodeFiles;
   private dirsReady = false;
+  private readonly control: ControlDataCache;
 
   constructor(
     private readonly config: NodeConfig,
@@ -82,6 +83,9 @@ export class LocalPostgres implements Postgres {
     this.runAs = resolveRunAs(config);
     this.programs = new Programs(config.postgres.binDir, this.runAs, this.layout.nodeDir);
     this.files = new NodeFiles(config, this.layout, this.runAs);
+    // the labels parseControlData looks for are only stable in the C locale
+    const runControlData = async () => (await this.programs.run('pg_controldata', ['-D', this.dataDir], { env: { LC_ALL: 'C' } })).output;
+    this.control = new ControlDataCache(join(this.dataDir, 'global', 'pg_control'), runControlData);
     this.logger = logger.child({ component: 'postgres', dataDir: this.dataDir });
     if (!config.tls) this.logger.warn('TLS is off: node.yml has no tls block, so PostgreSQL accepts scram-sha-256 over plain TCP and connections to other nodes are not verified');
     this.session = new LocalSession(this.localConnection(), this.logger);
@@ -111,10 +115,8 @@ export class LocalPostgres implements Postgres {
   }
 
   async controlData(): Promise<ControlData | null> {
-    if (!existsSync(join(this.dataDir, 'global', 'pg_control'))) return null;
-    // The labels parseControlData looks for are only stable in the C locale.
-    const { output } = await this.programs.run('pg_controldata', ['-D', this.dataDir], { env: { LC_ALL: 'C' } });
-    return { ...parseControlData(output), backupLabel: existsSync(join(this.dataDir, 'backup_label')) };
+    const control = await this.control.read();
+    return control === null ? null : { ...control, backupLabel: existsSync(join(this.dataDir, 'backup_label')) };
   }
 
   postmasterPid(): Promise<number | null> {

@@ -1,6 +1,9 @@
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isKeelError } from '../../src/errors.js';
-import { parseControlData } from '../../src/postgres/controldata.js';
+import { ControlDataCache, parseControlData } from '../../src/postgres/controldata.js';
 import { formatLsn, parseLsn, parseLsnOrNull } from '../../src/model/lsn.js';
 
 /** pg_controldata (PostgreSQL 15, LC_ALL=C) of a standby after pg_rewind, while it streams on timeline 2. */
@@ -150,5 +153,51 @@ describe('parseControlData', () => {
       caught = err;
     }
     expect(isKeelError(caught) && caught.code).toBe('KEEL_POSTGRES_FAILED');
+  });
+});
+
+describe('ControlDataCache', () => {
+  function setup() {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-control-'));
+    const path = join(dir, 'pg_control');
+    let runs = 0;
+    const cache = new ControlDataCache(path, async () => {
+      runs += 1;
+      return standbyOutput;
+    });
+    const touch = (secondsAgo: number) => {
+      const at = new Date(Date.now() - secondsAgo * 1000);
+      writeFileSync(path, 'x');
+      utimesSync(path, at, at);
+    };
+    return { cache, touch, runs: () => runs, done: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+
+  it('is null without a control file, and runs nothing', async () => {
+    const t = setup();
+    expect(await t.cache.read()).toBeNull();
+    expect(t.runs()).toBe(0);
+    t.done();
+  });
+
+  it('reuses a reading while the file stays as it was, and reads again once it changed', async () => {
+    const t = setup();
+    t.touch(5);
+    expect((await t.cache.read())?.timeline).toBe(2);
+    await t.cache.read();
+    expect(t.runs()).toBe(1);
+    t.touch(2);
+    await t.cache.read();
+    expect(t.runs()).toBe(2);
+    t.done();
+  });
+
+  it('never reuses a reading of a file written a moment ago: a second write may keep its timestamp', async () => {
+    const t = setup();
+    t.touch(0);
+    await t.cache.read();
+    await t.cache.read();
+    expect(t.runs()).toBe(2);
+    t.done();
   });
 });
