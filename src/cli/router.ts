@@ -44,7 +44,7 @@ interface RouterFlags extends PoolFlags {
 export interface RouterSettings {
   endpoints: string[];
   cluster: string;
-  /** the router's own client certificate (its etcd user may only read) */
+  /** the router's own client certificate (its etcd user reads, and writes only its own routers/<id> key) */
   credentials: EtcdCredentials;
   /** auto: HAProxy where its binary is installed, builtin elsewhere */
   engine: EngineFlag;
@@ -231,7 +231,7 @@ export function registerRouter(program: Command): void {
     .requiredOption('--etcd <url>', 'etcd endpoint(s), comma-separated')
     .requiredOption('--cluster <name>', 'cluster name')
     .option('--etcd-cacert <file>', "the CA of etcd's certificate (https endpoints)")
-    .option('--etcd-cert <file>', "the router's client certificate: its CN is the router's etcd user, which may only read")
+    .option('--etcd-cert <file>', "the router's client certificate: its CN is the router's etcd user, which reads and writes only its own routers/<id> key")
     .option('--etcd-key <file>', "the router's client key (a user and password, if any, come from KEEL_ETCD_USER and KEEL_ETCD_PASSWORD)")
     .requiredOption('--rw <host:port>', 'where the read-write endpoint listens')
     .requiredOption('--ro <host:port>', 'where the read-only endpoint listens')
