@@ -18,7 +18,11 @@ export interface Routes {
   rw: Backend | null;
   /** replicas to balance reads over (or the leader as a fallback); empty: new ro connections wait */
   ro: Backend[];
-  /** replicas about to be removed: no new reads, the open ro connections go on */
+  /**
+   * no new reads, the open ro connections go on: replicas about to be removed,
+   * and running replicas left out for a moment (not streaming while they
+   * re-point, lagging), whose readers need not lose their sessions for it
+   */
   roDraining: Backend[];
   /** new rw connections wait even though rw is set (a switchover is pending); existing ones drain */
   holdRw: boolean;
@@ -82,7 +86,12 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
     const why = replicaProblem(m, referenceLsn, nowMs, options);
     if (why === null && draining.has(m.name)) roDraining.push(backendOf(m));
     else if (why === null) ro.push(backendOf(m));
-    else excluded.push(`${m.name} ${why}`);
+    else {
+      // a replica that still runs and publishes keeps its open reads (a switchover re-points every replica)
+      const resting = m.role === 'replica' && m.running && nowMs - m.updatedAtMs <= options.ttlSeconds * 1000;
+      if (resting) roDraining.push(backendOf(m));
+      excluded.push(`${m.name} ${why}${resting ? ' (its open reads go on)' : ''}`);
+    }
   }
   if (ro.length === 0 && options.roFallbackToLeader && rw !== null) {
     ro.push(rw);
@@ -92,7 +101,9 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
   } else {
     notes.push(`ro -> ${ro.map((b) => b.name).join(', ')}`);
   }
-  if (roDraining.length > 0) notes.push(`draining (no new reads): ${roDraining.map((b) => b.name).join(', ')}`);
+  if (draining.size > 0 && roDraining.some((b) => draining.has(b.name))) {
+    notes.push(`draining (no new reads): ${roDraining.filter((b) => draining.has(b.name)).map((b) => b.name).join(', ')}`);
+  }
   if (excluded.length > 0) notes.push(`not serving reads: ${excluded.join('; ')}`);
 
   return {

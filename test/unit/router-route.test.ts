@@ -73,7 +73,7 @@ const cases: Case[] = [
       leader: leaderKey('node1'),
       members: [primaryMember('node1'), member('node2', { streaming: false }), member('node3', { running: false }), member('node4', { updatedAtMs: NOW - 11_000 })],
     }),
-    rw: 'node1', ro: ['node1'], holdRw: false, reason: /ro -> node1 \(no replica qualifies\).*node2 is not streaming; node3 is not running; node4 has not published for 11 s/,
+    rw: 'node1', ro: ['node1'], holdRw: false, reason: /ro -> node1 \(no replica qualifies\).*node2 is not streaming \(its open reads go on\); node3 is not running; node4 has not published for 11 s/,
   },
   {
     name: 'no fallback when it is turned off: ro waits',
@@ -124,6 +124,20 @@ describe('computeRoutes', () => {
       expect(routes.reason).toMatch(c.reason);
     });
   }
+
+  it('a running replica left out for a moment (not streaming, lagging) keeps its open reads; one that stopped or went silent does not', () => {
+    const routes = computeRoutes(
+      cluster({
+        leader: leaderKey('node1'),
+        members: [primaryMember('node1', { walLsn: 100_000_000 }), member('node2', { streaming: false }), member('node3', { running: false }), member('node4', { updatedAtMs: NOW - 11_000 }), member('node5')],
+      }),
+      NOW,
+      defaultRouteOptions,
+    );
+    expect(routes.ro.map((b) => b.name)).toEqual(['node1']);
+    expect(routes.roDraining.map((b) => b.name)).toEqual(['node2', 'node5']);
+    expect(routes.reason).not.toMatch(/draining \(no new reads\)/);
+  });
 
   it('a draining replica gets no new reads but keeps its open ones; the last one falls back to the leader', () => {
     const draining = (name: string) => ({ v: 1 as const, name, sinceMs: NOW - 1000, reason: 'scale-in' });
