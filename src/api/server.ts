@@ -26,6 +26,7 @@ import { registerHealth } from './health.js';
 import { defaultApiLimits, timeoutCheckIntervalMs, type ApiLimits } from './limits.js';
 import { registerMetrics } from './metrics.js';
 import { defaultReadCacheMs, SharedRead } from './read-cache.js';
+import { zodOnlySchemaController } from '../util/fastify-schemas.js';
 
 export type { AgentHandle, ApiOptions } from './handle.js';
 
@@ -57,6 +58,7 @@ export function buildApi(handle: AgentHandle, options: ApiOptions, transport: Ap
   // Node's own defaults let a slowloris hold a connection for a minute (headers) and look only every 30 s.
   const serverLimits = { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: timeoutCheckIntervalMs(limits) };
   const app = Fastify({
+    schemaController: zodOnlySchemaController,
     logger: false,
     bodyLimit: 64 * 1024,
     forceCloseConnections: true,

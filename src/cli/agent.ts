@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { config as zodConfig } from 'zod';
 import { Agent } from '../agent/agent.js';
 import { LoadMeter } from '../agent/load.js';
 import { splitHostPort } from '../agent/member.js';
@@ -22,6 +23,9 @@ export function registerAgent(program: Command): void {
     .description('run the agent of one PostgreSQL node (its loop, lease and PostgreSQL)')
     .requiredOption('--config <file>', 'node configuration (YAML)')
     .action(async (options: { config: string }) => {
+      // zod compiles a parser for each object schema the first time it parses one: faster for a server
+      // parsing thousands a second, but the agent parses a few a second and the code would stay in its heap
+      zodConfig({ jitless: true });
       const config = loadNodeConfig(options.config);
       checkPostgresBinaries(config.postgres.binDir);
       const logger = createLogger({ node: config.name, cluster: config.cluster });

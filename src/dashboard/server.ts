@@ -19,6 +19,7 @@ import { loadAssets } from './assets.js';
 import { ClusterFeed, type FeedMessage, type FeedTiming } from './feed.js';
 import type { BackupSource } from './model.js';
 import { Sessions } from './session.js';
+import { zodOnlySchemaController } from '../util/fastify-schemas.js';
 
 export interface DashboardOptions {
   cluster: string;
@@ -59,6 +60,7 @@ const securityHeaders = {
 export function buildDashboard(feed: ClusterFeed, options: DashboardOptions, tls: DashboardTls | null): FastifyInstance {
   const assets = loadAssets();
   const app = Fastify({
+    schemaController: zodOnlySchemaController,
     logger: false,
     bodyLimit: 16 * 1024,
     forceCloseConnections: true,
