@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
-import type { RouterValue, SyncValue } from '../model/values.js';
+import type { RouterValue, StatusValue, SyncValue } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
 import type { Postgres, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
@@ -70,7 +70,7 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       }
       return;
     case 'releaseLeader':
-      await ctx.dcs.releaseLeader(me);
+      await ctx.dcs.releaseLeader(me, action.handover === true ? await handoverStatus(me, ctx) : undefined);
       return;
     case 'clone':
       if (await ctx.replicaFromBackup?.(snap.cluster?.initialize?.value.systemId ?? null, action.from.name)) return;
@@ -83,7 +83,7 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       if (!action.replica) ctx.setWritable(true);
       return ctx.pg.start(startOptions(action.replica, action.upstream));
     case 'stopPostgres':
-      if (action.handover === true) return stepDown(me, ctx);
+      if (action.handover === true) return stepDown(ctx);
       await ctx.pg.stop(action.mode);
       ctx.setWritable(false);
       return;
@@ -219,17 +219,26 @@ async function awaitReplayed(afterLsn: number, timeoutMs: number, ctx: ActionCon
 /**
  * A leader handing over stops as soon as its shutdown checkpoint is written
  * (no WAL can follow it), not when the postmaster is gone: that may wait for
- * the archiver, and the new leader archives what is left. Where the
- * checkpoint starts goes into the status key for the candidate to wait for.
+ * the archiver, and the new leader archives what is left.
  */
-async function stepDown(me: string, ctx: ActionContext): Promise<void> {
+async function stepDown(ctx: ActionContext): Promise<void> {
   await ctx.pg.stop('fast', { untilCheckpointed: true });
   ctx.setWritable(false);
+}
+
+/**
+ * Where the shutdown checkpoint starts, for the status key: the candidate
+ * waits to have replayed past it. Written in the transaction that releases
+ * the leader key (one etcd round trip in the pause, and no view in which the
+ * key is gone but the status is older). Nothing when PostgreSQL did not shut
+ * down cleanly.
+ */
+async function handoverStatus(me: string, ctx: ActionContext): Promise<StatusValue | undefined> {
   const control = await ctx.pg.controlData();
-  if (control?.clusterState !== 'shut down') return;
+  if (control?.clusterState !== 'shut down') return undefined;
   const lsn = control.checkpointLsn;
   ctx.logger.info({ timeline: control.timeline, shutdownCheckpointLsn: lsn }, 'shut down to hand over');
-  await ctx.dcs.putStatus({ v: 1, leader: me, timeline: control.timeline, walLsn: lsn, updatedAtMs: ctx.now(), shutdownCheckpointLsn: lsn });
+  return { v: 1, leader: me, timeline: control.timeline, walLsn: lsn, updatedAtMs: ctx.now(), shutdownCheckpointLsn: lsn };
 }
 
 async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
@@ -267,15 +276,11 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   const sync = action.sync;
   await Promise.all([
     ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }),
-    // in synchronous mode the new primary names its standbys before it can take a single write
-    sync !== null &&
-      (async () => {
-        await putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx);
-        await ctx.pg.setSynchronousStandbyNames(sync.standbyNames);
-      })(),
+    sync !== null && putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx),
   ]);
   ctx.setWritable(true);
-  await ctx.pg.promote();
+  // in synchronous mode the new primary names its standbys before it can take a single write
+  await ctx.pg.promote(sync?.standbyNames);
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);

@@ -209,7 +209,7 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
           { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000 },
           // A fast shutdown sends every WAL record, the shutdown checkpoint included, to connected replicas first.
           { kind: 'stopPostgres', mode: 'fast', handover: true },
-          { kind: 'releaseLeader' },
+          { kind: 'releaseLeader', handover: true },
           { kind: 'event', eventKind: 'switchover', message: `${s.me.name} stepped down for ${candidate.name}` },
         ],
       };

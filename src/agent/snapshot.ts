@@ -49,7 +49,8 @@ export type Action =
   | { kind: 'bootstrap' }
   | { kind: 'acquireLeader' }
   | { kind: 'rebindLeader'; expectModRevision: string }
-  | { kind: 'releaseLeader' }
+  /** handover: with the status of the shutdown checkpoint just written, in the same transaction */
+  | { kind: 'releaseLeader'; handover?: boolean }
   | { kind: 'clone'; from: UpstreamTarget }
   | { kind: 'rewind'; from: UpstreamTarget }
   | { kind: 'removeDataDir' }

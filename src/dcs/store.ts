@@ -118,9 +118,10 @@ export class StoreDcs implements Dcs {
     return this.kv.txn('leader rebind', [at(k, expectModRevision), { key: k, value: encodeLeader(name) }], [put(k, encodeLeader(name), leaseId)]);
   }
 
-  releaseLeader(name: string): Promise<boolean> {
+  releaseLeader(name: string, finalStatus?: StatusValue): Promise<boolean> {
     const k = this.k.leader;
-    return this.kv.txn('leader release', [{ key: k, value: encodeLeader(name) }], [del(k)]);
+    const status = finalStatus === undefined ? [] : [put(this.k.status, encode(finalStatus))];
+    return this.kv.txn('leader release', [{ key: k, value: encodeLeader(name) }], [del(k), ...status]);
   }
 
   async moveLease(move: LeaseMove): Promise<boolean> {

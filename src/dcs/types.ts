@@ -51,8 +51,11 @@ export interface Dcs {
    * `expectModRevision`. One transaction. True when rebound.
    */
   rebindLeader(name: string, leaseId: string, expectModRevision: string): Promise<boolean>;
-  /** Deletes `leader` only if it names `name` (one transaction). True when deleted. */
-  releaseLeader(name: string): Promise<boolean>;
+  /**
+   * Deletes `leader` only if it names `name`, and with `finalStatus` puts
+   * `status` in the same transaction (a leader handing over). True when deleted.
+   */
+  releaseLeader(name: string, finalStatus?: StatusValue): Promise<boolean>;
   /**
    * Moves a member's keys to another of its leases (granted with a new ttl) in
    * ONE transaction: puts `members/<name>` (when given) and, with `leader`,

@@ -50,6 +50,8 @@ const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
 const stopWaitMs = 65_000;
 const pollMs = 20;
+/** The postmaster's shutdown modes (what pg_ctl stop -m sends). */
+const stopSignals: Record<StopMode, NodeJS.Signals> = { smart: 'SIGTERM', fast: 'SIGINT', immediate: 'SIGQUIT' };
 /**
  * A standby is ready once consistent, which needs its upstream; while that
  * is unreachable the start would block the agent for the whole wait. The
@@ -253,24 +255,31 @@ export class LocalPostgres implements Postgres {
     await this.session.close();
     const pid = await this.postmasterPid();
     if (pid === null) return;
-    this.logger.info({ pid, mode }, 'pg_ctl stop');
-    // -W, and the wait below: pg_ctl looks every 100 ms, this every few ms (a switchover waits on it)
-    const result = await this.programs.run('pg_ctl', ['stop', '-D', this.dataDir, '-m', mode, '-W'], { allowFailure: true });
+    // The signal pg_ctl stop -m MODE sends, without starting pg_ctl; and the wait below looks every
+    // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
+    this.logger.info({ pid, mode }, 'stopping PostgreSQL');
+    try {
+      process.kill(pid, stopSignals[mode]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new KeelError('KEEL_POSTGRES_FAILED', `cannot signal postmaster ${pid}: ${(err as Error).message}`);
+    }
     const checkpointed = async () => options.untilCheckpointed === true && (await this.controlData())?.clusterState === 'shut down';
     if (!(await this.waitFor(async () => !isPostmasterAlive(pid) || (await checkpointed()), stopWaitMs))) {
-      throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs after pg_ctl stop -m ${mode}:\n${lastLines(result.output)}`);
+      throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs ${stopWaitMs / 1000} s after a ${mode} shutdown was asked:\n${await this.logTail()}`);
     }
   }
 
-  async promote(): Promise<void> {
+  async promote(synchronousStandbyNames?: string): Promise<void> {
     const state = await this.runtimeState();
     if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!state.inRecovery) return;
     const pid = await this.postmasterPid();
-    this.logger.info('promoting');
-    // The short retry interval reaches the startup process before the request does (conf.ts, promotionRetryLine).
+    this.logger.info(synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames }, 'promoting');
+    // One reload for both: the short retry interval reaches the startup process before the request does
+    // (conf.ts, promotionRetryLine), and the new primary names its standbys before it can take a write.
+    if (synchronousStandbyNames !== undefined) await this.files.writeSynchronousStandbyNames(synchronousStandbyNames);
     await this.files.writePromotionRetry(true);
-    await this.sql('SELECT pg_reload_conf()', [], 'reloading the configuration');
+    await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
     // Not waiting here (the wait below notices a fence that stopped the postmaster at once), nor a pg_ctl process to start.
     await this.sql('SELECT pg_promote(false)', [], 'promoting');
     let gone = false;
@@ -356,14 +365,12 @@ export class LocalPostgres implements Postgres {
     await this.files.writeSynchronousStandbyNames(value);
     if ((await this.postmasterPid()) === null) return;
     this.logger.info({ synchronousStandbyNames: value }, 'setting synchronous_standby_names');
-    await this.reload(async () => {
-      const [row] = await this.sql<{ value: string }>(
-        "SELECT current_setting('synchronous_standby_names') AS value",
-        [],
-        'reading synchronous_standby_names',
-      );
-      return row?.value === value;
-    });
+    await this.reload(() => this.synchronousStandbyNamesAre(value));
+  }
+
+  private async synchronousStandbyNamesAre(value: string): Promise<boolean> {
+    const [row] = await this.sql<{ value: string }>("SELECT current_setting('synchronous_standby_names') AS value", [], 'reading synchronous_standby_names');
+    return row?.value === value;
   }
 
   /** Counters for agent/load.ts: transactions ever ended (all databases) and client backends now; null when unreachable. */

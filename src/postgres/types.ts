@@ -115,8 +115,11 @@ export interface Postgres {
    * waits for its archiver and WAL senders to finish.
    */
   stop(mode: StopMode, options?: { untilCheckpointed?: boolean }): Promise<void>;
-  /** Promotes a running standby and waits until it accepts writes. */
-  promote(): Promise<void>;
+  /**
+   * Promotes a running standby and waits until it accepts writes; with
+   * synchronousStandbyNames, sets them first, applied before the promotion is requested.
+   */
+  promote(synchronousStandbyNames?: string): Promise<void>;
   /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */
   newestTimeline(controlTimeline?: number): Promise<number>;
   /**

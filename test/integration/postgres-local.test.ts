@@ -167,10 +167,11 @@ describe('LocalPostgres with real PostgreSQL', () => {
     expect(slots).toEqual([{ active: true }]);
   });
 
-  it('promotes the replica to a writable primary on timeline 2', async () => {
-    await node2.promote();
+  it('promotes the replica to a writable primary on timeline 2, its synchronous standbys named in the same reload', async () => {
+    await node2.promote('ANY 1 ("node1")');
     const state = await node2.runtimeState();
-    expect(state).toMatchObject({ inRecovery: false, timeline: 2 });
+    expect(state).toMatchObject({ inRecovery: false, timeline: 2, synchronousStandbyNames: 'ANY 1 ("node1")' });
+    await node2.setSynchronousStandbyNames(''); // node1 streams no more: a commit would wait for it
     await query(ports.node2, 'INSERT INTO places VALUES (2, NULL)');
   });
 

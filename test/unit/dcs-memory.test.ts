@@ -149,6 +149,18 @@ describe('MemoryDcs', () => {
     expect(await dcs.releaseLeader('node1')).toBe(false);
   });
 
+  it('a leader handing over releases its key and writes its last status in one transaction, only while it holds the key', async () => {
+    const lease = await dcs.grantLease(10);
+    await dcs.acquireLeader('node1', lease);
+    const handover = { v: 1 as const, leader: 'node1', timeline: 3, walLsn: 900, updatedAtMs: 2, shutdownCheckpointLsn: 900 };
+    expect(await dcs.releaseLeader('node2', { ...handover, leader: 'node2' })).toBe(false);
+    expect((await dcs.readCluster()).status).toBeNull();
+    expect(await dcs.releaseLeader('node1', handover)).toBe(true);
+    const view = await dcs.readCluster();
+    expect(view.leader).toBeNull();
+    expect(view.status?.value).toEqual(handover);
+  });
+
   it('records a creation only for the active controller, once per name, and drops it with the lease', async () => {
     const creation = { v: 1 as const, name: 'node4', zone: 'a', instanceClass: 'm', replaces: 'node1', sinceMs: 5, by: 'ctl-a' };
     const active = await dcs.grantLease(10);

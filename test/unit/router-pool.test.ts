@@ -104,7 +104,7 @@ describe('the pool follows the rw route', () => {
     return { bouncer, pool: new PooledEndpoint(bouncer, silentLogger(), { pauseTimeoutMs: 100, commandTimeoutMs: 100, retryMs: 10 }) };
   };
 
-  it('a switchover: PAUSE while held, then the new leader, then RESUME', async () => {
+  it('a switchover: PAUSE while held, then the new leader and RESUME on one admin connection', async () => {
     const { bouncer, pool } = setup();
     await pool.follow(routes(null, true));
     expect(bouncer.log).toEqual([]);
@@ -112,7 +112,7 @@ describe('the pool follows the rw route', () => {
     await pool.follow(routes(node1, true));
     await pool.follow(routes(null, true));
     await pool.follow(routes(node2, false));
-    expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT', 'RESUME']);
+    expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT+RESUME']);
     expect(pool.status()).toMatchObject({ paused: false, moves: 2, pauses: 1, target: 'node2 127.0.0.1:20511' });
   });
 
@@ -129,6 +129,21 @@ describe('the pool follows the rw route', () => {
     expect(bouncer.log).toEqual(['PAUSE', 'ini node1', 'RELOAD']);
     await pool.follow(routes(node1, false));
     expect(bouncer.log.at(-1)).toBe('RESUME');
+  });
+
+  it('a RESUME PgBouncer says it is not paused for (a step cut short before) still ends the pause after a move', async () => {
+    const { bouncer, pool } = setup();
+    const admin = bouncer.admin.bind(bouncer);
+    await pool.follow(routes(node1, false));
+    await pool.follow(routes(node1, true));
+    bouncer.admin = async (commands: string[]) => {
+      await admin(commands);
+      if (commands.includes('RESUME')) throw new Error('PgBouncer refused RELOAD; RECONNECT; RESUME: pooler is not paused/suspended');
+      return 'done';
+    };
+    await pool.follow(routes(node2, false));
+    expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT+RESUME']);
+    expect(pool.status()).toMatchObject({ paused: false, moves: 2, target: 'node2 127.0.0.1:20511' });
   });
 
   it('a PAUSE cut short still moves and resumes; a hold ended with the same leader resumes there', async () => {

@@ -34,6 +34,10 @@ const already =
     throw err;
   };
 
+const rethrow = (err: unknown): never => {
+  throw err;
+};
+
 export interface PoolStatus {
   target: string | null;
   paused: boolean;
@@ -110,17 +114,23 @@ export class PooledEndpoint {
     }
     // a hold that came meanwhile pauses first (follow() asked for the run after this one)
     if (this.wanted.hold && !hold) return;
+    const resume = !hold && this.paused && target !== null;
     if (target !== null && !sameBackend(target, this.configured)) {
       await this.bouncer.writeIni(target);
-      // RECONNECT: server connections to the old target close as soon as they are released (none while paused)
-      const commands = this.configured === null ? ['RELOAD'] : ['RELOAD', 'RECONNECT'];
-      await this.bouncer.admin(commands, this.timings.commandTimeoutMs).then((o) => this.failOnTimeout(o, commands));
+      // RECONNECT: server connections to the old target close as soon as they are released (none while paused);
+      // RESUME on the same admin connection when the hold is over: one login less in a switchover's pause
+      const commands = [...(this.configured === null ? ['RELOAD'] : ['RELOAD', 'RECONNECT']), ...(resume ? ['RESUME'] : [])];
+      await this.bouncer
+        .admin(commands, this.timings.commandTimeoutMs)
+        .catch(resume ? already(/not paused\/suspended/) : rethrow)
+        .then((o) => this.failOnTimeout(o, commands));
       this.logger.info({ from: this.configured?.name ?? null, to: target.name }, `pool -> ${target.name} (${target.host}:${target.port})`);
       this.configured = target;
       this.counts.moves++;
-    }
-    if (!hold && this.paused && target !== null) {
+    } else if (resume) {
       await this.bouncer.admin(['RESUME'], this.timings.commandTimeoutMs).catch(already(/not paused\/suspended/)).then((o) => this.failOnTimeout(o, ['RESUME']));
+    }
+    if (resume) {
       this.paused = false;
       this.logger.info({ to: target.name }, 'pool resumed');
     }
