@@ -25,7 +25,7 @@ export function registerAgent(program: Command): void {
     .action(async (options: { config: string }) => {
       // zod compiles a parser for each object schema the first time it parses one: faster for a server
       // parsing thousands a second, but the agent parses a few a second and the code would stay in its heap
-      //zodConfig({ jitless: true });
+      zodConfig({ jitless: true });
       const config = loadNodeConfig(options.config);
       checkPostgresBinaries(config.postgres.binDir);
       const logger = createLogger({ node: config.name, cluster: config.cluster });
