@@ -280,7 +280,7 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   ]);
   ctx.setWritable(true);
   // in synchronous mode the new primary names its standbys before it can take a single write
-  await ctx.pg.promote(sync?.standbyNames);
+  await ctx.pg.promote({ ...(sync === null ? {} : { synchronousStandbyNames: sync.standbyNames }), streamOnly: action.streamOnly === true });
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);

@@ -271,10 +271,11 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   const verdict = promotionVerdict(me, cluster, s.config, s.nowMs, { ignoreOthers: pendingTarget === s.me.name });
   if (!verdict.ok) return stay(s, `no leader, but I may not take over: ${verdict.why}`);
   const why = pendingTarget === s.me.name ? 'I am the requested switchover target' : `I am the healthiest replica (lsn ${memberLsn(me)})`;
+  const handover = awaitHandover(s, cluster, pendingTarget);
   return {
     to: 'primary',
     reason: `no leader; ${why}: taking the leader key and promoting`,
-    actions: [...awaitHandover(s, cluster, pendingTarget), { kind: 'acquireLeader' }, promoteAction(s, cluster, why)],
+    actions: [...handover, { kind: 'acquireLeader' }, promoteAction(s, cluster, why, handover.length > 0)],
   };
 }
 
@@ -290,8 +291,9 @@ function awaitHandover(s: Snapshot, cluster: ClusterView, pendingTarget: string 
   return [{ kind: 'awaitReplayed', afterLsn: lsn, timeoutMs: handoverWaitMs }];
 }
 
-function promoteAction(s: Snapshot, cluster: ClusterView, reason: string): Action {
-  return { kind: 'promote', reason, sync: promotionSyncSet(s.config, cluster, s.me.name, s.nowMs) };
+function promoteAction(s: Snapshot, cluster: ClusterView, reason: string, streamOnly = false): Action {
+  const sync = promotionSyncSet(s.config, cluster, s.me.name, s.nowMs);
+  return streamOnly ? { kind: 'promote', reason, sync, streamOnly } : { kind: 'promote', reason, sync };
 }
 
 /** This node as the others see it, built from the snapshot rather than the possibly stale member key. */

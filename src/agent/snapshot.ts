@@ -61,7 +61,8 @@ export type Action =
   | { kind: 'stopPostgres'; mode: 'fast' | 'immediate'; handover?: boolean }
   | { kind: 'drainClients'; timeoutMs: number }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
-  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null }
+  /** streamOnly: a switchover's target that replayed the old leader's last WAL promotes without the WAL archive (conf.ts, streamOnlyLine) */
+  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean }
   /** shortRetry: retry the upstream every few ms (a standby streaming from a switchover's target; conf.ts promotionRetryLine) */
   | { kind: 'follow'; upstream: UpstreamTarget; shortRetry?: boolean }
   | { kind: 'syncSlots'; names: string[] }

@@ -236,7 +236,7 @@ export function buildPostgresqlConf(
     line('synchronous_standby_names', synchronousStandbyNames),
     ...sslLines(config).map(([name, value]) => line(name, value)),
     ...archiveParameters(config, layout).map(([name, value]) => line(name, value)),
-    ...(options.shortRetry === true && upstream !== null ? [promotionRetryLine] : []),
+    ...(options.shortRetry === true && upstream !== null ? [promotionRetryLine, streamOnlyLine] : []),
     '',
   ];
   return lines.join('\n');
@@ -265,13 +265,25 @@ export function readSynchronousStandbyNames(confText: string): string | null {
 export const shortRetryMs = 17;
 export const promotionRetryLine = `wal_retrieve_retry_interval = '${shortRetryMs}ms' # promoting or following a switchover's target`;
 
-/** The same file with the promotion line added at the end (on) or removed (off). */
-export function withPromotionRetry(confText: string, on: boolean): string {
+/**
+ * A switchover's target, once it has replayed the old leader's last WAL, and
+ * the standbys streaming from it (through slots it holds) need nothing from
+ * the WAL archive; yet where a stream ends (the target's promotion, a
+ * timeline's end) PostgreSQL asks restore_command first, and each pgBackRest
+ * archive-get took 100-200 ms of the pause. They run without it until the
+ * switchover is over (the last setting wins). A failover's promotion keeps
+ * it: the archive may hold WAL the candidate never received.
+ */
+export const streamOnlyLine = "restore_command = '' # a switchover's target and the standbys streaming from it";
+
+/** The same file with the promotion lines added at the end (on; streamOnly: restore_command too) or removed (off). */
+export function withPromotionRetry(confText: string, on: boolean, streamOnly = false): string {
   const without = confText
     .split('\n')
-    .filter((l) => l !== promotionRetryLine)
+    .filter((l) => l !== promotionRetryLine && l !== streamOnlyLine)
     .join('\n');
-  return on ? `${without.replace(/\n*$/, '\n')}${promotionRetryLine}\n` : without;
+  const lines = on ? [promotionRetryLine, ...(streamOnly ? [streamOnlyLine] : [])] : [];
+  return lines.length === 0 ? without : `${without.replace(/\n*$/, '\n')}${lines.join('\n')}\n`;
 }
 
 /** The same file with only synchronous_standby_names changed. */

@@ -44,7 +44,7 @@ import {
   type Connection,
   type RuntimeRow,
 } from './sql.js';
-import type { ControlData, DataDirState, Postgres, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
+import type { ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
 
 const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
@@ -269,7 +269,7 @@ export class LocalPostgres implements Postgres {
     }
   }
 
-  async promote(synchronousStandbyNames?: string): Promise<void> {
+  async promote({ synchronousStandbyNames, streamOnly = false }: PromoteOptions = {}): Promise<void> {
     const state = await this.runtimeState();
     if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!state.inRecovery) return;
@@ -278,7 +278,7 @@ export class LocalPostgres implements Postgres {
     // One reload for both: the short retry interval reaches the startup process before the request does
     // (conf.ts, promotionRetryLine), and the new primary names its standbys before it can take a write.
     if (synchronousStandbyNames !== undefined) await this.files.writeSynchronousStandbyNames(synchronousStandbyNames);
-    await this.files.writePromotionRetry(true);
+    await this.files.writePromotionRetry(true, streamOnly);
     await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
     // Not waiting here (the wait below notices a fence that stopped the postmaster at once), nor a pg_ctl process to start.
     await this.sql('SELECT pg_promote(false)', [], 'promoting');

@@ -60,10 +60,10 @@ export class NodeFiles {
     await writeOwnedFile(this.confPath, withSynchronousStandbyNames(text, value), 0o600, this.runAs);
   }
 
-  /** postgresql.conf with the promotion's short retry interval added or removed (conf.ts, promotionRetryLine). */
-  async writePromotionRetry(on: boolean): Promise<void> {
+  /** postgresql.conf with the promotion's short retry interval (and, streamOnly, no restore_command) added or removed (conf.ts). */
+  async writePromotionRetry(on: boolean, streamOnly = false): Promise<void> {
     const text = await readFile(this.confPath, 'utf8');
-    await writeOwnedFile(this.confPath, withPromotionRetry(text, on), 0o600, this.runAs);
+    await writeOwnedFile(this.confPath, withPromotionRetry(text, on, streamOnly), 0o600, this.runAs);
   }
 
   async writePgpass(upstream: UpstreamTarget | null): Promise<void> {

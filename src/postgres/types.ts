@@ -80,6 +80,11 @@ export interface StartOptions {
 
 export type StopMode = 'smart' | 'fast' | 'immediate';
 
+export interface PromoteOptions {
+  synchronousStandbyNames?: string;
+  streamOnly?: boolean;
+}
+
 /**
  * The agent's handle on its PostgreSQL. Methods run programs as the
  * configured OS user and never print passwords. Errors are KeelErrors with
@@ -117,9 +122,11 @@ export interface Postgres {
   stop(mode: StopMode, options?: { untilCheckpointed?: boolean }): Promise<void>;
   /**
    * Promotes a running standby and waits until it accepts writes; with
-   * synchronousStandbyNames, sets them first, applied before the promotion is requested.
+   * synchronousStandbyNames, sets them first, applied before the promotion is
+   * requested; streamOnly: without restore_command (a switchover's target that
+   * replayed the old leader's last WAL; conf.ts, streamOnlyLine).
    */
-  promote(synchronousStandbyNames?: string): Promise<void>;
+  promote(options?: PromoteOptions): Promise<void>;
   /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */
   newestTimeline(controlTimeline?: number): Promise<number>;
   /**

@@ -28,6 +28,11 @@ export interface Routes {
   holdRw: boolean;
   /** requestedAtMs of the pending switchover this hold is for (the router reports it in `routers/<id>`); null otherwise */
   holdingFor: number | null;
+  /**
+   * the running replica a pending switchover names, which rw goes to next: the
+   * pool points at it while paused, so that its move is done before the hold ends
+   */
+  rwNext: Backend | null;
   /** one sentence for the log */
   reason: string;
 }
@@ -50,7 +55,7 @@ export const defaultRouteOptions: RouteOptions = {
   switchoverHoldMs: 30_000,
 };
 
-export const noRoutes: Routes = { rw: null, ro: [], roDraining: [], holdRw: true, holdingFor: null, reason: 'no view of the cluster yet' };
+export const noRoutes: Routes = { rw: null, ro: [], roDraining: [], holdRw: true, holdingFor: null, rwNext: null, reason: 'no view of the cluster yet' };
 
 const backendOf = (m: MemberValue): Backend => ({ name: m.name, host: m.pgHost, port: m.pgPort });
 
@@ -75,6 +80,8 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
   if (rw !== null) {
     notes.push(switchoverPending ? `${switchover!.failover ? 'failover' : 'switchover'} from ${leaderName} pending: holding new rw connections, draining the others` : `rw -> ${leaderName}`);
   }
+  const next = switchoverPending && switchover!.to !== null ? view.members.find((m) => m.name === switchover!.to) : undefined;
+  const rwNext = next !== undefined && next.role === 'replica' && next.running ? backendOf(next) : null;
 
   const referenceLsn = leader?.walLsn ?? view.status?.value.walLsn ?? null;
   const ro: Backend[] = [];
@@ -112,6 +119,7 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
     roDraining,
     holdRw: rw === null || switchoverPending,
     holdingFor: switchoverPending ? switchover!.requestedAtMs : null,
+    rwNext,
     reason: notes.join('; '),
   };
 }
@@ -132,7 +140,7 @@ function replicaProblem(m: MemberValue, referenceLsn: number | null, nowMs: numb
 
 /** What the router serves when it cannot trust its view of etcd: no writes; reads go on from the last view. */
 export function failClosed(last: Routes, why: string): Routes {
-  return { rw: null, ro: last.ro, roDraining: last.roDraining, holdRw: true, holdingFor: null, reason: `${why}: failing closed, holding new rw connections` };
+  return { rw: null, ro: last.ro, roDraining: last.roDraining, holdRw: true, holdingFor: null, rwNext: null, reason: `${why}: failing closed, holding new rw connections` };
 }
 
 export const sameBackend = (a: Backend | null, b: Backend | null): boolean =>
@@ -146,6 +154,7 @@ export function sameRoutes(a: Routes, b: Routes): boolean {
     a.holdRw === b.holdRw &&
     a.holdingFor === b.holdingFor &&
     sameBackend(a.rw, b.rw) &&
+    sameBackend(a.rwNext, b.rwNext) &&
     sameBackends(a.ro, b.ro) &&
     sameBackends(a.roDraining, b.roDraining)
   );

@@ -168,7 +168,7 @@ describe('LocalPostgres with real PostgreSQL', () => {
   });
 
   it('promotes the replica to a writable primary on timeline 2, its synchronous standbys named in the same reload', async () => {
-    await node2.promote('ANY 1 ("node1")');
+    await node2.promote({ synchronousStandbyNames: 'ANY 1 ("node1")' });
     const state = await node2.runtimeState();
     expect(state).toMatchObject({ inRecovery: false, timeline: 2, synchronousStandbyNames: 'ANY 1 ("node1")' });
     await node2.setSynchronousStandbyNames(''); // node1 streams no more: a commit would wait for it

@@ -10,7 +10,7 @@ import { buildPgbackrestConf, buildPgbackrestPgpass } from '../../src/backup/con
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
 import { isKeelError } from '../../src/errors.js';
 import { archiveParameters, pgbackrestPaths, shellWord } from '../../src/postgres/archiving.js';
-import { buildPostgresqlConf, nodeLayout, unquoteConfString } from '../../src/postgres/conf.js';
+import { buildPostgresqlConf, nodeLayout, streamOnlyLine, unquoteConfString } from '../../src/postgres/conf.js';
 import { LocalLayout, placeholderSecrets } from '../../src/providers/local-layout.js';
 
 const key = 'k'.repeat(40);
@@ -59,6 +59,17 @@ describe('archiving settings in postgresql.conf', () => {
     expect(unquoteConfString(command!)).toBe(`/usr/bin/pgbackrest ${shellWord(`--config-path=${dir}`)} --stanza=geo archive-push "%p"`);
     expect(conf).toMatch(/^restore_command = '.*archive-get %f "%p"'$/m);
     expect(conf).not.toContain(key);
+  });
+
+  it("a standby following a switchover's target reads no archive until it is over: restore_command is emptied last", () => {
+    const c = config(posix);
+    const upstream = { name: 'node3', host: '127.0.0.1', port: 5503 };
+    const following = buildPostgresqlConf(c, nodeLayout(c), { replica: true, upstream, slotName: 'node2', parameters: {}, shortRetry: true }, '');
+    const restoreLines = following.split('\n').filter((l) => l.startsWith('restore_command'));
+    expect(restoreLines).toHaveLength(2);
+    expect(restoreLines.at(-1)).toBe(streamOnlyLine);
+    const steady = buildPostgresqlConf(c, nodeLayout(c), { replica: true, upstream, slotName: 'node2', parameters: {} }, '');
+    expect(steady).not.toContain(streamOnlyLine);
   });
 
   it('writes nothing about archiving without a backup block', () => {

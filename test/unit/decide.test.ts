@@ -732,6 +732,15 @@ describe('decide', () => {
   it('a leader stepping down for a switchover stops as a handover (it records where its shutdown checkpoint starts)', () => {
     const row = cases.find((c) => c.name === 'switchover to a streaming, caught-up replica: step down cleanly')!;
     expect(decide(row.snap).actions.find((a) => a.kind === 'stopPostgres')).toEqual({ kind: 'stopPostgres', mode: 'fast', handover: true });
+    // and its key goes in the transaction that writes that status
+    expect(decide(row.snap).actions.find((a) => a.kind === 'releaseLeader')).toEqual({ kind: 'releaseLeader', handover: true });
+  });
+
+  it('only the target that replayed the old leader\'s shutdown checkpoint promotes without the WAL archive', () => {
+    const promotion = (name: string) => decide(cases.find((c) => c.name === name)!.snap).actions.find((a) => a.kind === 'promote');
+    expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ streamOnly: true });
+    expect(promotion('no leader, I am the switchover target: promote even if another is ahead')).not.toHaveProperty('streamOnly');
+    expect(promotion('no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it')).not.toHaveProperty('streamOnly');
   });
 
   it('a move to a changed ttl names the new ttl, and the leader key only for the leader', () => {

@@ -14,6 +14,7 @@ import {
   validateParameters,
   withPromotionRetry,
   promotionRetryLine,
+  streamOnlyLine,
   withSynchronousStandbyNames,
 } from '../../src/postgres/conf.js';
 import type { StartOptions } from '../../src/postgres/types.js';
@@ -207,6 +208,15 @@ describe('postgresql.conf', () => {
     expect(withPromotionRetry(on, true)).toBe(on);
     expect(withPromotionRetry(on, false)).toBe(text.replace(/\n*$/, '\n'));
     expect(withPromotionRetry(text, false)).toBe(text);
+  });
+
+  it('a switchover\'s promotion and the standbys following its target also run without restore_command, until it is over', () => {
+    const on = withPromotionRetry(text, true, true);
+    expect(on.trimEnd().split('\n').slice(-2)).toEqual([promotionRetryLine, streamOnlyLine]);
+    expect(streamOnlyLine).toMatch(/^restore_command = ''/);
+    expect(withPromotionRetry(on, true, true)).toBe(on);
+    expect(withPromotionRetry(on, true)).toBe(withPromotionRetry(text, true));
+    expect(withPromotionRetry(on, false)).toBe(text.replace(/\n*$/, '\n'));
   });
 });
 

@@ -13,7 +13,7 @@ import { silentLogger } from '../../src/util/log.js';
 
 const node1: Backend = { name: 'node1', host: '127.0.0.1', port: 20510 };
 const node2: Backend = { name: 'node2', host: '127.0.0.1', port: 20511 };
-const routes = (rw: Backend | null, holdRw: boolean): Routes => ({ rw, ro: [], roDraining: [], holdRw, reason: 'test' });
+const routes = (rw: Backend | null, holdRw: boolean, rwNext: Backend | null = null): Routes => ({ rw, ro: [], roDraining: [], holdRw, holdingFor: null, rwNext, reason: 'test' });
 
 const input: PoolConfigInput = {
   listen: { host: '127.0.0.1', port: 20507 },
@@ -114,6 +114,49 @@ describe('the pool follows the rw route', () => {
     await pool.follow(routes(node2, false));
     expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT+RESUME']);
     expect(pool.status()).toMatchObject({ paused: false, moves: 2, pauses: 1, target: 'node2 127.0.0.1:20511' });
+  });
+
+  it('a switchover that names its target: the paused pool points at it at once, and only RESUMEs once it is promoted', async () => {
+    const { bouncer, pool } = setup();
+    await pool.follow(routes(node1, false));
+    await pool.follow(routes(node1, true, node2));
+    await pool.caughtUp();
+    expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT']);
+    expect(pool.status()).toMatchObject({ paused: true, target: 'node2 127.0.0.1:20511' });
+    await pool.follow(routes(null, true));
+    await pool.follow(routes(node2, false));
+    expect(bouncer.log.slice(5)).toEqual(['RESUME']);
+    expect(pool.status()).toMatchObject({ paused: false, moves: 2, pauses: 1 });
+  });
+
+  it('a hold counts once PgBouncer is paused: the move to the target does not delay it', async () => {
+    const { bouncer, pool } = setup();
+    await pool.follow(routes(node1, false));
+    let release: () => void = () => undefined;
+    const admin = bouncer.admin.bind(bouncer);
+    bouncer.admin = async (commands: string[]) => {
+      if (commands.includes('RELOAD')) await new Promise<void>((resolve) => (release = resolve));
+      return admin(commands);
+    };
+    await pool.follow(routes(node1, true, node2)); // resolves although the RELOAD hangs
+    expect(pool.status()).toMatchObject({ paused: true, target: 'node1 127.0.0.1:20510' });
+    release();
+    const resumed = pool.follow(routes(node2, false));
+    for (let i = 0; i < 50 && pool.status().target !== 'node2 127.0.0.1:20511'; i++) await new Promise((resolve) => setTimeout(resolve, 2));
+    release();
+    await resumed;
+    expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT', 'RESUME']);
+    expect(pool.status()).toMatchObject({ paused: false, target: 'node2 127.0.0.1:20511' });
+  });
+
+  it('a switchover that does not happen: the pool goes back to the leader it had and resumes there', async () => {
+    const { bouncer, pool } = setup();
+    await pool.follow(routes(node1, false));
+    await pool.follow(routes(node1, true, node2));
+    await pool.caughtUp();
+    await pool.follow(routes(node1, false));
+    expect(bouncer.log).toEqual(['ini node1', 'RELOAD', 'PAUSE', 'ini node2', 'RELOAD+RECONNECT', 'ini node1', 'RELOAD+RECONNECT+RESUME']);
+    expect(pool.status()).toMatchObject({ paused: false, target: 'node1 127.0.0.1:20510' });
   });
 
   it('a leader that changes without a hold: moved at once, its old server connections closed as released', async () => {

@@ -152,6 +152,18 @@ describe('computeRoutes', () => {
     expect(sameRoutes(healthyRoutes, one)).toBe(false);
   });
 
+  it('a pending switchover names where rw goes next only when it names a running replica', () => {
+    const next = (view: ClusterView) => computeRoutes(view, NOW, defaultRouteOptions).rwNext?.name ?? null;
+    expect(next(cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { to: 'node2' }) }))).toBe('node2');
+    expect(next(cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1') }))).toBeNull();
+    expect(next(cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { to: 'node9' }) }))).toBeNull();
+    const stopped = [primaryMember('node1'), member('node2', { running: false }), member('node3')];
+    expect(next(cluster({ leader: leaderKey('node1'), members: stopped, switchover: switchover('node1', { to: 'node2' }) }))).toBeNull();
+    expect(next(cluster({ leader: leaderKey('node1'), members: healthy() }))).toBeNull();
+    // once the old leader let go of the key, rw holds with nothing pending
+    expect(next(cluster({ members: healthy().slice(1), switchover: switchover('node1', { to: 'node2' }) }))).toBeNull();
+  });
+
   it('backends carry the member address', () => {
     const routes = computeRoutes(cluster({ leader: leaderKey('node1'), members: healthy() }), NOW, defaultRouteOptions);
     expect(routes.rw).toEqual({ name: 'node1', host: '127.0.0.1', port: 5501 });

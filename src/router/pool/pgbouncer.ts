@@ -62,6 +62,8 @@ export class Pgbouncer {
   private pid: number | null = null;
   private stopping = false;
   private readonly adminPassword = randomBytes(24).toString('base64url');
+  /** one admin console connection, kept: a login costs a switchover's pause tens of ms on a busy machine */
+  private adminSession: Promise<pg.Client> | null = null;
 
   constructor(
     private readonly options: PgbouncerOptions,
@@ -185,29 +187,52 @@ export class Pgbouncer {
    * dropped; a PAUSE already sent goes on in PgBouncer).
    */
   async admin(commands: string[], timeoutMs: number): Promise<'done' | 'timeout'> {
-    const client = new pg.Client({ host: this.runDir, port: this.options.listen.port, user: poolAdminUser, password: this.adminPassword, database: 'pgbouncer', connectionTimeoutMillis: Math.min(timeoutMs, 2000) });
-    client.on('error', () => undefined);
+    const session = this.adminConnection(Math.min(timeoutMs, 2000));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
     const work = (async (): Promise<'done'> => {
-      await client.connect();
+      const client = await session;
       for (const command of commands) await client.query(command);
       return 'done';
     })();
     try {
       const outcome = await Promise.race([work, timedOut]);
-      if (outcome === 'timeout') work.catch(() => undefined);
+      if (outcome === 'timeout') {
+        work.catch(() => undefined);
+        // a command still waiting (a PAUSE goes on in PgBouncer) must not hold up the next ones
+        this.dropAdminSession(session);
+      }
       return outcome;
     } catch (err) {
+      // a refusal (an error PgBouncer sent) leaves the connection as good as it was
+      if (!(err instanceof pg.DatabaseError)) this.dropAdminSession(session);
       throw new KeelError('KEEL_POOL_FAILED', `PgBouncer refused ${commands.join('; ')}: ${redactSecrets((err as Error).message)}`);
     } finally {
       clearTimeout(timer);
-      await client.end().catch(() => undefined);
     }
+  }
+
+  /** The kept admin console connection, opened when there is none (or it broke). */
+  private adminConnection(connectTimeoutMs: number): Promise<pg.Client> {
+    if (this.adminSession !== null) return this.adminSession;
+    const client = new pg.Client({ host: this.runDir, port: this.options.listen.port, user: poolAdminUser, password: this.adminPassword, database: 'pgbouncer', connectionTimeoutMillis: connectTimeoutMs });
+    const session = client.connect().then(() => client);
+    const drop = () => this.dropAdminSession(session);
+    client.on('error', drop);
+    client.on('end', drop);
+    this.adminSession = session;
+    session.catch(drop);
+    return session;
+  }
+
+  private dropAdminSession(session: Promise<pg.Client>): void {
+    if (this.adminSession === session) this.adminSession = null;
+    void session.then((client) => client.end()).catch(() => undefined);
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.adminSession !== null) this.dropAdminSession(this.adminSession);
     // SIGTERM is PgBouncer 1.18's immediate shutdown: every connection is closed at once
     const [pid, guard] = [this.pid, this.child];
     this.pid = null;

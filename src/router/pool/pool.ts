@@ -4,7 +4,10 @@
  * unreadable) the pool is PAUSEd: transactions in flight finish, PgBouncer lets
  * go of its server connections and new queries wait in it. Once rw names the
  * new leader, pgbouncer.ini is rewritten, RELOADed and RESUMEd, so a client
- * that keeps its connection to the pool sees a pause, never an error.
+ * that keeps its connection to the pool sees a pause, never an error. When the
+ * switchover names its target, the pool is pointed at it as soon as it is
+ * paused (a paused PgBouncer opens no server connection): once the target is
+ * promoted, only the RESUME is left.
  */
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
@@ -47,7 +50,7 @@ export interface PoolStatus {
 }
 
 export class PooledEndpoint {
-  private wanted: { target: Backend | null; hold: boolean } = { target: null, hold: true };
+  private wanted: { target: Backend | null; hold: boolean; next: Backend | null } = { target: null, hold: true, next: null };
   /** the rw target pgbouncer.ini names now (null: none yet) */
   private configured: Backend | null = null;
   /** PgBouncer starts without a database: nothing to pause until the first leader */
@@ -58,6 +61,8 @@ export class PooledEndpoint {
   private readonly counts = { moves: 0, pauses: 0, pauseTimeouts: 0 };
   /** failed steps in a row, for the retry's back-off */
   private failures = 0;
+  /** follow() calls waiting for a PAUSE */
+  private onPaused: (() => void)[] = [];
 
   constructor(
     private readonly bouncer: PoolProcess,
@@ -65,10 +70,22 @@ export class PooledEndpoint {
     private readonly timings: PoolTimings = defaultPoolTimings,
   ) {}
 
-  /** Takes the newest routes; the pool catches up in the background, one step at a time. */
+  /**
+   * Takes the newest routes; the pool catches up in the background, one step
+   * at a time. Resolves once it has caught up, or for a hold once PgBouncer is
+   * paused (the move to a switchover's target may still go on: the router
+   * reports its hold without waiting for it).
+   */
   follow(routes: Routes): Promise<void> {
-    this.wanted = { target: routes.rw, hold: routes.holdRw };
-    return this.runs.run();
+    this.wanted = { target: routes.rw, hold: routes.holdRw, next: routes.rwNext ?? null };
+    const run = this.runs.run();
+    if (!routes.holdRw) return run;
+    return Promise.race([run, new Promise<void>((resolve) => (this.paused ? resolve() : this.onPaused.push(resolve)))]);
+  }
+
+  /** Resolves once the steps in flight are done. */
+  async caughtUp(): Promise<void> {
+    await this.runs.inFlight;
   }
 
   status(): PoolStatus {
@@ -101,7 +118,7 @@ export class PooledEndpoint {
 
   /** PAUSE, then move, then RESUME, each only when needed; a newer route met midway is taken on the next run. */
   private async step(): Promise<void> {
-    const { target, hold } = this.wanted;
+    const { target, hold, next } = this.wanted;
     // before the first leader there is nothing to pause; with one known, a pause finds no server connection
     if (hold && !this.paused && (this.configured !== null || target !== null)) {
       const startedMs = Date.now();
@@ -111,12 +128,15 @@ export class PooledEndpoint {
       if (outcome === 'timeout') this.counts.pauseTimeouts++;
       this.paused = true;
       this.logger.info({ outcome, tookMs: Date.now() - startedMs, from: this.configured?.name ?? null }, 'pool paused: queries wait for the rw route');
+      for (const resolve of this.onPaused.splice(0)) resolve();
     }
     // a hold that came meanwhile pauses first (follow() asked for the run after this one)
     if (this.wanted.hold && !hold) return;
     const resume = !hold && this.paused && target !== null;
-    if (target !== null && !sameBackend(target, this.configured)) {
-      await this.bouncer.writeIni(target);
+    // paused for a switchover that names its target: point at the target now, leaving only the RESUME for later
+    const goal = hold && this.paused && next !== null ? next : target;
+    if (goal !== null && !sameBackend(goal, this.configured)) {
+      await this.bouncer.writeIni(goal);
       // RECONNECT: server connections to the old target close as soon as they are released (none while paused);
       // RESUME on the same admin connection when the hold is over: one login less in a switchover's pause
       const commands = [...(this.configured === null ? ['RELOAD'] : ['RELOAD', 'RECONNECT']), ...(resume ? ['RESUME'] : [])];
@@ -124,8 +144,8 @@ export class PooledEndpoint {
         .admin(commands, this.timings.commandTimeoutMs)
         .catch(resume ? already(/not paused\/suspended/) : rethrow)
         .then((o) => this.failOnTimeout(o, commands));
-      this.logger.info({ from: this.configured?.name ?? null, to: target.name }, `pool -> ${target.name} (${target.host}:${target.port})`);
-      this.configured = target;
+      this.logger.info({ from: this.configured?.name ?? null, to: goal.name, paused: !resume && this.paused }, `pool -> ${goal.name} (${goal.host}:${goal.port})`);
+      this.configured = goal;
       this.counts.moves++;
     } else if (resume) {
       await this.bouncer.admin(['RESUME'], this.timings.commandTimeoutMs).catch(already(/not paused\/suspended/)).then((o) => this.failOnTimeout(o, ['RESUME']));
