@@ -180,6 +180,8 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
   const patroniNotes: string[] = [];
   const stages: Cell[][] = [];
   const errorsSeen = { Patroni: [] as string[], Keel: [] as string[] };
+  /** each client error of Keel's switchovers: which run and client, and when */
+  const keelErrors: string[] = [];
   afterAll(async () => {
     printTable('Patroni and Keel, 3 nodes in synchronous mode, one row per transaction (Patroni through HAProxy, Keel through rw)', ['figure', 'Patroni', 'Keel'], comparisonRows(patroni, keel), [
       ...patroniNotes,
@@ -192,6 +194,7 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
       ['run', 'router holds', 'old leader decides', 'drained', 'old leader stopped + key released', 'new leader promoted', 'router routes to it', 'writes back'],
       stages,
     );
+    if (keelErrors.length > 0) console.log(`Keel: client errors in the switchovers\n${keelErrors.map((e) => `  ${e}`).join('\n')}`);
     await stopCluster(tc);
   });
 
@@ -253,6 +256,7 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
         pausesMs[mode].push(longestPauseMs(writers[mode], requestedAt - 1000));
         errors[mode].push(writers[mode].errors.length);
         errorsSeen.Keel.push(...writers[mode].errors.slice(0, 2));
+        writers[mode].errors.forEach((e, i) => keelErrors.push(`run ${run}, ${mode}, ${writers[mode].errorTimes[i]! - requestedAt} ms after the request: ${e}`));
       }
       const router = logLines(cluster.layout.routerLog, requestedAt);
       const oldAgent = logLines(cluster.layout.agentLog(old.name), requestedAt);

@@ -14,6 +14,8 @@ export type WriterConnection = 'per-transaction' | 'persistent';
 export interface Writer {
   commits: number;
   errors: string[];
+  /** when each error came (ms) */
+  errorTimes: number[];
   /** commit times (ms), acknowledged ids */
   times: number[];
   acked: number[];
@@ -24,7 +26,7 @@ export interface Writer {
 export function startWriter(server: pg.ClientConfig, connection: WriterConnection): Writer {
   // a connect timeout of 2 s, as an application would set; the query timeout only ends a statement stuck on a dead server
   const config = { ...server, connectionTimeoutMillis: 2000, query_timeout: 10_000 };
-  const w: Writer = { commits: 0, errors: [], times: [], acked: [], stop: async () => undefined };
+  const w: Writer = { commits: 0, errors: [], errorTimes: [], times: [], acked: [], stop: async () => undefined };
   let stopping = false;
   let client: pg.Client | null = null;
   const open = async (): Promise<pg.Client> => {
@@ -43,6 +45,7 @@ export function startWriter(server: pg.ClientConfig, connection: WriterConnectio
         w.commits += 1;
       } catch (err) {
         w.errors.push((err as Error).message);
+        w.errorTimes.push(Date.now());
         await client?.end().catch(() => undefined);
         client = null;
         await sleep(50);

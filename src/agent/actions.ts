@@ -274,13 +274,13 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   const switchLsn = Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0);
   ctx.logger.info({ timeline: nextTimeline, switchLsn, receivedLsn: runtime.receivedLsn, replayedLsn: runtime.replayedLsn }, 'promoting: history entry');
   const sync = action.sync;
-  await Promise.all([
+  const recordedInEtcd = Promise.all([
     ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }),
     sync !== null && putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx),
-  ]);
-  ctx.setWritable(true);
+  ]).then(() => ctx.setWritable(true));
   // in synchronous mode the new primary names its standbys before it can take a single write
-  await ctx.pg.promote({ ...(sync === null ? {} : { synchronousStandbyNames: sync.standbyNames }), streamOnly: action.streamOnly === true });
+  const standbyNames = sync === null ? {} : { synchronousStandbyNames: sync.standbyNames };
+  await ctx.pg.promote({ ...standbyNames, streamOnly: action.streamOnly === true, recorded: recordedInEtcd });
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);

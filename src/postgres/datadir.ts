@@ -10,7 +10,7 @@ import { KeelError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import type { NodeLayout } from './conf.js';
 import { checkReachable, ensureOwnedDir, type RunAs } from './programs.js';
-import type { DataDirState } from './types.js';
+import type { DataDirState, StopMode } from './types.js';
 
 export async function dataDirState(dataDir: string): Promise<DataDirState> {
   try {
@@ -49,6 +49,18 @@ function processState(pid: number): { command: string; state: string } | null {
 /** A process that exited but was not reaped yet: it runs nothing, yet kill(pid, 0) still succeeds. */
 export function isZombie(pid: number): boolean {
   return processState(pid)?.state === 'Z';
+}
+
+/** The postmaster's shutdown modes (what pg_ctl stop -m sends). */
+const stopSignals: Record<StopMode, NodeJS.Signals> = { smart: 'SIGTERM', fast: 'SIGINT', immediate: 'SIGQUIT' };
+
+/** Asks the postmaster to shut down as `pg_ctl stop -m mode` does, without starting pg_ctl; a postmaster gone already is no error. */
+export function signalShutdown(pid: number, mode: StopMode): void {
+  try {
+    process.kill(pid, stopSignals[mode]);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new KeelError('KEEL_POSTGRES_FAILED', `cannot signal postmaster ${pid}: ${(err as Error).message}`);
+  }
 }
 
 /** alive, and really a postgres process: a stale postmaster.pid may name a recycled PID or a zombie */

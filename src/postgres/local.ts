@@ -21,7 +21,7 @@ import {
 } from './conf.js';
 import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText } from './history.js';
-import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster } from './datadir.js';
+import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
 import {
   ensureOwnedDir,
@@ -50,8 +50,6 @@ const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
 const stopWaitMs = 65_000;
 const pollMs = 20;
-/** The postmaster's shutdown modes (what pg_ctl stop -m sends). */
-const stopSignals: Record<StopMode, NodeJS.Signals> = { smart: 'SIGTERM', fast: 'SIGINT', immediate: 'SIGQUIT' };
 /**
  * A standby is ready once consistent, which needs its upstream; while that
  * is unreachable the start would block the agent for the whole wait. The
@@ -258,28 +256,34 @@ export class LocalPostgres implements Postgres {
     // The signal pg_ctl stop -m MODE sends, without starting pg_ctl; and the wait below looks every
     // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
     this.logger.info({ pid, mode }, 'stopping PostgreSQL');
-    try {
-      process.kill(pid, stopSignals[mode]);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new KeelError('KEEL_POSTGRES_FAILED', `cannot signal postmaster ${pid}: ${(err as Error).message}`);
-    }
+    signalShutdown(pid, mode);
     const checkpointed = async () => options.untilCheckpointed === true && (await this.controlData())?.clusterState === 'shut down';
     if (!(await this.waitFor(async () => !isPostmasterAlive(pid) || (await checkpointed()), stopWaitMs))) {
       throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs ${stopWaitMs / 1000} s after a ${mode} shutdown was asked:\n${await this.logTail()}`);
     }
   }
 
-  async promote({ synchronousStandbyNames, streamOnly = false }: PromoteOptions = {}): Promise<void> {
+  async promote({ synchronousStandbyNames, streamOnly = false, recorded = Promise.resolve() }: PromoteOptions = {}): Promise<void> {
     const state = await this.runtimeState();
+    if (state === null || !state.inRecovery) await recorded;
     if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!state.inRecovery) return;
     const pid = await this.postmasterPid();
     this.logger.info(synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames }, 'promoting');
-    // One reload for both: the short retry interval reaches the startup process before the request does
-    // (conf.ts, promotionRetryLine), and the new primary names its standbys before it can take a write.
-    if (synchronousStandbyNames !== undefined) await this.files.writeSynchronousStandbyNames(synchronousStandbyNames);
-    await this.files.writePromotionRetry(true, streamOnly);
-    await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
+    // One reload for both, while `recorded` is written: the short retry interval reaches the startup process before
+    // the request does (conf.ts, promotionRetryLine), and the new primary names its standbys before it can take a write.
+    const prepared = (async () => {
+      if (synchronousStandbyNames !== undefined) await this.files.writeSynchronousStandbyNames(synchronousStandbyNames);
+      await this.files.writePromotionRetry(true, streamOnly);
+      await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
+    })();
+    try {
+      await Promise.all([prepared, recorded]);
+    } catch (err) {
+      await prepared.catch(() => undefined);
+      await this.standbyAgain();
+      throw err;
+    }
     // Not waiting here (the wait below notices a fence that stopped the postmaster at once), nor a pg_ctl process to start.
     await this.sql('SELECT pg_promote(false)', [], 'promoting');
     let gone = false;
@@ -289,10 +293,14 @@ export class LocalPostgres implements Postgres {
     }, 60_000);
     if (gone) throw new KeelError('KEEL_POSTGRES_FAILED', `the postmaster stopped during promotion:\n${await this.logTail()}`);
     if (!done) {
-      // a standby it stays: back to retrying its sources once a second
-      await this.files.writePromotionRetry(false).then(() => this.reload()).catch(() => undefined);
+      await this.standbyAgain();
       throw new KeelError('KEEL_POSTGRES_FAILED', `still in recovery 60 s after promotion:\n${await this.logTail()}`);
     }
+  }
+
+  /** A standby it stays: back to retrying its sources once a second, with restore_command. */
+  private async standbyAgain(): Promise<void> {
+    await this.files.writePromotionRetry(false).then(() => this.reload()).catch(() => undefined);
   }
 
   /** controlTimeline: the control file's timeline, when just read (saves running pg_controldata again) */

@@ -83,6 +83,8 @@ export type StopMode = 'smart' | 'fast' | 'immediate';
 export interface PromoteOptions {
   synchronousStandbyNames?: string;
   streamOnly?: boolean;
+  /** what must be in etcd before PostgreSQL is asked to promote (the history entry, the sync key); prepared meanwhile */
+  recorded?: Promise<unknown>;
 }
 
 /**
