@@ -1,5 +1,6 @@
+import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { metricsBetween, parseProcStat, treeTicks } from '../../src/agent/load.js';
+import { metricsBetween, parseProcStat, readTreeStats, treeTicks } from '../../src/agent/load.js';
 
 // /proc/<pid>/stat of a backend whose command name holds spaces and a parenthesis
 const stat = (pid: number, ppid: number, utime: number, stime: number, cutime = 0, cstime = 0) =>
@@ -23,5 +24,25 @@ describe('load metrics', () => {
     expect(metricsBetween(a, b)).toEqual({ cpuPercent: 50, connections: 5, roQueriesPerSecond: 500 });
     // a restart resets the counters: no figure rather than a negative one
     expect(metricsBetween(b, { ...a, atMs: 4000 })).toBeNull();
+  });
+
+  it('reads the stats of a process and its children only', async () => {
+    // a shell with two children stands for the postmaster
+    const parent = spawn('/bin/sh', ['-c', 'sleep 30 & sleep 30 & wait'], { stdio: 'ignore', detached: true });
+    try {
+      const pid = parent.pid!;
+      let stats = await readTreeStats(pid);
+      for (let i = 0; i < 100 && stats.length < 3; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        stats = await readTreeStats(pid);
+      }
+      expect(stats.map((s) => s.pid)).toContain(pid);
+      expect(stats.filter((s) => s.ppid === pid)).toHaveLength(2);
+      expect(stats.every((s) => s.pid === pid || s.ppid === pid)).toBe(true);
+      expect(treeTicks(stats, pid)).not.toBeNull();
+    } finally {
+      // the shell leads its own process group, the sleeps with it: the group ends by its ID (the shell's PID)
+      process.kill(-parent.pid!, 'SIGKILL');
+    }
   });
 });
