@@ -37,10 +37,6 @@ const already =
     throw err;
   };
 
-const rethrow = (err: unknown): never => {
-  throw err;
-};
-
 export interface PoolStatus {
   target: string | null;
   paused: boolean;
@@ -138,11 +134,11 @@ export class PooledEndpoint {
     if (goal !== null && !sameBackend(goal, this.configured)) {
       await this.bouncer.writeIni(goal);
       // RECONNECT: server connections to the old target close as soon as they are released (none while paused);
-      // RESUME on the same admin connection when the hold is over: one login less in a switchover's pause
+      // and RESUME in the same round when the hold is over
       const commands = [...(this.configured === null ? ['RELOAD'] : ['RELOAD', 'RECONNECT']), ...(resume ? ['RESUME'] : [])];
       await this.bouncer
         .admin(commands, this.timings.commandTimeoutMs)
-        .catch(resume ? already(/not paused\/suspended/) : rethrow)
+        .catch(resume ? already(/not paused\/suspended/) : undefined)
         .then((o) => this.failOnTimeout(o, commands));
       this.logger.info({ from: this.configured?.name ?? null, to: goal.name, paused: !resume && this.paused }, `pool -> ${goal.name} (${goal.host}:${goal.port})`);
       this.configured = goal;
