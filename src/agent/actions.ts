@@ -278,6 +278,8 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
     ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }),
     sync !== null && putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx),
   ]).then(() => ctx.setWritable(true));
+  // promote() waits for it; one that fails before must not leave its failure unhandled
+  recordedInEtcd.catch(() => undefined);
   // in synchronous mode the new primary names its standbys before it can take a single write
   const standbyNames = sync === null ? {} : { synchronousStandbyNames: sync.standbyNames };
   await ctx.pg.promote({ ...standbyNames, streamOnly: action.streamOnly === true, recorded: recordedInEtcd });

@@ -6,7 +6,7 @@
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import type { LeaseMove } from '../../src/dcs/types.js';
 import { KeelError } from '../../src/errors.js';
-import type { ControlData, DataDirState, Postgres, RuntimeState, StartOptions, StopMode, UpstreamTarget } from '../../src/postgres/types.js';
+import type { ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from '../../src/postgres/types.js';
 import { primaryRuntime, replicaRuntime, SYSID } from './fixtures.js';
 
 export class ScriptedDcs extends MemoryDcs {
@@ -113,7 +113,9 @@ export class FakePostgres implements Postgres {
     this.running = false;
   }
 
-  async promote(): Promise<void> {
+  async promote(options?: PromoteOptions): Promise<void> {
+    // as the real one: the request waits for what must be in etcd first
+    await options?.recorded;
     this.inRecovery = false;
     this.upstream = null;
     this.timeline += 1;

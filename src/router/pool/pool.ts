@@ -73,7 +73,7 @@ export class PooledEndpoint {
    * reports its hold without waiting for it).
    */
   follow(routes: Routes): Promise<void> {
-    this.wanted = { target: routes.rw, hold: routes.holdRw, next: routes.rwNext ?? null };
+    this.wanted = { target: routes.rw, hold: routes.holdRw, next: routes.rwNext };
     const run = this.runs.run();
     if (!routes.holdRw) return run;
     return Promise.race([run, new Promise<void>((resolve) => (this.paused ? resolve() : this.onPaused.push(resolve)))]);
