@@ -165,6 +165,7 @@ export class ArchiveMonitor {
         this.stanzaReadyAtMs = this.clock.now();
         this.lastStanzaError = '';
         this.logger.info({ stanza: this.pgbackrest.stanza }, 'the stanza is ready in the repository: WAL archiving can run');
+        await this.wakeArchiver();
         await this.dcs.addEvent({ atMs: this.clock.now(), source: this.config.name, kind: 'stanza', message: `${this.config.name} is primary: stanza ${this.pgbackrest.stanza} is ready in the repository` });
         await this.fillGap();
       })
@@ -184,6 +185,15 @@ export class ArchiveMonitor {
       .finally(() => {
         this.stanzaBusy = false;
       });
+  }
+
+  /**
+   * PostgreSQL's archiver sleeps up to a minute after three failed pushes in a
+   * row, which is what every push made before the stanza existed does; any
+   * signal wakes it, and a configuration reload is a harmless one.
+   */
+  private async wakeArchiver(): Promise<void> {
+    await this.session.query('SELECT pg_reload_conf()').catch((err: unknown) => this.logger.warn({ err: describeError(err) }, 'could not wake the WAL archiver'));
   }
 
   /** After a promotion: the segments of the previous timeline the old leader had not archived (archive-gap.ts). */
