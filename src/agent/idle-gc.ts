@@ -1,5 +1,5 @@
 /**
- * A full garbage collection once the agent has been quiet for a while after a
+ * A full garbage collection once the agent has been quiet for 3 s after a
  * burst of work (a promotion, a rewind, a start), then every 10 s while it
  * stays steady. An agent allocates too little for V8 to collect its old
  * generation by itself, so the bytecode and garbage of the last burst, and the
@@ -14,11 +14,12 @@ export class IdleCollector {
   constructor(
     private readonly collect: (() => void) | undefined,
     private readonly now: () => number,
-    /** quiet this long after the last work before collecting */
-    private readonly quietMs = 10_000,
+    /** quiet this long after the last work before collecting: a switchover's jobs come within a second or two of each other */
+    private readonly quietMs = 3_000,
     /**
      * and again at most this often while steady: the garbage of steady work holds buffers outside V8's heap
-     * too; every 10 s rather than 30 s kept an agent under pgbench 2-3 MB lower for no CPU one could measure
+     * too; every 10 s rather than 30 s kept an agent under pgbench 2-3 MB lower for no CPU one could measure; every 5 s
+     * changed nothing one could measure
      */
     private readonly everyMs = 10_000,
   ) {

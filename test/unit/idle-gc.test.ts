@@ -3,23 +3,23 @@ import { describe, expect, it } from 'vitest';
 import { IdleCollector } from '../../src/agent/idle-gc.js';
 
 describe('IdleCollector', () => {
-  it('collects 10 s after the last work, then every 10 s while steady, and again 10 s after new work', () => {
+  it('collects 3 s after the last work, then every 10 s while steady, and again 3 s after new work', () => {
     let now = 0;
     let collections = 0;
     const c = new IdleCollector(() => (collections += 1), () => now);
-    now = 9_999;
+    now = 2_999;
     expect(c.maybeCollect()).toBe(false); // start-up counts as work
-    now = 10_000;
+    now = 3_000;
     expect(c.maybeCollect()).toBe(true);
-    now = 19_999;
+    now = 12_999;
     expect(c.maybeCollect()).toBe(false);
-    now = 20_000;
+    now = 13_000;
     expect(c.maybeCollect()).toBe(true);
     now = 21_000;
     c.worked();
-    now = 30_000;
-    expect(c.maybeCollect()).toBe(false); // 10 s after the last collection, but only 9 s after the work
-    now = 31_000;
+    now = 23_000;
+    expect(c.maybeCollect()).toBe(false); // 10 s after the last collection, but only 2 s after the work
+    now = 24_000;
     expect(c.maybeCollect()).toBe(true);
     expect(collections).toBe(3);
   });
