@@ -256,7 +256,7 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
         pausesMs[mode].push(longestPauseMs(writers[mode], requestedAt - 1000));
         errors[mode].push(writers[mode].errors.length);
         errorsSeen.Keel.push(...writers[mode].errors.slice(0, 2));
-        writers[mode].errors.forEach((e, i) => keelErrors.push(`run ${run}, ${mode}, ${writers[mode].errorTimes[i]! - requestedAt} ms after the request: ${e}`));
+        writers[mode].errors.forEach((e, i) => keelErrors.push(`run ${run}, ${mode}, ${writers[mode].errorTimes[i]! - requestedAt} ms after the request: ${e} (${writers[mode].errorPhases[i] || 'no step of the connection done'})`));
       }
       const router = logLines(cluster.layout.routerLog, requestedAt);
       const oldAgent = logLines(cluster.layout.agentLog(old.name), requestedAt);

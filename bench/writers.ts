@@ -16,6 +16,8 @@ export interface Writer {
   errors: string[];
   /** when each error came (ms) */
   errorTimes: number[];
+  /** for each error, how far its connection had got and when (ms after it began connecting) */
+  errorPhases: string[];
   /** commit times (ms), acknowledged ids */
   times: number[];
   acked: number[];
@@ -26,12 +28,14 @@ export interface Writer {
 export function startWriter(server: pg.ClientConfig, connection: WriterConnection): Writer {
   // a connect timeout of 2 s, as an application would set; the query timeout only ends a statement stuck on a dead server
   const config = { ...server, connectionTimeoutMillis: 2000, query_timeout: 10_000 };
-  const w: Writer = { commits: 0, errors: [], errorTimes: [], times: [], acked: [], stop: async () => undefined };
+  const w: Writer = { commits: 0, errors: [], errorTimes: [], errorPhases: [], times: [], acked: [], stop: async () => undefined };
   let stopping = false;
   let client: pg.Client | null = null;
+  let phases: string[] = [];
   const open = async (): Promise<pg.Client> => {
     const c = new pg.Client(config);
     c.on('error', () => undefined);
+    phases = connectionPhases(c);
     await c.connect();
     return c;
   };
@@ -46,6 +50,7 @@ export function startWriter(server: pg.ClientConfig, connection: WriterConnectio
       } catch (err) {
         w.errors.push((err as Error).message);
         w.errorTimes.push(Date.now());
+        w.errorPhases.push(client === null ? phases.join(', ') : 'connected');
         await client?.end().catch(() => undefined);
         client = null;
         await sleep(50);
@@ -62,6 +67,28 @@ export function startWriter(server: pg.ClientConfig, connection: WriterConnectio
     await loop;
   };
   return w;
+}
+
+/**
+ * Where a connection attempt got to and when: TCP connected to the endpoint,
+ * the server's answer to the SSLRequest, the TLS handshake done,
+ * authenticated, ready for queries. Read from node-postgres's Connection
+ * events; an error's line tells a connection held by the router from one
+ * stuck in a server.
+ */
+function connectionPhases(c: pg.Client): string[] {
+  const started = Date.now();
+  const phases: string[] = [];
+  const mark = (what: string) => () => phases.push(`${what} +${Date.now() - started} ms`);
+  const con = (c as unknown as { connection: import('node:events').EventEmitter & { stream: import('node:events').EventEmitter } }).connection;
+  con.once('connect', mark('tcp'));
+  con.once('sslconnect', () => {
+    mark('ssl answer')();
+    con.stream.once('secureConnect', mark('tls'));
+  });
+  con.once('authenticationOk', mark('authenticated'));
+  con.once('readyForQuery', mark('ready'));
+  return phases;
 }
 
 /** The longest gap between commits from `fromMs` on (the first commit after it closes the first gap). */
