@@ -16,7 +16,7 @@
  *   test/unit/agent-process.test.ts starts the agent's command with these flags;
  * - --expose-gc: an idle agent allocates too little for V8 to collect its old
  *   generation, so a burst of work (a promotion) stayed resident; the agent
- *   collects once, 10 s after the burst (agent/idle-gc.ts);
+ *   collects once, 3 s after the burst (agent/idle-gc.ts);
  * - MALLOC_ARENA_MAX=1: one glibc arena instead of one per thread that mallocs.
  */
 export const defaultAgentNodeFlags: readonly string[] = [
