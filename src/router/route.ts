@@ -46,6 +46,8 @@ export interface RouteOptions {
   ttlSeconds: number;
   /** a switchover request older than this no longer holds new connections (a leftover key must not block writes) */
   switchoverHoldMs: number;
+  /** a replica promoted less than this ago keeps the reads it was serving (keepsItsReads) */
+  promotedReadsMs: number;
 }
 
 export const defaultRouteOptions: RouteOptions = {
@@ -53,11 +55,27 @@ export const defaultRouteOptions: RouteOptions = {
   roFallbackToLeader: true,
   ttlSeconds: 10,
   switchoverHoldMs: 30_000,
+  promotedReadsMs: 30_000,
 };
 
 export const noRoutes: Routes = { rw: null, ro: [], roDraining: [], holdRw: true, holdingFor: null, rwNext: null, reason: 'no view of the cluster yet' };
 
 const backendOf = (m: MemberValue): Backend => ({ name: m.name, host: m.pgHost, port: m.pgPort });
+
+/**
+ * A replica that takes the leader key keeps the reads it was serving, as a
+ * drained replica does: they go on, on a primary now, while it gets no new
+ * ones; for `promotedReadsMs` after its promotion (then its ro slot goes, with
+ * what is left on it).
+ */
+function keepsItsReads(view: ClusterView, leader: MemberValue, nowMs: number, options: RouteOptions): boolean {
+  if (!leader.running || nowMs - leader.updatedAtMs > options.ttlSeconds * 1000) return false;
+  // still promoting: no history entry of its own yet
+  if (leader.role === 'replica') return true;
+  const entries = view.history?.value.entries ?? [];
+  const last = entries[entries.length - 1];
+  return last !== undefined && last.leader === leader.name && nowMs - last.atMs < options.promotedReadsMs;
+}
 
 export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOptions): Routes {
   const leaderName = view.leader?.value.name ?? null;
@@ -108,6 +126,7 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
   } else {
     notes.push(`ro -> ${ro.map((b) => b.name).join(', ')}`);
   }
+  if (leader !== undefined && !ro.some((b) => b.name === leader.name) && keepsItsReads(view, leader, nowMs, options)) roDraining.push(backendOf(leader));
   if (draining.size > 0 && roDraining.some((b) => draining.has(b.name))) {
     notes.push(`draining (no new reads): ${roDraining.filter((b) => draining.has(b.name)).map((b) => b.name).join(', ')}`);
   }

@@ -12,6 +12,7 @@ import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { startEtcd, stopEtcd } from '../../src/dcs/etcd-server.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
@@ -314,6 +315,39 @@ describe('both engines, scripted etcd', () => {
         expect((await landing(scripted[c.engine].rwPort, login)).port, c.engine).toBe(next.port);
       }
     } finally {
+      await baseState();
+    }
+  });
+
+  it('a replica that becomes leader keeps the reads open on it through ro; new reads go to the others', async () => {
+    const [next] = replicas as [{ name: string; port: number }];
+    // through each router's ro, a session on `next` (leastconn and round robin send the next connection elsewhere)
+    const opened: pg.Client[] = [];
+    const onNext = {} as Record<Engine, pg.Client>;
+    for (const engine of engines) {
+      for (let i = 0; i < 6 && onNext[engine] === undefined; i++) {
+        const client = pgClient(scripted[engine].roPort, login);
+        await client.connect();
+        opened.push(client);
+        if ((await client.query('SELECT inet_server_port() AS port')).rows[0].port === next.port) onNext[engine] = client;
+      }
+      expect(onNext[engine], `${engine}: a session on ${next.name} through ro`).toBeDefined();
+    }
+    const members = (nextRole: 'primary' | 'replica') => [scriptedMember(leader.name, 'replica', leader.port), scriptedMember(next.name, nextRole, next.port), ...replicas.slice(1).map((r) => scriptedMember(r.name, 'replica', r.port))];
+    const draining = `"ro":\\[[^\\]]*\\],"roDraining":\\["${next.name}"\\]`;
+    try {
+      // as in a switchover: the replica takes the key, then is promoted, its history entry written before it publishes itself as primary
+      await setScript({ leader: next.name, members: members('replica') }, new RegExp(`"rw":null,"holdRw":true,${draining}`));
+      await script.appendHistory({ timeline: 2, switchLsn: 1000, leader: next.name, atMs: Date.now(), reason: 'scripted promotion' });
+      await setScript({ leader: next.name, members: members('primary') }, new RegExp(`"rw":"${next.name}","holdRw":false,${draining}`));
+      for (const engine of engines) {
+        expect((await onNext[engine].query('SELECT inet_server_port() AS port')).rows[0].port, `${engine}: the open read goes on`).toBe(next.port);
+        for (let i = 0; i < 4; i++) expect((await landing(scripted[engine].roPort, login)).port, `${engine}: no new read on the new leader`).not.toBe(next.port);
+      }
+    } finally {
+      for (const client of opened) await client.end().catch(() => undefined);
+      // the newest history entry names the leader again, long ago: no leader of the scripts below keeps reads
+      await script.appendHistory({ timeline: 3, switchLsn: 1000, leader: leader.name, atMs: 0, reason: 'scripted' });
       await baseState();
     }
   });

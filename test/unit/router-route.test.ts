@@ -152,6 +152,24 @@ describe('computeRoutes', () => {
     expect(sameRoutes(healthyRoutes, one)).toBe(false);
   });
 
+  it('a replica that became leader keeps the reads it was serving for promotedReadsMs, and gets no new ones', () => {
+    const history = (leader: string, atMs: number): ClusterView['history'] => ({ value: { v: 1, entries: [{ timeline: 2, switchLsn: 0, leader, atMs, reason: 'switchover' }] }, modRevision: '30' });
+    const drained = (view: ClusterView) => {
+      const routes = computeRoutes(view, NOW, defaultRouteOptions);
+      return { ro: routes.ro.map((b) => b.name), roDraining: routes.roDraining.map((b) => b.name) };
+    };
+    // promoted a second ago: node2 leads, its open reads go on
+    expect(drained(cluster({ leader: leaderKey('node2'), members: [primaryMember('node2'), member('node1'), member('node3')], history: history('node2', NOW - 1000) }))).toEqual({ ro: ['node1', 'node3'], roDraining: ['node2'] });
+    // still promoting (it publishes replica): no history entry of its own yet
+    expect(drained(cluster({ leader: leaderKey('node2'), members: [member('node2'), member('node3')], history: history('node1', NOW - 60_000) }))).toEqual({ ro: ['node3'], roDraining: ['node2'] });
+    // promoted longer ago than promotedReadsMs, or the newest entry is another leader's: its ro slot goes
+    expect(drained(cluster({ leader: leaderKey('node2'), members: [primaryMember('node2'), member('node3')], history: history('node2', NOW - defaultRouteOptions.promotedReadsMs) }))).toEqual({ ro: ['node3'], roDraining: [] });
+    expect(drained(cluster({ leader: leaderKey('node2'), members: [primaryMember('node2'), member('node3')], history: history('node1', NOW - 1000) }))).toEqual({ ro: ['node3'], roDraining: [] });
+    // a leader that no longer runs keeps nothing; one that serves reads as the fallback is not draining as well
+    expect(drained(cluster({ leader: leaderKey('node2'), members: [primaryMember('node2', { running: false }), member('node3')], history: history('node2', NOW - 1000) }))).toEqual({ ro: ['node3'], roDraining: [] });
+    expect(drained(cluster({ leader: leaderKey('node2'), members: [primaryMember('node2')], history: history('node2', NOW - 1000) }))).toEqual({ ro: ['node2'], roDraining: [] });
+  });
+
   it('a pending switchover names where rw goes next only when it names a running replica', () => {
     const next = (view: ClusterView) => computeRoutes(view, NOW, defaultRouteOptions).rwNext?.name ?? null;
     expect(next(cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { to: 'node2' }) }))).toBe('node2');
