@@ -292,8 +292,7 @@ function awaitHandover(s: Snapshot, cluster: ClusterView, pendingTarget: string 
 }
 
 function promoteAction(s: Snapshot, cluster: ClusterView, reason: string, streamOnly = false): Action {
-  const sync = promotionSyncSet(s.config, cluster, s.me.name, s.nowMs);
-  return streamOnly ? { kind: 'promote', reason, sync, streamOnly } : { kind: 'promote', reason, sync };
+  return { kind: 'promote', reason, sync: promotionSyncSet(s.config, cluster, s.me.name, s.nowMs), ...(streamOnly ? { streamOnly } : {}) };
 }
 
 /** This node as the others see it, built from the snapshot rather than the possibly stale member key. */

@@ -69,7 +69,7 @@ const backendOf = (m: MemberValue): Backend => ({ name: m.name, host: m.pgHost, 
  * what is left on it).
  */
 function keepsItsReads(view: ClusterView, leader: MemberValue, nowMs: number, options: RouteOptions): boolean {
-  if (!leader.running || nowMs - leader.updatedAtMs > options.ttlSeconds * 1000) return false;
+  if (!runsAndPublishes(leader, nowMs, options)) return false;
   // still promoting: no history entry of its own yet
   if (leader.role === 'replica') return true;
   const entries = view.history?.value.entries ?? [];
@@ -113,7 +113,7 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
     else if (why === null) ro.push(backendOf(m));
     else {
       // a replica that still runs and publishes keeps its open reads (a switchover re-points every replica)
-      const resting = m.role === 'replica' && m.running && nowMs - m.updatedAtMs <= options.ttlSeconds * 1000;
+      const resting = m.role === 'replica' && runsAndPublishes(m, nowMs, options);
       if (resting) roDraining.push(backendOf(m));
       excluded.push(`${m.name} ${why}${resting ? ' (its open reads go on)' : ''}`);
     }
@@ -141,6 +141,11 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
     rwNext,
     reason: notes.join('; '),
   };
+}
+
+/** PostgreSQL runs there and its agent still publishes: reads open on it can go on. */
+function runsAndPublishes(m: MemberValue, nowMs: number, options: RouteOptions): boolean {
+  return m.running && nowMs - m.updatedAtMs <= options.ttlSeconds * 1000;
 }
 
 /** Why a member may not serve reads, or null when it may. */
