@@ -106,8 +106,8 @@ export class RouterMetrics {
         },
       });
     counter('keel_router_accepted_connections_total', 'client connections accepted', (e) => e.acceptedTotal);
-    counter('keel_router_holds_total', 'connections that had to wait for a backend (no leader, a switchover, no replica); builtin engine only', (e) => e.heldTotal);
-    counter('keel_router_hold_timeouts_total', 'waits that ended without a backend (the client was told and closed); builtin engine only', (e) => e.holdTimeoutsTotal);
+    counter('keel_router_holds_total', 'connections that had to wait for a backend (no leader, a switchover, no replica)', (e) => e.heldTotal);
+    counter('keel_router_hold_timeouts_total', 'waits that ended without a backend (the client was told and closed)', (e) => e.holdTimeoutsTotal);
     counter('keel_router_refused_connections_total', 'connections closed at once because the endpoint held --max-connections', (e) => e.refusedTotal);
     counter('keel_router_first_bytes_timeouts_total', 'connections closed because their first message did not come within --first-bytes-timeout; builtin engine only', (e) => e.firstBytesTimeoutsTotal);
     counter('keel_router_received_bytes_total', 'bytes received from clients', (e) => e.receivedBytesTotal);

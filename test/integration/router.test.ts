@@ -319,6 +319,38 @@ describe('both engines, scripted etcd', () => {
     }
   });
 
+  it('a connection that waited for the leader is closed when the leader changes, as any other rw connection', async () => {
+    const [next] = replicas as [{ name: string; port: number }];
+    await setScript({ leader: null, members: baseMembers() }, /"rw":null,"holdRw":true/);
+    // held while there is no leader (with HAProxy: by the router's holder, its backup server), then forwarded
+    const clients = engines.map((engine) => {
+      const client = pgClient(scripted[engine].rwPort, login);
+      let endedAtMs: number | null = null;
+      client.on('end', () => (endedAtMs = Date.now()));
+      client.on('error', () => undefined);
+      return { engine, client, connected: client.connect(), endedAt: () => endedAtMs };
+    });
+    try {
+      await sleep(300);
+      await baseState();
+      for (const c of clients) {
+        await c.connected;
+        expect((await c.client.query<{ port: number }>('SELECT inet_server_port() AS port')).rows[0]!.port, c.engine).toBe(leader.port);
+      }
+      const changedAtMs = Date.now();
+      const members = [scriptedMember(leader.name, 'replica', leader.port), scriptedMember(next.name, 'primary', next.port)];
+      await setScript({ leader: next.name, members }, new RegExp(`"rw":"${next.name}","holdRw":false`));
+      for (const c of clients) {
+        for (let i = 0; i < 200 && c.endedAt() === null; i++) await sleep(50);
+        expect(c.endedAt(), `${c.engine}: the forwarded connection to the old leader is closed`).not.toBeNull();
+        expect(c.endedAt()! - changedAtMs, c.engine).toBeLessThan(10_000);
+      }
+    } finally {
+      for (const c of clients) await c.client.end().catch(() => undefined);
+      await baseState();
+    }
+  });
+
   it('a replica that becomes leader keeps the reads open on it through ro; new reads go to the others', async () => {
     const [next] = replicas as [{ name: string; port: number }];
     // through each router's ro, a session on `next` (leastconn and round robin send the next connection elsewhere)

@@ -78,11 +78,20 @@ describe("HAProxy's show stat", () => {
     'be_rw,BACKEND,0,0,3,4,110,30,6000,80000,0,0,,0,0,0,0,UP,1,1,0,,0,10,0,,1,3,0,,30,,1,0,,2,,,,,,,,,,,,,,0,0,0,0,0,0,1,,,0,0,0,1,,,,,,,,,,,,,,tcp,roundrobin,,,,,,,',
   ].join('\n');
 
+  const holder = { connections: {}, waiting: 0, acceptedTotal: 0, heldTotal: 0, holdTimeoutsTotal: 0, refusedTotal: 0, receivedBytesTotal: 0, sentBytesTotal: 0 };
+
   it('counts connections by the member in each slot; waiting is what the frontend holds beyond them', () => {
     const table = emptyTable('be_rw', 2);
     table.slots[0] = { ...table.slots[0]!, member: 'node1', state: 'ready' };
-    const stats = endpointStats(parseStat(csv), 'fe_rw', table);
-    expect(stats).toEqual({ connections: { node1: 3 }, waiting: 2, acceptedTotal: 42, refusedTotal: 6, receivedBytesTotal: 7000, sentBytesTotal: 90000 });
+    const stats = endpointStats(parseStat(csv), 'fe_rw', table, holder);
+    expect(stats).toEqual({ connections: { node1: 3 }, waiting: 2, acceptedTotal: 42, heldTotal: 0, holdTimeoutsTotal: 0, refusedTotal: 6, receivedBytesTotal: 7000, sentBytesTotal: 90000 });
+  });
+
+  it("adds what the holder forwarded to the members' counts, and takes the holds from it", () => {
+    const table = emptyTable('be_rw', 2);
+    table.slots[0] = { ...table.slots[0]!, member: 'node1', state: 'ready' };
+    const stats = endpointStats(parseStat(csv), 'fe_rw', table, { ...holder, connections: { node1: 1 }, heldTotal: 7, holdTimeoutsTotal: 2 });
+    expect(stats).toMatchObject({ connections: { node1: 4 }, waiting: 1, heldTotal: 7, holdTimeoutsTotal: 2 });
   });
 
   it('refuses an answer that is not a stat table', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { haproxyConfig, haproxyThreads, holdLua } from '../../src/router/engines/haproxy-config.js';
+import { cancelLua, haproxyConfig, haproxyThreads } from '../../src/router/engines/haproxy-config.js';
 import { checkAnswer, emptyTable, isIpAddress, markDirty, parseServersState, planSlots, splitAnswers, type Wanted } from '../../src/router/engines/haproxy-runtime.js';
 import { errorResponse, firstMessageComplete, firstMessageKind } from '../../src/router/engines/pg-wire.js';
 import type { Backend } from '../../src/router/route.js';
@@ -162,7 +162,7 @@ describe('haproxy configuration', () => {
     socketPath: '/run/k/admin.sock',
     luaPath: '/run/k/hold.lua',
     slotsPerBackend: 3,
-    waitTimeoutMs: 30_000,
+    holders: { rw: { host: '127.0.0.1', port: 41001 }, ro: { host: '127.0.0.1', port: 41002 } },
     connectTimeoutMs: 3000,
     firstBytesTimeoutMs: 10_000,
     maxConnections: 1000,
@@ -175,23 +175,20 @@ describe('haproxy configuration', () => {
     expect(haproxyConfig({ ...input, threads: 2 })).toMatch(/^global\n(  .*\n)*  nbthread 2\n/m);
   });
 
-  it('declares slots in maintenance, an admin socket and the hold action', () => {
+  it("declares slots in maintenance, an admin socket and the holder as each backend's backup server, last", () => {
     expect(config).toContain('stats socket /run/k/admin.sock mode 600 level admin');
     expect(config).toContain('  server s2 127.0.0.1:1 disabled');
     expect(config).not.toContain('server s3 ');
-    expect(config).toContain('tcp-request content lua.keel_hold be_rw 30000 rw');
-    expect(config).toMatch(/backend be_rw\n {2}balance first\n {2}tcp-request inspect-delay 32000ms\n {2}tcp-request content lua.keel_hold be_rw 30000 rw/);
-    expect(config).toMatch(/backend be_ro\n {2}balance leastconn/);
+    expect(config).toMatch(/backend be_rw\n {2}balance first\n( {2}server s\d 127\.0\.0\.1:1 disabled\n){3} {2}server hold 127\.0\.0\.1:41001 backup\n/);
+    expect(config).toMatch(/backend be_ro\n {2}balance leastconn\n( {2}server s\d 127\.0\.0\.1:1 disabled\n){3} {2}server hold 127\.0\.0\.1:41002 backup$/m);
+    expect(config).not.toContain('keel_hold');
     expect(config).toContain('timeout connect 3000ms');
   });
 
-  it('sends cancel requests on ro to every replica, before the hold, decided from the first 8 bytes', () => {
+  it('sends cancel requests on ro to every replica, decided from the first 8 bytes', () => {
     const ro = config.slice(config.indexOf('frontend fe_ro'), config.indexOf('backend be_ro'));
     const rw = config.slice(config.indexOf('frontend fe_rw'), config.indexOf('backend be_rw'));
     expect(ro).toContain('tcp-request content lua.keel_cancel be_ro if { req.payload(4,4),hex -m str 04D2162E }');
-    // the frontend's cancel rule runs before the backend's hold
-    expect(ro).not.toContain('keel_hold');
-    expect(config.indexOf('lua.keel_cancel')).toBeLessThan(config.indexOf('lua.keel_hold be_ro'));
     expect(rw).not.toContain('keel_cancel');
     expect(Number.parseInt('04D2162E', 16)).toBe(80877102);
   });
@@ -210,15 +207,14 @@ describe('haproxy configuration', () => {
       expect(frontend).toContain('tcp-request inspect-delay 10000ms');
       const first = frontend.indexOf('tcp-request content reject unless { req.payload_lv(0,4,-4) -m found }');
       expect(first).toBeGreaterThan(0);
-      expect(frontend).not.toContain('keel_hold');
       if (kind === 'ro') expect(first).toBeLessThan(frontend.indexOf('lua.keel_cancel'));
     }
   });
 
-  it('the Lua action checks nbsrv and answers 57P03', () => {
-    const lua = holdLua();
-    expect(lua).toContain('txn.f:nbsrv(backend)');
-    expect(lua).toContain('C57P03');
+  it('the cancel action leaves the holder out of the servers it sends to', () => {
+    const lua = cancelLua();
+    expect(lua).toContain('pairs(core.backends[backend].servers)');
+    expect(lua).toContain('name ~= "hold"');
   });
 });
 

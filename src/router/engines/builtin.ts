@@ -103,6 +103,16 @@ export class BuiltinEngine implements RouterEngine {
     }
   }
 
+  /** Where each endpoint listens: the port the system chose when the options said 0. */
+  addresses(): Record<Kind, ListenAddress> {
+    const of = (e: Endpoint): ListenAddress => {
+      const bound = e.server?.address();
+      if (bound === null || bound === undefined || typeof bound === 'string') throw new Error(`the ${e.kind} endpoint is not listening`);
+      return { host: bound.address, port: bound.port };
+    };
+    return { rw: of(this.rw), ro: of(this.ro) };
+  }
+
   private listen(endpoint: Endpoint, address: ListenAddress): Promise<void> {
     const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs }, (socket) =>
       this.accept(endpoint, socket),

@@ -26,15 +26,16 @@ const count = (row: StatRow | undefined, column: string): number => {
 };
 
 /**
- * One endpoint from its frontend (`fe_rw`) and backend rows: connections by
- * member from the server slots, waiting = accepted but on no server yet
- * (held by the Lua wait, or still sending their first message), refusals =
- * connections the frontend denied (the connection cap).
+ * One endpoint from its frontend (`fe_rw`) and backend rows and the holder's
+ * counts: connections by member from the server slots and from what the
+ * holder forwarded, waiting = accepted but on no member yet (held, or still
+ * sending their first message), refusals = connections the frontend denied
+ * (the connection cap).
  */
-export function endpointStats(rows: StatRow[], frontend: string, table: SlotTable): EndpointStats {
+export function endpointStats(rows: StatRow[], frontend: string, table: SlotTable, holder: EndpointStats): EndpointStats {
   const front = rows.find((r) => r.pxname === frontend && r.svname === 'FRONTEND');
-  const connections: Record<string, number> = {};
-  let forwarded = 0;
+  const connections: Record<string, number> = { ...holder.connections };
+  let forwarded = Object.values(holder.connections).reduce((sum, n) => sum + n, 0);
   for (const row of rows) {
     if (row.pxname !== table.backend) continue;
     const member = table.slots.find((slot) => slot.server === row.svname)?.member;
@@ -47,6 +48,8 @@ export function endpointStats(rows: StatRow[], frontend: string, table: SlotTabl
     connections,
     waiting: Math.max(0, count(front, 'scur') - forwarded),
     acceptedTotal: count(front, 'stot'),
+    heldTotal: holder.heldTotal ?? 0,
+    holdTimeoutsTotal: holder.holdTimeoutsTotal ?? 0,
     refusedTotal: count(front, 'dcon'),
     receivedBytesTotal: count(front, 'bin'),
     sentBytesTotal: count(front, 'bout'),

@@ -2,7 +2,10 @@
  * The haproxy engine: runs Debian's HAProxy as a child process and moves
  * members in and out of its server slots through the runtime API on a unix
  * socket, so a leader change takes effect the moment etcd says so, never on
- * a health-check poll. HAProxy carries every byte; this process only steers.
+ * a health-check poll. HAProxy carries every byte of the connections it
+ * routes; this process steers it, and holds (in a builtin engine on loopback,
+ * HAProxy's backup server) the connections that come while an endpoint has no
+ * usable server, then forwards them when the route opens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
@@ -16,7 +19,8 @@ import { stopGuarded, watchChild } from '../../util/child-watch.js';
 import type { Logger } from '../../util/log.js';
 import { isPortFree } from '../../util/ports.js';
 import type { Routes } from '../route.js';
-import { haproxyConfig, haproxyThreads, holdLua, roBackend, rwBackend } from './haproxy-config.js';
+import { BuiltinEngine } from './builtin.js';
+import { cancelLua, haproxyConfig, haproxyThreads, holdServer, roBackend, rwBackend } from './haproxy-config.js';
 import { checkAnswer, emptyTable, markDirty, parseServersState, planSlots, splitAnswers, type SlotTable, type Wanted } from './haproxy-runtime.js';
 import { endpointStats, parseStat } from './haproxy-stats.js';
 import type { EndpointStats, EngineOptions, RouterEngine } from './types.js';
@@ -84,12 +88,16 @@ export class HaproxyEngine implements RouterEngine {
   private haproxyPid: number | null = null;
   private stopping = false;
   private tables: Record<'rw' | 'ro', SlotTable>;
+  /** HAProxy's backup server for both endpoints: it holds what comes while no slot is usable, and forwards it */
+  private readonly holder: BuiltinEngine;
 
   constructor(
     private readonly options: HaproxyEngineOptions,
     private readonly logger: Logger,
   ) {
     this.tables = { rw: emptyTable(rwBackend, options.slotsPerBackend), ro: emptyTable(roBackend, options.slotsPerBackend) };
+    const loopback = { host: '127.0.0.1', port: 0 };
+    this.holder = new BuiltinEngine({ ...options, rw: loopback, ro: loopback }, logger.child({ holder: true }));
   }
 
   get socketPath(): string {
@@ -113,10 +121,11 @@ export class HaproxyEngine implements RouterEngine {
         });
       }
     }
+    await this.holder.start();
     this.dir = await mkdtemp(join(tmpdir(), 'keel-haproxy-'));
     const configPath = join(this.dir, 'haproxy.cfg');
     const luaPath = join(this.dir, 'hold.lua');
-    await writeFile(luaPath, holdLua());
+    await writeFile(luaPath, cancelLua());
     await writeFile(
       configPath,
       haproxyConfig({
@@ -125,7 +134,7 @@ export class HaproxyEngine implements RouterEngine {
         socketPath: this.socketPath,
         luaPath,
         slotsPerBackend: this.options.slotsPerBackend,
-        waitTimeoutMs: this.options.waitTimeoutMs,
+        holders: this.holder.addresses(),
         connectTimeoutMs: this.options.connectTimeoutMs,
         firstBytesTimeoutMs: this.options.firstBytesTimeoutMs,
         maxConnections: this.options.maxConnections,
@@ -177,15 +186,22 @@ export class HaproxyEngine implements RouterEngine {
       await sleep(50);
     }
     // the slots the engine will steer must be there, all in maintenance, before any route is applied
-    const rows = parseServersState(await runtimeCommand(this.socketPath, 'show servers state'));
+    const servers = parseServersState(await runtimeCommand(this.socketPath, 'show servers state'));
+    const rows = servers.filter((r) => r.server !== holdServer);
     const ready = rows.filter((r) => r.state !== 'maint');
-    if (rows.length !== 2 * this.options.slotsPerBackend || ready.length > 0) {
-      throw new KeelError('KEEL_ROUTER_ENGINE_FAILED', `HAProxy shows ${rows.length} server slots (${ready.length} not in maintenance); expected ${2 * this.options.slotsPerBackend}, all in maintenance`);
+    const holders = servers.filter((r) => r.server === holdServer && r.state === 'ready');
+    if (rows.length !== 2 * this.options.slotsPerBackend || ready.length > 0 || holders.length !== 2) {
+      throw new KeelError(
+        'KEEL_ROUTER_ENGINE_FAILED',
+        `HAProxy shows ${rows.length} server slots (${ready.length} not in maintenance) and ${holders.length} ready holders; expected ${2 * this.options.slotsPerBackend}, all in maintenance, and 2`,
+      );
     }
     this.logger.info({ pid: this.haproxyPid, dir: this.dir, slots: rows.length }, 'HAProxy started');
   }
 
   async apply(routes: Routes): Promise<void> {
+    // the holder first: what HAProxy still sends it follows the new routes from now on
+    await this.holder.apply(routes);
     const rwWanted: Wanted[] = routes.rw === null ? [] : [{ backend: routes.rw, state: routes.holdRw ? 'drain' : 'ready' }];
     const roWanted: Wanted[] = [
       ...routes.ro.map((backend): Wanted => ({ backend, state: 'ready' })),
@@ -215,10 +231,11 @@ export class HaproxyEngine implements RouterEngine {
     this.tables = { rw: plans.rw.next, ro: plans.ro.next };
   }
 
-  /** From HAProxy's own counters (`show stat`); it keeps no count of holds. */
+  /** From HAProxy's own counters (`show stat`) and the holder's. */
   async stats(): Promise<Record<'rw' | 'ro', EndpointStats>> {
     const rows = parseStat(await runtimeCommand(this.socketPath, 'show stat'));
-    return { rw: endpointStats(rows, 'fe_rw', this.tables.rw), ro: endpointStats(rows, 'fe_ro', this.tables.ro) };
+    const held = await this.holder.stats();
+    return { rw: endpointStats(rows, 'fe_rw', this.tables.rw, held.rw), ro: endpointStats(rows, 'fe_ro', this.tables.ro, held.ro) };
   }
 
   async stop(): Promise<void> {
@@ -228,6 +245,7 @@ export class HaproxyEngine implements RouterEngine {
     this.haproxyPid = null;
     this.child = null;
     await stopGuarded(pid, guard);
+    await this.holder.stop();
     if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
     this.dir = null;
   }
