@@ -22,6 +22,9 @@ import { fillArchiveGap } from './archive-gap.js';
 import { archiveStatus, archiveTransition, type ArchiverReading } from './archive-status.js';
 import { isLockBusy, Pgbackrest } from './pgbackrest.js';
 
+/** samples (2 s apart) a new failure waits for pgBackRest's reason before it is reported without one */
+const detailWaitSamples = 3;
+
 const archiverQuery = `
 SELECT pg_is_in_recovery() AS in_recovery,
        a.archived_count::text AS archived_count, a.last_archived_wal,
@@ -65,6 +68,8 @@ export class ArchiveMonitor {
   private lastStanzaError = '';
   /** the last archive event said archiving fails */
   private reportedFailing = false;
+  /** samples in a row that saw a new failure but not pgBackRest's reason for it */
+  private samplesWithoutDetail = 0;
 
   constructor(
     private readonly config: NodeConfig,
@@ -117,6 +122,10 @@ export class ArchiveMonitor {
       // PostgreSQL retries a push that failed before the stanza existed within a minute: not news
       if (next.state === 'failing' && (next.lastFailedAtMs ?? 0) < this.stanzaReadyAtMs) return;
       const detail = next.state === 'failing' && !this.reportedFailing ? await this.failureDetail(next.lastFailedWal) : null;
+      // pgBackRest writes its reason a moment after PostgreSQL counts the failure, and clears it as a push starts
+      // again: a few samples more for it before the event goes out without one
+      this.samplesWithoutDetail = next.state === 'failing' && !this.reportedFailing && detail === null ? this.samplesWithoutDetail + 1 : 0;
+      if (this.samplesWithoutDetail > 0 && this.samplesWithoutDetail < detailWaitSamples) return;
       const event = archiveTransition(this.config.name, this.reportedFailing, next, detail);
       if (event !== null) {
         this.reportedFailing = event.kind === 'archive-failed';

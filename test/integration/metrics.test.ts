@@ -121,8 +121,8 @@ describe('metrics of the agents, the router and the controller', () => {
       await haproxyClient.query("SELECT repeat('x', 10000)");
       const text = (await scrape(port)).text;
       expect(value(text, `keel_router_connections{endpoint="rw",member="${leader}",cluster="test"} `)).toBeGreaterThanOrEqual(1);
-      // the holds are counted by the router's holder, HAProxy's backup server: none while the leader was there all along
-      expect(value(text, 'keel_router_holds_total{endpoint="rw",cluster="test"} ')).toBe(0);
+      // the holds are counted by the router's holder, HAProxy's backup server (the client may have come before the router's first route)
+      expect(value(text, 'keel_router_holds_total{endpoint="rw",cluster="test"} ')).toBeLessThanOrEqual(1);
       promtool(text);
       // HAProxy adds a connection's bytes to its counters once the connection ends
       await haproxyClient.end();

@@ -162,7 +162,7 @@ describe('haproxy configuration', () => {
     socketPath: '/run/k/admin.sock',
     luaPath: '/run/k/hold.lua',
     slotsPerBackend: 3,
-    holders: { rw: { host: '127.0.0.1', port: 41001 }, ro: { host: '127.0.0.1', port: 41002 } },
+    holders: { rw: '/run/k/hold-rw.sock', ro: '/run/k/hold-ro.sock' },
     connectTimeoutMs: 3000,
     firstBytesTimeoutMs: 10_000,
     maxConnections: 1000,
@@ -179,8 +179,8 @@ describe('haproxy configuration', () => {
     expect(config).toContain('stats socket /run/k/admin.sock mode 600 level admin');
     expect(config).toContain('  server s2 127.0.0.1:1 disabled');
     expect(config).not.toContain('server s3 ');
-    expect(config).toMatch(/backend be_rw\n {2}balance first\n( {2}server s\d 127\.0\.0\.1:1 disabled\n){3} {2}server hold 127\.0\.0\.1:41001 backup\n/);
-    expect(config).toMatch(/backend be_ro\n {2}balance leastconn\n( {2}server s\d 127\.0\.0\.1:1 disabled\n){3} {2}server hold 127\.0\.0\.1:41002 backup$/m);
+    expect(config).toMatch(/backend be_rw\n {2}balance first\n( {2}server s\d 127\.0\.0\.1:1 disabled\n){3} {2}server hold unix@\/run\/k\/hold-rw\.sock backup\n/);
+    expect(config).toMatch(/backend be_ro\n {2}balance leastconn\n( {2}server s\d 127\.0\.0\.1:1 disabled\n){3} {2}server hold unix@\/run\/k\/hold-ro\.sock backup$/m);
     expect(config).not.toContain('keel_hold');
     expect(config).toContain('timeout connect 3000ms');
   });

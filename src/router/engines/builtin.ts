@@ -17,7 +17,7 @@ import { KeelError } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import { noRoutes, type Backend, type Routes } from '../route.js';
 import { cancelRequestBytes, errorResponse, firstMessageComplete, firstMessageKind, noLeaderError } from './pg-wire.js';
-import type { EndpointStats, EngineOptions, ListenAddress, RouterEngine } from './types.js';
+import { describeListen, type EndpointStats, type EngineOptions, type Listen, type RouterEngine } from './types.js';
 
 /** A waiting client that sends more than this is paused (TCP pushes back) until it can be forwarded. */
 const maxHeldBytes = 64 * 1024;
@@ -89,7 +89,7 @@ export class BuiltinEngine implements RouterEngine {
   private readonly failureLoggedAtMs = new Map<string, number>();
 
   constructor(
-    private readonly options: EngineOptions,
+    private readonly options: Omit<EngineOptions, 'rw' | 'ro'> & Record<Kind, Listen>,
     private readonly logger: Logger,
   ) {}
 
@@ -103,17 +103,7 @@ export class BuiltinEngine implements RouterEngine {
     }
   }
 
-  /** Where each endpoint listens: the port the system chose when the options said 0. */
-  addresses(): Record<Kind, ListenAddress> {
-    const of = (e: Endpoint): ListenAddress => {
-      const bound = e.server?.address();
-      if (bound === null || bound === undefined || typeof bound === 'string') throw new Error(`the ${e.kind} endpoint is not listening`);
-      return { host: bound.address, port: bound.port };
-    };
-    return { rw: of(this.rw), ro: of(this.ro) };
-  }
-
-  private listen(endpoint: Endpoint, address: ListenAddress): Promise<void> {
+  private listen(endpoint: Endpoint, address: Listen): Promise<void> {
     const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs }, (socket) =>
       this.accept(endpoint, socket),
     );
@@ -123,7 +113,7 @@ export class BuiltinEngine implements RouterEngine {
     server.on('drop', () => this.refused(endpoint));
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, endpoint.kind, address)));
-      server.listen({ host: address.host, port: address.port, backlog: 1024 }, () => {
+      server.listen({ ...address, backlog: 1024 }, () => {
         server.removeAllListeners('error');
         // e.g. EMFILE on accept: the server keeps listening, the log says why clients were dropped
         server.on('error', (err) => this.logger.warn({ endpoint: endpoint.kind, err: err.message }, 'accept failed'));
@@ -421,8 +411,8 @@ export class BuiltinEngine implements RouterEngine {
   }
 }
 
-export function listenError(err: NodeJS.ErrnoException, kind: string, address: ListenAddress): KeelError {
-  const where = `${address.host}:${address.port}`;
+export function listenError(err: NodeJS.ErrnoException, kind: string, address: Listen): KeelError {
+  const where = describeListen(address);
   if (err.code === 'EADDRINUSE') {
     return new KeelError('KEEL_PORT_IN_USE', `the ${kind} address ${where} is already in use`, {
       hint: `stop what listens there, or give --${kind} another address`,

@@ -10,7 +10,7 @@
  * backend has no usable server (it closes it at once). Each backend has one
  * more server, `hold`, marked `backup`: HAProxy sends a connection there
  * exactly while no slot of the backend is usable, and it points at the
- * holder, a builtin engine inside the router on loopback, which keeps the
+ * holder, a builtin engine inside the router on a unix socket, which keeps the
  * connection until the route opens (then forwards it) or the wait times out
  * (then answers 57P03). A slot in `drain` keeps its connections but is not
  * usable for new ones: that is how a pending switchover holds new rw
@@ -25,7 +25,7 @@
  * whole first message has not come within `firstBytesTimeoutMs` (its
  * inspect-delay), before any other rule looks at its bytes.
  */
-import type { ListenAddress } from './types.js';
+import { describeListen, type ListenAddress } from './types.js';
 
 export const rwBackend = 'be_rw';
 export const roBackend = 'be_ro';
@@ -38,8 +38,8 @@ export interface HaproxyConfigInput {
   socketPath: string;
   luaPath: string;
   slotsPerBackend: number;
-  /** where the router's holder listens for each endpoint (loopback) */
-  holders: Record<'rw' | 'ro', ListenAddress>;
+  /** the unix sockets the router's holder listens on, one per endpoint */
+  holders: Record<'rw' | 'ro', string>;
   connectTimeoutMs: number;
   firstBytesTimeoutMs: number;
   maxConnections: number;
@@ -61,7 +61,6 @@ export const slotName = (index: number): string => `s${index}`;
 /** 80877102, the CancelRequest code, as req.payload(4,4),hex shows it */
 const cancelCodeHex = '04D2162E';
 
-const bindAddress = (a: ListenAddress): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 function section(lines: string[]): string {
   return lines.map((line, i) => (i === 0 ? line : `  ${line}`)).join('\n');
@@ -74,7 +73,7 @@ export function haproxyConfig(input: HaproxyConfigInput): string {
   const endpoint = (kind: 'rw' | 'ro', address: ListenAddress, backend: string, balance: string): string[] => [
     section([
       `frontend fe_${kind}`,
-      `bind ${bindAddress(address)}`,
+      `bind ${describeListen(address)}`,
       `maxconn ${frontendMaxconn}`,
       // fe_conn counts the connection being accepted
       `tcp-request connection reject if { fe_conn gt ${input.maxConnections} }`,
@@ -90,7 +89,7 @@ export function haproxyConfig(input: HaproxyConfigInput): string {
       `backend ${backend}`,
       `balance ${balance}`,
       ...slots,
-      `server ${holdServer} ${bindAddress(input.holders[kind])} backup`,
+      `server ${holdServer} unix@${input.holders[kind]} backup`,
     ]),
   ];
   return [

@@ -89,15 +89,13 @@ export class HaproxyEngine implements RouterEngine {
   private stopping = false;
   private tables: Record<'rw' | 'ro', SlotTable>;
   /** HAProxy's backup server for both endpoints: it holds what comes while no slot is usable, and forwards it */
-  private readonly holder: BuiltinEngine;
+  private holder: BuiltinEngine | null = null;
 
   constructor(
     private readonly options: HaproxyEngineOptions,
     private readonly logger: Logger,
   ) {
     this.tables = { rw: emptyTable(rwBackend, options.slotsPerBackend), ro: emptyTable(roBackend, options.slotsPerBackend) };
-    const loopback = { host: '127.0.0.1', port: 0 };
-    this.holder = new BuiltinEngine({ ...options, rw: loopback, ro: loopback }, logger.child({ holder: true }));
   }
 
   get socketPath(): string {
@@ -121,10 +119,18 @@ export class HaproxyEngine implements RouterEngine {
         });
       }
     }
-    await this.holder.start();
     this.dir = await mkdtemp(join(tmpdir(), 'keel-haproxy-'));
     const configPath = join(this.dir, 'haproxy.cfg');
-    const luaPath = join(this.dir, 'hold.lua');
+    const luaPath = join(this.dir, 'cancel.lua');
+    // in the run directory (0700): only this user reaches the holder, and it takes no TCP port
+    const holders = { rw: join(this.dir, 'hold-rw.sock'), ro: join(this.dir, 'hold-ro.sock') };
+    this.holder = new BuiltinEngine({ ...this.options, rw: { path: holders.rw }, ro: { path: holders.ro } }, this.logger.child({ holder: true }));
+    try {
+      await this.holder.start();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
     await writeFile(luaPath, cancelLua());
     await writeFile(
       configPath,
@@ -134,7 +140,7 @@ export class HaproxyEngine implements RouterEngine {
         socketPath: this.socketPath,
         luaPath,
         slotsPerBackend: this.options.slotsPerBackend,
-        holders: this.holder.addresses(),
+        holders,
         connectTimeoutMs: this.options.connectTimeoutMs,
         firstBytesTimeoutMs: this.options.firstBytesTimeoutMs,
         maxConnections: this.options.maxConnections,
@@ -201,7 +207,7 @@ export class HaproxyEngine implements RouterEngine {
 
   async apply(routes: Routes): Promise<void> {
     // the holder first: what HAProxy still sends it follows the new routes from now on
-    await this.holder.apply(routes);
+    await this.holder?.apply(routes);
     const rwWanted: Wanted[] = routes.rw === null ? [] : [{ backend: routes.rw, state: routes.holdRw ? 'drain' : 'ready' }];
     const roWanted: Wanted[] = [
       ...routes.ro.map((backend): Wanted => ({ backend, state: 'ready' })),
@@ -234,6 +240,7 @@ export class HaproxyEngine implements RouterEngine {
   /** From HAProxy's own counters (`show stat`) and the holder's. */
   async stats(): Promise<Record<'rw' | 'ro', EndpointStats>> {
     const rows = parseStat(await runtimeCommand(this.socketPath, 'show stat'));
+    if (this.holder === null) throw new Error('HAProxy is not started');
     const held = await this.holder.stats();
     return { rw: endpointStats(rows, 'fe_rw', this.tables.rw, held.rw), ro: endpointStats(rows, 'fe_ro', this.tables.ro, held.ro) };
   }
@@ -245,7 +252,8 @@ export class HaproxyEngine implements RouterEngine {
     this.haproxyPid = null;
     this.child = null;
     await stopGuarded(pid, guard);
-    await this.holder.stop();
+    await this.holder?.stop();
+    this.holder = null;
     if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
     this.dir = null;
   }

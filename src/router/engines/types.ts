@@ -6,6 +6,11 @@ export interface ListenAddress {
   port: number;
 }
 
+/** where a builtin engine listens: a TCP address, or a unix socket (the haproxy engine's holder) */
+export type Listen = ListenAddress | { path: string };
+
+export const describeListen = (a: Listen): string => ('path' in a ? a.path : a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
 /**
  * The data plane. `apply` may be called at any time after `start`, often with
  * the same routes; it resolves once new connections follow them and
