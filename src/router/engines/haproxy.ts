@@ -3,7 +3,7 @@
  * members in and out of its server slots through the runtime API on a unix
  * socket, so a leader change takes effect the moment etcd says so, never on
  * a health-check poll. HAProxy carries every byte of the connections it
- * routes; this process steers it, and holds (in a builtin engine on loopback,
+ * routes; this process steers it, and holds (in a builtin engine on a unix socket,
  * HAProxy's backup server) the connections that come while an endpoint has no
  * usable server, then forwards them when the route opens.
  */
