@@ -125,29 +125,25 @@ export class HaproxyEngine implements RouterEngine {
     // in the run directory (0700): only this user reaches the holder, and it takes no TCP port
     const holders = { rw: join(this.dir, 'hold-rw.sock'), ro: join(this.dir, 'hold-ro.sock') };
     this.holder = new BuiltinEngine({ ...this.options, rw: { path: holders.rw }, ro: { path: holders.ro } }, this.logger.child({ holder: true }));
+    // whatever fails from here leaves nothing behind: the holder, HAProxy and the run directory go
     try {
       await this.holder.start();
-    } catch (err) {
-      await this.stop();
-      throw err;
-    }
-    await writeFile(luaPath, cancelLua());
-    await writeFile(
-      configPath,
-      haproxyConfig({
-        rw: this.options.rw,
-        ro: this.options.ro,
-        socketPath: this.socketPath,
-        luaPath,
-        slotsPerBackend: this.options.slotsPerBackend,
-        holders,
-        connectTimeoutMs: this.options.connectTimeoutMs,
-        firstBytesTimeoutMs: this.options.firstBytesTimeoutMs,
-        maxConnections: this.options.maxConnections,
-        threads: haproxyThreads(availableParallelism()),
-      }),
-    );
-    try {
+      await writeFile(luaPath, cancelLua());
+      await writeFile(
+        configPath,
+        haproxyConfig({
+          rw: this.options.rw,
+          ro: this.options.ro,
+          socketPath: this.socketPath,
+          luaPath,
+          slotsPerBackend: this.options.slotsPerBackend,
+          holders,
+          connectTimeoutMs: this.options.connectTimeoutMs,
+          firstBytesTimeoutMs: this.options.firstBytesTimeoutMs,
+          maxConnections: this.options.maxConnections,
+          threads: haproxyThreads(availableParallelism()),
+        }),
+      );
       await this.spawnAndWait(configPath);
     } catch (err) {
       await this.stop();
