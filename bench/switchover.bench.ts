@@ -40,7 +40,7 @@ import { idleRssMb, killNode, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { patroniBinary, patroniVersion, startPatroniCluster, until, type PatroniCluster } from './patroni.js';
 import { machine, max, median, min, printTable, seconds, type Cell } from './report.js';
-import { longestPause, longestPauseMs, startWriter, type Writer, type WriterConnection } from './writers.js';
+import { commitConnection, longestPause, longestPauseMs, startWriter, type Writer, type WriterConnection } from './writers.js';
 
 const runs = envInteger('BENCH_RUNS', 4, 1, 20);
 /** seconds over which idle memory is sampled (the median counts) */
@@ -182,6 +182,8 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
   const errorsSeen = { Patroni: [] as string[], Keel: [] as string[] };
   /** each client error of Keel's switchovers: which run and client, and when */
   const keelErrors: string[] = [];
+  /** per switchover, the connection whose commit ended the longest pause of the per-transaction writer */
+  const backConnections: string[] = [];
   afterAll(async () => {
     printTable('Patroni and Keel, 3 nodes in synchronous mode, one row per transaction (Patroni through HAProxy, Keel through rw)', ['figure', 'Patroni', 'Keel'], comparisonRows(patroni, keel), [
       ...patroniNotes,
@@ -194,6 +196,9 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
       ['run', 'router holds', 'old leader decides', 'drained', 'old leader stopped + key released', 'new leader promoted', 'router routes to it', 'writes back'],
       stages,
     );
+    if (backConnections.length > 0) {
+      console.log(`Keel: the connection whose commit ended each per-transaction pause (ms after the request, then after it began)\n${backConnections.map((c) => `  ${c}`).join('\n')}`);
+    }
     if (keelErrors.length > 0) console.log(`Keel: client errors in the switchovers\n${keelErrors.map((e) => `  ${e}`).join('\n')}`);
     await stopCluster(tc);
   });
@@ -262,7 +267,12 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
       const oldAgent = logLines(cluster.layout.agentLog(old.name), requestedAt);
       const newAgent = logLines(cluster.layout.agentLog(target), requestedAt);
       // the commit that ended the longest pause: writes back on the new leader
-      const back = longestPause(writers['per-transaction'], requestedAt - 1000).endsAtMs;
+      const backPause = longestPause(writers['per-transaction'], requestedAt - 1000, requestedAt);
+      const back = backPause.endsAtMs;
+      // and, beside it, the last one before the request: the same steps on a leader in its steady state
+      const perTransaction = writers['per-transaction'];
+      const before = commitConnection(perTransaction, perTransaction.times.findLastIndex((t) => t < requestedAt), requestedAt);
+      if (backPause.connection !== null) backConnections.push(`run ${run}: ${backPause.connection}\n    the last before the request: ${before ?? 'none'}`);
       stages.push([
         run,
         ms(firstAt(router, /routes:.*switchover from/, requestedAt)),

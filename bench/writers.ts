@@ -20,6 +20,8 @@ export interface Writer {
   errorPhases: string[];
   /** commit times (ms), acknowledged ids */
   times: number[];
+  /** for each commit, when its connection began connecting (ms) and how far it had got when */
+  commitConnections: { startedAtMs: number; phases: string[] }[];
   acked: number[];
   stop: () => Promise<void>;
 }
@@ -28,13 +30,15 @@ export interface Writer {
 export function startWriter(server: pg.ClientConfig, connection: WriterConnection): Writer {
   // a connect timeout of 2 s, as an application would set; the query timeout only ends a statement stuck on a dead server
   const config = { ...server, connectionTimeoutMillis: 2000, query_timeout: 10_000 };
-  const w: Writer = { commits: 0, errors: [], errorTimes: [], errorPhases: [], times: [], acked: [], stop: async () => undefined };
+  const w: Writer = { commits: 0, errors: [], errorTimes: [], errorPhases: [], times: [], acked: [], commitConnections: [], stop: async () => undefined };
   let stopping = false;
   let client: pg.Client | null = null;
   let phases: string[] = [];
+  let startedAtMs = 0;
   const open = async (): Promise<pg.Client> => {
     const c = new pg.Client(config);
     c.on('error', () => undefined);
+    startedAtMs = Date.now();
     phases = connectionPhases(c);
     await c.connect();
     return c;
@@ -45,6 +49,7 @@ export function startWriter(server: pg.ClientConfig, connection: WriterConnectio
         client ??= await open();
         const row = await client.query<{ id: string }>('INSERT INTO bench_switch DEFAULT VALUES RETURNING id');
         w.times.push(Date.now());
+        w.commitConnections.push({ startedAtMs, phases });
         w.acked.push(Number(row.rows[0]!.id));
         w.commits += 1;
       } catch (err) {
@@ -96,14 +101,25 @@ export function longestPauseMs(w: Writer, fromMs: number): number {
   return longestPause(w, fromMs).ms;
 }
 
-/** The longest gap between commits from `fromMs` on, and when the commit that ended it came (null: none came). */
-export function longestPause(w: Writer, fromMs: number): { ms: number; endsAtMs: number | null } {
+/**
+ * The longest gap between commits from `fromMs` on, when the commit that ended it came (null: none came), and
+ * the steps of that commit's connection: `began +X ms` after originMs, then each step after it began.
+ */
+export function longestPause(w: Writer, fromMs: number, originMs = fromMs): { ms: number; endsAtMs: number | null; connection: string | null } {
   let last = fromMs;
-  let longest = { ms: 0, endsAtMs: null as number | null };
-  for (const t of w.times) {
-    if (t < fromMs) continue;
-    if (t - last > longest.ms) longest = { ms: t - last, endsAtMs: t };
+  let longest = { ms: 0, endsAtMs: null as number | null, connection: null as string | null };
+  w.times.forEach((t, i) => {
+    if (t < fromMs) return;
+    if (t - last > longest.ms) longest = { ms: t - last, endsAtMs: t, connection: commitConnection(w, i, originMs) };
     last = t;
-  }
+  });
   return longest;
+}
+
+/** The steps of the connection of commit `i`: `began +X ms` after originMs, then each step after it began; null: none kept. */
+export function commitConnection(w: Writer, i: number, originMs: number): string | null {
+  const c = w.commitConnections[i];
+  const t = w.times[i];
+  if (c === undefined || t === undefined) return null;
+  return [`began +${c.startedAtMs - originMs} ms`, ...c.phases, `committed +${t - c.startedAtMs} ms`].join(', ');
 }

@@ -225,22 +225,10 @@ export class Agent {
   }
 
   async observe(): Promise<Snapshot> {
-    let cluster: ClusterView | null = null;
-    try {
-      cluster = await this.dcs.readCluster();
-      if (this.etcdDown) this.logger.info('etcd reachable again');
-      this.etcdDown = false;
-    } catch (err) {
-      if (!this.etcdDown) this.logger.warn({ err: describeError(err) }, 'cannot read etcd');
-      this.etcdDown = true;
-    }
+    // etcd and PostgreSQL are read at the same time: each is a round trip on the path of every reaction
+    const [cluster, local] = await Promise.all([this.readCluster(), this.observeLocal()]);
     if (cluster?.config) this.lastConfig = cluster.config.value;
-    const dataDir = await this.pg.dataDirState();
-    const [control, postmasterPid] = await Promise.all([
-      dataDir === 'present' ? this.pg.controlData().catch(() => null) : Promise.resolve(null),
-      this.pg.postmasterPid(),
-    ]);
-    const runtime = postmasterPid === null ? null : await this.pg.runtimeState();
+    const { dataDir, control, postmasterPid, runtime } = local;
     if (runtime !== null && !runtime.inRecovery) this.mayAcceptWrites = true;
     if (postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
     return {
@@ -255,6 +243,29 @@ export class Agent {
       guard: this.guard?.status() ?? 'none',
       lastJob: this.lastJob,
     };
+  }
+
+  private async readCluster(): Promise<ClusterView | null> {
+    try {
+      const cluster = await this.dcs.readCluster();
+      if (this.etcdDown) this.logger.info('etcd reachable again');
+      this.etcdDown = false;
+      return cluster;
+    } catch (err) {
+      if (!this.etcdDown) this.logger.warn({ err: describeError(err) }, 'cannot read etcd');
+      this.etcdDown = true;
+      return null;
+    }
+  }
+
+  private async observeLocal(): Promise<Snapshot['pg']> {
+    const dataDir = await this.pg.dataDirState();
+    const [control, postmasterPid] = await Promise.all([
+      dataDir === 'present' ? this.pg.controlData().catch(() => null) : Promise.resolve(null),
+      this.pg.postmasterPid(),
+    ]);
+    const runtime = postmasterPid === null ? null : await this.pg.runtimeState();
+    return { dataDir, control, postmasterPid, runtime };
   }
 
   private async tick(): Promise<void> {

@@ -3,7 +3,7 @@
  * or find out that this node's WAL diverged from it and rewind or re-clone
  * (safety rule 4). Pure.
  */
-import type { ClusterView, HistoryEntry, MemberValue } from '../model/values.js';
+import type { ClusterView, HistoryEntry, MemberValue, SyncValue } from '../model/values.js';
 import { shortRetryMs } from '../postgres/conf.js';
 import type { ControlData } from '../postgres/types.js';
 import { divergence } from './divergence.js';
@@ -105,27 +105,37 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
     (runtime.streaming && replayedPastFork(runtime.timeline, runtime.replayedLsn ?? 0, leaderMember.timeline, history));
   if (runningDiverged) return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
   const via = switchoverTargetToStreamFrom(s, cluster, leaderName);
+  const promoting = pendingHandover(s, cluster, leaderName)?.to === s.me.name;
+  // The target and the standbys streaming from it retry every few ms and without the WAL archive while the
+  // switchover is pending (conf.ts, promotionRetryLine and streamOnlyLine): set before the leader's stream ends,
+  // so no restore_command runs between that end and the promotion.
+  const shortRetry = via !== null || promoting;
   const wanted = via === null ? upstream : upstreamOf(via);
   const target = conninfoTarget(runtime.primaryConninfo);
   const following = target !== null && target.host === wanted.host && target.port === wanted.port;
-  if (!following || runtime.primarySlotName !== s.me.name || (runtime.walRetrieveRetryMs === shortRetryMs) !== (via !== null)) {
-    const reason =
-      via !== null
-        ? `a switchover from ${leaderName} to ${via.name} is pending: streaming from ${via.name} already (it holds my slot), so it has a standby the moment it is promoted`
-        : following
-          ? `following leader ${leaderName}: back to retrying it once a second`
-          : `re-pointing replication to leader ${leaderName}`;
-    return { to: 'replica', reason, actions: [{ kind: 'follow', upstream: wanted, shortRetry: via !== null }] };
-  }
   const slots = handoverSlots(s, cluster, leaderName);
   const missingSlots = slots.filter((name) => !runtime.slots.includes(name));
   const surplusSlots = runtime.slots.filter((name) => !slots.includes(name));
-  if (missingSlots.length > 0 || surplusSlots.length > 0) {
+  const slotActions: Action[] = missingSlots.length > 0 || surplusSlots.length > 0 ? [{ kind: 'syncSlots', names: slots }] : [];
+  // the other standbys wait for the target's slots before they stream from it, and the old leader waits for them
+  if (promoting && missingSlots.length > 0) {
+    const reason = `a switchover from ${leaderName} to me is pending: making slots for ${missingSlots.join(', ')}, so they can stream from me before I am promoted`;
+    return { to: 'replica', reason, actions: slotActions };
+  }
+  if (!following || runtime.primarySlotName !== s.me.name || (runtime.walRetrieveRetryMs === shortRetryMs) !== shortRetry) {
     const reason =
-      missingSlots.length > 0
-        ? `a switchover from ${leaderName} to me is pending: making slots for ${missingSlots.join(', ')}, so they can stream from me before I am promoted`
-        : `dropping replication slots a replica does not need (${surplusSlots.join(', ')}; active ones stay until their standby leaves)`;
-    return { to: 'replica', reason, actions: [{ kind: 'syncSlots', names: slots }] };
+      via !== null
+        ? `a switchover from ${leaderName} to ${via.name} is pending: streaming from ${via.name} already (it holds my slot), so it has a standby the moment it is promoted`
+        : promoting
+          ? `a switchover from ${leaderName} to me is pending: retrying my stream every few ms and without the WAL archive until I am promoted`
+          : following
+            ? `following leader ${leaderName}: back to retrying it once a second`
+            : `re-pointing replication to leader ${leaderName}`;
+    return { to: 'replica', reason, actions: [{ kind: 'follow', upstream: wanted, shortRetry }] };
+  }
+  if (slotActions.length > 0) {
+    const reason = `dropping replication slots a replica does not need (${surplusSlots.join(', ')}; active ones stay until their standby leaves)`;
+    return { to: 'replica', reason, actions: slotActions };
   }
   const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
   const steady = `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`;
@@ -166,11 +176,17 @@ function switchoverTargetToStreamFrom(s: Snapshot, cluster: ClusterView, leaderN
   if (handover === null || handover.to === s.me.name) return null;
   const target = cluster.members.find((m) => m.name === handover.to);
   if (target === undefined || target.role !== 'replica' || !target.running || !target.streaming || !(target.slots ?? []).includes(s.me.name)) return null;
-  const sync = cluster.sync?.value;
-  if (s.config.synchronous_mode !== 'off' && sync !== undefined && sync.members.includes(s.me.name) && !(sync.quorum <= 1 && sync.members.includes(target.name))) {
-    return null;
-  }
-  return target;
+  return mayStreamFromTarget(s.config.synchronous_mode, cluster.sync?.value, s.me.name, target.name) ? target : null;
+}
+
+/**
+ * Whether standby `name` may leave the leader for a switchover's target: not
+ * when its leaving would hold up the leader's commits in flight (in
+ * synchronous mode the target alone must then satisfy the leader's quorum).
+ * The leader waits, bounded, for those that may before it shuts down.
+ */
+export function mayStreamFromTarget(synchronousMode: string, sync: SyncValue | undefined, name: string, target: string): boolean {
+  return synchronousMode === 'off' || sync === undefined || !sync.members.includes(name) || (sync.quorum <= 1 && sync.members.includes(target));
 }
 
 /** On an older timeline than the leader, with WAL replayed past the point where the next timeline forked off it. */

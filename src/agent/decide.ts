@@ -10,7 +10,7 @@ import { nextSyncStep, promotionSyncSet } from './sync.js';
 import { memberLsn } from '../model/lsn.js';
 import type { Action, Decision, Snapshot } from './snapshot.js';
 import { leaseStale, moveToNewTtl, primaryControlStates, startReplica, stay, switchoverWaitSeconds } from './decide-common.js';
-import { decideAsFollower } from './decide-follower.js';
+import { decideAsFollower, mayStreamFromTarget } from './decide-follower.js';
 
 /** Seconds a switching-over leader waits for statements in flight before it shuts down. */
 export const switchoverDrainSeconds = 5;
@@ -191,6 +191,19 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
   return move ?? { to: 'primary', reason: steady, actions };
 }
 
+/**
+ * The standbys that stream from a switchover's target once it holds their
+ * slots (decide-follower.ts): the new leader then has them the moment it is
+ * promoted, where a standby still on the old leader re-points after the
+ * promotion and the new leader's first synchronous commit waits for it.
+ */
+function cascadingStandbys(s: Snapshot, cluster: ClusterView, target: string): string[] {
+  return cluster.members
+    .filter((m) => m.name !== s.me.name && m.name !== target && m.role === 'replica' && m.running && m.streaming)
+    .filter((m) => mayStreamFromTarget(s.config.synchronous_mode, cluster.sync?.value, m.name, target))
+    .map((m) => m.name);
+}
+
 function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, modRevision: string): Decision {
   const myLsn = s.pg.runtime?.walLsn ?? 0;
   const candidates = cluster.members.filter((m) => m.name !== s.me.name && (to === null || m.name === to));
@@ -206,7 +219,7 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
         to: 'stopped',
         reason: `switchover to ${candidate.name}: shutting down cleanly and releasing the leader key`,
         actions: [
-          { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000 },
+          { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000, cascade: cascadingStandbys(s, cluster, candidate.name) },
           // A fast shutdown sends every WAL record, the shutdown checkpoint included, to connected replicas first.
           { kind: 'stopPostgres', mode: 'fast', handover: true },
           { kind: 'releaseLeader', handover: true },

@@ -59,7 +59,8 @@ export type Action =
   | { kind: 'awaitReplayed'; afterLsn: number; timeoutMs: number }
   /** handover: a leader stepping down for a switchover, which records where its shutdown checkpoint starts */
   | { kind: 'stopPostgres'; mode: 'fast' | 'immediate'; handover?: boolean }
-  | { kind: 'drainClients'; timeoutMs: number }
+  /** cascade: standbys expected to leave for the switchover's target first (waited for, bounded) */
+  | { kind: 'drainClients'; timeoutMs: number; cascade: string[] }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
   /** streamOnly: a switchover's target that replayed the old leader's last WAL promotes without the WAL archive (conf.ts, streamOnlyLine) */
   | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean }

@@ -257,8 +257,9 @@ export function readSynchronousStandbyNames(confText: string): string | null {
  * while streaming, then waits before it looks at the archive and pg_wal
  * again): with 1 s that was up to a second of a switchover's pause. The same
  * sleep delays a standby streaming from a switchover's target when that
- * target is promoted and its timeline ends. Those two reload with this line
- * at the end of their conf (the last setting wins); every other standby keeps
+ * target is promoted and its timeline ends. Both reload with this line at the
+ * end of their conf (the last setting wins) as soon as the switchover is
+ * pending, and a failover's candidate when it promotes; every other standby keeps
  * 1 s, so an upstream that is away costs one retry (and one restore_command)
  * a second, not fifty. The odd value tells the agent the line is in force.
  */
@@ -266,13 +267,17 @@ export const shortRetryMs = 17;
 export const promotionRetryLine = `wal_retrieve_retry_interval = '${shortRetryMs}ms' # promoting or following a switchover's target`;
 
 /**
- * A switchover's target, once it has replayed the old leader's last WAL, and
- * the standbys streaming from it (through slots it holds) need nothing from
- * the WAL archive; yet where a stream ends (the target's promotion, a
- * timeline's end) PostgreSQL asks restore_command first, and each pgBackRest
- * archive-get took 100-200 ms of the pause. They run without it until the
- * switchover is over (the last setting wins). A failover's promotion keeps
- * it: the archive may hold WAL the candidate never received.
+ * A switchover's target, which streams from the leader through the slot the
+ * leader holds for it, and the standbys streaming from the target (through
+ * slots it holds) need nothing from the WAL archive; yet where a stream ends
+ * (the leader's shutdown, the target's promotion, a timeline's end)
+ * PostgreSQL asks restore_command first: it looks for a newer timeline's
+ * history file, then the parent's, and each pgBackRest archive-get took
+ * 60-150 ms of the pause. They run without it from the moment the switchover
+ * is pending until it is over (the last setting wins); a reload sent only at
+ * the promotion could reach the startup process after it had already asked
+ * the archive. A failover's promotion keeps it: the archive may hold WAL the
+ * candidate never received.
  */
 export const streamOnlyLine = "restore_command = '' # a switchover's target and the standbys streaming from it";
 

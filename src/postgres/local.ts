@@ -10,15 +10,7 @@ import type { NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { sleep } from '../util/clock.js';
-import {
-  buildConninfo,
-  nodeLayout,
-  primaryConninfo,
-  tlsConninfo,
-  tlsEnvironment,
-  socketPath,
-  type NodeLayout,
-} from './conf.js';
+import { buildConninfo, nodeLayout, primaryConninfo, tlsConninfo, tlsEnvironment, socketPath, type NodeLayout } from './conf.js';
 import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
@@ -50,6 +42,8 @@ const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
 const stopWaitMs = 65_000;
 const pollMs = 20;
+/** the end of a promotion is looked for more often: the routers wait for it */
+const promotionPollMs = 5;
 /**
  * A standby is ready once consistent, which needs its upstream; while that
  * is unreachable the start would block the agent for the whole wait. The
@@ -250,9 +244,11 @@ export class LocalPostgres implements Postgres {
   }
 
   async stop(mode: StopMode, options: { untilCheckpointed?: boolean } = {}): Promise<void> {
-    await this.session.close();
+    // The agent's own session ends with the others: its backend's exit (40-130 ms of a switchover's pause) is
+    // waited for after the signal, not before. close() never rejects.
+    const closing = this.session.close();
     const pid = await this.postmasterPid();
-    if (pid === null) return;
+    if (pid === null) return closing;
     // The signal pg_ctl stop -m MODE sends, without starting pg_ctl; and the wait below looks every
     // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
     this.logger.info({ pid, mode }, 'stopping PostgreSQL');
@@ -261,6 +257,7 @@ export class LocalPostgres implements Postgres {
     if (!(await this.waitFor(async () => !isPostmasterAlive(pid) || (await checkpointed()), stopWaitMs))) {
       throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs ${stopWaitMs / 1000} s after a ${mode} shutdown was asked:\n${await this.logTail()}`);
     }
+    await closing;
   }
 
   async promote({ synchronousStandbyNames, streamOnly = false, recorded = Promise.resolve() }: PromoteOptions = {}): Promise<void> {
@@ -270,11 +267,11 @@ export class LocalPostgres implements Postgres {
     if (!state.inRecovery) return;
     const pid = await this.postmasterPid();
     this.logger.info(synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames }, 'promoting');
-    // One reload for both, while `recorded` is written: the short retry interval reaches the startup process before
-    // the request does (conf.ts, promotionRetryLine), and the new primary names its standbys before it can take a write.
+    // One write and one reload for both, while `recorded` is written: the short retry interval reaches the startup
+    // process before the request does (conf.ts, promotionRetryLine; a switchover's target has it already), and the
+    // new primary names its standbys before it can take a write.
     const prepared = (async () => {
-      if (synchronousStandbyNames !== undefined) await this.files.writeSynchronousStandbyNames(synchronousStandbyNames);
-      await this.files.writePromotionRetry(true, streamOnly);
+      await this.files.writePromotionRetry(true, streamOnly, synchronousStandbyNames);
       await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
     })();
     try {
@@ -290,7 +287,7 @@ export class LocalPostgres implements Postgres {
     const done = await this.waitFor(async () => {
       gone = pid === null || !isPostmasterAlive(pid);
       return gone || (await this.runtimeState())?.inRecovery === false;
-    }, 60_000);
+    }, 60_000, promotionPollMs);
     if (gone) throw new KeelError('KEEL_POSTGRES_FAILED', `the postmaster stopped during promotion:\n${await this.logTail()}`);
     if (!done) {
       await this.standbyAgain();
@@ -419,7 +416,7 @@ export class LocalPostgres implements Postgres {
     }
   }
 
-  private async waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  private async waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = pollMs): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -428,7 +425,7 @@ export class LocalPostgres implements Postgres {
         // not yet answerable: keep waiting
       }
       if (Date.now() >= deadline) return false;
-      await sleep(pollMs);
+      await sleep(intervalMs);
     }
   }
 

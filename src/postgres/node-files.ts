@@ -6,7 +6,7 @@
  * 0600.
  */
 import { existsSync } from 'node:fs';
-import { readFile, rename, rm } from 'node:fs/promises';
+import { lstat, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import {
@@ -48,7 +48,7 @@ export class NodeFiles {
   async writeRole(options: StartOptions): Promise<void> {
     await this.writeConf(options);
     const standbySignal = join(this.layout.dataDir, 'standby.signal');
-    if (options.replica) await writeOwnedFile(standbySignal, '', 0o600, this.runAs);
+    if (options.replica) await this.write(standbySignal, '');
     else await rm(standbySignal, { force: true });
     // Keel never does targeted recovery; a stray recovery.signal would promote at the end of WAL.
     await rm(join(this.layout.dataDir, 'recovery.signal'), { force: true });
@@ -57,17 +57,37 @@ export class NodeFiles {
   /** postgresql.conf with synchronous_standby_names set to `value`, the rest as it is. */
   async writeSynchronousStandbyNames(value: string): Promise<void> {
     const text = await readFile(this.confPath, 'utf8');
-    await writeOwnedFile(this.confPath, withSynchronousStandbyNames(text, value), 0o600, this.runAs);
+    await this.write(this.confPath, withSynchronousStandbyNames(text, value));
   }
 
-  /** postgresql.conf with the promotion's short retry interval (and, streamOnly, no restore_command) added or removed (conf.ts). */
-  async writePromotionRetry(on: boolean, streamOnly = false): Promise<void> {
+  /**
+   * postgresql.conf with the promotion's short retry interval (and, streamOnly, no restore_command) added or
+   * removed (conf.ts), and synchronous_standby_names set when given: one write.
+   */
+  async writePromotionRetry(on: boolean, streamOnly = false, synchronousStandbyNames?: string): Promise<void> {
     const text = await readFile(this.confPath, 'utf8');
-    await writeOwnedFile(this.confPath, withPromotionRetry(text, on, streamOnly), 0o600, this.runAs);
+    const retry = withPromotionRetry(text, on, streamOnly);
+    await this.write(this.confPath, synchronousStandbyNames === undefined ? retry : withSynchronousStandbyNames(retry, synchronousStandbyNames));
   }
 
   async writePgpass(upstream: UpstreamTarget | null): Promise<void> {
-    await writeOwnedFile(this.layout.pgpassPath, buildPgpass(this.config, upstream), 0o600, this.runAs);
+    await this.write(this.layout.pgpassPath, buildPgpass(this.config, upstream));
+  }
+
+  /**
+   * Each write waits for its fsync (tens of ms while PostgreSQL writes too), several of them on a switchover's
+   * path: a file that already holds `text`, with Keel's mode and owner, is left as it is.
+   */
+  private async write(path: string, text: string): Promise<void> {
+    const owner = this.runAs;
+    const current = await lstat(path).catch(() => null);
+    const kept =
+      current !== null &&
+      current.isFile() &&
+      (current.mode & 0o777) === 0o600 &&
+      (owner === null || (current.uid === owner.uid && current.gid === owner.gid)) &&
+      (await readFile(path, 'utf8').catch(() => null)) === text;
+    if (!kept) await writeOwnedFile(path, text, 0o600, owner);
   }
 
   /** postgresql.conf, pg_hba.conf and pgpass; synchronous_standby_names kept from the conf unless given. */
@@ -80,8 +100,10 @@ export class NodeFiles {
     // the node's instance class first: the cluster's explicit parameters win over it
     const parameters = { ...instanceClassParameters(this.config.tags), ...options.parameters };
     const text = buildPostgresqlConf(this.config, this.layout, { ...options, parameters }, sync);
-    await writeOwnedFile(this.confPath, text, 0o600, this.runAs);
-    await writeOwnedFile(join(this.layout.dataDir, 'pg_hba.conf'), buildPgHba(this.config), 0o600, this.runAs);
-    await this.writePgpass(options.replica ? options.upstream : null);
+    await Promise.all([
+      this.write(this.confPath, text),
+      this.write(join(this.layout.dataDir, 'pg_hba.conf'), buildPgHba(this.config)),
+      this.writePgpass(options.replica ? options.upstream : null),
+    ]);
   }
 }

@@ -778,10 +778,24 @@ describe('a switchover prepared on the replicas', () => {
   /** node2's runtime once it streams from node3 (port 5503) with the short retry */
   const viaNode3 = replicaRuntime({ upstreamPort: 5503, primaryConninfo: 'host=127.0.0.1 port=5503 user=replicator', walRetrieveRetryMs: 17 });
 
-  it("the target makes a slot for every other member before it is promoted", () => {
+  /** node2's runtime once it streams from the leader node1 (port 5501) with the short retry */
+  const shortOnNode1 = replicaRuntime({ walRetrieveRetryMs: 17 });
+
+  it("the target first makes a slot for every other member, then retries its stream every few ms without the archive, before it is promoted", () => {
     const decision = decide(snapshot({ cluster: view('node2') }));
     expect(decision.reason).toMatch(/switchover from node1 to me is pending: making slots for node1, node3/);
     expect(decision.actions).toEqual([{ kind: 'syncSlots', names: ['node1', 'node3'] }]);
+    const withSlots = decide(snapshot({ cluster: view('node2'), pg: { runtime: replicaRuntime({ slots: ['node1', 'node3'] }) } }));
+    expect(withSlots.reason).toMatch(/switchover from node1 to me is pending: retrying my stream every few ms and without the WAL archive/);
+    expect(withSlots.actions).toEqual([{ kind: 'follow', upstream: { name: 'node1', host: '127.0.0.1', port: 5501 }, shortRetry: true }]);
+    expect(decide(snapshot({ cluster: view('node2'), pg: { runtime: { ...shortOnNode1, slots: ['node1', 'node3'] } } })).actions).toEqual([]);
+  });
+
+  it('the target goes back to retrying once a second with the archive when the request goes stale', () => {
+    const stale = view('node2', { switchover: { ...request('node2'), value: { ...request('node2').value, requestedAtMs: NOW - 31_000 } } });
+    const decision = decide(snapshot({ cluster: stale, pg: { runtime: shortOnNode1 } }));
+    expect(decision.reason).toMatch(/following leader node1: back to retrying it once a second/);
+    expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node1', host: '127.0.0.1', port: 5501 }, shortRetry: false }]);
   });
 
   it('another replica streams from the target once the target holds its slot, retrying every few ms', () => {
@@ -807,6 +821,21 @@ describe('a switchover prepared on the replicas', () => {
     expect(decide(snapshot({ config: on, cluster: view('node3', { sync: sync(['node2', 'node3'], 2) }) })).actions).toEqual([]);
     expect(decide(snapshot({ config: on, cluster: view('node3', { sync: sync(['node2'], 1) }) })).actions).toEqual([]);
     expect(decide(snapshot({ config: on, cluster: view('node3', { sync: sync(['node2', 'node3'], 1) }) })).actions.map((a) => a.kind)).toEqual(['follow']);
+  });
+
+  it('the leader handing over waits for the standbys that may stream from the target, and only for them', () => {
+    const sync = (members: string[], quorum: number) => ({ value: { v: 1 as const, leader: 'node1', members, quorum }, modRevision: '8' });
+    const on = { ...defaultDynamicConfig, synchronous_mode: 'on' as const };
+    const leading = (over: Parameters<typeof cluster>[0], config = on) =>
+      decide(snapshot({ me: { name: 'node1', nofailover: false }, state: 'primary', config, cluster: view('node3', { leader: leaderKey('node1', 'L2'), ...over }), pg: { runtime: primaryRuntime({ slots: ['node2', 'node3'] }) } }));
+    const cascade = (d: ReturnType<typeof decide>) => d.actions.find((a) => a.kind === 'drainClients');
+    const members = [primaryMember('node1'), member('node2'), member('node3'), member('node4', { streaming: false })];
+    // node2 may leave: the target alone meets ANY 1; node4 does not stream at all
+    expect(cascade(leading({ members, sync: sync(['node2', 'node3'], 1) }))).toEqual({ kind: 'drainClients', timeoutMs: 5000, cascade: ['node2'] });
+    // ANY 2 of both: node2 stays on the leader, nothing to wait for
+    expect(cascade(leading({ members, sync: sync(['node2', 'node3'], 2) }))).toMatchObject({ cascade: [] });
+    // asynchronous: every streaming standby moves
+    expect(cascade(leading({ members }, defaultDynamicConfig))).toMatchObject({ cascade: ['node2'] });
   });
 
   it('once the target leads, the replica that streams from it goes back to retrying once a second, without re-pointing', () => {
