@@ -94,7 +94,11 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
     case 'promote':
       return promote(action, snap, ctx);
     case 'follow':
-      return ctx.pg.follow({ ...startOptions(true, action.upstream), shortRetry: action.shortRetry === true });
+      return ctx.pg.follow({
+        ...startOptions(true, action.upstream),
+        shortRetry: action.shortRetry === true,
+        ...(action.synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames: action.synchronousStandbyNames }),
+      });
     case 'syncSlots':
       return ctx.pg.syncSlots(action.names);
     case 'putSync':

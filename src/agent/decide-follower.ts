@@ -7,6 +7,7 @@ import type { ClusterView, HistoryEntry, MemberValue, SyncValue } from '../model
 import { shortRetryMs } from '../postgres/conf.js';
 import type { ControlData } from '../postgres/types.js';
 import { divergence } from './divergence.js';
+import { promotionSyncSet } from './sync.js';
 import { moveToNewTtl, primaryControlStates, recentFailure, startReplica, stay, switchoverWaitSeconds } from './decide-common.js';
 import { upstreamOf, type Action, type Decision, type Snapshot } from './snapshot.js';
 
@@ -110,6 +111,8 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
   // switchover is pending (conf.ts, promotionRetryLine and streamOnlyLine): set before the leader's stream ends,
   // so no restore_command runs between that end and the promotion.
   const shortRetry = via !== null || promoting;
+  // and the target names the standbys its promotion will name (no effect before it), so that nothing is left to write then
+  const standbyNames = promoting ? promotionSyncSet(s.config, cluster, s.me.name, s.nowMs)?.standbyNames : undefined;
   const wanted = via === null ? upstream : upstreamOf(via);
   const target = conninfoTarget(runtime.primaryConninfo);
   const following = target !== null && target.host === wanted.host && target.port === wanted.port;
@@ -122,7 +125,8 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
     const reason = `a switchover from ${leaderName} to me is pending: making slots for ${missingSlots.join(', ')}, so they can stream from me before I am promoted`;
     return { to: 'replica', reason, actions: slotActions };
   }
-  if (!following || runtime.primarySlotName !== s.me.name || (runtime.walRetrieveRetryMs === shortRetryMs) !== shortRetry) {
+  const namesDiffer = standbyNames !== undefined && runtime.synchronousStandbyNames !== standbyNames;
+  if (!following || runtime.primarySlotName !== s.me.name || (runtime.walRetrieveRetryMs === shortRetryMs) !== shortRetry || namesDiffer) {
     const reason =
       via !== null
         ? `a switchover from ${leaderName} to ${via.name} is pending: streaming from ${via.name} already (it holds my slot), so it has a standby the moment it is promoted`
@@ -131,7 +135,7 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
           : following
             ? `following leader ${leaderName}: back to retrying it once a second`
             : `re-pointing replication to leader ${leaderName}`;
-    return { to: 'replica', reason, actions: [{ kind: 'follow', upstream: wanted, shortRetry }] };
+    return { to: 'replica', reason, actions: [{ kind: 'follow', upstream: wanted, shortRetry, ...(standbyNames === undefined ? {} : { synchronousStandbyNames: standbyNames }) }] };
   }
   if (slotActions.length > 0) {
     const reason = `dropping replication slots a replica does not need (${surplusSlots.join(', ')}; active ones stay until their standby leaves)`;

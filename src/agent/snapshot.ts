@@ -65,7 +65,8 @@ export type Action =
   /** streamOnly: a switchover's target that replayed the old leader's last WAL promotes without the WAL archive (conf.ts, streamOnlyLine) */
   | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean }
   /** shortRetry: retry the upstream every few ms (a standby streaming from a switchover's target; conf.ts promotionRetryLine) */
-  | { kind: 'follow'; upstream: UpstreamTarget; shortRetry?: boolean }
+  /** synchronousStandbyNames: a switchover's target names the standbys its promotion will name (decide-follower.ts) */
+  | { kind: 'follow'; upstream: UpstreamTarget; shortRetry?: boolean; synchronousStandbyNames?: string }
   | { kind: 'syncSlots'; names: string[] }
   | { kind: 'clearSwitchover'; expectModRevision: string }
   | { kind: 'putSync'; set: { members: string[]; quorum: number } }

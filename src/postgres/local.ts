@@ -10,7 +10,7 @@ import type { NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { sleep } from '../util/clock.js';
-import { buildConninfo, nodeLayout, primaryConninfo, tlsConninfo, tlsEnvironment, socketPath, type NodeLayout } from './conf.js';
+import { buildConninfo, nodeLayout, primaryConninfo, shortRetryMs, tlsConninfo, tlsEnvironment, socketPath, type NodeLayout } from './conf.js';
 import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
@@ -271,7 +271,9 @@ export class LocalPostgres implements Postgres {
     // process before the request does (conf.ts, promotionRetryLine; a switchover's target has it already), and the
     // new primary names its standbys before it can take a write.
     const prepared = (async () => {
-      await this.files.writePromotionRetry(true, streamOnly, synchronousStandbyNames);
+      const written = await this.files.writePromotionRetry(true, streamOnly, synchronousStandbyNames);
+      // a switchover's target wrote and loaded all of it while the switchover was pending (decide-follower.ts)
+      if (!written && (await this.promotionConfInForce(streamOnly, synchronousStandbyNames))) return;
       await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
     })();
     try {
@@ -371,6 +373,16 @@ export class LocalPostgres implements Postgres {
     if ((await this.postmasterPid()) === null) return;
     this.logger.info({ synchronousStandbyNames: value }, 'setting synchronous_standby_names');
     await this.reload(() => this.synchronousStandbyNamesAre(value));
+  }
+
+  private async promotionConfInForce(streamOnly: boolean, synchronousStandbyNames: string | undefined): Promise<boolean> {
+    const [row] = await this.sql<{ ok: boolean }>(
+      `SELECT current_setting('wal_retrieve_retry_interval') = $1 AND (NOT $2 OR current_setting('restore_command') = '')
+              AND ($3::text IS NULL OR current_setting('synchronous_standby_names') = $3) AS ok`,
+      [`${shortRetryMs}ms`, streamOnly, synchronousStandbyNames ?? null],
+      'reading the promotion settings',
+    );
+    return row?.ok === true;
   }
 
   private async synchronousStandbyNamesAre(value: string): Promise<boolean> {

@@ -46,7 +46,7 @@ export class NodeFiles {
 
   /** Conf files plus the signal file that decides whether the next start is a standby. */
   async writeRole(options: StartOptions): Promise<void> {
-    await this.writeConf(options);
+    await this.writeConf(options, options.synchronousStandbyNames);
     const standbySignal = join(this.layout.dataDir, 'standby.signal');
     if (options.replica) await this.write(standbySignal, '');
     else await rm(standbySignal, { force: true });
@@ -64,10 +64,10 @@ export class NodeFiles {
    * postgresql.conf with the promotion's short retry interval (and, streamOnly, no restore_command) added or
    * removed (conf.ts), and synchronous_standby_names set when given: one write.
    */
-  async writePromotionRetry(on: boolean, streamOnly = false, synchronousStandbyNames?: string): Promise<void> {
+  async writePromotionRetry(on: boolean, streamOnly = false, synchronousStandbyNames?: string): Promise<boolean> {
     const text = await readFile(this.confPath, 'utf8');
     const retry = withPromotionRetry(text, on, streamOnly);
-    await this.write(this.confPath, synchronousStandbyNames === undefined ? retry : withSynchronousStandbyNames(retry, synchronousStandbyNames));
+    return this.write(this.confPath, synchronousStandbyNames === undefined ? retry : withSynchronousStandbyNames(retry, synchronousStandbyNames));
   }
 
   async writePgpass(upstream: UpstreamTarget | null): Promise<void> {
@@ -76,9 +76,9 @@ export class NodeFiles {
 
   /**
    * Each write waits for its fsync (tens of ms while PostgreSQL writes too), several of them on a switchover's
-   * path: a file that already holds `text`, with Keel's mode and owner, is left as it is.
+   * path: a file that already holds `text`, with Keel's mode and owner, is left as it is. True when written.
    */
-  private async write(path: string, text: string): Promise<void> {
+  private async write(path: string, text: string): Promise<boolean> {
     const owner = this.runAs;
     const current = await lstat(path).catch(() => null);
     const kept =
@@ -88,6 +88,7 @@ export class NodeFiles {
       (owner === null || (current.uid === owner.uid && current.gid === owner.gid)) &&
       (await readFile(path, 'utf8').catch(() => null)) === text;
     if (!kept) await writeOwnedFile(path, text, 0o600, owner);
+    return !kept;
   }
 
   /** postgresql.conf, pg_hba.conf and pgpass; synchronous_standby_names kept from the conf unless given. */

@@ -76,6 +76,11 @@ export interface StartOptions {
   parameters: Record<string, string | number | boolean>;
   /** retry the upstream every few ms, not every second (conf.ts, promotionRetryLine): a standby streaming from a switchover's target */
   shortRetry?: boolean;
+  /**
+   * synchronous_standby_names to write (no effect on a standby): a switchover's target names the standbys it
+   * will have, so that its promotion has nothing left to write; the conf's own value is kept when absent
+   */
+  synchronousStandbyNames?: string;
 }
 
 export type StopMode = 'smart' | 'fast' | 'immediate';

@@ -791,6 +791,17 @@ describe('a switchover prepared on the replicas', () => {
     expect(decide(snapshot({ cluster: view('node2'), pg: { runtime: { ...shortOnNode1, slots: ['node1', 'node3'] } } })).actions).toEqual([]);
   });
 
+  it('in synchronous mode the target names, before it is promoted, the standbys its promotion will name', () => {
+    const on = { ...defaultDynamicConfig, synchronous_mode: 'on' as const };
+    const slotsHeld = replicaRuntime({ slots: ['node1', 'node3'], walRetrieveRetryMs: 17 });
+    const decision = decide(snapshot({ config: on, cluster: view('node2'), pg: { runtime: slotsHeld } }));
+    expect(decision.actions).toEqual([
+      { kind: 'follow', upstream: { name: 'node1', host: '127.0.0.1', port: 5501 }, shortRetry: true, synchronousStandbyNames: 'ANY 1 ("node3")' },
+    ]);
+    // once in force, nothing more
+    expect(decide(snapshot({ config: on, cluster: view('node2'), pg: { runtime: { ...slotsHeld, synchronousStandbyNames: 'ANY 1 ("node3")' } } })).actions).toEqual([]);
+  });
+
   it('the target goes back to retrying once a second with the archive when the request goes stale', () => {
     const stale = view('node2', { switchover: { ...request('node2'), value: { ...request('node2').value, requestedAtMs: NOW - 31_000 } } });
     const decision = decide(snapshot({ cluster: stale, pg: { runtime: shortOnNode1 } }));
