@@ -271,10 +271,12 @@ export class LocalPostgres implements Postgres {
     // process before the request does (conf.ts, promotionRetryLine; a switchover's target has it already), and the
     // new primary names its standbys before it can take a write.
     const prepared = (async () => {
+      const names: Record<string, string> = synchronousStandbyNames === undefined ? {} : { synchronous_standby_names: synchronousStandbyNames };
+      const expected: Record<string, string> = { wal_retrieve_retry_interval: `${shortRetryMs}ms`, ...(streamOnly ? { restore_command: '' } : {}), ...names };
       const written = await this.files.writePromotionRetry(true, streamOnly, synchronousStandbyNames);
       // a switchover's target wrote and loaded all of it while the switchover was pending (decide-follower.ts)
-      if (!written && (await this.promotionConfInForce(streamOnly, synchronousStandbyNames))) return;
-      await this.reload(synchronousStandbyNames === undefined ? undefined : () => this.synchronousStandbyNamesAre(synchronousStandbyNames));
+      if (!written && (await this.settingsAre(expected))) return;
+      await this.reload(expected);
     })();
     try {
       await Promise.all([prepared, recorded]);
@@ -326,10 +328,7 @@ export class LocalPostgres implements Postgres {
     if ((await this.postmasterPid()) === null) return;
     const expected = options.replica && options.upstream ? primaryConninfo(this.config, this.layout, options.upstream) : '';
     this.logger.info({ upstream: options.upstream?.name ?? null }, 'following: reloading conf');
-    await this.reload(async () => {
-      const [row] = await this.sql<{ value: string }>("SELECT current_setting('primary_conninfo') AS value", [], 'follow');
-      return row?.value === expected;
-    });
+    await this.reload({ primary_conninfo: expected });
   }
 
   // ---- SQL ---------------------------------------------------------------------
@@ -372,22 +371,14 @@ export class LocalPostgres implements Postgres {
     await this.files.writeSynchronousStandbyNames(value);
     if ((await this.postmasterPid()) === null) return;
     this.logger.info({ synchronousStandbyNames: value }, 'setting synchronous_standby_names');
-    await this.reload(() => this.synchronousStandbyNamesAre(value));
+    await this.reload({ synchronous_standby_names: value });
   }
 
-  private async promotionConfInForce(streamOnly: boolean, synchronousStandbyNames: string | undefined): Promise<boolean> {
-    const [row] = await this.sql<{ ok: boolean }>(
-      `SELECT current_setting('wal_retrieve_retry_interval') = $1 AND (NOT $2 OR current_setting('restore_command') = '')
-              AND ($3::text IS NULL OR current_setting('synchronous_standby_names') = $3) AS ok`,
-      [`${shortRetryMs}ms`, streamOnly, synchronousStandbyNames ?? null],
-      'reading the promotion settings',
-    );
-    return row?.ok === true;
-  }
-
-  private async synchronousStandbyNamesAre(value: string): Promise<boolean> {
-    const [row] = await this.sql<{ value: string }>("SELECT current_setting('synchronous_standby_names') AS value", [], 'reading synchronous_standby_names');
-    return row?.value === value;
+  /** Whether each named setting, as this session sees it (SHOW's text), has the given value. */
+  private async settingsAre(expected: Record<string, string>): Promise<boolean> {
+    const names = Object.keys(expected);
+    const rows = await this.sql<{ name: string; value: string }>('SELECT n AS name, current_setting(n) AS value FROM unnest($1::text[]) AS n', [names], 'reading settings');
+    return names.every((name) => rows.some((row) => row.name === name && row.value === expected[name]));
   }
 
   /** Counters for agent/load.ts: transactions ever ended (all databases) and client backends now; null when unreachable. */
@@ -420,10 +411,10 @@ export class LocalPostgres implements Postgres {
     }
   }
 
-  /** Sends SIGHUP and waits (briefly, without failing) until `applied` sees the new settings. */
-  private async reload(applied?: () => Promise<boolean>): Promise<void> {
+  /** Sends SIGHUP and waits (briefly, without failing) until this session sees the `expected` settings. */
+  private async reload(expected?: Record<string, string>): Promise<void> {
     await this.sql('SELECT pg_reload_conf()', [], 'reloading the configuration');
-    if (applied && !(await this.waitFor(applied, 3000))) {
+    if (expected && !(await this.waitFor(() => this.settingsAre(expected), 3000))) {
       this.logger.warn('configuration reloaded but the new values are not visible yet');
     }
   }
