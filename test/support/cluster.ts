@@ -105,9 +105,28 @@ export class TestCluster {
     return this.dcs.readCluster();
   }
 
-  /** Polls etcd until `accept` holds; fails with `what` and the members' states after the timeout. */
+  /**
+   * Polls etcd until `accept` holds; fails with `what`, the members' states and the last lines of each node's
+   * PostgreSQL log after the timeout (what a node that does not come back was waiting for).
+   */
   waitFor(what: string, accept: (view: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
-    return untilView(() => this.view(), what, accept, { timeoutMs });
+    return untilView(() => this.view(), what, accept, { timeoutMs, detail: () => this.postgresLogTails(4) });
+  }
+
+  private postgresLogTails(lines: number): string {
+    return this.layout
+      .nodeNames()
+      .map((name) => {
+        const text = (() => {
+          try {
+            return readFileSync(join(this.layout.postgresDir(name), 'postgres.log'), 'utf8');
+          } catch {
+            return '';
+          }
+        })();
+        return `${name}'s postgres.log ends:\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`;
+      })
+      .join('\n');
   }
 
   /** The leader's member, once the leader key names a member running as primary. */
