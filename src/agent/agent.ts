@@ -228,9 +228,8 @@ export class Agent {
     // etcd and PostgreSQL are read at the same time: each is a round trip on the path of every reaction
     const [cluster, local] = await Promise.all([this.readCluster(), this.observeLocal()]);
     if (cluster?.config) this.lastConfig = cluster.config.value;
-    const { dataDir, control, postmasterPid, runtime } = local;
-    if (runtime !== null && !runtime.inRecovery) this.mayAcceptWrites = true;
-    if (postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
+    if (local.runtime !== null && !local.runtime.inRecovery) this.mayAcceptWrites = true;
+    if (local.postmasterPid === null && this.job === null) this.mayAcceptWrites = false;
     return {
       nowMs: this.clock.now(),
       me: { name: this.config.name, nofailover: this.config.tags.nofailover },
@@ -238,7 +237,7 @@ export class Agent {
       cluster,
       config: this.lastConfig,
       lease: this.lease.current(),
-      pg: { dataDir, control, postmasterPid, runtime },
+      pg: local,
       memory: this.memory,
       guard: this.guard?.status() ?? 'none',
       lastJob: this.lastJob,

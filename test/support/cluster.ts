@@ -6,7 +6,7 @@
  * (test/chaos/cluster.ts) builds on the helpers here: its directory, its
  * connections, its wait for readiness.
  */
-import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type pg from 'pg';
@@ -15,6 +15,7 @@ import type { TlsFiles } from '../../src/config/schema.js';
 import { createEtcdClient } from '../../src/dcs/etcd-client.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import type { ClusterView, MemberValue } from '../../src/model/values.js';
+import { lastLines } from '../../src/postgres/programs.js';
 import { probePostgres } from '../../src/postgres/probe.js';
 import { isReady, LocalCluster } from '../../src/supervisor/local-cluster.js';
 import { LocalLayout, portOffsets, type ClusterFile } from '../../src/providers/local-layout.js';
@@ -117,14 +118,8 @@ export class TestCluster {
     return this.layout
       .nodeNames()
       .map((name) => {
-        const text = (() => {
-          try {
-            return readFileSync(join(this.layout.postgresDir(name), 'postgres.log'), 'utf8');
-          } catch {
-            return '';
-          }
-        })();
-        return `${name}'s postgres.log ends:\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`;
+        const path = join(this.layout.postgresDir(name), 'postgres.log');
+        return `${name}'s postgres.log ends:\n${existsSync(path) ? lastLines(readFileSync(path, 'utf8'), lines) : '(none)'}`;
       })
       .join('\n');
   }
