@@ -268,7 +268,11 @@ export class Agent {
   }
 
   private async tick(): Promise<void> {
+    const jobsBefore = this.jobSeq;
     const snap = await this.observe();
+    // A job that ended while this loop read may have changed what it read (a data directory made, PostgreSQL
+    // stopped): nothing is decided on that reading. The job's end asked for the next loop.
+    if (this.job === null && this.jobSeq !== jobsBefore) return;
     this.lastSnapshot = snap;
     if (this.job !== null) {
       // nothing is decided while a job runs, but what is seen is still remembered

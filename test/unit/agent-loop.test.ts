@@ -2,7 +2,8 @@
  * The agent's whole loop (observe -> decide -> act, the lease keeper, the
  * watchdog) on fake timers, against the in-memory store and a fake
  * PostgreSQL: when a leader whose keep-alives fail stops PostgreSQL, how a ttl
- * change moves the lease, and a replica following its leader.
+ * change moves the lease, a replica following its leader, and a reading
+ * taken before a job ended that decides nothing.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
@@ -185,5 +186,37 @@ describe('agent loop: a replica', () => {
     // never two primaries: node1 stopped before etcd let its lease go, node2 promoted after
     expect(pg2.promotedAtMs!).toBeGreaterThanOrEqual(leader.lease.lastRenewalMs! + 30_000);
     expect(pg1.stops[0]!.atMs).toBeLessThan(pg2.promotedAtMs!);
+  });
+});
+
+describe('agent loop: a reading that straddles a job', () => {
+  it('decides nothing on what it read before a restart stopped PostgreSQL; the next loop starts it again', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg = new FakePostgres('node1', { running: true, primary: true });
+    const agent = await startAgent('node1', dcs, pg);
+    await until(T0 + 2000);
+    expect(agent.state).toBe('primary');
+
+    // a loop asks PostgreSQL for its state; the answer (a running primary) comes back only after the restart's stop
+    const answer = gate();
+    pg.readGate = answer.promise;
+    agent.wake();
+    await vi.advanceTimersByTimeAsync(0);
+    const restarted = agent.runManual('restart');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pg.running).toBe(false);
+    expect(agent.state).toBe('stopped');
+    const decisions = [...agent.decisionCounts.values()].reduce((a, b) => a + b, 0);
+    pg.readGate = null;
+    answer.open();
+    for (let i = 0; i < 50; i++) await Promise.resolve();
+    // that loop saw a primary running: deciding on it would say primary while PostgreSQL is down
+    expect(agent.state).toBe('stopped');
+    expect([...agent.decisionCounts.values()].reduce((a, b) => a + b, 0)).toBe(decisions);
+    await restarted;
+
+    await until(Date.now() + 1000);
+    expect(pg.running).toBe(true);
+    expect(agent.state).toBe('primary');
   });
 });

@@ -86,9 +86,14 @@ export class FakePostgres implements Postgres {
     return this.running ? process.pid : null;
   }
 
+  /** while set, a runtime reading answers only once it resolves, with what was true when it was asked */
+  readGate: Promise<void> | null = null;
+
   async runtimeState(): Promise<RuntimeState | null> {
-    if (!this.running) return null;
-    if (!this.inRecovery) return primaryRuntime({ timeline: this.timeline, walLsn: this.walLsn, slots: this.slots });
+    const { running, inRecovery } = this;
+    if (this.readGate !== null) await this.readGate;
+    if (!running) return null;
+    if (!inRecovery) return primaryRuntime({ timeline: this.timeline, walLsn: this.walLsn, slots: this.slots });
     const up = this.upstream;
     return replicaRuntime({
       timeline: this.timeline,
