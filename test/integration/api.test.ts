@@ -27,7 +27,7 @@ const apiPort = (name: string) => portBase + portOffsets.nodeApi + Number(name.r
 let caFile = '';
 
 async function api(name: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; json: any; text: string; headers: Headers }> {
-  const res = await apiRequest(`https://127.0.0.1:${apiPort(name)}${path}`, { ...init, caFile, timeoutMs: 10_000 });
+  const res = await apiRequest(`https://127.0.0.1:${apiPort(name)}${path}`, { ...init, caFile });
   const headers = new Headers(Object.entries(res.headers).flatMap(([k, v]): [string, string][] => (v === undefined ? [] : [[k, Array.isArray(v) ? v.join(', ') : v]])));
   return { status: res.status, json: res.json, text: res.text, headers };
 }

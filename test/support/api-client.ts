@@ -23,6 +23,7 @@ export interface ApiRequest {
   caFile?: string;
   /** the bearer token */
   token?: string;
+  /** default: 10 s for a GET, 90 s for an action */
   timeoutMs?: number;
 }
 
@@ -32,7 +33,8 @@ export function apiRequest(url: string, request: ApiRequest = {}): Promise<ApiAn
   const headers: Record<string, string> = { ...(request.headers ?? {}) };
   if (request.token !== undefined) headers.authorization = `Bearer ${request.token}`;
   if (request.body !== undefined) headers['content-type'] ??= 'application/json';
-  const timeoutMs = request.timeoutMs ?? 10_000;
+  // an action's answer (a restart answers once PostgreSQL has stopped, its last WAL archived) may take far longer than a read
+  const timeoutMs = request.timeoutMs ?? ((request.method ?? 'GET') === 'GET' ? 10_000 : 90_000);
   return new Promise((resolve, reject) => {
     const options = { method: request.method ?? 'GET', headers, agent: false as const, ...(secure ? { ca: readFileSync(request.caFile!) } : {}) };
     const req = (secure ? https : http).request(url, options, (res) => {
