@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { endianness } from 'node:os';
 import { KeelError } from '../errors.js';
 import { parseLsn } from '../model/lsn.js';
 import type { ControlData } from './types.js';
@@ -72,6 +73,20 @@ export class ControlDataCache {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /**
+   * The cluster state alone, read from the file's fixed head without starting
+   * pg_controldata: a shutdown is polled every few ms, and a process per poll
+   * costs CPU that the shutdown needs. A file of another layout is read by
+   * pg_controldata. Unchecked (pg_controldata verifies the file's CRC): what
+   * depends on the state read it again through read().
+   */
+  async state(): Promise<string | null> {
+    const head = await readHead(this.path);
+    if (head === null) return null;
+    const name = head.version === controlVersion ? clusterStates[head.state] : undefined;
+    return name ?? (await this.read())?.clusterState ?? null;
+  }
+
   /** The parsed control file; null when there is none. */
   async read(): Promise<Omit<ControlData, 'backupLabel'> | null> {
     let key: string;
@@ -88,5 +103,44 @@ export class ControlDataCache {
     const data = parseControlData(await this.run());
     this.cached = this.now() - mtimeMs >= settledMs ? { key, data } : null;
     return data;
+  }
+}
+
+/**
+ * pg_control starts with the system identifier (8 bytes), the layout's
+ * version and the catalog version (4 each), then the state (an enum: 4
+ * bytes), in the machine's byte order. Layout 1300 is PostgreSQL 13 to 16;
+ * the names are pg_controldata's.
+ */
+const controlVersion = 1300;
+const clusterStates: readonly string[] = [
+  'starting up',
+  'shut down',
+  'shut down in recovery',
+  'shutting down',
+  'in crash recovery',
+  'in archive recovery',
+  'in production',
+];
+
+async function readHead(path: string): Promise<{ version: number; state: number } | null> {
+  let file;
+  try {
+    file = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const head = Buffer.alloc(20);
+    const { bytesRead } = await file.read(head, 0, head.length, 0);
+    if (bytesRead < head.length) return { version: -1, state: -1 };
+    const little = endianness() === 'LE';
+    return {
+      version: little ? head.readUInt32LE(8) : head.readUInt32BE(8),
+      state: little ? head.readInt32LE(16) : head.readInt32BE(16),
+    };
+  } finally {
+    await file.close();
   }
 }

@@ -253,7 +253,7 @@ export class LocalPostgres implements Postgres {
     // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
     this.logger.info({ pid, mode }, 'stopping PostgreSQL');
     signalShutdown(pid, mode);
-    const checkpointed = async () => options.untilCheckpointed === true && (await this.controlData())?.clusterState === 'shut down';
+    const checkpointed = async () => options.untilCheckpointed === true && (await this.control.state()) === 'shut down';
     if (!(await this.waitFor(async () => !isPostmasterAlive(pid) || (await checkpointed()), stopWaitMs))) {
       throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs ${stopWaitMs / 1000} s after a ${mode} shutdown was asked:\n${await this.logTail()}`);
     }

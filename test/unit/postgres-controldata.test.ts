@@ -170,7 +170,7 @@ describe('ControlDataCache', () => {
       writeFileSync(path, 'x');
       utimesSync(path, at, at);
     };
-    return { cache, touch, runs: () => runs, done: () => rmSync(dir, { recursive: true, force: true }) };
+    return { cache, path, touch, runs: () => runs, done: () => rmSync(dir, { recursive: true, force: true }) };
   }
 
   it('is null without a control file, and runs nothing', async () => {
@@ -198,6 +198,41 @@ describe('ControlDataCache', () => {
     await t.cache.read();
     await t.cache.read();
     expect(t.runs()).toBe(2);
+    t.done();
+  });
+
+  /** The head of a pg_control file: system identifier, layout and catalog versions, state (this machine's byte order). */
+  function head(version: number, state: number): Buffer {
+    const bytes = Buffer.alloc(8192);
+    bytes.writeBigUInt64LE(7712473621022930827n, 0);
+    bytes.writeUInt32LE(version, 8);
+    bytes.writeUInt32LE(202209061, 12);
+    bytes.writeInt32LE(state, 16);
+    return bytes;
+  }
+
+  it('reads the state from the file itself, with no program run, for the layout of PostgreSQL 13 to 16', async () => {
+    const t = setup();
+    const { path } = t;
+    expect(await t.cache.state()).toBeNull();
+    for (const [state, name] of [[1, 'shut down'], [3, 'shutting down'], [5, 'in archive recovery'], [6, 'in production']] as const) {
+      writeFileSync(path, head(1300, state));
+      expect(await t.cache.state()).toBe(name);
+    }
+    expect(t.runs()).toBe(0);
+    t.done();
+  });
+
+  it('asks pg_controldata when the layout or the state is one it does not know', async () => {
+    const t = setup();
+    const { path } = t;
+    writeFileSync(path, head(1700, 1));
+    expect(await t.cache.state()).toBe('in archive recovery');
+    writeFileSync(path, head(1300, 42));
+    expect(await t.cache.state()).toBe('in archive recovery');
+    writeFileSync(path, 'short');
+    expect(await t.cache.state()).toBe('in archive recovery');
+    expect(t.runs()).toBe(3);
     t.done();
   });
 });
