@@ -2,7 +2,7 @@ import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
 import type { RouterValue, StatusValue, SyncValue } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
-import type { Postgres, UpstreamTarget } from '../postgres/types.js';
+import type { Postgres, RuntimeState, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide-follower.js';
@@ -17,8 +17,8 @@ export interface ActionContext {
   now: () => number;
   /** told when PostgreSQL may accept writes (true) or surely does not (false) */
   setWritable: (writable: boolean) => void;
-  /** looks at PostgreSQL and publishes the member key at once, even while this job runs */
-  observeNow?: () => void;
+  /** publishes the member key at once with this reading of PostgreSQL, even while this job runs */
+  publishNow?: (runtime: RuntimeState) => Promise<void>;
   /** a new replica's data from the cluster's newest backup (backup/replica.ts); false: clone from the leader */
   replicaFromBackup?: (systemId: string | null, leader: string) => Promise<boolean>;
 }
@@ -311,8 +311,9 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   if (promoted !== null && !promoted.inRecovery && promoted.timeline !== nextTimeline) {
     await ctx.dcs.appendHistory({ timeline: promoted.timeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason });
   }
-  // routers follow the member key: publish it as primary now (its timeline has its history entry), not after the rest
-  ctx.observeNow?.();
+  // Routers follow the member key: it says primary now (its timeline has its history entry), from the reading just
+  // taken, not after the rest of this job and a loop's reading of etcd and PostgreSQL (100-200 ms of the pause).
+  if (promoted !== null && !promoted.inRecovery) await ctx.publishNow?.(promoted).catch(() => undefined);
   const switchover = snap.cluster?.switchover;
   if (switchover) await ctx.dcs.clearSwitchover();
   await ctx.dcs.addEvent({ atMs: ctx.now(), source: ctx.config.name, kind: 'promoted', message: `${ctx.config.name} promoted: ${reason}` });

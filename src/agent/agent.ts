@@ -335,7 +335,10 @@ export class Agent {
       setWritable: (writable) => {
         if (writable) this.mayAcceptWrites = true;
       },
-      observeNow: () => this.wake(),
+      publishNow: async (runtime) => {
+        const seen = this.lastSnapshot ?? snap;
+        await this.publish({ ...seen, nowMs: this.clock.now(), pg: { ...seen.pg, runtime } }, decision.reason);
+      },
       ...(this.replicaFromBackup === undefined ? {} : { replicaFromBackup: this.replicaFromBackup }),
     };
     void (async () => {

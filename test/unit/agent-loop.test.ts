@@ -2,11 +2,13 @@
  * The agent's whole loop (observe -> decide -> act, the lease keeper, the
  * watchdog) on fake timers, against the in-memory store and a fake
  * PostgreSQL: when a leader whose keep-alives fail stops PostgreSQL, how a ttl
- * change moves the lease, a replica following its leader, and a reading
+ * change moves the lease, a replica following its leader, a promotion that
+ * publishes its role before its job ends, and a reading
  * taken before a job ended that decides nothing.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import type { MemberValue } from '../../src/model/values.js';
 import { defaultDynamicConfig, nodeConfigSchema, type DynamicConfig } from '../../src/config/schema.js';
 import { systemClock } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -186,6 +188,43 @@ describe('agent loop: a replica', () => {
     // never two primaries: node1 stopped before etcd let its lease go, node2 promoted after
     expect(pg2.promotedAtMs!).toBeGreaterThanOrEqual(leader.lease.lastRenewalMs! + 30_000);
     expect(pg1.stops[0]!.atMs).toBeLessThan(pg2.promotedAtMs!);
+  });
+});
+
+describe('agent loop: a promotion', () => {
+  it('publishes the member key as primary the moment PostgreSQL is promoted, before the rest of the job', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg1 = new FakePostgres('node1', { running: true, primary: true });
+    const pg2 = new FakePostgres('node2', { running: true, primary: false });
+    const leader = await startAgent('node1', dcs, pg1);
+    await until(T0 + 200);
+    const replica = await startAgent('node2', dcs, pg2);
+    await until(T0 + 2000);
+    expect(replica.state).toBe('replica');
+
+    // once PostgreSQL is promoted, no loop can read etcd: only what the promotion itself publishes gets there
+    const reads = gate();
+    beforeStop.push(reads.open);
+    const readCluster = dcs.readCluster.bind(dcs);
+    dcs.readCluster = async () => {
+      if (pg2.promotedAtMs !== null) await reads.promise;
+      return readCluster();
+    };
+    const published: MemberValue[] = [];
+    const putMember = dcs.putMember.bind(dcs);
+    dcs.putMember = async (value, leaseId) => {
+      published.push(value);
+      return putMember(value, leaseId);
+    };
+    const cutLease = leader.lease.id!;
+    dcs.keepAliveFails = (id) => id === cutLease;
+    await until(leader.lease.lastRenewalMs! + 9000 + 3000);
+    expect(pg2.promotedAtMs).not.toBeNull();
+    expect(published.filter((m) => m.name === 'node2').at(-1)).toMatchObject({ role: 'primary', running: true, timeline: pg2.timeline });
+
+    reads.open();
+    await until(Date.now() + 1000);
+    expect(replica.state).toBe('primary');
   });
 });
 
