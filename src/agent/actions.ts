@@ -99,8 +99,13 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
         shortRetry: action.shortRetry === true,
         ...(action.synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames: action.synchronousStandbyNames }),
       });
-    case 'syncSlots':
-      return ctx.pg.syncSlots(action.names);
+    case 'syncSlots': {
+      await ctx.pg.syncSlots(action.names);
+      // others act on them (a switchover's standbys move to its target once it holds their slots): published at once
+      const runtime = await ctx.pg.runtimeState().catch(() => null);
+      if (runtime !== null) await ctx.publishNow?.(runtime).catch(() => undefined);
+      return;
+    }
     case 'putSync':
       return putSync({ v: 1, leader: me, members: action.set.members, quorum: action.set.quorum }, ctx);
     case 'setSynchronousStandbys':

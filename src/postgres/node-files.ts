@@ -75,8 +75,9 @@ export class NodeFiles {
   }
 
   /**
-   * Each write waits for its fsync (tens of ms while PostgreSQL writes too), several of them on a switchover's
-   * path: a file that already holds `text`, with Keel's mode and owner, is left as it is. True when written.
+   * A file that already holds `text`, with Keel's mode and owner, is left as it is. True when written.
+   * Without an fsync: each cost tens of ms while PostgreSQL writes too, several of them on a switchover's path,
+   * and these files are derived: every start of PostgreSQL writes them again from node.yml and etcd first.
    */
   private async write(path: string, text: string): Promise<boolean> {
     const owner = this.runAs;
@@ -87,7 +88,7 @@ export class NodeFiles {
       (current.mode & 0o777) === 0o600 &&
       (owner === null || (current.uid === owner.uid && current.gid === owner.gid)) &&
       (await readFile(path, 'utf8').catch(() => null)) === text;
-    if (!kept) await writeOwnedFile(path, text, 0o600, owner);
+    if (!kept) await writeOwnedFile(path, text, 0o600, owner, { durable: false });
     return !kept;
   }
 

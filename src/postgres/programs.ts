@@ -137,8 +137,8 @@ export async function chownFor(path: string, runAs: RunAs | null): Promise<void>
 }
 
 /** Writes through a temporary file and a rename, so PostgreSQL never reads half a file on reload. */
-export async function writeOwnedFile(path: string, text: string, mode: number, runAs: RunAs | null): Promise<void> {
-  await writeFileNoFollow(path, text, mode, runAs);
+export async function writeOwnedFile(path: string, text: string, mode: number, runAs: RunAs | null, options: { durable?: boolean } = {}): Promise<void> {
+  await writeFileNoFollow(path, text, mode, runAs, options);
 }
 
 /** Creates the directory when missing and makes sure the run-as user owns it. */

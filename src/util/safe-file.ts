@@ -14,15 +14,19 @@ export interface FileOwner {
   gid: number;
 }
 
-/** Replaces `path` with `data` (mode and owner set before the file appears under its name). */
-export async function writeFileNoFollow(path: string, data: string | Uint8Array, mode: number, owner: FileOwner | null): Promise<void> {
+/**
+ * Replaces `path` with `data` (mode and owner set before the file appears under its name). `durable: false`
+ * skips the fsync, for a file rebuilt from its sources before anything reads it after a crash: the rename
+ * alone already shows readers the old text or the new, never half of one.
+ */
+export async function writeFileNoFollow(path: string, data: string | Uint8Array, mode: number, owner: FileOwner | null, { durable = true } = {}): Promise<void> {
   const temporary = `${path}.keel-${randomBytes(4).toString('hex')}`;
   const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     await handle.chmod(mode);
     if (owner) await handle.chown(owner.uid, owner.gid);
     await handle.writeFile(data);
-    await handle.sync();
+    if (durable) await handle.sync();
   } catch (err) {
     await handle.close().catch(() => undefined);
     await rm(temporary, { force: true });

@@ -3,7 +3,9 @@
  * watchdog) on fake timers, against the in-memory store and a fake
  * PostgreSQL: when a leader whose keep-alives fail stops PostgreSQL, how a ttl
  * change moves the lease, a replica following its leader, a promotion that
- * publishes its role before its job ends, and a reading
+ * publishes its role before its job ends, a switchover target's slots
+ * published as soon as made,
+ * and a reading
  * taken before a job ended that decides nothing.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -225,6 +227,38 @@ describe('agent loop: a promotion', () => {
     reads.open();
     await until(Date.now() + 1000);
     expect(replica.state).toBe('primary');
+  });
+});
+
+describe('agent loop: a switchover target', () => {
+  it('publishes the slots it makes for the others the moment they exist, without waiting for a loop to read etcd', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg1 = new FakePostgres('node1', { running: true, primary: true });
+    const pg2 = new FakePostgres('node2', { running: true, primary: false });
+    await startAgent('node1', dcs, pg1);
+    await until(T0 + 200);
+    await startAgent('node2', dcs, pg2);
+    await until(T0 + 2000);
+    expect(pg2.slots).toEqual([]);
+    // once the target has made its slots, no loop can read etcd: only what the slots' job publishes gets there
+    const reads = gate();
+    beforeStop.push(reads.open);
+    const readCluster = dcs.readCluster.bind(dcs);
+    dcs.readCluster = async () => {
+      if (pg2.slots.length > 0) await reads.promise;
+      return readCluster();
+    };
+    const published: MemberValue[] = [];
+    const putMember = dcs.putMember.bind(dcs);
+    dcs.putMember = async (value, leaseId) => {
+      published.push(value);
+      return putMember(value, leaseId);
+    };
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: Date.now() })).toBe(true);
+    await until(Date.now() + 1000);
+    expect(pg2.slots).toEqual(['node1']);
+    expect(published.filter((m) => m.name === 'node2').at(-1)?.slots).toEqual(['node1']);
+    reads.open();
   });
 });
 

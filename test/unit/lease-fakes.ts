@@ -104,6 +104,7 @@ export class FakePostgres implements Postgres {
       upstreamPort: up?.port ?? null,
       primaryConninfo: up === null ? '' : `host=${up.host} port=${up.port} user=replicator application_name=${this.name}`,
       primarySlotName: up === null ? '' : this.name,
+      slots: this.slots,
     });
   }
 
