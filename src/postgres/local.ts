@@ -15,15 +15,7 @@ import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
-import {
-  ensureOwnedDir,
-  lastLines,
-  Programs,
-  resolveRunAs,
-  tailOfFile,
-  writeOwnedFile,
-  type RunAs,
-} from './programs.js';
+import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
 import {
   checkpointIfTimelineLags,
   ensureClusterObjects,
@@ -261,10 +253,10 @@ export class LocalPostgres implements Postgres {
   }
 
   async promote({ synchronousStandbyNames, streamOnly = false, recorded = Promise.resolve() }: PromoteOptions = {}): Promise<void> {
-    const state = await this.runtimeState();
-    if (state === null || !state.inRecovery) await recorded;
-    if (state === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
-    if (!state.inRecovery) return;
+    const inRecovery = await this.inRecovery();
+    if (inRecovery !== true) await recorded;
+    if (inRecovery === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
+    if (!inRecovery) return;
     const pid = await this.postmasterPid();
     this.logger.info(synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames }, 'promoting');
     // One write and one reload for both, while `recorded` is written: the short retry interval reaches the startup
@@ -290,7 +282,7 @@ export class LocalPostgres implements Postgres {
     let gone = false;
     const done = await this.waitFor(async () => {
       gone = pid === null || !isPostmasterAlive(pid);
-      return gone || (await this.runtimeState())?.inRecovery === false;
+      return gone || (await this.inRecovery()) === false;
     }, 60_000, promotionPollMs);
     if (gone) throw new KeelError('KEEL_POSTGRES_FAILED', `the postmaster stopped during promotion:\n${await this.logTail()}`);
     if (!done) {
@@ -397,6 +389,11 @@ export class LocalPostgres implements Postgres {
 
   async close(): Promise<void> {
     await this.session.close();
+  }
+
+  /** The one fact a promotion polls for, every few ms while the startup process needs the CPU; null: no answer. */
+  private async inRecovery(): Promise<boolean | null> {
+    return (await this.session.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r').catch(() => null))?.[0]?.r ?? null;
   }
 
   // ---- helpers -------------------------------------------------------------------
