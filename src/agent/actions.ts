@@ -101,7 +101,7 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       });
     case 'syncSlots': {
       await ctx.pg.syncSlots(action.names);
-      // others act on them (a switchover's standbys move to its target once it holds their slots): published at once
+      // others act on them (a switchover's standbys stream from its target once it holds their slots): published at once
       const runtime = await ctx.pg.runtimeState().catch(() => null);
       if (runtime !== null) await ctx.publishNow?.(runtime).catch(() => undefined);
       return;

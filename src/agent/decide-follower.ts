@@ -129,7 +129,7 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
   if (!following || runtime.primarySlotName !== s.me.name || (runtime.walRetrieveRetryMs === shortRetryMs) !== shortRetry || namesDiffer) {
     const reason =
       via !== null
-        ? `a switchover from ${leaderName} to ${via.name} is pending: streaming from ${via.name} already (it holds my slot), so it has a standby the moment it is promoted`
+        ? `a switchover from ${leaderName} to ${via.name} is pending: streaming from ${via.name} already (my stream retries every few ms until it holds my slot), so it has a standby the moment it is promoted`
         : promoting
           ? `a switchover from ${leaderName} to me is pending: retrying my stream every few ms and without the WAL archive until I am promoted`
           : following
@@ -168,18 +168,21 @@ function handoverSlots(s: Snapshot, cluster: ClusterView, leaderName: string): s
 
 /**
  * While a switchover from the leader to another replica is pending, stream
- * from that target once it holds a slot for me: its promotion then ends my
- * stream's timeline and I go on with the new one, instead of re-pointing
- * after it (a newly promoted synchronous primary waits for a standby before
- * its first commit). Not when my leaving would hold up the leader's commits
- * in flight: in synchronous mode the target alone must then satisfy the
+ * from that target: its promotion then ends my stream's timeline and I go on
+ * with the new one, instead of re-pointing after it (a newly promoted
+ * synchronous primary waits for a standby before its first commit). At once,
+ * not once its member key shows the slot it makes for me: my stream retries
+ * every few ms (the short retry comes with the move) and starts the moment
+ * the slot exists, where waiting to see it cost the old leader's shutdown
+ * 100-200 ms more. Not when my leaving would hold up the leader's commits in
+ * flight: in synchronous mode the target alone must then satisfy the
  * leader's quorum.
  */
 function switchoverTargetToStreamFrom(s: Snapshot, cluster: ClusterView, leaderName: string): MemberValue | null {
   const handover = pendingHandover(s, cluster, leaderName);
   if (handover === null || handover.to === s.me.name) return null;
   const target = cluster.members.find((m) => m.name === handover.to);
-  if (target === undefined || target.role !== 'replica' || !target.running || !target.streaming || !(target.slots ?? []).includes(s.me.name)) return null;
+  if (target === undefined || target.role !== 'replica' || !target.running || !target.streaming) return null;
   return mayStreamFromTarget(s.config.synchronous_mode, cluster.sync?.value, s.me.name, target.name) ? target : null;
 }
 

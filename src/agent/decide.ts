@@ -192,8 +192,8 @@ function decideAsLeader(s: Snapshot, cluster: ClusterView): Decision {
 }
 
 /**
- * The standbys that stream from a switchover's target once it holds their
- * slots (decide-follower.ts): the new leader then has them the moment it is
+ * The standbys that move to a switchover's target before it is promoted
+ * (decide-follower.ts): the new leader then has them the moment it is
  * promoted, where a standby still on the old leader re-points after the
  * promotion and the new leader's first synchronous commit waits for it.
  */

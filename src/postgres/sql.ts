@@ -188,17 +188,22 @@ export class LocalSession {
   }
 }
 
-/** Client sessions in a statement or transaction, this one aside. */
 /**
- * Client sessions a planned shutdown waits for: in a statement or a
- * transaction, still logging in, or connected a moment ago and yet to send
- * their first statement (a client that opens a connection per transaction,
- * routed just before the routers held new ones).
+ * Client sessions a planned shutdown waits for, this one aside: sessions of
+ * the last 10 s in a statement or a transaction or still logging in, and
+ * those of the last 2 s yet to send their first statement (a client that
+ * opens a connection per transaction or per request, routed just before the
+ * routers held new ones). Not older ones: a long-lived session ends with the
+ * shutdown whatever it does then (its client sees one error either way; the
+ * pooled endpoint is for those), and one that commits without a break would
+ * hold the shutdown, and every held connection, until a poll found it between
+ * two transactions (200-300 ms).
  */
 export const busyClientsQuery = `
 SELECT count(*)::int AS n FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND (state IS DISTINCT FROM 'idle' OR (query = '' AND backend_start > clock_timestamp() - interval '2 seconds'))`;
+  AND ((state IS DISTINCT FROM 'idle' AND backend_start > clock_timestamp() - interval '10 seconds')
+    OR (query = '' AND backend_start > clock_timestamp() - interval '2 seconds'))`;
 
 export const physicalSlotsQuery = "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'";
 

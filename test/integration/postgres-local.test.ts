@@ -296,4 +296,30 @@ describe('LocalPostgres with real PostgreSQL', () => {
       expect(readdirSync(nodeDir).filter((f) => f.includes('pwfile'))).toEqual([]);
     }
   });
+
+  it('a planned shutdown waits for transactions of sessions of the last 10 s, not for those of older sessions', async () => {
+    const open = async () => {
+      const client = new pg.Client({ host: socketDir(dir, ports.node2), port: ports.node2, user: 'postgres', password: superPassword, database: 'app' });
+      await client.connect();
+      await client.query('BEGIN');
+      await client.query('SELECT 1');
+      return client;
+    };
+    const old = await open();
+    try {
+      expect(await node2.busyClientCount()).toBe(1);
+      await new Promise((r) => setTimeout(r, 10_500));
+      // still in its transaction, but connected over 10 s ago
+      expect((await query<{ state: string }>(ports.node2, "SELECT state FROM pg_stat_activity WHERE state = 'idle in transaction'")).length).toBe(1);
+      expect(await node2.busyClientCount()).toBe(0);
+      const young = await open();
+      try {
+        expect(await node2.busyClientCount()).toBe(1);
+      } finally {
+        await young.end();
+      }
+    } finally {
+      await old.end();
+    }
+  });
 });

@@ -809,17 +809,20 @@ describe('a switchover prepared on the replicas', () => {
     expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node1', host: '127.0.0.1', port: 5501 }, shortRetry: false }]);
   });
 
-  it('another replica streams from the target once the target holds its slot, retrying every few ms', () => {
-    const decision = decide(snapshot({ cluster: view('node3') }));
-    expect(decision.reason).toMatch(/streaming from node3 already/);
-    expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: true }]);
+  it('another replica streams from the target at once, before the target shows its slot, retrying every few ms until the slot exists', () => {
+    const noSlotYet = view('node3', { members: [primaryMember('node1'), member('node2'), member('node3')] });
+    for (const seen of [noSlotYet, view('node3')]) {
+      const decision = decide(snapshot({ cluster: seen }));
+      expect(decision.reason).toMatch(/streaming from node3 already \(my stream retries every few ms until it holds my slot\)/);
+      expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: true }]);
+    }
     // and stays there, nothing more to do
     expect(decide(snapshot({ cluster: view('node3'), pg: { runtime: viaNode3 } })).actions).toEqual([]);
   });
 
-  it('stays on the leader while the target holds no slot for it, or the request is stale or a failover', () => {
-    const noSlot = view('node3', { members: [primaryMember('node1'), member('node2'), member('node3')] });
-    expect(decide(snapshot({ cluster: noSlot })).actions).toEqual([]);
+  it('stays on the leader while the target does not stream, or the request is stale or a failover', () => {
+    const notStreaming = view('node3', { members: [primaryMember('node1'), member('node2'), member('node3', { streaming: false })] });
+    expect(decide(snapshot({ cluster: notStreaming })).actions).toEqual([]);
     const stale = view('node3', { switchover: { ...request('node3'), value: { ...request('node3').value, requestedAtMs: NOW - 31_000 } } });
     expect(decide(snapshot({ cluster: stale })).actions).toEqual([]);
     const failover = view('node3', { switchover: { ...request('node3'), value: { ...request('node3').value, failover: true } } });
