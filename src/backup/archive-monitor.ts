@@ -163,12 +163,19 @@ export class ArchiveMonitor {
     };
   }
 
-  /** stanza-create in the background: the repository learns of this database (or confirms it knows it). */
+  /**
+   * In the background, the repository learns of this database: stanza-create, unless `pgbackrest info` (which
+   * takes no lock) shows the stanza there for this database already, as after every promotion but a
+   * bootstrap's. stanza-create holds the archive lock: an asynchronous push that starts meanwhile gives up
+   * without a word for the segment it was to push, and PostgreSQL's archive_command waits out pgBackRest's
+   * archive-timeout (60 s), and a shutdown with it (a switchover's old leader stayed up a minute).
+   */
   private ensureStanza(): void {
     if (this.stanzaBusy || this.clock.now() < this.nextStanzaAttemptMs) return;
     this.stanzaBusy = true;
-    void this.pgbackrest
-      .stanzaCreate()
+    void (async () => {
+      if (!(await this.stanzaKnown().catch(() => false))) await this.pgbackrest.stanzaCreate();
+    })()
       .then(async () => {
         this.stanzaReady = true;
         this.stanzaReadyAtMs = this.clock.now();
@@ -194,6 +201,13 @@ export class ArchiveMonitor {
       .finally(() => {
         this.stanzaBusy = false;
       });
+  }
+
+  /** The repository holds the stanza (with or without backups), and its database is this one. */
+  private async stanzaKnown(): Promise<boolean> {
+    const [row] = await this.session.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()');
+    const stanza = await this.pgbackrest.info();
+    return (stanza.statusCode === 0 || stanza.statusCode === 2) && row !== undefined && stanza.systemId === row.id;
   }
 
   /**

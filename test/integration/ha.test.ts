@@ -4,6 +4,8 @@
  * target, and demotion when the leader loses etcd.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memberLsn } from '../../src/model/lsn.js';
 import { readPidFile } from '../../src/util/process.js';
@@ -93,12 +95,25 @@ describe('HA core', () => {
     const from = await cluster.leader();
     const to = names.find((n) => n !== from.name)!;
     await cluster.waitFor('all members streaming', (v) => v.members.filter((m) => m.role === 'replica' && m.streaming).length === 2, 60_000);
+    const stanzaCreates = (name: string) => {
+      const dir = join(cluster.layout.dataDir(name), '..', 'pgbackrest', 'log');
+      if (!existsSync(dir)) return 0;
+      return readdirSync(dir)
+        .filter((file) => file.endsWith('-stanza-create.log'))
+        .reduce((n, file) => n + readFileSync(join(dir, file), 'utf8').split('stanza-create command begin').length - 1, 0);
+    };
+    const readyLines = () => readFileSync(cluster.layout.agentLog(to), 'utf8').split('the stanza is ready in the repository').length - 1;
+    const [createsBefore, readyBefore] = [stanzaCreates(to), readyLines()];
     const result = keel(['switchover', '--dir', cluster.layout.dir, '--to', to]);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
     expect(result.stdout).toContain(`${to} now leads`);
     await cluster.untilWritable(cluster.pgPort(to), "INSERT INTO ha_rows VALUES (3, 'after switchover')", 30_000);
     await cluster.waitFor(`${from.name} to follow ${to}`, (v) => v.members.some((m) => m.name === from.name && m.role === 'replica' && m.streaming), 60_000);
+    // the new leader found the stanza in the repository without stanza-create, whose lock stalls asynchronous pushes
+    for (let i = 0; i < 60 && readyLines() === readyBefore; i++) await sleep(500);
+    expect(readyLines()).toBe(readyBefore + 1);
+    expect(stanzaCreates(to)).toBe(createsBefore);
   });
 
   it('refuses a failover to a replica too far behind, naming the lag', async () => {
