@@ -67,6 +67,39 @@ async function until(atMs: number): Promise<void> {
   await vi.advanceTimersByTimeAsync(atMs - Date.now());
 }
 
+/** A leader node1 and its replica node2, both running, 2 s after start. */
+async function leaderAndReplica(): Promise<{ dcs: ScriptedDcs; pg1: FakePostgres; pg2: FakePostgres; leader: Agent; replica: Agent }> {
+  const dcs = await store({ ttl: 9, loop_wait: 1 });
+  const pg1 = new FakePostgres('node1', { running: true, primary: true });
+  const pg2 = new FakePostgres('node2', { running: true, primary: false });
+  const leader = await startAgent('node1', dcs, pg1);
+  await until(T0 + 200);
+  const replica = await startAgent('node2', dcs, pg2);
+  await until(T0 + 2000);
+  return { dcs, pg1, pg2, leader, replica };
+}
+
+/**
+ * From the moment `after` holds, no loop can read etcd (until the returned gate opens): only what a job
+ * publishes by itself gets there. Returns the member values put, in order.
+ */
+function holdReadsAndRecord(dcs: ScriptedDcs, after: () => boolean): { published: MemberValue[]; reads: ReturnType<typeof gate> } {
+  const reads = gate();
+  beforeStop.push(reads.open);
+  const readCluster = dcs.readCluster.bind(dcs);
+  dcs.readCluster = async () => {
+    if (after()) await reads.promise;
+    return readCluster();
+  };
+  const published: MemberValue[] = [];
+  const putMember = dcs.putMember.bind(dcs);
+  dcs.putMember = async (value, leaseId) => {
+    published.push(value);
+    return putMember(value, leaseId);
+  };
+  return { published, reads };
+}
+
 describe('agent loop: the lease deadline', () => {
   it('a leader whose keep-alives fail stops PostgreSQL at last renewal sent + granted ttl - margin, not before', async () => {
     const dcs = await store({ ttl: 9, loop_wait: 1 });
@@ -156,13 +189,7 @@ describe('agent loop: the lease deadline', () => {
 
 describe('agent loop: a replica', () => {
   it('follows the leader, moves its member key on a ttl change, and takes over only after the cut-off leader stopped', async () => {
-    const dcs = await store({ ttl: 9, loop_wait: 1 });
-    const pg1 = new FakePostgres('node1', { running: true, primary: true });
-    const pg2 = new FakePostgres('node2', { running: true, primary: false });
-    const leader = await startAgent('node1', dcs, pg1);
-    await until(T0 + 200);
-    const replica = await startAgent('node2', dcs, pg2);
-    await until(T0 + 2000);
+    const { dcs, pg1, pg2, leader, replica } = await leaderAndReplica();
     expect(replica.state).toBe('replica');
     expect(pg2.upstream).toEqual({ name: 'node1', host: '127.0.0.1', port: 5501 });
     expect(replica.lastReason).toMatch(/^following leader node1, streaming/);
@@ -195,29 +222,10 @@ describe('agent loop: a replica', () => {
 
 describe('agent loop: a promotion', () => {
   it('publishes the member key as primary the moment PostgreSQL is promoted, before the rest of the job', async () => {
-    const dcs = await store({ ttl: 9, loop_wait: 1 });
-    const pg1 = new FakePostgres('node1', { running: true, primary: true });
-    const pg2 = new FakePostgres('node2', { running: true, primary: false });
-    const leader = await startAgent('node1', dcs, pg1);
-    await until(T0 + 200);
-    const replica = await startAgent('node2', dcs, pg2);
-    await until(T0 + 2000);
+    const { dcs, pg2, leader, replica } = await leaderAndReplica();
     expect(replica.state).toBe('replica');
-
-    // once PostgreSQL is promoted, no loop can read etcd: only what the promotion itself publishes gets there
-    const reads = gate();
-    beforeStop.push(reads.open);
-    const readCluster = dcs.readCluster.bind(dcs);
-    dcs.readCluster = async () => {
-      if (pg2.promotedAtMs !== null) await reads.promise;
-      return readCluster();
-    };
-    const published: MemberValue[] = [];
-    const putMember = dcs.putMember.bind(dcs);
-    dcs.putMember = async (value, leaseId) => {
-      published.push(value);
-      return putMember(value, leaseId);
-    };
+    // once PostgreSQL is promoted, only what the promotion itself publishes gets to etcd
+    const { published, reads } = holdReadsAndRecord(dcs, () => pg2.promotedAtMs !== null);
     const cutLease = leader.lease.id!;
     dcs.keepAliveFails = (id) => id === cutLease;
     await until(leader.lease.lastRenewalMs! + 9000 + 3000);
@@ -232,28 +240,10 @@ describe('agent loop: a promotion', () => {
 
 describe('agent loop: a switchover target', () => {
   it('publishes the slots it makes for the others the moment they exist, without waiting for a loop to read etcd', async () => {
-    const dcs = await store({ ttl: 9, loop_wait: 1 });
-    const pg1 = new FakePostgres('node1', { running: true, primary: true });
-    const pg2 = new FakePostgres('node2', { running: true, primary: false });
-    await startAgent('node1', dcs, pg1);
-    await until(T0 + 200);
-    await startAgent('node2', dcs, pg2);
-    await until(T0 + 2000);
+    const { dcs, pg2 } = await leaderAndReplica();
     expect(pg2.slots).toEqual([]);
-    // once the target has made its slots, no loop can read etcd: only what the slots' job publishes gets there
-    const reads = gate();
-    beforeStop.push(reads.open);
-    const readCluster = dcs.readCluster.bind(dcs);
-    dcs.readCluster = async () => {
-      if (pg2.slots.length > 0) await reads.promise;
-      return readCluster();
-    };
-    const published: MemberValue[] = [];
-    const putMember = dcs.putMember.bind(dcs);
-    dcs.putMember = async (value, leaseId) => {
-      published.push(value);
-      return putMember(value, leaseId);
-    };
+    // once the target has made its slots, only what the slots' job publishes gets to etcd
+    const { published, reads } = holdReadsAndRecord(dcs, () => pg2.slots.length > 0);
     expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: Date.now() })).toBe(true);
     await until(Date.now() + 1000);
     expect(pg2.slots).toEqual(['node1']);
