@@ -1,6 +1,7 @@
 /**
  * Kills the leader node of a local cluster the way a dying machine would:
- * SIGKILL of its agent and postmaster, by the PIDs its member key publishes.
+ * SIGKILL of its agent and postmaster and of every process they started, by
+ * the PIDs its member key publishes.
  *
  * `keel up` restarts a dead agent after about a second, and an agent that
  * comes back while its lease lives simply resumes as leader: a crash, not a
@@ -14,7 +15,7 @@ import type { Dcs } from '../dcs/types.js';
 import { describeError } from '../errors.js';
 import type { LocalLayout } from '../providers/local-layout.js';
 import { sleep } from '../util/clock.js';
-import { verifiedPostmasterPid } from '../postgres/postmaster.js';
+import { killWithDescendants, verifiedPostmasterPid } from '../postgres/postmaster.js';
 import { commandLine, isAlive, readPidFile } from '../util/process.js';
 import { leaderOf } from '../workload/shape.js';
 import type { Random } from './dataset.js';
@@ -155,13 +156,8 @@ const nodePidFiles = (layout: LocalLayout, name: string): (number | null)[] => [
   verifiedPostmasterPid(layout.dataDir(name)),
 ];
 
-function kill(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // gone already: that is what we wanted
-  }
-}
+/** SIGKILL, with what the process started (a postmaster's children, an archive_command): a dead machine keeps none of them. */
+const kill = killWithDescendants;
 
 /**
  * Whether a PID is this node's agent or postmaster, by its command line: a

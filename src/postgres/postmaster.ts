@@ -88,13 +88,33 @@ export function findPostmaster(dataDir: string, postgresBinary: string | null): 
   return { kind: 'verified', pid, startTicks: stat.startTicks };
 }
 
-function childrenOf(pid: number): number[] {
-  const children: number[] = [];
+/**
+ * Every process below `pid` (children, their children...), listed in one
+ * pass over /proc. Taken while `pid` lives: once it dies they belong to init.
+ * A SIGKILLed postmaster leaves them running: backends notice soon, but an
+ * archive_command (sh, then pgbackrest) may run on for a minute.
+ */
+export function descendantsOf(pid: number): number[] {
+  const byParent = new Map<number, number[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    if (procStat(Number(entry))?.ppid === pid) children.push(Number(entry));
+    const ppid = procStat(Number(entry))?.ppid;
+    if (ppid !== undefined) byParent.set(ppid, [...(byParent.get(ppid) ?? []), Number(entry)]);
   }
-  return children;
+  const found: number[] = [];
+  for (let queue = [pid]; queue.length > 0; ) {
+    const next = queue.flatMap((p) => byParent.get(p) ?? []);
+    found.push(...next);
+    queue = next;
+  }
+  return found;
+}
+
+/** SIGKILL of a process and of everything below it, as a machine's death would end them. */
+export function killWithDescendants(pid: number): void {
+  const below = descendantsOf(pid);
+  signal(pid, 'SIGKILL');
+  for (const child of below) signal(child, 'SIGKILL');
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {
@@ -126,10 +146,7 @@ export async function stopPostmaster(target: { pid: number; startTicks: string }
   if (await waitGone(target.pid, graceMs, pollMs)) return 'quit';
   const stat = procStat(target.pid);
   if (stat === null || stat.startTicks !== target.startTicks) return 'quit';
-  // children first listed while the postmaster lives: once it dies they belong to init
-  const children = childrenOf(target.pid);
-  signal(target.pid, 'SIGKILL');
-  for (const child of children) signal(child, 'SIGKILL');
+  killWithDescendants(target.pid);
   return (await waitGone(target.pid, 1000, pollMs)) ? 'killed' : 'survived';
 }
 
@@ -152,13 +169,14 @@ export async function terminatePostmaster(
   if (check.kind === 'none') return check;
   if (check.kind !== 'verified') return check;
   const pollMs = options.pollMs ?? 50;
-  signal(check.pid, options.signal);
+  if (options.signal === 'SIGKILL') killWithDescendants(check.pid);
+  else signal(check.pid, options.signal);
   if (await waitGone(check.pid, options.signal === 'SIGKILL' ? Math.max(options.graceMs, 5000) : options.graceMs, pollMs)) {
     return { kind: options.signal === 'SIGKILL' ? 'killed' : 'stopped', pid: check.pid };
   }
   const stat = procStat(check.pid);
   if (stat === null || stat.startTicks !== check.startTicks) return { kind: 'stopped', pid: check.pid };
-  signal(check.pid, 'SIGKILL');
+  killWithDescendants(check.pid);
   return (await waitGone(check.pid, 5000, pollMs)) ? { kind: 'killed', pid: check.pid } : { kind: 'survived', pid: check.pid };
 }
 

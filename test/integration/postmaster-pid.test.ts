@@ -3,21 +3,23 @@
  * that data directory's postmaster (a postgres binary working in it): a
  * stale file naming another process, even one working in the data directory
  * or one named postgres elsewhere, never gets a signal. Against a real
- * PostgreSQL for the one that is.
+ * PostgreSQL for the one that is, and for what a SIGKILLed one started.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPostmaster, realPathOr, terminatePostmaster, verifiedPostmasterPid } from '../../src/postgres/postmaster.js';
+import { descendantsOf, findPostmaster, realPathOr, terminatePostmaster, verifiedPostmasterPid } from '../../src/postgres/postmaster.js';
 import { sleep } from '../../src/util/clock.js';
-import { isAlive } from '../../src/util/process.js';
+import { commandLine, isAlive } from '../../src/util/process.js';
 
 const binDir = '/usr/lib/postgresql/15/bin';
 const pgPort = 19580;
 let dir: string;
 const started: ChildProcess[] = [];
+/** processes a test expected to be gone: killed at the end should one survive */
+const strays: number[] = [];
 
 /** A long sleep whose working directory is `cwd`, run from a copy of sleep named `name`. */
 function sleeper(cwd: string, name = 'sleep'): number {
@@ -40,7 +42,10 @@ beforeAll(() => {
 
 afterAll(async () => {
   for (const child of started) if (child.pid !== undefined && isAlive(child.pid)) child.kill('SIGKILL');
-  spawnSync('runuser', ['-u', 'postgres', '--', join(binDir, 'pg_ctl'), 'stop', '-D', join(dir, 'real'), '-m', 'immediate'], { stdio: 'ignore', cwd: '/' });
+  for (const pid of strays) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  for (const name of ['real', 'archiving']) {
+    spawnSync('runuser', ['-u', 'postgres', '--', join(binDir, 'pg_ctl'), 'stop', '-D', join(dir, name), '-m', 'immediate'], { stdio: 'ignore', cwd: '/' });
+  }
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -79,17 +84,7 @@ describe('a stale postmaster.pid', () => {
 
 describe('a live postmaster', () => {
   it('is verified and stopped (fast shutdown), and a file naming it afterwards is no longer obeyed', async () => {
-    const dataDir = join(dir, 'real');
-    spawnSync('chown', ['postgres:postgres', dir]);
-    const init = spawnSync('runuser', ['-u', 'postgres', '--', join(binDir, 'initdb'), '-D', dataDir, '-A', 'trust'], { encoding: 'utf8', cwd: '/' });
-    expect(init.status, init.stderr).toBe(0);
-    const start = spawnSync(
-      'runuser',
-      ['-u', 'postgres', '--', join(binDir, 'pg_ctl'), 'start', '-D', dataDir, '-w', '-t', '60', '-l', join(dir, 'real.log'),
-        '-o', `-p ${pgPort} -c listen_addresses=127.0.0.1 -k ${dir}`],
-      { encoding: 'utf8', cwd: '/' },
-    );
-    expect(start.status, start.stderr).toBe(0);
+    const dataDir = startPostgres('real', pgPort, '');
     const pid = verifiedPostmasterPid(dataDir, join(binDir, 'postgres'));
     expect(pid).not.toBeNull();
     expect(verifiedPostmasterPid(dataDir)).toBe(pid);
@@ -99,4 +94,38 @@ describe('a live postmaster', () => {
     writePidFile(dataDir, pid!);
     expect((await terminatePostmaster(dataDir, { signal: 'SIGKILL', graceMs: 100 })).kind).toBe('none');
   });
+
+  it('killed with SIGKILL takes what it started along: an archive_command still running does not outlive it', async () => {
+    const marker = `${dir}/archive-wait`;
+    const dataDir = startPostgres('archiving', pgPort + 1, `archive_mode = on\narchive_command = 'sleep 300 # ${marker} %p'\n`);
+    const psql = spawnSync('runuser', ['-u', 'postgres', '--', join(binDir, 'psql'), '-h', dir, '-p', String(pgPort + 1), '-d', 'postgres', '-Atc', 'CREATE TABLE t AS SELECT 1 AS x; SELECT pg_switch_wal()'], { encoding: 'utf8', cwd: '/' });
+    expect(psql.status, psql.stderr).toBe(0);
+    const pid = verifiedPostmasterPid(dataDir)!;
+    const archiving = (): number[] => descendantsOf(pid).filter((child) => commandLine(child)?.join(' ').includes(marker) === true);
+    const deadline = Date.now() + 30_000;
+    while (archiving().length === 0 && Date.now() < deadline) await sleep(100);
+    const commands = archiving();
+    strays.push(...commands);
+    expect(commands.length, readFileSync(join(dir, 'archiving.log'), 'utf8')).toBeGreaterThan(0);
+    expect((await terminatePostmaster(dataDir, { signal: 'SIGKILL', graceMs: 0 })).kind).toBe('killed');
+    await sleep(200);
+    expect(commands.filter(isAlive)).toEqual([]);
+  });
 });
+
+/** initdb and start a PostgreSQL in `dir`/`name` on `port`, with `settings` added to its postgresql.conf; returns its data directory. */
+function startPostgres(name: string, port: number, settings: string): string {
+  const dataDir = join(dir, name);
+  spawnSync('chown', ['postgres:postgres', dir]);
+  const init = spawnSync('runuser', ['-u', 'postgres', '--', join(binDir, 'initdb'), '-D', dataDir, '-A', 'trust'], { encoding: 'utf8', cwd: '/' });
+  expect(init.status, init.stderr).toBe(0);
+  appendFileSync(join(dataDir, 'postgresql.conf'), settings);
+  const start = spawnSync(
+    'runuser',
+    ['-u', 'postgres', '--', join(binDir, 'pg_ctl'), 'start', '-D', dataDir, '-w', '-t', '60', '-l', join(dir, `${name}.log`),
+      '-o', `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir}`],
+    { encoding: 'utf8', cwd: '/' },
+  );
+  expect(start.status, start.stderr).toBe(0);
+  return dataDir;
+}
