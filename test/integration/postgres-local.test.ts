@@ -9,6 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
+import { parseControlData, parseControlFile } from '../../src/postgres/controldata.js';
 import { isZombie } from '../../src/postgres/datadir.js';
 import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -50,6 +51,14 @@ function configFor(dir: string, name: 'node1' | 'node2'): NodeConfig {
 function socketDir(dir: string, port: number): string {
   const name = ({ [ports.node1]: 'node1', [ports.node2]: 'node2', 25435: 'node5' } as Record<number, string>)[port];
   return join(dir, name ?? 'unknown', 'postgres');
+}
+
+/** pg_control's fields read from the file itself are those pg_controldata prints (and the file is read itself, not passed on). */
+function expectFileReadAsProgram(dataDir: string): void {
+  const direct = parseControlFile(readFileSync(join(dataDir, 'global', 'pg_control')));
+  expect(direct).not.toBeNull();
+  const output = execFileSync('/usr/lib/postgresql/15/bin/pg_controldata', ['-D', dataDir], { encoding: 'utf8', env: { LC_ALL: 'C' } });
+  expect(direct).toEqual(parseControlData(output));
 }
 
 function upstream(name: 'node1' | 'node2'): UpstreamTarget {
@@ -131,6 +140,7 @@ describe('LocalPostgres with real PostgreSQL', () => {
     expect(await node1.dataDirState()).toBe('present');
     const control = await node1.controlData();
     expect(control).toMatchObject({ clusterState: 'shut down', timeline: 1, dataChecksums: true });
+    expectFileReadAsProgram(join(dir, 'node1', 'postgres', 'data'));
 
     await node1.start(asPrimary('node1'));
     expect(await node1.postmasterPid()).toBeGreaterThan(0);
@@ -274,6 +284,9 @@ describe('LocalPostgres with real PostgreSQL', () => {
     expect(replica?.minRecoveryLsn).toBeGreaterThan(0);
     expect(replica?.systemId).toBe((await node2.controlData())?.systemId);
     expect(await node2.controlData()).toMatchObject({ clusterState: 'in production', timeline: 2 });
+    // read from the file itself, as pg_controldata reads it
+    expectFileReadAsProgram(join(dir, 'node1', 'postgres', 'data'));
+    expectFileReadAsProgram(join(dir, 'node2', 'postgres', 'data'));
     // the standby knows timeline 2 from its history file even while its control file may still say 1
     expect(await node1.newestTimeline()).toBe(2);
     expect(await node2.newestTimeline()).toBe(2);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isKeelError } from '../../src/errors.js';
-import { ControlDataCache, parseControlData } from '../../src/postgres/controldata.js';
+import { ControlDataCache, crc32c, parseControlData, parseControlFile } from '../../src/postgres/controldata.js';
 import { formatLsn, parseLsn, parseLsnOrNull } from '../../src/model/lsn.js';
 
 /** pg_controldata (PostgreSQL 15, LC_ALL=C) of a standby after pg_rewind, while it streams on timeline 2. */
@@ -234,5 +234,60 @@ describe('ControlDataCache', () => {
     expect(await t.cache.state()).toBe('in archive recovery');
     expect(t.runs()).toBe(3);
     t.done();
+  });
+});
+
+describe('pg_control read from the file', () => {
+  it('checksums with CRC-32C, as PostgreSQL does', () => {
+    // the check value of CRC-32C (Castagnoli)
+    expect(crc32c(Buffer.from('123456789'))).toBe(0xe3069283);
+    expect(crc32c(Buffer.alloc(0))).toBe(0);
+  });
+
+  /** A control file of layout 1300 with the given fields, checksummed (this machine's byte order is little-endian here). */
+  function controlFile(fields: { state: number; timeline: number; checkpoint: bigint; minRecovery: bigint; checksums: number }, version = 1300): Buffer {
+    const bytes = Buffer.alloc(8192);
+    bytes.writeBigUInt64LE(7712473621022930827n, 0);
+    bytes.writeUInt32LE(version, 8);
+    bytes.writeInt32LE(fields.state, 16);
+    bytes.writeBigUInt64LE(fields.checkpoint, 32);
+    bytes.writeUInt32LE(fields.timeline, 48);
+    bytes.writeBigUInt64LE(fields.minRecovery, 136);
+    bytes.writeUInt32LE(fields.checksums, 252);
+    bytes.writeUInt32LE(crc32c(bytes.subarray(0, 288)), 288);
+    return bytes;
+  }
+
+  it('gives the fields pg_controldata prints for a file of the layout of PostgreSQL 13 to 16', () => {
+    const file = controlFile({ state: 1, timeline: 5, checkpoint: 0x9000028n, minRecovery: 0n, checksums: 1 });
+    expect(parseControlFile(file)).toEqual({ systemId: '7712473621022930827', clusterState: 'shut down', timeline: 5, checkpointLsn: 0x9000028, minRecoveryLsn: 0, dataChecksums: true });
+    expect(parseControlFile(controlFile({ state: 5, timeline: 2, checkpoint: 0x3000060n, minRecovery: 0x3000108n, checksums: 0 }))).toMatchObject({ clusterState: 'in archive recovery', minRecoveryLsn: 0x3000108, dataChecksums: false });
+  });
+
+  it('gives nothing (pg_controldata answers) for another layout, a failed checksum, a short read or an unknown state', () => {
+    const fields = { state: 6, timeline: 1, checkpoint: 0x1000028n, minRecovery: 0n, checksums: 1 };
+    expect(parseControlFile(controlFile(fields, 1700))).toBeNull();
+    const torn = controlFile(fields);
+    torn.writeUInt32LE(2, 48);
+    expect(parseControlFile(torn)).toBeNull();
+    expect(parseControlFile(controlFile(fields).subarray(0, 200))).toBeNull();
+    expect(parseControlFile(controlFile({ ...fields, state: 42 }))).toBeNull();
+  });
+
+  it('runs pg_controldata only for a file it cannot read itself', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-control-'));
+    const path = join(dir, 'pg_control');
+    let runs = 0;
+    const cache = new ControlDataCache(path, async () => {
+      runs += 1;
+      return standbyOutput;
+    });
+    writeFileSync(path, controlFile({ state: 6, timeline: 3, checkpoint: 0x5000028n, minRecovery: 0n, checksums: 1 }));
+    expect(await cache.read()).toMatchObject({ clusterState: 'in production', timeline: 3 });
+    expect(runs).toBe(0);
+    writeFileSync(path, controlFile({ state: 6, timeline: 3, checkpoint: 0x5000028n, minRecovery: 0n, checksums: 1 }, 1700));
+    expect(await cache.read()).toMatchObject({ timeline: 2 });
+    expect(runs).toBe(1);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
