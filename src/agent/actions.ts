@@ -287,7 +287,8 @@ async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
 async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
   const reason = action.reason;
   // read again: WAL may have come since the snapshot (a switchover's target waits for the old leader's last)
-  const runtime = (await ctx.pg.runtimeState().catch(() => null)) ?? snap.pg.runtime;
+  const fresh = await ctx.pg.runtimeState().catch(() => null);
+  const runtime = fresh ?? snap.pg.runtime;
   if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
   // PostgreSQL picks one past the newest timeline it knows of, which a standby that stopped streaming
@@ -302,14 +303,15 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   ctx.logger.info({ timeline: nextTimeline, switchLsn, receivedLsn: runtime.receivedLsn, replayedLsn: runtime.replayedLsn }, 'promoting: history entry');
   const sync = action.sync;
   const recordedInEtcd = Promise.all([
-    ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }),
+    // the snapshot's copy of the key: one round trip, not a read and a write, unless it changed since
+    ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }, snap.cluster === null ? undefined : snap.cluster.history),
     sync !== null && putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx),
   ]).then(() => ctx.setWritable(true));
   // promote() waits for it; one that fails before must not leave its failure unhandled
   recordedInEtcd.catch(() => undefined);
   // in synchronous mode the new primary names its standbys before it can take a single write
   const standbyNames = sync === null ? {} : { synchronousStandbyNames: sync.standbyNames };
-  await ctx.pg.promote({ ...standbyNames, streamOnly: action.streamOnly === true, recorded: recordedInEtcd });
+  await ctx.pg.promote({ ...standbyNames, streamOnly: action.streamOnly === true, recorded: recordedInEtcd, ...(fresh?.inRecovery === true ? { inRecovery: true } : {}) });
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);

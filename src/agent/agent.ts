@@ -149,13 +149,24 @@ export class Agent {
     let backoffMs = 500;
     while (!this.stopped && this.stopWatch === null) {
       try {
-        this.stopWatch = await this.dcs.watch(() => this.wake());
+        this.stopWatch = await this.dcs.watch(() => this.etcdChanged());
       } catch (err) {
         this.logger.warn({ err: describeError(err), retryInMs: backoffMs }, 'cannot watch etcd yet; retrying');
         await new Promise((r) => setTimeout(r, backoffMs));
         backoffMs = Math.min(backoffMs * 2, 10_000);
       }
     }
+  }
+
+  /**
+   * A change in etcd runs a loop, unless a job runs: then its loops decide
+   * nothing, and one per change (a switchover brings dozens) queued a reading
+   * of PostgreSQL and etcd ahead of each of the job's own statements on this
+   * agent's session and CPU (100-200 ms of a promotion). The job's end runs
+   * the next loop, and the loop_wait timer keeps the published state fresh.
+   */
+  private etcdChanged(): void {
+    if (this.job === null) this.wake();
   }
 
   /** Runs one loop now (or right after the one in progress). */
@@ -337,7 +348,9 @@ export class Agent {
       },
       publishNow: async (runtime) => {
         const seen = this.lastSnapshot ?? snap;
-        await this.publish({ ...seen, nowMs: this.clock.now(), pg: { ...seen.pg, runtime } }, decision.reason);
+        // the health endpoints read the last snapshot too: they say primary as soon as the member key does
+        this.lastSnapshot = { ...seen, nowMs: this.clock.now(), pg: { ...seen.pg, runtime } };
+        await this.publish(this.lastSnapshot, decision.reason);
       },
       ...(this.replicaFromBackup === undefined ? {} : { replicaFromBackup: this.replicaFromBackup }),
     };

@@ -25,7 +25,7 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
-import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 import type { Dcs, LeaseMove } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
@@ -159,22 +159,28 @@ export class StoreDcs implements Dcs {
     return this.kv.txn('sync write', [{ key: k, value: encodeLeader(value.leader) }, { key: k, lease: leaseId }], [put(this.k.sync, encode(value))]);
   }
 
-  async appendHistory(entry: HistoryEntry): Promise<void> {
+  async appendHistory(entry: HistoryEntry, known?: Versioned<HistoryValue> | null): Promise<void> {
     const k = this.k.history;
     for (let attempt = 0; attempt < historyCasAttempts; attempt++) {
-      const current = await this.one('history read', k);
-      let entries: HistoryEntry[] = [];
-      if (current !== null) {
-        const decoded = decodeHistory(current.value);
-        if (decoded.ok) entries = decoded.value.entries;
-        else this.invalid.report(k, current.modRevision, `${decoded.reason}; overwriting it`);
-      }
+      // the caller's copy saves the read on the first attempt (a promotion's pause); a stale one fails the compare
+      const current = attempt === 0 && known !== undefined ? (known === null ? null : { entries: known.value.entries, modRevision: known.modRevision }) : await this.readHistory();
+      const entries = current?.entries ?? [];
       // a retry after an unknown outcome must not record the same switch twice
       if (entries.length > 0 && sameHistoryEntry(entries[entries.length - 1]!, entry)) return;
       const next = encode({ v: 1, entries: [...entries, entry] });
       if (await this.kv.txn('history append', [current === null ? absent(k) : at(k, current.modRevision)], [put(k, next)])) return;
     }
     throw new KeelError('KEEL_CONFLICT', `history changed under ${historyCasAttempts} attempts to append timeline ${entry.timeline}`);
+  }
+
+  /** The history's entries and revision; none (and a report) when the key holds no valid history. */
+  private async readHistory(): Promise<{ entries: HistoryEntry[]; modRevision: string } | null> {
+    const k = this.k.history;
+    const current = await this.one('history read', k);
+    if (current === null) return null;
+    const decoded = decodeHistory(current.value);
+    if (!decoded.ok) this.invalid.report(k, current.modRevision, `${decoded.reason}; overwriting it`);
+    return { entries: decoded.ok ? decoded.value.entries : [], modRevision: current.modRevision };
   }
 
   requestSwitchover(value: SwitchoverValue): Promise<boolean> {

@@ -4,7 +4,7 @@
  * shared value types, in model/values.ts.
  */
 import type { DynamicConfig } from '../config/schema.js';
-import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
+import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 
 export interface LeaseMove {
   name: string;
@@ -81,8 +81,11 @@ export interface Dcs {
    */
   putSync(value: SyncValue, leaseId: string): Promise<boolean>;
 
-  /** Appends an entry to `history` with compare-and-swap retries. */
-  appendHistory(entry: HistoryEntry): Promise<void>;
+  /**
+   * Appends an entry to `history` with compare-and-swap retries. `known`: the
+   * caller's copy of the key (null: absent), tried first instead of a read.
+   */
+  appendHistory(entry: HistoryEntry, known?: Versioned<HistoryValue> | null): Promise<void>;
 
   /** Create-if-absent: false when another request is pending. */
   requestSwitchover(value: SwitchoverValue): Promise<boolean>;

@@ -252,8 +252,8 @@ export class LocalPostgres implements Postgres {
     await closing;
   }
 
-  async promote({ synchronousStandbyNames, streamOnly = false, recorded = Promise.resolve() }: PromoteOptions = {}): Promise<void> {
-    const inRecovery = await this.inRecovery();
+  async promote({ synchronousStandbyNames, streamOnly = false, recorded = Promise.resolve(), inRecovery: known }: PromoteOptions = {}): Promise<void> {
+    const inRecovery = known ?? (await this.inRecovery());
     if (inRecovery !== true) await recorded;
     if (inRecovery === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!inRecovery) return;

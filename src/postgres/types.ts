@@ -90,6 +90,8 @@ export interface PromoteOptions {
   streamOnly?: boolean;
   /** what must be in etcd before PostgreSQL is asked to promote (the history entry, the sync key); prepared meanwhile */
   recorded?: Promise<unknown>;
+  /** the caller read a moment ago that PostgreSQL runs in recovery: not asked again */
+  inRecovery?: true;
 }
 
 /**

@@ -5,8 +5,8 @@
  * change moves the lease, a replica following its leader, a promotion that
  * publishes its role before its job ends, a switchover target's slots
  * published as soon as made,
- * and a reading
- * taken before a job ended that decides nothing.
+ * a reading taken before a job ended that decides nothing, and no loop per
+ * change in etcd while a job runs.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
@@ -281,5 +281,36 @@ describe('agent loop: a reading that straddles a job', () => {
     await until(Date.now() + 1000);
     expect(pg.running).toBe(true);
     expect(agent.state).toBe('primary');
+  });
+});
+
+describe('agent loop: changes in etcd while a job runs', () => {
+  it('start no loop (their readings would queue ahead of the job on the session); the job\'s end runs the next one', async () => {
+    const dcs = await store({ ttl: 9, loop_wait: 1 });
+    const pg = new FakePostgres('node1', { running: true, primary: true });
+    const agent = await startAgent('node1', dcs, pg);
+    await until(T0 + 2000);
+    expect(agent.state).toBe('primary');
+
+    const stopping = gate();
+    pg.stopGate = stopping.promise;
+    const restarted = agent.runManual('restart');
+    await vi.advanceTimersByTimeAsync(0);
+    const readsBefore = pg.runtimeReads;
+    // a switchover's worth of changes by others, within the same instant
+    for (let i = 0; i < 20; i++) await dcs.putDraining({ v: 1, name: 'node9', sinceMs: Date.now(), reason: `change ${i}` });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pg.runtimeReads).toBe(readsBefore);
+
+    // with no job, each change is seen at once
+    stopping.open();
+    pg.stopGate = null;
+    await restarted;
+    await until(Date.now() + 1000);
+    expect(agent.state).toBe('primary');
+    const idleReads = pg.runtimeReads;
+    await dcs.deleteDraining('node9');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pg.runtimeReads).toBeGreaterThan(idleReads);
   });
 });

@@ -207,6 +207,28 @@ describe('MemoryDcs', () => {
     expect(await dcs.listEvents(0)).toEqual([]);
   });
 
+  it('appends history from the caller\'s copy without reading it first, and a stale copy loses no entry', async () => {
+    const entry = { timeline: 2, switchLsn: 100, leader: 'node1', atMs: 1, reason: 'failover' };
+    const kv = (dcs as unknown as { kv: { read: (...args: unknown[]) => Promise<unknown> } }).kv;
+    const read = kv.read.bind(kv);
+    let reads = 0;
+    kv.read = (...args: unknown[]) => {
+      reads += 1;
+      return read(...args);
+    };
+    await dcs.appendHistory(entry, null);
+    await dcs.appendHistory({ ...entry, timeline: 3 }, (await dcs.readCluster()).history);
+    expect(reads).toBe(1);
+    expect((await dcs.readCluster()).history?.value.entries.map((e) => e.timeline)).toEqual([2, 3]);
+
+    // a copy read before another append: the compare fails, the key is read again, both entries stay
+    const stale = (await dcs.readCluster()).history;
+    await dcs.appendHistory({ ...entry, timeline: 4 });
+    await dcs.appendHistory({ ...entry, timeline: 5 }, stale);
+    await dcs.appendHistory({ ...entry, timeline: 5 }, null);
+    expect((await dcs.readCluster()).history?.value.entries.map((e) => e.timeline)).toEqual([2, 3, 4, 5]);
+  });
+
   it('fails every call when set unreachable, except best-effort events', async () => {
     dcs.setUnreachable(true);
     await expect(dcs.readCluster()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });

@@ -88,8 +88,11 @@ export class FakePostgres implements Postgres {
 
   /** while set, a runtime reading answers only once it resolves, with what was true when it was asked */
   readGate: Promise<void> | null = null;
+  /** runtime readings asked for so far */
+  runtimeReads = 0;
 
   async runtimeState(): Promise<RuntimeState | null> {
+    this.runtimeReads += 1;
     const { running, inRecovery } = this;
     if (this.readGate !== null) await this.readGate;
     if (!running) return null;
@@ -114,7 +117,11 @@ export class FakePostgres implements Postgres {
     this.upstream = options.upstream;
   }
 
+  /** while set, a stop ends only once it resolves */
+  stopGate: Promise<void> | null = null;
+
   async stop(mode: StopMode): Promise<void> {
+    if (this.stopGate !== null) await this.stopGate;
     if (this.running) this.stops.push({ mode, atMs: Date.now() });
     this.running = false;
   }
