@@ -2,7 +2,7 @@
  * The agent's brain: one pure function from a snapshot to the next actions and
  * the sentence that explains them. No I/O here (DESIGN.md, Layout).
  */
-import type { ClusterView, MemberValue } from '../model/values.js';
+import { switchoverHolds, type ClusterView, type MemberValue } from '../model/values.js';
 import { leaseDeadlineMs } from '../model/lease.js';
 import { promotionVerdict } from '../model/promotion.js';
 import { recentlyGone, remember, type AgentMemory } from './memory.js';
@@ -215,11 +215,15 @@ function decideSwitchover(s: Snapshot, cluster: ClusterView, to: string | null, 
     else if (!candidate.streaming) refusal = `${candidate.name} is not streaming`;
     else if (lagBytes > s.config.maximum_lag_on_failover) refusal = `${candidate.name} lags ${lagBytes} bytes`;
     else {
+      const cascade = cascadingStandbys(s, cluster, candidate.name);
+      // routers hold once the request says so: a planned switchover is prepared first, while writes go on
+      const holding = cluster.switchover === null || switchoverHolds(cluster.switchover.value);
       return {
         to: 'stopped',
         reason: `switchover to ${candidate.name}: shutting down cleanly and releasing the leader key`,
         actions: [
-          { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000, cascade: cascadingStandbys(s, cluster, candidate.name) },
+          ...(holding ? [] : [{ kind: 'prepareHandover', cascade } as const]),
+          { kind: 'drainClients', timeoutMs: switchoverDrainSeconds * 1000, prepared: !holding, cascade: holding ? cascade : [] },
           // A fast shutdown sends every WAL record, the shutdown checkpoint included, to connected replicas first.
           { kind: 'stopPostgres', mode: 'fast', handover: true },
           { kind: 'releaseLeader', handover: true },

@@ -59,8 +59,13 @@ export type Action =
   | { kind: 'awaitReplayed'; afterLsn: number; timeoutMs: number }
   /** handover: a leader stepping down for a switchover, which records where its shutdown checkpoint starts */
   | { kind: 'stopPostgres'; mode: 'fast' | 'immediate'; handover?: boolean }
-  /** cascade: standbys expected to leave for the switchover's target first (waited for, bounded) */
-  | { kind: 'drainClients'; timeoutMs: number; cascade: string[] }
+  /**
+   * A switchover prepared while writes go on: a checkpoint (the shutdown's is short then), the standbys in
+   * `cascade` gone to the target (waited for, bounded); then the request says routers hold from now.
+   */
+  | { kind: 'prepareHandover'; cascade: string[] }
+  /** waits for the routers to hold and the busy sessions to end; when not prepared (a failover request), the checkpoint and cascade too */
+  | { kind: 'drainClients'; timeoutMs: number; prepared: boolean; cascade: string[] }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
   /** streamOnly: a switchover's target that replayed the old leader's last WAL promotes without the WAL archive (conf.ts, streamOnlyLine) */
   | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean }

@@ -98,6 +98,7 @@ export const switchoverSchema: z.ZodType<SwitchoverValue> = z.object({
   to: memberName.nullable(),
   failover: z.boolean(),
   requestedAtMs: epochMs,
+  holdFromMs: epochMs.optional(),
 });
 
 export const drainingSchema: z.ZodType<DrainingValue> = z.object({

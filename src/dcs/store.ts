@@ -188,6 +188,12 @@ export class StoreDcs implements Dcs {
     return this.kv.txn('switchover request', [absent(k)], [put(k, encode(value))]);
   }
 
+  /** The leader stepping down says routers hold from now (switchoverHolds); false when the request changed or went. */
+  holdSwitchover(request: Versioned<SwitchoverValue>, holdFromMs: number): Promise<boolean> {
+    const k = this.k.switchover;
+    return this.kv.txn('switchover hold', [at(k, request.modRevision)], [put(k, encode({ ...request.value, holdFromMs }))]);
+  }
+
   async clearSwitchover(expectModRevision?: string): Promise<void> {
     const k = this.k.switchover;
     await this.kv.txn('switchover clear', expectModRevision === undefined ? [] : [at(k, expectModRevision)], [del(k)]);

@@ -89,6 +89,8 @@ export interface Dcs {
 
   /** Create-if-absent: false when another request is pending. */
   requestSwitchover(value: SwitchoverValue): Promise<boolean>;
+  /** Sets the request's holdFromMs (only at that revision): routers hold new rw connections from then on. */
+  holdSwitchover(request: Versioned<SwitchoverValue>, holdFromMs: number): Promise<boolean>;
   /** Deletes `switchover` (only at that revision when given). */
   clearSwitchover(expectModRevision?: string): Promise<void>;
 

@@ -122,6 +122,18 @@ export interface SwitchoverValue {
   to: string | null;
   failover: boolean;
   requestedAtMs: number;
+  /**
+   * When routers began to hold new rw connections for it. A planned
+   * switchover is first prepared by the leader stepping down, while writes go
+   * on (a checkpoint, its other standbys moved to the target), and the leader
+   * sets this once done; a failover request holds at once (switchoverHolds).
+   */
+  holdFromMs?: number;
+}
+
+/** Whether routers hold new rw connections for this request now: a failover at once, a switchover once its leader prepared it. */
+export function switchoverHolds(request: SwitchoverValue): boolean {
+  return request.failover || request.from === null || request.holdFromMs !== undefined;
 }
 
 /**

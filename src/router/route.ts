@@ -4,7 +4,7 @@
  * hands the result to an engine.
  */
 import { memberLsn } from '../model/lsn.js';
-import type { ClusterView, MemberValue } from '../model/values.js';
+import { switchoverHolds, type ClusterView, type MemberValue } from '../model/values.js';
 
 export interface Backend {
   /** member name: engines key connections and slots by it */
@@ -94,6 +94,7 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
     rw !== null &&
     switchover !== undefined &&
     (switchover.from === null || switchover.from === leaderName) &&
+    switchoverHolds(switchover) &&
     nowMs - switchover.requestedAtMs < options.switchoverHoldMs;
   if (rw !== null) {
     notes.push(switchoverPending ? `${switchover!.failover ? 'failover' : 'switchover'} from ${leaderName} pending: holding new rw connections, draining the others` : `rw -> ${leaderName}`);

@@ -104,11 +104,18 @@ describe('HA core', () => {
     };
     const readyLines = () => readFileSync(cluster.layout.agentLog(to), 'utf8').split('the stanza is ready in the repository').length - 1;
     const [createsBefore, readyBefore] = [stanzaCreates(to), readyLines()];
+    const requestedAtMs = Date.now();
     const result = keel(['switchover', '--dir', cluster.layout.dir, '--to', to]);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
     expect(result.stdout).toContain(`${to} now leads`);
     await cluster.untilWritable(cluster.pgPort(to), "INSERT INTO ha_rows VALUES (3, 'after switchover')", 30_000);
+    // the leader checkpointed while writes went on, and the router held new rw connections only after that
+    const prepared = logLine(cluster.layout.agentLog(from.name), requestedAtMs, /^switchover prepared/);
+    const held = logLine(cluster.layout.routerLog, requestedAtMs, /switchover from \S+ pending: holding new rw/);
+    expect(prepared?.checkpointMs).toBeGreaterThan(0);
+    expect(held).toBeDefined();
+    expect(held!.time).toBeGreaterThanOrEqual(prepared!.time);
     await cluster.waitFor(`${from.name} to follow ${to}`, (v) => v.members.some((m) => m.name === from.name && m.role === 'replica' && m.streaming), 60_000);
     // the new leader found the stanza in the repository without stanza-create, whose lock stalls asynchronous pushes
     for (let i = 0; i < 60 && readyLines() === readyBefore; i++) await sleep(500);
@@ -170,3 +177,12 @@ describe('HA core', () => {
     await cluster.waitFor('a healed cluster', (v) => v.leader !== null && v.members.filter((m) => m.role === 'replica' && m.streaming).length === 2, 90_000);
   });
 });
+
+/** The first JSON log line of `path` at or after `sinceMs` whose message matches. */
+function logLine(path: string, sinceMs: number, message: RegExp): { time: number; msg: string; checkpointMs?: number } | undefined {
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as { time: number; msg: string; checkpointMs?: number })
+    .find((line) => line.time >= sinceMs && message.test(line.msg));
+}

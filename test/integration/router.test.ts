@@ -391,7 +391,8 @@ describe('both engines, scripted etcd', () => {
       return client;
     }));
     const marks = engines.map((e) => scripted[e].log().length);
-    expect(await script.requestSwitchover({ v: 1, from: leader.name, to: replicas[0]!.name, failover: false, requestedAtMs: Date.now() })).toBe(true);
+    // as its leader marks it once prepared (a checkpoint, the other standbys moved): routers hold from then on
+    expect(await script.requestSwitchover({ v: 1, from: leader.name, to: replicas[0]!.name, failover: false, requestedAtMs: Date.now(), holdFromMs: Date.now() })).toBe(true);
     try {
       await Promise.all(engines.map((e, i) => waitForLog(scripted[e], /switchover from \S+ pending: holding new rw/, 10_000, marks[i])));
       for (const client of open) expect((await client.query('SELECT 1 AS one')).rows[0].one).toBe(1);

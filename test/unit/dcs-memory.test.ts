@@ -229,6 +229,19 @@ describe('MemoryDcs', () => {
     expect((await dcs.readCluster()).history?.value.entries.map((e) => e.timeline)).toEqual([2, 3, 4, 5]);
   });
 
+  it('marks a switchover held only at the revision its leader prepared it from', async () => {
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: 1000 })).toBe(true);
+    const request = (await dcs.readCluster()).switchover!;
+    expect(request.value).not.toHaveProperty('holdFromMs');
+    expect(await dcs.holdSwitchover(request, 1400)).toBe(true);
+    expect((await dcs.readCluster()).switchover?.value).toEqual({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: 1000, holdFromMs: 1400 });
+    // withdrawn and asked again: the old copy marks nothing
+    await dcs.clearSwitchover();
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node3', failover: false, requestedAtMs: 2000 })).toBe(true);
+    expect(await dcs.holdSwitchover(request, 2100)).toBe(false);
+    expect((await dcs.readCluster()).switchover?.value).not.toHaveProperty('holdFromMs');
+  });
+
   it('fails every call when set unreachable, except best-effort events', async () => {
     dcs.setUnreachable(true);
     await expect(dcs.readCluster()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });

@@ -578,6 +578,32 @@ const cases: Case[] = [
       }),
       pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
     }),
+    to: 'stopped', actions: ['prepareHandover', 'drainClients', 'stopPostgres', 'releaseLeader', 'event'], reason: /switchover to node3/,
+  },
+  {
+    name: 'switchover prepared already (routers hold): drain, step down cleanly',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({
+        leader: leaderKey('node2', 'L2'),
+        members: [primaryMember('node2'), member('node1'), member('node3')],
+        switchover: { value: { v: 1, from: 'node2', to: 'node3', failover: false, requestedAtMs: NOW - 300, holdFromMs: NOW }, modRevision: '12' },
+      }),
+      pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
+    }),
+    to: 'stopped', actions: ['drainClients', 'stopPostgres', 'releaseLeader', 'event'], reason: /switchover to node3/,
+  },
+  {
+    name: 'failover requested while the leader runs (routers hold at once): drain with the checkpoint, step down cleanly',
+    snap: snapshot({
+      state: 'primary',
+      cluster: cluster({
+        leader: leaderKey('node2', 'L2'),
+        members: [primaryMember('node2'), member('node1'), member('node3')],
+        switchover: { value: { v: 1, from: 'node2', to: 'node3', failover: true, requestedAtMs: NOW }, modRevision: '11' },
+      }),
+      pg: { runtime: primaryRuntime({ slots: ['node1', 'node3'] }) },
+    }),
     to: 'stopped', actions: ['drainClients', 'stopPostgres', 'releaseLeader', 'event'], reason: /switchover to node3/,
   },
   {
@@ -842,10 +868,13 @@ describe('a switchover prepared on the replicas', () => {
     const on = { ...defaultDynamicConfig, synchronous_mode: 'on' as const };
     const leading = (over: Parameters<typeof cluster>[0], config = on) =>
       decide(snapshot({ me: { name: 'node1', nofailover: false }, state: 'primary', config, cluster: view('node3', { leader: leaderKey('node1', 'L2'), ...over }), pg: { runtime: primaryRuntime({ slots: ['node2', 'node3'] }) } }));
-    const cascade = (d: ReturnType<typeof decide>) => d.actions.find((a) => a.kind === 'drainClients');
+    // waited for while the switchover is prepared, before routers hold
+    const cascade = (d: ReturnType<typeof decide>) => d.actions.find((a) => a.kind === 'prepareHandover');
     const members = [primaryMember('node1'), member('node2'), member('node3'), member('node4', { streaming: false })];
     // node2 may leave: the target alone meets ANY 1; node4 does not stream at all
-    expect(cascade(leading({ members, sync: sync(['node2', 'node3'], 1) }))).toEqual({ kind: 'drainClients', timeoutMs: 5000, cascade: ['node2'] });
+    const anyOne = leading({ members, sync: sync(['node2', 'node3'], 1) });
+    expect(cascade(anyOne)).toEqual({ kind: 'prepareHandover', cascade: ['node2'] });
+    expect(anyOne.actions.find((a) => a.kind === 'drainClients')).toEqual({ kind: 'drainClients', timeoutMs: 5000, prepared: true, cascade: [] });
     // ANY 2 of both: node2 stays on the leader, nothing to wait for
     expect(cascade(leading({ members, sync: sync(['node2', 'node3'], 2) }))).toMatchObject({ cascade: [] });
     // asynchronous: every streaming standby moves

@@ -15,10 +15,13 @@ interface Case {
 
 const MiB = 1024 * 1024;
 const healthy = () => [primaryMember('node1', { walLsn: 100 * MiB }), member('node2', { receivedLsn: 100 * MiB, replayedLsn: 100 * MiB }), member('node3', { receivedLsn: 99 * MiB, replayedLsn: 99 * MiB })];
-const switchover = (from: string | null, over: { to?: string | null; requestedAtMs?: number; failover?: boolean } = {}): ClusterView['switchover'] => ({
-  value: { v: 1, from, to: over.to ?? null, failover: over.failover ?? false, requestedAtMs: over.requestedAtMs ?? NOW - 1000 },
-  modRevision: '20',
-});
+/** A request; a planned one its leader prepared already (routers hold from holdFromMs) unless `prepared` is false. */
+const switchover = (from: string | null, over: { to?: string | null; requestedAtMs?: number; failover?: boolean; prepared?: boolean } = {}): ClusterView['switchover'] => {
+  const requestedAtMs = over.requestedAtMs ?? NOW - 1000;
+  const failover = over.failover ?? false;
+  const held = failover || over.prepared === false ? {} : { holdFromMs: requestedAtMs + 300 };
+  return { value: { v: 1, from, to: over.to ?? null, failover, requestedAtMs, ...held }, modRevision: '20' };
+};
 
 const cases: Case[] = [
   {
@@ -90,6 +93,11 @@ const cases: Case[] = [
     name: 'switchover pending from the leader: hold new rw, keep rw for draining',
     view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { to: 'node2' }) }),
     rw: 'node1', ro: ['node2', 'node3'], holdRw: true, reason: /switchover from node1 pending: holding new rw/,
+  },
+  {
+    name: 'switchover requested, its leader still preparing it (checkpoint, standbys moving): rw goes on',
+    view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover('node1', { to: 'node2', prepared: false }) }),
+    rw: 'node1', ro: ['node2', 'node3'], holdRw: false, reason: /rw -> node1/,
   },
   {
     name: 'failover request without a from, leader present: hold as well',
