@@ -44,7 +44,7 @@ export interface RouteOptions {
   roFallbackToLeader: boolean;
   /** a member key older than this is stale (its agent stopped publishing) */
   ttlSeconds: number;
-  /** a switchover request older than this no longer holds new connections (a leftover key must not block writes) */
+  /** a switchover whose hold began longer ago than this no longer holds new connections (a leftover key must not block writes) */
   switchoverHoldMs: number;
   /** a replica promoted less than this ago keeps the reads it was serving (keepsItsReads) */
   promotedReadsMs: number;
@@ -95,7 +95,8 @@ export function computeRoutes(view: ClusterView, nowMs: number, options: RouteOp
     switchover !== undefined &&
     (switchover.from === null || switchover.from === leaderName) &&
     switchoverHolds(switchover) &&
-    nowMs - switchover.requestedAtMs < options.switchoverHoldMs;
+    // from the hold's start: a long checkpoint before it must not shorten it
+    nowMs - (switchover.holdFromMs ?? switchover.requestedAtMs) < options.switchoverHoldMs;
   if (rw !== null) {
     notes.push(switchoverPending ? `${switchover!.failover ? 'failover' : 'switchover'} from ${leaderName} pending: holding new rw connections, draining the others` : `rw -> ${leaderName}`);
   }

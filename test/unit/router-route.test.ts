@@ -100,6 +100,11 @@ const cases: Case[] = [
     rw: 'node1', ro: ['node2', 'node3'], holdRw: false, reason: /rw -> node1/,
   },
   {
+    name: 'a switchover held since a moment ago holds, however long its leader took to prepare it',
+    view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 40_000, holdFromMs: NOW - 1000 }, modRevision: '21' } }),
+    rw: 'node1', ro: ['node2', 'node3'], holdRw: true, reason: /switchover from node1 pending/,
+  },
+  {
     name: 'failover request without a from, leader present: hold as well',
     view: cluster({ leader: leaderKey('node1'), members: healthy(), switchover: switchover(null, { to: 'node2', failover: true }) }),
     rw: 'node1', ro: ['node2', 'node3'], holdRw: true, reason: /failover from node1 pending/,
