@@ -295,6 +295,22 @@ async function handoverStatus(me: string, ctx: ActionContext): Promise<StatusVal
   return { v: 1, leader: me, timeline: control.timeline, walLsn: lsn, updatedAtMs: ctx.now(), shutdownCheckpointLsn: lsn };
 }
 
+/**
+ * The entry written before the promotion holds the WAL position read then; PostgreSQL switches at the end of
+ * what it has replayed when promoted, later when WAL still came in meanwhile (the old leader's last records, as
+ * it shuts down). A node that rejoins compares its WAL end with the entry: one ending between the two was told
+ * to rewind, and pg_rewind, which reads the real point, found nothing to do, again and again. The newest entry
+ * of a timeline counts: the exact point goes in after the first.
+ */
+async function recordExactSwitch(timeline: number, recordedLsn: number, reason: string, ctx: ActionContext): Promise<void> {
+  const exact = await ctx.pg.switchPoint(timeline).catch(() => null);
+  if (exact === null || exact === recordedLsn) return;
+  ctx.logger.info({ timeline, recordedLsn, exact }, 'recording where PostgreSQL switched timelines');
+  await ctx.dcs
+    .appendHistory({ timeline, switchLsn: exact, leader: ctx.config.name, atMs: ctx.now(), reason })
+    .catch((err: unknown) => ctx.logger.warn({ err: String(err) }, 'could not record the exact switch point'));
+}
+
 async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
   const init = snap.cluster?.initialize;
   if (!init) throw new ActionFailed('initialize key vanished');
@@ -348,6 +364,7 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   // Routers follow the member key: it says primary now (its timeline has its history entry), from the reading just
   // taken, not after the rest of this job and a loop's reading of etcd and PostgreSQL (100-200 ms of the pause).
   if (promoted !== null && !promoted.inRecovery) await ctx.publishNow?.(promoted).catch(() => undefined);
+  if (promoted !== null && !promoted.inRecovery) await recordExactSwitch(promoted.timeline, switchLsn, reason, ctx);
   const switchover = snap.cluster?.switchover;
   if (switchover) await ctx.dcs.clearSwitchover();
   await ctx.dcs.addEvent({ atMs: ctx.now(), source: ctx.config.name, kind: 'promoted', message: `${ctx.config.name} promoted: ${reason}` });

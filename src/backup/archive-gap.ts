@@ -10,23 +10,11 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseLsn } from '../model/lsn.js';
+import { parentOf } from '../postgres/history.js';
 import { sleep } from '../util/clock.js';
 import { isLockBusy, type Pgbackrest } from './pgbackrest.js';
 
 const segmentBytes = 16 * 1024 * 1024;
-
-/** The parent timeline and the switch point: the last line of a timeline's history file. */
-export function parentOf(historyText: string): { timeline: number; switchLsn: number } | null {
-  const last = historyText.split('\n').map((l) => l.trim()).filter((l) => /^\d+\s/.test(l)).pop();
-  if (last === undefined) return null;
-  const [timeline, lsn] = last.split(/\s+/);
-  try {
-    return { timeline: Number(timeline), switchLsn: parseLsn(lsn!) };
-  } catch {
-    return null;
-  }
-}
 
 /**
  * The complete segments of the parent timeline before the switch, oldest first. Later names are not

@@ -12,7 +12,7 @@ import type { Logger } from '../util/log.js';
 import { sleep } from '../util/clock.js';
 import { buildConninfo, nodeLayout, primaryConninfo, shortRetryMs, tlsConninfo, tlsEnvironment, socketPath, type NodeLayout } from './conf.js';
 import { ControlDataCache } from './controldata.js';
-import { historyFileName, historyFileText } from './history.js';
+import { historyFileName, historyFileText, readSwitchPoint } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
 import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
@@ -300,6 +300,7 @@ export class LocalPostgres implements Postgres {
   async newestTimeline(controlTimeline?: number): Promise<number> {
     return Math.max(controlTimeline ?? (await this.controlData())?.timeline ?? 1, await newestHistoryTimeline(this.dataDir));
   }
+  switchPoint = (timeline: number): Promise<number | null> => readSwitchPoint(this.dataDir, timeline);
 
   async reserveTimelines(next: number, known: readonly { timeline: number; switchLsn: number }[]): Promise<void> {
     const own = await this.newestTimeline();

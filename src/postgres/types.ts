@@ -138,6 +138,8 @@ export interface Postgres {
   promote(options?: PromoteOptions): Promise<void>;
   /** The newest timeline this data directory knows of: its own, or the highest history file in pg_wal. */
   newestTimeline(controlTimeline?: number): Promise<number>;
+  /** Where PostgreSQL switched into `timeline`, from its history file in pg_wal; null without one. */
+  switchPoint(timeline: number): Promise<number | null>;
   /**
    * Makes the next promotion start timeline `next` or later: PostgreSQL takes one past the newest
    * history file it finds, so the history files of timelines the cluster used elsewhere (`known`,

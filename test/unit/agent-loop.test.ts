@@ -5,11 +5,13 @@
  * change moves the lease, a replica following its leader, a promotion that
  * publishes its role before its job ends, a switchover target's slots
  * published as soon as made,
- * a reading taken before a job ended that decides nothing, and no loop per
- * change in etcd while a job runs.
+ * a reading taken before a job ended that decides nothing, no loop per
+ * change in etcd while a job runs, and a promotion's history entry that ends
+ * with PostgreSQL's own switch point.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import { divergence } from '../../src/agent/divergence.js';
 import type { MemberValue } from '../../src/model/values.js';
 import { defaultDynamicConfig, nodeConfigSchema, type DynamicConfig } from '../../src/config/schema.js';
 import { systemClock } from '../../src/util/clock.js';
@@ -235,6 +237,21 @@ describe('agent loop: a promotion', () => {
     reads.open();
     await until(Date.now() + 1000);
     expect(replica.state).toBe('primary');
+  });
+});
+
+describe('agent loop: the history entry of a promotion', () => {
+  it('ends with where PostgreSQL switched, when WAL came in after the reading it was first written from', async () => {
+    const { dcs, pg2, leader, replica } = await leaderAndReplica();
+    // the old leader's last records arrive while the promotion runs: PostgreSQL switches past the reading
+    pg2.switchPoints.set(2, pg2.walLsn + 160);
+    const cutLease = leader.lease.id!;
+    dcs.keepAliveFails = (id) => id === cutLease;
+    await until(leader.lease.lastRenewalMs! + 9000 + 3000);
+    expect(replica.state).toBe('primary');
+    const entries = (await dcs.readCluster()).history!.value.entries.filter((e) => e.timeline === 2);
+    expect(entries.map((e) => e.switchLsn)).toEqual([pg2.walLsn, pg2.walLsn + 160]);
+    expect(divergence(1, pg2.walLsn + 100, 2, entries)).toBe('none');
   });
 });
 

@@ -1,6 +1,7 @@
 /** Which segments a new leader pushes for the old one: the parent timeline's, before the switch. */
 import { describe, expect, it } from 'vitest';
-import { gapSegments, parentOf } from '../../src/backup/archive-gap.js';
+import { gapSegments } from '../../src/backup/archive-gap.js';
+import { parentOf } from '../../src/postgres/history.js';
 
 describe('the archive gap after a failover', () => {
   it("reads the parent timeline and the switch point from the new timeline's history file", () => {

@@ -142,6 +142,13 @@ export class FakePostgres implements Postgres {
   async newestTimeline(): Promise<number> {
     return this.timeline;
   }
+  /** where the last promotion switched, as PostgreSQL's history file would say */
+  switchPoints = new Map<number, number>();
+
+  async switchPoint(timeline: number): Promise<number | null> {
+    return this.switchPoints.get(timeline) ?? null;
+  }
+
 
   async follow(options: StartOptions): Promise<void> {
     this.upstream = options.upstream;
