@@ -178,8 +178,8 @@ const routerSettleMs = 60;
 async function awaitRouters(requestedAtMs: number | null, ctx: ActionContext): Promise<void> {
   const deadline = ctx.now() + routerHoldGraceMs;
   while (ctx.now() < deadline) {
-    const view = await ctx.dcs.readCluster().catch(() => null);
-    if (view !== null && routersHolding(view.routers, requestedAtMs)) {
+    const routers = await ctx.dcs.readRouters().catch(() => null);
+    if (routers !== null && routersHolding(routers, requestedAtMs)) {
       await new Promise((resolve) => setTimeout(resolve, Math.min(routerSettleMs, Math.max(0, deadline - ctx.now()))));
       return;
     }

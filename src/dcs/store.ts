@@ -13,6 +13,7 @@ import {
   decodeController,
   decodeEvent,
   decodeHistory,
+  decodeRouter,
   decodeSpec,
   encode,
   encodeConfig,
@@ -21,6 +22,7 @@ import {
   eventKeyName,
   keys,
   maxEvents,
+  rangeEndOf,
   sameHistoryEntry,
   type ClusterKeys,
 } from './codec.js';
@@ -308,6 +310,17 @@ export class StoreDcs implements Dcs {
     if (excess <= 0) return;
     // the range's end just past the last key to drop
     await this.kv.txn('event trim', [], [{ delete: this.k.eventsPrefix, end: `${all[excess - 1]!.key}\0` }]);
+  }
+
+  async readRouters(): Promise<RouterValue[]> {
+    const prefix = this.k.routersPrefix;
+    const { entries } = await this.kv.read('routers read', [{ key: prefix, end: rangeEndOf(prefix) }]);
+    const routers: RouterValue[] = [];
+    for (const entry of entries[0] ?? []) {
+      const value = this.decoded(entry, decodeRouter);
+      if (value !== null && value.id === entry.key.slice(prefix.length)) routers.push(value);
+    }
+    return routers;
   }
 
   async listEvents(limit: number): Promise<EventValue[]> {

@@ -94,6 +94,8 @@ export interface Dcs {
   /** Deletes `switchover` (only at that revision when given). */
   clearSwitchover(expectModRevision?: string): Promise<void>;
 
+  /** The routers registered now: one prefix read, where readCluster reads every key (a leader polls this during a switchover). */
+  readRouters(): Promise<RouterValue[]>;
   /** Puts `routers/<id>` bound to the router's lease. */
   putRouter(value: RouterValue, leaseId: string): Promise<void>;
 

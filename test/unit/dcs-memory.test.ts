@@ -242,6 +242,18 @@ describe('MemoryDcs', () => {
     expect((await dcs.readCluster()).switchover?.value).not.toHaveProperty('holdFromMs');
   });
 
+  it('reads the registered routers alone, as the cluster view lists them', async () => {
+    const lease = await dcs.grantLease(10);
+    await dcs.putRouter({ v: 1, id: 'r2', holding: 1000, atMs: 5 }, lease);
+    await dcs.putRouter({ v: 1, id: 'r1', holding: null, atMs: 6 }, lease);
+    dcs.putRaw('routers/r3', JSON.stringify({ v: 1, id: 'r9', holding: null, atMs: 7 }));
+    dcs.putRaw('routers/r4', 'not json');
+    await dcs.putMember(member('node1'), lease);
+    const routers = await dcs.readRouters();
+    expect(routers.map((r) => r.id)).toEqual(['r1', 'r2']);
+    expect(routers).toEqual((await dcs.readCluster()).routers);
+  });
+
   it('fails every call when set unreachable, except best-effort events', async () => {
     dcs.setUnreachable(true);
     await expect(dcs.readCluster()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });
