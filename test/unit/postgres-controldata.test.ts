@@ -156,22 +156,25 @@ describe('parseControlData', () => {
   });
 });
 
+/** A cache over a control file in a temporary directory, counting pg_controldata's runs (it prints a standby's output). */
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-control-'));
+  const path = join(dir, 'pg_control');
+  let runs = 0;
+  const cache = new ControlDataCache(path, async () => {
+    runs += 1;
+    return standbyOutput;
+  });
+  const touch = (secondsAgo: number) => {
+    const at = new Date(Date.now() - secondsAgo * 1000);
+    writeFileSync(path, 'x');
+    utimesSync(path, at, at);
+  };
+  return { cache, path, touch, runs: () => runs, done: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 describe('ControlDataCache', () => {
-  function setup() {
-    const dir = mkdtempSync(join(tmpdir(), 'keel-control-'));
-    const path = join(dir, 'pg_control');
-    let runs = 0;
-    const cache = new ControlDataCache(path, async () => {
-      runs += 1;
-      return standbyOutput;
-    });
-    const touch = (secondsAgo: number) => {
-      const at = new Date(Date.now() - secondsAgo * 1000);
-      writeFileSync(path, 'x');
-      utimesSync(path, at, at);
-    };
-    return { cache, path, touch, runs: () => runs, done: () => rmSync(dir, { recursive: true, force: true }) };
-  }
+
 
   it('is null without a control file, and runs nothing', async () => {
     const t = setup();
@@ -275,19 +278,14 @@ describe('pg_control read from the file', () => {
   });
 
   it('runs pg_controldata only for a file it cannot read itself', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'keel-control-'));
-    const path = join(dir, 'pg_control');
-    let runs = 0;
-    const cache = new ControlDataCache(path, async () => {
-      runs += 1;
-      return standbyOutput;
-    });
-    writeFileSync(path, controlFile({ state: 6, timeline: 3, checkpoint: 0x5000028n, minRecovery: 0n, checksums: 1 }));
-    expect(await cache.read()).toMatchObject({ clusterState: 'in production', timeline: 3 });
-    expect(runs).toBe(0);
-    writeFileSync(path, controlFile({ state: 6, timeline: 3, checkpoint: 0x5000028n, minRecovery: 0n, checksums: 1 }, 1700));
-    expect(await cache.read()).toMatchObject({ timeline: 2 });
-    expect(runs).toBe(1);
-    rmSync(dir, { recursive: true, force: true });
+    const t = setup();
+    writeFileSync(t.path, controlFile({ state: 6, timeline: 3, checkpoint: 0x5000028n, minRecovery: 0n, checksums: 1 }));
+    expect(await t.cache.read()).toMatchObject({ clusterState: 'in production', timeline: 3 });
+    expect(t.runs()).toBe(0);
+    writeFileSync(t.path, controlFile({ state: 6, timeline: 3, checkpoint: 0x5000028n, minRecovery: 0n, checksums: 1 }, 1700));
+    expect(await t.cache.read()).toMatchObject({ timeline: 2 });
+    expect(t.runs()).toBe(1);
+    t.done();
   });
+
 });
