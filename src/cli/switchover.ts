@@ -23,7 +23,7 @@ async function request(options: TargetOptions & { to?: string; wait: boolean }, 
     const recorded = await requestLeaderChange(target.dcs, { failover, to: options.to ?? null }, Date.now());
     const from = recorded.from;
     const what = failover ? 'failover' : 'switchover';
-    process.stdout.write(`${what} requested: ${from ?? '(no leader)'} -> ${options.to ?? 'the healthiest replica'}\n`);
+    process.stdout.write(`${what} requested: ${from ?? '(no leader)'} -> ${recorded.to ?? 'the healthiest replica'}\n`);
     if (!options.wait) return;
     const leader = await waitForLeader(target.dcs, (name) => (options.to ? name === options.to : name !== from), 60_000);
     process.stdout.write(`${leader} now leads\n`);

@@ -103,8 +103,8 @@ export function registerActions(app: FastifyInstance, o: ActionOptions): void {
     const body = parseBody(switchoverBody, request.body, '{"candidate": "node2"}');
     const to = body.candidate ?? null;
     const value = await requestLeaderChange(o.dcs, { failover: false, to, ...(body.leader === undefined ? {} : { expectLeader: body.leader }) }, o.clock.now());
-    await record('switchover', `switchover requested on the dashboard (signed in ${how(who.via)}): ${value.from} -> ${to ?? 'the healthiest replica'}`);
-    return reply.code(202).send({ message: `switchover requested: ${value.from} -> ${to ?? 'the healthiest replica'}`, from: value.from, to });
+    await record('switchover', `switchover requested on the dashboard (signed in ${how(who.via)}): ${value.from} -> ${value.to ?? 'the healthiest replica'}`);
+    return reply.code(202).send({ message: `switchover requested: ${value.from} -> ${value.to ?? 'the healthiest replica'}`, from: value.from, to: value.to });
   });
 
   app.post('/api/scale', async (request, reply) => {

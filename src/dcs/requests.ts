@@ -73,22 +73,26 @@ export async function requestLeaderChange(dcs: Dcs, request: LeaderChangeRequest
   }
   const handover = !request.failover && from !== null;
   if (request.to !== null) checkTarget(view, request.to, nowMs, handover);
-  else checkSomeoneEligible(view, nowMs, handover);
-  const value: SwitchoverValue = { v: 1, from, to: request.to, failover: request.failover, requestedAtMs: nowMs };
+  // named in the request: the target then prepares its promotion and the other standbys move to it before the hold
+  const to = request.to ?? healthiestEligible(view, nowMs, handover);
+  const value: SwitchoverValue = { v: 1, from, to, failover: request.failover, requestedAtMs: nowMs };
   if (!(await dcs.requestSwitchover(value))) {
     throw new KeelError('KEEL_CONFLICT', 'another switchover or failover is pending', { hint: 'wait for it to finish (see `keel status`)' });
   }
   return value;
 }
 
-/** A switchover without a named target still needs one replica the leader would hand over to. */
-function checkSomeoneEligible(view: ClusterView, nowMs: number, handover: boolean): void {
+/**
+ * The replica a switchover without a named target goes to: the most advanced
+ * one the leader would hand over to, as the leader itself would pick.
+ */
+function healthiestEligible(view: ClusterView, nowMs: number, handover: boolean): string {
   const refusals: string[] = [];
-  for (const member of view.members) {
+  for (const member of [...view.members].sort((a, b) => memberLsn(b) - memberLsn(a))) {
     if (member.name === view.leader?.value.name) continue;
     try {
       checkTarget(view, member.name, nowMs, handover);
-      return;
+      return member.name;
     } catch (err) {
       refusals.push(err instanceof Error ? err.message : String(err));
     }

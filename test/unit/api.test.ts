@@ -383,11 +383,11 @@ describe('write endpoints', () => {
     expect(again.json.code).toBe('KEEL_CONFLICT');
   });
 
-  it('POST /switchover without a body lets the healthiest replica take over', async () => {
+  it('POST /switchover without a body names the healthiest replica the leader may hand over to', async () => {
     const w = await world('node1');
     const res = await w.call({ method: 'POST', url: '/switchover', headers: auth });
     expect(res.status).toBe(202);
-    expect(res.json).toMatchObject({ from: 'node1', to: null });
+    expect(res.json).toMatchObject({ from: 'node1', to: 'node2' });
   });
 
   it.each([

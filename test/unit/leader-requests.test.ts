@@ -1,8 +1,10 @@
-/** Operator requests to change the leader (src/dcs/requests.ts): which targets a switchover and a failover accept. */
+/** Operator requests to change the leader (src/dcs/requests.ts): which targets a switchover and a failover accept, and which one a switchover with none named gets. */
 import { describe, expect, it } from 'vitest';
-import { checkTarget } from '../../src/dcs/requests.js';
+import { checkTarget, requestLeaderChange } from '../../src/dcs/requests.js';
+import { MemoryDcs } from '../../src/dcs/memory.js';
+import { systemClock } from '../../src/util/clock.js';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
-import { cluster, leaderKey, member, NOW, primaryMember } from './fixtures.js';
+import { cluster, leaderKey, member, NOW, primaryMember, SYSID } from './fixtures.js';
 
 // synchronous, ANY 1 of (node2, node3); node3 is behind node2 at this moment, as one standby always is under writes
 const view = cluster({
@@ -22,5 +24,21 @@ describe('checkTarget', () => {
   it('neither accepts a member outside the synchronous set', () => {
     const outside = { ...view, sync: { value: { v: 1 as const, leader: 'node1', members: ['node2'], quorum: 1 }, modRevision: '2' } };
     expect(() => checkTarget(outside, 'node3', NOW, true)).toThrow(/not in the synchronous set/);
+  });
+});
+
+describe('requestLeaderChange', () => {
+  it('names the most advanced replica the leader may hand over to when the switchover names none', async () => {
+    const dcs = new MemoryDcs({ cluster: 'main', clock: systemClock });
+    await dcs.claimInitialize({ v: 1, by: 'node1', systemId: SYSID });
+    await dcs.putConfig({ ...defaultDynamicConfig, synchronous_mode: 'off' }, null);
+    const lease = await dcs.grantLease(30);
+    expect(await dcs.acquireLeader('node1', lease)).toBe(true);
+    await dcs.putMember(primaryMember('node1'), lease);
+    await dcs.putMember(member('node2', { receivedLsn: 990, replayedLsn: 990 }), lease);
+    await dcs.putMember(member('node3', { receivedLsn: 1000, replayedLsn: 1000 }), lease);
+    const recorded = await requestLeaderChange(dcs, { failover: false, to: null }, Date.now());
+    expect(recorded).toMatchObject({ from: 'node1', to: 'node3' });
+    expect((await dcs.readCluster()).switchover?.value.to).toBe('node3');
   });
 });
