@@ -40,6 +40,7 @@ import { idleRssMb, killNode, stopCluster } from './cluster.js';
 import { envInteger } from './options.js';
 import { patroniBinary, patroniVersion, startPatroniCluster, until, type PatroniCluster } from './patroni.js';
 import { machine, max, median, min, printTable, seconds, type Cell } from './report.js';
+import { cpuSeconds } from './router-load.js';
 import { commitConnection, longestPause, longestPauseMs, startWriter, type Writer, type WriterConnection } from './writers.js';
 
 const runs = envInteger('BENCH_RUNS', 4, 1, 20);
@@ -193,7 +194,7 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
     ]);
     printTable(
       'Keel: where a switchover pause goes (ms from the request written into etcd)',
-      ['run', 'router holds', 'old leader decides', 'drained', 'old leader stopped + key released', 'new leader promoted', 'router routes to it', 'writes back'],
+      ['run', 'router holds', 'old leader decides', 'drained', 'old leader stopped + key released', 'new leader promoted', 'router routes to it', 'writes back', 'CPU ms: old leader, target, other agent; router'],
       stages,
     );
     if (backConnections.length > 0) {
@@ -252,9 +253,15 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
         pooled: startWriter(server(poolPort), connectionOf('pooled')),
       };
       await sleep(2000);
+      // the CPU each agent and the router use from the request until the target leads
+      const other = view.members.find((m) => m.name !== old.name && m.name !== target)?.name;
+      const cpuPids = [old.name, target, other].map((name) => (name === undefined ? null : readPidFile(cluster.layout.agentPidFile(name))));
+      cpuPids.push(readPidFile(cluster.layout.routerPidFile));
+      const cpuBefore = cpuPids.map((pid) => (pid === null ? 0 : cpuSeconds(pid)));
       const requestedAt = Date.now();
       await requestLeaderChange(cluster.dcs, { failover: false, to: target, expectLeader: old.name }, requestedAt);
       await cluster.waitFor(`${target} leading`, (v) => leaderOf(v)?.name === target && leaderOf(v)?.role === 'primary', 30_000);
+      const cpuMs = cpuPids.map((pid, i) => (pid === null ? '-' : String(Math.round((cpuSeconds(pid) - cpuBefore[i]!) * 1000))));
       await sleep(2000);
       for (const w of Object.values(writers)) await w.stop();
       for (const mode of modes) {
@@ -282,6 +289,7 @@ describe('switchover and failover, Patroni and Keel side by side', () => {
         ms(firstAt(newAgent, /^state change$/, requestedAt, 'primary')),
         ms(firstAt(router, new RegExp(`routes:.*rw -> ${target}`), requestedAt)),
         ms(back === null ? null : back - requestedAt),
+        `${cpuMs.slice(0, 3).join(', ')}; ${cpuMs[3]}`,
       ]);
     }
 

@@ -2,10 +2,11 @@ import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
 import type { RouterValue, StatusValue, SyncValue } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
-import type { Postgres, RuntimeState, UpstreamTarget } from '../postgres/types.js';
+import type { BusySession, Postgres, RuntimeState, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide-follower.js';
+import { stillInFlight } from './drain.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
@@ -171,20 +172,19 @@ export function routersHolding(routers: readonly RouterValue[], requestedAtMs: n
 /**
  * After the last router holds: a connection it sent a moment before may still
  * be in its TLS handshake and authentication, where pg_stat_activity does not
- * show it yet (the drain below would miss it).
+ * show it yet. The drain takes on sessions that show up this much later too.
  */
 const routerSettleMs = 60;
 
-async function awaitRouters(requestedAtMs: number | null, ctx: ActionContext): Promise<void> {
+/** Until every registered router holds, at most routerHoldGraceMs: whether they all did. */
+async function awaitRouters(requestedAtMs: number | null, ctx: ActionContext): Promise<boolean> {
   const deadline = ctx.now() + routerHoldGraceMs;
   while (ctx.now() < deadline) {
     const routers = await ctx.dcs.readRouters().catch(() => null);
-    if (routers !== null && routersHolding(routers, requestedAtMs)) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(routerSettleMs, Math.max(0, deadline - ctx.now()))));
-      return;
-    }
+    if (routers !== null && routersHolding(routers, requestedAtMs)) return true;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+  return false;
 }
 
 /**
@@ -237,21 +237,31 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
   const startedAt = ctx.now();
   const deadline = startedAt + action.timeoutMs;
   const took = { routersMs: 0, checkpointMs: 0, cascadeMs: 0 };
-  await Promise.all([
-    awaitRouters(requestedAtMs, ctx).then(() => (took.routersMs = ctx.now() - startedAt)),
+  const [held] = await Promise.all([
+    awaitRouters(requestedAtMs, ctx).then((all) => ((took.routersMs = ctx.now() - startedAt), all)),
     // a failover request holds at once: what a prepared switchover did before the hold is done in it
     action.prepared ? Promise.resolve() : checkpointAndCascade(action.cascade, ctx).then((t) => Object.assign(took, t)),
   ]);
+  // The work in flight at the hold, and sessions whose handshake ends within routerSettleMs (drain.ts); the settle
+  // runs while those are waited for. With no router holding (none registered) nothing more can come from them.
   const readyAt = ctx.now();
+  let cutoffMs: number | null = null;
+  let tracked = new Map<number, BusySession>();
+  let waitedFor = 0;
   while (ctx.now() < deadline) {
-    const busy = await ctx.pg.busyClientCount().catch(() => 0);
-    if (busy === 0) {
-      ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt }, 'switchover drain done');
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const busy = await ctx.pg.busyClients().catch(() => null);
+    if (busy === null) break;
+    cutoffMs ??= busy.nowMs + (held ? routerSettleMs : 0);
+    tracked = stillInFlight(tracked, busy.sessions, cutoffMs);
+    waitedFor = Math.max(waitedFor, tracked.size);
+    if (tracked.size === 0 && busy.nowMs >= cutoffMs) break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  ctx.logger.warn({ timeoutMs: action.timeoutMs }, 'sessions still busy after the drain period: shutting down anyway');
+  if (ctx.now() >= deadline) {
+    ctx.logger.warn({ timeoutMs: action.timeoutMs, sessions: tracked.size }, 'sessions still busy after the drain period: shutting down anyway');
+    return;
+  }
+  ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt, sessions: waitedFor }, 'switchover drain done');
 }
 
 /**

@@ -28,7 +28,7 @@ import {
   type Connection,
   type RuntimeRow,
 } from './sql.js';
-import type { ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
+import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
 
 const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
@@ -338,9 +338,10 @@ export class LocalPostgres implements Postgres {
     await this.sql('CHECKPOINT', [], 'checkpoint');
   }
 
-  async busyClientCount(): Promise<number> {
-    const [row] = await this.sql<{ n: number }>(busyClientsQuery, [], 'counting busy client sessions');
-    return row?.n ?? 0;
+  async busyClients(): Promise<BusyClients> {
+    const rows = await this.sql<{ now_ms: number; pid: number | null; since_ms: number | null; in_transaction: boolean | null }>(busyClientsQuery, [], 'listing busy client sessions');
+    const sessions = rows.flatMap((r) => (r.pid === null ? [] : [{ pid: r.pid, sinceMs: r.since_ms ?? 0, inTransaction: r.in_transaction === true }]));
+    return { nowMs: rows[0]?.now_ms ?? 0, sessions };
   }
 
   async syncSlots(wanted: string[]): Promise<void> {

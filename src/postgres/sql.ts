@@ -195,15 +195,21 @@ export class LocalSession {
  * opens a connection per transaction or per request, routed just before the
  * routers held new ones). Not older ones: a long-lived session ends with the
  * shutdown whatever it does then (its client sees one error either way; the
- * pooled endpoint is for those), and one that commits without a break would
- * hold the shutdown, and every held connection, until a poll found it between
- * two transactions (200-300 ms).
+ * pooled endpoint is for those). Each with when its transaction began (when
+ * it connected, while it has none), so the drain waits for the work in flight
+ * at the hold and not for what a session starts after it (agent/drain.ts).
+ * One row with null columns when there is none: PostgreSQL's clock comes
+ * anyway.
  */
 export const busyClientsQuery = `
-SELECT count(*)::int AS n FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND ((state IS DISTINCT FROM 'idle' AND backend_start > clock_timestamp() - interval '10 seconds')
-    OR (query = '' AND backend_start > clock_timestamp() - interval '2 seconds'))`;
+SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms, s.pid, s.since_ms, s.in_transaction
+FROM (SELECT 1) AS one LEFT JOIN (
+  SELECT pid, (extract(epoch FROM coalesce(xact_start, backend_start)) * 1000)::float8 AS since_ms, xact_start IS NOT NULL AS in_transaction
+  FROM pg_stat_activity
+  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+    AND ((state IS DISTINCT FROM 'idle' AND backend_start > clock_timestamp() - interval '10 seconds')
+      OR (query = '' AND backend_start > clock_timestamp() - interval '2 seconds'))
+) AS s ON true`;
 
 export const physicalSlotsQuery = "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'";
 

@@ -153,10 +153,24 @@ export interface Postgres {
   syncSlots(wanted: string[]): Promise<void>;
   /** CHECKPOINT: before a planned shutdown, so that the shutdown checkpoint is short. */
   checkpoint(): Promise<void>;
-  /** Client sessions in the middle of a statement or transaction (idle sessions do not count). */
-  busyClientCount(): Promise<number>;
+  /** Client sessions a planned shutdown may wait for (sql.ts, busyClientsQuery), and PostgreSQL's clock. */
+  busyClients(): Promise<BusyClients>;
   /** Sets synchronous_standby_names and reloads. */
   setSynchronousStandbyNames(value: string): Promise<void>;
 
   close(): Promise<void>;
+}
+
+/** A client session in a statement or a transaction, or still logging in. Times: PostgreSQL's clock, ms since the epoch. */
+export interface BusySession {
+  pid: number;
+  /** when its transaction began; when it has none, when it connected */
+  sinceMs: number;
+  inTransaction: boolean;
+}
+
+export interface BusyClients {
+  /** PostgreSQL's clock at the reading */
+  nowMs: number;
+  sessions: BusySession[];
 }

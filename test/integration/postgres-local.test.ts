@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
+import { stillInFlight } from '../../src/agent/drain.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
 import { parseControlData, parseControlFile } from '../../src/postgres/controldata.js';
 import { isZombie } from '../../src/postgres/datadir.js';
@@ -311,28 +312,64 @@ describe('LocalPostgres with real PostgreSQL', () => {
   });
 
   it('a planned shutdown waits for transactions of sessions of the last 10 s, not for those of older sessions', async () => {
-    const open = async () => {
-      const client = new pg.Client({ host: socketDir(dir, ports.node2), port: ports.node2, user: 'postgres', password: superPassword, database: 'app' });
-      await client.connect();
-      await client.query('BEGIN');
-      await client.query('SELECT 1');
-      return client;
-    };
-    const old = await open();
+    const old = await openInTransaction();
     try {
-      expect(await node2.busyClientCount()).toBe(1);
+      const [session] = (await node2.busyClients()).sessions;
+      expect(session).toMatchObject({ pid: old.pid, inTransaction: true });
+      const [began] = await query<{ ms: number }>(ports.node2, `SELECT (extract(epoch FROM xact_start) * 1000)::float8 AS ms FROM pg_stat_activity WHERE pid = ${old.pid}`);
+      expect(session!.sinceMs).toBe(began!.ms);
       await new Promise((r) => setTimeout(r, 10_500));
       // still in its transaction, but connected over 10 s ago
       expect((await query<{ state: string }>(ports.node2, "SELECT state FROM pg_stat_activity WHERE state = 'idle in transaction'")).length).toBe(1);
-      expect(await node2.busyClientCount()).toBe(0);
-      const young = await open();
+      expect((await node2.busyClients()).sessions).toEqual([]);
+      const young = await openInTransaction();
       try {
-        expect(await node2.busyClientCount()).toBe(1);
+        expect((await node2.busyClients()).sessions.map((s) => s.pid)).toEqual([young.pid]);
       } finally {
-        await young.end();
+        await young.client.end();
       }
     } finally {
-      await old.end();
+      await old.client.end();
     }
   });
+
+  it('the drain lets a session that commits without a break go once the transaction seen at the hold ends', async () => {
+    const client = new pg.Client({ host: socketDir(dir, ports.node2), port: ports.node2, user: 'postgres', password: superPassword, database: 'app' });
+    await client.connect();
+    let writing = true;
+    // back-to-back transactions of 50 ms each for at most 5 s: the session is never idle when looked at
+    const loop = (async () => {
+      for (const until = Date.now() + 5000; writing && Date.now() < until; ) await client.query('BEGIN; SELECT pg_sleep(0.05); COMMIT');
+    })();
+    try {
+      let first = await node2.busyClients();
+      for (let i = 0; i < 50 && first.sessions.length === 0; i++) first = await node2.busyClients();
+      let tracked = stillInFlight(new Map(), first.sessions, first.nowMs);
+      expect(tracked.size).toBe(1);
+      const startedAt = Date.now();
+      let stillBusyAfter = 0;
+      while (tracked.size > 0 && Date.now() - startedAt < 3000) {
+        await new Promise((r) => setTimeout(r, 10));
+        const now = await node2.busyClients();
+        tracked = stillInFlight(tracked, now.sessions, first.nowMs);
+        if (tracked.size === 0) stillBusyAfter = now.sessions.length;
+      }
+      // done within a transaction or two, while the session itself was busy again in its next one
+      expect(tracked.size).toBe(0);
+      expect(Date.now() - startedAt).toBeLessThan(1000);
+      expect(stillBusyAfter).toBe(1);
+    } finally {
+      writing = false;
+      await loop;
+      await client.end();
+    }
+  });
+
+  async function openInTransaction(): Promise<{ client: pg.Client; pid: number }> {
+    const client = new pg.Client({ host: socketDir(dir, ports.node2), port: ports.node2, user: 'postgres', password: superPassword, database: 'app' });
+    await client.connect();
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    return { client, pid: rows[0]!.pid };
+  }
 });

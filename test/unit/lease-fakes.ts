@@ -6,7 +6,7 @@
 import { MemoryDcs } from '../../src/dcs/memory.js';
 import type { LeaseMove } from '../../src/dcs/types.js';
 import { KeelError } from '../../src/errors.js';
-import type { ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from '../../src/postgres/types.js';
+import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from '../../src/postgres/types.js';
 import { primaryRuntime, replicaRuntime, SYSID } from './fixtures.js';
 
 export class ScriptedDcs extends MemoryDcs {
@@ -172,8 +172,8 @@ export class FakePostgres implements Postgres {
     throw new Error('FakePostgres: removeDataDir is not part of these tests');
   }
   async checkpoint(): Promise<void> {}
-  async busyClientCount(): Promise<number> {
-    return 0;
+  async busyClients(): Promise<BusyClients> {
+    return { nowMs: Date.now(), sessions: [] };
   }
   async setSynchronousStandbyNames(): Promise<void> {}
   async close(): Promise<void> {}

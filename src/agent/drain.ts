@@ -1,0 +1,33 @@
+/**
+ * What a leader handing over waits for before its fast shutdown: the work
+ * that was in flight when the routers started to hold new rw connections,
+ * not whatever comes after. A session that commits without a break (a client
+ * that keeps its connection and writes in a loop) is never seen idle, so
+ * waiting for "no busy session" waited out a poll's luck (0-250 ms of the
+ * pause); waiting for each transaction seen at the hold to end does not.
+ *
+ * Times are PostgreSQL's clock (ms since the epoch), compared only with each
+ * other.
+ */
+import type { BusySession } from '../postgres/types.js';
+
+/**
+ * The sessions still to wait for, from those tracked so far and the busy ones
+ * PostgreSQL shows now:
+ * - a tracked session in a transaction is done once that transaction is
+ *   (the session went idle or gone, or began a newer one);
+ * - a tracked session still logging in, or connected without a statement
+ *   yet, is waited for through its first transaction;
+ * - a session not tracked yet is taken on only if it, or its transaction,
+ *   began by `cutoffMs` (a connection a router sent just before it held,
+ *   which pg_stat_activity shows only once its handshake is done).
+ */
+export function stillInFlight(tracked: ReadonlyMap<number, BusySession>, busy: readonly BusySession[], cutoffMs: number): Map<number, BusySession> {
+  const next = new Map<number, BusySession>();
+  for (const session of busy) {
+    const was = tracked.get(session.pid);
+    const keep = was === undefined ? session.sinceMs <= cutoffMs : !was.inTransaction || was.sinceMs === session.sinceMs;
+    if (keep) next.set(session.pid, session);
+  }
+  return next;
+}

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { stillInFlight } from '../../src/agent/drain.js';
+import type { BusySession } from '../../src/postgres/types.js';
+
+const inTx = (pid: number, sinceMs: number): BusySession => ({ pid, sinceMs, inTransaction: true });
+const loggingIn = (pid: number, sinceMs: number): BusySession => ({ pid, sinceMs, inTransaction: false });
+const track = (...sessions: BusySession[]) => new Map(sessions.map((s) => [s.pid, s]));
+const pids = (m: Map<number, BusySession>) => [...m.keys()].sort();
+
+describe('the drain of a leader handing over', () => {
+  it('waits for the transactions in flight at the hold, not for what their sessions start after', () => {
+    const first = stillInFlight(new Map(), [inTx(1, 900), inTx(2, 950)], 1000);
+    expect(pids(first)).toEqual([1, 2]);
+    // 1 is still in the same transaction; 2 committed and began another
+    expect(pids(stillInFlight(first, [inTx(1, 900), inTx(2, 1010)], 1000))).toEqual([1]);
+    // 1 went idle (it is no longer busy) or is gone
+    expect(pids(stillInFlight(first, [inTx(2, 950)], 1000))).toEqual([2]);
+    expect(stillInFlight(first, [], 1000).size).toBe(0);
+  });
+
+  it('waits for a session still logging in through its first transaction', () => {
+    const first = stillInFlight(new Map(), [loggingIn(3, 990)], 1000);
+    expect(pids(first)).toEqual([3]);
+    // its first transaction began after the cutoff: still its work from before the hold
+    const second = stillInFlight(first, [inTx(3, 1020)], 1000);
+    expect(pids(second)).toEqual([3]);
+    expect(pids(stillInFlight(second, [inTx(3, 1020)], 1000))).toEqual([3]);
+    // done: idle, or on to a second transaction
+    expect(stillInFlight(second, [], 1000).size).toBe(0);
+    expect(stillInFlight(second, [inTx(3, 1080)], 1000).size).toBe(0);
+  });
+
+  it('takes on a session seen later only when it, or its transaction, began by the cutoff', () => {
+    const tracked = track(inTx(1, 900));
+    // a connection a router sent just before it held, visible once its handshake ended
+    expect(pids(stillInFlight(tracked, [inTx(1, 900), loggingIn(4, 1040)], 1060))).toEqual([1, 4]);
+    // a session that connected or began its transaction after the cutoff is not waited for
+    expect(pids(stillInFlight(tracked, [inTx(1, 900), loggingIn(5, 1070), inTx(6, 1090)], 1060))).toEqual([1]);
+  });
+});
