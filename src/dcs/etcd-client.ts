@@ -13,6 +13,9 @@ import { readFileSync } from 'node:fs';
 import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
 import type { NodeConfig } from '../config/schema.js';
 import { KeelError } from '../errors.js';
+import { installFastLongStrings } from './long-strings.js';
+
+installFastLongStrings();
 
 /** How a component proves who it is to etcd: node.yml's etcd.tls, etcd.user and etcd.password. */
 export type EtcdCredentials = Pick<NodeConfig['etcd'], 'tls' | 'user' | 'password'>;
