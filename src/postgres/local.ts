@@ -15,19 +15,10 @@ import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText, readSwitchPoint } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
+import { startingBackends } from './postmaster.js';
 import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
-import {
-  checkpointIfTimelineLags,
-  ensureClusterObjects,
-  LocalSession,
-  busyClientsQuery,
-  physicalSlotsQuery,
-  runtimeStateQuery,
-  toRuntimeState,
-  Unreachable,
-  type Connection,
-  type RuntimeRow,
-} from './sql.js';
+import { busyClientsQuery, checkpointIfTimelineLags, ensureClusterObjects, LocalSession, physicalSlotsQuery, runtimeStateQuery, toBusyClients, toRuntimeState } from './sql.js';
+import { Unreachable, type BusyRow, type Connection, type RuntimeRow } from './sql.js';
 import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
 
 const waitSeconds = '60';
@@ -339,9 +330,10 @@ export class LocalPostgres implements Postgres {
   }
 
   async busyClients(): Promise<BusyClients> {
-    const rows = await this.sql<{ now_ms: number; pid: number | null; since_ms: number | null; in_transaction: boolean | null }>(busyClientsQuery, [], 'listing busy client sessions');
-    const sessions = rows.flatMap((r) => (r.pid === null ? [] : [{ pid: r.pid, sinceMs: r.since_ms ?? 0, inTransaction: r.in_transaction === true }]));
-    return { nowMs: rows[0]?.now_ms ?? 0, sessions };
+    // listed first: one that logs in meanwhile is in the query's rows, one that finished meanwhile costs a poll
+    const pid = await this.postmasterPid();
+    const starting = pid === null ? [] : startingBackends(pid);
+    return toBusyClients(await this.sql<BusyRow>(busyClientsQuery, [], 'listing busy client sessions'), starting);
   }
 
   async syncSlots(wanted: string[]): Promise<void> {

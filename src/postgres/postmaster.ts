@@ -110,6 +110,41 @@ export function descendantsOf(pid: number): number[] {
   return found;
 }
 
+/** A process's command line as ps shows it (PostgreSQL writes its titles there), or null once it is gone. */
+function commandLine(pid: number): string | null {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trimEnd();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The postmaster's children still starting as client backends: until their
+ * startup packet is read (the TLS handshake included) they carry the
+ * postmaster's own command line, then a title ending in "authentication" and
+ * then "startup" until they are logged in. pg_stat_activity shows none of
+ * them yet. From /proc/PID/task/PID/children: one read, not a pass over /proc.
+ */
+export function startingBackends(postmasterPid: number): number[] {
+  const own = commandLine(postmasterPid);
+  let children: string;
+  try {
+    children = readFileSync(`/proc/${postmasterPid}/task/${postmasterPid}/children`, 'utf8');
+  } catch {
+    return [];
+  }
+  if (own === null) return [];
+  return children
+    .split(' ')
+    .filter((entry) => entry !== '')
+    .map(Number)
+    .filter((child) => {
+      const title = commandLine(child);
+      return title !== null && (title === own || / (authentication|startup)$/.test(title));
+    });
+}
+
 /** SIGKILL of a process and of everything below it, as a machine's death would end them. */
 export function killWithDescendants(pid: number): void {
   const below = descendantsOf(pid);

@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { NodeConfig } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
 import { parseLsnOrNull } from '../model/lsn.js';
-import type { RuntimeState } from './types.js';
+import type { BusyClients, BusySession, RuntimeState } from './types.js';
 
 export interface Connection {
   /** a unix socket directory (starts with /) or a host name */
@@ -210,6 +210,22 @@ FROM (SELECT 1) AS one LEFT JOIN (
     AND ((state IS DISTINCT FROM 'idle' AND backend_start > clock_timestamp() - interval '10 seconds')
       OR (query = '' AND backend_start > clock_timestamp() - interval '2 seconds'))
 ) AS s ON true`;
+
+export interface BusyRow {
+  now_ms: number;
+  pid: number | null;
+  since_ms: number | null;
+  in_transaction: boolean | null;
+}
+
+/** busyClientsQuery's rows, with the backends still starting that it cannot show yet (postmaster.ts, startingBackends). */
+export function toBusyClients(rows: readonly BusyRow[], starting: readonly number[]): BusyClients {
+  const nowMs = rows[0]?.now_ms ?? 0;
+  const sessions: BusySession[] = rows.flatMap((r) => (r.pid === null ? [] : [{ pid: r.pid, sinceMs: r.since_ms ?? 0, inTransaction: r.in_transaction === true }]));
+  const listed = new Set(sessions.map((s) => s.pid));
+  for (const pid of starting) if (!listed.has(pid)) sessions.push({ pid, sinceMs: nowMs, inTransaction: false });
+  return { nowMs, sessions };
+}
 
 export const physicalSlotsQuery = "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'";
 

@@ -3,6 +3,8 @@
  * stream, promote, diverge, rewind and follow again.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -362,6 +364,30 @@ describe('LocalPostgres with real PostgreSQL', () => {
       writing = false;
       await loop;
       await client.end();
+    }
+  });
+
+  it('the drain sees a backend still in its handshake, which pg_stat_activity does not show yet', async () => {
+    const before = new Set((await node2.busyClients()).sessions.map((s) => s.pid));
+    // an SSLRequest, its answer, then nothing: the backend waits for what comes next
+    const socket = connect({ path: join(socketDir(dir, ports.node2), `.s.PGSQL.${ports.node2}`) });
+    try {
+      await once(socket, 'connect');
+      socket.write(Buffer.from([0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]));
+      await once(socket, 'data');
+      const busy = await node2.busyClients();
+      const fresh = busy.sessions.filter((s) => !before.has(s.pid));
+      expect(fresh).toEqual([{ pid: expect.any(Number), sinceMs: busy.nowMs, inTransaction: false }]);
+      expect(await query<{ pid: number }>(ports.node2, `SELECT pid FROM pg_stat_activity WHERE pid = ${fresh[0]!.pid}`)).toEqual([]);
+      socket.destroy();
+      // gone with its client
+      let still = true;
+      for (const until = Date.now() + 5000; still && Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+        still = (await node2.busyClients()).sessions.some((s) => s.pid === fresh[0]!.pid);
+      }
+      expect(still).toBe(false);
+    } finally {
+      socket.destroy();
     }
   });
 
