@@ -247,6 +247,12 @@ function numeric(spec: { unit: MemoryUnit | TimeUnit | null }, value: ParameterV
   return (amount * table[unit]!) / baseUnits[spec.unit];
 }
 
+/** A time setting as SHOW gives it ('17ms', '1s', '5min', or a bare number in `unit`), in `unit`; NaN when it is not one. */
+export function timeIn(unit: TimeUnit, text: string): number {
+  const value = numeric({ unit }, text);
+  return typeof value === 'number' ? value : NaN;
+}
+
 function rangeText(spec: { min: number; max: number; unit: string | null }): string {
   const unit = spec.unit === null ? '' : ` (in ${spec.unit})`;
   return `from ${spec.min} to ${spec.max === dblMax ? 'any' : spec.max}${unit}`;

@@ -348,6 +348,7 @@ describe('toRuntimeState', () => {
     primary_conninfo: 'host=10.0.1.5',
     primary_slot_name: 'node2',
     synchronous_standby_names: '',
+    retry_interval: '17ms',
     server_version_num: 150012,
     postmaster_start_seconds: 1724873966.35,
     replay_paused: false,
@@ -356,6 +357,12 @@ describe('toRuntimeState', () => {
 
   it('carries what /metrics shows of the server: its version, start time, whether replay is paused', () => {
     expect(toRuntimeState(row)).toMatchObject({ serverVersionNum: 150012, postmasterStartSeconds: 1724873966.35, replayPaused: false, replayedXactSeconds: null });
+  });
+
+  it('reads the WAL retry interval as SHOW gives it', () => {
+    expect(toRuntimeState(row).walRetrieveRetryMs).toBe(17);
+    expect(toRuntimeState({ ...row, retry_interval: '1s' }).walRetrieveRetryMs).toBe(1000);
+    expect(toRuntimeState({ ...row, retry_interval: '5min' }).walRetrieveRetryMs).toBe(300_000);
   });
 
   it('takes a replica’s timeline from its WAL receiver, else from its last checkpoint', () => {
