@@ -76,9 +76,17 @@ export class StoreDcs implements Dcs {
     return buildClusterView(this.cluster, revision, entries.flat(), this.invalid.report);
   }
 
+  /**
+   * Every change but the events' and the routers' keys: no view a watcher acts
+   * on holds those (a leader handing over reads routers/ itself), and a router
+   * writes its key as it holds and as it lets go, right in a switchover, where
+   * each wake-up is a read of the whole cluster by every agent, the
+   * controller and the dashboard.
+   */
   watch(onChange: () => void): Promise<() => Promise<void>> {
+    const ignored = (key: string): boolean => key.startsWith(this.k.eventsPrefix) || key.startsWith(this.k.routersPrefix);
     return this.kv.watch('watch', this.k.prefix, {
-      onChange: (change) => change.key.startsWith(this.k.eventsPrefix) || onChange(),
+      onChange: (change) => ignored(change.key) || onChange(),
       onResync: onChange,
     });
   }

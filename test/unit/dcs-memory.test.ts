@@ -87,6 +87,19 @@ describe('MemoryDcs', () => {
     await expect(dcs.acquireLeader('node1', lease)).rejects.toMatchObject({ code: 'KEEL_CONFLICT' });
   });
 
+  it('a watch wakes for the cluster keys, not for events nor the routers keys', async () => {
+    const lease = await dcs.grantLease(10);
+    let changes = 0;
+    await dcs.watch(() => changes++);
+    await dcs.putRouter({ v: 1, id: 'r1', holding: null, atMs: 1 }, lease);
+    await dcs.addEvent({ atMs: 1, source: 'node1', kind: 'promoted', message: 'node1 promoted' });
+    await Promise.resolve();
+    expect(changes).toBe(0);
+    await dcs.putMember(member('node1'), lease);
+    await Promise.resolve();
+    expect(changes).toBe(1);
+  });
+
   it('keepAlive after the deadline but before the reaper ran reports the lease gone', async () => {
     const lease = await dcs.grantLease(5);
     await dcs.acquireLeader('node1', lease);
