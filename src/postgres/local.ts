@@ -17,8 +17,7 @@ import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeli
 import { NodeFiles } from './node-files.js';
 import { startingBackends } from './postmaster.js';
 import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
-import { busyClientsQuery, checkpointIfTimelineLags, ensureClusterObjects, LocalSession, physicalSlotsQuery, runtimeStateQuery, toBusyClients, toRuntimeState } from './sql.js';
-import { Unreachable, type BusyRow, type Connection, type RuntimeRow } from './sql.js';
+import { busyClientsQuery, checkpointIfTimelineLags, ensureClusterObjects, LocalSession, physicalSlotsQuery, runtimeStateQuery, toBusyClients, toRuntimeState, Unreachable, type BusyRow, type Connection, type RuntimeRow } from './sql.js';
 import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
 
 const waitSeconds = '60';
