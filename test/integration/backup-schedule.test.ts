@@ -52,7 +52,10 @@ describe('scheduled backups by the controller', () => {
   it('takes the first full backup as soon as a schedule is set, then incrementals on their interval, from a replica', async () => {
     const since = Date.now();
     spec('backup.full=7d', 'backup.incr=10s', 'backup.retentionFull=1');
-    const [full] = await until('a scheduled full backup', () => controllerEvents('backup', since, 'full backup'), 60_000);
+    // Generous: pgBackRest waits up to its archive-timeout (60 s) for a standby to replay to a backup's start and for
+    // the WAL to be archived at its end, and the scheduler takes a failed attempt again 30 s later: one run on a loaded
+    // machine saw none within 60 s.
+    const [full] = await until('a scheduled full backup', () => controllerEvents('backup', since, 'full backup'), 150_000);
     expect(full!.message).toMatch(/^full backup \S+F taken from node\d \(standby of node\d\)/);
     await until('a scheduled incremental backup', () => controllerEvents('backup', since, 'incr backup'), 45_000);
     const listed = JSON.parse(keelCli(['backup', 'list', '--dir', dir, '--json']).stdout) as { backups: { type: string; startMs: number; stopMs: number }[] };
@@ -61,7 +64,7 @@ describe('scheduled backups by the controller', () => {
     // not before its interval (pgBackRest keeps whole seconds), and never two at once
     expect(listed.backups[1]!.startMs - listed.backups[0]!.startMs).toBeGreaterThanOrEqual(9_000);
     for (let i = 1; i < listed.backups.length; i++) expect(listed.backups[i]!.startMs).toBeGreaterThanOrEqual(listed.backups[i - 1]!.stopMs);
-  });
+  }, 240_000);
 
   it('takes a backup again, from the new topology, after a failover interrupts it', async () => {
     const leader = await tc.leader();
