@@ -9,6 +9,7 @@
  */
 import { readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { commandLine } from '../util/process.js';
 
 export type PostmasterCheck =
   | { kind: 'none' }
@@ -111,12 +112,8 @@ export function descendantsOf(pid: number): number[] {
 }
 
 /** A process's command line as ps shows it (PostgreSQL writes its titles there), or null once it is gone. */
-function commandLine(pid: number): string | null {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trimEnd();
-  } catch {
-    return null;
-  }
+function title(pid: number): string | null {
+  return commandLine(pid)?.join(' ').trimEnd() ?? null;
 }
 
 /**
@@ -127,21 +124,21 @@ function commandLine(pid: number): string | null {
  * them yet. From /proc/PID/task/PID/children: one read, not a pass over /proc.
  */
 export function startingBackends(postmasterPid: number): number[] {
-  const own = commandLine(postmasterPid);
+  const own = title(postmasterPid);
+  if (own === null) return [];
   let children: string;
   try {
     children = readFileSync(`/proc/${postmasterPid}/task/${postmasterPid}/children`, 'utf8');
   } catch {
     return [];
   }
-  if (own === null) return [];
   return children
     .split(' ')
     .filter((entry) => entry !== '')
     .map(Number)
     .filter((child) => {
-      const title = commandLine(child);
-      return title !== null && (title === own || / (authentication|startup)$/.test(title));
+      const shown = title(child);
+      return shown !== null && (shown === own || / (authentication|startup)$/.test(shown));
     });
 }
 
