@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
 import { EtcdDcs } from '../../src/dcs/etcd.js';
 import { startEtcd, stopEtcd, type RunningEtcd } from '../../src/dcs/etcd-server.js';
+import { freeze } from '../support/freeze.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { findFreePorts, isPortFree } from '../../src/util/ports.js';
@@ -207,7 +208,7 @@ describe('EtcdDcs against a real etcd', () => {
     await a!.watch(() => changes++);
 
     // a hung etcd (connection open, no answer) is caught by Keel's own timer
-    process.kill(etcd!.pid, 'SIGSTOP');
+    await freeze(etcd!.pid);
     try {
       const started = Date.now();
       await expect(a!.readCluster()).rejects.toMatchObject({ code: 'KEEL_ETCD_UNREACHABLE' });
@@ -287,7 +288,7 @@ describe('EtcdDcs against a real 3-member etcd', () => {
     const dcs = new EtcdDcs({ endpoints, cluster: 'reads', requestTimeoutMs: 2000, logger: silentLogger() });
     opened.push(dcs);
     await dcs.readCluster();
-    process.kill(frozen.pid, 'SIGSTOP');
+    await freeze(frozen.pid);
     try {
       const started = Date.now();
       for (let i = 0; i < 10; i++) await expect(dcs.readCluster()).resolves.toMatchObject({ members: [] });
@@ -306,7 +307,7 @@ describe('EtcdDcs against a real 3-member etcd', () => {
     opened.push(dcs);
     const lease = await dcs.grantLease(10);
 
-    process.kill(frozen.pid, 'SIGSTOP');
+    await freeze(frozen.pid);
     try {
       const answers: boolean[] = [];
       const started = Date.now();

@@ -11,6 +11,7 @@ import { memberLsn } from '../../src/model/lsn.js';
 import { readPidFile } from '../../src/util/process.js';
 import { sleep } from '../../src/util/clock.js';
 import { TestCluster } from '../support/cluster.js';
+import { freeze } from '../support/freeze.js';
 
 const keel = (args: string[]) => {
   try {
@@ -153,7 +154,7 @@ describe('HA core', () => {
     const leader = await cluster.leader();
     const etcdPid = readPidFile(cluster.layout.etcdPidFile)!;
     const ttlSeconds = (await cluster.view()).config?.value.ttl ?? 10;
-    process.kill(etcdPid, 'SIGSTOP');
+    await freeze(etcdPid);
     const stoppedAt = Date.now();
     let demotedAfterSeconds: number | null = null;
     try {
