@@ -1,5 +1,5 @@
 import { defaultDynamicConfig, type DynamicConfig, type NodeConfig } from '../config/schema.js';
-import type { ClusterView, MemberArchive } from '../model/values.js';
+import { memberEssentials, type ClusterView, type MemberArchive } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
 import { describeError, KeelError } from '../errors.js';
 import type { Postgres } from '../postgres/types.js';
@@ -149,7 +149,7 @@ export class Agent {
     let backoffMs = 500;
     while (!this.stopped && this.stopWatch === null) {
       try {
-        this.stopWatch = await this.dcs.watch(() => this.etcdChanged());
+        this.stopWatch = await this.dcs.watch(() => this.etcdChanged(), { figures: false });
       } catch (err) {
         this.logger.warn({ err: describeError(err), retryInMs: backoffMs }, 'cannot watch etcd yet; retrying');
         await new Promise((r) => setTimeout(r, backoffMs));
@@ -159,7 +159,8 @@ export class Agent {
   }
 
   /**
-   * A change in etcd runs a loop, unless a job runs: then its loops decide
+   * A change in etcd runs a loop (one beyond figures: the periodic puts of WAL
+   * positions and load wake nobody, dcs/wake-filter.ts), unless a job runs: then its loops decide
    * nothing, and one per change (a switchover brings dozens) queued a reading
    * of PostgreSQL and etcd ahead of each of the job's own statements on this
    * agent's session and CPU (100-200 ms of a promotion). The job's end runs
@@ -391,11 +392,8 @@ export class Agent {
   private async publish(snap: Snapshot, reason: string): Promise<void> {
     if (snap.cluster === null || this.lease.id === null) return;
     const value = memberValue(this.config, snap, this.state, reason, process.pid, this.load?.current(), this.archive?.current());
-    // metrics change every sample: like WAL positions, they ride along with the periodic put
-    const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, archive, ...rest } = value;
-    // a change of archiving state is published at once; its figures ride along with the periodic put
-    const essential = { ...rest, archiveState: archive?.state ?? null };
-    const essentialJson = JSON.stringify(essential);
+    // WAL positions, metrics and archiving counts ride along with the periodic put; a change of archiving state goes at once
+    const essentialJson = JSON.stringify(memberEssentials(value));
     const due = snap.nowMs - this.lastPublish.atMs >= this.lastConfig.loop_wait * 900;
     if (essentialJson === this.lastPublish.essentialJson && !due && this.lastPublish.leaseId === this.lease.id) return;
     try {

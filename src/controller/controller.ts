@@ -47,7 +47,7 @@ export interface ControllerOptions {
   drainMs?: number;
 }
 
-/** Two ticks never start closer than this: every agent's put wakes the controller. */
+/** Two ticks never start closer than this: every change an agent publishes wakes the controller. */
 const minTickGapMs = 150;
 
 /** Events are compared without their figures, so "down 3 s", "down 4 s"... make one event, not one a second. */
@@ -105,7 +105,7 @@ export class Controller {
   async start(): Promise<void> {
     this.started = true;
     runningControllers.add(this);
-    this.stopWatch = await this.o.dcs.watch(() => this.wake()).catch((err: unknown) => {
+    this.stopWatch = await this.o.dcs.watch(() => this.wake(), { figures: false }).catch((err: unknown) => {
       this.o.logger.warn({ err: describeError(err) }, 'cannot watch etcd; relying on the timer');
       return null;
     });

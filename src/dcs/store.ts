@@ -27,6 +27,8 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
+import type { WatchOptions } from './types.js';
+import { FiguresFilter } from './wake-filter.js';
 import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 import type { Dcs, LeaseMove } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
@@ -83,11 +85,15 @@ export class StoreDcs implements Dcs {
    * each wake-up is a read of the whole cluster by every agent, the
    * controller and the dashboard.
    */
-  watch(onChange: () => void): Promise<() => Promise<void>> {
+  watch(onChange: () => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
     const ignored = (key: string): boolean => key.startsWith(this.k.eventsPrefix) || key.startsWith(this.k.routersPrefix);
+    const figures = options.figures === false ? new FiguresFilter(this.k) : null;
     return this.kv.watch('watch', this.k.prefix, {
-      onChange: (change) => ignored(change.key) || onChange(),
-      onResync: onChange,
+      onChange: (change) => ignored(change.key) || (figures !== null && !figures.wakes(change)) || onChange(),
+      onResync: () => {
+        figures?.forget();
+        onChange();
+      },
     });
   }
 

@@ -16,6 +16,16 @@ export interface LeaseMove {
   leader: boolean;
 }
 
+export interface WatchOptions {
+  /**
+   * false: a put that changes only figures (a member's WAL positions, load and
+   * archiving counts, the leader's WAL position in the status key, the time of
+   * a put) calls nobody (wake-filter.ts). For watchers that act on decisions and
+   * run on a timer as well: the agents' loops and the controller.
+   */
+  figures?: boolean;
+}
+
 /**
  * The distributed configuration store, as Keel needs it. Every method talks to
  * the store once; none caches. Each promises the atomicity stated beside it.
@@ -27,7 +37,7 @@ export interface Dcs {
   readCluster(): Promise<ClusterView>;
 
   /** Calls `onChange` after any change under the prefix. Resolves once the watch is live. Returns a stop function. */
-  watch(onChange: () => void): Promise<() => Promise<void>>;
+  watch(onChange: () => void, options?: WatchOptions): Promise<() => Promise<void>>;
 
   /** A new lease with the given ttl; returns its id. */
   grantLease(ttlSeconds: number): Promise<string>;

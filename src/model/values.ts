@@ -62,6 +62,25 @@ export interface MemberValue {
   archive?: MemberArchive;
 }
 
+/**
+ * A member key without its figures (WAL positions, load, archiving counts, the
+ * time of the put): what other members act on. An agent puts its key at once
+ * when this changes and otherwise once per loop_wait; a watcher that acts on
+ * decisions, not on figures, wakes only when it changes. Takes any object, as a
+ * watcher sees values that were not validated yet.
+ */
+export function memberEssentials(value: object): Record<string, unknown> {
+  const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, archive, ...rest } = value as Record<string, unknown>;
+  const state = typeof archive === 'object' && archive !== null ? ((archive as { state?: unknown }).state ?? null) : null;
+  return { ...rest, archiveState: state };
+}
+
+/** The status key without its figures: the leader's WAL position and the time of the put. */
+export function statusEssentials(value: object): Record<string, unknown> {
+  const { updatedAtMs: _at, walLsn: _w, ...rest } = value as Record<string, unknown>;
+  return rest;
+}
+
 /** WAL archiving on a primary: what reached the repository, what failed, what waits. */
 export interface MemberArchive {
   /** failing: the last attempt failed after the last success */

@@ -100,6 +100,20 @@ describe('MemoryDcs', () => {
     expect(changes).toBe(1);
   });
 
+  it('a watch without figures wakes for what a member says, not for its WAL positions', async () => {
+    const lease = await dcs.grantLease(10);
+    let all = 0;
+    let decisions = 0;
+    await dcs.watch(() => all++);
+    await dcs.watch(() => decisions++, { figures: false });
+    await dcs.putMember(member('node1'), lease);
+    await dcs.putMember({ ...member('node1'), replayedLsn: 99, updatedAtMs: 5 }, lease);
+    await dcs.putMember({ ...member('node1'), replayedLsn: 99, updatedAtMs: 5, streaming: false }, lease);
+    await Promise.resolve();
+    expect(all).toBe(3);
+    expect(decisions).toBe(2);
+  });
+
   it('keepAlive after the deadline but before the reaper ran reports the lease gone', async () => {
     const lease = await dcs.grantLease(5);
     await dcs.acquireLeader('node1', lease);
