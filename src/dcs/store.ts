@@ -27,10 +27,9 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
-import type { WatchOptions } from './types.js';
 import { FiguresFilter } from './wake-filter.js';
 import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
-import type { Dcs, LeaseMove } from './types.js';
+import type { Dcs, LeaseMove, WatchOptions } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
 /** Trimming costs a read of the event keys, so it runs once every this many added events. */
