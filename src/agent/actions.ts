@@ -6,7 +6,7 @@ import type { BusySession, Postgres, RuntimeState, UpstreamTarget } from '../pos
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide-follower.js';
-import { stillInFlight } from './drain.js';
+import { drainCutoff, stillInFlight } from './drain.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
@@ -242,18 +242,21 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
     // a failover request holds at once: what a prepared switchover did before the hold is done in it
     action.prepared ? Promise.resolve() : checkpointAndCascade(action.cascade, ctx).then((t) => Object.assign(took, t)),
   ]);
-  // The work in flight at the hold, and sessions whose handshake ends within routerSettleMs (drain.ts); the settle
-  // runs while those are waited for. With no router holding (none registered) nothing more can come from them.
+  // The work in flight at the hold, and sessions whose handshake ends within routerSettleMs or that wait to be
+  // accepted (drain.ts); the settle runs while those are waited for. With no router holding (none registered)
+  // nothing more can come from them.
   const readyAt = ctx.now();
   let cutoffMs: number | null = null;
   let tracked = new Map<number, BusySession>();
   let waitedFor = 0;
+  let queued = 0;
   while (ctx.now() < deadline) {
     const busy = await ctx.pg.busyClients().catch(() => null);
     if (busy === null) break;
-    cutoffMs ??= busy.nowMs + (held ? routerSettleMs : 0);
+    cutoffMs = drainCutoff(cutoffMs, busy, held ? routerSettleMs : 0, routerSettleMs);
     tracked = stillInFlight(tracked, busy.sessions, cutoffMs);
     waitedFor = Math.max(waitedFor, tracked.size);
+    queued = Math.max(queued, busy.unaccepted);
     if (tracked.size === 0 && busy.nowMs >= cutoffMs) break;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -261,7 +264,7 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
     ctx.logger.warn({ timeoutMs: action.timeoutMs, sessions: tracked.size }, 'sessions still busy after the drain period: shutting down anyway');
     return;
   }
-  ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt, sessions: waitedFor }, 'switchover drain done');
+  ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt, sessions: waitedFor, notAccepted: queued }, 'switchover drain done');
 }
 
 /**

@@ -9,7 +9,7 @@
  * Times are PostgreSQL's clock (ms since the epoch), compared only with each
  * other.
  */
-import type { BusySession } from '../postgres/types.js';
+import type { BusyClients, BusySession } from '../postgres/types.js';
 
 /**
  * The sessions still to wait for, from those tracked so far and the busy ones
@@ -30,4 +30,17 @@ export function stillInFlight(tracked: ReadonlyMap<number, BusySession>, busy: r
     if (keep) next.set(session.pid, session);
   }
   return next;
+}
+
+/**
+ * Until when sessions that begin are taken on: `settleMs` after the first
+ * reading (a connection a router sent just before it held may still be in its
+ * handshake), and pushed to `queueSettleMs` after any reading that finds
+ * connections waiting for the postmaster to accept them. Those reached
+ * PostgreSQL before the hold but show as no process yet; once accepted they
+ * are backends still starting, taken on by this cutoff.
+ */
+export function drainCutoff(previous: number | null, busy: Pick<BusyClients, 'nowMs' | 'unaccepted'>, settleMs: number, queueSettleMs: number): number {
+  const cutoff = previous ?? busy.nowMs + settleMs;
+  return busy.unaccepted > 0 ? Math.max(cutoff, busy.nowMs + queueSettleMs) : cutoff;
 }

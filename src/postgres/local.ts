@@ -15,7 +15,7 @@ import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText, readSwitchPoint } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
-import { startingBackends } from './postmaster.js';
+import { acceptQueue, startingBackends } from './postmaster.js';
 import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
 import { busyClientsQuery, checkpointIfTimelineLags, ensureClusterObjects, LocalSession, physicalSlotsQuery, runtimeStateQuery, toBusyClients, toRuntimeState, Unreachable, type BusyRow, type Connection, type RuntimeRow } from './sql.js';
 import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, RuntimeState, StartOptions, StopMode, UpstreamTarget } from './types.js';
@@ -330,9 +330,10 @@ export class LocalPostgres implements Postgres {
 
   async busyClients(): Promise<BusyClients> {
     // listed first: one that logs in meanwhile is in the query's rows, one that finished meanwhile costs a poll
+    const unaccepted = acceptQueue(this.config.postgres.port);
     const pid = await this.postmasterPid();
     const starting = pid === null ? [] : startingBackends(pid);
-    return toBusyClients(await this.sql<BusyRow>(busyClientsQuery, [], 'listing busy client sessions'), starting);
+    return toBusyClients(await this.sql<BusyRow>(busyClientsQuery, [], 'listing busy client sessions'), starting, unaccepted);
   }
 
   async syncSlots(wanted: string[]): Promise<void> {

@@ -142,6 +142,39 @@ export function startingBackends(postmasterPid: number): number[] {
     });
 }
 
+/**
+ * Connections to `port` that the kernel has completed and that wait for the
+ * postmaster to accept them: no process stands for them yet, so neither
+ * pg_stat_activity nor startingBackends shows them (during a switchover a new
+ * connection waited up to 130 ms for PostgreSQL's first answer). For a listening socket the
+ * rx_queue of /proc/net/tcp is the length of its accept queue; summed over
+ * every listening socket on the port, IPv4 and IPv6, in this network namespace.
+ */
+export function acceptQueue(port: number): number {
+  let total = 0;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      total += listenBacklog(readFileSync(table, 'utf8'), port);
+    } catch {
+      // no IPv6 here
+    }
+  }
+  return total;
+}
+
+/** The accept queues of the listening sockets on `port` in one /proc/net/tcp(6) table. Pure. */
+export function listenBacklog(table: string, port: number): number {
+  let total = 0;
+  for (const line of table.split('\n').slice(1)) {
+    // sl local_address rem_address st tx_queue:rx_queue ...
+    const [, local, , state, queues] = line.trim().split(/\s+/);
+    if (state !== '0A' || local === undefined || queues === undefined) continue;
+    if (Number.parseInt(local.slice(local.lastIndexOf(':') + 1), 16) !== port) continue;
+    total += Number.parseInt(queues.slice(queues.indexOf(':') + 1), 16) || 0;
+  }
+  return total;
+}
+
 /** SIGKILL of a process and of everything below it, as a machine's death would end them. */
 export function killWithDescendants(pid: number): void {
   const below = descendantsOf(pid);

@@ -219,13 +219,13 @@ export interface BusyRow {
   in_transaction: boolean | null;
 }
 
-/** busyClientsQuery's rows, with the backends still starting that it cannot show yet (postmaster.ts, startingBackends). */
-export function toBusyClients(rows: readonly BusyRow[], starting: readonly number[]): BusyClients {
+/** busyClientsQuery's rows, with the backends still starting and the connections not accepted yet, which it cannot show (postmaster.ts). */
+export function toBusyClients(rows: readonly BusyRow[], starting: readonly number[], unaccepted: number): BusyClients {
   const nowMs = rows[0]?.now_ms ?? 0;
   const sessions: BusySession[] = rows.flatMap((r) => (r.pid === null ? [] : [{ pid: r.pid, sinceMs: r.since_ms ?? 0, inTransaction: r.in_transaction === true }]));
   const listed = new Set(sessions.map((s) => s.pid));
   for (const pid of starting) if (!listed.has(pid)) sessions.push({ pid, sinceMs: nowMs, inTransaction: false });
-  return { nowMs, sessions };
+  return { nowMs, sessions, unaccepted };
 }
 
 export const physicalSlotsQuery = "SELECT slot_name::text AS name, active FROM pg_replication_slots WHERE slot_type = 'physical'";

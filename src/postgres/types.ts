@@ -173,4 +173,6 @@ export interface BusyClients {
   /** PostgreSQL's clock at the reading */
   nowMs: number;
   sessions: BusySession[];
+  /** connections that wait for the postmaster to accept them: no process shows them yet */
+  unaccepted: number;
 }

@@ -16,6 +16,7 @@ import { parseControlData, parseControlFile } from '../../src/postgres/controlda
 import { isZombie } from '../../src/postgres/datadir.js';
 import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
 import { silentLogger } from '../../src/util/log.js';
+import { freeze } from '../support/freeze.js';
 import { ensureCertificateAuthority, issueCertificate } from '../../src/tls/pki.js';
 
 const superPassword = 'super-secret-pw-1';
@@ -389,6 +390,23 @@ describe('LocalPostgres with real PostgreSQL', () => {
     } finally {
       socket.destroy();
     }
+  });
+
+  it('the drain counts connections that wait for the postmaster to accept them, which no process shows yet', async () => {
+    // the reading goes through the session already open: it needs no new connection
+    expect((await node2.busyClients()).unaccepted).toBe(0);
+    const postmaster = (await node2.postmasterPid())!;
+    await freeze(postmaster);
+    const socket = connect({ host: '127.0.0.1', port: ports.node2 });
+    try {
+      // the kernel completes the handshake and queues the connection; the frozen postmaster does not take it
+      await once(socket, 'connect');
+      expect((await node2.busyClients()).unaccepted).toBe(1);
+    } finally {
+      process.kill(postmaster, 'SIGCONT');
+      socket.destroy();
+    }
+    await eventually(() => node2.busyClients(), (busy) => busy.unaccepted === 0);
   });
 
   async function openInTransaction(): Promise<{ client: pg.Client; pid: number }> {

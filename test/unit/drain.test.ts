@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { stillInFlight } from '../../src/agent/drain.js';
+import { drainCutoff, stillInFlight } from '../../src/agent/drain.js';
 import type { BusySession } from '../../src/postgres/types.js';
 
 const inTx = (pid: number, sinceMs: number): BusySession => ({ pid, sinceMs, inTransaction: true });
@@ -36,5 +36,20 @@ describe('the drain of a leader handing over', () => {
     expect(pids(stillInFlight(tracked, [inTx(1, 900), loggingIn(4, 1040)], 1060))).toEqual([1, 4]);
     // a session that connected or began its transaction after the cutoff is not waited for
     expect(pids(stillInFlight(tracked, [inTx(1, 900), loggingIn(5, 1070), inTx(6, 1090)], 1060))).toEqual([1]);
+  });
+
+  it('takes on sessions that begin until the settle after the first reading, and after any reading that finds connections not accepted yet', () => {
+    let cutoff = drainCutoff(null, { nowMs: 1000, unaccepted: 0 }, 60, 60);
+    expect(cutoff).toBe(1060);
+    cutoff = drainCutoff(cutoff, { nowMs: 1020, unaccepted: 0 }, 60, 60);
+    expect(cutoff).toBe(1060);
+    // two connections wait in the kernel for the postmaster: once accepted they start as backends after this reading
+    cutoff = drainCutoff(cutoff, { nowMs: 1030, unaccepted: 2 }, 60, 60);
+    expect(cutoff).toBe(1090);
+    cutoff = drainCutoff(cutoff, { nowMs: 1040, unaccepted: 0 }, 60, 60);
+    expect(cutoff).toBe(1090);
+    // with no router holding the first reading is the cutoff; a queue still pushes it on
+    expect(drainCutoff(null, { nowMs: 1000, unaccepted: 0 }, 0, 60)).toBe(1000);
+    expect(drainCutoff(null, { nowMs: 1000, unaccepted: 1 }, 0, 60)).toBe(1060);
   });
 });
