@@ -254,11 +254,13 @@ describe('agent REST API', () => {
     await cluster.waitFor(`${candidate} to lead`, (v) => v.leader?.value.name === candidate && v.members.some((m) => m.name === candidate && m.role === 'primary'), 60_000);
     await until(`rw through HAProxy to reach ${candidate}`, () => rwReaches(cluster.pgPort(candidate), 3), 30_000);
     await until(`${candidate} to answer /primary`, async () => (await api(candidate, '/primary', { method: 'OPTIONS' })).status === 200, 10_000);
-    // the next test kills the leader: start it from a healthy cluster, every replica streaming on the new timeline
+    // the next test kills the leader: start it from a healthy cluster, every replica streaming on the new timeline.
+    // Generous: the old leader's postmaster exits only once its archiver is done with the last segment, which took
+    // over 30 s once on a loaded machine (pgBackRest's archive-push waits up to archive-timeout, 60 s); it rejoins after.
     await cluster.waitFor('both replicas to stream from the new leader', (v) => {
       const lead = v.members.find((m) => m.name === candidate);
       return v.members.filter((m) => m.name !== candidate && m.role === 'replica' && m.streaming && m.timeline === lead?.timeline).length === 2;
-    }, 30_000);
+    }, 90_000);
   });
 
   it('after the leader node is killed, HAProxy routes rw to the new leader', async () => {
