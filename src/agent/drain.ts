@@ -36,9 +36,9 @@ export function stillInFlight(tracked: ReadonlyMap<number, BusySession>, busy: r
  * Until when sessions that begin are taken on: `settleMs` after the first
  * reading (a connection a router sent just before it held may still be in its
  * handshake), and pushed to `queueSettleMs` after any reading that finds
- * connections waiting for the postmaster to accept them. Those reached
- * PostgreSQL before the hold but show as no process yet; once accepted they
- * are backends still starting, taken on by this cutoff.
+ * connections waiting for the postmaster to accept them. Those may have
+ * reached PostgreSQL before the hold yet show as no process; once accepted
+ * they are backends still starting, taken on by this cutoff.
  */
 export function drainCutoff(previous: number | null, busy: Pick<BusyClients, 'nowMs' | 'unaccepted'>, settleMs: number, queueSettleMs: number): number {
   const cutoff = previous ?? busy.nowMs + settleMs;

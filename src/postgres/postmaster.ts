@@ -145,10 +145,11 @@ export function startingBackends(postmasterPid: number): number[] {
 /**
  * Connections to `port` that the kernel has completed and that wait for the
  * postmaster to accept them: no process stands for them yet, so neither
- * pg_stat_activity nor startingBackends shows them (during a switchover a new
- * connection waited up to 130 ms for PostgreSQL's first answer). For a listening socket the
- * rx_queue of /proc/net/tcp is the length of its accept queue; summed over
- * every listening socket on the port, IPv4 and IPv6, in this network namespace.
+ * pg_stat_activity nor startingBackends shows them (during a switchover a
+ * new connection waited up to 130 ms for PostgreSQL's first answer). For a
+ * listening socket the rx_queue of /proc/net/tcp is the length of its accept
+ * queue; summed over every listening socket on the port, IPv4 and IPv6, in
+ * this network namespace.
  */
 export function acceptQueue(port: number): number {
   let total = 0;
