@@ -163,8 +163,9 @@ export class Agent {
    * WAL positions and load wake no loop) runs a loop, unless a job runs: then
    * its loops decide nothing, and one per change (a switchover brings
    * dozens) queued a reading of PostgreSQL and etcd ahead of each of the
-   * job's own statements on this agent's session and CPU (100-200 ms of a promotion). The job's end runs
-   * the next loop, and the loop_wait timer keeps the published state fresh.
+   * job's own statements on this agent's session and CPU (100-200 ms of a
+   * promotion). The job's end runs the next loop, and the loop_wait timer
+   * keeps the published state fresh.
    */
   private etcdChanged(): void {
     if (this.job === null) this.wake();
