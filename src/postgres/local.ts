@@ -15,6 +15,7 @@ import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText, readSwitchPoint } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
+import { ArchiverWait } from './archiver-wait.js';
 import { acceptQueue, startingBackends } from './postmaster.js';
 import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
 import { busyClientsQuery, checkpointIfTimelineLags, ensureClusterObjects, LocalSession, physicalSlotsQuery, runtimeStateQuery, toBusyClients, toRuntimeState, Unreachable, type BusyRow, type Connection, type RuntimeRow } from './sql.js';
@@ -23,6 +24,8 @@ import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, 
 const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
 const stopWaitMs = 65_000;
+/** How long a restart in another role lets a postmaster past its shutdown checkpoint wait on its archiver alone (archiver-wait.ts). */
+const archiverGraceMs = 5000;
 const pollMs = 20;
 /** the end of a promotion is looked for more often: the routers wait for it */
 const promotionPollMs = 5;
@@ -205,7 +208,7 @@ export class LocalPostgres implements Postgres {
       }
       // Recovery mode only changes with a restart (and rule 5: never keep a primary we were not told to be).
       this.logger.warn({ pid: running, inRecovery: state?.inRecovery ?? null }, 'running in another role: restarting');
-      await this.stop('fast');
+      await this.stop('fast', { archiverGraceMs });
     }
     await this.files.writeRole(options);
     await removeLocksOfZombiePostmaster(this.dataDir, `${socketPath(this.layout.socketDir, this.config.postgres.port)}.lock`, this.logger);
@@ -225,7 +228,7 @@ export class LocalPostgres implements Postgres {
     this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
   }
 
-  async stop(mode: StopMode, options: { untilCheckpointed?: boolean } = {}): Promise<void> {
+  async stop(mode: StopMode, options: { untilCheckpointed?: boolean; archiverGraceMs?: number } = {}): Promise<void> {
     // The agent's own session ends with the others: its backend's exit (40-130 ms of a switchover's pause) is
     // waited for after the signal, not before. close() never rejects.
     const closing = this.session.close();
@@ -235,8 +238,14 @@ export class LocalPostgres implements Postgres {
     // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
     this.logger.info({ pid, mode }, 'stopping PostgreSQL');
     signalShutdown(pid, mode);
-    const checkpointed = async () => options.untilCheckpointed === true && (await this.control.state()) === 'shut down';
-    if (!(await this.waitFor(async () => !isPostmasterAlive(pid) || (await checkpointed()), stopWaitMs))) {
+    const archiver = options.archiverGraceMs === undefined ? null : new ArchiverWait(pid, options.archiverGraceMs, this.logger);
+    const stopped = async () => {
+      if (!isPostmasterAlive(pid)) return true;
+      if ((options.untilCheckpointed !== true && archiver === null) || (await this.control.state()) !== 'shut down') return false;
+      archiver?.endOnceOverdue();
+      return options.untilCheckpointed === true;
+    };
+    if (!(await this.waitFor(stopped, stopWaitMs))) {
       throw new KeelError('KEEL_POSTGRES_FAILED', `postmaster ${pid} still runs ${stopWaitMs / 1000} s after a ${mode} shutdown was asked:\n${await this.logTail()}`);
     }
     await closing;

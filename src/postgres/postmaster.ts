@@ -112,8 +112,17 @@ export function descendantsOf(pid: number): number[] {
 }
 
 /** A process's command line as ps shows it (PostgreSQL writes its titles there), or null once it is gone. */
-function title(pid: number): string | null {
+export function processTitle(pid: number): string | null {
   return commandLine(pid)?.join(' ').trimEnd() ?? null;
+}
+
+/** A process's children, from /proc/PID/task/PID/children (the main thread's: a postmaster has no other): one read, not a pass over /proc. */
+export function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter((entry) => entry !== '').map(Number);
+  } catch {
+    return [];
+  }
 }
 
 /**
@@ -121,25 +130,15 @@ function title(pid: number): string | null {
  * startup packet is read (the TLS handshake included) they carry the
  * postmaster's own command line, then a title ending in "authentication" and
  * then "startup" until they are logged in. pg_stat_activity shows none of
- * them yet. From /proc/PID/task/PID/children: one read, not a pass over /proc.
+ * them yet.
  */
 export function startingBackends(postmasterPid: number): number[] {
-  const own = title(postmasterPid);
+  const own = processTitle(postmasterPid);
   if (own === null) return [];
-  let children: string;
-  try {
-    children = readFileSync(`/proc/${postmasterPid}/task/${postmasterPid}/children`, 'utf8');
-  } catch {
-    return [];
-  }
-  return children
-    .split(' ')
-    .filter((entry) => entry !== '')
-    .map(Number)
-    .filter((child) => {
-      const shown = title(child);
-      return shown !== null && (shown === own || / (authentication|startup)$/.test(shown));
-    });
+  return childrenOf(postmasterPid).filter((child) => {
+    const shown = processTitle(child);
+    return shown !== null && (shown === own || / (authentication|startup)$/.test(shown));
+  });
 }
 
 /**

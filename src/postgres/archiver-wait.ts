@@ -1,0 +1,68 @@
+/**
+ * A postmaster that waits only for its archiver. After the shutdown
+ * checkpoint of a fast shutdown, PostgreSQL asks its archiver to push what is
+ * left and waits for it; an archive_command that hangs (pgBackRest's
+ * asynchronous push waits up to archive-timeout, 60 s, for a push that never
+ * started) keeps the postmaster up as long. A node that hands over or steps
+ * down needs none of it: no WAL can follow the shutdown checkpoint, and the
+ * new leader archives the complete segments of the old timeline that the old
+ * leader had not (backup/archive-gap.ts) and the last one as `.partial`.
+ * Past a grace, the rest of the shutdown is made immediate: pg_control says
+ * "shut down" already, so the next start runs no recovery.
+ */
+import type { Logger } from '../util/log.js';
+import { signalShutdown } from './datadir.js';
+import { childrenOf, descendantsOf, processTitle } from './postmaster.js';
+
+/** "archiver" or "logger" from a process title, with or without cluster_name before it (which may start with either word), else null. */
+const roleOf = (title: string): string | null => /^postgres: (?:.*: )?(archiver|logger)(?: |$)/.exec(title)?.[1] ?? null;
+
+/** The titles of a postmaster's children that leave it waiting only for its archiver: the archiver, and at most a logger besides. Pure. */
+export function waitsOnlyForArchiver(childTitles: readonly string[]): boolean {
+  return childTitles.some((title) => roleOf(title) === 'archiver') && childTitles.every((title) => roleOf(title) !== null);
+}
+
+export interface ArchiverEnded {
+  archiver: number;
+  /** the archive_command's processes (its shell, the program), ended beside it */
+  commands: number;
+}
+
+export class ArchiverWait {
+  private since: number | null = null;
+
+  constructor(
+    private readonly postmasterPid: number,
+    private readonly graceMs: number,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * Called while the postmaster lives after its shutdown checkpoint: once it has waited on its
+   * archiver alone for graceMs, an immediate shutdown and SIGTERM to the archive_command's
+   * processes (the archiver's SIGQUIT would leave them running); what it ended, else null.
+   */
+  endOnceOverdue(): ArchiverEnded | null {
+    const children = childrenOf(this.postmasterPid);
+    const titles = children.map((pid) => processTitle(pid) ?? '');
+    if (!waitsOnlyForArchiver(titles)) {
+      this.since = null;
+      return null;
+    }
+    this.since ??= this.now();
+    if (this.now() - this.since < this.graceMs) return null;
+    const archiver = children[titles.findIndex((title) => roleOf(title) === 'archiver')]!;
+    const commands = descendantsOf(archiver);
+    signalShutdown(this.postmasterPid, 'immediate');
+    for (const pid of commands) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    this.logger.warn({ pid: this.postmasterPid, archiver, commands: commands.length, graceMs: this.graceMs }, 'past its shutdown checkpoint the postmaster waited only for its archiver: ended');
+    return { archiver, commands: commands.length };
+  }
+}
