@@ -2,11 +2,11 @@ import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
 import type { RouterValue, StatusValue, SyncValue } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
-import type { BusySession, Postgres, RuntimeState, UpstreamTarget } from '../postgres/types.js';
+import type { Postgres, RuntimeState, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide-follower.js';
-import { drainCutoff, stillInFlight } from './drain.js';
+import { Drain } from './drain.js';
 import type { Action, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
@@ -246,25 +246,17 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
   // accepted (drain.ts); the settle runs while those are waited for. With no router holding (none registered)
   // nothing more can come from them.
   const readyAt = ctx.now();
-  let cutoffMs: number | null = null;
-  let tracked = new Map<number, BusySession>();
-  let waitedFor = 0;
-  let queued = 0;
+  const drain = new Drain(held ? routerSettleMs : 0, routerSettleMs);
   while (ctx.now() < deadline) {
-    const busy = await ctx.pg.busyClients().catch(() => null);
-    if (busy === null) break;
-    cutoffMs = drainCutoff(cutoffMs, busy, held ? routerSettleMs : 0, routerSettleMs);
-    tracked = stillInFlight(tracked, busy.sessions, cutoffMs);
-    waitedFor = Math.max(waitedFor, tracked.size);
-    queued = Math.max(queued, busy.unaccepted);
-    if (tracked.size === 0 && busy.nowMs >= cutoffMs) break;
+    const busy = await ctx.pg.busyClients({ acceptQueue: drain.readsQueue }).catch(() => null);
+    if (busy === null || drain.update(busy)) break;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   if (ctx.now() >= deadline) {
-    ctx.logger.warn({ timeoutMs: action.timeoutMs, sessions: tracked.size }, 'sessions still busy after the drain period: shutting down anyway');
+    ctx.logger.warn({ timeoutMs: action.timeoutMs, sessions: drain.pending }, 'sessions still busy after the drain period: shutting down anyway');
     return;
   }
-  ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt, sessions: waitedFor, notAccepted: queued }, 'switchover drain done');
+  ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt, sessions: drain.waitedFor, notAccepted: drain.notAccepted }, 'switchover drain done');
 }
 
 /**

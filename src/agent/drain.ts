@@ -44,3 +44,46 @@ export function drainCutoff(previous: number | null, busy: Pick<BusyClients, 'no
   const cutoff = previous ?? busy.nowMs + settleMs;
   return busy.unaccepted > 0 ? Math.max(cutoff, busy.nowMs + queueSettleMs) : cutoff;
 }
+
+/**
+ * One drain, reading by reading. The accept queue matters only until the
+ * cutoff has passed: a connection that reached PostgreSQL before the hold is
+ * in the queue at the first reading or a backend already, and one queued
+ * later is a client that connects to the node itself, which is not waited
+ * for (and which, taken on, would push the cutoff on for as long as such
+ * clients keep coming). So the queue (a read of every socket of the network
+ * namespace) is read only until then.
+ */
+export class Drain {
+  private cutoffMs: number | null = null;
+  private tracked = new Map<number, BusySession>();
+  private pastCutoff = false;
+  /** the most sessions waited for at once, and connections found not accepted yet */
+  waitedFor = 0;
+  notAccepted = 0;
+
+  constructor(
+    private readonly settleMs: number,
+    private readonly queueSettleMs: number,
+  ) {}
+
+  /** Whether the next reading needs the accept queue. */
+  get readsQueue(): boolean {
+    return !this.pastCutoff;
+  }
+
+  get pending(): number {
+    return this.tracked.size;
+  }
+
+  /** Takes one reading (unaccepted 0 when the queue was not read); true once nothing is left to wait for. */
+  update(busy: BusyClients): boolean {
+    const cutoffMs = drainCutoff(this.cutoffMs, this.pastCutoff ? { ...busy, unaccepted: 0 } : busy, this.settleMs, this.queueSettleMs);
+    this.cutoffMs = cutoffMs;
+    this.tracked = stillInFlight(this.tracked, busy.sessions, cutoffMs);
+    this.waitedFor = Math.max(this.waitedFor, this.tracked.size);
+    this.notAccepted = Math.max(this.notAccepted, this.pastCutoff ? 0 : busy.unaccepted);
+    this.pastCutoff = busy.nowMs >= cutoffMs;
+    return this.tracked.size === 0 && this.pastCutoff;
+  }
+}

@@ -337,9 +337,9 @@ export class LocalPostgres implements Postgres {
     await this.sql('CHECKPOINT', [], 'checkpoint');
   }
 
-  async busyClients(): Promise<BusyClients> {
+  async busyClients({ acceptQueue: queue = true }: { acceptQueue?: boolean } = {}): Promise<BusyClients> {
     // listed first: one that logs in meanwhile is in the query's rows, one that finished meanwhile costs a poll
-    const unaccepted = acceptQueue(this.config.postgres.port);
+    const unaccepted = queue ? acceptQueue(this.config.postgres.port) : 0;
     const pid = await this.postmasterPid();
     const starting = pid === null ? [] : startingBackends(pid);
     return toBusyClients(await this.sql<BusyRow>(busyClientsQuery, [], 'listing busy client sessions'), starting, unaccepted);

@@ -153,8 +153,8 @@ export interface Postgres {
   syncSlots(wanted: string[]): Promise<void>;
   /** CHECKPOINT: before a planned shutdown, so that the shutdown checkpoint is short. */
   checkpoint(): Promise<void>;
-  /** Client sessions a planned shutdown may wait for (sql.ts, busyClientsQuery), and PostgreSQL's clock. */
-  busyClients(): Promise<BusyClients>;
+  /** Client sessions a planned shutdown may wait for (sql.ts, busyClientsQuery), and PostgreSQL's clock; acceptQueue false leaves the accept queue unread (0). */
+  busyClients(options?: { acceptQueue?: boolean }): Promise<BusyClients>;
   /** Sets synchronous_standby_names and reloads. */
   setSynchronousStandbyNames(value: string): Promise<void>;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { drainCutoff, stillInFlight } from '../../src/agent/drain.js';
+import { Drain, drainCutoff, stillInFlight } from '../../src/agent/drain.js';
 import type { BusySession } from '../../src/postgres/types.js';
 
 const inTx = (pid: number, sinceMs: number): BusySession => ({ pid, sinceMs, inTransaction: true });
@@ -51,5 +51,30 @@ describe('the drain of a leader handing over', () => {
     // with no router holding the first reading is the cutoff; a queue still pushes it on
     expect(drainCutoff(null, { nowMs: 1000, unaccepted: 0 }, 0, 60)).toBe(1000);
     expect(drainCutoff(null, { nowMs: 1000, unaccepted: 1 }, 0, 60)).toBe(1060);
+  });
+
+  it('reads the accept queue only until the cutoff has passed, so clients that keep connecting to the node do not hold it', () => {
+    const drain = new Drain(60, 60);
+    expect(drain.readsQueue).toBe(true);
+    // at the hold: one transaction in flight and a connection not accepted yet
+    expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990)], unaccepted: 1 })).toBe(false);
+    expect(drain.readsQueue).toBe(true);
+    // accepted, it logs in; the transaction ends; the cutoff (1060) has not passed
+    expect(drain.update({ nowMs: 1040, sessions: [loggingIn(2, 1035)], unaccepted: 0 })).toBe(false);
+    // its first transaction is waited for; this reading is past the cutoff
+    expect(drain.update({ nowMs: 1070, sessions: [inTx(2, 1065)], unaccepted: 0 })).toBe(false);
+    expect(drain.readsQueue).toBe(false);
+    // from now on the accept queue is not read, and a queue given anyway moves nothing
+    expect(drain.update({ nowMs: 1080, sessions: [inTx(2, 1065)], unaccepted: 3 })).toBe(false);
+    expect(drain.readsQueue).toBe(false);
+    expect(drain.pending).toBe(1);
+    expect(drain.update({ nowMs: 1100, sessions: [loggingIn(7, 1095)], unaccepted: 5 })).toBe(true);
+    expect(drain).toMatchObject({ waitedFor: 1, notAccepted: 1 });
+  });
+
+  it('ends at the first reading past the cutoff with nothing in flight', () => {
+    const drain = new Drain(0, 60);
+    expect(drain.update({ nowMs: 1000, sessions: [], unaccepted: 0 })).toBe(true);
+    expect(drain).toMatchObject({ waitedFor: 0, notAccepted: 0, readsQueue: false });
   });
 });
