@@ -300,7 +300,7 @@ export class PatroniCluster {
    * and the postmaster's children (as a dead machine's would go). Returns the
    * node's name and when the kill began (ms).
    */
-  async killLeader(): Promise<{ name: string; atMs: number }> {
+  async killLeader(): Promise<{ name: string; atMs: number; pgPort: number }> {
     const name = await this.leader();
     const node = this.nodes.find((n) => n.name === name)!;
     const postmaster = readPidFile(join(node.dir, 'data', 'postmaster.pid'));
@@ -312,7 +312,7 @@ export class PatroniCluster {
       for (const pid of children) killNow(pid);
     }
     node.pid = null;
-    return { name, atMs };
+    return { name, atMs, pgPort: node.pgPort };
   }
 
   /** Starts a node's Patroni again (after killLeader); it rejoins as a replica, rewound if need be. */

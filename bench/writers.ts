@@ -18,8 +18,9 @@ export interface Writer {
   errorTimes: number[];
   /** for each error, how far its connection had got and when (ms after it began connecting) */
   errorPhases: string[];
-  /** commit times (ms), acknowledged ids */
+  /** commit times (ms), acknowledged ids, and the port of the PostgreSQL server that acknowledged each (inet_server_port()) */
   times: number[];
+  servers: number[];
   /** for each commit, when its connection began connecting (ms) and how far it had got when */
   commitConnections: { startedAtMs: number; phases: string[] }[];
   acked: number[];
@@ -30,7 +31,7 @@ export interface Writer {
 export function startWriter(server: pg.ClientConfig, connection: WriterConnection): Writer {
   // a connect timeout of 2 s, as an application would set; the query timeout only ends a statement stuck on a dead server
   const config = { ...server, connectionTimeoutMillis: 2000, query_timeout: 10_000 };
-  const w: Writer = { commits: 0, errors: [], errorTimes: [], errorPhases: [], times: [], acked: [], commitConnections: [], stop: async () => undefined };
+  const w: Writer = { commits: 0, errors: [], errorTimes: [], errorPhases: [], times: [], servers: [], acked: [], commitConnections: [], stop: async () => undefined };
   let stopping = false;
   let client: pg.Client | null = null;
   let phases: string[] = [];
@@ -47,8 +48,9 @@ export function startWriter(server: pg.ClientConfig, connection: WriterConnectio
     while (!stopping) {
       try {
         client ??= await open();
-        const row = await client.query<{ id: string }>('INSERT INTO bench_switch DEFAULT VALUES RETURNING id');
+        const row = await client.query<{ id: string; port: number }>('INSERT INTO bench_switch DEFAULT VALUES RETURNING id, inet_server_port() AS port');
         w.times.push(Date.now());
+        w.servers.push(row.rows[0]!.port);
         w.commitConnections.push({ startedAtMs, phases });
         w.acked.push(Number(row.rows[0]!.id));
         w.commits += 1;
