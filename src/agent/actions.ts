@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import type { NodeConfig } from '../config/schema.js';
-import type { RouterValue, StatusValue, SyncValue } from '../model/values.js';
+import type { HistoryEntry, HistoryValue, RouterValue, StatusValue, SyncValue, Versioned } from '../model/values.js';
 import type { Dcs } from '../dcs/types.js';
 import type { Postgres, RuntimeState, UpstreamTarget } from '../postgres/types.js';
 import type { Logger } from '../util/log.js';
@@ -332,6 +332,23 @@ async function bootstrap(snap: Snapshot, ctx: ActionContext): Promise<void> {
   ctx.logger.info({ systemId: control.systemId }, 'cluster bootstrapped');
 }
 
+/** A promotion's history entry and sync key, by a node that holds the leader key: two transactions at once. */
+async function record(entry: HistoryEntry, sync: SyncValue | null, known: Versioned<HistoryValue> | null | undefined, ctx: ActionContext): Promise<void> {
+  await Promise.all([ctx.dcs.appendHistory(entry, known), sync !== null && putSync(sync, ctx)]);
+}
+
+/**
+ * The leader key with them, in one transaction (one etcd round trip less in
+ * the pause); when the history changed since the snapshot, the key first and
+ * then the two as above.
+ */
+async function takeAndRecord(entry: HistoryEntry, sync: SyncValue | null, known: Versioned<HistoryValue> | null, ctx: ActionContext): Promise<void> {
+  const outcome = await ctx.dcs.takeLeaderToPromote({ name: ctx.config.name, leaseId: requireLease(ctx), entry, known, sync });
+  if (outcome === 'taken') return;
+  if (outcome === 'leader-taken' || !(await ctx.dcs.acquireLeader(ctx.config.name, requireLease(ctx)))) throw new ActionFailed('another member took the leader key first');
+  await record(entry, sync, undefined, ctx);
+}
+
 async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
   const reason = action.reason;
   // read again: WAL may have come since the snapshot (a switchover's target waits for the old leader's last)
@@ -350,11 +367,11 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   const switchLsn = Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0);
   ctx.logger.info({ timeline: nextTimeline, switchLsn, receivedLsn: runtime.receivedLsn, replayedLsn: runtime.replayedLsn }, 'promoting: history entry');
   const sync = action.sync;
-  const recordedInEtcd = Promise.all([
-    // the snapshot's copy of the key: one round trip, not a read and a write, unless it changed since
-    ctx.dcs.appendHistory({ timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason }, snap.cluster === null ? undefined : snap.cluster.history),
-    sync !== null && putSync({ v: 1, leader: ctx.config.name, ...sync.key }, ctx),
-  ]).then(() => ctx.setWritable(true));
+  const entry: HistoryEntry = { timeline: nextTimeline, switchLsn, leader: ctx.config.name, atMs: ctx.now(), reason };
+  const syncValue: SyncValue | null = sync === null ? null : { v: 1, leader: ctx.config.name, ...sync.key };
+  // the snapshot's copy of the history: one round trip, not a read and a write, unless it changed since
+  const known = snap.cluster === null ? undefined : snap.cluster.history;
+  const recordedInEtcd = (action.acquire === true ? takeAndRecord(entry, syncValue, known ?? null, ctx) : record(entry, syncValue, known, ctx)).then(() => ctx.setWritable(true));
   // promote() waits for it; one that fails before must not leave its failure unhandled
   recordedInEtcd.catch(() => undefined);
   // in synchronous mode the new primary names its standbys before it can take a single write

@@ -292,7 +292,7 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   return {
     to: 'primary',
     reason: `no leader; ${why}: taking the leader key and promoting`,
-    actions: [...handover, { kind: 'acquireLeader' }, promoteAction(s, cluster, why, handover.length > 0)],
+    actions: [...handover, promoteAction(s, cluster, why, { streamOnly: handover.length > 0, acquire: true })],
   };
 }
 
@@ -308,8 +308,10 @@ function awaitHandover(s: Snapshot, cluster: ClusterView, pendingTarget: string 
   return [{ kind: 'awaitReplayed', afterLsn: lsn, timeoutMs: handoverWaitMs }];
 }
 
-function promoteAction(s: Snapshot, cluster: ClusterView, reason: string, streamOnly = false): Action {
-  return { kind: 'promote', reason, sync: promotionSyncSet(s.config, cluster, s.me.name, s.nowMs), ...(streamOnly ? { streamOnly } : {}) };
+/** acquire: the leader key is free, and the promotion's first transaction takes it (actions.ts, takeAndRecord) */
+function promoteAction(s: Snapshot, cluster: ClusterView, reason: string, options: { streamOnly?: boolean; acquire?: boolean } = {}): Action {
+  const flags = { ...(options.streamOnly === true ? { streamOnly: true } : {}), ...(options.acquire === true ? { acquire: true } : {}) };
+  return { kind: 'promote', reason, sync: promotionSyncSet(s.config, cluster, s.me.name, s.nowMs), ...flags };
 }
 
 /** This node as the others see it, built from the snapshot rather than the possibly stale member key. */

@@ -68,7 +68,8 @@ export type Action =
   | { kind: 'drainClients'; timeoutMs: number; prepared: boolean; cascade: string[] }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
   /** streamOnly: a switchover's target that replayed the old leader's last WAL promotes without the WAL archive (conf.ts, streamOnlyLine) */
-  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean }
+  /** acquire: take the leader key in the transaction that records the history entry (the key is free) */
+  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean; acquire?: boolean }
   /** shortRetry: retry the upstream every few ms (a standby streaming from a switchover's target; conf.ts promotionRetryLine) */
   /** synchronousStandbyNames: a switchover's target names the standbys its promotion will name (decide-follower.ts) */
   | { kind: 'follow'; upstream: UpstreamTarget; shortRetry?: boolean; synchronousStandbyNames?: string }

@@ -29,7 +29,7 @@ import {
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
 import { FiguresFilter } from './wake-filter.js';
 import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
-import type { Dcs, LeaseMove, WatchOptions } from './types.js';
+import type { Dcs, LeaderTake, LeaseMove, WatchOptions } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
 /** Trimming costs a read of the event keys, so it runs once every this many added events. */
@@ -126,6 +126,22 @@ export class StoreDcs implements Dcs {
   acquireLeader(name: string, leaseId: string): Promise<boolean> {
     const k = this.k.leader;
     return this.kv.txn('leader acquisition', [absent(k)], [put(k, encodeLeader(name), leaseId)]);
+  }
+
+  async takeLeaderToPromote(take: LeaderTake): Promise<'taken' | 'leader-taken' | 'history-changed'> {
+    const { leader, history } = this.k;
+    const entries = take.known?.value.entries ?? [];
+    const writes = [put(leader, encodeLeader(take.name), take.leaseId), put(history, encode({ v: 1, entries: [...entries, take.entry] }))];
+    if (take.sync !== null) writes.push(put(this.k.sync, encode(take.sync)));
+    const unchanged = take.known === null ? absent(history) : at(history, take.known.modRevision);
+    if (await this.kv.txn('leader acquisition with the history entry', [absent(leader), unchanged], writes)) return 'taken';
+    // which condition failed; or an earlier attempt whose answer was lost wrote it all
+    const { entries: found } = await this.kv.read('leader and history read', [{ key: leader }, { key: history }]);
+    const [now, recorded] = [found[0]?.[0] ?? null, found[1]?.[0] ?? null];
+    if (now !== null && (now.value !== encodeLeader(take.name) || now.lease !== take.leaseId)) return 'leader-taken';
+    const decoded = recorded === null ? null : decodeHistory(recorded.value);
+    const last = decoded?.ok ? decoded.value.entries.at(-1) : undefined;
+    return now !== null && last !== undefined && sameHistoryEntry(last, take.entry) ? 'taken' : 'history-changed';
   }
 
   rebindLeader(name: string, leaseId: string, expectModRevision: string): Promise<boolean> {

@@ -6,6 +6,15 @@
 import type { DynamicConfig } from '../config/schema.js';
 import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
 
+/** What takeLeaderToPromote writes. */
+export interface LeaderTake {
+  name: string;
+  leaseId: string;
+  entry: HistoryEntry;
+  known: Versioned<HistoryValue> | null;
+  sync: SyncValue | null;
+}
+
 export interface LeaseMove {
   name: string;
   fromLeaseId: string;
@@ -55,6 +64,16 @@ export interface Dcs {
 
   /** Create-if-absent `leader`, bound to the lease, in one transaction. True when taken. */
   acquireLeader(name: string, leaseId: string): Promise<boolean>;
+  /**
+   * A promotion's writes in ONE transaction: `leader` created for `name` on
+   * the lease, `entry` appended to `history` (whose copy `known` must still be
+   * current; null: absent) and, with `sync`, the sync key; nothing unless the
+   * leader key was free and the history unchanged. 'taken' also when an
+   * earlier attempt whose answer was lost wrote them; 'leader-taken' when
+   * another member or lease holds the key; else 'history-changed' (the caller
+   * takes the key and appends on their own).
+   */
+  takeLeaderToPromote(take: LeaderTake): Promise<'taken' | 'leader-taken' | 'history-changed'>;
   /**
    * Binds `leader` to a new lease of the same member (an agent that restarted
    * while its postmaster kept running), only if the key still names `name` at

@@ -98,6 +98,28 @@ describe('EtcdDcs against a real etcd', () => {
     expect(view.leader?.leaseId).toBe(won[0] ? leaseA : leaseB);
   });
 
+  it('two replicas promoting at once: one takes the key with its history entry and sync key, the other writes nothing', async () => {
+    const [a, b] = agents(2);
+    const [leaseA, leaseB] = await Promise.all([a!.grantLease(10), b!.grantLease(10)]);
+    const known = (await a!.readCluster()).history;
+    const take = (name: string, leaseId: string) => ({
+      name,
+      leaseId,
+      entry: { timeline: 7, switchLsn: 4096, leader: name, atMs: 1, reason: 'race' },
+      known,
+      sync: { v: 1 as const, leader: name, members: ['node3'], quorum: 1 },
+    });
+    const outcomes = await Promise.all([a!.takeLeaderToPromote(take('node1', leaseA)), b!.takeLeaderToPromote(take('node2', leaseB))]);
+    expect([...outcomes].sort()).toEqual(['leader-taken', 'taken']);
+    const winner = outcomes[0] === 'taken' ? 'node1' : 'node2';
+    const view = await a!.readCluster();
+    expect(view.leader?.value.name).toBe(winner);
+    expect(view.history?.value.entries.at(-1)?.leader).toBe(winner);
+    expect(view.sync?.value.leader).toBe(winner);
+    await a!.revokeLease(leaseA);
+    await b!.revokeLease(leaseB);
+  });
+
   it('revoking the lease deletes the leader key; keepAlive then says false', async () => {
     const [a] = agents(1);
     const lease = await a!.grantLease(10);

@@ -256,6 +256,43 @@ describe('MemoryDcs', () => {
     expect((await dcs.readCluster()).history?.value.entries.map((e) => e.timeline)).toEqual([2, 3, 4, 5]);
   });
 
+  it('takes the leader key with the history entry and the sync key in one transaction, or writes nothing', async () => {
+    const entry = { timeline: 3, switchLsn: 200, leader: 'node2', atMs: 5, reason: 'switchover' };
+    const sync = { v: 1 as const, leader: 'node2', members: ['node3'], quorum: 1 };
+    await dcs.appendHistory({ timeline: 2, switchLsn: 100, leader: 'node1', atMs: 1, reason: 'failover' });
+    const known = (await dcs.readCluster()).history;
+    const mine = await dcs.grantLease(10);
+    const theirs = await dcs.grantLease(10);
+
+    // the key is held by another member: nothing written
+    await dcs.acquireLeader('node3', theirs);
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry, known, sync })).toBe('leader-taken');
+    let view = await dcs.readCluster();
+    expect([view.leader?.value.name, view.history?.value.entries.length, view.sync]).toEqual(['node3', 1, null]);
+    await dcs.revokeLease(theirs);
+
+    // the history changed since the copy: nothing written, the caller goes the long way
+    await dcs.appendHistory({ timeline: 3, switchLsn: 150, leader: 'node3', atMs: 2, reason: 'failover' });
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry, known, sync })).toBe('history-changed');
+    view = await dcs.readCluster();
+    expect([view.leader, view.history?.value.entries.length, view.sync]).toEqual([null, 2, null]);
+
+    // free key, current copy: all three at one revision, bound to the lease where they must be
+    const current = view.history;
+    const next = { ...entry, timeline: 4 };
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry: next, known: current, sync })).toBe('taken');
+    view = await dcs.readCluster();
+    expect(view.leader?.value.name).toBe('node2');
+    expect(view.leader?.leaseId).toBe(mine);
+    expect(view.history?.value.entries.at(-1)).toEqual(next);
+    expect(view.sync?.value).toEqual(sync);
+    expect(new Set([view.leader?.modRevision, view.history?.modRevision, view.sync?.modRevision]).size).toBe(1);
+
+    // a retry after a lost answer finds it all written
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry: next, known: current, sync })).toBe('taken');
+    expect((await dcs.readCluster()).history?.value.entries.length).toBe(3);
+  });
+
   it('marks a switchover held only at the revision its leader prepared it from', async () => {
     expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: 1000 })).toBe(true);
     const request = (await dcs.readCluster()).switchover!;

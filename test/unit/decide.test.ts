@@ -381,7 +381,7 @@ const cases: Case[] = [
   {
     name: 'no leader, I am the most advanced healthy replica: take the key and promote',
     snap: snapshot({ cluster: noLeader() }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest replica/,
+    to: 'primary', actions: ['promote'], reason: /healthiest replica/,
   },
   {
     name: 'no leader, another replica is further ahead: wait',
@@ -391,7 +391,7 @@ const cases: Case[] = [
   {
     name: 'no leader, a stale member key does not block',
     snap: snapshot({ cluster: noLeader({ members: [member('node2'), member('node3', { receivedLsn: 2000, updatedAtMs: NOW - 60000 })] }) }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest/,
+    to: 'primary', actions: ['promote'], reason: /healthiest/,
   },
   {
     name: 'no leader, tagged nofailover: never take over',
@@ -424,7 +424,7 @@ const cases: Case[] = [
         switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
       }),
     }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /requested switchover target/,
+    to: 'primary', actions: ['promote'], reason: /requested switchover target/,
   },
   {
     name: "no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote",
@@ -434,7 +434,7 @@ const cases: Case[] = [
         switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
       }),
     }),
-    to: 'primary', actions: ['awaitReplayed', 'acquireLeader', 'promote'], reason: /requested switchover target/,
+    to: 'primary', actions: ['awaitReplayed', 'promote'], reason: /requested switchover target/,
   },
   {
     name: 'no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it',
@@ -444,12 +444,12 @@ const cases: Case[] = [
         switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
       }),
     }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /requested switchover target/,
+    to: 'primary', actions: ['promote'], reason: /requested switchover target/,
   },
   {
     name: 'no leader, stale switchover request is ignored',
     snap: snapshot({ cluster: noLeader({ switchover: { value: { v: 1, from: 'node1', to: 'node3', failover: false, requestedAtMs: NOW - 60000 }, modRevision: '6' } }) }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest/,
+    to: 'primary', actions: ['promote'], reason: /healthiest/,
   },
   {
     name: 'no leader, I stepped down for a switchover without a target: leave the key to a replica',
@@ -702,12 +702,12 @@ const cases: Case[] = [
   {
     name: 'no leader, healthiest replica, guard connected: take the key and promote',
     snap: snapshot({ cluster: noLeader(), guard: 'connected' }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest replica/,
+    to: 'primary', actions: ['promote'], reason: /healthiest replica/,
   },
   {
     name: 'no leader, healthiest replica, no guard configured: take the key and promote',
     snap: snapshot({ cluster: noLeader(), guard: 'none' }),
-    to: 'primary', actions: ['acquireLeader', 'promote'], reason: /healthiest replica/,
+    to: 'primary', actions: ['promote'], reason: /healthiest replica/,
   },
   {
     name: 'I hold the key and run a replica, guard disconnected: do not promote',
@@ -767,6 +767,13 @@ describe('decide', () => {
     expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ streamOnly: true });
     expect(promotion('no leader, I am the switchover target: promote even if another is ahead')).not.toHaveProperty('streamOnly');
     expect(promotion('no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it')).not.toHaveProperty('streamOnly');
+  });
+
+  it('a replica that finds the leader key free takes it in its promotion\'s first transaction; one that holds it already does not', () => {
+    const promotion = (name: string) => decide(cases.find((c) => c.name === name)!.snap).actions.find((a) => a.kind === 'promote');
+    expect(promotion('no leader, I am the most advanced healthy replica: take the key and promote')).toMatchObject({ acquire: true });
+    expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ acquire: true, streamOnly: true });
+    expect(promotion('I hold the key and run a replica: promote')).not.toHaveProperty('acquire');
   });
 
   it('a move to a changed ttl names the new ttl, and the leader key only for the leader', () => {
