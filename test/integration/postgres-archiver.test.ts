@@ -14,6 +14,7 @@ import { isZombie, signalShutdown } from '../../src/postgres/datadir.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
 import { childrenOf, descendantsOf, processTitle } from '../../src/postgres/postmaster.js';
 import { silentLogger } from '../../src/util/log.js';
+import { stopLocalPostgres } from '../support/local-postgres.js';
 import { ensureCertificateAuthority, issueCertificate } from '../../src/tls/pki.js';
 
 const port = 25436;
@@ -82,16 +83,7 @@ describe('a postmaster that waits only for its archiver after its shutdown check
   });
 
   afterAll(async () => {
-    if (node) {
-      await node.stop('immediate').catch(() => undefined);
-      await node.close();
-      try {
-        const pid = Number(readFileSync(join(node.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-        if (pid > 0) process.kill(pid, 'SIGKILL');
-      } catch {
-        // no pid file or no such process: already gone
-      }
-    }
+    await stopLocalPostgres(node, 'immediate');
     if (dir && !process.env.KEEL_KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
   });
 

@@ -17,6 +17,7 @@ import { isZombie } from '../../src/postgres/datadir.js';
 import type { StartOptions, UpstreamTarget } from '../../src/postgres/types.js';
 import { silentLogger } from '../../src/util/log.js';
 import { freeze } from '../support/freeze.js';
+import { stopLocalPostgres } from '../support/local-postgres.js';
 import { ensureCertificateAuthority, issueCertificate } from '../../src/tls/pki.js';
 
 const superPassword = 'super-secret-pw-1';
@@ -122,18 +123,7 @@ describe('LocalPostgres with real PostgreSQL', () => {
   });
 
   afterAll(async () => {
-    for (const node of [node1, node2]) {
-      if (!node) continue;
-      await node.stop('fast').catch(() => undefined);
-      await node.close();
-      // Last resort, by PID only: a postmaster that outlived pg_ctl stop.
-      try {
-        const pid = Number(readFileSync(join(node.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-        if (pid > 0) process.kill(pid, 'SIGKILL');
-      } catch {
-        // no pid file or no such process: already gone
-      }
-    }
+    for (const node of [node1, node2]) await stopLocalPostgres(node);
     if (dir && !process.env.KEEL_KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
   });
 
