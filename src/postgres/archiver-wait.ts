@@ -12,7 +12,7 @@
  */
 import type { Logger } from '../util/log.js';
 import { signalShutdown } from './datadir.js';
-import { childrenOf, descendantsOf, processTitle } from './postmaster.js';
+import { childrenOf, processTitle } from './postmaster.js';
 
 /** "archiver" or "logger" from a process title, with or without cluster_name before it (which may start with either word), else null. */
 const roleOf = (title: string): string | null => /^postgres: (?:.*: )?(archiver|logger)(?: |$)/.exec(title)?.[1] ?? null;
@@ -20,12 +20,6 @@ const roleOf = (title: string): string | null => /^postgres: (?:.*: )?(archiver|
 /** The titles of a postmaster's children that leave it waiting only for its archiver: the archiver, and at most a logger besides. Pure. */
 export function waitsOnlyForArchiver(childTitles: readonly string[]): boolean {
   return childTitles.some((title) => roleOf(title) === 'archiver') && childTitles.every((title) => roleOf(title) !== null);
-}
-
-export interface ArchiverEnded {
-  archiver: number;
-  /** the archive_command's processes (its shell, the program), ended beside it */
-  commands: number;
 }
 
 export class ArchiverWait {
@@ -40,29 +34,20 @@ export class ArchiverWait {
 
   /**
    * Called while the postmaster lives after its shutdown checkpoint: once it has waited on its
-   * archiver alone for graceMs, an immediate shutdown and SIGTERM to the archive_command's
-   * processes (the archiver's SIGQUIT would leave them running); what it ended, else null.
+   * archiver alone for graceMs, an immediate shutdown (PostgreSQL sends SIGQUIT to the archiver's
+   * process group: the archive_command's shell and program go with it). True when it did.
    */
-  endOnceOverdue(): ArchiverEnded | null {
-    const children = childrenOf(this.postmasterPid);
-    const titles = children.map((pid) => processTitle(pid) ?? '');
+  endOnceOverdue(): boolean {
+    const titles = childrenOf(this.postmasterPid).map((pid) => processTitle(pid) ?? '');
     if (!waitsOnlyForArchiver(titles)) {
       this.since = null;
-      return null;
+      return false;
     }
     this.since ??= this.now();
-    if (this.now() - this.since < this.graceMs) return null;
-    const archiver = children[titles.findIndex((title) => roleOf(title) === 'archiver')]!;
-    const commands = descendantsOf(archiver);
+    if (this.now() - this.since < this.graceMs) return false;
     signalShutdown(this.postmasterPid, 'immediate');
-    for (const pid of commands) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    this.logger.warn({ pid: this.postmasterPid, archiver, commands: commands.length, graceMs: this.graceMs }, 'past its shutdown checkpoint the postmaster waited only for its archiver: ended');
-    return { archiver, commands: commands.length };
+    const archiver = titles.find((title) => roleOf(title) === 'archiver');
+    this.logger.warn({ pid: this.postmasterPid, archiver, graceMs: this.graceMs }, 'past its shutdown checkpoint the postmaster waited only for its archiver: ended');
+    return true;
   }
 }
