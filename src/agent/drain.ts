@@ -78,12 +78,14 @@ export class Drain {
 
   /** Takes one reading (unaccepted 0 when the queue was not read); true once nothing is left to wait for. */
   update(busy: BusyClients): boolean {
-    const cutoffMs = drainCutoff(this.cutoffMs, this.pastCutoff ? { ...busy, unaccepted: 0 } : busy, this.settleMs, this.queueSettleMs);
+    // past the cutoff a queue is no news (and the caller stopped reading it)
+    const reading = this.pastCutoff ? { ...busy, unaccepted: 0 } : busy;
+    const cutoffMs = drainCutoff(this.cutoffMs, reading, this.settleMs, this.queueSettleMs);
     this.cutoffMs = cutoffMs;
-    this.tracked = stillInFlight(this.tracked, busy.sessions, cutoffMs);
+    this.tracked = stillInFlight(this.tracked, reading.sessions, cutoffMs);
     this.waitedFor = Math.max(this.waitedFor, this.tracked.size);
-    this.notAccepted = Math.max(this.notAccepted, this.pastCutoff ? 0 : busy.unaccepted);
-    this.pastCutoff = busy.nowMs >= cutoffMs;
+    this.notAccepted = Math.max(this.notAccepted, reading.unaccepted);
+    this.pastCutoff = reading.nowMs >= cutoffMs;
     return this.tracked.size === 0 && this.pastCutoff;
   }
 }
