@@ -6,8 +6,9 @@
  * publishes its role before its job ends, a switchover target's slots
  * published as soon as made,
  * a reading taken before a job ended that decides nothing, no loop per
- * change in etcd while a job runs, and a promotion's history entry that ends
- * with PostgreSQL's own switch point.
+ * change in etcd while a job runs, a promotion's history entry that ends
+ * with PostgreSQL's own switch point, and a promotion whose history changed
+ * since its reading.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
@@ -252,6 +253,31 @@ describe('agent loop: the history entry of a promotion', () => {
     const entries = (await dcs.readCluster()).history!.value.entries.filter((e) => e.timeline === 2);
     expect(entries.map((e) => e.switchLsn)).toEqual([pg2.walLsn, pg2.walLsn + 160]);
     expect(divergence(1, pg2.walLsn + 100, 2, entries)).toBe('none');
+  });
+});
+
+describe('agent loop: a promotion that finds the history changed', () => {
+  it('takes the key and then appends its entry, keeping the entry written meanwhile', async () => {
+    const { dcs, pg2, leader, replica } = await leaderAndReplica();
+    // between the agent's reading and its promotion's transaction, another entry lands in the history
+    const meanwhile = { timeline: 9, switchLsn: 1, leader: 'node9', atMs: 1, reason: 'written meanwhile' };
+    const outcomes: string[] = [];
+    const take = dcs.takeLeaderToPromote.bind(dcs);
+    dcs.takeLeaderToPromote = async (request) => {
+      await dcs.appendHistory(meanwhile);
+      const outcome = await take(request);
+      outcomes.push(outcome);
+      return outcome;
+    };
+    const cutLease = leader.lease.id!;
+    dcs.keepAliveFails = (id) => id === cutLease;
+    await until(leader.lease.lastRenewalMs! + 9000 + 3000);
+    expect(outcomes[0]).toBe('history-changed');
+    expect(replica.state).toBe('primary');
+    expect(pg2.promotedAtMs).not.toBeNull();
+    const view = await dcs.readCluster();
+    expect(view.leader?.value.name).toBe('node2');
+    expect(view.history!.value.entries.map((e) => e.leader)).toEqual(['node9', 'node2']);
   });
 });
 
