@@ -12,13 +12,14 @@
  * directory goes too unless BENCH_KEEP is set. Every wait is bounded.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { sleep } from '../src/util/clock.js';
 import { systemUser } from '../src/util/os-user.js';
 import { isPortFree } from '../src/util/ports.js';
+import { childrenOf } from '../src/postgres/postmaster.js';
 import { readPidFile, terminate, terminateIfNamed } from '../src/util/process.js';
 import { queryOnce } from '../src/workload/connect.js';
 import { removeDir } from './cluster.js';
@@ -84,22 +85,6 @@ async function fetchJson<T>(url: string, init: RequestInit = {}, timeoutMs = 150
   } catch {
     return { status: response.status, body: text };
   }
-}
-
-/** PIDs whose parent is `pid`: the postmaster's backends and auxiliary processes. */
-function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) children.push(Number(entry));
-    } catch {
-      // the process ended while the list was read
-    }
-  }
-  return children;
 }
 
 function killNow(pid: number): void {

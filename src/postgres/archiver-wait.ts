@@ -29,25 +29,23 @@ export class ArchiverWait {
     private readonly postmasterPid: number,
     private readonly graceMs: number,
     private readonly logger: Logger,
-    private readonly now: () => number = Date.now,
   ) {}
 
   /**
    * Called while the postmaster lives after its shutdown checkpoint: once it has waited on its
    * archiver alone for graceMs, an immediate shutdown (PostgreSQL sends SIGQUIT to the archiver's
-   * process group: the archive_command's shell and program go with it). True when it did.
+   * process group: the archive_command's shell and program go with it).
    */
-  endOnceOverdue(): boolean {
+  endOnceOverdue(): void {
     const titles = childrenOf(this.postmasterPid).map((pid) => processTitle(pid) ?? '');
     if (!waitsOnlyForArchiver(titles)) {
       this.since = null;
-      return false;
+      return;
     }
-    this.since ??= this.now();
-    if (this.now() - this.since < this.graceMs) return false;
+    this.since ??= Date.now();
+    if (Date.now() - this.since < this.graceMs) return;
     signalShutdown(this.postmasterPid, 'immediate');
     const archiver = titles.find((title) => roleOf(title) === 'archiver');
     this.logger.warn({ pid: this.postmasterPid, archiver, graceMs: this.graceMs }, 'past its shutdown checkpoint the postmaster waited only for its archiver: ended');
-    return true;
   }
 }
