@@ -14,13 +14,11 @@ import { parentOf } from '../postgres/history.js';
 import { sleep } from '../util/clock.js';
 import { isLockBusy, type Pgbackrest } from './pgbackrest.js';
 
-const segmentBytes = 16 * 1024 * 1024;
-
 /**
  * The complete segments of the parent timeline before the switch, oldest first. Later names are not
  * taken: PostgreSQL renames old segments to future names for reuse, and their bytes are not WAL.
  */
-export function gapSegments(walFiles: readonly string[], parent: { timeline: number; switchLsn: number }): string[] {
+export function gapSegments(walFiles: readonly string[], parent: { timeline: number; switchLsn: number }, segmentBytes: number): string[] {
   const tli = parent.timeline.toString(16).toUpperCase().padStart(8, '0');
   const switchSegment = Math.floor(parent.switchLsn / segmentBytes);
   return walFiles
@@ -52,12 +50,12 @@ export interface GapOutcome {
   present: number;
 }
 
-/** Pushes the segments of the parent of `timeline` this data directory holds; null on timeline 1. */
-export async function fillArchiveGap(dataDir: string, timeline: number, pgbackrest: Pgbackrest): Promise<GapOutcome | null> {
+/** Pushes the segments of the parent of `timeline` this data directory holds; null on timeline 1. segmentBytes: wal_segment_size */
+export async function fillArchiveGap(dataDir: string, timeline: number, segmentBytes: number, pgbackrest: Pgbackrest): Promise<GapOutcome | null> {
   const history = await readFile(join(dataDir, 'pg_wal', `${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`), 'utf8').catch(() => null);
   const parent = history === null ? null : parentOf(history);
   if (parent === null) return null;
-  const segments = gapSegments(await readdir(join(dataDir, 'pg_wal')), parent);
+  const segments = gapSegments(await readdir(join(dataDir, 'pg_wal')), parent, segmentBytes);
   const outcome: GapOutcome = { timeline: parent.timeline, pushed: [], present: 0 };
   for (const segment of segments) {
     const output = await pushOne(pgbackrest, join(dataDir, 'pg_wal', segment));

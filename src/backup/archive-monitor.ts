@@ -222,8 +222,10 @@ export class ArchiveMonitor {
   /** After a promotion: the segments of the previous timeline the old leader had not archived (archive-gap.ts). */
   private async fillGap(): Promise<void> {
     try {
-      const [row] = await this.session.query<{ tli: number }>("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli");
-      const outcome = row === undefined ? null : await fillArchiveGap(nodeLayout(this.config).dataDir, row.tli, this.pgbackrest);
+      const [row] = await this.session.query<{ tli: number; segment_bytes: string }>(
+        "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli, pg_size_bytes(current_setting('wal_segment_size'))::text AS segment_bytes",
+      );
+      const outcome = row === undefined ? null : await fillArchiveGap(nodeLayout(this.config).dataDir, row.tli, Number(row.segment_bytes), this.pgbackrest);
       if (outcome === null) return;
       this.logger.info({ timeline: outcome.timeline, pushed: outcome.pushed.length, present: outcome.present }, 'previous timeline checked against the archive');
       if (outcome.pushed.length === 0) return;

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { NodeConfig } from '../config/schema.js';
+import { defaultWalSegmentMb, type NodeConfig } from '../config/schema.js';
 import { KeelError, redactSecrets } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { sleep } from '../util/clock.js';
@@ -123,11 +123,10 @@ export class LocalPostgres implements Postgres {
     try {
       this.logger.info('initdb');
       await this.programs.run('initdb', [
-        '-D', this.dataDir,
-        '-U', this.config.postgres.superuser.username,
-        `--pwfile=${pwfile}`,
+        '-D', this.dataDir, '-U', this.config.postgres.superuser.username, `--pwfile=${pwfile}`,
         '-k', '-E', 'UTF8', '--locale=C.UTF-8',
         '--auth-local=scram-sha-256', '--auth-host=scram-sha-256',
+        `--wal-segsize=${this.config.bootstrap.walSegmentMb ?? defaultWalSegmentMb}`,
       ]);
     } finally {
       await rm(pwfile, { force: true });

@@ -7,12 +7,11 @@
 import { parseLsn } from '../../src/model/lsn.js';
 import type { WriteRecord } from '../../src/workload/records.js';
 
-const segmentBytes = 16 * 1024 * 1024;
 /** a write's LSN is read inside its transaction: its commit record follows within this many bytes */
 export const commitMarginBytes = 8192;
 
-/** The first byte after a WAL segment named as pg_walfile_name() names it (16 MiB segments). */
-export function segmentEndLsn(walFile: string): number {
+/** The first byte after a WAL segment named as pg_walfile_name() names it; segmentBytes: wal_segment_size. */
+export function segmentEndLsn(walFile: string, segmentBytes: number): number {
   const match = /^[0-9A-F]{8}([0-9A-F]{8})([0-9A-F]{8})$/.exec(walFile);
   if (match === null) throw new Error(`not a WAL segment name: ${walFile}`);
   return parseInt(match[1]!, 16) * 2 ** 32 + (parseInt(match[2]!, 16) + 1) * segmentBytes;
@@ -32,8 +31,8 @@ export interface RecoveryPoint {
   lostSeconds: number;
 }
 
-export function recoveryPoint(writes: readonly WriteRecord[], present: ReadonlySet<number>, lastArchivedSegment: string): RecoveryPoint {
-  const end = segmentEndLsn(lastArchivedSegment);
+export function recoveryPoint(writes: readonly WriteRecord[], present: ReadonlySet<number>, lastArchivedSegment: string, segmentBytes: number): RecoveryPoint {
+  const end = segmentEndLsn(lastArchivedSegment, segmentBytes);
   const acked = writes.filter((w) => w.ok && w.lsn !== undefined);
   const inArchive = acked.filter((w) => parseLsn(w.lsn!) + commitMarginBytes <= end);
   const lost = acked.filter((w) => !present.has(w.id));

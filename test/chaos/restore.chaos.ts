@@ -57,7 +57,10 @@ it('fault 11: every node\'s data destroyed, then keel restore --latest keeps eve
     }
     await sleep(8000);
     // archive_timeout firing: the segment written so far goes to the repository
-    await tc.superuserQuery((await tc.leader()).name, 'SELECT pg_switch_wal()');
+    const [{ bytes: segmentBytes } = { bytes: '' }] = await tc.superuserQuery<{ bytes: string }>(
+      (await tc.leader()).name,
+      "SELECT pg_size_bytes(current_setting('wal_segment_size'))::text AS bytes, pg_switch_wal()",
+    );
     await sleep(6000);
 
     const destroyedAtMs = Date.now();
@@ -82,7 +85,8 @@ it('fault 11: every node\'s data destroyed, then keel restore --latest keeps eve
     const writes = started.flatMap((w) => w.records);
     const node1 = appConnection('127.0.0.1', P + 100 + portOffsets.nodePg, appLogin(layout));
     const present = await presentIds((sql, params) => queryOnce<{ id: string }>(node1, sql, params), writes.filter((w) => w.ok).map((w) => w.id), presentRowsSql(table));
-    const point = recoveryPoint(writes, present, lastArchived);
+    expect(Number(segmentBytes)).toBeGreaterThan(0);
+    const point = recoveryPoint(writes, present, lastArchived, Number(segmentBytes));
     const report = {
       fault: '11',
       title: "every node's data directory destroyed, then keel restore --latest",

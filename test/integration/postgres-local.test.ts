@@ -9,7 +9,7 @@ import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
+import { defaultWalSegmentMb, nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
 import { stillInFlight } from '../../src/agent/drain.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
 import { parseControlData, parseControlFile } from '../../src/postgres/controldata.js';
@@ -143,6 +143,9 @@ describe('LocalPostgres with real PostgreSQL', () => {
 
     const [row] = await query<{ v: string }>(ports.node1, 'SELECT postgis_full_version() AS v');
     expect(row?.v).toMatch(/POSTGIS="3/);
+    // node.yml sets no bootstrap.walSegmentMb: Keel's default, not initdb's 16 MB
+    const [segment] = await query<{ size: string }>(ports.node1, "SELECT current_setting('wal_segment_size') AS size");
+    expect(segment?.size).toBe(`${defaultWalSegmentMb}MB`);
 
     const state = await node1.runtimeState();
     expect(state).toMatchObject({ inRecovery: false, timeline: 1, receivedLsn: null, streaming: false, primaryConninfo: '' });
