@@ -15,6 +15,7 @@ import { ControlDataCache } from './controldata.js';
 import { historyFileName, historyFileText, readSwitchPoint } from './history.js';
 import { dataDirState, isPostmasterAlive, livePostmasterPid, newestHistoryTimeline, prepareNodeDirs, removeLocksOfZombiePostmaster, signalShutdown } from './datadir.js';
 import { NodeFiles } from './node-files.js';
+import { reloadConf, settingsAre, type SessionQuery } from './reload.js';
 import { ArchiverWait } from './archiver-wait.js';
 import { acceptQueue, startingBackends } from './postmaster.js';
 import { ensureOwnedDir, lastLines, Programs, resolveRunAs, tailOfFile, writeOwnedFile, type RunAs } from './programs.js';
@@ -202,7 +203,7 @@ export class LocalPostgres implements Postgres {
       if (state && state.inRecovery === options.replica) {
         this.logger.info({ pid: running }, 'already running in the wanted role: rewriting conf and reloading');
         await this.files.writeRole(options);
-        await this.reload();
+        await reloadConf(this.query, this.logger);
         return;
       }
       // Recovery mode only changes with a restart (and rule 5: never keep a primary we were not told to be).
@@ -265,8 +266,8 @@ export class LocalPostgres implements Postgres {
       const expected: Record<string, string> = { wal_retrieve_retry_interval: `${shortRetryMs}ms`, ...(streamOnly ? { restore_command: '' } : {}), ...names };
       const written = await this.files.writePromotionRetry(true, streamOnly, synchronousStandbyNames);
       // a switchover's target wrote and loaded all of it while the switchover was pending (decide-follower.ts)
-      if (!written && (await this.settingsAre(expected))) return;
-      await this.reload(expected);
+      if (!written && (await settingsAre(this.query, expected))) return;
+      await reloadConf(this.query, this.logger, expected);
     })();
     try {
       await Promise.all([prepared, recorded]);
@@ -291,7 +292,7 @@ export class LocalPostgres implements Postgres {
 
   /** A standby it stays: back to retrying its sources once a second, with restore_command. */
   private async standbyAgain(): Promise<void> {
-    await this.files.writePromotionRetry(false).then(() => this.reload()).catch(() => undefined);
+    await this.files.writePromotionRetry(false).then(() => reloadConf(this.query, this.logger)).catch(() => undefined);
   }
 
   /** controlTimeline: the control file's timeline, when just read (saves running pg_controldata again) */
@@ -319,7 +320,7 @@ export class LocalPostgres implements Postgres {
     if ((await this.postmasterPid()) === null) return;
     const expected = options.replica && options.upstream ? primaryConninfo(this.config, this.layout, options.upstream) : '';
     this.logger.info({ upstream: options.upstream?.name ?? null }, 'following: reloading conf');
-    await this.reload({ primary_conninfo: expected });
+    await reloadConf(this.query, this.logger, { primary_conninfo: expected });
   }
 
   // ---- SQL ---------------------------------------------------------------------
@@ -365,15 +366,9 @@ export class LocalPostgres implements Postgres {
     await this.files.writeSynchronousStandbyNames(value);
     if ((await this.postmasterPid()) === null) return;
     this.logger.info({ synchronousStandbyNames: value }, 'setting synchronous_standby_names');
-    await this.reload({ synchronous_standby_names: value });
+    await reloadConf(this.query, this.logger, { synchronous_standby_names: value });
   }
 
-  /** Whether each named setting, as this session sees it (SHOW's text), has the given value. */
-  private async settingsAre(expected: Record<string, string>): Promise<boolean> {
-    const names = Object.keys(expected);
-    const rows = await this.sql<{ name: string; value: string }>('SELECT n AS name, current_setting(n) AS value FROM unnest($1::text[]) AS n', [names], 'reading settings');
-    return names.every((name) => rows.some((row) => row.name === name && row.value === expected[name]));
-  }
 
   /** Counters for agent/load.ts: transactions ever ended (all databases) and client backends now; null when unreachable. */
   async loadCounters(): Promise<{ transactions: number; connections: number } | null> {
@@ -400,6 +395,7 @@ export class LocalPostgres implements Postgres {
 
   // ---- helpers -------------------------------------------------------------------
 
+  private readonly query: SessionQuery = (text, values, what) => this.sql(text, values, what);
   private async sql<Row extends object>(text: string, values: unknown[], what: string, ignoredCodes: string[] = []): Promise<Row[]> {
     try {
       return await this.session.query<Row>(text, values);
@@ -410,13 +406,6 @@ export class LocalPostgres implements Postgres {
     }
   }
 
-  /** Sends SIGHUP and waits (briefly, without failing) until this session sees the `expected` settings. */
-  private async reload(expected?: Record<string, string>): Promise<void> {
-    await this.sql('SELECT pg_reload_conf()', [], 'reloading the configuration');
-    if (expected && !(await this.waitFor(() => this.settingsAre(expected), 3000))) {
-      this.logger.warn('configuration reloaded but the new values are not visible yet');
-    }
-  }
 
   private async waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = pollMs): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;

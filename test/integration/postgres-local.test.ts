@@ -217,6 +217,14 @@ describe('LocalPostgres with real PostgreSQL', () => {
     await node2.setSynchronousStandbyNames('');
   });
 
+  it("a follow that changes the retry interval alone returns once the agent's own session has read it", async () => {
+    // the upstream stays the same: only a reload that waits for the files to be read (not for values) sees the change
+    for (const shortRetry of [true, false, true, false]) {
+      await node1.follow({ ...following('node1', upstream('node2')), shortRetry });
+      expect((await node1.runtimeState())?.walRetrieveRetryMs).toBe(shortRetry ? 17 : 1000);
+    }
+  });
+
   it('keeps a running instance in the wanted role and fails with the log when a start fails', async () => {
     const pid = await node1.postmasterPid();
     await node1.start(following('node1', upstream('node2')));
