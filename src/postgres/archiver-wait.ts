@@ -3,12 +3,16 @@
  * checkpoint of a fast shutdown, PostgreSQL asks its archiver to push what is
  * left and waits for it; an archive_command that hangs (pgBackRest's
  * asynchronous push waits up to archive-timeout, 60 s, for a push that never
- * started) keeps the postmaster up as long. A node that hands over or steps
- * down needs none of it: no WAL can follow the shutdown checkpoint, and the
- * new leader archives the complete segments of the old timeline that the old
- * leader had not (backup/archive-gap.ts) and the last one as `.partial`.
- * Past a grace, the rest of the shutdown is made immediate: pg_control says
- * "shut down" already, so the next start runs no recovery.
+ * started) keeps the postmaster up as long, and with it whatever waits for
+ * the stop: a restart asked through the API, an agent stopping (its lease,
+ * and so the failover, after it). None of them needs the wait: no WAL can
+ * follow the shutdown checkpoint; the segments left `.ready` are pushed by
+ * this node's archiver at its next start as primary, or, when another node
+ * leads by then, by the new leader, which archives the complete segments of
+ * the old timeline that the old leader had not (backup/archive-gap.ts) and
+ * the last one as `.partial`. Past a grace, the rest of the shutdown is made
+ * immediate: pg_control says "shut down" already, so the next start runs no
+ * recovery.
  */
 import type { Logger } from '../util/log.js';
 import { signalShutdown } from './datadir.js';

@@ -25,7 +25,7 @@ import type { BusyClients, ControlData, DataDirState, Postgres, PromoteOptions, 
 const waitSeconds = '60';
 /** how long a stop may take, and how often the waits below look again */
 const stopWaitMs = 65_000;
-/** How long a restart in another role lets a postmaster past its shutdown checkpoint wait on its archiver alone (archiver-wait.ts). */
+/** How long a fast stop lets a postmaster past its shutdown checkpoint wait on its archiver alone (archiver-wait.ts). */
 const archiverGraceMs = 5000;
 const pollMs = 20;
 /** the end of a promotion is looked for more often: the routers wait for it */
@@ -208,7 +208,7 @@ export class LocalPostgres implements Postgres {
       }
       // Recovery mode only changes with a restart (and rule 5: never keep a primary we were not told to be).
       this.logger.warn({ pid: running, inRecovery: state?.inRecovery ?? null }, 'running in another role: restarting');
-      await this.stop('fast', { archiverGraceMs });
+      await this.stop('fast');
     }
     await this.files.writeRole(options);
     await removeLocksOfZombiePostmaster(this.dataDir, `${socketPath(this.layout.socketDir, this.config.postgres.port)}.lock`, this.logger);
@@ -228,6 +228,7 @@ export class LocalPostgres implements Postgres {
     this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
   }
 
+  /** A fast stop ends a wait on the archiver alone after archiverGraceMs (options.archiverGraceMs). */
   async stop(mode: StopMode, options: { untilCheckpointed?: boolean; archiverGraceMs?: number } = {}): Promise<void> {
     // The agent's own session ends with the others: its backend's exit (40-130 ms of a switchover's pause) is
     // waited for after the signal, not before. close() never rejects.
@@ -238,7 +239,8 @@ export class LocalPostgres implements Postgres {
     // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
     this.logger.info({ pid, mode }, 'stopping PostgreSQL');
     signalShutdown(pid, mode);
-    const archiver = options.archiverGraceMs === undefined ? null : new ArchiverWait(pid, options.archiverGraceMs, this.logger);
+    const graceMs = options.archiverGraceMs ?? (mode === 'fast' ? archiverGraceMs : undefined);
+    const archiver = graceMs === undefined ? null : new ArchiverWait(pid, graceMs, this.logger);
     const stopped = async () => {
       if (!isPostmasterAlive(pid)) return true;
       if ((options.untilCheckpointed !== true && archiver === null) || (await this.control.state()) !== 'shut down') return false;

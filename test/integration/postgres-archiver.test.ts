@@ -1,7 +1,8 @@
 /**
  * A real PostgreSQL whose archive_command hangs: past its shutdown checkpoint
- * the postmaster waits for its archiver, and a restart in another role ends
- * that wait after a grace instead of the whole stop timeout.
+ * the postmaster waits for its archiver, and a restart in another role, or
+ * any fast stop, ends that wait after a grace instead of the whole stop
+ * timeout.
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -45,6 +46,8 @@ describe('a postmaster that waits only for its archiver after its shutdown check
   let node: LocalPostgres;
   let config: NodeConfig;
   let sql: (text: string) => Promise<Record<string, unknown>[]>;
+  /** the segment switched to in the first test, which the archiver never manages to push */
+  let segment = '';
 
   beforeAll(async () => {
     dir = mkdtempSync('/tmp/keel-test-archiver-');
@@ -93,7 +96,7 @@ describe('a postmaster that waits only for its archiver after its shutdown check
     await node.createClusterObjects();
     await sql('CREATE TABLE kept (id int); INSERT INTO kept VALUES (1), (2), (3)');
     const [switched] = await sql('SELECT pg_walfile_name(pg_switch_wal()) AS wal');
-    const segment = String(switched!.wal);
+    segment = String(switched!.wal);
     const pid = (await node.postmasterPid())!;
 
     // the archiver runs the command for the switched segment
@@ -121,5 +124,19 @@ describe('a postmaster that waits only for its archiver after its shutdown check
     expect(existsSync(join(node.dataDir, 'pg_wal', 'archive_status', `${segment}.ready`))).toBe(true);
     const starts = readFileSync(nodeLayout(config).logPath, 'utf8').match(/database system was .*/g) ?? [];
     expect(starts.at(-1)).toMatch(/^database system was shut down at /);
+  });
+
+  it('is ended past the grace by a plain fast stop too (a restart asked through the API, an agent stopping)', async () => {
+    const pid = (await node.postmasterPid())!;
+    // started again, the archiver tries the same segment again
+    const archiver = await until(() => childrenOf(pid).find((child) => /: archiver /.test(processTitle(child) ?? '')), 'an archiver');
+    const command = await until(() => descendantsOf(archiver).find((child) => processTitle(child) === 'sleep 600'), 'the archive command running again');
+    const started = Date.now();
+    await node.stop('fast');
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(isAlive(pid)).toBe(false);
+    await until(() => !isAlive(command), 'the archive command gone', 5000);
+    expect((await node.controlData())?.clusterState).toBe('shut down');
+    expect(existsSync(join(node.dataDir, 'pg_wal', 'archive_status', `${segment}.ready`))).toBe(true);
   });
 });
