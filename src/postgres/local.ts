@@ -371,7 +371,6 @@ export class LocalPostgres implements Postgres {
     await reloadConf(this.query, this.logger, { synchronous_standby_names: value });
   }
 
-
   /** Counters for agent/load.ts: transactions ever ended (all databases) and client backends now; null when unreachable. */
   async loadCounters(): Promise<{ transactions: number; connections: number } | null> {
     try {
