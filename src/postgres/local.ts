@@ -228,8 +228,8 @@ export class LocalPostgres implements Postgres {
     this.logger.warn({ pid, output: lastLines(result.output, 3) }, 'PostgreSQL runs but did not become ready in time');
   }
 
-  /** A fast stop ends a wait on the archiver alone after archiverGraceMs (options.archiverGraceMs). */
-  async stop(mode: StopMode, options: { untilCheckpointed?: boolean; archiverGraceMs?: number } = {}): Promise<void> {
+  /** A fast stop ends a wait on the archiver alone after archiverGraceMs. */
+  async stop(mode: StopMode, options: { untilCheckpointed?: boolean } = {}): Promise<void> {
     // The agent's own session ends with the others: its backend's exit (40-130 ms of a switchover's pause) is
     // waited for after the signal, not before. close() never rejects.
     const closing = this.session.close();
@@ -239,8 +239,7 @@ export class LocalPostgres implements Postgres {
     // few ms where pg_ctl looks every 100 ms: a switchover waits on both.
     this.logger.info({ pid, mode }, 'stopping PostgreSQL');
     signalShutdown(pid, mode);
-    const graceMs = options.archiverGraceMs ?? (mode === 'fast' ? archiverGraceMs : undefined);
-    const archiver = graceMs === undefined ? null : new ArchiverWait(pid, graceMs, this.logger);
+    const archiver = mode === 'fast' ? new ArchiverWait(pid, archiverGraceMs, this.logger) : null;
     const stopped = async () => {
       if (!isPostmasterAlive(pid)) return true;
       if ((options.untilCheckpointed !== true && archiver === null) || (await this.control.state()) !== 'shut down') return false;
