@@ -34,11 +34,11 @@ export function stillInFlight(tracked: ReadonlyMap<number, BusySession>, busy: r
 
 /**
  * Until when sessions that begin are taken on: `settleMs` after the first
- * reading (a connection a router sent just before it held may still be in its
- * handshake), and pushed to `queueSettleMs` after any reading that finds
- * connections waiting for the postmaster to accept them. Those may have
- * reached PostgreSQL before the hold yet show as no process; once accepted
- * they are backends still starting, taken on by this cutoff.
+ * reading (a leader handing over passes 0, actions.ts), and pushed to
+ * `queueSettleMs` after any reading that finds connections waiting for the
+ * postmaster to accept them. Those may have reached PostgreSQL before the hold
+ * yet show as no process; once accepted they are backends still starting,
+ * taken on by this cutoff.
  */
 export function drainCutoff(previous: number | null, busy: Pick<BusyClients, 'nowMs' | 'unaccepted'>, settleMs: number, queueSettleMs: number): number {
   const cutoff = previous ?? busy.nowMs + settleMs;
@@ -61,6 +61,10 @@ export class Drain {
   /** the most sessions waited for at once, and connections found not accepted yet */
   waitedFor = 0;
   notAccepted = 0;
+  /** sessions taken on after the first reading, and how long after it the last of them was first seen (ms) */
+  lateSessions = 0;
+  lateByMs = 0;
+  private firstReadingMs: number | null = null;
 
   constructor(
     private readonly settleMs: number,
@@ -82,7 +86,16 @@ export class Drain {
     const reading = this.pastCutoff ? { ...busy, unaccepted: 0 } : busy;
     const cutoffMs = drainCutoff(this.cutoffMs, reading, this.settleMs, this.queueSettleMs);
     this.cutoffMs = cutoffMs;
+    const before = this.tracked;
     this.tracked = stillInFlight(this.tracked, reading.sessions, cutoffMs);
+    if (this.firstReadingMs === null) this.firstReadingMs = reading.nowMs;
+    else {
+      const late = [...this.tracked.keys()].filter((pid) => !before.has(pid)).length;
+      if (late > 0) {
+        this.lateSessions += late;
+        this.lateByMs = reading.nowMs - this.firstReadingMs;
+      }
+    }
     this.waitedFor = Math.max(this.waitedFor, this.tracked.size);
     this.notAccepted = Math.max(this.notAccepted, reading.unaccepted);
     this.pastCutoff = reading.nowMs >= cutoffMs;

@@ -72,6 +72,36 @@ describe('the drain of a leader handing over', () => {
     expect(drain).toMatchObject({ waitedFor: 1, notAccepted: 1 });
   });
 
+  it('counts the sessions taken on after the first reading, and how long after it the last was seen', () => {
+    const drain = new Drain(60, 60);
+    expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990), loggingIn(2, 995)], unaccepted: 0 })).toBe(false);
+    expect(drain).toMatchObject({ lateSessions: 0, lateByMs: 0 });
+    // a session idle at the first reading begins a transaction before the cutoff: taken on, late
+    expect(drain.update({ nowMs: 1030, sessions: [inTx(1, 990), inTx(3, 1025)], unaccepted: 0 })).toBe(false);
+    expect(drain).toMatchObject({ lateSessions: 1, lateByMs: 30 });
+    // one begun after the cutoff is not taken on, so not counted
+    expect(drain.update({ nowMs: 1070, sessions: [inTx(3, 1025), inTx(4, 1065)], unaccepted: 0 })).toBe(false);
+    expect(drain.update({ nowMs: 1080, sessions: [inTx(4, 1065)], unaccepted: 0 })).toBe(true);
+    expect(drain).toMatchObject({ waitedFor: 2, lateSessions: 1, lateByMs: 30 });
+  });
+
+  it('with no settle takes on only what the first reading shows, and what a queue found then brings', () => {
+    const drain = new Drain(0, 60);
+    expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990)], unaccepted: 0 })).toBe(false);
+    // the cutoff is the first reading: a transaction a persistent session begins after it is not waited for
+    expect(drain.update({ nowMs: 1020, sessions: [inTx(1, 990), inTx(2, 1010)], unaccepted: 0 })).toBe(false);
+    expect(drain.pending).toBe(1);
+    expect(drain.update({ nowMs: 1040, sessions: [inTx(2, 1010)], unaccepted: 0 })).toBe(true);
+    expect(drain).toMatchObject({ waitedFor: 1, lateSessions: 0 });
+    // a connection waiting to be accepted at the first reading starts as a backend after it: taken on, late
+    const queued = new Drain(0, 60);
+    expect(queued.update({ nowMs: 1000, sessions: [], unaccepted: 1 })).toBe(false);
+    expect(queued.update({ nowMs: 1015, sessions: [loggingIn(5, 1015)], unaccepted: 0 })).toBe(false);
+    expect(queued.update({ nowMs: 1040, sessions: [inTx(5, 1035)], unaccepted: 0 })).toBe(false);
+    expect(queued.update({ nowMs: 1070, sessions: [], unaccepted: 0 })).toBe(true);
+    expect(queued).toMatchObject({ waitedFor: 1, notAccepted: 1, lateSessions: 1, lateByMs: 15 });
+  });
+
   it('ends at the first reading past the cutoff with nothing in flight', () => {
     const drain = new Drain(0, 60);
     expect(drain.update({ nowMs: 1000, sessions: [], unaccepted: 0 })).toBe(true);
