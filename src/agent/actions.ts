@@ -176,10 +176,10 @@ export function routersHolding(routers: readonly RouterValue[], requestedAtMs: n
  * on after the first reading, which comes once every router said it holds: a
  * connection a router sent before its hold reached PostgreSQL before it said so
  * (a backend logging in, or a connection in that queue, at the first reading).
- * Taking on what began up to 60 ms after the first reading took on only new
- * transactions of persistent sessions (6 of 16 switchovers, 24-54 ms after it),
- * whose clients lose their connection at the shutdown either way, and held
- * every drain 60 ms.
+ * Taking on what began up to 60 ms after the first reading held every drain
+ * 60 ms and took on sessions in 6 of 16 switchovers, each one a persistent
+ * client's next transaction where looked at closely (a session idle at the
+ * first reading): its client loses its connection at the shutdown either way.
  */
 const queueSettleMs = 60;
 
