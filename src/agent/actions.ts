@@ -244,15 +244,15 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
   const startedAt = ctx.now();
   const deadline = startedAt + action.timeoutMs;
   const took = { routersMs: 0, checkpointMs: 0, cascadeMs: 0 };
-  await Promise.all([
-    awaitRouters(requestedAtMs, ctx).then(() => (took.routersMs = ctx.now() - startedAt)),
+  const [routersHeld] = await Promise.all([
+    awaitRouters(requestedAtMs, ctx).then((all) => ((took.routersMs = ctx.now() - startedAt), all)),
     // a failover request holds at once: what a prepared switchover did before the hold is done in it
     action.prepared ? Promise.resolve() : checkpointAndCascade(action.cascade, ctx).then((t) => Object.assign(took, t)),
   ]);
   // The work in flight at the hold: each transaction then, each session logging in and each connection waiting to
   // be accepted (drain.ts).
   const readyAt = ctx.now();
-  const drain = new Drain(0, queueSettleMs);
+  const drain = new Drain(queueSettleMs);
   while (ctx.now() < deadline) {
     const busy = await ctx.pg.busyClients({ acceptQueue: drain.readsQueue }).catch(() => null);
     if (busy === null || drain.update(busy)) break;
@@ -262,7 +262,7 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
     ctx.logger.warn({ timeoutMs: action.timeoutMs, sessions: drain.pending }, 'sessions still busy after the drain period: shutting down anyway');
     return;
   }
-  ctx.logger.info({ ...took, drainMs: ctx.now() - readyAt, sessions: drain.waitedFor, lateSessions: drain.lateSessions, lateByMs: Math.round(drain.lateByMs), notAccepted: drain.notAccepted }, 'switchover drain done');
+  ctx.logger.info({ routersHeld, ...took, drainMs: ctx.now() - readyAt, sessions: drain.waitedFor, lateSessions: drain.lateSessions, lateByMs: Math.round(drain.lateByMs), notAccepted: drain.notAccepted }, 'switchover drain done');
 }
 
 /**

@@ -33,15 +33,14 @@ export function stillInFlight(tracked: ReadonlyMap<number, BusySession>, busy: r
 }
 
 /**
- * Until when sessions that begin are taken on: `settleMs` after the first
- * reading (a leader handing over passes 0, actions.ts), and pushed to
- * `queueSettleMs` after any reading that finds connections waiting for the
- * postmaster to accept them. Those may have reached PostgreSQL before the hold
- * yet show as no process; once accepted they are backends still starting,
- * taken on by this cutoff.
+ * Until when sessions that begin are taken on: the first reading (it comes
+ * once every router holds, actions.ts), pushed to `queueSettleMs` after any
+ * reading that finds connections waiting for the postmaster to accept them.
+ * Those may have reached PostgreSQL before the hold yet show as no process;
+ * once accepted they are backends still starting, taken on by this cutoff.
  */
-export function drainCutoff(previous: number | null, busy: Pick<BusyClients, 'nowMs' | 'unaccepted'>, settleMs: number, queueSettleMs: number): number {
-  const cutoff = previous ?? busy.nowMs + settleMs;
+export function drainCutoff(previous: number | null, busy: Pick<BusyClients, 'nowMs' | 'unaccepted'>, queueSettleMs: number): number {
+  const cutoff = previous ?? busy.nowMs;
   return busy.unaccepted > 0 ? Math.max(cutoff, busy.nowMs + queueSettleMs) : cutoff;
 }
 
@@ -66,10 +65,7 @@ export class Drain {
   lateByMs = 0;
   private firstReadingMs: number | null = null;
 
-  constructor(
-    private readonly settleMs: number,
-    private readonly queueSettleMs: number,
-  ) {}
+  constructor(private readonly queueSettleMs: number) {}
 
   /** Whether the next reading needs the accept queue. */
   get readsQueue(): boolean {
@@ -84,7 +80,7 @@ export class Drain {
   update(busy: BusyClients): boolean {
     // past the cutoff a queue is no news (and the caller stopped reading it)
     const reading = this.pastCutoff ? { ...busy, unaccepted: 0 } : busy;
-    const cutoffMs = drainCutoff(this.cutoffMs, reading, this.settleMs, this.queueSettleMs);
+    const cutoffMs = drainCutoff(this.cutoffMs, reading, this.queueSettleMs);
     this.cutoffMs = cutoffMs;
     const before = this.tracked;
     this.tracked = stillInFlight(this.tracked, reading.sessions, cutoffMs);

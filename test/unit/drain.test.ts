@@ -38,23 +38,22 @@ describe('the drain of a leader handing over', () => {
     expect(pids(stillInFlight(tracked, [inTx(1, 900), loggingIn(5, 1070), inTx(6, 1090)], 1060))).toEqual([1]);
   });
 
-  it('takes on sessions that begin until the settle after the first reading, and after any reading that finds connections not accepted yet', () => {
-    let cutoff = drainCutoff(null, { nowMs: 1000, unaccepted: 0 }, 60, 60);
-    expect(cutoff).toBe(1060);
-    cutoff = drainCutoff(cutoff, { nowMs: 1020, unaccepted: 0 }, 60, 60);
-    expect(cutoff).toBe(1060);
+  it('takes on sessions that begin by the first reading, and until 60 ms after any reading that finds connections not accepted yet', () => {
+    let cutoff = drainCutoff(null, { nowMs: 1000, unaccepted: 0 }, 60);
+    expect(cutoff).toBe(1000);
+    cutoff = drainCutoff(cutoff, { nowMs: 1020, unaccepted: 0 }, 60);
+    expect(cutoff).toBe(1000);
     // two connections wait in the kernel for the postmaster: once accepted they start as backends after this reading
-    cutoff = drainCutoff(cutoff, { nowMs: 1030, unaccepted: 2 }, 60, 60);
+    cutoff = drainCutoff(cutoff, { nowMs: 1030, unaccepted: 2 }, 60);
     expect(cutoff).toBe(1090);
-    cutoff = drainCutoff(cutoff, { nowMs: 1040, unaccepted: 0 }, 60, 60);
+    cutoff = drainCutoff(cutoff, { nowMs: 1040, unaccepted: 0 }, 60);
     expect(cutoff).toBe(1090);
-    // with no router holding the first reading is the cutoff; a queue still pushes it on
-    expect(drainCutoff(null, { nowMs: 1000, unaccepted: 0 }, 0, 60)).toBe(1000);
-    expect(drainCutoff(null, { nowMs: 1000, unaccepted: 1 }, 0, 60)).toBe(1060);
+    // a queue at the first reading pushes it on from there
+    expect(drainCutoff(null, { nowMs: 1000, unaccepted: 1 }, 60)).toBe(1060);
   });
 
   it('reads the accept queue only until the cutoff has passed, so clients that keep connecting to the node do not hold it', () => {
-    const drain = new Drain(60, 60);
+    const drain = new Drain(60);
     expect(drain.readsQueue).toBe(true);
     // at the hold: one transaction in flight and a connection not accepted yet
     expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990)], unaccepted: 1 })).toBe(false);
@@ -73,8 +72,9 @@ describe('the drain of a leader handing over', () => {
   });
 
   it('counts the sessions taken on after the first reading, and how long after it the last was seen', () => {
-    const drain = new Drain(60, 60);
-    expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990), loggingIn(2, 995)], unaccepted: 0 })).toBe(false);
+    const drain = new Drain(60);
+    // a connection not accepted yet: what begins until 1060 is taken on
+    expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990), loggingIn(2, 995)], unaccepted: 1 })).toBe(false);
     expect(drain).toMatchObject({ lateSessions: 0, lateByMs: 0 });
     // a session idle at the first reading begins a transaction before the cutoff: taken on, late
     expect(drain.update({ nowMs: 1030, sessions: [inTx(1, 990), inTx(3, 1025)], unaccepted: 0 })).toBe(false);
@@ -85,8 +85,8 @@ describe('the drain of a leader handing over', () => {
     expect(drain).toMatchObject({ waitedFor: 2, lateSessions: 1, lateByMs: 30 });
   });
 
-  it('with no settle takes on only what the first reading shows, and what a queue found then brings', () => {
-    const drain = new Drain(0, 60);
+  it('takes on only what the first reading shows, and what a queue found then brings', () => {
+    const drain = new Drain(60);
     expect(drain.update({ nowMs: 1000, sessions: [inTx(1, 990)], unaccepted: 0 })).toBe(false);
     // the cutoff is the first reading: a transaction a persistent session begins after it is not waited for
     expect(drain.update({ nowMs: 1020, sessions: [inTx(1, 990), inTx(2, 1010)], unaccepted: 0 })).toBe(false);
@@ -94,7 +94,7 @@ describe('the drain of a leader handing over', () => {
     expect(drain.update({ nowMs: 1040, sessions: [inTx(2, 1010)], unaccepted: 0 })).toBe(true);
     expect(drain).toMatchObject({ waitedFor: 1, lateSessions: 0 });
     // a connection waiting to be accepted at the first reading starts as a backend after it: taken on, late
-    const queued = new Drain(0, 60);
+    const queued = new Drain(60);
     expect(queued.update({ nowMs: 1000, sessions: [], unaccepted: 1 })).toBe(false);
     expect(queued.update({ nowMs: 1015, sessions: [loggingIn(5, 1015)], unaccepted: 0 })).toBe(false);
     expect(queued.update({ nowMs: 1040, sessions: [inTx(5, 1035)], unaccepted: 0 })).toBe(false);
@@ -103,7 +103,7 @@ describe('the drain of a leader handing over', () => {
   });
 
   it('ends at the first reading past the cutoff with nothing in flight', () => {
-    const drain = new Drain(0, 60);
+    const drain = new Drain(60);
     expect(drain.update({ nowMs: 1000, sessions: [], unaccepted: 0 })).toBe(true);
     expect(drain).toMatchObject({ waitedFor: 0, notAccepted: 0, readsQueue: false });
   });
