@@ -78,10 +78,17 @@ export function applyConfigPatch(current: DynamicConfig, patch: unknown): Dynami
 }
 
 
+const literals = new Map<string, unknown>([
+  ['true', true],
+  ['false', false],
+  ['null', null],
+]);
+
 /**
  * `key=value` words into a patch: `ttl=20`, `synchronous_mode=on`,
- * `postgresql_parameters.work_mem=64MB`. Values that read as JSON (numbers,
- * true/false, null) are taken as such; anything else is a string.
+ * `postgresql_parameters.work_mem=64MB`. Numbers (digits, with a decimal
+ * part or not), true/false and null are taken as such; anything else is a
+ * string.
  */
 export function patchFromAssignments(words: string[]): Record<string, unknown> {
   const patch: Record<string, unknown> = {};
@@ -95,8 +102,8 @@ export function patchFromAssignments(words: string[]): Record<string, unknown> {
       throw new KeelError('KEEL_USAGE', `${JSON.stringify(word)} has an empty key`, { hint: 'e.g. keel config set postgresql_parameters.work_mem=64MB' });
     }
     const raw = word.slice(eq + 1);
-    let value: unknown = raw;
-    if (/^(-?\d+(\.\d+)?|true|false|null)$/.test(raw)) value = JSON.parse(raw);
+    // digits are a number even with leading zeros (ttl=010), which JSON.parse refuses
+    const value: unknown = /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : literals.has(raw) ? literals.get(raw) : raw;
     let node = patch;
     for (const key of path.slice(0, -1)) {
       if (!isObject(node[key])) node[key] = {};

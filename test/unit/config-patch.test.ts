@@ -87,4 +87,11 @@ describe('prototype keys in patches', () => {
     expect(patchFromAssignments(['ttl=20', 'postgresql_parameters.work_mem=64MB'])).toEqual({ ttl: 20, postgresql_parameters: { work_mem: '64MB' } });
     expect(codeOf(() => patchFromAssignments(['postgresql_parameters..work_mem=1']))).toBe('KEEL_USAGE');
   });
+
+  it('reads digits with leading zeros as a number, and true, false and null as such, nothing else', () => {
+    expect(patchFromAssignments(['ttl=010', 'loop_wait=01.5', 'x=-007'])).toEqual({ ttl: 10, loop_wait: 1.5, x: -7 });
+    expect(patchFromAssignments(['a=true', 'b=false', 'c=null', 'd=toString', 'e=1e3', 'f=0x10'])).toEqual({ a: true, b: false, c: null, d: 'toString', e: '1e3', f: '0x10' });
+    // a key made of a space is no setting: KEEL_CONFIG_INVALID, not a JSON parser's error
+    expect(codeOf(() => applyConfigPatch(defaultDynamicConfig, patchFromAssignments([' =01'])))).toBe('KEEL_CONFIG_INVALID');
+  });
 });
