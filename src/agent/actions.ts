@@ -7,7 +7,7 @@ import type { Logger } from '../util/log.js';
 import type { LeaseKeeper } from '../dcs/lease-keeper.js';
 import { unreachableMarker } from './decide-follower.js';
 import { Drain } from './drain.js';
-import type { Action, Snapshot } from './snapshot.js';
+import type { Action, Handover, Snapshot } from './snapshot.js';
 
 export interface ActionContext {
   config: NodeConfig;
@@ -88,8 +88,6 @@ export async function runAction(action: Action, snap: Snapshot, ctx: ActionConte
       await ctx.pg.stop(action.mode);
       ctx.setWritable(false);
       return;
-    case 'awaitReplayed':
-      return awaitReplayed(action.afterLsn, action.timeoutMs, ctx);
     case 'prepareHandover':
       return prepareHandover(action, snap, ctx);
     case 'drainClients':
@@ -266,17 +264,27 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
 }
 
 /**
- * Replayed, not only received: the replay position is the end of the last
- * whole record, so past the start of the old leader's shutdown checkpoint
- * means that record is here in full and the new timeline forks after it (the
- * old leader then follows without a rewind).
+ * The reading a promotion records its switch point from. A failover's reads
+ * again: WAL may have come since the snapshot. A switchover's target waits
+ * until it has replayed past the start of the old leader's shutdown
+ * checkpoint. Replayed, not only received: the replay position is the end of
+ * the last whole record, so past that start means the record is here in full
+ * and the new timeline forks after it (the old leader then follows without a
+ * rewind). No WAL can follow that record, so the first reading past it, the
+ * snapshot's most often, is final, and no other is taken in the pause.
  */
-async function awaitReplayed(afterLsn: number, timeoutMs: number, ctx: ActionContext): Promise<void> {
-  const deadline = ctx.now() + timeoutMs;
+async function promotionReading(handover: Handover | undefined, snap: Snapshot, ctx: ActionContext): Promise<{ runtime: RuntimeState | null; taken: boolean }> {
+  if (handover === undefined) {
+    const fresh = await ctx.pg.runtimeState().catch(() => null);
+    return fresh === null ? { runtime: snap.pg.runtime, taken: false } : { runtime: fresh, taken: true };
+  }
+  if ((snap.pg.runtime?.replayedLsn ?? 0) > handover.afterLsn) return { runtime: snap.pg.runtime, taken: false };
+  const deadline = ctx.now() + handover.timeoutMs;
   for (;;) {
-    const replayed = (await ctx.pg.runtimeState().catch(() => null))?.replayedLsn ?? 0;
-    if (replayed > afterLsn) return;
-    if (ctx.now() >= deadline) throw new ActionFailed(`replayed WAL up to ${replayed} only, not past the old leader's shutdown checkpoint at ${afterLsn}`);
+    const reading = await ctx.pg.runtimeState().catch(() => null);
+    const replayed = reading?.replayedLsn ?? 0;
+    if (replayed > handover.afterLsn) return { runtime: reading, taken: true };
+    if (ctx.now() >= deadline) throw new ActionFailed(`replayed WAL up to ${replayed} only, not past the old leader's shutdown checkpoint at ${handover.afterLsn}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
@@ -357,9 +365,7 @@ async function takeAndRecord(entry: HistoryEntry, sync: SyncValue | null, known:
 
 async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
   const reason = action.reason;
-  // read again: WAL may have come since the snapshot (a switchover's target waits for the old leader's last)
-  const fresh = await ctx.pg.runtimeState().catch(() => null);
-  const runtime = fresh ?? snap.pg.runtime;
+  const { runtime, taken } = await promotionReading(action.handover, snap, ctx);
   if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
   // PostgreSQL picks one past the newest timeline it knows of, which a standby that stopped streaming
@@ -382,7 +388,9 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   recordedInEtcd.catch(() => undefined);
   // in synchronous mode the new primary names its standbys before it can take a single write
   const standbyNames = sync === null ? {} : { synchronousStandbyNames: sync.standbyNames };
-  await ctx.pg.promote({ ...standbyNames, streamOnly: action.streamOnly === true, recorded: recordedInEtcd, ...(fresh?.inRecovery === true ? { inRecovery: true } : {}) });
+  // a reading of this loop saw it in recovery, and only this agent promotes it: no query to ask again
+  const seenInRecovery = (taken || action.handover !== undefined) && runtime.inRecovery ? { inRecovery: true as const } : {};
+  await ctx.pg.promote({ ...standbyNames, streamOnly: action.handover !== undefined, recorded: recordedInEtcd, ...seenInRecovery });
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
   const promoted = await ctx.pg.runtimeState().catch(() => null);

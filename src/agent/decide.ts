@@ -8,7 +8,7 @@ import { promotionVerdict } from '../model/promotion.js';
 import { recentlyGone, remember, type AgentMemory } from './memory.js';
 import { nextSyncStep, promotionSyncSet } from './sync.js';
 import { memberLsn } from '../model/lsn.js';
-import type { Action, Decision, Snapshot } from './snapshot.js';
+import type { Action, Decision, Handover, Snapshot } from './snapshot.js';
 import { leaseStale, moveToNewTtl, primaryControlStates, startReplica, stay, switchoverWaitSeconds } from './decide-common.js';
 import { decideAsFollower, mayStreamFromTarget } from './decide-follower.js';
 
@@ -288,11 +288,11 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
   const verdict = promotionVerdict(me, cluster, s.config, s.nowMs, { ignoreOthers: pendingTarget === s.me.name });
   if (!verdict.ok) return stay(s, `no leader, but I may not take over: ${verdict.why}`);
   const why = pendingTarget === s.me.name ? 'I am the requested switchover target' : `I am the healthiest replica (lsn ${memberLsn(me)})`;
-  const handover = awaitHandover(s, cluster, pendingTarget);
+  const handover = handoverOf(s, cluster, pendingTarget);
   return {
     to: 'primary',
     reason: `no leader; ${why}: taking the leader key and promoting`,
-    actions: [...handover, promoteAction(s, cluster, why, { streamOnly: handover.length > 0, acquire: true })],
+    actions: [promoteAction(s, cluster, why, { ...(handover === null ? {} : { handover }), acquire: true })],
   };
 }
 
@@ -301,16 +301,16 @@ function decideWithoutLeader(s: Snapshot, cluster: ClusterView): Decision {
  * checkpoint first replays WAL past it (the old leader's WAL senders send it
  * as it stops), so the new timeline forks after all of the old one's WAL.
  */
-function awaitHandover(s: Snapshot, cluster: ClusterView, pendingTarget: string | null): Action[] {
+function handoverOf(s: Snapshot, cluster: ClusterView, pendingTarget: string | null): Handover | null {
   const status = cluster.status?.value;
   const lsn = status?.shutdownCheckpointLsn;
-  if (pendingTarget !== s.me.name || lsn === undefined || status?.leader !== cluster.switchover?.value.from) return [];
-  return [{ kind: 'awaitReplayed', afterLsn: lsn, timeoutMs: handoverWaitMs }];
+  if (pendingTarget !== s.me.name || lsn === undefined || status?.leader !== cluster.switchover?.value.from) return null;
+  return { afterLsn: lsn, timeoutMs: handoverWaitMs };
 }
 
 /** acquire: the leader key is free, and the promotion's first transaction takes it (actions.ts, takeAndRecord) */
-function promoteAction(s: Snapshot, cluster: ClusterView, reason: string, options: { streamOnly?: boolean; acquire?: boolean } = {}): Action {
-  const flags = { ...(options.streamOnly === true ? { streamOnly: true } : {}), ...(options.acquire === true ? { acquire: true } : {}) };
+function promoteAction(s: Snapshot, cluster: ClusterView, reason: string, options: { handover?: Handover; acquire?: boolean } = {}): Action {
+  const flags = { ...(options.handover === undefined ? {} : { handover: options.handover }), ...(options.acquire === true ? { acquire: true } : {}) };
   return { kind: 'promote', reason, sync: promotionSyncSet(s.config, cluster, s.me.name, s.nowMs), ...flags };
 }
 

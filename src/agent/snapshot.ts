@@ -40,6 +40,12 @@ export interface Snapshot {
   } | null;
 }
 
+/** Where a switchover's old leader stopped: its target replays past the start of that shutdown checkpoint before it promotes. */
+export interface Handover {
+  afterLsn: number;
+  timeoutMs: number;
+}
+
 export type Action =
   | { kind: 'grantLease' }
   /** move the member key (and the leader key when `leader`) to a new lease granted with ttlSeconds */
@@ -55,8 +61,6 @@ export type Action =
   | { kind: 'rewind'; from: UpstreamTarget }
   | { kind: 'removeDataDir' }
   | { kind: 'startPostgres'; replica: boolean; upstream: UpstreamTarget | null }
-  /** waits until this standby has replayed WAL past afterLsn; fails after timeoutMs */
-  | { kind: 'awaitReplayed'; afterLsn: number; timeoutMs: number }
   /** handover: a leader stepping down for a switchover, which records where its shutdown checkpoint starts */
   | { kind: 'stopPostgres'; mode: 'fast' | 'immediate'; handover?: boolean }
   /**
@@ -67,9 +71,12 @@ export type Action =
   /** waits for the routers to hold and the busy sessions to end; when not prepared (a failover request), the checkpoint and cascade too */
   | { kind: 'drainClients'; timeoutMs: number; prepared: boolean; cascade: string[] }
   /** sync: the widened sync key and synchronous_standby_names set before the first write (sync.ts promotionSyncSet) */
-  /** streamOnly: a switchover's target that replayed the old leader's last WAL promotes without the WAL archive (conf.ts, streamOnlyLine) */
+  /**
+   * handover: a switchover's target, whose old leader recorded where its shutdown checkpoint starts (afterLsn),
+   * first replays WAL past it (fails after timeoutMs), then promotes without the WAL archive (conf.ts, streamOnlyLine)
+   */
   /** acquire: take the leader key in the transaction that records the history entry (the key is free) */
-  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; streamOnly?: boolean; acquire?: boolean }
+  | { kind: 'promote'; reason: string; sync: { key: { members: string[]; quorum: number }; standbyNames: string } | null; handover?: Handover; acquire?: boolean }
   /** shortRetry: retry the upstream every few ms (a standby streaming from a switchover's target; conf.ts promotionRetryLine) */
   /** synchronousStandbyNames: a switchover's target names the standbys its promotion will name (decide-follower.ts) */
   | { kind: 'follow'; upstream: UpstreamTarget; shortRetry?: boolean; synchronousStandbyNames?: string }

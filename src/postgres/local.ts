@@ -257,7 +257,8 @@ export class LocalPostgres implements Postgres {
     if (inRecovery !== true) await recorded;
     if (inRecovery === null) throw new KeelError('KEEL_POSTGRES_FAILED', 'cannot promote: PostgreSQL does not accept connections');
     if (!inRecovery) return;
-    const pid = await this.postmasterPid();
+    // read beside the rest: only the wait after the request needs it
+    const postmaster = this.postmasterPid().catch(() => null);
     this.logger.info(synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames }, 'promoting');
     // One write and one reload for both, while `recorded` is written: the short retry interval reaches the startup
     // process before the request does (conf.ts, promotionRetryLine; a switchover's target has it already), and the
@@ -279,6 +280,7 @@ export class LocalPostgres implements Postgres {
     }
     // Not waiting here (the wait below notices a fence that stopped the postmaster at once), nor a pg_ctl process to start.
     await this.sql('SELECT pg_promote(false)', [], 'promoting');
+    const pid = await postmaster;
     let gone = false;
     const done = await this.waitFor(async () => {
       gone = pid === null || !isPostmasterAlive(pid);

@@ -434,7 +434,7 @@ const cases: Case[] = [
         switchover: { value: { v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: NOW - 1000 }, modRevision: '6' },
       }),
     }),
-    to: 'primary', actions: ['awaitReplayed', 'promote'], reason: /requested switchover target/,
+    to: 'primary', actions: ['promote'], reason: /requested switchover target/,
   },
   {
     name: 'no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it',
@@ -762,17 +762,17 @@ describe('decide', () => {
     expect(decide(row.snap).actions.find((a) => a.kind === 'releaseLeader')).toEqual({ kind: 'releaseLeader', handover: true });
   });
 
-  it('only the target that replayed the old leader\'s shutdown checkpoint promotes without the WAL archive', () => {
+  it('only the target of a leader that recorded its shutdown checkpoint waits to replay past it (then promotes without the WAL archive)', () => {
     const promotion = (name: string) => decide(cases.find((c) => c.name === name)!.snap).actions.find((a) => a.kind === 'promote');
-    expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ streamOnly: true });
-    expect(promotion('no leader, I am the switchover target: promote even if another is ahead')).not.toHaveProperty('streamOnly');
-    expect(promotion('no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it')).not.toHaveProperty('streamOnly');
+    expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ handover: { afterLsn: 1500, timeoutMs: 10_000 } });
+    expect(promotion('no leader, I am the switchover target: promote even if another is ahead')).not.toHaveProperty('handover');
+    expect(promotion('no leader, a shutdown checkpoint recorded by a leader the switchover is not from: no wait for it')).not.toHaveProperty('handover');
   });
 
   it('a replica that finds the leader key free takes it in its promotion\'s first transaction; one that holds it already does not', () => {
     const promotion = (name: string) => decide(cases.find((c) => c.name === name)!.snap).actions.find((a) => a.kind === 'promote');
     expect(promotion('no leader, I am the most advanced healthy replica: take the key and promote')).toMatchObject({ acquire: true });
-    expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ acquire: true, streamOnly: true });
+    expect(promotion("no leader, I am the target of a leader that recorded its shutdown checkpoint: replay WAL past it, then take the key and promote")).toMatchObject({ acquire: true, handover: { afterLsn: 1500 } });
     expect(promotion('I hold the key and run a replica: promote')).not.toHaveProperty('acquire');
   });
 
