@@ -33,13 +33,21 @@ export class IdleCollector {
     this.lastCollectedMs = null;
   }
 
-  /** Called when the agent is steady (no job). True when it collected. */
+  /**
+   * Called when the agent is steady (no job). True when it collected. The
+   * first collection after work runs twice: single-threaded, V8 sweeps the
+   * pages a collection emptied afterwards, on the main thread, and gives them
+   * back to the system only at the next collection, so the garbage of a
+   * burst otherwise stayed resident until the steady one 10 s later.
+   */
   maybeCollect(): boolean {
     const now = this.now();
     if (this.collect === undefined || now - this.lastWorkMs < this.quietMs) return false;
     if (this.lastCollectedMs !== null && now - this.lastCollectedMs < this.everyMs) return false;
+    const afterWork = this.lastCollectedMs === null;
     this.lastCollectedMs = now;
     this.collect();
+    if (afterWork) this.collect();
     return true;
   }
 }
