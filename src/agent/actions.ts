@@ -272,18 +272,19 @@ async function drainClients(action: Extract<Action, { kind: 'drainClients' }>, r
  * and the new timeline forks after it (the old leader then follows without a
  * rewind). No WAL can follow that record, so the first reading past it, the
  * snapshot's most often, is final, and no other is taken in the pause.
+ * answered: PostgreSQL answered the reading in this loop (a failover's fresh one can fail, and the snapshot's stands in).
  */
-async function promotionReading(handover: Handover | undefined, snap: Snapshot, ctx: ActionContext): Promise<{ runtime: RuntimeState | null; taken: boolean }> {
+async function promotionReading(handover: Handover | undefined, snap: Snapshot, ctx: ActionContext): Promise<{ runtime: RuntimeState | null; answered: boolean }> {
   if (handover === undefined) {
     const fresh = await ctx.pg.runtimeState().catch(() => null);
-    return fresh === null ? { runtime: snap.pg.runtime, taken: false } : { runtime: fresh, taken: true };
+    return fresh === null ? { runtime: snap.pg.runtime, answered: false } : { runtime: fresh, answered: true };
   }
-  if ((snap.pg.runtime?.replayedLsn ?? 0) > handover.afterLsn) return { runtime: snap.pg.runtime, taken: false };
+  if ((snap.pg.runtime?.replayedLsn ?? 0) > handover.afterLsn) return { runtime: snap.pg.runtime, answered: true };
   const deadline = ctx.now() + handover.timeoutMs;
   for (;;) {
     const reading = await ctx.pg.runtimeState().catch(() => null);
     const replayed = reading?.replayedLsn ?? 0;
-    if (replayed > handover.afterLsn) return { runtime: reading, taken: true };
+    if (replayed > handover.afterLsn) return { runtime: reading, answered: true };
     if (ctx.now() >= deadline) throw new ActionFailed(`replayed WAL up to ${replayed} only, not past the old leader's shutdown checkpoint at ${handover.afterLsn}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -365,7 +366,7 @@ async function takeAndRecord(entry: HistoryEntry, sync: SyncValue | null, known:
 
 async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
   const reason = action.reason;
-  const { runtime, taken } = await promotionReading(action.handover, snap, ctx);
+  const { runtime, answered } = await promotionReading(action.handover, snap, ctx);
   if (runtime === null) throw new ActionFailed('PostgreSQL is not running');
   // Recorded before promoting: a node that rejoins compares its WAL end with this point (safety rule 4).
   // PostgreSQL picks one past the newest timeline it knows of, which a standby that stopped streaming
@@ -389,7 +390,7 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   // in synchronous mode the new primary names its standbys before it can take a single write
   const standbyNames = sync === null ? {} : { synchronousStandbyNames: sync.standbyNames };
   // a reading of this loop saw it in recovery, and only this agent promotes it: no query to ask again
-  const seenInRecovery = (taken || action.handover !== undefined) && runtime.inRecovery ? { inRecovery: true as const } : {};
+  const seenInRecovery = answered && runtime.inRecovery ? { inRecovery: true as const } : {};
   await ctx.pg.promote({ ...standbyNames, streamOnly: action.handover !== undefined, recorded: recordedInEtcd, ...seenInRecovery });
   // A replica that had stopped streaming reports its last restartpoint's timeline, which may lag:
   // the promoted primary's own timeline is exact, and the newest history entry wins.
