@@ -61,6 +61,12 @@ export class ArchiveMonitor {
   private sampling = false;
   /** the stanza was created or confirmed since this node last became primary */
   private stanzaReady = false;
+  /**
+   * The last sample found a replica. The first sample of a primary after one (a promotion) leaves pgBackRest
+   * alone: `pgbackrest info` and the gap's pushes take 40-100 ms of CPU, and the first second after a
+   * promotion is when every held client logs in to the new leader. The next sample, 2 s on, asks.
+   */
+  private wasReplica = false;
   /** failures before this were pushes made before the stanza existed */
   private stanzaReadyAtMs = 0;
   private stanzaBusy = false;
@@ -106,17 +112,20 @@ export class ArchiveMonitor {
     this.sampling = true;
     try {
       const reading = await this.read();
-      if (reading === null) {
+      if (reading === null || reading === 'replica') {
         // a replica (or a stopped node): a promotion makes sure of the stanza again
         this.latest = undefined;
         this.stanzaReady = false;
+        if (reading === 'replica') this.wasReplica = true;
         return;
       }
       const next = archiveStatus(reading, this.clock.now());
       this.latest = next;
+      const promotedSinceLastSample = this.wasReplica;
+      this.wasReplica = false;
       if (!this.stanzaReady) {
         // pushes fail until the stanza exists (right after a bootstrap): that is stanza-create's to report
-        this.ensureStanza();
+        if (!promotedSinceLastSample) this.ensureStanza();
         return;
       }
       // PostgreSQL retries a push that failed before the stanza existed within a minute: not news
@@ -139,8 +148,8 @@ export class ArchiveMonitor {
     }
   }
 
-  /** null when PostgreSQL does not run as primary. */
-  private async read(): Promise<ArchiverReading | null> {
+  /** 'replica' when PostgreSQL is in recovery, null when it does not answer. */
+  private async read(): Promise<ArchiverReading | 'replica' | null> {
     let row: ArchiverRow | undefined;
     try {
       [row] = await this.session.query<ArchiverRow>(archiverQuery);
@@ -148,7 +157,8 @@ export class ArchiveMonitor {
       if (err instanceof Unreachable) return null;
       throw err;
     }
-    if (row === undefined || row.in_recovery || row.current_lsn === null) return null;
+    if (row?.in_recovery === true) return 'replica';
+    if (row === undefined || row.current_lsn === null) return null;
     const ms = (text: string | null) => (text === null ? null : Number(text));
     return {
       archivedCount: Number(row.archived_count),

@@ -122,6 +122,10 @@ describe('HA core', () => {
     for (let i = 0; i < 60 && readyLines() === readyBefore; i++) await sleep(500);
     expect(readyLines()).toBe(readyBefore + 1);
     expect(stanzaCreates(to)).toBe(createsBefore);
+    // and asked pgBackRest only at its second sample as primary (2 s apart), clear of the clients logging in to it
+    const promoting = logLine(cluster.layout.agentLog(to), requestedAtMs, /^promoting$/);
+    const ready = logLine(cluster.layout.agentLog(to), requestedAtMs, /^the stanza is ready in the repository/);
+    expect(ready!.time - promoting!.time).toBeGreaterThanOrEqual(2000);
   });
 
   it('refuses a failover to a replica too far behind, naming the lag', async () => {
