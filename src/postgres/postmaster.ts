@@ -128,17 +128,22 @@ export function childrenOf(pid: number): number[] {
 /**
  * The postmaster's children still starting as client backends: until their
  * startup packet is read (the TLS handshake included) they carry the
- * postmaster's own command line, then a title ending in "authentication" and
- * then "startup" until they are logged in. pg_stat_activity shows none of
- * them yet.
+ * postmaster's own command line, then a title ending in "initializing" (set
+ * as the packet is read, until the login begins), "authentication" and then
+ * "startup" until they are logged in. pg_stat_activity shows none of them yet.
  */
 export function startingBackends(postmasterPid: number): number[] {
   const own = processTitle(postmasterPid);
   if (own === null) return [];
   return childrenOf(postmasterPid).filter((child) => {
     const shown = processTitle(child);
-    return shown !== null && (shown === own || / (authentication|startup)$/.test(shown));
+    return shown !== null && startingTitle(shown, own);
   });
+}
+
+/** Whether a child of the postmaster whose title is `shown` is a backend still starting (startingBackends). Pure. */
+export function startingTitle(shown: string, postmasterTitle: string): boolean {
+  return shown === postmasterTitle || / (initializing|authentication|startup)$/.test(shown);
 }
 
 /**
