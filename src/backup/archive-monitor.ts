@@ -121,11 +121,11 @@ export class ArchiveMonitor {
       }
       const next = archiveStatus(reading, this.clock.now());
       this.latest = next;
-      const promotedSinceLastSample = this.wasReplica;
-      this.wasReplica = false;
       if (!this.stanzaReady) {
-        // pushes fail until the stanza exists (right after a bootstrap): that is stanza-create's to report
-        if (!promotedSinceLastSample) this.ensureStanza();
+        // pushes fail until the stanza exists (right after a bootstrap): that is stanza-create's to report;
+        // promoted since the last sample (a replica reading left stanzaReady false): the next sample asks
+        if (this.wasReplica) this.wasReplica = false;
+        else this.ensureStanza();
         return;
       }
       // PostgreSQL retries a push that failed before the stanza existed within a minute: not news
