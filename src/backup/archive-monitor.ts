@@ -86,7 +86,7 @@ export class ArchiveMonitor {
   ) {
     const layout = nodeLayout(config);
     const { superuser } = config.postgres;
-    this.session = new LocalSession({ host: layout.socketDir, port: config.postgres.port, user: superuser.username, password: superuser.password }, logger);
+    this.session = new LocalSession({ host: layout.socketDir, port: config.postgres.port, user: superuser.username, password: superuser.password }, logger, layout.dataDir);
     this.pgbackrest = Pgbackrest.forNode(config);
   }
 

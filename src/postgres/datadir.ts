@@ -30,6 +30,17 @@ async function lockFilePid(path: string): Promise<number | null> {
   return Number.isInteger(pid) && pid > 0 ? pid : null;
 }
 
+/**
+ * Whether the postmaster of `dataDir` is shutting down: PostgreSQL writes
+ * "stopping" on the status line of postmaster.pid (its eighth) the moment a
+ * shutdown is asked, and refuses every new connection from then on (each try
+ * a backend forked only to say "the database system is shutting down").
+ */
+export async function postmasterStopping(dataDir: string): Promise<boolean> {
+  const text = await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '');
+  return text.split('\n')[7]?.trim() === 'stopping';
+}
+
 /** The postmaster running on the data directory, if any. */
 export async function livePostmasterPid(dataDir: string): Promise<number | null> {
   const pid = await lockFilePid(join(dataDir, 'postmaster.pid'));

@@ -68,7 +68,7 @@ export class LocalPostgres implements Postgres {
     this.control = new ControlDataCache(join(this.dataDir, 'global', 'pg_control'), runControlData);
     this.logger = logger.child({ component: 'postgres', dataDir: this.dataDir });
     if (!config.tls) this.logger.warn('TLS is off: node.yml has no tls block, so PostgreSQL accepts scram-sha-256 over plain TCP and connections to other nodes are not verified');
-    this.session = new LocalSession(this.localConnection(), this.logger);
+    this.session = new LocalSession(this.localConnection(), this.logger, this.dataDir);
   }
 
   private localConnection(): Connection {

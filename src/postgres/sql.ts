@@ -8,6 +8,7 @@ import type { Logger } from '../util/log.js';
 import { parseLsnOrNull } from '../model/lsn.js';
 import { timeIn } from '../model/parameters.js';
 import type { BusyClients, BusySession, RuntimeState } from './types.js';
+import { postmasterStopping } from './datadir.js';
 
 export interface Connection {
   /** a unix socket directory (starts with /) or a host name */
@@ -127,7 +128,12 @@ export async function checkpointIfTimelineLags(source: Connection, logger: Logge
   });
 }
 
-/** Keeps one client; a broken one is dropped and the next call reconnects. */
+/**
+ * Keeps one client; a broken one is dropped and the next call reconnects,
+ * unless `dataDir`'s postmaster is shutting down: it would refuse the new
+ * connection anyway (a client still connected goes on, as a smart shutdown
+ * lets it).
+ */
 export class LocalSession {
   private client: pg.Client | null = null;
   private connecting: Promise<pg.Client> | null = null;
@@ -135,11 +141,13 @@ export class LocalSession {
   constructor(
     private readonly target: Connection,
     private readonly logger: Logger,
+    private readonly dataDir: string | null = null,
   ) {}
 
   private connect(): Promise<pg.Client> {
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
+      if (this.dataDir !== null && (await postmasterStopping(this.dataDir))) throw new Unreachable('the postmaster is shutting down');
       const client = newClient(this.target, 'postgres');
       client.on('error', (err) => {
         this.logger.debug({ err: err.message }, 'local PostgreSQL connection broke');

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeConfigSchema, type NodeConfig } from '../../src/config/schema.js';
 import { nodeLayout } from '../../src/postgres/conf.js';
-import { isZombie, signalShutdown } from '../../src/postgres/datadir.js';
+import { isZombie, postmasterStopping, signalShutdown } from '../../src/postgres/datadir.js';
 import { LocalPostgres } from '../../src/postgres/local.js';
 import { childrenOf, descendantsOf, processTitle } from '../../src/postgres/postmaster.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -109,6 +109,10 @@ describe('a postmaster that waits only for its archiver after its shutdown check
     await new Promise((resolve) => setTimeout(resolve, 1000));
     expect(isAlive(pid)).toBe(true);
     expect(isAlive(command)).toBe(true);
+    // a reading meanwhile does not knock: postmaster.pid says "stopping", and no backend is forked only to refuse it
+    expect(await postmasterStopping(node.dataDir)).toBe(true);
+    expect(await node.runtimeState()).toBeNull();
+    expect(readFileSync(nodeLayout(config).logPath, 'utf8')).not.toMatch(/the database system is shutting down/);
 
     // the agent starting it in the role it wants meets it still shutting down: the restart ends the wait
     const started = Date.now();
