@@ -107,15 +107,18 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
   if (runningDiverged) return rewindOrReclone(s, leaderName, upstream, [{ kind: 'stopPostgres', mode: 'fast' }]);
   const via = switchoverTargetToStreamFrom(s, cluster, leaderName);
   const promoting = pendingHandover(s, cluster, leaderName)?.to === s.me.name;
-  // The target and the standbys streaming from it retry every few ms and without the WAL archive while the
-  // switchover is pending (conf.ts, promotionRetryLine and streamOnlyLine): set before the leader's stream ends,
-  // so no restore_command runs between that end and the promotion.
-  const shortRetry = via !== null || promoting;
-  // and the target names the standbys its promotion will name (no effect before it), so that nothing is left to write then
-  const standbyNames = promoting ? promotionSyncSet(s.config, cluster, s.me.name, s.nowMs)?.standbyNames : undefined;
   const wanted = via === null ? upstream : upstreamOf(via);
   const target = conninfoTarget(runtime.primaryConninfo);
   const following = target !== null && target.host === wanted.host && target.port === wanted.port;
+  // The target and the standbys streaming from it retry every few ms and without the WAL archive while the
+  // switchover is pending (conf.ts, promotionRetryLine and streamOnlyLine): set before the leader's stream ends,
+  // so no restore_command runs between that end and the promotion. A standby already on the new leader keeps
+  // them a few seconds past its promotion: going back at once reloaded it in the pause, while the new leader's
+  // first synchronous commits waited for its answer.
+  const settling = following && runtime.walRetrieveRetryMs === shortRetryMs && promotedRecently(cluster, leaderName, s.nowMs);
+  const shortRetry = via !== null || promoting || settling;
+  // and the target names the standbys its promotion will name (no effect before it), so that nothing is left to write then
+  const standbyNames = promoting ? promotionSyncSet(s.config, cluster, s.me.name, s.nowMs)?.standbyNames : undefined;
   const slots = handoverSlots(s, cluster, leaderName);
   const missingSlots = slots.filter((name) => !runtime.slots.includes(name));
   const surplusSlots = runtime.slots.filter((name) => !slots.includes(name));
@@ -144,6 +147,15 @@ export function decideAsFollower(s: Snapshot, cluster: ClusterView, leaderName: 
   const lagBytes = Math.max(0, (leaderMember.walLsn ?? 0) - Math.max(runtime.receivedLsn ?? 0, runtime.replayedLsn ?? 0));
   const steady = `following leader ${leaderName}${runtime.streaming ? `, streaming, ${lagBytes} bytes behind` : ', not streaming yet'}`;
   return moveToNewTtl(s, false, steady) ?? stay(s, steady);
+}
+
+/** How long a standby on a newly promoted leader keeps the short retry and no archive after the promotion. */
+export const promotionSettleMs = 5000;
+
+/** The newest history entry is `leader`'s promotion, from less than promotionSettleMs ago. */
+function promotedRecently(cluster: ClusterView, leader: string, nowMs: number): boolean {
+  const newest = cluster.history?.value.entries.at(-1);
+  return newest !== undefined && newest.leader === leader && nowMs - newest.atMs < promotionSettleMs;
 }
 
 /** The switchover from the leader that is pending now, with a named target; null when none (or a stale request). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decide } from '../../src/agent/decide.js';
-import { conninfoTarget } from '../../src/agent/decide-follower.js';
+import { conninfoTarget, promotionSettleMs } from '../../src/agent/decide-follower.js';
 import { isAllowed, transitions, type State } from '../../src/agent/states.js';
 import type { Snapshot } from '../../src/agent/snapshot.js';
 import { defaultDynamicConfig } from '../../src/config/schema.js';
@@ -888,11 +888,28 @@ describe('a switchover prepared on the replicas', () => {
     expect(cascade(leading({ members }, defaultDynamicConfig))).toMatchObject({ cascade: ['node2'] });
   });
 
-  it('once the target leads, the replica that streams from it goes back to retrying once a second, without re-pointing', () => {
-    const promoted = cluster({ leader: leaderKey('node3'), members: [member('node1'), member('node2'), primaryMember('node3')] });
-    const decision = decide(snapshot({ cluster: promoted, pg: { runtime: viaNode3 } }));
-    expect(decision.reason).toMatch(/following leader node3: back to retrying it once a second/);
-    expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: false }]);
+  it('once the target leads, the replica that streams from it goes back to retrying once a second, without re-pointing, a few seconds after the promotion', () => {
+    const promotedAt = (atMs: number) =>
+      cluster({
+        leader: leaderKey('node3'),
+        members: [member('node1'), member('node2'), primaryMember('node3')],
+        history: { value: { v: 1, entries: [{ timeline: 2, switchLsn: 1000, leader: 'node3', atMs, reason: 'switchover' }] }, modRevision: '9' },
+      });
+    // in the pause (the new leader's first commits wait for this standby) its conf stays as it is
+    const settling = decide(snapshot({ cluster: promotedAt(NOW - 300), pg: { runtime: viaNode3 } }));
+    expect(settling.actions).toEqual([]);
+    expect(settling.reason).toMatch(/^following leader node3, streaming/);
+    for (const atMs of [NOW - promotionSettleMs, NOW - 60_000]) {
+      const decision = decide(snapshot({ cluster: promotedAt(atMs), pg: { runtime: viaNode3 } }));
+      expect(decision.reason).toMatch(/following leader node3: back to retrying it once a second/);
+      expect(decision.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: false }]);
+    }
+    // with no history entry of its promotion (or another's), at once
+    const noEntry = cluster({ leader: leaderKey('node3'), members: [member('node1'), member('node2'), primaryMember('node3')] });
+    expect(decide(snapshot({ cluster: noEntry, pg: { runtime: viaNode3 } })).actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: false }]);
+    // a standby that still has to re-point does so at once, with the usual interval
+    const elsewhere = decide(snapshot({ cluster: promotedAt(NOW - 300), pg: { runtime: shortOnNode1 } }));
+    expect(elsewhere.actions).toEqual([{ kind: 'follow', upstream: { name: 'node3', host: '127.0.0.1', port: 5503 }, shortRetry: false }]);
   });
 
   it("a replica drops the slots it does not need (a demoted primary's, a target's after the switchover)", () => {
