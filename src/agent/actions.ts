@@ -353,15 +353,18 @@ async function record(entry: HistoryEntry, sync: SyncValue | null, known: Versio
 }
 
 /**
- * The leader key with them, in one transaction (one etcd round trip less in
- * the pause); when the history changed since the snapshot, the key first and
- * then the two as above.
+ * The leader key with them, and the end of the switchover request it carries
+ * out, in one transaction (one etcd round trip less in the pause, and one
+ * write less waking every watcher while held clients log in); when the
+ * history changed since the snapshot, the key first and then the two as
+ * above. True: the request went with the key.
  */
-async function takeAndRecord(entry: HistoryEntry, sync: SyncValue | null, known: Versioned<HistoryValue> | null, ctx: ActionContext): Promise<void> {
-  const outcome = await ctx.dcs.takeLeaderToPromote({ name: ctx.config.name, leaseId: requireLease(ctx), entry, known, sync });
-  if (outcome === 'taken') return;
+async function takeAndRecord(entry: HistoryEntry, sync: SyncValue | null, known: Versioned<HistoryValue> | null, endsSwitchover: boolean, ctx: ActionContext): Promise<boolean> {
+  const outcome = await ctx.dcs.takeLeaderToPromote({ name: ctx.config.name, leaseId: requireLease(ctx), entry, known, sync, endsSwitchover });
+  if (outcome === 'taken') return endsSwitchover;
   if (outcome === 'leader-taken' || !(await ctx.dcs.acquireLeader(ctx.config.name, requireLease(ctx)))) throw new ActionFailed('another member took the leader key first');
   await record(entry, sync, undefined, ctx);
+  return false;
 }
 
 async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snapshot, ctx: ActionContext): Promise<void> {
@@ -384,7 +387,10 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   const syncValue: SyncValue | null = sync === null ? null : { v: 1, leader: ctx.config.name, ...sync.key };
   // the snapshot's copy of the history: one round trip, not a read and a write, unless it changed since
   const known = snap.cluster === null ? undefined : snap.cluster.history;
-  const recordedInEtcd = (action.acquire === true ? takeAndRecord(entry, syncValue, known ?? null, ctx) : record(entry, syncValue, known, ctx)).then(() => ctx.setWritable(true));
+  const switchover = snap.cluster?.switchover ?? null;
+  let switchoverEnded = false;
+  const taken = action.acquire === true ? takeAndRecord(entry, syncValue, known ?? null, switchover !== null, ctx).then((ended) => void (switchoverEnded = ended)) : record(entry, syncValue, known, ctx);
+  const recordedInEtcd = taken.then(() => ctx.setWritable(true));
   // promote() waits for it; one that fails before must not leave its failure unhandled
   recordedInEtcd.catch(() => undefined);
   // in synchronous mode the new primary names its standbys before it can take a single write
@@ -402,7 +408,6 @@ async function promote(action: Extract<Action, { kind: 'promote' }>, snap: Snaps
   // taken, not after the rest of this job and a loop's reading of etcd and PostgreSQL (100-200 ms of the pause).
   if (promoted !== null && !promoted.inRecovery) await ctx.publishNow?.(promoted).catch(() => undefined);
   if (promoted !== null && !promoted.inRecovery) await recordExactSwitch(promoted.timeline, switchLsn, reason, ctx);
-  const switchover = snap.cluster?.switchover;
-  if (switchover) await ctx.dcs.clearSwitchover();
+  if (switchover !== null && !switchoverEnded) await ctx.dcs.clearSwitchover();
   await ctx.dcs.addEvent({ atMs: ctx.now(), source: ctx.config.name, kind: 'promoted', message: `${ctx.config.name} promoted: ${reason}` });
 }

@@ -133,6 +133,7 @@ export class StoreDcs implements Dcs {
     const entries = take.known?.value.entries ?? [];
     const writes = [put(leader, encodeLeader(take.name), take.leaseId), put(history, encode({ v: 1, entries: [...entries, take.entry] }))];
     if (take.sync !== null) writes.push(put(this.k.sync, encode(take.sync)));
+    if (take.endsSwitchover === true) writes.push(del(this.k.switchover));
     const unchanged = take.known === null ? absent(history) : at(history, take.known.modRevision);
     if (await this.kv.txn('leader acquisition with the history entry', [absent(leader), unchanged], writes)) return 'taken';
     // which condition failed; or an earlier attempt whose answer was lost wrote it all

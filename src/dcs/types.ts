@@ -13,6 +13,8 @@ export interface LeaderTake {
   entry: HistoryEntry;
   known: Versioned<HistoryValue> | null;
   sync: SyncValue | null;
+  /** the switchover this promotion carries out goes with the same transaction (one write less while clients wait) */
+  endsSwitchover?: boolean;
 }
 
 export interface LeaseMove {

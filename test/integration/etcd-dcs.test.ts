@@ -98,16 +98,19 @@ describe('EtcdDcs against a real etcd', () => {
     expect(view.leader?.leaseId).toBe(won[0] ? leaseA : leaseB);
   });
 
-  it('two replicas promoting at once: one takes the key with its history entry and sync key, the other writes nothing', async () => {
+  it('two replicas promoting at once: one takes the key with its history entry and sync key, and ends the switchover request, the other writes nothing', async () => {
     const [a, b] = agents(2);
     const [leaseA, leaseB] = await Promise.all([a!.grantLease(10), b!.grantLease(10)]);
-    const known = (await a!.readCluster()).history;
+    expect(await a!.requestSwitchover({ v: 1, from: 'node0', to: null, failover: false, requestedAtMs: 1 })).toBe(true);
+    const before = await a!.readCluster();
+    const known = before.history;
     const take = (name: string, leaseId: string) => ({
       name,
       leaseId,
       entry: { timeline: 7, switchLsn: 4096, leader: name, atMs: 1, reason: 'race' },
       known,
       sync: { v: 1 as const, leader: name, members: ['node3'], quorum: 1 },
+      endsSwitchover: true,
     });
     const outcomes = await Promise.all([a!.takeLeaderToPromote(take('node1', leaseA)), b!.takeLeaderToPromote(take('node2', leaseB))]);
     expect([...outcomes].sort()).toEqual(['leader-taken', 'taken']);
@@ -116,6 +119,9 @@ describe('EtcdDcs against a real etcd', () => {
     expect(view.leader?.value.name).toBe(winner);
     expect(view.history?.value.entries.at(-1)?.leader).toBe(winner);
     expect(view.sync?.value.leader).toBe(winner);
+    expect(view.switchover).toBeNull();
+    // one transaction wrote it all: the store moved by one revision
+    expect(Number(view.revision)).toBe(Number(before.revision) + 1);
     await a!.revokeLease(leaseA);
     await b!.revokeLease(leaseB);
   });

@@ -293,6 +293,30 @@ describe('MemoryDcs', () => {
     expect((await dcs.readCluster()).history?.value.entries.length).toBe(3);
   });
 
+  it('ends the switchover it carries out in the transaction that takes the key, and leaves it otherwise', async () => {
+    const entry = { timeline: 2, switchLsn: 200, leader: 'node2', atMs: 5, reason: 'switchover' };
+    const mine = await dcs.grantLease(10);
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: 1000 })).toBe(true);
+    // another member holds the key: the request stays with everything else
+    const theirs = await dcs.grantLease(10);
+    await dcs.acquireLeader('node3', theirs);
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry, known: null, sync: null, endsSwitchover: true })).toBe('leader-taken');
+    expect((await dcs.readCluster()).switchover).not.toBeNull();
+    await dcs.revokeLease(theirs);
+    // without the flag the request stays
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry, known: null, sync: null })).toBe('taken');
+    expect((await dcs.readCluster()).switchover).not.toBeNull();
+    await dcs.releaseLeader('node2');
+    // with it, gone at the revision the key was taken at
+    const before = (await dcs.readCluster()).revision;
+    const known = (await dcs.readCluster()).history;
+    expect(await dcs.takeLeaderToPromote({ name: 'node2', leaseId: mine, entry: { ...entry, timeline: 3 }, known, sync: null, endsSwitchover: true })).toBe('taken');
+    const view = await dcs.readCluster();
+    expect(view.switchover).toBeNull();
+    expect(view.leader?.value.name).toBe('node2');
+    expect(Number(view.revision)).toBe(Number(before) + 1);
+  });
+
   it('marks a switchover held only at the revision its leader prepared it from', async () => {
     expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: 1000 })).toBe(true);
     const request = (await dcs.readCluster()).switchover!;

@@ -107,3 +107,36 @@ describe('the reading a promotion goes by', () => {
     expect(await switchLsn()).toBe(2500);
   });
 });
+
+describe('the switchover request a promotion carries out', () => {
+  /** node2's snapshot, decided with the request to hand over to it in view */
+  async function decidedWithRequest(leader: 'free' | 'mine') {
+    expect(await dcs.requestSwitchover({ v: 1, from: 'node1', to: 'node2', failover: false, requestedAtMs: Date.now() })).toBe(true);
+    if (leader === 'mine') expect(await dcs.acquireLeader('node2', lease.id!)).toBe(true);
+    const view = await dcs.readCluster();
+    return snapshot({ cluster: view, pg: { runtime: replicaRuntime({ receivedLsn: 1600, replayedLsn: 1600 }) } });
+  }
+
+  it('goes with the transaction that takes the key: no write of its own after the promotion', async () => {
+    let clears = 0;
+    const clear = dcs.clearSwitchover.bind(dcs);
+    dcs.clearSwitchover = (expect) => ((clears += 1), clear(expect));
+    const snap = await decidedWithRequest('free');
+    await runAction(promotion({ afterLsn: 1500, timeoutMs: 1000 }), snap, ctx);
+    const view = await dcs.readCluster();
+    expect(view.leader?.value.name).toBe('node2');
+    expect(view.switchover).toBeNull();
+    expect(clears).toBe(0);
+  });
+
+  it('is cleared after the promotion by a node that held the key already', async () => {
+    let clears = 0;
+    const clear = dcs.clearSwitchover.bind(dcs);
+    dcs.clearSwitchover = (expect) => ((clears += 1), clear(expect));
+    const snap = await decidedWithRequest('mine');
+    await runAction({ kind: 'promote', reason: 'test', sync: null }, snap, ctx);
+    expect((await dcs.readCluster()).switchover).toBeNull();
+    expect(clears).toBe(1);
+    expect(pg.promotedAtMs).not.toBeNull();
+  });
+});
