@@ -124,8 +124,9 @@ export class ArchiveMonitor {
       if (!this.stanzaReady) {
         // pushes fail until the stanza exists (right after a bootstrap): that is stanza-create's to report;
         // promoted since the last sample (a replica reading left stanzaReady false): the next sample asks
-        if (this.wasReplica) this.wasReplica = false;
-        else this.ensureStanza();
+        if (!this.wasReplica) this.ensureStanza();
+        else this.logger.info('promoted since the last reading: the stanza is looked at in the next one, clear of the clients logging in now');
+        this.wasReplica = false;
         return;
       }
       // PostgreSQL retries a push that failed before the stanza existed within a minute: not news
