@@ -4,7 +4,8 @@
  * per second. Rates need two samples, so the meter samples on its own timer
  * (not in the loop, which must stay quick) and publishes the last rate.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { readSmallFile } from '../postgres/datadir.js';
 import type { MemberMetrics } from '../model/values.js';
 import type { Clock } from '../util/clock.js';
 
@@ -72,12 +73,13 @@ export function metricsBetween(a: Sample, b: Sample): MemberMetrics | null {
  * files every 2 s through the thread pool, a good part of an idle agent's CPU.
  */
 export async function readTreeStats(postmasterPid: number): Promise<ProcStat[]> {
-  const listed = await readFile(`/proc/${postmasterPid}/task/${postmasterPid}/children`, 'utf8').catch(() => null);
-  const pids = listed !== null ? [String(postmasterPid), ...listed.split(/\s+/).filter((p) => p !== '')] : (await readdir('/proc')).filter((e) => /^\d+$/.test(e));
+  // read synchronously (postgres/datadir.ts says why): each file is a few hundred bytes the kernel makes at once
+  const listed = readSmallFile(`/proc/${postmasterPid}/task/${postmasterPid}/children`);
+  const pids = listed !== null ? [String(postmasterPid), ...listed.split(/\s+/).filter((p) => p !== '')] : readdirSync('/proc').filter((e) => /^\d+$/.test(e));
   const stats: ProcStat[] = [];
   for (const pid of pids) {
     // processes end between the listing and the read: skip them
-    const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+    const text = readSmallFile(`/proc/${pid}/stat`);
     const stat = text === null ? null : parseProcStat(text);
     if (stat !== null) stats.push(stat);
   }

@@ -1,4 +1,4 @@
-import { open, stat } from 'node:fs/promises';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { KeelError } from '../errors.js';
 import { parseLsn } from '../model/lsn.js';
@@ -81,7 +81,7 @@ export class ControlDataCache {
    * depends on the state read it again through read().
    */
   async state(): Promise<string | null> {
-    const head = await readHead(this.path);
+    const head = readHead(this.path);
     if (head === null) return null;
     const name = head.version === controlVersion ? clusterStates[head.state] : undefined;
     return name ?? (await this.read())?.clusterState ?? null;
@@ -97,7 +97,8 @@ export class ControlDataCache {
     let key: string;
     let mtimeMs: number;
     try {
-      const st = await stat(this.path, { bigint: true });
+      // read synchronously, as datadir.ts says why
+      const st = statSync(this.path, { bigint: true });
       key = `${st.ino}:${st.size}:${st.mtimeNs}`;
       mtimeMs = Number(st.mtimeNs / 1_000_000n);
     } catch (err) {
@@ -105,7 +106,7 @@ export class ControlDataCache {
       throw err;
     }
     if (this.cached?.key === key) return this.cached.data;
-    const data = parseControlFile(await readPrefix(this.path, controlFileBytes)) ?? parseControlData(await this.run());
+    const data = parseControlFile(readPrefix(this.path, controlFileBytes)) ?? parseControlData(await this.run());
     this.cached = this.now() - mtimeMs >= settledMs ? { key, data } : null;
     return data;
   }
@@ -176,21 +177,21 @@ const crcTable = Uint32Array.from({ length: 256 }, (_, n) => {
 });
 
 /** The first `length` bytes of a file (fewer when it is shorter). */
-async function readPrefix(path: string, length: number): Promise<Buffer> {
-  const file = await open(path, 'r');
+function readPrefix(path: string, length: number): Buffer {
+  const fd = openSync(path, 'r');
   try {
     const bytes = Buffer.alloc(length);
-    const { bytesRead } = await file.read(bytes, 0, length, 0);
+    const bytesRead = readSync(fd, bytes, 0, length, 0);
     return bytes.subarray(0, bytesRead);
   } finally {
-    await file.close();
+    closeSync(fd);
   }
 }
 
-async function readHead(path: string): Promise<{ version: number; state: number } | null> {
+function readHead(path: string): { version: number; state: number } | null {
   let head: Buffer;
   try {
-    head = await readPrefix(path, 20);
+    head = readPrefix(path, 20);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;

@@ -2,8 +2,8 @@
  * Timeline history files (pg_wal/<TLI>.history), written for timelines that
  * another node started: one line per switch, "<parent TLI>\t<switch LSN>\t<reason>".
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readSmallFile } from './datadir.js';
 import { formatLsn, parseLsn } from '../model/lsn.js';
 
 export function historyFileName(timeline: number): string {
@@ -41,6 +41,6 @@ export function parentOf(historyText: string): { timeline: number; switchLsn: nu
  * taken before the promotion may be short of it. Null without a file.
  */
 export async function readSwitchPoint(dataDir: string, timeline: number): Promise<number | null> {
-  const text = await readFile(join(dataDir, 'pg_wal', historyFileName(timeline)), 'utf8').catch(() => null);
+  const text = readSmallFile(join(dataDir, 'pg_wal', historyFileName(timeline)));
   return text === null ? null : (parentOf(text)?.switchLsn ?? null);
 }

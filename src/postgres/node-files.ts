@@ -5,8 +5,8 @@
  * pgpass file of connections to the upstream. Owned by PostgreSQL's OS user,
  * 0600.
  */
-import { existsSync } from 'node:fs';
-import { lstat, readFile, rename, rm } from 'node:fs/promises';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeConfig } from '../config/schema.js';
 import {
@@ -18,6 +18,7 @@ import {
   withSynchronousStandbyNames,
   type NodeLayout,
 } from './conf.js';
+import { readSmallFile } from './datadir.js';
 import { instanceClassParameters } from './instance-class.js';
 import { writeOwnedFile, type RunAs } from './programs.js';
 import type { StartOptions, UpstreamTarget } from './types.js';
@@ -56,7 +57,7 @@ export class NodeFiles {
 
   /** postgresql.conf with synchronous_standby_names set to `value`, the rest as it is. */
   async writeSynchronousStandbyNames(value: string): Promise<void> {
-    const text = await readFile(this.confPath, 'utf8');
+    const text = readFileSync(this.confPath, 'utf8');
     await this.write(this.confPath, withSynchronousStandbyNames(text, value));
   }
 
@@ -65,7 +66,7 @@ export class NodeFiles {
    * removed (conf.ts), and synchronous_standby_names set when given: one write.
    */
   async writePromotionRetry(on: boolean, streamOnly = false, synchronousStandbyNames?: string): Promise<boolean> {
-    const text = await readFile(this.confPath, 'utf8');
+    const text = readFileSync(this.confPath, 'utf8');
     const retry = withPromotionRetry(text, on, streamOnly);
     return this.write(this.confPath, synchronousStandbyNames === undefined ? retry : withSynchronousStandbyNames(retry, synchronousStandbyNames));
   }
@@ -81,13 +82,14 @@ export class NodeFiles {
    */
   private async write(path: string, text: string): Promise<boolean> {
     const owner = this.runAs;
-    const current = await lstat(path).catch(() => null);
+    // read synchronously, as datadir.ts says why
+    const current = lstatSync(path, { throwIfNoEntry: false }) ?? null;
     const kept =
       current !== null &&
       current.isFile() &&
       (current.mode & 0o777) === 0o600 &&
       (owner === null || (current.uid === owner.uid && current.gid === owner.gid)) &&
-      (await readFile(path, 'utf8').catch(() => null)) === text;
+      readSmallFile(path) === text;
     if (!kept) await writeOwnedFile(path, text, 0o600, owner, { durable: false });
     return !kept;
   }
@@ -96,7 +98,7 @@ export class NodeFiles {
   private async writeConf(options: StartOptions, synchronousStandbyNames?: string): Promise<void> {
     let sync = synchronousStandbyNames;
     if (sync === undefined) {
-      const current = await readFile(this.confPath, 'utf8').catch(() => '');
+      const current = readSmallFile(this.confPath) ?? '';
       sync = readSynchronousStandbyNames(current) ?? '';
     }
     // the node's instance class first: the cluster's explicit parameters win over it
