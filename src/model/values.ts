@@ -64,13 +64,19 @@ export interface MemberValue {
 
 /**
  * A member key without its figures (WAL positions, load, archiving counts, the
- * time of the put): what other members act on. An agent puts its key at once
- * when this changes and otherwise once per loop_wait; a watcher that acts on
- * decisions, not on figures, wakes only when it changes. Takes any object, as a
- * watcher sees values that were not validated yet.
+ * time of the put) and without its reason: what other members act on. An
+ * agent puts its key at once when this changes and otherwise once per
+ * loop_wait; a watcher that acts on decisions, not on figures, wakes only when
+ * it changes. The reason is words for people (status, dashboard, the
+ * controller's report) and changes at nearly every loop of a switchover:
+ * put at once, it made 8 of the 19 etcd writes between the routers' hold
+ * and the route, each fsynced beside the release and the take, and each a
+ * read of the whole cluster by every agent, the controller and the router.
+ * It goes with the next periodic put. Takes any object, as a watcher sees
+ * values that were not validated yet.
  */
 export function memberEssentials(value: object): Record<string, unknown> {
-  const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, archive, ...rest } = value as Record<string, unknown>;
+  const { updatedAtMs: _at, walLsn: _w, receivedLsn: _r, replayedLsn: _p, metrics: _m, reason: _why, archive, ...rest } = value as Record<string, unknown>;
   const state = typeof archive === 'object' && archive !== null ? ((archive as { state?: unknown }).state ?? null) : null;
   return { ...rest, archiveState: state };
 }

@@ -27,11 +27,14 @@ describe('FiguresFilter', () => {
     // WAL positions, load, archiving counts and the time of the put
     expect(f.wakes(put(key, member({ receivedLsn: 5000, replayedLsn: 4000, updatedAtMs: 900 })))).toBe(false);
     expect(f.wakes(put(key, member({ metrics: load(40), updatedAtMs: 1900 })))).toBe(false);
-    // a change of state, streaming, role or reason wakes
+    // a change of state, streaming or role wakes
     expect(f.wakes(put(key, member({ streaming: false })))).toBe(true);
     expect(f.wakes(put(key, member({ streaming: false, replayedLsn: 7000 })))).toBe(false);
     expect(f.wakes(put(key, member({ streaming: false, role: 'primary' })))).toBe(true);
-    expect(f.wakes(put(key, member({ streaming: false, role: 'primary', reason: 'promoted' })))).toBe(true);
+    expect(f.wakes(put(key, member({ streaming: false, role: 'primary', state: 'primary' })))).toBe(true);
+    // the reason alone does not: words for people, it rides with the figures
+    expect(f.wakes(put(key, member({ streaming: false, role: 'primary', state: 'primary', reason: 'promoted' })))).toBe(false);
+    expect(f.wakes(put(key, member({ streaming: false, role: 'primary', state: 'primary', reason: 'leading', updatedAtMs: 2900 })))).toBe(false);
   });
 
   it("wakes when a member's archiving state changes, not for its counts", () => {
