@@ -163,7 +163,7 @@ export class EtcdKv implements KvStore {
       const watcher = this.client.watch().prefix(prefix).watcher();
       current = watcher;
       let lostConnection = false;
-      watcher.on('put', (kv) => guarded(() => handlers.onChange({ key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), modRevision: String(kv.mod_revision) })));
+      watcher.on('put', (kv) => guarded(() => handlers.onChange({ key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), modRevision: String(kv.mod_revision), lease: String(kv.lease ?? '0') })));
       watcher.on('delete', (kv) => guarded(() => handlers.onChange({ key: kv.key.toString('utf8'), value: null, modRevision: String(kv.mod_revision) })));
       watcher.on('disconnected', (err) => {
         // etcd3 retries every second while etcd is down: say so once, not every second

@@ -86,7 +86,7 @@ export class MemoryKv implements KvStore {
     for (const w of writes) {
       if ('put' in w) {
         this.data.set(w.put, { value: w.value, modRevision: next, lease: w.lease ?? '0' });
-        changes.push({ key: w.put, value: w.value, modRevision: String(next) });
+        changes.push({ key: w.put, value: w.value, modRevision: String(next), lease: w.lease ?? '0' });
         continue;
       }
       for (const key of this.keysOf({ key: w.delete, end: w.end })) {

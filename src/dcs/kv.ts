@@ -49,6 +49,8 @@ export interface KvChange {
   key: string;
   value: string | null;
   modRevision: string;
+  /** a put's lease ('0' when none); absent on a delete */
+  lease?: string;
 }
 
 export interface KvWatchHandlers {

@@ -27,9 +27,10 @@ import {
   type ClusterKeys,
 } from './codec.js';
 import type { KvCompare, KvEntry, KvStore, KvWrite } from './kv.js';
+import { KeptKeys } from './kept-keys.js';
 import { FiguresFilter } from './wake-filter.js';
 import type { BackupLockValue, ClusterView, ControllerValue, CreationValue, DrainingValue, EventValue, HistoryEntry, HistoryValue, InitializeValue, MemberValue, RouterValue, SpecValue, StatusValue, SwitchoverValue, SyncValue, Versioned } from '../model/values.js';
-import type { Dcs, LeaderTake, LeaseMove, WatchOptions } from './types.js';
+import type { Dcs, KeptCluster, LeaderTake, LeaseMove, WatchOptions } from './types.js';
 import { buildClusterView, InvalidValueReporter } from './view.js';
 
 /** Trimming costs a read of the event keys, so it runs once every this many added events. */
@@ -69,12 +70,42 @@ export class StoreDcs implements Dcs {
   }
 
   async readCluster(): Promise<ClusterView> {
-    // everything but the (large, noisy) events, at one revision
+    const { revision, entries } = await this.readClusterKeys();
+    return buildClusterView(this.cluster, revision, entries, this.invalid.report);
+  }
+
+  /** everything but the (large, noisy) events, at one revision */
+  private async readClusterKeys(): Promise<{ revision: string; entries: KvEntry[] }> {
     const { revision, entries } = await this.kv.read('read of the cluster', [
       { key: this.k.prefix, end: this.k.eventsPrefix },
       { key: this.k.eventsEnd, end: this.k.prefixEnd },
     ]);
-    return buildClusterView(this.cluster, revision, entries.flat(), this.invalid.report);
+    return { revision, entries: entries.flat() };
+  }
+
+  async keepCluster(handlers: { onView: (view: ClusterView) => void; onResync: () => void }): Promise<KeptCluster> {
+    const kept = new KeptKeys();
+    const view = (): ClusterView => buildClusterView(this.cluster, kept.revision, kept.entries(), this.invalid.report);
+    let queued = false;
+    const stop = await this.kv.watch('kept watch', this.k.prefix, {
+      onChange: (change) => {
+        if (change.key.startsWith(this.k.eventsPrefix) || !kept.apply(change)) return;
+        if (!kept.loaded || queued || change.key.startsWith(this.k.routersPrefix)) return;
+        // after the other changes of its transaction, which come in the same turn of the event loop
+        queued = true;
+        queueMicrotask(() => {
+          queued = false;
+          handlers.onView(view());
+        });
+      },
+      onResync: handlers.onResync,
+    });
+    const read = async (): Promise<ClusterView> => {
+      const { revision, entries } = await this.readClusterKeys();
+      kept.load(revision, entries);
+      return view();
+    };
+    return { read, stop };
   }
 
   /**

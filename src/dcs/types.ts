@@ -27,6 +27,13 @@ export interface LeaseMove {
   leader: boolean;
 }
 
+/** What keepCluster returns. */
+export interface KeptCluster {
+  /** Reads every key at one revision, as readCluster does, and returns the view with the changes the watch brought since. */
+  read(): Promise<ClusterView>;
+  stop(): Promise<void>;
+}
+
 export interface WatchOptions {
   /**
    * false: a put that changes only figures (a member's WAL positions, load and
@@ -49,6 +56,15 @@ export interface Dcs {
 
   /** Calls `onChange` after any change under the prefix. Resolves once the watch is live. Returns a stop function. */
   watch(onChange: () => void, options?: WatchOptions): Promise<() => Promise<void>>;
+
+  /**
+   * The cluster kept from reads and the watch's changes (kept-keys.ts): once
+   * read() has been called, `onView` gets the view after each change (the
+   * changes of one transaction together; none for the events' and routers'
+   * keys); `onResync` when changes may have been lost (read again). Resolves
+   * once the watch is live.
+   */
+  keepCluster(handlers: { onView: (view: ClusterView) => void; onResync: () => void }): Promise<KeptCluster>;
 
   /** A new lease with the given ttl; returns its id. */
   grantLease(ttlSeconds: number): Promise<string>;

@@ -1,11 +1,14 @@
 /**
  * The router's control plane: follows the cluster through an etcd watch,
- * recomputes the routes on every change and hands them to the engine. A slow
- * re-read catches anything a broken watch missed; it also notices when etcd
- * stops answering, and after ttl without a successful read the router fails
- * closed (no rw backend) until etcd answers again.
+ * recomputes the routes on every change and hands them to the engine. The
+ * changes themselves make the view (dcs/kept-keys.ts): no read of etcd
+ * between a change and its route. A slow re-read catches anything a broken
+ * watch missed; it also notices when etcd stops answering, and after ttl
+ * without a successful read the router fails closed (no rw backend) until
+ * etcd answers again.
  */
-import type { Dcs } from '../dcs/types.js';
+import type { Dcs, KeptCluster } from '../dcs/types.js';
+import type { ClusterView } from '../model/values.js';
 import { describeError } from '../errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -13,7 +16,7 @@ import { SerialRuns } from '../util/serial.js';
 import { computeRoutes, defaultRouteOptions, failClosed, noRoutes, sameRoutes, type RouteOptions, type Routes } from './route.js';
 
 /** The two things the router needs from the store: one consistent read and a watch. */
-export type RouterDcs = Pick<Dcs, 'readCluster' | 'watch'>;
+export type RouterDcs = Pick<Dcs, 'readCluster' | 'keepCluster'>;
 
 export interface RouteSink {
   apply(routes: Routes): Promise<void>;
@@ -41,7 +44,7 @@ export class RouterControl {
   /** the reads in flight, ending once no further read was asked for */
   private readonly reads = new SerialRuns(() => this.readOnce(), () => this.stopped);
   private stopped = false;
-  private stopWatch: (() => Promise<void>) | null = null;
+  private kept: KeptCluster | null = null;
   private timers: NodeJS.Timeout[] = [];
   /** applies run one at a time, in order; only the newest pending one matters */
   private applying: Promise<void> = Promise.resolve();
@@ -83,15 +86,15 @@ export class RouterControl {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
-    if (this.stopWatch) await this.stopWatch().catch(() => undefined);
+    if (this.kept) await this.kept.stop().catch(() => undefined);
     await this.applying;
   }
 
   private async keepWatching(): Promise<void> {
     let backoffMs = 500;
-    while (!this.stopped && this.stopWatch === null) {
+    while (!this.stopped && this.kept === null) {
       try {
-        this.stopWatch = await this.dcs.watch(() => void this.refresh());
+        this.kept = await this.dcs.keepCluster({ onView: (view) => this.follow(view), onResync: () => void this.refresh() });
         // changes between the first read and the watch going live would be missed otherwise
         void this.refresh();
       } catch (err) {
@@ -115,7 +118,8 @@ export class RouterControl {
     let routes: Routes;
     let revision: string;
     try {
-      const view = await this.dcs.readCluster();
+      // until the watch is live, a plain read: nothing to keep the view current yet
+      const view = this.kept === null ? await this.dcs.readCluster() : await this.kept.read();
       // a read that took longer than ttl describes a cluster that may have moved on
       if (this.clock.now() - startedMs > this.ttlSeconds * 1000) return;
       this.lastGoodReadMs = startedMs;
@@ -132,6 +136,16 @@ export class RouterControl {
     this.etcdErrorLogged = false;
     this.closedBecauseStale = false;
     this.setRoutes(routes, { revision });
+  }
+
+  /**
+   * A change the watch brought, with the view it makes. Reads alone say that
+   * etcd answers: a router failing closed stays closed until one does.
+   */
+  private follow(view: ClusterView): void {
+    if (this.stopped || this.closedBecauseStale) return;
+    if (view.config !== null) this.ttlSeconds = view.config.value.ttl;
+    this.setRoutes(computeRoutes(view, this.clock.now(), { ...this.routeOptions, ttlSeconds: this.ttlSeconds }), { revision: view.revision });
   }
 
   /** Fails closed once no read has succeeded for longer than ttl. */

@@ -10,7 +10,7 @@ import { freeze } from '../support/freeze.js';
 import { sleep } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/log.js';
 import { findFreePorts, isPortFree } from '../../src/util/ports.js';
-import type { MemberValue } from '../../src/model/values.js';
+import type { ClusterView, MemberValue } from '../../src/model/values.js';
 
 const host = '127.0.0.1';
 let dir = '';
@@ -177,6 +177,54 @@ describe('EtcdDcs against a real etcd', () => {
     await b!.putDraining({ v: 1, name: 'node2', sinceMs: 2, reason: 'test' });
     await sleep(300);
     expect(changes).toBe(seen);
+  });
+
+  it('keeps the cluster from the watch: one view per transaction, the same as a read, leases and expiries included', async () => {
+    const [a, b] = agents(2);
+    const views: ClusterView[] = [];
+    let resyncs = 0;
+    const kept = await a!.keepCluster({ onView: (view) => views.push(view), onResync: () => resyncs++ });
+    try {
+      const lease = await b!.grantLease(2);
+      await b!.putMember(member('node1'), lease);
+      await b!.requestSwitchover({ v: 1, from: 'node0', to: 'node1', failover: false, requestedAtMs: 1 });
+      // nothing is a view before the first read
+      await sleep(300);
+      expect(views).toEqual([]);
+      const first = await kept.read();
+      expect(first.members.map((m) => m.name)).toEqual(['node1']);
+      const known = first.history;
+      // four writes in one transaction: one view, with all of them
+      const outcome = await b!.takeLeaderToPromote({
+        name: 'node1', leaseId: lease, entry: { timeline: 2, switchLsn: 4096, leader: 'node1', atMs: 1, reason: 'kept' },
+        known, sync: { v: 1, leader: 'node1', members: ['node2'], quorum: 1 }, endsSwitchover: true,
+      });
+      expect(outcome).toBe('taken');
+      await waitFor('the view of the take', () => views.length > 0, 3000);
+      await sleep(200);
+      expect(views).toHaveLength(1);
+      const taken = views[0]!;
+      expect(taken.leader?.value.name).toBe('node1');
+      expect(taken.leader?.leaseId).toBe(lease);
+      expect(taken.history?.value.entries.at(-1)?.reason).toBe('kept');
+      expect(taken.sync?.value.members).toEqual(['node2']);
+      expect(taken.switchover).toBeNull();
+      // the same as a read at that revision
+      const read = await a!.readCluster();
+      expect(taken.revision).toBe(read.revision);
+      expect({ ...taken, revision: '' }).toEqual({ ...read, revision: '' });
+      // a router's key changes no view; the lease running out deletes the leader and member keys in one
+      await b!.putRouter({ v: 1, id: 'r1', holding: null, atMs: 1 }, await b!.grantLease(10));
+      await sleep(300);
+      expect(views).toHaveLength(1);
+      await waitFor('the lease to run out', () => views.some((v) => v.leader === null), 8000);
+      const expired = views.at(-1)!;
+      expect(expired.leader).toBeNull();
+      expect(expired.members).toEqual([]);
+      expect(resyncs).toBe(0);
+    } finally {
+      await kept.stop();
+    }
   });
 
   it('putConfig is a compare-and-swap', async () => {

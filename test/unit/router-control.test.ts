@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryDcs } from '../../src/dcs/memory.js';
-import { RouterControl } from '../../src/router/control.js';
+import { RouterControl, type RouterDcs } from '../../src/router/control.js';
 import type { Routes } from '../../src/router/route.js';
 import { silentLogger } from '../../src/util/log.js';
 import { NOW, member, primaryMember } from './fixtures.js';
@@ -65,6 +65,60 @@ describe('RouterControl', () => {
     await dcs.acquireLeader('node2', lease);
     await until('rw on node2', () => engine.last?.rw?.name === 'node2');
     expect(engine.last).toMatchObject({ holdRw: false, ro: [{ name: 'node1' }] });
+  });
+
+  it('routes a change from the change itself, with no read of etcd after the first', async () => {
+    clock.t = NOW;
+    const dcs = new MemoryDcs({ cluster: 'main', clock });
+    const lease = await dcs.grantLease(3600);
+    await dcs.putMember(primaryMember('node1', { updatedAtMs: NOW }), lease);
+    await dcs.putMember(member('node2', { updatedAtMs: NOW }), lease);
+    await dcs.acquireLeader('node1', lease);
+    let reads = 0;
+    const counted: RouterDcs = {
+      readCluster: () => ((reads += 1), dcs.readCluster()),
+      keepCluster: async (handlers) => {
+        const kept = await dcs.keepCluster(handlers);
+        return { read: () => ((reads += 1), kept.read()), stop: () => kept.stop() };
+      },
+    };
+    const engine = new FakeEngine();
+    const control = new RouterControl(counted, engine, clock, silentLogger(), { route: {}, rereadMs: 3_600_000, freshnessCheckMs: 3_600_000 });
+    await control.start();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.last?.rw?.name === 'node1');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const readsBefore = reads;
+    await dcs.releaseLeader('node1');
+    await until('rw held', () => engine.last?.rw === null && engine.last.holdRw);
+    await dcs.putMember(member('node1', { updatedAtMs: NOW }), lease);
+    await dcs.putMember(primaryMember('node2', { updatedAtMs: NOW }), lease);
+    await dcs.acquireLeader('node2', lease);
+    await until('rw on node2', () => engine.last?.rw?.name === 'node2');
+    expect(reads).toBe(readsBefore);
+    // a slow re-read still reads, and changes nothing that is current
+    await control.refresh();
+    expect(reads).toBe(readsBefore + 1);
+    expect(engine.last).toMatchObject({ rw: { name: 'node2' }, holdRw: false, ro: [{ name: 'node1' }] });
+  });
+
+  it('a router failing closed takes no route from a change until a read succeeds', async () => {
+    const { dcs, engine, control, lease } = await setup();
+    stopControl = () => control.stop();
+    await until('first apply', () => engine.last?.rw?.name === 'node1');
+    dcs.setUnreachable(true);
+    clock.t += 10_500;
+    await control.refresh();
+    control.checkFreshness();
+    await until('fail closed', () => engine.last?.rw === null);
+    const applies = engine.applied.length;
+    // etcd answers again, but no read has yet: a change alone does not open rw
+    dcs.setUnreachable(false);
+    await dcs.putMember(member('node2', { updatedAtMs: clock.t, streaming: false }), lease);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(engine.applied).toHaveLength(applies);
+    await control.refresh();
+    await until('open again', () => engine.last?.rw?.name === 'node1');
   });
 
   it('changes that leave the routes as they were are not applied again', async () => {
