@@ -26,7 +26,8 @@ async function until(what: string, check: () => boolean): Promise<void> {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-async function setup(): Promise<{ dcs: MemoryDcs; engine: FakeEngine; control: RouterControl; lease: string }> {
+/** seen: what the router is given in place of the store itself (a store that counts reads) */
+async function setup(seen: (dcs: MemoryDcs) => RouterDcs = (dcs) => dcs): Promise<{ dcs: MemoryDcs; engine: FakeEngine; control: RouterControl; lease: string }> {
   clock.t = NOW;
   const dcs = new MemoryDcs({ cluster: 'main', clock });
   const lease = await dcs.grantLease(3600);
@@ -35,7 +36,7 @@ async function setup(): Promise<{ dcs: MemoryDcs; engine: FakeEngine; control: R
   await dcs.acquireLeader('node1', lease);
   const engine = new FakeEngine();
   // timers far away: the test drives re-reads and freshness checks itself
-  const control = new RouterControl(dcs, engine, clock, silentLogger(), { route: {}, rereadMs: 3_600_000, freshnessCheckMs: 3_600_000 });
+  const control = new RouterControl(seen(dcs), engine, clock, silentLogger(), { route: {}, rereadMs: 3_600_000, freshnessCheckMs: 3_600_000 });
   await control.start();
   return { dcs, engine, control, lease };
 }
@@ -54,37 +55,16 @@ describe('RouterControl', () => {
     expect(engine.last).toMatchObject({ rw: { name: 'node1' }, holdRw: false, ro: [{ name: 'node2' }] });
   });
 
-  it('follows a leader change through the watch, without a re-read timer', async () => {
-    const { dcs, engine, control, lease } = await setup();
-    stopControl = () => control.stop();
-    await until('first apply', () => engine.last?.rw?.name === 'node1');
-    await dcs.releaseLeader('node1');
-    await until('rw held', () => engine.last?.rw === null && engine.last.holdRw);
-    await dcs.putMember(member('node1', { updatedAtMs: NOW }), lease);
-    await dcs.putMember(primaryMember('node2', { updatedAtMs: NOW }), lease);
-    await dcs.acquireLeader('node2', lease);
-    await until('rw on node2', () => engine.last?.rw?.name === 'node2');
-    expect(engine.last).toMatchObject({ holdRw: false, ro: [{ name: 'node1' }] });
-  });
-
-  it('routes a change from the change itself, with no read of etcd after the first', async () => {
-    clock.t = NOW;
-    const dcs = new MemoryDcs({ cluster: 'main', clock });
-    const lease = await dcs.grantLease(3600);
-    await dcs.putMember(primaryMember('node1', { updatedAtMs: NOW }), lease);
-    await dcs.putMember(member('node2', { updatedAtMs: NOW }), lease);
-    await dcs.acquireLeader('node1', lease);
+  it('follows a leader change through the watch, routing each change from the change itself: no read of etcd after the first', async () => {
     let reads = 0;
-    const counted: RouterDcs = {
+    const counted = (dcs: MemoryDcs): RouterDcs => ({
       readCluster: () => ((reads += 1), dcs.readCluster()),
       keepCluster: async (handlers) => {
         const kept = await dcs.keepCluster(handlers);
         return { read: () => ((reads += 1), kept.read()), stop: () => kept.stop() };
       },
-    };
-    const engine = new FakeEngine();
-    const control = new RouterControl(counted, engine, clock, silentLogger(), { route: {}, rereadMs: 3_600_000, freshnessCheckMs: 3_600_000 });
-    await control.start();
+    });
+    const { dcs, engine, control, lease } = await setup(counted);
     stopControl = () => control.stop();
     await until('first apply', () => engine.last?.rw?.name === 'node1');
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -100,25 +80,6 @@ describe('RouterControl', () => {
     await control.refresh();
     expect(reads).toBe(readsBefore + 1);
     expect(engine.last).toMatchObject({ rw: { name: 'node2' }, holdRw: false, ro: [{ name: 'node1' }] });
-  });
-
-  it('a router failing closed takes no route from a change until a read succeeds', async () => {
-    const { dcs, engine, control, lease } = await setup();
-    stopControl = () => control.stop();
-    await until('first apply', () => engine.last?.rw?.name === 'node1');
-    dcs.setUnreachable(true);
-    clock.t += 10_500;
-    await control.refresh();
-    control.checkFreshness();
-    await until('fail closed', () => engine.last?.rw === null);
-    const applies = engine.applied.length;
-    // etcd answers again, but no read has yet: a change alone does not open rw
-    dcs.setUnreachable(false);
-    await dcs.putMember(member('node2', { updatedAtMs: clock.t, streaming: false }), lease);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(engine.applied).toHaveLength(applies);
-    await control.refresh();
-    await until('open again', () => engine.last?.rw?.name === 'node1');
   });
 
   it('changes that leave the routes as they were are not applied again', async () => {
@@ -151,8 +112,8 @@ describe('RouterControl', () => {
     await until('rw back', () => engine.last?.rw?.name === 'node1');
   });
 
-  it('fails closed after ttl without a good read, and opens again when etcd answers', async () => {
-    const { dcs, engine, control } = await setup();
+  it('fails closed after ttl without a good read, and opens again when etcd answers to a read', async () => {
+    const { dcs, engine, control, lease } = await setup();
     stopControl = () => control.stop();
     await until('first apply', () => engine.last?.rw?.name === 'node1');
     dcs.setUnreachable(true);
@@ -165,7 +126,12 @@ describe('RouterControl', () => {
     await until('fail closed', () => engine.last?.rw === null);
     expect(engine.last).toMatchObject({ holdRw: true, ro: [{ name: 'node2' }] });
     expect(engine.last?.reason).toMatch(/etcd not read for 10.5 s \(ttl 10 s\): failing closed/);
+    // etcd answers again, but no read has yet: a change the watch brings does not open rw
     dcs.setUnreachable(false);
+    const applies = engine.applied.length;
+    await dcs.putMember(member('node2', { updatedAtMs: clock.t, streaming: false }), lease);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(engine.applied).toHaveLength(applies);
     await control.refresh();
     await until('open again', () => engine.last?.rw?.name === 'node1');
   });
