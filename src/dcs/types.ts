@@ -46,7 +46,8 @@ export interface WatchOptions {
 
 /**
  * The distributed configuration store, as Keel needs it. Every method talks to
- * the store once; none caches. Each promises the atomicity stated beside it.
+ * the store once; none caches but keepCluster, which keeps what its watch
+ * brings. Each promises the atomicity stated beside it.
  */
 export interface Dcs {
   readonly cluster: string;
