@@ -83,9 +83,9 @@ export class NodeFiles {
   private async write(path: string, text: string): Promise<boolean> {
     const owner = this.runAs;
     // read synchronously, as datadir.ts says why
-    const current = lstatSync(path, { throwIfNoEntry: false }) ?? null;
+    const current = lstatSync(path, { throwIfNoEntry: false });
     const kept =
-      current !== null &&
+      current !== undefined &&
       current.isFile() &&
       (current.mode & 0o777) === 0o600 &&
       (owner === null || (current.uid === owner.uid && current.gid === owner.gid)) &&

@@ -123,8 +123,7 @@ export class RouterControl {
       // a read that took longer than ttl describes a cluster that may have moved on
       if (this.clock.now() - startedMs > this.ttlSeconds * 1000) return;
       this.lastGoodReadMs = startedMs;
-      if (view.config !== null) this.ttlSeconds = view.config.value.ttl;
-      routes = computeRoutes(view, this.clock.now(), { ...this.routeOptions, ttlSeconds: this.ttlSeconds });
+      routes = this.routesOf(view);
       revision = view.revision;
     } catch (err) {
       if (!this.etcdErrorLogged) this.logger.warn({ err: describeError(err) }, 'cannot read etcd');
@@ -144,8 +143,13 @@ export class RouterControl {
    */
   private follow(view: ClusterView): void {
     if (this.stopped || this.closedBecauseStale) return;
+    this.setRoutes(this.routesOf(view), { revision: view.revision });
+  }
+
+  /** The routes `view` asks for; its config's ttl is the one from now on. */
+  private routesOf(view: ClusterView): Routes {
     if (view.config !== null) this.ttlSeconds = view.config.value.ttl;
-    this.setRoutes(computeRoutes(view, this.clock.now(), { ...this.routeOptions, ttlSeconds: this.ttlSeconds }), { revision: view.revision });
+    return computeRoutes(view, this.clock.now(), { ...this.routeOptions, ttlSeconds: this.ttlSeconds });
   }
 
   /** Fails closed once no read has succeeded for longer than ttl. */
